@@ -1,0 +1,642 @@
+//! Whole-config checks over the decoded model: references, cycles, build
+//! property uses, and lints.
+//!
+//! Architecture invariant: every reference is checked exactly once, at the
+//! span where it is written, so one mistake gives one diagnostic.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use petgraph::graphmap::DiGraphMap;
+
+use crate::decode::{Model, Named, Selector};
+use crate::diagnostic::{did_you_mean, Code, Diagnostic};
+use crate::graph::{SchedulerKind, StepKind};
+use crate::interp::BUILTIN_PROPERTIES;
+use crate::source::FileId;
+use crate::syntax::Span;
+
+pub fn check(file: FileId, m: &Model, diags: &mut Vec<Diagnostic>) {
+    let mut c = Checker { file, m, diags };
+    c.references();
+    c.cycles();
+    c.properties();
+    // Lints speak about a config that is otherwise right: with errors, an
+    // "unused worker" is usually the consequence of one of them.
+    if !c
+        .diags
+        .iter()
+        .any(|d| d.severity == crate::diagnostic::Severity::Error)
+    {
+        c.lints();
+    }
+}
+
+struct Checker<'a> {
+    file: FileId,
+    m: &'a Model,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl<'a> Checker<'a> {
+    fn unknown(&mut self, what: &str, r: &Named, known: Vec<&str>, help_if_none: &str) {
+        let help = did_you_mean(&r.name, known.iter().copied(), &format!("the {what}s are"))
+            .unwrap_or_else(|| help_if_none.to_string());
+        self.diags.push(
+            Diagnostic::new(
+                Code::UnknownReference,
+                self.file,
+                r.span,
+                format!("unknown {what} `{}`", r.name),
+            )
+            .label(format!("no {what} has this name"))
+            .help(help),
+        );
+    }
+
+    fn builder_names(&self) -> Vec<&'a str> {
+        let m: &'a Model = self.m;
+        m.builders.iter().map(|b| b.item.name.as_str()).collect()
+    }
+
+    fn selector(&mut self, sel: &Selector) {
+        let names = self.builder_names();
+        let set: HashSet<&str> = names.iter().copied().collect();
+        for r in &sel.names {
+            if !set.contains(r.name.as_str()) {
+                self.unknown(
+                    "builder",
+                    r,
+                    names.clone(),
+                    "define it with `builder \"NAME\" { … }`",
+                );
+            }
+        }
+        let tags: BTreeSet<&str> = self
+            .m
+            .builders
+            .iter()
+            .flat_map(|b| b.item.tags.iter().map(String::as_str))
+            .collect();
+        for t in &sel.tags {
+            if !tags.contains(t.name.as_str()) {
+                let help = did_you_mean(&t.name, tags.iter().copied(), "tags in use are")
+                    .unwrap_or_else(|| {
+                        "no builder has this tag: add `tags \"…\"` to the builders meant".into()
+                    });
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::EmptySelection,
+                        self.file,
+                        t.span,
+                        format!("no builder is tagged `{}`", t.name),
+                    )
+                    .label("selects nothing")
+                    .help(help),
+                );
+            }
+        }
+    }
+
+    fn references(&mut self) {
+        let m = self.m;
+        let workers: Vec<&str> = m.workers.iter().map(|w| w.item.name.as_str()).collect();
+        let locks: Vec<&str> = m.locks.iter().map(|l| l.item.name.as_str()).collect();
+        let sources: Vec<&str> = m
+            .change_sources
+            .iter()
+            .map(|s| s.item.name.as_str())
+            .collect();
+        let scheds: HashMap<&str, &SchedulerKind> = m
+            .schedulers
+            .iter()
+            .map(|s| (s.item.name.as_str(), &s.item.kind))
+            .collect();
+        let sched_names: Vec<&str> = m.schedulers.iter().map(|s| s.item.name.as_str()).collect();
+        let triggerable: Vec<&str> = m
+            .schedulers
+            .iter()
+            .filter(|s| matches!(s.item.kind, SchedulerKind::Triggerable {}))
+            .map(|s| s.item.name.as_str())
+            .collect();
+        for b in &m.builders {
+            for w in &b.workers {
+                if !workers.contains(&w.name.as_str()) {
+                    self.unknown(
+                        "worker",
+                        w,
+                        workers.clone(),
+                        "define it with `worker \"NAME\" password=(secret)\"NAME\"`",
+                    );
+                }
+            }
+            for l in &b.locks {
+                if !locks.contains(&l.name.as_str()) {
+                    self.unknown(
+                        "lock",
+                        l,
+                        locks.clone(),
+                        "define it with `lock \"NAME\" kind=\"master\" max-count=1`",
+                    );
+                }
+            }
+            for (_, t) in &b.triggers {
+                match scheds.get(t.name.as_str()) {
+                    None => self.unknown(
+                        "scheduler",
+                        t,
+                        if triggerable.is_empty() {
+                            sched_names.clone()
+                        } else {
+                            triggerable.clone()
+                        },
+                        "define it with `scheduler \"NAME\" kind=\"triggerable\" { builders … }`",
+                    ),
+                    Some(SchedulerKind::Triggerable {}) => {}
+                    Some(k) => {
+                        let d = Diagnostic::new(
+                            Code::WrongReferenceKind,
+                            self.file,
+                            t.span,
+                            format!("a trigger step can only start a triggerable scheduler, and `{}` is {}", t.name, article(k.name())),
+                        )
+                        .label("not triggerable");
+                        let d = match m.schedulers.iter().find(|s| s.item.name == t.name) {
+                            Some(s) => d.with(self.file, s.name_span, "defined here"),
+                            None => d,
+                        };
+                        self.diags.push(d.help(format!(
+                            "point the trigger at a scheduler with kind=\"triggerable\"{}",
+                            match did_you_mean(&t.name, triggerable.iter().copied(), "") {
+                                Some(h) if h.starts_with("did") => format!(" ({h})"),
+                                _ => String::new(),
+                            }
+                        )));
+                    }
+                }
+            }
+        }
+        for s in &m.schedulers {
+            let sel = s.selector.clone();
+            self.selector(&sel);
+            if let Some(u) = &s.upstream {
+                if !scheds.contains_key(u.name.as_str()) {
+                    self.unknown(
+                        "scheduler",
+                        u,
+                        sched_names.clone(),
+                        "name the scheduler whose builds this one waits for",
+                    );
+                }
+            }
+            for src in &s.sources {
+                if !sources.contains(&src.name.as_str()) {
+                    self.unknown(
+                        "change source",
+                        src,
+                        sources.clone(),
+                        "define it with `change-source \"NAME\" kind=…`",
+                    );
+                }
+            }
+        }
+        for r in &m.reporters {
+            let sel = r.selector.clone();
+            self.selector(&sel);
+        }
+    }
+
+    /// Scheduler graph: S → T when a builder run by S triggers T, and
+    /// U → D when dependent D waits for U. It must be acyclic.
+    fn cycles(&mut self) {
+        let m = self.m;
+        let idx: HashMap<&str, usize> = m
+            .schedulers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.item.name.as_str(), i))
+            .collect();
+        // Edge label: (span, text) saying why the edge exists.
+        let mut edges: HashMap<(usize, usize), (Span, String)> = HashMap::new();
+        let mut g: DiGraphMap<usize, ()> = DiGraphMap::new();
+        for (i, _) in m.schedulers.iter().enumerate() {
+            g.add_node(i);
+        }
+        let resolved = self.resolve_all();
+        for (si, s) in m.schedulers.iter().enumerate() {
+            for bname in &resolved[si] {
+                let Some(b) = m.builders.iter().find(|b| &b.item.name == bname) else {
+                    continue;
+                };
+                for (_, t) in &b.triggers {
+                    // Triggers of non-triggerable schedulers are already
+                    // errors (E0202) and start nothing.
+                    let triggerable = m.schedulers.iter().any(|x| {
+                        x.item.name == t.name
+                            && matches!(x.item.kind, SchedulerKind::Triggerable {})
+                    });
+                    if let Some(&ti) = idx.get(t.name.as_str()).filter(|_| triggerable) {
+                        g.add_edge(si, ti, ());
+                        edges.entry((si, ti)).or_insert_with(|| {
+                            (
+                                t.span,
+                                format!(
+                                    "builder `{}` (started by `{}`) triggers `{}`",
+                                    b.item.name, s.item.name, t.name
+                                ),
+                            )
+                        });
+                    }
+                }
+            }
+            if let Some(u) = &s.upstream {
+                if let Some(&ui) = idx.get(u.name.as_str()) {
+                    g.add_edge(ui, si, ());
+                    edges.entry((ui, si)).or_insert_with(|| {
+                        (u.span, format!("`{}` runs after `{}`", s.item.name, u.name))
+                    });
+                }
+            }
+        }
+        for scc in petgraph::algo::tarjan_scc(&g) {
+            let cyclic = scc.len() > 1 || g.contains_edge(scc[0], scc[0]);
+            if !cyclic {
+                continue;
+            }
+            let members: HashSet<usize> = scc.iter().copied().collect();
+            let start = *scc.iter().min().unwrap_or(&scc[0]);
+            let path = find_cycle(&g, start, &members);
+            let names: Vec<&str> = path
+                .iter()
+                .map(|i| m.schedulers[*i].item.name.as_str())
+                .collect();
+            let mut chain = names.join(" → ");
+            chain.push_str(&format!(" → {}", names[0]));
+            let mut labels: Vec<(Span, String)> = Vec::new();
+            for w in 0..path.len() {
+                let a = path[w];
+                let b = path[(w + 1) % path.len()];
+                if let Some(e) = edges.get(&(a, b)) {
+                    labels.push(e.clone());
+                }
+            }
+            labels.sort_by_key(|l| l.0);
+            let Some((first_span, first_text)) = labels.first().cloned() else {
+                continue;
+            };
+            let mut d = Diagnostic::new(
+                Code::Cycle,
+                self.file,
+                first_span,
+                format!("schedulers trigger each other in a cycle: {chain}"),
+            )
+            .label(first_text);
+            for (sp, t) in labels.into_iter().skip(1) {
+                d = d.with(self.file, sp, t);
+            }
+            self.diags
+                .push(d.help("builds would start each other forever; remove one of these edges"));
+        }
+    }
+
+    /// Builder names each scheduler selects, in scheduler order.
+    fn resolve_all(&self) -> Vec<Vec<String>> {
+        self.m
+            .schedulers
+            .iter()
+            .map(|s| resolve(self.m, &s.selector))
+            .collect()
+    }
+
+    fn properties(&mut self) {
+        let m = self.m;
+        let resolved = self.resolve_all();
+        // Properties each builder can receive from outside its own steps.
+        let mut incoming: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        for (si, s) in m.schedulers.iter().enumerate() {
+            if let SchedulerKind::Force { params } = &s.item.kind {
+                for b in &resolved[si] {
+                    let e = incoming
+                        .entry(
+                            m.builders
+                                .iter()
+                                .find(|x| &x.item.name == b)
+                                .map(|x| x.item.name.as_str())
+                                .unwrap_or(""),
+                        )
+                        .or_default();
+                    e.extend(params.iter().map(|p| p.name.clone()));
+                }
+            }
+        }
+        let sched_builders: HashMap<&str, &Vec<String>> = m
+            .schedulers
+            .iter()
+            .zip(resolved.iter())
+            .map(|(s, r)| (s.item.name.as_str(), r))
+            .collect();
+        for b in &m.builders {
+            for st in &b.item.steps {
+                if let StepKind::Trigger {
+                    schedulers,
+                    copy_properties,
+                    set_properties,
+                    ..
+                } = &st.kind
+                {
+                    for s in schedulers {
+                        for tb in sched_builders
+                            .get(s.as_str())
+                            .map(|v| v.as_slice())
+                            .unwrap_or(&[])
+                        {
+                            let name = m
+                                .builders
+                                .iter()
+                                .find(|x| &x.item.name == tb)
+                                .map(|x| x.item.name.as_str())
+                                .unwrap_or("");
+                            let e = incoming.entry(name).or_default();
+                            e.extend(copy_properties.iter().cloned());
+                            e.extend(set_properties.keys().cloned());
+                        }
+                    }
+                }
+            }
+        }
+        for b in &m.builders {
+            let mut base: BTreeSet<String> =
+                BUILTIN_PROPERTIES.iter().map(|s| s.to_string()).collect();
+            base.extend(m.master.properties.keys().cloned());
+            base.extend(b.item.properties.keys().cloned());
+            for w in &b.item.workers {
+                if let Some(wd) = m.workers.iter().find(|x| &x.item.name == w) {
+                    base.extend(wd.item.properties.keys().cloned());
+                }
+            }
+            let mut passed_in: BTreeSet<&str> = BTreeSet::new();
+            if let Some(inc) = incoming.get(b.item.name.as_str()) {
+                base.extend(inc.iter().cloned());
+                passed_in.extend(inc.iter().map(String::as_str));
+            }
+            // Properties the steps set, with the index of the setting step.
+            let mut set_at: Vec<(usize, &str, &str)> = Vec::new();
+            let mut first_git: Option<usize> = None;
+            for (i, st) in b.item.steps.iter().enumerate() {
+                match &st.kind {
+                    StepKind::SetProperty { property, .. }
+                    | StepKind::SetPropertyFromCommand { property, .. } => {
+                        set_at.push((i, property.as_str(), st.name.as_str()));
+                    }
+                    StepKind::Git { .. } if first_git.is_none() => first_git = Some(i),
+                    _ => {}
+                }
+            }
+            for (at, p) in &b.prop_uses {
+                let step = *at;
+                // got_revision exists once a git step has run (or when it
+                // is passed in, e.g. copied by a trigger step).
+                if p.name == "got_revision" && !passed_in.contains("got_revision") {
+                    match (first_git, step) {
+                        (Some(g), Some(s)) if g < s => {}
+                        (Some(g), Some(_)) => self.prop_error(
+                            b.item.name.as_str(),
+                            p,
+                            &base,
+                            Some(format!("`got_revision` is set by the git step `{}`, which runs after this one", b.item.steps[g].name)),
+                        ),
+                        // Builder-level settings apply to every step; fine once a git step exists.
+                        (Some(_), None) => {}
+                        (None, _) => self.prop_error(
+                            b.item.name.as_str(),
+                            p,
+                            &base,
+                            Some("`got_revision` is set by a git step, and this builder has none; use `prop.revision` for the requested revision".into()),
+                        ),
+                    }
+                    continue;
+                }
+                if base.contains(&p.name) {
+                    continue;
+                }
+                let earlier = set_at
+                    .iter()
+                    .any(|(i, n, _)| *n == p.name && step.is_some_and(|s| *i < s));
+                if earlier {
+                    continue;
+                }
+                let later = set_at.iter().find(|(_, n, _)| *n == p.name);
+                let help = later.map(|(_, _, sname)| {
+                    format!("`{}` is set by the step `{sname}`, which runs after this point; move the use after it", p.name)
+                });
+                let mut known = base.clone();
+                known.extend(
+                    set_at
+                        .iter()
+                        .filter(|(i, _, _)| step.is_some_and(|s| *i < s))
+                        .map(|(_, n, _)| n.to_string()),
+                );
+                self.prop_error(b.item.name.as_str(), p, &known, help);
+            }
+        }
+    }
+
+    fn prop_error(
+        &mut self,
+        builder: &str,
+        p: &crate::interp::PropRef,
+        known: &BTreeSet<String>,
+        help: Option<String>,
+    ) {
+        let help = help
+            .or_else(|| did_you_mean(&p.name, known.iter().map(String::as_str), "").filter(|h| h.starts_with("did")))
+            .unwrap_or_else(|| {
+                "declare it with `property \"NAME\" …` on the master, builder or worker, as a force parameter, or set it in an earlier `set-property` step".into()
+            });
+        self.diags.push(
+            Diagnostic::new(
+                Code::UnknownBuildProperty,
+                self.file,
+                p.span,
+                format!(
+                    "build property `{}` cannot exist here in builder `{builder}`",
+                    p.name
+                ),
+            )
+            .label("unknown property")
+            .help(help),
+        );
+    }
+
+    fn lints(&mut self) {
+        let m = self.m;
+        let resolved = self.resolve_all();
+        // Reachability: a builder is reachable when a scheduler that starts
+        // on its own (not triggerable, not dependent) selects it, or a
+        // triggerable/dependent scheduler fed by reachable ones does.
+        let mut reachable_sched: HashSet<usize> = HashSet::new();
+        let mut reachable_builders: HashSet<&str> = HashSet::new();
+        loop {
+            let before = reachable_sched.len();
+            for (i, s) in m.schedulers.iter().enumerate() {
+                if reachable_sched.contains(&i) {
+                    continue;
+                }
+                let ok = match &s.item.kind {
+                    SchedulerKind::Triggerable {} => m.builders.iter().any(|b| {
+                        reachable_builders.contains(b.item.name.as_str())
+                            && b.triggers.iter().any(|(_, t)| t.name == s.item.name)
+                    }),
+                    SchedulerKind::Dependent { upstream } => m
+                        .schedulers
+                        .iter()
+                        .position(|u| &u.item.name == upstream)
+                        .is_some_and(|u| reachable_sched.contains(&u)),
+                    _ => true,
+                };
+                if ok {
+                    reachable_sched.insert(i);
+                    for b in &resolved[i] {
+                        if let Some(bd) = m.builders.iter().find(|x| &x.item.name == b) {
+                            reachable_builders.insert(bd.item.name.as_str());
+                        }
+                    }
+                }
+            }
+            if reachable_sched.len() == before {
+                break;
+            }
+        }
+        for b in &m.builders {
+            if !reachable_builders.contains(b.item.name.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(Code::UnreachableBuilder, self.file, b.name_span, format!("no scheduler can start builder `{}`", b.item.name))
+                        .label("never runs")
+                        .help("name it in a scheduler's `builders` (a force scheduler is enough to run it by hand), or tag it and select the tag"),
+                );
+            }
+        }
+        let used_workers: HashSet<&str> = m
+            .builders
+            .iter()
+            .flat_map(|b| b.item.workers.iter().map(String::as_str))
+            .collect();
+        for w in &m.workers {
+            if !used_workers.contains(w.item.name.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::UnusedWorker,
+                        self.file,
+                        w.name_span,
+                        format!("no builder runs on worker `{}`", w.item.name),
+                    )
+                    .label("unused worker")
+                    .help("add it to a builder's `workers`, or remove it"),
+                );
+            }
+        }
+        let used_locks: HashSet<&str> = m
+            .builders
+            .iter()
+            .flat_map(|b| b.locks.iter().map(|l| l.name.as_str()))
+            .collect();
+        for l in &m.locks {
+            if !used_locks.contains(l.item.name.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(Code::UnusedLock, self.file, l.name_span, format!("no builder or step takes lock `{}`", l.item.name))
+                        .label("unused lock")
+                        .help("take it with `lock \"NAME\"` in a builder or locks=\"NAME\" on a step, or remove it"),
+                );
+            }
+        }
+        // Change-driven schedulers listen to the sources they name, or to all.
+        let mut all_sources = false;
+        let mut named: HashSet<&str> = HashSet::new();
+        for s in &m.schedulers {
+            let filter = match &s.item.kind {
+                SchedulerKind::SingleBranch { filter, .. }
+                | SchedulerKind::AnyBranch { filter, .. } => filter,
+                SchedulerKind::Nightly {
+                    filter,
+                    only_if_changed: true,
+                    ..
+                } => filter,
+                _ => continue,
+            };
+            if filter.change_sources.is_empty() {
+                all_sources = true;
+            }
+            named.extend(filter.change_sources.iter().map(String::as_str));
+        }
+        for cs in &m.change_sources {
+            if !all_sources && !named.contains(cs.item.name.as_str()) {
+                self.diags.push(
+                    Diagnostic::new(Code::UnusedChangeSource, self.file, cs.name_span, format!("no scheduler looks at the changes of `{}`", cs.item.name))
+                        .label("changes go nowhere")
+                        .help("add a single-branch or any-branch scheduler (or list this source in a scheduler's `change-sources`), or remove it"),
+                );
+            }
+        }
+    }
+}
+
+/// Builder names a selector picks, sorted and unique.
+pub fn resolve(m: &Model, sel: &Selector) -> Vec<String> {
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for n in &sel.names {
+        if m.builders.iter().any(|b| b.item.name == n.name) {
+            out.insert(n.name.clone());
+        }
+    }
+    for t in &sel.tags {
+        for b in &m.builders {
+            if b.item.tags.contains(&t.name) {
+                out.insert(b.item.name.clone());
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// One cycle through `start` inside a strongly connected component, by DFS.
+fn find_cycle(g: &DiGraphMap<usize, ()>, start: usize, members: &HashSet<usize>) -> Vec<usize> {
+    let mut path = vec![start];
+    let mut seen: HashSet<usize> = HashSet::from([start]);
+    fn dfs(
+        g: &DiGraphMap<usize, ()>,
+        start: usize,
+        members: &HashSet<usize>,
+        path: &mut Vec<usize>,
+        seen: &mut HashSet<usize>,
+    ) -> bool {
+        let Some(&cur) = path.last() else {
+            return false;
+        };
+        let mut next: Vec<usize> = g.neighbors(cur).filter(|n| members.contains(n)).collect();
+        next.sort_unstable();
+        for n in next {
+            if n == start {
+                return true;
+            }
+            if seen.insert(n) {
+                path.push(n);
+                if dfs(g, start, members, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    if dfs(g, start, members, &mut path, &mut seen) {
+        path
+    } else {
+        vec![start]
+    }
+}
+
+fn article(kind: &str) -> String {
+    match kind.as_bytes().first() {
+        Some(b'a' | b'e' | b'i' | b'o' | b'u') => format!("an {kind} scheduler"),
+        _ => format!("a {kind} scheduler"),
+    }
+}

@@ -1,0 +1,644 @@
+//! The lowered build graph: what the compiler produces and the runtime runs.
+//!
+//! This module is the one definition of the format (documented in
+//! `docs/graph.md`). Everything here is resolved: tag selectors are expanded
+//! to builder names, durations are milliseconds, defaults are filled in.
+//! Secrets appear only as references (`{"secret": "NAME"}`), never as values.
+//!
+//! Architecture invariant: serialising the same graph always gives the same
+//! bytes (maps are ordered, entities are sorted by name), and every entity
+//! carries `hash`, a content hash of its own lowered definition, so two
+//! graphs can be compared entity by entity without looking inside.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The `format` field of every graph file.
+pub const FORMAT: &str = "bbc-graph";
+/// Bumped on any incompatible change to this module's serialised form.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub format: String,
+    pub version: u32,
+    pub master: Master,
+    pub workers: Vec<Worker>,
+    pub locks: Vec<Lock>,
+    pub change_sources: Vec<ChangeSource>,
+    pub schedulers: Vec<Scheduler>,
+    pub builders: Vec<Builder>,
+    pub reporters: Vec<Reporter>,
+}
+
+impl Graph {
+    pub fn builder(&self, name: &str) -> Option<&Builder> {
+        find(&self.builders, name, |b| &b.name)
+    }
+    pub fn worker(&self, name: &str) -> Option<&Worker> {
+        find(&self.workers, name, |w| &w.name)
+    }
+    pub fn scheduler(&self, name: &str) -> Option<&Scheduler> {
+        find(&self.schedulers, name, |s| &s.name)
+    }
+    pub fn lock(&self, name: &str) -> Option<&Lock> {
+        find(&self.locks, name, |l| &l.name)
+    }
+
+    /// Deterministic JSON: the bytes `bbc compile` writes.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Reads a graph file, refusing other formats and versions by name.
+    pub fn from_json(text: &str) -> Result<Graph, String> {
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let h: Header = serde_json::from_str(text).map_err(|e| format!("not a graph file: {e}"))?;
+        if h.format.as_deref() != Some(FORMAT) {
+            return Err(format!("not a graph file: `format` is not \"{FORMAT}\""));
+        }
+        if h.version != Some(VERSION) {
+            return Err(format!(
+                "graph format version {:?} is not supported (this bbc reads version {VERSION}); recompile the config",
+                h.version
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| format!("invalid graph file: {e}"))
+    }
+}
+
+// Entities are sorted by name, so lookups can bisect.
+fn find<'a, T>(items: &'a [T], name: &str, key: impl Fn(&T) -> &String) -> Option<&'a T> {
+    items
+        .binary_search_by(|i| key(i).as_str().cmp(name))
+        .ok()
+        .map(|i| &items[i])
+}
+
+/// A property value: what `property "k" v` and force parameters hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A credential: a reference to a secret the running master resolves, or a
+/// plain string (allowed, but the compiler warns about it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Credential {
+    Secret { secret: String },
+    Plain(String),
+}
+
+/// A string that may contain `${{ … }}` run-time interpolations.
+/// Serialised as a plain JSON string when it has none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Text(pub Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    Lit(String),
+    Expr(Expr),
+}
+
+impl Text {
+    pub fn lit(s: impl Into<String>) -> Text {
+        Text(vec![Part::Lit(s.into())])
+    }
+    /// The text when it has no interpolation.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.as_literal() {
+            Some(lit) => s.serialize_str(lit),
+            None => {
+                #[derive(Serialize)]
+                struct Interp<'a> {
+                    interp: &'a [Part],
+                }
+                Interp { interp: &self.0 }.serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Lit(String),
+            Interp { interp: Vec<Part> },
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Lit(s) => Text::lit(s),
+            Repr::Interp { interp } => Text(interp),
+        })
+    }
+}
+
+/// A run-time expression over build properties (`do-step-if`, `${{ prop.x }}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expr {
+    /// `prop.NAME`: the build property, or empty/false when unset.
+    Prop(String),
+    Lit(Scalar),
+    Not(Box<Expr>),
+    And(Box<[Expr; 2]>),
+    Or(Box<[Expr; 2]>),
+    Eq(Box<[Expr; 2]>),
+    Ne(Box<[Expr; 2]>),
+    Lt(Box<[Expr; 2]>),
+    Le(Box<[Expr; 2]>),
+    Gt(Box<[Expr; 2]>),
+    Ge(Box<[Expr; 2]>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Master {
+    pub title: String,
+    pub url: Option<String>,
+    /// Socket address the worker listener binds.
+    pub worker_listen: String,
+    /// Socket address the HTTP server binds.
+    pub http_listen: String,
+    /// State directory, as written (relative paths are relative to the config file).
+    pub state_dir: String,
+    pub properties: BTreeMap<String, Scalar>,
+    pub hash: String,
+}
+
+impl Default for Master {
+    fn default() -> Self {
+        Master {
+            title: "bbc".into(),
+            url: None,
+            worker_listen: "127.0.0.1:9989".into(),
+            http_listen: "127.0.0.1:8010".into(),
+            state_dir: "state".into(),
+            properties: BTreeMap::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub name: String,
+    pub password: Credential,
+    pub max_builds: u32,
+    pub properties: BTreeMap<String, Scalar>,
+    pub keepalive_ms: u64,
+    pub missing_timeout_ms: u64,
+    pub downtime: Vec<Downtime>,
+    pub hash: String,
+}
+
+/// A weekly window in which a worker takes no new builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downtime {
+    /// Days the window starts on, 0 = Monday … 6 = Sunday.
+    pub days: Vec<u8>,
+    /// Minutes after local midnight.
+    pub start_minute: u16,
+    /// Minutes after local midnight; `end_minute <= start_minute` means the
+    /// window ends on the next day.
+    pub end_minute: u16,
+    /// IANA time zone name.
+    pub tz: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lock {
+    pub name: String,
+    pub scope: LockScope,
+    pub max_count: u32,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockScope {
+    Master,
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockUse {
+    pub lock: String,
+    pub access: LockAccess,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockAccess {
+    Counting,
+    Exclusive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSource {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ChangeSourceKind,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ChangeSourceKind {
+    GitPoller {
+        repo: String,
+        /// Branch names or globs; empty means every branch.
+        branches: Vec<String>,
+        poll_interval_ms: u64,
+        only_tags: bool,
+    },
+    GithubWebhook {
+        secret: Option<Credential>,
+    },
+    GitlabWebhook {
+        secret: Option<Credential>,
+    },
+    GiteaWebhook {
+        secret: Option<Credential>,
+    },
+    JsonWebhook {
+        secret: Option<Credential>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scheduler {
+    pub name: String,
+    /// Resolved builder names (tag selectors expanded), sorted.
+    pub builders: Vec<String>,
+    #[serde(flatten)]
+    pub kind: SchedulerKind,
+    pub hash: String,
+}
+
+/// Which changes a change-driven scheduler looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChangeFilter {
+    /// Change source names; empty means changes from every source.
+    pub change_sources: Vec<String>,
+    pub repository: Option<String>,
+    /// Changes touching none of these file globs are ignored (empty: no filter).
+    pub files: Vec<String>,
+    /// A change touching none of these globs does not start a build by
+    /// itself (empty: every change is important).
+    pub files_important: Vec<String>,
+    /// Leave unimportant changes out of the build entirely.
+    pub only_important: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SchedulerKind {
+    SingleBranch {
+        branch: String,
+        tree_stable_timer_ms: u64,
+        filter: ChangeFilter,
+    },
+    AnyBranch {
+        /// Branch globs; empty means every branch.
+        branches: Vec<String>,
+        tree_stable_timer_ms: u64,
+        filter: ChangeFilter,
+    },
+    Periodic {
+        interval_ms: u64,
+        branch: Option<String>,
+    },
+    Nightly {
+        cron: String,
+        tz: String,
+        branch: Option<String>,
+        only_if_changed: bool,
+        filter: ChangeFilter,
+    },
+    Triggerable {},
+    Dependent {
+        upstream: String,
+    },
+    Force {
+        params: Vec<ForceParam>,
+    },
+}
+
+impl SchedulerKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SchedulerKind::SingleBranch { .. } => "single-branch",
+            SchedulerKind::AnyBranch { .. } => "any-branch",
+            SchedulerKind::Periodic { .. } => "periodic",
+            SchedulerKind::Nightly { .. } => "nightly",
+            SchedulerKind::Triggerable {} => "triggerable",
+            SchedulerKind::Dependent { .. } => "dependent",
+            SchedulerKind::Force { .. } => "force",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForceParam {
+    pub name: String,
+    pub label: String,
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    pub default: Option<Scalar>,
+    pub required: bool,
+    /// For `choice` parameters.
+    pub choices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamType {
+    String,
+    Int,
+    Bool,
+    Choice,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Builder {
+    pub name: String,
+    pub description: Option<String>,
+    pub workers: Vec<String>,
+    pub tags: Vec<String>,
+    pub env: BTreeMap<String, Text>,
+    pub properties: BTreeMap<String, Scalar>,
+    /// Directory under the worker's basedir; defaults to the builder name.
+    pub workdir: String,
+    pub collapse_requests: bool,
+    pub priority: i64,
+    pub locks: Vec<LockUse>,
+    pub max_time_ms: Option<u64>,
+    pub steps: Vec<Step>,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// Unique within the builder.
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    pub halt_on_failure: bool,
+    pub flunk_on_failure: bool,
+    pub warn_on_failure: bool,
+    pub warn_on_warnings: bool,
+    pub always_run: bool,
+    pub do_step_if: Option<Expr>,
+    pub hide_step_if: Option<Expr>,
+    /// Kill the command after this long without output.
+    pub timeout_ms: Option<u64>,
+    pub max_time_ms: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when a command is stopped.
+    pub sigterm_time_ms: u64,
+    pub env: BTreeMap<String, Text>,
+    pub workdir: Option<Text>,
+    /// Exit code → result; codes not listed: 0 success, others failure.
+    pub decode_rc: BTreeMap<i32, BuildResult>,
+    pub locks: Vec<LockUse>,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Command {
+    /// Run through `sh -c`.
+    Shell(Text),
+    /// Executed directly, no shell.
+    Argv(Vec<Text>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepKind {
+    Shell {
+        command: Command,
+        warning_pattern: Option<String>,
+    },
+    Compile {
+        command: Command,
+        warning_pattern: Option<String>,
+    },
+    Test {
+        command: Command,
+        warning_pattern: Option<String>,
+    },
+    Git {
+        repo: Text,
+        /// Defaults to the build's `branch` property at run time.
+        branch: Option<Text>,
+        mode: GitMode,
+        method: GitMethod,
+    },
+    /// Worker → master.
+    Upload {
+        src: Text,
+        dest: Text,
+        directory: bool,
+    },
+    /// Master → worker.
+    Download {
+        src: Text,
+        dest: Text,
+        directory: bool,
+    },
+    Trigger {
+        schedulers: Vec<String>,
+        wait: bool,
+        copy_properties: Vec<String>,
+        set_properties: BTreeMap<String, Text>,
+    },
+    SetProperty {
+        property: String,
+        value: Text,
+    },
+    SetPropertyFromCommand {
+        property: String,
+        command: Command,
+    },
+    MasterShell {
+        command: Command,
+    },
+}
+
+impl StepKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Shell { .. } => "shell",
+            StepKind::Compile { .. } => "compile",
+            StepKind::Test { .. } => "test",
+            StepKind::Git { .. } => "git",
+            StepKind::Upload { .. } => "upload",
+            StepKind::Download { .. } => "download",
+            StepKind::Trigger { .. } => "trigger",
+            StepKind::SetProperty { .. } | StepKind::SetPropertyFromCommand { .. } => {
+                "set-property"
+            }
+            StepKind::MasterShell { .. } => "master-shell",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitMode {
+    Full,
+    Incremental,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GitMethod {
+    Clobber,
+    Fresh,
+    Clean,
+    Copy,
+}
+
+/// Results of steps and builds, worst last (as Buildbot orders them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuildResult {
+    Success,
+    Warnings,
+    Skipped,
+    Failure,
+    Exception,
+    Retry,
+    Cancelled,
+}
+
+impl BuildResult {
+    pub const ALL: [(&'static str, BuildResult); 7] = [
+        ("success", BuildResult::Success),
+        ("warnings", BuildResult::Warnings),
+        ("skipped", BuildResult::Skipped),
+        ("failure", BuildResult::Failure),
+        ("exception", BuildResult::Exception),
+        ("retry", BuildResult::Retry),
+        ("cancelled", BuildResult::Cancelled),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reporter {
+    pub name: String,
+    /// Builders whose builds are reported, resolved and sorted.
+    pub builders: Vec<String>,
+    #[serde(flatten)]
+    pub kind: ReporterKind,
+    pub hash: String,
+}
+
+/// When a mail or chat reporter speaks (Buildbot's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    All,
+    Failing,
+    Passing,
+    Problem,
+    Change,
+    Warnings,
+    Exception,
+}
+
+impl When {
+    pub const ALL: [(&'static str, When); 7] = [
+        ("all", When::All),
+        ("failing", When::Failing),
+        ("passing", When::Passing),
+        ("problem", When::Problem),
+        ("change", When::Change),
+        ("warnings", When::Warnings),
+        ("exception", When::Exception),
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReporterKind {
+    Mail {
+        /// `host:port` of the SMTP server.
+        smtp: String,
+        from: String,
+        to: Vec<String>,
+        when: Vec<When>,
+        /// Handlebars templates.
+        subject: String,
+        body: String,
+        username: Option<String>,
+        password: Option<Credential>,
+    },
+    HttpPush {
+        url: String,
+        /// Handlebars template of the request body; JSON of the build when absent.
+        template: Option<String>,
+        when: Vec<When>,
+    },
+    GithubStatus {
+        token: Credential,
+        api_url: String,
+        context: String,
+    },
+    GitlabStatus {
+        token: Credential,
+        api_url: String,
+        context: String,
+    },
+    GiteaStatus {
+        token: Credential,
+        api_url: String,
+        context: String,
+    },
+    Irc {
+        /// `host:port`.
+        server: String,
+        nick: String,
+        channels: Vec<String>,
+        when: Vec<When>,
+        password: Option<Credential>,
+        tls: bool,
+    },
+}

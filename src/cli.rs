@@ -1,0 +1,391 @@
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use bbc_compiler::diagnostic::{Code, Severity};
+use bbc_compiler::graph::{Graph, SchedulerKind, StepKind};
+use bbc_compiler::render::{self, HumanOptions};
+use bbc_compiler::source::DiskSources;
+use bbc_compiler::Compilation;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::command_error::CommandError;
+
+#[derive(Parser)]
+#[command(
+    name = "bbc",
+    version,
+    about = "A CI master configured by a checked, declarative KDL file"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// rustc-like reports with source excerpts
+    Human,
+    /// one JSON document (schema in docs/diagnostics.md)
+    Json,
+    /// GitHub Actions workflow annotations
+    Github,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Deny {
+    /// treat warnings as errors
+    Warnings,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check configs and report every error at once
+    Check {
+        #[arg(required = true)]
+        files: Vec<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+        /// `--deny warnings` makes warnings fail the check
+        #[arg(long, value_enum)]
+        deny: Option<Deny>,
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColorChoice,
+    },
+    /// Compile a config to the lowered build graph (JSON)
+    Compile {
+        file: String,
+        /// Output file; standard output when absent or `-`
+        #[arg(short, long)]
+        output: Option<String>,
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColorChoice,
+    },
+    /// Draw change sources → schedulers → builders → triggered schedulers
+    Graph {
+        file: String,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColorChoice,
+    },
+    /// Explain a diagnostic code, e.g. `bbc explain E0201`
+    Explain { code: String },
+    /// Benchmarks (figures in docs/perf.md)
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// `bbc check` on generated configs of 100, 1,000 and 10,000 builders
+    Check {
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Write a generated benchmark config to standard output
+    Generate { builders: usize },
+    /// (internal) one measured compile in this process
+    #[command(hide = true)]
+    One { file: String },
+}
+
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Check {
+            files,
+            format,
+            deny,
+            color,
+        } => check(&files, format, deny.is_some(), color),
+        Command::Compile {
+            file,
+            output,
+            color,
+        } => compile(&file, output.as_deref(), color),
+        Command::Graph {
+            file,
+            format,
+            color,
+        } => graph(&file, format, color),
+        Command::Explain { code } => explain(&code),
+        Command::Bench { which } => match which {
+            Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
+            Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),
+            Bench::One { file } => crate::bench::one(&file),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let CommandError::Usage(msg) = &e {
+                eprintln!("error: {msg}");
+            }
+            e.exit_code()
+        }
+    }
+}
+
+fn human_options(color: ColorChoice, stream_is_tty: bool) -> HumanOptions {
+    let color = match color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100);
+    HumanOptions { color, width }
+}
+
+fn is_io_failure(c: &Compilation) -> bool {
+    c.diagnostics.iter().any(|d| d.code == Code::Io)
+}
+
+/// Prints diagnostics for people on stderr; returns Err when there are errors.
+fn report_human(c: &Compilation, color: ColorChoice, file: &str) -> Result<(), CommandError> {
+    let opts = human_options(color, std::io::stderr().is_terminal());
+    let mut err = std::io::stderr().lock();
+    for d in &c.diagnostics {
+        let _ = write!(err, "{}", render::human(&c.sources, d, opts));
+    }
+    if is_io_failure(c) {
+        return Err(CommandError::Usage(c.diagnostics[0].message.clone()));
+    }
+    if c.errors() > 0 {
+        let _ = writeln!(err, "{}", render::summary(c.errors(), c.warnings(), file));
+        return Err(CommandError::Invalid);
+    }
+    Ok(())
+}
+
+fn check(
+    files: &[String],
+    format: Format,
+    deny_warnings: bool,
+    color: ColorChoice,
+) -> Result<(), CommandError> {
+    let mut failed = false;
+    let mut io_failed = false;
+    let mut json_diags = Vec::new();
+    let mut json_files = Vec::new();
+    let opts = human_options(color, std::io::stdout().is_terminal());
+    let mut out = std::io::stdout().lock();
+    for f in files {
+        let c = bbc_compiler::compile(f, &DiskSources);
+        let errors = c.errors();
+        let warnings = c.warnings();
+        io_failed |= is_io_failure(&c);
+        failed |= errors > 0 || (deny_warnings && warnings > 0);
+        match format {
+            Format::Human => {
+                for d in &c.diagnostics {
+                    let _ = write!(out, "{}", render::human(&c.sources, d, opts));
+                }
+                let _ = writeln!(out, "{}", render::summary(errors, warnings, f));
+            }
+            Format::Github => {
+                for d in &c.diagnostics {
+                    let mut line = render::github(&c.sources, d);
+                    if deny_warnings && d.severity == Severity::Warning {
+                        line = line.replacen("::warning ", "::error ", 1);
+                    }
+                    let _ = writeln!(out, "{line}");
+                }
+            }
+            Format::Json => {
+                json_diags.extend(
+                    c.diagnostics
+                        .iter()
+                        .map(|d| render::json_diagnostic(&c.sources, d)),
+                );
+                json_files
+                    .push(serde_json::json!({"file": f, "errors": errors, "warnings": warnings}));
+            }
+        }
+    }
+    if format == Format::Json {
+        let doc = serde_json::json!({
+            "version": render::JSON_VERSION,
+            "ok": !failed && !io_failed,
+            "files": json_files,
+            "diagnostics": json_diags,
+        });
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+    }
+    let _ = out.flush();
+    if io_failed {
+        Err(CommandError::Usage("some files could not be read".into()))
+    } else if failed {
+        Err(CommandError::Invalid)
+    } else {
+        Ok(())
+    }
+}
+
+fn compile_graph(file: &str, color: ColorChoice) -> Result<Graph, CommandError> {
+    let c = bbc_compiler::compile(file, &DiskSources);
+    report_human(&c, color, file)?;
+    c.graph.ok_or(CommandError::Invalid)
+}
+
+fn write_output(output: Option<&str>, text: &str) -> Result<(), CommandError> {
+    match output {
+        None | Some("-") => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            Ok(())
+        }
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| CommandError::Usage(format!("cannot write `{path}`: {e}"))),
+    }
+}
+
+fn compile(file: &str, output: Option<&str>, color: ColorChoice) -> Result<(), CommandError> {
+    let g = compile_graph(file, color)?;
+    write_output(output, &g.to_json())
+}
+
+fn graph(file: &str, format: GraphFormat, color: ColorChoice) -> Result<(), CommandError> {
+    let g = compile_graph(file, color)?;
+    let text = match format {
+        GraphFormat::Json => g.to_json(),
+        GraphFormat::Dot => dot(&g),
+    };
+    write_output(None, &text)
+}
+
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Graphviz drawing of how work flows through the config.
+pub fn dot(g: &Graph) -> String {
+    let mut s = String::from("digraph bbc {\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n");
+    for c in &g.change_sources {
+        s.push_str(&format!(
+            "  {} [label={} shape=cds];\n",
+            q(&format!("cs:{}", c.name)),
+            q(&c.name)
+        ));
+    }
+    for sc in &g.schedulers {
+        s.push_str(&format!(
+            "  {} [label={} shape=ellipse];\n",
+            q(&format!("s:{}", sc.name)),
+            q(&format!("{}\\n({})", sc.name, sc.kind.name()))
+        ));
+    }
+    for b in &g.builders {
+        s.push_str(&format!(
+            "  {} [label={} shape=box];\n",
+            q(&format!("b:{}", b.name)),
+            q(&b.name)
+        ));
+    }
+    for sc in &g.schedulers {
+        let filter = match &sc.kind {
+            SchedulerKind::SingleBranch { filter, .. }
+            | SchedulerKind::AnyBranch { filter, .. } => Some(filter),
+            SchedulerKind::Nightly {
+                filter,
+                only_if_changed: true,
+                ..
+            } => Some(filter),
+            _ => None,
+        };
+        if let Some(f) = filter {
+            for c in &g.change_sources {
+                if f.change_sources.is_empty() || f.change_sources.contains(&c.name) {
+                    s.push_str(&format!(
+                        "  {} -> {};\n",
+                        q(&format!("cs:{}", c.name)),
+                        q(&format!("s:{}", sc.name))
+                    ));
+                }
+            }
+        }
+        if let SchedulerKind::Dependent { upstream } = &sc.kind {
+            s.push_str(&format!(
+                "  {} -> {} [style=dashed label=\"after\"];\n",
+                q(&format!("s:{upstream}")),
+                q(&format!("s:{}", sc.name))
+            ));
+        }
+        for b in &sc.builders {
+            s.push_str(&format!(
+                "  {} -> {};\n",
+                q(&format!("s:{}", sc.name)),
+                q(&format!("b:{b}"))
+            ));
+        }
+    }
+    for b in &g.builders {
+        for st in &b.steps {
+            if let StepKind::Trigger {
+                schedulers, wait, ..
+            } = &st.kind
+            {
+                for t in schedulers {
+                    s.push_str(&format!(
+                        "  {} -> {} [label={}{}];\n",
+                        q(&format!("b:{}", b.name)),
+                        q(&format!("s:{t}")),
+                        q(&st.name),
+                        if *wait { " style=bold" } else { "" }
+                    ));
+                }
+            }
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn explain(code: &str) -> Result<(), CommandError> {
+    let Some(c) = Code::parse(code) else {
+        return Err(CommandError::Usage(format!(
+            "unknown diagnostic code `{code}`; codes look like E0201 (see docs/diagnostics.md)"
+        )));
+    };
+    println!("{} ({}): {}", c.as_str(), c.slug(), c.summary());
+    println!(
+        "\nSee docs/diagnostics.md#{} for an example and the fix.",
+        c.as_str().to_lowercase()
+    );
+    Ok(())
+}
