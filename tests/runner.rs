@@ -1,0 +1,8 @@
+//! The one integration-test binary (as in jj): each `test_*` module covers
+//! one area, all sharing the helpers in `common`.
+
+mod common;
+mod test_check_cli;
+mod test_examples;
+mod test_golden;
+mod test_no_panic;

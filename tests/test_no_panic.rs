@@ -1,0 +1,117 @@
+//! The compiler never panics: mutated example and golden files give
+//! diagnostics, and every span they carry lies inside the source.
+
+use bbc_compiler::render::{self, HumanOptions};
+
+use crate::common::{files, root};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*: deterministic, good enough to pick mutations.
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const SNIPPETS: &[&str] = &[
+    "\"",
+    "{",
+    "}",
+    "=",
+    ";",
+    "#",
+    "/-",
+    "\\",
+    "(secret)",
+    "${{",
+    "}}",
+    "${{ prop.",
+    "#true",
+    "\n",
+    "builder",
+    "steps",
+    "kind=",
+    "\"x\"",
+    "é",
+    "\u{2028}",
+    "0x",
+    "1h",
+    "-",
+    "*",
+    "//",
+    "/*",
+    "r\"",
+    "#\"",
+    "workers",
+    "trigger",
+];
+
+fn mutate(src: &str, rng: &mut Rng) -> String {
+    let mut s = src.to_string();
+    for _ in 0..1 + rng.below(4) {
+        let mut at = rng.below(s.len() + 1);
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        match rng.below(4) {
+            0 => {
+                let mut end = (at + 1 + rng.below(8)).min(s.len());
+                while !s.is_char_boundary(end) {
+                    end += 1;
+                }
+                s.replace_range(at..end, "");
+            }
+            1 | 2 => s.insert_str(at, SNIPPETS[rng.below(SNIPPETS.len())]),
+            _ => s.truncate(at),
+        }
+    }
+    s
+}
+
+#[test]
+fn mutated_configs_only_give_diagnostics() {
+    let mut inputs: Vec<String> = files(&root().join("examples"), "kdl")
+        .into_iter()
+        .chain(files(&root().join("tests/golden"), "kdl"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    inputs.retain(|s| s.len() < 40_000);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let opts = HumanOptions {
+        color: false,
+        width: 80,
+    };
+    let rounds = 3000;
+    for i in 0..rounds {
+        let base = &inputs[i % inputs.len()];
+        let text = mutate(base, &mut rng);
+        let c = bbc_compiler::compile_source("fuzz.kdl", text.clone());
+        for d in &c.diagnostics {
+            for l in std::iter::once(&d.primary).chain(&d.secondary) {
+                assert!(
+                    l.span.start <= l.span.end && l.span.end as usize <= text.len(),
+                    "span {:?} outside input of {} bytes for {text:?}",
+                    l.span,
+                    text.len()
+                );
+                assert!(
+                    text.is_char_boundary(l.span.start as usize)
+                        && text.is_char_boundary(l.span.end as usize),
+                    "span not on a char boundary in {text:?}"
+                );
+            }
+            let _ = render::human(&c.sources, d, opts);
+            let _ = render::json_diagnostic(&c.sources, d);
+        }
+        if c.graph.is_some() {
+            assert_eq!(c.errors(), 0);
+        }
+    }
+}
