@@ -10,13 +10,19 @@ use petgraph::graphmap::DiGraphMap;
 
 use crate::decode::{Model, Named, Selector};
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
-use crate::graph::{SchedulerKind, StepKind};
+use crate::graph::{SchedulerKind, StepKind, Worker};
 use crate::interp::BUILTIN_PROPERTIES;
 use crate::source::FileId;
 use crate::syntax::Span;
 
 pub fn check(file: FileId, m: &Model, diags: &mut Vec<Diagnostic>) {
-    let mut c = Checker { file, m, diags };
+    let ix = Index::new(m);
+    let mut c = Checker {
+        file,
+        m,
+        ix: &ix,
+        diags,
+    };
     c.references();
     c.cycles();
     c.properties();
@@ -31,9 +37,83 @@ pub fn check(file: FileId, m: &Model, diags: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Name → position maps, built once, so that every check is linear in the
+/// size of the config (10,000 builders must check in well under a second).
+pub struct Index<'a> {
+    pub builders: HashMap<&'a str, usize>,
+    pub by_tag: HashMap<&'a str, Vec<usize>>,
+    pub schedulers: HashMap<&'a str, usize>,
+    pub workers: HashMap<&'a str, usize>,
+    /// For each scheduler, the builders its selector picks (sorted by name).
+    pub selected: Vec<Vec<usize>>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(m: &'a Model) -> Index<'a> {
+        let mut builders = HashMap::with_capacity(m.builders.len());
+        let mut by_tag: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, b) in m.builders.iter().enumerate() {
+            builders.entry(b.item.name.as_str()).or_insert(i);
+            for t in &b.item.tags {
+                by_tag.entry(t.as_str()).or_default().push(i);
+            }
+        }
+        let schedulers = m
+            .schedulers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.item.name.as_str(), i))
+            .collect();
+        let workers = m
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.item.name.as_str(), i))
+            .collect();
+        let mut ix = Index {
+            builders,
+            by_tag,
+            schedulers,
+            workers,
+            selected: Vec::new(),
+        };
+        ix.selected = m
+            .schedulers
+            .iter()
+            .map(|s| ix.resolve(m, &s.selector))
+            .collect();
+        ix
+    }
+
+    /// The builders a selector picks, sorted by name, each once.
+    pub fn resolve(&self, m: &Model, sel: &Selector) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for n in &sel.names {
+            if let Some(&i) = self.builders.get(n.name.as_str()) {
+                out.push(i);
+            }
+        }
+        for t in &sel.tags {
+            if let Some(v) = self.by_tag.get(t.name.as_str()) {
+                out.extend_from_slice(v);
+            }
+        }
+        out.sort_unstable_by(|a, b| m.builders[*a].item.name.cmp(&m.builders[*b].item.name));
+        out.dedup();
+        out
+    }
+
+    pub fn names(m: &Model, idx: &[usize]) -> Vec<String> {
+        idx.iter()
+            .map(|i| m.builders[*i].item.name.clone())
+            .collect()
+    }
+}
+
 struct Checker<'a> {
     file: FileId,
     m: &'a Model,
+    ix: &'a Index<'a>,
     diags: &'a mut Vec<Diagnostic>,
 }
 
@@ -59,26 +139,21 @@ impl<'a> Checker<'a> {
     }
 
     fn selector(&mut self, sel: &Selector) {
-        let names = self.builder_names();
-        let set: HashSet<&str> = names.iter().copied().collect();
         for r in &sel.names {
-            if !set.contains(r.name.as_str()) {
+            if !self.ix.builders.contains_key(r.name.as_str()) {
+                let names = self.builder_names();
                 self.unknown(
                     "builder",
                     r,
-                    names.clone(),
+                    names,
                     "define it with `builder \"NAME\" { … }`",
                 );
             }
         }
-        let tags: BTreeSet<&str> = self
-            .m
-            .builders
-            .iter()
-            .flat_map(|b| b.item.tags.iter().map(String::as_str))
-            .collect();
         for t in &sel.tags {
-            if !tags.contains(t.name.as_str()) {
+            if !self.ix.by_tag.contains_key(t.name.as_str()) {
+                let mut tags: Vec<&str> = self.ix.by_tag.keys().copied().collect();
+                tags.sort_unstable();
                 let help = did_you_mean(&t.name, tags.iter().copied(), "tags in use are")
                     .unwrap_or_else(|| {
                         "no builder has this tag: add `tags \"…\"` to the builders meant".into()
@@ -101,6 +176,7 @@ impl<'a> Checker<'a> {
         let m = self.m;
         let workers: Vec<&str> = m.workers.iter().map(|w| w.item.name.as_str()).collect();
         let locks: Vec<&str> = m.locks.iter().map(|l| l.item.name.as_str()).collect();
+        let lock_set: HashSet<&str> = locks.iter().copied().collect();
         let sources: Vec<&str> = m
             .change_sources
             .iter()
@@ -120,7 +196,7 @@ impl<'a> Checker<'a> {
             .collect();
         for b in &m.builders {
             for w in &b.workers {
-                if !workers.contains(&w.name.as_str()) {
+                if !self.ix.workers.contains_key(w.name.as_str()) {
                     self.unknown(
                         "worker",
                         w,
@@ -130,7 +206,7 @@ impl<'a> Checker<'a> {
                 }
             }
             for l in &b.locks {
-                if !locks.contains(&l.name.as_str()) {
+                if !lock_set.contains(l.name.as_str()) {
                     self.unknown(
                         "lock",
                         l,
@@ -160,8 +236,10 @@ impl<'a> Checker<'a> {
                             format!("a trigger step can only start a triggerable scheduler, and `{}` is {}", t.name, article(k.name())),
                         )
                         .label("not triggerable");
-                        let d = match m.schedulers.iter().find(|s| s.item.name == t.name) {
-                            Some(s) => d.with(self.file, s.name_span, "defined here"),
+                        let d = match self.ix.schedulers.get(t.name.as_str()) {
+                            Some(&s) => {
+                                d.with(self.file, m.schedulers[s].name_span, "defined here")
+                            }
                             None => d,
                         };
                         self.diags.push(d.help(format!(
@@ -221,31 +299,28 @@ impl<'a> Checker<'a> {
         for (i, _) in m.schedulers.iter().enumerate() {
             g.add_node(i);
         }
-        let resolved = self.resolve_all();
         for (si, s) in m.schedulers.iter().enumerate() {
-            for bname in &resolved[si] {
-                let Some(b) = m.builders.iter().find(|b| &b.item.name == bname) else {
-                    continue;
-                };
+            for &bi in &self.ix.selected[si] {
+                let b = &m.builders[bi];
                 for (_, t) in &b.triggers {
                     // Triggers of non-triggerable schedulers are already
                     // errors (E0202) and start nothing.
-                    let triggerable = m.schedulers.iter().any(|x| {
-                        x.item.name == t.name
-                            && matches!(x.item.kind, SchedulerKind::Triggerable {})
-                    });
-                    if let Some(&ti) = idx.get(t.name.as_str()).filter(|_| triggerable) {
-                        g.add_edge(si, ti, ());
-                        edges.entry((si, ti)).or_insert_with(|| {
-                            (
-                                t.span,
-                                format!(
-                                    "builder `{}` (started by `{}`) triggers `{}`",
-                                    b.item.name, s.item.name, t.name
-                                ),
-                            )
-                        });
+                    let Some(&ti) = idx.get(t.name.as_str()) else {
+                        continue;
+                    };
+                    if !matches!(m.schedulers[ti].item.kind, SchedulerKind::Triggerable {}) {
+                        continue;
                     }
+                    g.add_edge(si, ti, ());
+                    edges.entry((si, ti)).or_insert_with(|| {
+                        (
+                            t.span,
+                            format!(
+                                "builder `{}` (started by `{}`) triggers `{}`",
+                                b.item.name, s.item.name, t.name
+                            ),
+                        )
+                    });
                 }
             }
             if let Some(u) = &s.upstream {
@@ -298,86 +373,75 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Builder names each scheduler selects, in scheduler order.
-    fn resolve_all(&self) -> Vec<Vec<String>> {
-        self.m
-            .schedulers
-            .iter()
-            .map(|s| resolve(self.m, &s.selector))
-            .collect()
-    }
-
     fn properties(&mut self) {
         let m = self.m;
-        let resolved = self.resolve_all();
-        // Properties each builder can receive from outside its own steps.
-        let mut incoming: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        // Properties each builder can receive from outside its own steps:
+        // force parameters and what trigger steps pass in.
+        let mut incoming: HashMap<usize, BTreeSet<&str>> = HashMap::new();
         for (si, s) in m.schedulers.iter().enumerate() {
             if let SchedulerKind::Force { params } = &s.item.kind {
-                for b in &resolved[si] {
-                    let e = incoming
-                        .entry(
-                            m.builders
-                                .iter()
-                                .find(|x| &x.item.name == b)
-                                .map(|x| x.item.name.as_str())
-                                .unwrap_or(""),
-                        )
-                        .or_default();
-                    e.extend(params.iter().map(|p| p.name.clone()));
+                for &bi in &self.ix.selected[si] {
+                    incoming
+                        .entry(bi)
+                        .or_default()
+                        .extend(params.iter().map(|p| p.name.as_str()));
                 }
             }
         }
-        let sched_builders: HashMap<&str, &Vec<String>> = m
-            .schedulers
-            .iter()
-            .zip(resolved.iter())
-            .map(|(s, r)| (s.item.name.as_str(), r))
-            .collect();
         for b in &m.builders {
             for st in &b.item.steps {
-                if let StepKind::Trigger {
+                let StepKind::Trigger {
                     schedulers,
                     copy_properties,
                     set_properties,
                     ..
                 } = &st.kind
-                {
-                    for s in schedulers {
-                        for tb in sched_builders
-                            .get(s.as_str())
-                            .map(|v| v.as_slice())
-                            .unwrap_or(&[])
-                        {
-                            let name = m
-                                .builders
-                                .iter()
-                                .find(|x| &x.item.name == tb)
-                                .map(|x| x.item.name.as_str())
-                                .unwrap_or("");
-                            let e = incoming.entry(name).or_default();
-                            e.extend(copy_properties.iter().cloned());
-                            e.extend(set_properties.keys().cloned());
-                        }
+                else {
+                    continue;
+                };
+                for s in schedulers {
+                    let Some(&si) = self.ix.schedulers.get(s.as_str()) else {
+                        continue;
+                    };
+                    for &tb in &self.ix.selected[si] {
+                        let e = incoming.entry(tb).or_default();
+                        e.extend(copy_properties.iter().map(String::as_str));
+                        e.extend(set_properties.keys().map(String::as_str));
                     }
                 }
             }
         }
-        for b in &m.builders {
-            let mut base: BTreeSet<String> =
-                BUILTIN_PROPERTIES.iter().map(|s| s.to_string()).collect();
-            base.extend(m.master.properties.keys().cloned());
-            base.extend(b.item.properties.keys().cloned());
-            for w in &b.item.workers {
-                if let Some(wd) = m.workers.iter().find(|x| &x.item.name == w) {
-                    base.extend(wd.item.properties.keys().cloned());
+        let empty = BTreeSet::new();
+        for (bi, b) in m.builders.iter().enumerate() {
+            if b.prop_uses.is_empty() {
+                continue;
+            }
+            let passed_in = incoming.get(&bi).unwrap_or(&empty);
+            let workers: Vec<&Worker> = b
+                .item
+                .workers
+                .iter()
+                .filter_map(|w| self.ix.workers.get(w.as_str()).map(|&i| &m.workers[i].item))
+                .collect();
+            let declared = |name: &str| {
+                BUILTIN_PROPERTIES.contains(&name)
+                    || m.master.properties.contains_key(name)
+                    || b.item.properties.contains_key(name)
+                    || workers.iter().any(|w| w.properties.contains_key(name))
+                    || passed_in.contains(name)
+            };
+            // Every name that exists at the start of the build (for suggestions).
+            let known = || -> BTreeSet<String> {
+                let mut k: BTreeSet<String> =
+                    BUILTIN_PROPERTIES.iter().map(|s| s.to_string()).collect();
+                k.extend(m.master.properties.keys().cloned());
+                k.extend(b.item.properties.keys().cloned());
+                for w in &workers {
+                    k.extend(w.properties.keys().cloned());
                 }
-            }
-            let mut passed_in: BTreeSet<&str> = BTreeSet::new();
-            if let Some(inc) = incoming.get(b.item.name.as_str()) {
-                base.extend(inc.iter().cloned());
-                passed_in.extend(inc.iter().map(String::as_str));
-            }
+                k.extend(passed_in.iter().map(|s| s.to_string()));
+                k
+            };
             // Properties the steps set, with the index of the setting step.
             let mut set_at: Vec<(usize, &str, &str)> = Vec::new();
             let mut first_git: Option<usize> = None;
@@ -401,7 +465,7 @@ impl<'a> Checker<'a> {
                         (Some(g), Some(_)) => self.prop_error(
                             b.item.name.as_str(),
                             p,
-                            &base,
+                            &known(),
                             Some(format!("`got_revision` is set by the git step `{}`, which runs after this one", b.item.steps[g].name)),
                         ),
                         // Builder-level settings apply to every step; fine once a git step exists.
@@ -409,13 +473,13 @@ impl<'a> Checker<'a> {
                         (None, _) => self.prop_error(
                             b.item.name.as_str(),
                             p,
-                            &base,
+                            &known(),
                             Some("`got_revision` is set by a git step, and this builder has none; use `prop.revision` for the requested revision".into()),
                         ),
                     }
                     continue;
                 }
-                if base.contains(&p.name) {
+                if declared(&p.name) {
                     continue;
                 }
                 let earlier = set_at
@@ -428,14 +492,14 @@ impl<'a> Checker<'a> {
                 let help = later.map(|(_, _, sname)| {
                     format!("`{}` is set by the step `{sname}`, which runs after this point; move the use after it", p.name)
                 });
-                let mut known = base.clone();
-                known.extend(
+                let mut k = known();
+                k.extend(
                     set_at
                         .iter()
                         .filter(|(i, _, _)| step.is_some_and(|s| *i < s))
                         .map(|(_, n, _)| n.to_string()),
                 );
-                self.prop_error(b.item.name.as_str(), p, &known, help);
+                self.prop_error(b.item.name.as_str(), p, &k, help);
             }
         }
     }
@@ -469,43 +533,53 @@ impl<'a> Checker<'a> {
 
     fn lints(&mut self) {
         let m = self.m;
-        let resolved = self.resolve_all();
         // Reachability: a builder is reachable when a scheduler that starts
         // on its own (not triggerable, not dependent) selects it, or a
         // triggerable/dependent scheduler fed by reachable ones does.
-        let mut reachable_sched: HashSet<usize> = HashSet::new();
-        let mut reachable_builders: HashSet<&str> = HashSet::new();
+        let mut triggered_by: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (bi, b) in m.builders.iter().enumerate() {
+            for (_, t) in &b.triggers {
+                triggered_by.entry(t.name.as_str()).or_default().push(bi);
+            }
+        }
+        let mut reachable_sched = vec![false; m.schedulers.len()];
+        let mut reachable = vec![false; m.builders.len()];
         loop {
-            let before = reachable_sched.len();
+            let mut changed = false;
             for (i, s) in m.schedulers.iter().enumerate() {
-                if reachable_sched.contains(&i) {
+                if reachable_sched[i] {
                     continue;
                 }
                 let ok = match &s.item.kind {
-                    SchedulerKind::Triggerable {} => m.builders.iter().any(|b| {
-                        reachable_builders.contains(b.item.name.as_str())
-                            && b.triggers.iter().any(|(_, t)| t.name == s.item.name)
-                    }),
-                    SchedulerKind::Dependent { upstream } => m
+                    SchedulerKind::Triggerable {} => triggered_by
+                        .get(s.item.name.as_str())
+                        .is_some_and(|v| v.iter().any(|&b| reachable[b])),
+                    SchedulerKind::Dependent { upstream } => self
+                        .ix
                         .schedulers
-                        .iter()
-                        .position(|u| &u.item.name == upstream)
-                        .is_some_and(|u| reachable_sched.contains(&u)),
+                        .get(upstream.as_str())
+                        .is_some_and(|&u| reachable_sched[u]),
                     _ => true,
                 };
                 if ok {
-                    reachable_sched.insert(i);
-                    for b in &resolved[i] {
-                        if let Some(bd) = m.builders.iter().find(|x| &x.item.name == b) {
-                            reachable_builders.insert(bd.item.name.as_str());
-                        }
+                    reachable_sched[i] = true;
+                    changed = true;
+                    for &b in &self.ix.selected[i] {
+                        reachable[b] = true;
                     }
                 }
             }
-            if reachable_sched.len() == before {
+            if !changed {
                 break;
             }
         }
+        let reachable_builders: HashSet<&str> = m
+            .builders
+            .iter()
+            .zip(&reachable)
+            .filter(|(_, r)| **r)
+            .map(|(b, _)| b.item.name.as_str())
+            .collect();
         for b in &m.builders {
             if !reachable_builders.contains(b.item.name.as_str()) {
                 self.diags.push(
@@ -577,24 +651,6 @@ impl<'a> Checker<'a> {
             }
         }
     }
-}
-
-/// Builder names a selector picks, sorted and unique.
-pub fn resolve(m: &Model, sel: &Selector) -> Vec<String> {
-    let mut out: BTreeSet<String> = BTreeSet::new();
-    for n in &sel.names {
-        if m.builders.iter().any(|b| b.item.name == n.name) {
-            out.insert(n.name.clone());
-        }
-    }
-    for t in &sel.tags {
-        for b in &m.builders {
-            if b.item.tags.contains(&t.name) {
-                out.insert(b.item.name.clone());
-            }
-        }
-    }
-    out.into_iter().collect()
 }
 
 /// One cycle through `start` inside a strongly connected component, by DFS.

@@ -24,9 +24,6 @@ use source::{FileId, SourceFile, SourceMap, Sources};
 pub struct Compilation {
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
-    /// The decoded model (present unless the source could not be read or
-    /// did not parse).
-    pub model: Option<decode::Model>,
     /// The lowered graph, present when there are no errors.
     pub graph: Option<Graph>,
 }
@@ -63,7 +60,6 @@ pub fn compile(path: &str, sources: &dyn Sources) -> Compilation {
             Compilation {
                 sources: map,
                 diagnostics: vec![d],
-                model: None,
                 graph: None,
             }
         }
@@ -85,7 +81,6 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
         return Compilation {
             sources: map,
             diagnostics,
-            model: None,
             graph: None,
         };
     }
@@ -95,6 +90,8 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
         diags: Vec::new(),
     };
     let model = decode::decode(&mut cx, &doc);
+    // The tree is the largest structure; free it before checking.
+    drop(doc);
     diagnostics.append(&mut cx.diags);
     check::check(file, &model, &mut diagnostics);
     diagnostics.sort_by(|a, b| {
@@ -108,12 +105,11 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
     let graph = if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         None
     } else {
-        Some(lower::lower(&model))
+        Some(lower::lower(model))
     };
     Compilation {
         sources: map,
         diagnostics,
-        model: Some(model),
         graph,
     }
 }

@@ -6,44 +6,54 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::check::resolve;
+use crate::check::Index;
 use crate::decode::Model;
 use crate::graph::*;
 
-pub fn lower(m: &Model) -> Graph {
+pub fn lower(m: Model) -> Graph {
+    let ix = Index::new(&m);
+    let scheduler_builders: Vec<Vec<String>> = ix
+        .selected
+        .iter()
+        .map(|sel| Index::names(&m, sel))
+        .collect();
+    let all: Vec<String> = {
+        let mut v: Vec<String> = m.builders.iter().map(|b| b.item.name.clone()).collect();
+        v.sort();
+        v
+    };
+    let reporter_builders: Vec<Vec<String>> = m
+        .reporters
+        .iter()
+        .map(|d| {
+            if d.selector.given {
+                Index::names(&m, &ix.resolve(&m, &d.selector))
+            } else {
+                // No selector: a reporter reports every builder.
+                all.clone()
+            }
+        })
+        .collect();
+    drop(ix);
     let mut g = Graph {
         format: FORMAT.to_string(),
         version: VERSION,
-        master: m.master.clone(),
-        workers: m.workers.iter().map(|d| d.item.clone()).collect(),
-        locks: m.locks.iter().map(|d| d.item.clone()).collect(),
-        change_sources: m.change_sources.iter().map(|d| d.item.clone()).collect(),
+        master: m.master,
+        workers: m.workers.into_iter().map(|d| d.item).collect(),
+        locks: m.locks.into_iter().map(|d| d.item).collect(),
+        change_sources: m.change_sources.into_iter().map(|d| d.item).collect(),
         schedulers: m
             .schedulers
-            .iter()
-            .map(|d| {
-                let mut s = d.item.clone();
-                s.builders = resolve(m, &d.selector);
-                s
-            })
+            .into_iter()
+            .zip(scheduler_builders)
+            .map(|(d, builders)| Scheduler { builders, ..d.item })
             .collect(),
-        builders: m.builders.iter().map(|d| d.item.clone()).collect(),
+        builders: m.builders.into_iter().map(|d| d.item).collect(),
         reporters: m
             .reporters
-            .iter()
-            .map(|d| {
-                let mut r = d.item.clone();
-                r.builders = if d.selector.given {
-                    resolve(m, &d.selector)
-                } else {
-                    // No selector: a reporter reports every builder.
-                    let mut all: Vec<String> =
-                        m.builders.iter().map(|b| b.item.name.clone()).collect();
-                    all.sort();
-                    all
-                };
-                r
-            })
+            .into_iter()
+            .zip(reporter_builders)
+            .map(|(d, builders)| Reporter { builders, ..d.item })
             .collect(),
     };
     g.workers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -79,14 +89,25 @@ pub fn lower(m: &Model) -> Graph {
     g
 }
 
-/// SHA-256 (first 16 bytes, hex) of the entity's canonical JSON with its
-/// own `hash` field empty. Canonical: serde_json objects are ordered maps.
+/// SHA-256 (first 16 bytes, hex) of the entity's JSON serialisation, taken
+/// while its own `hash` field is still empty. The serialisation is canonical:
+/// struct fields in declaration order, maps ordered by key.
 pub fn content_hash<T: Serialize>(item: &T) -> String {
-    let mut v = serde_json::to_value(item).unwrap_or(serde_json::Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("hash".into(), serde_json::Value::String(String::new()));
+    thread_local! {
+        // One buffer reused for every entity: serialise, then hash once.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        buf.clear();
+        // Serialising plain data into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, item);
+        let digest = Sha256::digest(&buf[..]);
+        let mut hex = String::with_capacity(32);
+        for byte in &digest[..16] {
+            use std::fmt::Write;
+            let _ = write!(hex, "{byte:02x}");
+        }
+        hex
+    })
 }
