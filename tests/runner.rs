@@ -3,6 +3,7 @@
 
 mod common;
 mod test_check_cli;
+mod test_docs;
 mod test_examples;
 mod test_golden;
 mod test_no_panic;

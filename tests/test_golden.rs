@@ -23,6 +23,17 @@ fn render_case(name: &str, text: &str) -> (String, BTreeSet<&'static str>) {
     let mut out = String::new();
     let mut codes = BTreeSet::new();
     for d in &c.diagnostics {
+        // Every diagnostic says where (a labelled span) and what to do (help).
+        assert!(
+            !d.primary.message.is_empty(),
+            "{name}: `{}` has no label",
+            d.message
+        );
+        assert!(
+            d.help.as_deref().is_some_and(|h| !h.is_empty()),
+            "{name}: `{}` has no help",
+            d.message
+        );
         codes.insert(d.code.as_str());
         out.push_str(&render::human(&c.sources, d, opts));
     }
@@ -100,5 +111,57 @@ fn every_code_is_documented() {
     assert!(
         missing.is_empty(),
         "docs/diagnostics.md has no section for {missing:?}"
+    );
+}
+
+/// The examples in docs/diagnostics.md are golden cases: their rendered
+/// output must be the current one (`BLESS=1` rewrites it).
+#[test]
+fn diagnostics_doc_shows_current_output() {
+    let path = root().join("docs/diagnostics.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let marker = "Example (`tests/golden/";
+    let mut out = String::with_capacity(doc.len());
+    let mut rest = doc.as_str();
+    let mut stale = Vec::new();
+    let mut examples = 0;
+    while let Some(at) = rest.find(marker) {
+        let after = &rest[at + marker.len()..];
+        let Some(end) = after.find(".kdl`") else {
+            break;
+        };
+        let case = &after[..end];
+        // The rendered output is the first ```text block after the marker.
+        let Some(open) = after.find("```text\n") else {
+            break;
+        };
+        let body_start = at + marker.len() + open + "```text\n".len();
+        let Some(close) = rest[body_start..].find("\n```") else {
+            break;
+        };
+        let current = &rest[body_start..body_start + close];
+        let expected = std::fs::read_to_string(root().join(format!("tests/golden/{case}.out")))
+            .unwrap_or_default();
+        let expected = expected.trim_end();
+        if current != expected {
+            stale.push(case.to_string());
+        }
+        examples += 1;
+        out.push_str(&rest[..body_start]);
+        out.push_str(expected);
+        rest = &rest[body_start + close..];
+    }
+    out.push_str(rest);
+    assert!(
+        examples >= 25,
+        "expected examples in docs/diagnostics.md, found {examples}"
+    );
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, out).unwrap_or_else(|e| panic!("{e}"));
+        return;
+    }
+    assert!(
+        stale.is_empty(),
+        "docs/diagnostics.md shows old output for {stale:?}; run BLESS=1 cargo test"
     );
 }

@@ -88,7 +88,7 @@ fn mutated_configs_only_give_diagnostics() {
         color: false,
         width: 80,
     };
-    let rounds = 3000;
+    let rounds = 20_000;
     for i in 0..rounds {
         let base = &inputs[i % inputs.len()];
         let text = mutate(base, &mut rng);
@@ -107,6 +107,11 @@ fn mutated_configs_only_give_diagnostics() {
                     "span not on a char boundary in {text:?}"
                 );
             }
+            assert!(
+                d.help.is_some() && !d.primary.message.is_empty(),
+                "`{}` lacks help or a label for {text:?}",
+                d.message
+            );
             let _ = render::human(&c.sources, d, opts);
             let _ = render::json_diagnostic(&c.sources, d);
         }

@@ -119,8 +119,12 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn unknown(&mut self, what: &str, r: &Named, known: Vec<&str>, help_if_none: &str) {
-        let help = did_you_mean(&r.name, known.iter().copied(), &format!("the {what}s are"))
-            .unwrap_or_else(|| help_if_none.to_string());
+        let help = if known.is_empty() {
+            help_if_none.to_string()
+        } else {
+            did_you_mean(&r.name, known.iter().copied(), &format!("the {what}s are"))
+                .unwrap_or_else(|| help_if_none.to_string())
+        };
         self.diags.push(
             Diagnostic::new(
                 Code::UnknownReference,
@@ -154,10 +158,12 @@ impl<'a> Checker<'a> {
             if !self.ix.by_tag.contains_key(t.name.as_str()) {
                 let mut tags: Vec<&str> = self.ix.by_tag.keys().copied().collect();
                 tags.sort_unstable();
-                let help = did_you_mean(&t.name, tags.iter().copied(), "tags in use are")
-                    .unwrap_or_else(|| {
-                        "no builder has this tag: add `tags \"…\"` to the builders meant".into()
-                    });
+                let help = if tags.is_empty() {
+                    "no builder has any tag: add `tags \"…\"` to the builders meant".into()
+                } else {
+                    did_you_mean(&t.name, tags.iter().copied(), "tags in use are")
+                        .unwrap_or_default()
+                };
                 self.diags.push(
                     Diagnostic::new(
                         Code::EmptySelection,

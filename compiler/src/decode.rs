@@ -487,21 +487,43 @@ fn time_zone(cx: &mut Cx, e: &Entry) -> Option<String> {
 
 fn handlebars_template(cx: &mut Cx, e: &Entry) -> Option<String> {
     let s = cx.string(e)?;
-    match handlebars::Template::compile(&s) {
-        Ok(_) => Some(s),
-        Err(err) => {
-            let reason = err.reason().to_string();
-            cx.err(
-                Code::InvalidTemplate,
-                e.value_span,
-                format!("invalid message template: {reason}"),
-            )
-            .label("does not parse as handlebars")
-            .help("templates use handlebars syntax: {{builder}}, {{#if failed}}…{{/if}}")
-            .emit();
-            None
-        }
+    let err = match handlebars::Template::compile(&s) {
+        Ok(_) => return Some(s),
+        Err(err) => err,
+    };
+    let mut reason = err.reason().to_string();
+    // The parser's own message lists every token it could have accepted.
+    if let Some(cut) = reason.find(": expected ") {
+        reason.truncate(cut);
     }
+    // Point at the place inside the template when the parser says where.
+    let map = crate::interp::StrMap::new(cx.source, e.value_span, &s);
+    let span = err
+        .pos()
+        .and_then(|(line, col)| {
+            let start: usize = s
+                .split_inclusive('\n')
+                .take(line.saturating_sub(1))
+                .map(str::len)
+                .sum();
+            let at = start + col.saturating_sub(1);
+            let end = s[at.min(s.len())..]
+                .chars()
+                .next()
+                .map_or(at, |c| at + c.len_utf8());
+            (at <= s.len() && s.is_char_boundary(at.min(s.len())))
+                .then(|| map.span(at.min(s.len()), end.min(s.len())))
+        })
+        .unwrap_or(e.value_span);
+    cx.err(
+        Code::InvalidTemplate,
+        span,
+        format!("invalid message template: {reason}"),
+    )
+    .label("the template breaks here")
+    .help("templates use handlebars syntax: {{builder}}, {{#if failed}}…{{/if}}; every block opened with {{#…}} needs its {{/…}}")
+    .emit();
+    None
 }
 
 fn master(cx: &mut Cx, node: &Node) -> Master {

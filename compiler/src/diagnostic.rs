@@ -183,15 +183,16 @@ pub fn did_you_mean<'a>(
     }
     let all: Vec<&str> = known.into_iter().collect();
     if all.is_empty() {
-        None
-    } else if all.len() <= 12 {
-        let list = all
-            .iter()
-            .map(|k| format!("`{k}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        Some(format!("{what}: {list}"))
-    } else {
-        None
+        return Some("see docs/language.md for what is accepted here".to_string());
     }
+    let shown = all.len().min(30);
+    let mut list = all[..shown]
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if all.len() > shown {
+        list.push_str(", … (docs/language.md has them all)");
+    }
+    Some(format!("{what}: {list}"))
 }

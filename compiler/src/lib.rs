@@ -117,6 +117,8 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
 fn syntax_diagnostic(file: FileId, e: syntax::ParseError) -> Diagnostic {
     let mut d = Diagnostic::new(Code::Syntax, file, e.span, e.message)
         .label(e.label.unwrap_or_else(|| "here".into()));
-    d.help = e.help;
+    d.help = Some(e.help.unwrap_or_else(|| {
+        "fix the KDL 2.0 syntax at the marked place (the language reference is docs/language.md)".into()
+    }));
     d
 }

@@ -602,7 +602,10 @@ impl<'n> NodeReader<'n> {
                 )
                 .label("unexpected block")
                 .help_opt(if self.props_asked.is_empty() {
-                    None
+                    Some(format!(
+                        "remove the block; `{}` is written on one line",
+                        node.name.value
+                    ))
                 } else {
                     Some(format!(
                         "settings go in properties, e.g. {}=…",
