@@ -182,6 +182,9 @@ pub(crate) struct Lexer<'a> {
     /// Start offsets of strings left unterminated at a line end that
     /// contained a `}` (likely meant to close a block), one entry per `}`.
     pub swallowed_braces: Vec<usize>,
+    /// How many `{` such strings contained: each was probably meant to open
+    /// a block, so a later `}` with no block open is not a new mistake.
+    pub swallowed_opens: usize,
     /// For a number of raw-string hashes: a position after which there is
     /// no closing `"""` with that many hashes.
     no_closer: HashMap<usize, usize>,
@@ -199,6 +202,7 @@ impl<'a> Lexer<'a> {
             quiet: false,
             ran_to_eof: false,
             swallowed_braces: Vec::new(),
+            swallowed_opens: 0,
             no_closer: HashMap::new(),
         }
     }
@@ -928,6 +932,7 @@ impl<'a> Lexer<'a> {
         }
         let body = self.src.get(start..self.pos).unwrap_or("");
         let braces = body.bytes().filter(|&b| b == b'}').count();
+        self.swallowed_opens += body.bytes().filter(|&b| b == b'{').count();
         self.swallowed_braces
             .extend(std::iter::repeat_n(start, braces));
     }

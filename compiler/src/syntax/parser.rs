@@ -241,6 +241,9 @@ impl<'a> Parser<'a> {
                             let node = self.close_block(frame, close.end);
                             self.node_tail(node, &mut stack);
                         }
+                        // Closes a `{` that an unterminated string swallowed:
+                        // already reported with that string.
+                        None if self.lx.swallowed_opens > 0 => self.lx.swallowed_opens -= 1,
                         None => self.err(
                             close.start,
                             close.end,

@@ -1381,3 +1381,16 @@ fn bench_parse() {
     assert!(theirs.is_ok());
     println!("kdl crate:   {:8.1} ms  {:8.1} MB/s", dt * 1e3, mb / dt);
 }
+
+#[test]
+fn unterminated_string_that_swallowed_an_open_brace_is_one_error() {
+    let src = "builder \"b {\n    workers \"w\"\n}\nnext 1\n";
+    let (doc, errors) = parse(src);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].message, "unterminated string");
+    assert_eq!(errors[0].span, super::Span::new(8, 9));
+    // A later stray `}` is still reported.
+    let (_, errors) = parse("a \"{\n}\n}\n");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(doc.nodes.iter().any(|n| n.name.value == "next"));
+}
