@@ -1,0 +1,6 @@
+//! bbc's runtime: loads a lowered build graph (it never parses KDL) and runs
+//! it — the master (worker listener, build queue, builds, HTTP API, store)
+//! and the worker.
+
+pub mod protocol;
+pub mod store;

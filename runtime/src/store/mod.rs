@@ -1,0 +1,276 @@
+//! The master's durable state: changes, build sets and requests, builds,
+//! steps, logs, worker records and scheduler state.
+//!
+//! Everything goes through the [`Store`] trait, so that another backend
+//! (PostgreSQL, to let several masters share state) can be added later; the
+//! conformance suite in `conformance.rs` runs against every backend.
+//! The trait is synchronous: async callers use `spawn_blocking`, so disk
+//! work never blocks the async runtime.
+//!
+//! Architecture invariant: a call that returns `Ok` has made its effect
+//! durable (it survives `kill -9` of the master). A build request is
+//! acknowledged only after `add_buildset` returned.
+
+use std::collections::BTreeMap;
+
+use bbc_compiler::graph::{BuildResult, Scalar};
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod redb_store;
+
+pub use redb_store::RedbStore;
+
+pub type Properties = BTreeMap<String, Scalar>;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+#[derive(Debug)]
+pub enum StoreError {
+    /// The disk or the database failed; the operation had no effect.
+    Io(String),
+    /// Stored data could not be decoded (written by a newer version?).
+    Corrupt(String),
+    /// The operation conflicts with the current state (e.g. claiming a
+    /// request that is no longer pending).
+    Conflict(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(f, "store I/O error: {e}"),
+            StoreError::Corrupt(e) => write!(f, "store data is corrupt: {e}"),
+            StoreError::Conflict(e) => write!(f, "store conflict: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A change as a change source (or `bbc sendchange`) reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NewChange {
+    /// Change source name, or "api" for `bbc sendchange` / POST /api/v1/changes.
+    pub source: String,
+    pub repository: String,
+    pub branch: String,
+    pub revision: String,
+    pub author: String,
+    pub committer: String,
+    pub comments: String,
+    pub files: Vec<String>,
+    pub project: String,
+    pub codebase: String,
+    /// When the change was made (commit time), ms since the epoch.
+    pub when: Millis,
+    /// E.g. `pr_number`, `pr_labels` for pull requests.
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub id: u64,
+    /// When the master stored it.
+    pub received_at: Millis,
+    #[serde(flatten)]
+    pub change: NewChange,
+}
+
+/// What to build: repository, branch and revision (empty = latest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SourceStamp {
+    pub repository: String,
+    pub branch: String,
+    pub revision: String,
+}
+
+/// One decision of a scheduler: build these builders on this source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewBuildSet {
+    pub scheduler: String,
+    pub reason: String,
+    pub source: SourceStamp,
+    pub changes: Vec<u64>,
+    pub properties: Properties,
+    /// The build whose trigger step created this set.
+    pub parent_build: Option<u64>,
+    pub submitted_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildSet {
+    pub id: u64,
+    #[serde(flatten)]
+    pub set: NewBuildSet,
+    /// Set when every request of the set is complete: the worst result.
+    pub result: Option<BuildResult>,
+    pub completed_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestState {
+    /// Waiting for a worker.
+    Pending,
+    /// A build is running it.
+    Claimed,
+    Complete,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildRequest {
+    pub id: u64,
+    pub buildset: u64,
+    pub builder: String,
+    pub priority: i64,
+    pub submitted_at: Millis,
+    pub state: RequestState,
+    /// The build running it (Claimed) or that ran it last.
+    pub build: Option<u64>,
+    pub result: Option<BuildResult>,
+    pub completed_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewBuild {
+    pub builder: String,
+    /// Content hash of the builder definition the build runs with.
+    pub builder_hash: String,
+    pub worker: String,
+    /// The requests this build satisfies (several when collapsed).
+    pub requests: Vec<u64>,
+    pub properties: Properties,
+    pub started_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    pub id: u64,
+    /// 1, 2, 3… per builder.
+    pub number: u64,
+    #[serde(flatten)]
+    pub build: NewBuild,
+    pub finished_at: Option<Millis>,
+    pub result: Option<BuildResult>,
+    /// Short human text: "running test", "failed test", "interrupted".
+    pub state_string: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StepRecord {
+    /// Position in the builder's step list.
+    pub index: u32,
+    pub name: String,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub result: Option<BuildResult>,
+    pub state_string: String,
+    pub hidden: bool,
+    pub warnings: u64,
+    /// Bytes of log stored for the step.
+    pub log_len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WorkerRecord {
+    pub name: String,
+    pub first_seen: Millis,
+    pub last_connected: Millis,
+    pub last_disconnected: Option<Millis>,
+    /// What the worker said about itself (os, arch, version, …).
+    pub info: BTreeMap<String, String>,
+}
+
+/// Newest first; `before` is an id to continue after (exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            before: None,
+            limit: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildFilter {
+    pub builder: Option<String>,
+    pub result: Option<BuildResult>,
+    /// Only builds still running.
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestFilter {
+    pub builder: Option<String>,
+    pub buildset: Option<u64>,
+    pub state: Option<RequestState>,
+}
+
+pub trait Store: Send + Sync + 'static {
+    // --- changes
+    fn add_change(&self, change: NewChange, now: Millis) -> Result<Change>;
+    fn change(&self, id: u64) -> Result<Option<Change>>;
+    fn changes(&self, page: Page) -> Result<Vec<Change>>;
+
+    // --- build sets and requests
+    /// Stores a build set and one pending request per `(builder, priority)`,
+    /// atomically and durably.
+    fn add_buildset(&self, set: NewBuildSet, builders: &[(String, i64)]) -> Result<(BuildSet, Vec<BuildRequest>)>;
+    fn buildset(&self, id: u64) -> Result<Option<BuildSet>>;
+    fn request(&self, id: u64) -> Result<Option<BuildRequest>>;
+    fn requests(&self, filter: &RequestFilter, page: Page) -> Result<Vec<BuildRequest>>;
+    /// Every pending request, oldest first (what the queue loads at start).
+    fn pending_requests(&self) -> Result<Vec<BuildRequest>>;
+    /// Pending → Cancelled. Returns false when it was not pending.
+    fn cancel_request(&self, id: u64, now: Millis) -> Result<bool>;
+
+    // --- builds
+    /// Creates the build (next number of its builder) and claims its
+    /// requests atomically; `Conflict` if any request is not pending.
+    fn start_build(&self, build: NewBuild) -> Result<Build>;
+    fn set_build_state(&self, id: u64, state_string: &str, properties: &crate::store::Properties) -> Result<()>;
+    /// Ends a build. Its requests become Complete with the result, or go
+    /// back to Pending when the result is `Retry`. A build set whose
+    /// requests are all complete gets its result (the worst one).
+    fn finish_build(&self, id: u64, result: BuildResult, now: Millis) -> Result<()>;
+    fn build(&self, id: u64) -> Result<Option<Build>>;
+    fn build_by_number(&self, builder: &str, number: u64) -> Result<Option<Build>>;
+    fn builds(&self, filter: &BuildFilter, page: Page) -> Result<Vec<Build>>;
+    /// At start-up: every build left running by a previous master process
+    /// is finished as `Retry` ("interrupted") and its requests are pending
+    /// again. Returns the ids of those builds.
+    fn interrupt_running(&self, now: Millis) -> Result<Vec<u64>>;
+
+    // --- steps (index is the step's position in the builder)
+    fn put_step(&self, build: u64, step: &StepRecord) -> Result<()>;
+    fn steps(&self, build: u64) -> Result<Vec<StepRecord>>;
+
+    // --- logs: one byte stream per step, appended while it runs
+    /// Appends and returns the new length. Not necessarily durable until
+    /// `sync_log` (called when the step ends).
+    fn append_log(&self, build: u64, step: u32, data: &[u8]) -> Result<u64>;
+    fn sync_log(&self, build: u64, step: u32) -> Result<()>;
+    /// Up to `max` bytes from `offset` (empty at or past the end).
+    fn read_log(&self, build: u64, step: u32, offset: u64, max: usize) -> Result<Vec<u8>>;
+    fn log_len(&self, build: u64, step: u32) -> Result<u64>;
+
+    // --- workers
+    fn worker_connected(&self, name: &str, info: &BTreeMap<String, String>, now: Millis) -> Result<()>;
+    fn worker_disconnected(&self, name: &str, now: Millis) -> Result<()>;
+    fn workers(&self) -> Result<Vec<WorkerRecord>>;
+
+    // --- scheduler state (opaque values under namespaced keys)
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    fn put_state(&self, key: &str, value: &[u8]) -> Result<()>;
+}

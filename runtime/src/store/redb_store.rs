@@ -1,0 +1,2 @@
+//! The redb backend.
+pub struct RedbStore;
