@@ -4,3 +4,4 @@
 
 pub mod protocol;
 pub mod store;
+pub mod worker;
