@@ -32,7 +32,7 @@ enum Format {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ColorChoice {
+pub enum ColorChoice {
     Auto,
     Always,
     Never,
@@ -83,6 +83,98 @@ enum Command {
     },
     /// Explain a diagnostic code, e.g. `bbc explain E0201`
     Explain { code: String },
+    /// Run the master
+    Master {
+        /// The config (compiled at start; errors refuse to start)
+        config: Option<String>,
+        /// Run a graph written by `bbc compile` instead of a config
+        #[arg(long)]
+        graph: Option<String>,
+        /// State directory (default: the config's `state`, relative to the config)
+        #[arg(long)]
+        state: Option<String>,
+        /// Directory with one file per secret (default: STATE/secrets)
+        #[arg(long)]
+        secrets: Option<String>,
+        /// Override the config's worker listen address
+        #[arg(long)]
+        worker_listen: Option<String>,
+        /// Override the config's HTTP listen address
+        #[arg(long)]
+        http_listen: Option<String>,
+    },
+    /// Run a worker that connects to a master
+    Worker {
+        #[arg(long)]
+        master: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password_file: String,
+        #[arg(long)]
+        basedir: String,
+    },
+    /// A master and local workers together: the quickest way to try bbc
+    Up {
+        config: Option<String>,
+        #[arg(long)]
+        graph: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        secrets: Option<String>,
+        #[arg(long)]
+        worker_listen: Option<String>,
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// Force a build of this builder once started (repeatable)
+        #[arg(long)]
+        force: Vec<String>,
+    },
+    /// Force a build through the master's API
+    Force {
+        builder: String,
+        /// Parameter NAME=VALUE (repeatable)
+        #[arg(long = "prop")]
+        props: Vec<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        branch: Option<String>,
+        #[arg(long)]
+        revision: Option<String>,
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Follow the build and exit with its result
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = crate::client::default_url())]
+        url: String,
+    },
+    /// Submit a change (like Buildbot's sendchange)
+    Sendchange {
+        #[arg(long, default_value = "")]
+        repository: String,
+        #[arg(long, default_value = "")]
+        branch: String,
+        #[arg(long, default_value = "")]
+        revision: String,
+        #[arg(long, default_value = "")]
+        who: String,
+        #[arg(long, default_value = "")]
+        comments: String,
+        #[arg(long = "file")]
+        files: Vec<String>,
+        #[arg(long = "prop")]
+        props: Vec<String>,
+        #[arg(long, default_value_t = crate::client::default_url())]
+        url: String,
+    },
+    /// Builders, running builds with ETA, workers
+    Status {
+        #[arg(long, default_value_t = crate::client::default_url())]
+        url: String,
+    },
     /// Benchmarks (figures in docs/perf.md)
     Bench {
         #[command(subcommand)]
@@ -136,6 +228,90 @@ pub fn run() -> ExitCode {
             color,
         } => graph(&file, format, color),
         Command::Explain { code } => explain(&code),
+        Command::Master {
+            config,
+            graph,
+            state,
+            secrets,
+            worker_listen,
+            http_listen,
+        } => crate::serve::master(crate::serve::MasterArgs {
+            config: config.as_deref(),
+            graph: graph.as_deref(),
+            state: state.as_deref(),
+            secrets: secrets.as_deref(),
+            worker_listen: worker_listen.as_deref(),
+            http_listen: http_listen.as_deref(),
+        }),
+        Command::Worker {
+            master,
+            name,
+            password_file,
+            basedir,
+        } => crate::serve::worker(crate::serve::WorkerArgs {
+            master: &master,
+            name: &name,
+            password_file: &password_file,
+            basedir: &basedir,
+        }),
+        Command::Up {
+            config,
+            graph,
+            state,
+            secrets,
+            worker_listen,
+            http_listen,
+            force,
+        } => crate::serve::up(
+            crate::serve::MasterArgs {
+                config: config.as_deref(),
+                graph: graph.as_deref(),
+                state: state.as_deref(),
+                secrets: secrets.as_deref(),
+                worker_listen: worker_listen.as_deref(),
+                http_listen: http_listen.as_deref(),
+            },
+            &force,
+        ),
+        Command::Force {
+            builder,
+            props,
+            reason,
+            branch,
+            revision,
+            scheduler,
+            wait,
+            url,
+        } => crate::client::force(crate::client::ForceArgs {
+            url: &url,
+            builder: &builder,
+            props: &props,
+            reason: reason.as_deref(),
+            branch: branch.as_deref(),
+            revision: revision.as_deref(),
+            scheduler: scheduler.as_deref(),
+            wait,
+        }),
+        Command::Sendchange {
+            repository,
+            branch,
+            revision,
+            who,
+            comments,
+            files,
+            props,
+            url,
+        } => crate::client::sendchange(crate::client::ChangeArgs {
+            url: &url,
+            repository: &repository,
+            branch: &branch,
+            revision: &revision,
+            who: &who,
+            comments: &comments,
+            files: &files,
+            props: &props,
+        }),
+        Command::Status { url } => crate::client::status(&url),
         Command::Bench { which } => match which {
             Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
             Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),
@@ -260,7 +436,7 @@ fn check(
     }
 }
 
-fn compile_graph(file: &str, color: ColorChoice) -> Result<Graph, CommandError> {
+pub fn compile_graph(file: &str, color: ColorChoice) -> Result<Graph, CommandError> {
     let c = bbc_compiler::compile(file, &DiskSources);
     report_human(&c, color, file)?;
     c.graph.ok_or(CommandError::Invalid)

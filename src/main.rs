@@ -3,7 +3,9 @@
 
 mod bench;
 mod cli;
+mod client;
 mod command_error;
+mod serve;
 
 use std::process::ExitCode;
 

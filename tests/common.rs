@@ -45,3 +45,210 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
     d
 }
+
+/// A minimal HTTP/1.1 client for the API (GET and POST with a JSON body).
+pub fn http(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(e) => panic!("connect {addr}: {e}"),
+    };
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: join the chunks.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut rest = body.as_str();
+        let mut joined = String::new();
+        while let Some((len, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            joined.push_str(&after[..n.min(after.len())]);
+            rest = after.get(n + 2..).unwrap_or("");
+        }
+        joined
+    } else {
+        body
+    };
+    (status, body)
+}
+
+pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let (status, body) = http("GET", addr, path, None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// Polls `f` until it returns Some: for waiting on a state the system
+/// reaches by itself (a worker connecting, a build ending). Bounded.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..3000 {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A child process killed when dropped (so a failing test leaves none behind).
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `bbc master` on ephemeral ports with its state in `dir`.
+pub struct Master {
+    pub proc: Proc,
+    pub workers: String,
+    pub http: String,
+    pub dir: PathBuf,
+}
+
+impl Master {
+    pub fn start(dir: &Path, config: &str) -> Master {
+        use std::io::BufRead;
+        let cfg = dir.join("master.kdl");
+        std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
+        let mut child = bbc()
+            .args(["master", &cfg.to_string_lossy(), "--state"])
+            .arg(dir.join("state"))
+            .arg("--secrets")
+            .arg(dir.join("secrets"))
+            .args([
+                "--worker-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn master: {e}"));
+        let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let proc = Proc(child);
+        // "bbc master: workers on A, http on http://B/"
+        let workers = line
+            .split("workers on ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        let http = line
+            .split("http://")
+            .nth(1)
+            .map(|r| r.trim().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        Master {
+            proc,
+            workers,
+            http,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn worker(&self, name: &str, password: &str) -> Proc {
+        let pw = self.dir.join(format!("{name}.password"));
+        std::fs::write(&pw, password).unwrap_or_else(|e| panic!("{e}"));
+        let child = bbc()
+            .args([
+                "worker",
+                "--master",
+                &self.workers,
+                "--name",
+                name,
+                "--password-file",
+            ])
+            .arg(&pw)
+            .arg("--basedir")
+            .arg(self.dir.join("workers").join(name))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn worker: {e}"));
+        Proc(child)
+    }
+
+    pub fn wait_connected(&self, name: &str) {
+        wait_for(&format!("worker {name} to connect"), || {
+            let v = get_json(&self.http, "/api/v1/workers");
+            v["workers"]
+                .as_array()?
+                .iter()
+                .find(|w| w["name"] == name && w["connected"] == true)
+                .map(|_| ())
+        });
+    }
+
+    /// Forces a build and waits for its end; returns the build JSON (with steps).
+    pub fn force_and_wait(&self, builder: &str, body: &str) -> serde_json::Value {
+        let (status, resp) = http(
+            "POST",
+            &self.http,
+            &format!("/api/v1/builders/{builder}/force"),
+            Some(body),
+        );
+        assert_eq!(status, 201, "force {builder}: {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
+        let set = v["buildset"]["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no buildset in {v}"));
+        self.wait_buildset(set)
+    }
+
+    pub fn wait_buildset(&self, set: u64) -> serde_json::Value {
+        let build = wait_for("the build to finish", || {
+            let r = get_json(&self.http, &format!("/api/v1/requests?buildset={set}"));
+            let rq = r["requests"].as_array()?.first()?.clone();
+            (rq["state"] == "complete")
+                .then(|| rq["build"].as_u64())
+                .flatten()
+        });
+        get_json(&self.http, &format!("/api/v1/builds/{build}"))["build"].clone()
+    }
+
+    pub fn log(&self, build: u64, step: u64) -> String {
+        let (status, body) = http(
+            "GET",
+            &self.http,
+            &format!("/api/v1/builds/{build}/steps/{step}/log"),
+            None,
+        );
+        assert_eq!(status, 200, "log: {body}");
+        body
+    }
+}
+
+pub fn write_secret(dir: &Path, name: &str, value: &str) {
+    let d = dir.join("secrets");
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join(name), value).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -7,3 +7,4 @@ mod test_docs;
 mod test_examples;
 mod test_golden;
 mod test_no_panic;
+mod test_runtime;

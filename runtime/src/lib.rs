@@ -2,6 +2,9 @@
 //! it — the master (worker listener, build queue, builds, HTTP API, store)
 //! and the worker.
 
+pub mod http;
+pub mod master;
 pub mod protocol;
+pub mod secrets;
 pub mod store;
 pub mod worker;

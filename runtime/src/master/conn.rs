@@ -1,0 +1,212 @@
+//! The master's side of one worker connection.
+//!
+//! A connection is two tasks: a writer draining an mpsc queue of frames,
+//! and a reader dispatching incoming frames to the command that waits for
+//! them (by command id). A malformed frame or a protocol violation closes
+//! this connection only, with a logged reason.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+use crate::protocol::{Frame, FrameCodec, Message, Stopped, Stream};
+
+/// What a running command (or transfer) receives from the worker.
+#[derive(Debug)]
+pub enum CmdEvent {
+    Output(Stream, Bytes),
+    FileBegin {
+        path: String,
+        mode: u32,
+    },
+    FileData(Bytes),
+    FileEnd,
+    Finished {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        stopped: Option<Stopped>,
+        error: Option<String>,
+        duration_ms: u64,
+    },
+    /// The connection is gone; the command's fate is unknown.
+    Lost,
+}
+
+pub struct WorkerConn {
+    pub name: String,
+    pub info: BTreeMap<String, String>,
+    tx: mpsc::Sender<Frame>,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<CmdEvent>>>,
+    /// Set when the connection closed.
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl WorkerConn {
+    /// Registers interest in command `id` before it is sent, so no frame
+    /// can arrive unobserved.
+    pub fn expect(&self, id: u64) -> mpsc::Receiver<CmdEvent> {
+        // Bounded: a slow log writer slows the reader, which slows the
+        // worker's sends through TCP back-pressure.
+        let (tx, rx) = mpsc::channel(64);
+        if let Ok(mut w) = self.waiting.lock() {
+            if *self.closed.borrow() {
+                let _ = tx.try_send(CmdEvent::Lost);
+            } else {
+                w.insert(id, tx);
+            }
+        }
+        rx
+    }
+
+    pub fn forget(&self, id: u64) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(&id);
+        }
+    }
+
+    pub async fn send(&self, f: Frame) -> bool {
+        self.tx.send(f).await.is_ok()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    pub fn closed_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    fn dispatch(&self, id: u64) -> Option<mpsc::Sender<CmdEvent>> {
+        self.waiting.lock().ok().and_then(|w| w.get(&id).cloned())
+    }
+
+    fn close(&self) {
+        let _ = self.closed.send(true);
+        let waiting: Vec<mpsc::Sender<CmdEvent>> = match self.waiting.lock() {
+            Ok(mut w) => w.drain().map(|(_, tx)| tx).collect(),
+            Err(_) => Vec::new(),
+        };
+        for tx in waiting {
+            let _ = tx.try_send(CmdEvent::Lost);
+        }
+    }
+}
+
+/// Runs an authenticated connection until it closes. `on_close` is called
+/// once, after every waiting command has been told `Lost`.
+pub fn spawn(
+    framed: Framed<TcpStream, FrameCodec>,
+    name: String,
+    info: BTreeMap<String, String>,
+    keepalive_ms: u64,
+) -> (Arc<WorkerConn>, tokio::task::JoinHandle<String>) {
+    let (tx, mut rx) = mpsc::channel::<Frame>(256);
+    let (closed, _) = tokio::sync::watch::channel(false);
+    let conn = Arc::new(WorkerConn {
+        name,
+        info,
+        tx,
+        waiting: Mutex::new(HashMap::new()),
+        closed,
+    });
+    let (mut sink, mut stream) = framed.split();
+    let c = conn.clone();
+    let task = tokio::spawn(async move {
+        let mut ping =
+            tokio::time::interval(std::time::Duration::from_millis(keepalive_ms.max(100)));
+        ping.tick().await;
+        let mut nonce = 0u64;
+        // Missed keepalives before the worker is considered gone.
+        let mut unanswered = 0u32;
+        let reason = loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(f) => {
+                        if let Err(e) = sink.send(f).await {
+                            break format!("write failed: {e}");
+                        }
+                    }
+                    None => break "master closed the connection".to_string(),
+                },
+                _ = ping.tick() => {
+                    if unanswered >= 3 {
+                        break format!("no answer to {unanswered} keepalive pings");
+                    }
+                    nonce += 1;
+                    unanswered += 1;
+                    if let Err(e) = sink.send(Frame::Message(Message::Ping { nonce })).await {
+                        break format!("write failed: {e}");
+                    }
+                }
+                inc = stream.next() => match inc {
+                    None => break "worker closed the connection".to_string(),
+                    Some(Err(e)) => break format!("bad frame from worker: {e}"),
+                    Some(Ok(frame)) => {
+                        unanswered = 0;
+                        if let Some(why) = handle(&c, frame).await {
+                            break why;
+                        }
+                    }
+                },
+            }
+        };
+        c.close();
+        reason
+    });
+    (conn, task)
+}
+
+/// Routes one frame; returns a reason to close the connection on a
+/// protocol violation.
+async fn handle(c: &WorkerConn, frame: Frame) -> Option<String> {
+    let (id, ev) = match frame {
+        Frame::Output { id, stream, data } => (id, CmdEvent::Output(stream, data)),
+        Frame::FileData { id, data } => (id, CmdEvent::FileData(data)),
+        Frame::Message(m) => match m {
+            Message::Pong { .. } => return None,
+            Message::Finished {
+                id,
+                exit_code,
+                signal,
+                stopped,
+                error,
+                duration_ms,
+            } => (
+                id,
+                CmdEvent::Finished {
+                    exit_code,
+                    signal,
+                    stopped,
+                    error,
+                    duration_ms,
+                },
+            ),
+            Message::FileBegin { id, path, mode } => (id, CmdEvent::FileBegin { path, mode }),
+            Message::FileEnd { id } => (id, CmdEvent::FileEnd),
+            other => {
+                return Some(format!(
+                    "unexpected message from worker: {}",
+                    serde_json::to_string(&other)
+                        .unwrap_or_default()
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                ))
+            }
+        },
+    };
+    let finished = matches!(ev, CmdEvent::Finished { .. });
+    if let Some(tx) = c.dispatch(id) {
+        // The command may have given up waiting; that is fine.
+        let _ = tx.send(ev).await;
+    }
+    if finished {
+        c.forget(id);
+    }
+    None
+}

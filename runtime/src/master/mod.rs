@@ -1,0 +1,411 @@
+//! The master: accepts workers, keeps the build queue, assigns requests to
+//! workers (honouring max-builds, locks, downtime and priority), runs
+//! builds, and serves the HTTP API.
+//!
+//! Architecture invariant: the graph in use is one `Arc<Graph>` swapped as
+//! a whole; a build takes its builder's definition when it starts and runs
+//! to its end on it, whatever the config becomes meanwhile.
+
+pub mod build;
+pub mod conn;
+pub mod props;
+pub mod queue;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bbc_compiler::graph::{BuildResult, Graph, Scalar};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio_util::codec::Framed;
+
+use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
+use crate::secrets::Secrets;
+use crate::store::{BuildRequest, Millis, NewBuildSet, SourceStamp, Store};
+
+pub use conn::WorkerConn;
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MasterConfig {
+    /// Where the store and uploaded files live.
+    pub state_dir: PathBuf,
+    /// One file per secret; defaults to `STATE/secrets` when it exists.
+    pub secrets_dir: Option<PathBuf>,
+    /// Overrides the graph's listen addresses (tests bind port 0).
+    pub worker_listen: Option<String>,
+    pub http_listen: Option<String>,
+}
+
+/// State shared by every task of a running master.
+pub struct Shared {
+    graph: RwLock<Arc<Graph>>,
+    pub store: Arc<dyn Store>,
+    pub secrets: Secrets,
+    pub state_dir: PathBuf,
+    pub workers: Mutex<BTreeMap<String, Arc<WorkerConn>>>,
+    pub queue: Mutex<queue::Queue>,
+    /// Wakes the assignment loop: a request, worker, slot or lock changed.
+    pub wake: Notify,
+    /// Notified whenever a build finishes (waiters re-check the store).
+    pub build_finished: Notify,
+    /// Notified whenever a lock is released (step-lock waiters retry).
+    pub locks_released: Notify,
+    next_id: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub fn graph(&self) -> Arc<Graph> {
+        match self.graph.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Swaps the configuration in use, as one value.
+    pub fn set_graph(&self, g: Graph) {
+        let g = Arc::new(g);
+        match self.graph.write() {
+            Ok(mut w) => *w = g,
+            Err(p) => *p.into_inner() = g,
+        }
+        self.wake.notify_one();
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs blocking store work off the async threads.
+    pub async fn db<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&dyn Store) -> crate::store::Result<T> + Send + 'static,
+    ) -> crate::store::Result<T> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(store.as_ref())).await {
+            Ok(r) => r,
+            Err(e) => Err(crate::store::StoreError::Io(format!(
+                "store task failed: {e}"
+            ))),
+        }
+    }
+
+    /// Durably queues a build set and wakes the assignment loop. The
+    /// requests are acknowledged only once this returns.
+    pub async fn submit(
+        self: &Arc<Self>,
+        set: NewBuildSet,
+        builders: Vec<String>,
+    ) -> crate::store::Result<(crate::store::BuildSet, Vec<BuildRequest>)> {
+        let g = self.graph();
+        let with_prio: Vec<(String, i64)> = builders
+            .into_iter()
+            .map(|b| {
+                let p = g.builder(&b).map_or(0, |x| x.priority);
+                (b, p)
+            })
+            .collect();
+        let (bs, reqs) = self.db(move |s| s.add_buildset(set, &with_prio)).await?;
+        if let Ok(mut q) = self.queue.lock() {
+            let set = Arc::new(bs.clone());
+            for r in &reqs {
+                q.add(r.clone(), set.clone());
+            }
+        }
+        self.wake.notify_one();
+        Ok((bs, reqs))
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+pub struct MasterHandle {
+    pub worker_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MasterHandle {
+    /// Stops accepting work and waits for the listeners to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.shared.wake.notify_waiters();
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the store, resolves secrets, recovers interrupted builds and
+/// starts the listeners and the assignment loop.
+pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, String> {
+    let secrets_dir = cfg.secrets_dir.clone().or_else(|| {
+        let d = Secrets::default_dir(&cfg.state_dir);
+        d.is_dir().then_some(d)
+    });
+    let secrets = Secrets::resolve(&graph, secrets_dir.as_deref())?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+        format!(
+            "cannot create state directory {}: {e}",
+            cfg.state_dir.display()
+        )
+    })?;
+    let state_dir = cfg.state_dir.clone();
+    let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || crate::store::open(&state_dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the store in {}: {e}", cfg.state_dir.display()))?;
+    // Builds a previous master left running end as interrupted; their
+    // requests run again.
+    let now = now_ms();
+    let s2 = store.clone();
+    let (interrupted, pending) = tokio::task::spawn_blocking(move || {
+        let i = s2.interrupt_running(now)?;
+        let mut p = Vec::new();
+        let mut sets: HashMap<u64, Arc<crate::store::BuildSet>> = HashMap::new();
+        for r in s2.pending_requests()? {
+            let set = match sets.get(&r.buildset) {
+                Some(s) => s.clone(),
+                None => match s2.buildset(r.buildset)? {
+                    Some(s) => {
+                        let s = Arc::new(s);
+                        sets.insert(r.buildset, s.clone());
+                        s
+                    }
+                    None => continue,
+                },
+            };
+            p.push((r, set));
+        }
+        Ok::<_, crate::store::StoreError>((i, p))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if !interrupted.is_empty() {
+        tracing::warn!(builds = ?interrupted, "builds interrupted by the previous master stop will run again");
+    }
+    let worker_listen = cfg
+        .worker_listen
+        .clone()
+        .unwrap_or_else(|| graph.master.worker_listen.clone());
+    let http_listen = cfg
+        .http_listen
+        .clone()
+        .unwrap_or_else(|| graph.master.http_listen.clone());
+    let wl = TcpListener::bind(&worker_listen)
+        .await
+        .map_err(|e| format!("cannot listen for workers on {worker_listen}: {e}"))?;
+    let hl = TcpListener::bind(&http_listen)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {http_listen}: {e}"))?;
+    let worker_addr = wl.local_addr().map_err(|e| e.to_string())?;
+    let http_addr = hl.local_addr().map_err(|e| e.to_string())?;
+    let (stop, shutdown) = watch::channel(false);
+    let mut q = queue::Queue::default();
+    for (r, set) in pending {
+        q.add(r, set);
+    }
+    let shared = Arc::new(Shared {
+        graph: RwLock::new(Arc::new(graph)),
+        store,
+        secrets,
+        state_dir: cfg.state_dir.clone(),
+        workers: Mutex::new(BTreeMap::new()),
+        queue: Mutex::new(q),
+        wake: Notify::new(),
+        build_finished: Notify::new(),
+        locks_released: Notify::new(),
+        next_id: AtomicU64::new(1),
+        shutdown,
+    });
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(accept_workers(shared.clone(), wl)));
+    tasks.push(tokio::spawn(queue::assign_loop(shared.clone())));
+    tasks.push(tokio::spawn(crate::http::serve(shared.clone(), hl)));
+    tracing::info!(%worker_addr, %http_addr, "master started");
+    Ok(MasterHandle {
+        worker_addr,
+        http_addr,
+        shared,
+        stop,
+        tasks,
+    })
+}
+
+async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accepting a worker connection failed: {e}");
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let s = shared.clone();
+        tokio::spawn(async move {
+            if let Err(why) = handshake(s, sock).await {
+                tracing::warn!(%peer, "worker connection refused: {why}");
+            }
+        });
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    // Compare fixed-size digests so the length does not leak either.
+    let da = sha256(a.as_bytes());
+    let db = sha256(b.as_bytes());
+    da.ct_eq(&db).into()
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
+    let mut framed = Framed::new(sock, FrameCodec::default());
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
+        .await
+        .map_err(|_| "no hello within 30 s".to_string())?;
+    let (name, password, protocol, info) = match first {
+        Some(Ok(Frame::Message(Message::Hello {
+            protocol,
+            name,
+            password,
+            info,
+        }))) => (name, password, protocol, info),
+        Some(Ok(_)) => return Err("first frame is not a hello".into()),
+        Some(Err(e)) => return Err(format!("bad first frame: {e}")),
+        None => return Err("closed before hello".into()),
+    };
+    let refuse = |reason: String| Frame::Message(Message::Refused { reason });
+    if protocol != PROTOCOL_VERSION {
+        let why = format!(
+            "protocol version {protocol} is not supported (this master speaks {PROTOCOL_VERSION})"
+        );
+        let _ = framed.send(refuse(why.clone())).await;
+        return Err(format!("worker `{name}`: {why}"));
+    }
+    let g = shared.graph();
+    let expected = g
+        .worker(&name)
+        .and_then(|w| shared.secrets.get(&w.password).map(str::to_string));
+    // Unknown name and wrong password get the same answer.
+    let ok = match &expected {
+        Some(p) => constant_time_eq(p, &password),
+        None => {
+            let _ = constant_time_eq("unknown-worker-password", &password);
+            false
+        }
+    };
+    if !ok {
+        let _ = framed
+            .send(refuse("wrong worker name or password".into()))
+            .await;
+        return Err(format!("worker `{name}`: wrong name or password"));
+    }
+    let keepalive_ms = g.worker(&name).map_or(60_000, |w| w.keepalive_ms);
+    // One connection per worker name: a second one replaces the first
+    // only after the first is gone.
+    let taken = shared
+        .workers
+        .lock()
+        .map(|w| w.get(&name).is_some_and(|c| !c.is_closed()))
+        .unwrap_or(true);
+    if taken {
+        let _ = framed
+            .send(refuse(format!("worker `{name}` is already connected")))
+            .await;
+        return Err(format!("worker `{name}` is already connected"));
+    }
+    framed
+        .send(Frame::Message(Message::Welcome {
+            protocol: PROTOCOL_VERSION,
+            keepalive_ms,
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (conn, task) = conn::spawn(framed, name.clone(), info.clone(), keepalive_ms);
+    if let Ok(mut w) = shared.workers.lock() {
+        w.insert(name.clone(), conn.clone());
+    }
+    let n2 = name.clone();
+    let _ = shared
+        .db(move |s| s.worker_connected(&n2, &info, now_ms()))
+        .await;
+    tracing::info!(worker = %name, "worker connected");
+    shared.wake.notify_one();
+    let reason = task.await.unwrap_or_else(|e| e.to_string());
+    tracing::info!(worker = %name, "worker disconnected: {reason}");
+    if let Ok(mut w) = shared.workers.lock() {
+        if w.get(&name).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+            w.remove(&name);
+        }
+    }
+    let n2 = name.clone();
+    let _ = shared
+        .db(move |s| s.worker_disconnected(&n2, now_ms()))
+        .await;
+    shared.wake.notify_one();
+    Ok(())
+}
+
+/// Properties every build starts with, lowest precedence first.
+pub fn initial_properties(
+    g: &Graph,
+    builder: &str,
+    worker: &str,
+    number: u64,
+    set: &crate::store::BuildSet,
+) -> crate::store::Properties {
+    let mut p = crate::store::Properties::new();
+    p.extend(g.master.properties.clone());
+    if let Some(w) = g.worker(worker) {
+        p.extend(w.properties.clone());
+    }
+    if let Some(b) = g.builder(builder) {
+        p.extend(b.properties.clone());
+    }
+    let SourceStamp {
+        repository,
+        branch,
+        revision,
+    } = &set.set.source;
+    let s = |v: &str| Scalar::String(v.to_string());
+    p.insert("repository".into(), s(repository));
+    p.insert("branch".into(), s(branch));
+    p.insert("revision".into(), s(revision));
+    p.insert("scheduler".into(), s(&set.set.scheduler));
+    p.insert("reason".into(), s(&set.set.reason));
+    p.extend(set.set.properties.clone());
+    p.insert("builder".into(), s(builder));
+    p.insert("worker".into(), s(worker));
+    p.insert("buildnumber".into(), Scalar::Int(number as i64));
+    p
+}
+
+/// The worst of two results, as Buildbot combines them.
+pub fn worst(a: BuildResult, b: BuildResult) -> BuildResult {
+    a.max(b)
+}
+
+pub type WorkerMap = HashMap<String, Arc<WorkerConn>>;

@@ -1,0 +1,348 @@
+//! The build queue: pending requests, running builds and lock holders, and
+//! the loop that assigns requests to workers.
+//!
+//! Assignment rules (Buildbot's, made explicit):
+//! - requests go by builder priority (higher first), then age;
+//! - a worker runs at most `max-builds` builds, and at most one build of a
+//!   given builder (each builder has its own directory there);
+//! - a worker in a downtime window takes no new builds;
+//! - a builder's locks must all be free for the build to start;
+//! - with `collapse-requests`, every pending request of the builder for the
+//!   same source (repository, branch, revision) is satisfied by one build.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bbc_compiler::graph::{Builder, Downtime, Graph, LockAccess, LockScope, LockUse};
+use tokio::sync::watch;
+
+use super::{now_ms, Shared};
+use crate::store::{BuildRequest, BuildSet, Millis, NewBuild, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LockKey {
+    pub name: String,
+    /// The worker, for worker-scoped locks.
+    pub worker: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Holders {
+    count: u32,
+    exclusive: bool,
+}
+
+pub struct Entry {
+    pub req: BuildRequest,
+    pub set: Arc<BuildSet>,
+}
+
+pub struct Running {
+    pub build_id: Option<u64>,
+    pub number: u64,
+    pub builder: String,
+    pub worker: String,
+    pub started_at: Millis,
+    pub cancel: watch::Sender<bool>,
+    pub step: Option<u32>,
+    locks: Vec<(LockKey, LockAccess)>,
+}
+
+#[derive(Default)]
+pub struct Queue {
+    pending: BTreeMap<u64, Entry>,
+    /// Keyed by a slot id (the build id is known only once stored).
+    pub running: HashMap<u64, Running>,
+    locks: HashMap<LockKey, Holders>,
+}
+
+impl Queue {
+    pub fn add(&mut self, req: BuildRequest, set: Arc<BuildSet>) {
+        self.pending.insert(req.id, Entry { req, set });
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Entry> {
+        self.pending.values()
+    }
+
+    pub fn remove(&mut self, id: u64) -> bool {
+        self.pending.remove(&id).is_some()
+    }
+
+    pub fn running_on(&self, worker: &str) -> usize {
+        self.running.values().filter(|r| r.worker == worker).count()
+    }
+
+    fn lock_key(u: &LockUse, g: &Graph, worker: &str) -> Option<(LockKey, LockAccess, u32)> {
+        let l = g.lock(&u.lock)?;
+        let key = LockKey {
+            name: l.name.clone(),
+            worker: (l.scope == LockScope::Worker).then(|| worker.to_string()),
+        };
+        Some((key, u.access, l.max_count))
+    }
+
+    fn can_take(&self, key: &LockKey, access: LockAccess, max: u32) -> bool {
+        let h = self.locks.get(key).copied().unwrap_or_default();
+        match access {
+            LockAccess::Counting => !h.exclusive && h.count < max,
+            LockAccess::Exclusive => !h.exclusive && h.count == 0,
+        }
+    }
+
+    fn take(&mut self, key: &LockKey, access: LockAccess) {
+        let h = self.locks.entry(key.clone()).or_default();
+        match access {
+            LockAccess::Counting => h.count += 1,
+            LockAccess::Exclusive => h.exclusive = true,
+        }
+    }
+
+    fn release(&mut self, key: &LockKey, access: LockAccess) {
+        if let Some(h) = self.locks.get_mut(key) {
+            match access {
+                LockAccess::Counting => h.count = h.count.saturating_sub(1),
+                LockAccess::Exclusive => h.exclusive = false,
+            }
+            if h.count == 0 && !h.exclusive {
+                self.locks.remove(key);
+            }
+        }
+    }
+
+    /// Takes all of `uses` or none.
+    pub fn try_take_all(
+        &mut self,
+        uses: &[LockUse],
+        g: &Graph,
+        worker: &str,
+    ) -> Option<Vec<(LockKey, LockAccess)>> {
+        let keys: Vec<(LockKey, LockAccess, u32)> = uses
+            .iter()
+            .filter_map(|u| Self::lock_key(u, g, worker))
+            .collect();
+        if !keys.iter().all(|(k, a, m)| self.can_take(k, *a, *m)) {
+            return None;
+        }
+        // The same lock named twice must also fit twice.
+        let mut taken = Vec::new();
+        for (k, a, m) in keys {
+            if !self.can_take(&k, a, m) {
+                self.release_all(&taken);
+                return None;
+            }
+            self.take(&k, a);
+            taken.push((k, a));
+        }
+        Some(taken)
+    }
+
+    pub fn release_all(&mut self, taken: &[(LockKey, LockAccess)]) {
+        for (k, a) in taken {
+            self.release(k, *a);
+        }
+    }
+
+    /// Ends a running slot: its builder locks are released.
+    pub fn finish(&mut self, slot: u64) {
+        if let Some(r) = self.running.remove(&slot) {
+            self.release_all(&r.locks);
+        }
+    }
+}
+
+/// Whether `now` falls in one of the windows.
+pub fn in_downtime(windows: &[Downtime], now: Millis) -> bool {
+    windows.iter().any(|w| {
+        let Ok(tz) = jiff::tz::TimeZone::get(&w.tz) else {
+            return false;
+        };
+        let Ok(ts) = jiff::Timestamp::from_millisecond(now) else {
+            return false;
+        };
+        let local = ts.to_zoned(tz);
+        let day = local.weekday().to_monday_zero_offset() as u8;
+        let minute = local.hour() as u16 * 60 + local.minute() as u16;
+        let yesterday = (day + 6) % 7;
+        if w.end_minute > w.start_minute {
+            w.days.contains(&day) && minute >= w.start_minute && minute < w.end_minute
+        } else {
+            // Crosses midnight: from start on the listed day to end the next day.
+            (w.days.contains(&day) && minute >= w.start_minute)
+                || (w.days.contains(&yesterday) && minute < w.end_minute)
+        }
+    })
+}
+
+struct Decision {
+    slot: u64,
+    builder: Arc<Builder>,
+    worker: String,
+    entries: Vec<Entry>,
+}
+
+/// Picks what can start now; reserves slots and locks under the lock.
+fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
+    let g = shared.graph();
+    let conns: Vec<String> = match shared.workers.lock() {
+        Ok(w) => w
+            .iter()
+            .filter(|(_, c)| !c.is_closed())
+            .map(|(n, _)| n.clone())
+            .collect(),
+        Err(_) => return Vec::new(),
+    };
+    let Ok(mut q) = shared.queue.lock() else {
+        return Vec::new();
+    };
+    let now = now_ms();
+    let mut order: Vec<(i64, Millis, u64)> = q
+        .pending
+        .values()
+        .map(|e| (-e.req.priority, e.req.submitted_at, e.req.id))
+        .collect();
+    order.sort_unstable();
+    let mut out = Vec::new();
+    for (_, _, id) in order {
+        let Some(entry) = q.pending.get(&id) else {
+            continue;
+        };
+        let Some(builder) = g.builder(&entry.req.builder) else {
+            continue;
+        };
+        let src = entry.set.set.source.clone();
+        // Least busy eligible worker first, then by name.
+        let mut candidates: Vec<(usize, &String)> = builder
+            .workers
+            .iter()
+            .filter(|w| conns.contains(w))
+            .map(|w| (q.running_on(w), w))
+            .collect();
+        candidates.sort();
+        let mut chosen = None;
+        for (load, w) in candidates {
+            let Some(wd) = g.worker(w) else { continue };
+            if load >= wd.max_builds as usize
+                || q.running
+                    .values()
+                    .any(|r| r.worker == *w && r.builder == builder.name)
+                || in_downtime(&wd.downtime, now)
+            {
+                continue;
+            }
+            if let Some(locks) = q.try_take_all(&builder.locks, &g, w) {
+                chosen = Some((w.clone(), locks));
+                break;
+            }
+        }
+        let Some((worker, locks)) = chosen else {
+            continue;
+        };
+        let mut ids = vec![id];
+        if builder.collapse_requests {
+            ids.extend(
+                q.pending
+                    .values()
+                    .filter(|e| {
+                        e.req.id != id && e.req.builder == builder.name && e.set.set.source == src
+                    })
+                    .map(|e| e.req.id),
+            );
+        }
+        let entries: Vec<Entry> = ids.iter().filter_map(|i| q.pending.remove(i)).collect();
+        let slot = shared.next_id();
+        let (cancel, _) = watch::channel(false);
+        q.running.insert(
+            slot,
+            Running {
+                build_id: None,
+                number: 0,
+                builder: builder.name.clone(),
+                worker: worker.clone(),
+                started_at: now,
+                cancel,
+                step: None,
+                locks,
+            },
+        );
+        out.push(Decision {
+            slot,
+            builder: Arc::new(builder.clone()),
+            worker,
+            entries,
+        });
+    }
+    out
+}
+
+pub async fn assign_loop(shared: Arc<Shared>) {
+    loop {
+        for d in decide(&shared) {
+            start(&shared, d).await;
+        }
+        if shared.is_shutting_down() {
+            return;
+        }
+        // Downtime windows end without any event: look again now and then.
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+async fn start(shared: &Arc<Shared>, d: Decision) {
+    let g = shared.graph();
+    let requests: Vec<u64> = d.entries.iter().map(|e| e.req.id).collect();
+    let set = d.entries[0].set.clone();
+    let props_base = super::initial_properties(&g, &d.builder.name, &d.worker, 0, &set);
+    let nb = NewBuild {
+        builder: d.builder.name.clone(),
+        builder_hash: d.builder.hash.clone(),
+        worker: d.worker.clone(),
+        requests: requests.clone(),
+        properties: props_base,
+        started_at: now_ms(),
+    };
+    match shared.db(move |s| s.start_build(nb)).await {
+        Ok(build) => {
+            let cancel_rx = {
+                let Ok(mut q) = shared.queue.lock() else {
+                    return;
+                };
+                match q.running.get_mut(&d.slot) {
+                    Some(r) => {
+                        r.build_id = Some(build.id);
+                        r.number = build.number;
+                        r.cancel.subscribe()
+                    }
+                    None => return,
+                }
+            };
+            let conn = shared
+                .workers
+                .lock()
+                .ok()
+                .and_then(|w| w.get(&d.worker).cloned());
+            let s = shared.clone();
+            tokio::spawn(async move {
+                super::build::run(s, d.slot, build, d.builder, set, conn, cancel_rx).await;
+            });
+        }
+        Err(e) => {
+            // Conflict: a request was cancelled meanwhile. Anything else is
+            // a store failure; the requests stay pending for a later try.
+            if !matches!(e, StoreError::Conflict(_)) {
+                tracing::error!("cannot start a build of {}: {e}", d.builder.name);
+            }
+            if let Ok(mut q) = shared.queue.lock() {
+                q.finish(d.slot);
+                if !matches!(e, StoreError::Conflict(_)) {
+                    for en in d.entries {
+                        q.pending.insert(en.req.id, en);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Secrets: resolved only by the running master, from a secrets directory
+//! (one file per secret, as Docker and Kubernetes mount them) or from the
+//! environment (`BBC_SECRET_<NAME>`, upper-cased, `-` and `.` as `_`).
+//! Never written to the graph, the store or a log: [`Redactor`] masks every
+//! secret value in log output.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use bbc_compiler::graph::{ChangeSourceKind, Credential, Graph, ReporterKind};
+
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    values: BTreeMap<String, String>,
+}
+
+/// Every secret name a graph refers to.
+pub fn names(g: &Graph) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |c: &Credential| {
+        if let Credential::Secret { secret } = c {
+            out.insert(secret.clone());
+        }
+    };
+    for w in &g.workers {
+        add(&w.password);
+    }
+    for c in &g.change_sources {
+        match &c.kind {
+            ChangeSourceKind::GithubWebhook { secret }
+            | ChangeSourceKind::GitlabWebhook { secret }
+            | ChangeSourceKind::GiteaWebhook { secret }
+            | ChangeSourceKind::JsonWebhook { secret } => {
+                if let Some(s) = secret {
+                    add(s);
+                }
+            }
+            ChangeSourceKind::GitPoller { .. } => {}
+        }
+    }
+    for r in &g.reporters {
+        match &r.kind {
+            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
+                if let Some(p) = password {
+                    add(p);
+                }
+            }
+            ReporterKind::GithubStatus { token, .. }
+            | ReporterKind::GitlabStatus { token, .. }
+            | ReporterKind::GiteaStatus { token, .. } => add(token),
+            ReporterKind::HttpPush { .. } => {}
+        }
+    }
+    out
+}
+
+pub fn env_var_name(secret: &str) -> String {
+    let mut s = String::from("BBC_SECRET_");
+    s.extend(secret.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    s
+}
+
+impl Secrets {
+    /// Resolves every secret the graph names; the error lists each missing
+    /// one and where it was looked for.
+    pub fn resolve(g: &Graph, dir: Option<&Path>) -> Result<Secrets, String> {
+        let mut values = BTreeMap::new();
+        let mut missing = Vec::new();
+        for name in names(g) {
+            let from_file = dir.and_then(|d| {
+                // Secret names are not paths.
+                if name.contains('/') || name.contains("..") {
+                    return None;
+                }
+                std::fs::read_to_string(d.join(&name)).ok()
+            });
+            let value = from_file
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+                .or_else(|| std::env::var(env_var_name(&name)).ok());
+            match value {
+                Some(v) => {
+                    values.insert(name, v);
+                }
+                None => missing.push(name),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Secrets { values });
+        }
+        let where_ = match dir {
+            Some(d) => format!("a file in {}, or", d.display()),
+            None => "pass --secrets DIR (one file per secret), or set".to_string(),
+        };
+        let list: Vec<String> = missing
+            .iter()
+            .map(|n| {
+                format!(
+                    "  {n}: {where_} the environment variable {}",
+                    env_var_name(n)
+                )
+            })
+            .collect();
+        Err(format!(
+            "{} secret(s) the config uses are missing:\n{}",
+            missing.len(),
+            list.join("\n")
+        ))
+    }
+
+    pub fn get<'a>(&'a self, c: &'a Credential) -> Option<&'a str> {
+        match c {
+            Credential::Secret { secret } => self.values.get(secret).map(String::as_str),
+            Credential::Plain(p) => Some(p),
+        }
+    }
+
+    pub fn redactor(&self) -> Redactor {
+        Redactor::new(self.values.values().cloned())
+    }
+
+    pub fn default_dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("secrets")
+    }
+}
+
+/// Masks secret values in a byte stream that arrives in chunks, including a
+/// value split across two chunks: the last `longest - 1` bytes of a chunk
+/// are held back until the next one (or `finish`).
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    secrets: Vec<Vec<u8>>,
+    longest: usize,
+    held: Vec<u8>,
+}
+
+const MASK: &[u8] = b"[secret]";
+
+impl Redactor {
+    pub fn new(values: impl IntoIterator<Item = String>) -> Redactor {
+        // Very short values would mask ordinary text everywhere.
+        let mut secrets: Vec<Vec<u8>> = values
+            .into_iter()
+            .filter(|v| v.len() >= 4)
+            .map(String::into_bytes)
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let longest = secrets.first().map_or(0, Vec::len);
+        Redactor {
+            secrets,
+            longest,
+            held: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Feeds a chunk; returns what can be written now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return chunk.to_vec();
+        }
+        self.held.extend_from_slice(chunk);
+        let (out, keep_from) = self.scan(false);
+        self.held.drain(..keep_from);
+        out
+    }
+
+    /// Flushes what was held back at the end of the stream.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let (out, _) = self.scan(true);
+        self.held.clear();
+        out
+    }
+
+    fn scan(&self, last: bool) -> (Vec<u8>, usize) {
+        let buf = &self.held;
+        let mut out = Vec::with_capacity(buf.len());
+        let safe_end = if last {
+            buf.len()
+        } else {
+            buf.len().saturating_sub(self.longest - 1)
+        };
+        let mut i = 0;
+        'outer: while i < safe_end {
+            for s in &self.secrets {
+                if buf[i..].starts_with(s) {
+                    out.extend_from_slice(MASK);
+                    i += s.len();
+                    continue 'outer;
+                }
+            }
+            out.push(buf[i]);
+            i += 1;
+        }
+        (out, i.min(buf.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_across_chunks() {
+        let mut r = Redactor::new(["hunter2pw".to_string(), "ab".to_string()]);
+        let mut out = Vec::new();
+        for chunk in [&b"pass=hun"[..], b"ter2pw ok ab ", b"hunter2", b"pw"] {
+            out.extend(r.push(chunk));
+        }
+        out.extend(r.finish());
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "pass=[secret] ok ab [secret]"
+        );
+    }
+
+    #[test]
+    fn no_secrets_passes_through() {
+        let mut r = Redactor::new(Vec::new());
+        assert_eq!(r.push(b"abc"), b"abc");
+        assert!(r.finish().is_empty());
+    }
+}

@@ -1,0 +1,248 @@
+//! `bbc master`, `bbc worker` and `bbc up`: the long-running commands.
+
+use std::path::{Path, PathBuf};
+
+use bbc_compiler::graph::{Credential, Graph};
+use bbc_runtime::master::{self, MasterConfig};
+use bbc_runtime::worker::{run_worker, WorkerConfig};
+
+use crate::command_error::CommandError;
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BBC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+/// The graph to run: compiled from a config (diagnostics as `bbc check`
+/// prints them; refusing to start on errors) or read from `bbc compile`'s output.
+pub fn load_graph(
+    config: Option<&str>,
+    graph: Option<&str>,
+) -> Result<(Graph, PathBuf), CommandError> {
+    match (config, graph) {
+        (_, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CommandError::Usage(format!("cannot read {path}: {e}")))?;
+            let g =
+                Graph::from_json(&text).map_err(|e| CommandError::Usage(format!("{path}: {e}")))?;
+            Ok((g, parent_dir(path)))
+        }
+        (Some(config), None) => {
+            let g = crate::cli::compile_graph(config, crate::cli::ColorChoice::Auto)?;
+            Ok((g, parent_dir(config)))
+        }
+        (None, None) => Err(CommandError::Usage(
+            "give a config file (or --graph graph.json)".into(),
+        )),
+    }
+}
+
+fn parent_dir(p: &str) -> PathBuf {
+    Path::new(p)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn state_dir(g: &Graph, base: &Path, state: Option<&str>) -> PathBuf {
+    match state {
+        Some(s) => PathBuf::from(s),
+        None => base.join(&g.master.state_dir),
+    }
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub struct MasterArgs<'a> {
+    pub config: Option<&'a str>,
+    pub graph: Option<&'a str>,
+    pub state: Option<&'a str>,
+    pub secrets: Option<&'a str>,
+    pub worker_listen: Option<&'a str>,
+    pub http_listen: Option<&'a str>,
+}
+
+async fn start_master(
+    a: &MasterArgs<'_>,
+    g: Graph,
+    base: &Path,
+) -> Result<master::MasterHandle, CommandError> {
+    let cfg = MasterConfig {
+        state_dir: state_dir(&g, base, a.state),
+        secrets_dir: a.secrets.map(PathBuf::from),
+        worker_listen: a.worker_listen.map(str::to_string),
+        http_listen: a.http_listen.map(str::to_string),
+    };
+    let h = master::start(g, cfg).await.map_err(CommandError::Usage)?;
+    // Tests and scripts read this line to find the ports.
+    println!(
+        "bbc master: workers on {}, http on http://{}/",
+        h.worker_addr, h.http_addr
+    );
+    Ok(h)
+}
+
+pub fn master(a: MasterArgs) -> Result<(), CommandError> {
+    init_tracing();
+    let (g, base) = load_graph(a.config, a.graph)?;
+    runtime()?.block_on(async {
+        let h = start_master(&a, g, &base).await?;
+        stop_signal().await;
+        tracing::info!("stopping");
+        h.shutdown().await;
+        Ok(())
+    })
+}
+
+pub struct WorkerArgs<'a> {
+    pub master: &'a str,
+    pub name: &'a str,
+    pub password_file: &'a str,
+    pub basedir: &'a str,
+}
+
+pub fn worker(a: WorkerArgs) -> Result<(), CommandError> {
+    init_tracing();
+    let password = std::fs::read_to_string(a.password_file)
+        .map_err(|e| {
+            CommandError::Usage(format!(
+                "cannot read the password file {}: {e}",
+                a.password_file
+            ))
+        })?
+        .trim_end_matches(['\n', '\r'])
+        .to_string();
+    let cfg = WorkerConfig {
+        master: a.master.to_string(),
+        name: a.name.to_string(),
+        password,
+        basedir: PathBuf::from(a.basedir),
+        info: default_info(),
+    };
+    runtime()?.block_on(async {
+        run_worker(cfg, stop_signal())
+            .await
+            .map_err(|e| CommandError::Usage(e.to_string()))
+    })
+}
+
+fn default_info() -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("os".into(), std::env::consts::OS.into());
+    m.insert("arch".into(), std::env::consts::ARCH.into());
+    m.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    m
+}
+
+/// A master and one in-process worker per configured worker: the quickest
+/// way to see bbc run. Worker passwords the environment does not provide
+/// are generated for this run.
+pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
+    init_tracing();
+    let (g, base) = load_graph(a.config, a.graph)?;
+    let state = state_dir(&g, &base, a.state);
+    let mut passwords = Vec::new();
+    for w in &g.workers {
+        let pw = match &w.password {
+            Credential::Plain(p) => p.clone(),
+            Credential::Secret { secret } => {
+                let var = bbc_runtime::secrets::env_var_name(secret);
+                let from_dir = a
+                    .secrets
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| state.join("secrets"))
+                    .join(secret);
+                match std::fs::read_to_string(&from_dir)
+                    .ok()
+                    .or_else(|| std::env::var(&var).ok())
+                {
+                    Some(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+                    None => {
+                        let v = format!(
+                            "up-{:x}",
+                            std::process::id() as u64 * 0x9E37_79B9
+                                ^ bbc_runtime::master::now_ms() as u64
+                        );
+                        // SAFETY: single-threaded here, before the runtime starts.
+                        std::env::set_var(&var, &v);
+                        v
+                    }
+                }
+            }
+        };
+        passwords.push((w.name.clone(), pw));
+    }
+    runtime()?.block_on(async {
+        let h = start_master(&a, g, &base).await?;
+        let addr = h.worker_addr.to_string();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        for (name, password) in passwords {
+            let cfg = WorkerConfig {
+                master: addr.clone(),
+                name: name.clone(),
+                password,
+                basedir: state.join("workers").join(&name),
+                info: default_info(),
+            };
+            let mut rx = stop_rx.clone();
+            workers.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                };
+                if let Err(e) = run_worker(cfg, stop).await {
+                    tracing::error!(worker = %name, "worker stopped: {e}");
+                }
+            }));
+        }
+        for b in force {
+            let url = format!("http://{}/api/v1/builders/{b}/force", h.http_addr);
+            match reqwest::Client::new()
+                .post(&url)
+                .json(&serde_json::json!({"reason": "bbc up --force"}))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => println!("forced a build of {b}"),
+                Ok(r) => eprintln!("cannot force {b}: {}", r.text().await.unwrap_or_default()),
+                Err(e) => eprintln!("cannot force {b}: {e}"),
+            }
+        }
+        println!(
+            "bbc up: press Ctrl-C to stop; try `bbc status --url http://{}`",
+            h.http_addr
+        );
+        stop_signal().await;
+        let _ = stop_tx.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
+        h.shutdown().await;
+        Ok(())
+    })
+}

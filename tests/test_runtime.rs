@@ -1,0 +1,498 @@
+//! The master and workers as real processes on 127.0.0.1, running real
+//! shell commands and real git.
+
+use crate::common::{get_json, http, temp_dir, wait_for, write_secret, Master};
+
+fn config(builders: &str) -> String {
+    format!(
+        r#"master {{
+    title "test"
+    property "greeting" "hello"
+}}
+worker "w1" password=(secret)"w1" max-builds=4
+worker "w2" password=(secret)"w2" max-builds=4
+lock "db" kind="master"
+{builders}
+"#
+    )
+}
+
+fn setup(name: &str, builders: &str) -> (std::path::PathBuf, Master) {
+    let dir = temp_dir(name);
+    write_secret(&dir, "w1", "pw-one-1234");
+    write_secret(&dir, "w2", "pw-two-5678");
+    let m = Master::start(&dir, &config(builders));
+    (dir, m)
+}
+
+fn step<'a>(b: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    b["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {b}"))
+}
+
+#[test]
+fn hello_world_build_end_to_end() {
+    let (_dir, m) = setup(
+        "hello",
+        r#"scheduler "force" kind="force" {
+    builders "hello"
+    param "who" type="string" default="world"
+    param "n" type="int" default=1
+}
+builder "hello" {
+    workers "w1"
+    steps {
+        shell "echo ${{ prop.greeting }}, ${{ prop.who }}; echo to-stderr >&2" name="greet"
+        set-property "answer" command="echo 42"
+        shell "echo answer=${{ prop.answer }} n=${{ prop.n }} build=${{ prop.buildnumber }} $HOME_IS_SHELL" name="use"
+        shell "echo pw-one-1234 leaked" name="leak"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let b = m.force_and_wait("hello", r#"{"properties": {"who": "bbc", "n": 7}}"#);
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["number"], 1);
+    assert_eq!(b["properties"]["answer"], "42");
+    let id = b["id"].as_u64().unwrap_or(0);
+    let greet = m.log(id, 0);
+    assert!(greet.contains("hello, bbc\n"), "{greet}");
+    assert!(greet.contains("to-stderr"), "{greet}");
+    let used = m.log(id, 2);
+    assert!(used.contains("answer=42 n=7 build=1"), "{used}");
+    let leak = m.log(id, 3);
+    assert!(
+        leak.contains("[secret] leaked") && !leak.contains("pw-one-1234"),
+        "secret not redacted: {leak}"
+    );
+    assert_eq!(step(&b, "greet")["result"], "success");
+    // Typed parameters are validated like the compiler validates config.
+    let (status, body) = http(
+        "POST",
+        &m.http,
+        "/api/v1/builders/hello/force",
+        Some(r#"{"properties": {"n": "many"}}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("must be an integer"), "{body}");
+    let (status, body) = http(
+        "POST",
+        &m.http,
+        "/api/v1/builders/hello/force",
+        Some(r#"{"properties": {"nope": 1}}"#),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = http("POST", &m.http, "/api/v1/builders/nope/force", Some("{}"));
+    assert_eq!(status, 404);
+    let (status, _) = http("GET", &m.http, "/api/v1/builds/999", None);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn step_options_and_results() {
+    let (_dir, m) = setup(
+        "options",
+        r#"scheduler "force" kind="force" {
+    builders "opts" "halting"
+}
+builder "opts" {
+    workers "w1"
+    env {
+        FROM_BUILDER "b-env"
+    }
+    steps {
+        shell "exit 3" name="tolerated" flunk-on-failure=#false warn-on-failure=#true
+        shell "echo $FROM_BUILDER $FROM_STEP; pwd" name="env" workdir="sub/dir" {
+            env {
+                FROM_STEP "s-env"
+            }
+        }
+        shell "echo never" name="skipped" do-step-if="${{ prop.branch == 'nope' }}"
+        shell "exit 2" name="decoded" {
+            decode-rc "2"="warnings"
+        }
+        compile "echo 'warning: one'; echo 'fine'; echo 'warning: two'" name="warned" warn-on-warnings=#true
+        shell "sleep 30" name="quiet" timeout="1s" flunk-on-failure=#false
+    }
+}
+builder "halting" {
+    workers "w1"
+    steps {
+        shell "exit 1" name="fails" halt-on-failure=#true
+        shell "echo should-not-run" name="after"
+        shell "echo cleanup" name="cleanup" always-run=#true
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let b = m.force_and_wait("opts", "{}");
+    assert_eq!(b["result"], "warnings", "{b}");
+    assert_eq!(step(&b, "tolerated")["result"], "failure");
+    let id = b["id"].as_u64().unwrap_or(0);
+    let env = m.log(id, 1);
+    assert!(env.contains("b-env s-env"), "{env}");
+    assert!(env.contains("/opts/sub/dir"), "{env}");
+    assert_eq!(step(&b, "skipped")["result"], "skipped");
+    assert_eq!(step(&b, "decoded")["result"], "warnings");
+    assert_eq!(step(&b, "warned")["result"], "warnings");
+    assert_eq!(step(&b, "warned")["warnings"], 2);
+    assert_eq!(step(&b, "quiet")["result"], "failure");
+    assert!(
+        step(&b, "quiet")["state_string"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{b}"
+    );
+
+    let h = m.force_and_wait("halting", "{}");
+    assert_eq!(h["result"], "failure");
+    assert_eq!(step(&h, "after")["result"], "skipped");
+    assert_eq!(step(&h, "cleanup")["result"], "success");
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.org")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.org")
+        .output()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn git_step_checks_out_and_sets_got_revision() {
+    let repo = temp_dir("git-repo");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("hello.txt"), "v1\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let builders = format!(
+        r#"scheduler "force" kind="force" {{
+    builders "g"
+}}
+builder "g" {{
+    workers "w1"
+    steps {{
+        git repo="{}" branch="main" mode="full" method="fresh"
+        shell "cat hello.txt; echo rev=${{{{ prop.got_revision }}}}" name="show"
+    }}
+}}
+"#,
+        repo.display()
+    );
+    let (_dir, m) = setup("git", &builders);
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let b = m.force_and_wait("g", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["properties"]["got_revision"], sha.as_str());
+    let show = m.log(b["id"].as_u64().unwrap_or(0), 1);
+    assert!(
+        show.contains("v1") && show.contains(&format!("rev={sha}")),
+        "{show}"
+    );
+    // A second commit; the next build fetches it (incremental update).
+    std::fs::write(repo.join("hello.txt"), "v2\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let b = m.force_and_wait("g", "{}");
+    let show = m.log(b["id"].as_u64().unwrap_or(0), 1);
+    assert!(show.contains("v2"), "{show}");
+}
+
+#[test]
+fn wrong_password_and_malformed_frames_leave_the_master_serving() {
+    let (_dir, m) = setup(
+        "auth",
+        r#"scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w1"
+    steps {
+        shell "echo ok"
+    }
+}
+"#,
+    );
+    let _bad = m.worker("w1", "wrong-password");
+    // Garbage on the worker port: a frame far too long, then bytes.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&m.workers).unwrap_or_else(|e| panic!("{e}"));
+        let _ = s.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]);
+        let mut s2 = std::net::TcpStream::connect(&m.workers).unwrap_or_else(|e| panic!("{e}"));
+        let _ = s2.write_all(&[0, 0, 0, 5, 1, b'{', b'x', b'}', b'!']);
+    }
+    let v = get_json(&m.http, "/api/v1/workers");
+    assert_eq!(
+        v["workers"][0]["connected"], false,
+        "a wrong password must not connect: {v}"
+    );
+    let _good = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let b = m.force_and_wait("b", "{}");
+    assert_eq!(b["result"], "success");
+}
+
+#[test]
+fn collapsed_requests_share_one_build() {
+    let (_dir, m) = setup(
+        "collapse",
+        r#"scheduler "force" kind="force" {
+    builders "c"
+}
+builder "c" {
+    workers "w1"
+    collapse-requests #true
+    steps {
+        shell "echo ok"
+    }
+}
+"#,
+    );
+    // No worker yet: both requests wait in the queue.
+    let mut sets = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = http(
+            "POST",
+            &m.http,
+            "/api/v1/builders/c/force",
+            Some(r#"{"branch": "main"}"#),
+        );
+        assert_eq!(status, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        sets.push(v["buildset"]["id"].as_u64().unwrap_or(0));
+    }
+    let pending = get_json(&m.http, "/api/v1/requests?state=pending");
+    assert_eq!(pending["requests"].as_array().map(Vec::len), Some(3));
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let builds: Vec<u64> = sets
+        .iter()
+        .map(|s| m.wait_buildset(*s)["id"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        builds.iter().all(|b| *b == builds[0]),
+        "one build for all: {builds:?}"
+    );
+}
+
+#[test]
+fn killed_worker_means_retry_and_the_request_runs_again() {
+    let (dir, m) = setup(
+        "retry",
+        r#"scheduler "force" kind="force" {
+    builders "r"
+}
+builder "r" {
+    workers "w1"
+    steps {
+        shell "if [ -f ../../marker ]; then echo second; else touch ../../marker; echo started; sleep 60; fi" name="maybe-slow"
+    }
+}
+"#,
+    );
+    let w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let (status, body) = http("POST", &m.http, "/api/v1/builders/r/force", Some("{}"));
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let set = v["buildset"]["id"].as_u64().unwrap_or(0);
+    // Wait until the first run is inside its long command.
+    wait_for("the first run to start", || {
+        dir.join("workers/w1/marker").exists().then_some(())
+    });
+    drop(w); // kills the worker process
+    let first = wait_for("the first build to end as retry", || {
+        let v = get_json(&m.http, "/api/v1/builds?builder=r");
+        v["builds"]
+            .as_array()?
+            .iter()
+            .find(|b| b["result"] == "retry")
+            .cloned()
+    });
+    assert_eq!(first["number"], 1);
+    let _w2 = m.worker("w1", "pw-one-1234");
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["number"], 2);
+    assert!(m.log(b["id"].as_u64().unwrap_or(0), 0).contains("second"));
+}
+
+#[test]
+fn master_killed_loses_no_acknowledged_request() {
+    let dir = temp_dir("kill9");
+    write_secret(&dir, "w1", "pw-one-1234");
+    write_secret(&dir, "w2", "pw-two-5678");
+    let builders = r#"scheduler "force" kind="force" {
+    builders "k"
+}
+builder "k" {
+    workers "w1"
+    steps {
+        shell "echo survived"
+    }
+}
+"#;
+    let mut m = Master::start(&dir, &config(builders));
+    let (status, body) = http("POST", &m.http, "/api/v1/builders/k/force", Some("{}"));
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let set = v["buildset"]["id"].as_u64().unwrap_or(0);
+    // kill -9: no chance to flush anything.
+    let _ = m.proc.0.kill();
+    let _ = m.proc.0.wait();
+    let m = Master::start(&dir, &config(builders));
+    let _w = m.worker("w1", "pw-one-1234");
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "success");
+}
+
+#[test]
+fn upload_download_trigger_and_locks() {
+    let (dir, m) = setup(
+        "transfer",
+        r#"scheduler "force" kind="force" {
+    builders "parent" "locked-a" "locked-b"
+}
+scheduler "child" kind="triggerable" {
+    builders "child"
+}
+builder "parent" {
+    workers "w1"
+    steps {
+        shell "mkdir -p out/sub && echo payload > out/a.txt && echo deep > out/sub/b.txt" name="make"
+        upload "out/a.txt" to="up/a.txt"
+        upload "out" to="up/tree" directory=#true
+        download "up/tree/sub/b.txt" to="fetched.txt"
+        shell "cat fetched.txt" name="show"
+        trigger "child" wait=#true {
+            property "from" "${{ prop.builder }}"
+        }
+    }
+}
+builder "child" {
+    workers "w2"
+    steps {
+        shell "echo child of ${{ prop.from }}; exit 1" name="child-step"
+    }
+}
+builder "locked-a" {
+    workers "w1"
+    lock "db" access="exclusive"
+    steps {
+        shell "echo start-a >> ../../../order; sleep 0.3; echo end-a >> ../../../order"
+    }
+}
+builder "locked-b" {
+    workers "w2"
+    steps {
+        shell "echo start-b >> ../../../order; sleep 0.3; echo end-b >> ../../../order" locks="db"
+    }
+}
+"#,
+    );
+    let _w1 = m.worker("w1", "pw-one-1234");
+    let _w2 = m.worker("w2", "pw-two-5678");
+    m.wait_connected("w1");
+    m.wait_connected("w2");
+    let b = m.force_and_wait("parent", "{}");
+    let files = dir.join("state/files/up");
+    assert_eq!(
+        std::fs::read_to_string(files.join("a.txt")).unwrap_or_default(),
+        "payload\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(files.join("tree/sub/b.txt")).unwrap_or_default(),
+        "deep\n"
+    );
+    assert!(m.log(b["id"].as_u64().unwrap_or(0), 4).contains("deep"));
+    // The child failed, so the waiting trigger step fails the parent.
+    assert_eq!(step(&b, "trigger")["result"], "failure", "{b}");
+    assert_eq!(b["result"], "failure");
+    let child = get_json(&m.http, "/api/v1/builds?builder=child");
+    let cb = child["builds"][0]["id"].as_u64().unwrap_or(0);
+    assert!(m.log(cb, 0).contains("child of parent"));
+
+    // Exclusive master lock: the two builds never overlap.
+    let (s1, _) = http(
+        "POST",
+        &m.http,
+        "/api/v1/builders/locked-a/force",
+        Some("{}"),
+    );
+    let (s2, _) = http(
+        "POST",
+        &m.http,
+        "/api/v1/builders/locked-b/force",
+        Some("{}"),
+    );
+    assert_eq!((s1, s2), (201, 201));
+    let order = wait_for("both locked builds", || {
+        let t = std::fs::read_to_string(dir.join("workers/order")).ok()?;
+        (t.lines().count() == 4).then_some(t)
+    });
+    let lines: Vec<&str> = order.lines().collect();
+    assert!(
+        lines[0].starts_with("start")
+            && lines[1].starts_with("end")
+            && lines[2].starts_with("start"),
+        "overlap: {lines:?}"
+    );
+    assert_eq!(
+        &lines[0][6..],
+        &lines[1][4..],
+        "a build ended before the other started: {lines:?}"
+    );
+}
+
+#[test]
+fn a_50_mb_log_is_stored_whole() {
+    let (_dir, m) = setup(
+        "biglog",
+        r#"scheduler "force" kind="force" {
+    builders "big"
+}
+builder "big" {
+    workers "w1"
+    steps {
+        shell "head -c 50000000 /dev/zero | tr '\\0' 'x'; echo; echo tail-marker" name="spew"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let b = m.force_and_wait("big", "{}");
+    assert_eq!(b["result"], "success");
+    let s = step(&b, "spew");
+    let len = s["log_len"].as_u64().unwrap_or(0);
+    assert!(len > 50_000_000, "log length {len}");
+    let id = b["id"].as_u64().unwrap_or(0);
+    // Read the tail from an offset, as a client following a log does.
+    let (status, tail) = http(
+        "GET",
+        &m.http,
+        &format!("/api/v1/builds/{id}/steps/0/log?offset={}", len - 200),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(tail.contains("tail-marker"), "{tail}");
+}
