@@ -389,9 +389,11 @@ fn claim_conflict(open: Open<'_>, dir: &Path) {
         [1]
     );
     assert_eq!(s.build_by_number("lin", 2).unwrap(), None);
-    // Failed attempts use up neither a build id nor a number.
+    // Failed attempts use up no build number. (A backend whose ids come from
+    // a non-transactional sequence, as PostgreSQL's do, may skip ids.)
     let b = s.start_build(new_build("lin", &[1], 30)).unwrap();
-    assert_eq!((b.id, b.number), (2, 2));
+    assert!(b.id > 1);
+    assert_eq!(b.number, 2);
     assert!(
         is_conflict(s.start_build(new_build("lin", &[1], 31))),
         "claimed twice"

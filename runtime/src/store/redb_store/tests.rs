@@ -519,12 +519,36 @@ fn store_bench() {
     println!("bbc.redb: {:.1} MiB", size as f64 / (1024.0 * 1024.0));
 }
 
+/// Durable single-row commits per second on `db`, as add_buildset makes
+/// them (quick repair, Durability::Immediate).
+fn durable_commits_per_sec(db: &Database) -> f64 {
+    const SMALL: TableDefinition<u64, &[u8]> = TableDefinition::new("small");
+    let n = 500;
+    let started = Instant::now();
+    for i in 0..n {
+        let mut txn = db.begin_write().unwrap();
+        txn.set_quick_repair(true);
+        txn.open_table(SMALL)
+            .unwrap()
+            .insert(i, &[7u8; 300][..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    f64::from(n as u32) / started.elapsed().as_secs_f64()
+}
+
 /// The rejected design, measured for docs/store.md: logs as redb values of
 /// a little under 64 KiB, one non-durable commit per append and a durable
-/// one at the end (sync_log).
+/// one at the end (sync_log). BBC_BENCH_REDB_LOG_MB sets how much log it
+/// writes (default 200 MiB), to see what a store full of logs costs the
+/// durable commits of everything else.
 fn redb_log_alternative(base: &Path) {
     const LOGS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("logs");
     const PIECE: usize = 63 * 1024;
+    let total = std::env::var("BBC_BENCH_REDB_LOG_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(LOG_TOTAL, |mb| mb << 20);
     let dir = tempfile::tempdir_in(base).unwrap();
     let path = dir.path().join("logs.redb");
     // A bounded cache, as a master storing logs in redb would need.
@@ -532,12 +556,13 @@ fn redb_log_alternative(base: &Path) {
         .set_cache_size(64 << 20)
         .create(&path)
         .unwrap();
+    let empty_rate = durable_commits_per_sec(&db);
     let chunk = chunk_data();
     let reset = reset_peak_rss();
     let rss_before = peak_rss_mib();
     let started = Instant::now();
     let mut offset = 0u64;
-    let total_chunks = LOG_TOTAL / CHUNK;
+    let total_chunks = total / CHUNK;
     for n in 0..total_chunks {
         let mut txn = db.begin_write().unwrap();
         txn.set_quick_repair(true);
@@ -557,10 +582,15 @@ fn redb_log_alternative(base: &Path) {
     let secs = started.elapsed().as_secs_f64();
     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
     println!(
-        "append (redb values of <= 63 KiB, commit per chunk, durable at the end): {:.0} MB/s; peak RSS {:.1} MiB (before {rss_before:.1} MiB{}); file {:.0} MiB",
-        LOG_TOTAL as f64 / 1e6 / secs,
+        "append (redb values of <= 63 KiB, commit per chunk, durable at the end): {} MiB at {:.0} MB/s; peak RSS {:.1} MiB (before {rss_before:.1} MiB{}); file {:.0} MiB",
+        total >> 20,
+        total as f64 / 1e6 / secs,
         peak_rss_mib(),
         if reset { "" } else { ", peak not reset" },
         size as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "durable small commits in that redb file: {empty_rate:.0}/s empty, {:.0}/s holding the log",
+        durable_commits_per_sec(&db)
     );
 }
