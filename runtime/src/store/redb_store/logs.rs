@@ -1,0 +1,244 @@
+//! Step logs as append-only files beside the database:
+//! `<state_dir>/logs/<build / 1000>/<build>/<step>.log`.
+//!
+//! Why files and not redb chunks: see docs/store.md ("Logs"). In short,
+//! appending to a file is a `write(2)` into the page cache, several times
+//! faster than a redb commit per chunk, costs no process memory, and keeps
+//! hundreds of MB of log out of the B-tree file whose size every durable
+//! commit works against.
+//!
+//! The length of a log is the length of its file. After `kill -9` every
+//! byte that `append_log` wrote is in the page cache and so in the file;
+//! after a power loss, everything up to the last `sync_log` is (fdatasync
+//! persists the size too), and a tail written after it may be missing or,
+//! on some file systems, zero-filled. Either way `log_len` and `read_log`
+//! agree, because both look at the same file.
+//!
+//! Files are opened lazily and kept in a small LRU, so the number of open
+//! descriptors stays bounded however many logs are being written.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::store::{Result, StoreError};
+
+/// How many log files stay open. A master runs a few dozen steps at once at
+/// most; a step's log that falls out is reopened on its next append.
+const OPEN_FILES: usize = 32;
+
+type LogKey = (u64, u32);
+
+pub(super) struct LogFiles {
+    dir: PathBuf,
+    open: Mutex<Lru>,
+}
+
+struct LogFile {
+    file: File,
+    /// The file's length, as this process has written it. Appends hold the
+    /// lock, so two appends to the same log never interleave.
+    len: Mutex<u64>,
+    /// Whether the directory entries leading to the file have been synced
+    /// since this process opened it (a new file is lost on power failure
+    /// unless its directory is synced too).
+    dirs_synced: Mutex<bool>,
+}
+
+struct Lru {
+    tick: u64,
+    files: HashMap<LogKey, (u64, Arc<LogFile>)>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the
+/// data it guards (a length, a flag, a cache) is still meaningful.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LogFiles {
+    pub(super) fn new(dir: PathBuf) -> LogFiles {
+        LogFiles {
+            dir,
+            open: Mutex::new(Lru {
+                tick: 0,
+                files: HashMap::new(),
+            }),
+        }
+    }
+
+    fn build_dir(&self, build: u64) -> PathBuf {
+        // A shard level keeps every directory to about a thousand entries.
+        self.dir
+            .join(format!("{}", build / 1000))
+            .join(build.to_string())
+    }
+
+    fn path(&self, build: u64, step: u32) -> PathBuf {
+        self.build_dir(build).join(format!("{step}.log"))
+    }
+
+    /// The open file of a log; `None` when it does not exist and `create`
+    /// is false.
+    fn get(&self, build: u64, step: u32, create: bool) -> Result<Option<Arc<LogFile>>> {
+        let key = (build, step);
+        {
+            let mut lru = lock(&self.open);
+            lru.tick += 1;
+            let tick = lru.tick;
+            if let Some(entry) = lru.files.get_mut(&key) {
+                entry.0 = tick;
+                return Ok(Some(entry.1.clone()));
+            }
+        }
+        // Opened outside the cache lock: opening (and creating directories)
+        // touches the disk, and other logs must not wait for it.
+        let path = self.path(build, step);
+        let mut options = OpenOptions::new();
+        options.read(true).append(true);
+        let file = match options.open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let dir = self.build_dir(build);
+                std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+                options
+                    .create(true)
+                    .open(&path)
+                    .map_err(|e| io("creating", &path, e))?
+            }
+            Err(e) => return Err(io("opening", &path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| io("reading the length of", &path, e))?
+            .len();
+        let opened = Arc::new(LogFile {
+            file,
+            len: Mutex::new(len),
+            dirs_synced: Mutex::new(false),
+        });
+        let mut lru = lock(&self.open);
+        lru.tick += 1;
+        let tick = lru.tick;
+        // Another thread may have opened the same log meanwhile: keep one
+        // handle, so that appends to it are serialised by one lock.
+        if let Some(entry) = lru.files.get_mut(&key) {
+            entry.0 = tick;
+            return Ok(Some(entry.1.clone()));
+        }
+        if lru.files.len() >= OPEN_FILES {
+            let oldest = lru
+                .files
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                // The file closes when the last user of its Arc is done.
+                lru.files.remove(&oldest);
+            }
+        }
+        lru.files.insert(key, (tick, opened.clone()));
+        Ok(Some(opened))
+    }
+
+    pub(super) fn append(&self, build: u64, step: u32, data: &[u8]) -> Result<u64> {
+        let Some(log) = self.get(build, step, true)? else {
+            return Err(StoreError::Io(format!(
+                "log {build}/{step} could not be created"
+            )));
+        };
+        let mut len = lock(&log.len);
+        if let Err(e) = (&log.file).write_all(data) {
+            // Part of the data may have been written: the file length stays
+            // the truth, so re-read it rather than guess.
+            if let Ok(m) = log.file.metadata() {
+                *len = m.len();
+            }
+            return Err(io("appending to", &self.path(build, step), e));
+        }
+        *len += data.len() as u64;
+        Ok(*len)
+    }
+
+    pub(super) fn sync(&self, build: u64, step: u32) -> Result<()> {
+        let Some(log) = self.get(build, step, false)? else {
+            // Nothing was ever appended: nothing to make durable.
+            return Ok(());
+        };
+        let path = self.path(build, step);
+        // fdatasync persists the file's size along with its data.
+        log.file.sync_data().map_err(|e| io("syncing", &path, e))?;
+        let mut dirs_synced = lock(&log.dirs_synced);
+        if !*dirs_synced {
+            let build_dir = self.build_dir(build);
+            let shard_dir = build_dir.parent().unwrap_or(&self.dir).to_path_buf();
+            for dir in [build_dir.as_path(), shard_dir.as_path(), self.dir.as_path()] {
+                sync_dir(dir)?;
+            }
+            *dirs_synced = true;
+        }
+        Ok(())
+    }
+
+    pub(super) fn len(&self, build: u64, step: u32) -> Result<u64> {
+        {
+            let lru = lock(&self.open);
+            if let Some((_, log)) = lru.files.get(&(build, step)) {
+                return Ok(*lock(&log.len));
+            }
+        }
+        // Not open: a stat is cheaper than opening, and does not push
+        // a log being written out of the cache.
+        let path = self.path(build, step);
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io("reading the length of", &path, e)),
+        }
+    }
+
+    pub(super) fn read(&self, build: u64, step: u32, offset: u64, max: usize) -> Result<Vec<u8>> {
+        let Some(log) = self.get(build, step, false)? else {
+            return Ok(Vec::new());
+        };
+        let len = *lock(&log.len);
+        if offset >= len || max == 0 {
+            return Ok(Vec::new());
+        }
+        // Never allocate more than is there, whatever `max` says.
+        let want = usize::try_from(len - offset).map_or(max, |rest| rest.min(max));
+        let mut buf = vec![0u8; want];
+        let mut got = 0;
+        while got < want {
+            match log.file.read_at(&mut buf[got..], offset + got as u64) {
+                // The file is shorter than recorded (changed behind our
+                // back): return what is there.
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("reading", &self.path(build, step), e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    #[cfg(test)]
+    pub(super) fn open_count(&self) -> usize {
+        lock(&self.open).files.len()
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("syncing directory", dir, e))
+}

@@ -1,0 +1,596 @@
+//! Tests of the redb backend: the conformance suite, damaged data, kill -9
+//! crash cycles, and the benchmark (`store_bench`, ignored).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::store::conformance::{self, TempDir};
+
+fn open_store(dir: &Path) -> Box<dyn Store> {
+    Box::new(RedbStore::open(dir).unwrap())
+}
+
+#[test]
+fn conformance() {
+    conformance::run_all(&open_store);
+}
+
+fn is_corrupt<T: std::fmt::Debug>(r: Result<T>) -> bool {
+    matches!(r, Err(StoreError::Corrupt(_)))
+}
+
+fn raw_db(dir: &Path) -> Database {
+    Database::create(dir.join(DB_FILE)).unwrap()
+}
+
+fn raw_put(dir: &Path, def: TableDefinition<u64, &[u8]>, key: u64, value: &[u8]) {
+    let db = raw_db(dir);
+    let txn = db.begin_write().unwrap();
+    txn.open_table(def).unwrap().insert(key, value).unwrap();
+    txn.commit().unwrap();
+}
+
+fn set(reason: &str) -> NewBuildSet {
+    NewBuildSet {
+        scheduler: "s".into(),
+        reason: reason.into(),
+        source: crate::store::SourceStamp::default(),
+        changes: vec![],
+        properties: Properties::new(),
+        parent_build: None,
+        submitted_at: 1,
+    }
+}
+
+fn build_of(builder: &str, requests: Vec<u64>) -> NewBuild {
+    NewBuild {
+        builder: builder.into(),
+        builder_hash: "h".into(),
+        worker: "w".into(),
+        requests,
+        properties: Properties::new(),
+        started_at: 1,
+    }
+}
+
+#[test]
+fn undecodable_values_are_corrupt_not_panics() {
+    let dir = TempDir::new();
+    let s = RedbStore::open(dir.path()).unwrap();
+    s.add_change(NewChange::default(), 1).unwrap();
+    s.add_buildset(set("a"), &[("lin".into(), 0)]).unwrap();
+    let b = s.start_build(build_of("lin", vec![])).unwrap();
+    s.put_step(b.id, &StepRecord::default()).unwrap();
+    s.worker_connected("w", &BTreeMap::new(), 1).unwrap();
+    drop(s);
+
+    raw_put(dir.path(), CHANGES, 1, b"{not json");
+    raw_put(dir.path(), REQUESTS, 1, &[0xff, 0xfe, 0]);
+    // Valid JSON of a build, stored under the wrong id.
+    let mut wrong = b.clone();
+    wrong.id = 7;
+    raw_put(
+        dir.path(),
+        BUILDS,
+        b.id,
+        &serde_json::to_vec(&wrong).unwrap(),
+    );
+    {
+        let db = raw_db(dir.path());
+        let txn = db.begin_write().unwrap();
+        txn.open_table(STEPS)
+            .unwrap()
+            .insert((b.id, 0), &b"[1,2]"[..])
+            .unwrap();
+        txn.open_table(WORKERS)
+            .unwrap()
+            .insert("w", &b"{\"name\":\"w\"}"[..])
+            .unwrap();
+        // An index entry whose record does not exist.
+        txn.open_table(PENDING).unwrap().insert(42, ()).unwrap();
+        txn.commit().unwrap();
+    }
+
+    let s = RedbStore::open(dir.path()).unwrap();
+    assert!(is_corrupt(s.change(1)));
+    assert!(is_corrupt(s.changes(Page::default())));
+    assert!(is_corrupt(s.request(1)));
+    assert!(is_corrupt(s.pending_requests()));
+    assert!(is_corrupt(
+        s.requests(&RequestFilter::default(), Page::default())
+    ));
+    assert!(is_corrupt(s.cancel_request(1, 2)));
+    assert!(is_corrupt(s.build(b.id)));
+    assert!(is_corrupt(s.build_by_number("lin", 1)));
+    assert!(is_corrupt(
+        s.builds(&BuildFilter::default(), Page::default())
+    ));
+    assert!(is_corrupt(s.finish_build(b.id, BuildResult::Success, 2)));
+    assert!(is_corrupt(s.interrupt_running(2)));
+    assert!(is_corrupt(s.steps(b.id)));
+    assert!(is_corrupt(s.workers()));
+    assert!(is_corrupt(s.worker_connected("w", &BTreeMap::new(), 3)));
+    // Writes that failed changed nothing; the undamaged rest still works.
+    assert!(s.buildset(1).unwrap().is_some());
+    assert_eq!(s.add_change(NewChange::default(), 4).unwrap().id, 2);
+    assert_eq!(s.change(2).unwrap().unwrap().received_at, 4);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = TempDir::new();
+    drop(RedbStore::open(dir.path()).unwrap());
+    {
+        let db = raw_db(dir.path());
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    match RedbStore::open(dir.path()) {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_table_types_and_garbage_files_are_errors() {
+    let dir = TempDir::new();
+    {
+        let db = raw_db(dir.path());
+        let txn = db.begin_write().unwrap();
+        let wrong: TableDefinition<&str, u64> = TableDefinition::new("changes");
+        txn.open_table(wrong).unwrap().insert("x", 1).unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(is_corrupt(RedbStore::open(dir.path())));
+
+    let dir = TempDir::new();
+    // Not a redb file at all: deterministic noise.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.path().join(DB_FILE), noise).unwrap();
+    assert!(RedbStore::open(dir.path()).is_err());
+}
+
+#[test]
+fn non_finite_floats_stay_readable() {
+    let dir = TempDir::new();
+    let s = RedbStore::open(dir.path()).unwrap();
+    let mut change = NewChange::default();
+    change
+        .properties
+        .insert("nan".into(), Scalar::Float(f64::NAN));
+    change
+        .properties
+        .insert("inf".into(), Scalar::Float(f64::INFINITY));
+    change.properties.insert("x".into(), Scalar::Float(1.5));
+    let c = s.add_change(change, 1).unwrap();
+    let got = s.change(c.id).unwrap().unwrap();
+    assert_eq!(got, c);
+    assert_eq!(got.change.properties["nan"], Scalar::String("NaN".into()));
+    assert_eq!(got.change.properties["inf"], Scalar::String("inf".into()));
+    assert_eq!(got.change.properties["x"], Scalar::Float(1.5));
+}
+
+#[test]
+fn open_log_files_are_bounded() {
+    let dir = TempDir::new();
+    let s = RedbStore::open(dir.path()).unwrap();
+    for build in 0..100u64 {
+        s.append_log(build, 3, b"x").unwrap();
+        s.read_log(build / 2, 3, 0, 1).unwrap();
+        assert!(s.logs.open_count() <= 32);
+    }
+    for build in 0..100u64 {
+        assert_eq!(s.read_log(build, 3, 0, 10).unwrap(), b"x");
+    }
+    assert!(s.logs.open_count() <= 32);
+    assert!(
+        dir.path().join("logs/0/99/3.log").is_file(),
+        "documented layout"
+    );
+    assert!(
+        RedbStore::open(dir.path()).is_err(),
+        "a second open of the same state is refused"
+    );
+}
+
+// --- kill -9
+
+const CRASH_DIR_ENV: &str = "BBC_STORE_CRASH_DIR";
+const CRASH_CHILD: &str = "store::redb_store::tests::crash_child";
+
+fn crash_set(pid: u32, i: u64) -> NewBuildSet {
+    let mut s = set(&format!("crash {pid}/{i}"));
+    s.changes = vec![i, u64::from(pid)];
+    s.properties.insert("i".into(), Scalar::Int(i as i64));
+    s.properties
+        .insert("pad".into(), Scalar::String("p".repeat(300)));
+    s
+}
+
+fn log_line(set: u64) -> String {
+    format!("set {set:010}\n")
+}
+
+/// Run by `kill_9_loses_no_acknowledged_write` in a child process: writes
+/// batches until it is killed, printing each one once it is acknowledged.
+#[test]
+#[ignore = "a helper run by kill_9_loses_no_acknowledged_write"]
+fn crash_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
+        return;
+    };
+    let s = RedbStore::open(Path::new(&dir)).unwrap();
+    let pid = std::process::id();
+    let mut out = std::io::stdout().lock();
+    // Bounded, in case the parent died without killing it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        i += 1;
+        let builders = [("crash-a".to_string(), 1), ("crash-b".to_string(), 2)];
+        let (set, reqs) = s.add_buildset(crash_set(pid, i), &builders).unwrap();
+        let build = s
+            .start_build(build_of("crash-a", vec![reqs[0].id]))
+            .unwrap();
+        let end = s.append_log(0, 0, log_line(set.id).as_bytes()).unwrap();
+        s.sync_log(0, 0).unwrap();
+        writeln!(
+            out,
+            "ack {pid} {i} {} {} {} {} {end}",
+            set.id, reqs[0].id, reqs[1].id, build.id
+        )
+        .unwrap();
+        out.flush().unwrap();
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    pid: u32,
+    i: u64,
+    set: u64,
+    req_a: u64,
+    req_b: u64,
+    build: u64,
+    log_end: u64,
+}
+
+fn parse_ack(line: &str) -> Option<Ack> {
+    let f: Vec<&str> = line.strip_prefix("ack ")?.split(' ').collect();
+    let n = |i: usize| f.get(i)?.parse::<u64>().ok();
+    Some(Ack {
+        pid: u32::try_from(n(0)?).ok()?,
+        i: n(1)?,
+        set: n(2)?,
+        req_a: n(3)?,
+        req_b: n(4)?,
+        build: n(5)?,
+        log_end: n(6)?,
+    })
+}
+
+/// Starts the child on `dir`, lets it acknowledge `want` batches, kills it
+/// with SIGKILL and returns every batch it acknowledged (including lines it
+/// flushed between our last read and the kill).
+fn run_child_until(dir: &Path, want: usize) -> Vec<Ack> {
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args([
+            CRASH_CHILD,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR_ENV, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut acks = Vec::new();
+    while acks.len() < want {
+        let line = lines
+            .next()
+            .expect("the child ended before acknowledging enough")
+            .unwrap();
+        acks.extend(parse_ack(&line));
+    }
+    child.0.kill().unwrap(); // SIGKILL on Unix
+                             // What the child flushed before it died was acknowledged too.
+    for line in lines {
+        acks.extend(line.ok().as_deref().and_then(parse_ack));
+    }
+    child.0.wait().unwrap();
+    acks
+}
+
+fn check_ack(s: &RedbStore, a: &Ack) {
+    let set = s
+        .buildset(a.set)
+        .unwrap()
+        .unwrap_or_else(|| panic!("acknowledged set {a:?} is lost"));
+    assert_eq!(set.set, crash_set(a.pid, a.i), "{a:?}");
+    let ra = s.request(a.req_a).unwrap().unwrap();
+    let rb = s.request(a.req_b).unwrap().unwrap();
+    assert_eq!((ra.buildset, rb.buildset), (a.set, a.set));
+    assert_eq!(
+        (ra.builder.as_str(), rb.builder.as_str()),
+        ("crash-a", "crash-b")
+    );
+    assert_eq!(ra.build, Some(a.build), "{a:?}");
+    assert_eq!(rb.state, RequestState::Pending);
+    let b = s
+        .build(a.build)
+        .unwrap()
+        .unwrap_or_else(|| panic!("acknowledged build {a:?} is lost"));
+    assert_eq!(b.build.requests, [a.req_a]);
+    let n = log_line(a.set).len();
+    assert!(s.log_len(0, 0).unwrap() >= a.log_end);
+    assert_eq!(
+        s.read_log(0, 0, a.log_end - n as u64, n).unwrap(),
+        log_line(a.set).as_bytes(),
+        "{a:?}"
+    );
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_write() {
+    let dir = TempDir::new();
+    let mut all: Vec<Ack> = Vec::new();
+    for cycle in 0..10 {
+        // Different batch counts, so the kill lands at different points.
+        let acks = run_child_until(dir.path(), 5 + cycle * 11 % 37);
+        assert!(!acks.is_empty());
+        let previous_max = all.iter().map(|a| a.set).max().unwrap_or(0);
+        assert!(
+            acks.iter().all(|a| a.set > previous_max),
+            "ids are never reused"
+        );
+        let started = Instant::now();
+        let s = RedbStore::open(dir.path()).unwrap();
+        eprintln!(
+            "cycle {cycle}: {} acknowledged, reopened in {:?}",
+            acks.len(),
+            started.elapsed()
+        );
+        all.extend(acks.iter().copied());
+        for a in &all {
+            check_ack(&s, a);
+        }
+        // The killed master's builds are still running: at start-up they
+        // are interrupted and their requests queue again.
+        let interrupted = s.interrupt_running(1_000).unwrap();
+        for a in &acks {
+            assert!(interrupted.contains(&a.build), "{a:?}");
+            assert_eq!(
+                s.request(a.req_a).unwrap().unwrap().state,
+                RequestState::Pending
+            );
+        }
+        let pending = s.pending_requests().unwrap();
+        assert!(pending.windows(2).all(|w| w[0].id < w[1].id));
+    }
+}
+
+// --- benchmark: cargo test -p bbc-runtime --release -- --ignored store_bench --nocapture
+
+/// Peak resident set size since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Resets the peak RSS to the current RSS (Linux: `echo 5 > clear_refs`).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+const LOG_TOTAL: usize = 200 * 1024 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+fn chunk_data() -> Vec<u8> {
+    (0..CHUNK)
+        .map(|i| b"0123456789abcdefghijklmnopqrstuvwxyz\n"[i % 37])
+        .collect()
+}
+
+#[test]
+#[ignore = "benchmark: cargo test -p bbc-runtime --release -- --ignored store_bench --nocapture"]
+fn store_bench() {
+    // Beside the test binary (in target/) rather than in /tmp, which may be
+    // a tmpfs where fsync costs nothing.
+    let base = std::env::var_os("BBC_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        });
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    println!("store_bench in {}", dir.path().display());
+    let s = RedbStore::open(dir.path()).unwrap();
+
+    // Durable batches: one add_buildset (a set and three requests) each.
+    let batches = 2_000;
+    let builders: Vec<(String, i64)> = ["lin", "win", "mac"]
+        .iter()
+        .map(|b| (b.to_string(), 0))
+        .collect();
+    let started = Instant::now();
+    for i in 0..batches {
+        s.add_buildset(crash_set(0, i), &builders).unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "add_buildset: {batches} durable batches in {secs:.2} s = {:.0} batches/s",
+        batches as f64 / secs
+    );
+
+    // Log: 200 MB in 64 KiB chunks, then sync.
+    let chunk = chunk_data();
+    let reset = reset_peak_rss();
+    let rss_before = peak_rss_mib();
+    let started = Instant::now();
+    for _ in 0..LOG_TOTAL / CHUNK {
+        s.append_log(1, 0, &chunk).unwrap();
+    }
+    s.sync_log(1, 0).unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "append_log (files): 200 MiB in 64 KiB chunks + sync_log in {secs:.2} s = {:.0} MB/s; peak RSS {:.1} MiB (before {rss_before:.1} MiB{})",
+        LOG_TOTAL as f64 / 1e6 / secs,
+        peak_rss_mib(),
+        if reset { "" } else { ", peak not reset" }
+    );
+    assert_eq!(s.log_len(1, 0).unwrap(), LOG_TOTAL as u64);
+    let started = Instant::now();
+    let mut offset = 0u64;
+    loop {
+        let got = s.read_log(1, 0, offset, 1 << 20).unwrap();
+        if got.is_empty() {
+            break;
+        }
+        offset += got.len() as u64;
+    }
+    assert_eq!(offset, LOG_TOTAL as u64);
+    println!(
+        "read_log (files): 200 MiB in 1 MiB reads = {:.0} MB/s",
+        LOG_TOTAL as f64 / 1e6 / started.elapsed().as_secs_f64()
+    );
+
+    redb_log_alternative(&base);
+
+    // Reopen, clean and after kill -9.
+    drop(s);
+    let started = Instant::now();
+    let s = RedbStore::open(dir.path()).unwrap();
+    println!(
+        "reopen after a clean close: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    drop(s);
+    let acks = run_child_until(dir.path(), 5);
+    let started = Instant::now();
+    let s = RedbStore::open(dir.path()).unwrap();
+    println!(
+        "reopen after kill -9 ({} acknowledged batches before it): {:.1} ms",
+        acks.len(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    for a in &acks {
+        check_ack(&s, a);
+    }
+    let size = std::fs::metadata(dir.path().join(DB_FILE)).map_or(0, |m| m.len());
+    println!("bbc.redb: {:.1} MiB", size as f64 / (1024.0 * 1024.0));
+}
+
+/// Durable single-row commits per second on `db`, as add_buildset makes
+/// them (quick repair, Durability::Immediate).
+fn durable_commits_per_sec(db: &Database) -> f64 {
+    const SMALL: TableDefinition<u64, &[u8]> = TableDefinition::new("small");
+    let n = 500;
+    let started = Instant::now();
+    for i in 0..n {
+        let mut txn = db.begin_write().unwrap();
+        txn.set_quick_repair(true);
+        txn.open_table(SMALL)
+            .unwrap()
+            .insert(i, &[7u8; 300][..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    f64::from(n as u32) / started.elapsed().as_secs_f64()
+}
+
+/// The rejected design, measured for docs/store.md: logs as redb values of
+/// a little under 64 KiB, one non-durable commit per append and a durable
+/// one at the end (sync_log). BBC_BENCH_REDB_LOG_MB sets how much log it
+/// writes (default 200 MiB), to see what a store full of logs costs the
+/// durable commits of everything else.
+fn redb_log_alternative(base: &Path) {
+    const LOGS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("logs");
+    const PIECE: usize = 63 * 1024;
+    let total = std::env::var("BBC_BENCH_REDB_LOG_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(LOG_TOTAL, |mb| mb << 20);
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let path = dir.path().join("logs.redb");
+    // A bounded cache, as a master storing logs in redb would need.
+    let db = Database::builder()
+        .set_cache_size(64 << 20)
+        .create(&path)
+        .unwrap();
+    let empty_rate = durable_commits_per_sec(&db);
+    let chunk = chunk_data();
+    let reset = reset_peak_rss();
+    let rss_before = peak_rss_mib();
+    let started = Instant::now();
+    let mut offset = 0u64;
+    let total_chunks = total / CHUNK;
+    for n in 0..total_chunks {
+        let mut txn = db.begin_write().unwrap();
+        txn.set_quick_repair(true);
+        let last = n + 1 == total_chunks;
+        if !last {
+            txn.set_durability(redb::Durability::None).unwrap();
+        }
+        {
+            let mut t = txn.open_table(LOGS).unwrap();
+            for piece in chunk.chunks(PIECE) {
+                t.insert((1, 0, offset), piece).unwrap();
+                offset += piece.len() as u64;
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    println!(
+        "append (redb values of <= 63 KiB, commit per chunk, durable at the end): {} MiB at {:.0} MB/s; peak RSS {:.1} MiB (before {rss_before:.1} MiB{}); file {:.0} MiB",
+        total >> 20,
+        total as f64 / 1e6 / secs,
+        peak_rss_mib(),
+        if reset { "" } else { ", peak not reset" },
+        size as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "durable small commits in that redb file: {empty_rate:.0}/s empty, {:.0}/s holding the log",
+        durable_commits_per_sec(&db)
+    );
+}
