@@ -440,7 +440,7 @@ impl Session {
         let message = match frame {
             Frame::Message(message) => message,
             Frame::FileData { id, data } => {
-                self.to_download(id, transfer::DownloadEvent::Data(data))
+                self.forward_to_download(id, transfer::DownloadEvent::Data(data))
                     .await;
                 return None;
             }
@@ -519,34 +519,25 @@ impl Session {
                 dest,
                 directory,
             } => {
-                let Some(out) = self.begin_job(id) else {
-                    return None;
-                };
-                let (tx, rx) = mpsc::channel(DOWNLOAD_QUEUE);
-                self.jobs.insert(id, Job::Download(tx));
-                let basedir = self.basedir.clone();
-                let spec = transfer::DownloadSpec {
+                self.start_download(transfer::DownloadSpec {
                     id,
                     builder_dir,
                     workdir,
                     dest,
                     directory,
-                };
-                self.tasks.spawn(async move {
-                    if let Some(finished) = transfer::download(&basedir, spec, rx).await {
-                        let _ = out.send(Frame::Message(finished)).await;
-                    }
                 });
             }
             Message::FileBegin { id, path, mode } => {
-                self.to_download(id, transfer::DownloadEvent::Begin { path, mode })
+                self.forward_to_download(id, transfer::DownloadEvent::Begin { path, mode })
                     .await;
             }
             Message::FileEnd { id } => {
-                self.to_download(id, transfer::DownloadEvent::End).await;
+                self.forward_to_download(id, transfer::DownloadEvent::End)
+                    .await;
             }
             Message::DownloadDone { id } => {
-                self.to_download(id, transfer::DownloadEvent::Done).await;
+                self.forward_to_download(id, transfer::DownloadEvent::Done)
+                    .await;
             }
             Message::Refused { reason } => {
                 // The master may turn a worker away after welcoming it
@@ -603,9 +594,25 @@ impl Session {
         });
     }
 
+    /// Starts a download task; the reader forwards its file frames.
+    fn start_download(&mut self, spec: transfer::DownloadSpec) {
+        let id = spec.id;
+        let Some(out) = self.begin_job(id) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(DOWNLOAD_QUEUE);
+        self.jobs.insert(id, Job::Download(tx));
+        let basedir = self.basedir.clone();
+        self.tasks.spawn(async move {
+            if let Some(finished) = transfer::download(&basedir, spec, rx).await {
+                let _ = out.send(Frame::Message(finished)).await;
+            }
+        });
+    }
+
     /// Hands a file frame to its download. Waits when the download's queue
     /// is full: that pushes back on the master through TCP.
-    async fn to_download(&mut self, id: u64, event: transfer::DownloadEvent) {
+    async fn forward_to_download(&mut self, id: u64, event: transfer::DownloadEvent) {
         match self.jobs.get(&id) {
             Some(Job::Download(tx)) => {
                 if tx.send(event).await.is_err() {

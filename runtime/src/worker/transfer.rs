@@ -192,7 +192,7 @@ pub(super) async fn download(
         let done = matches!(event, DownloadEvent::Done);
         if let Ok(active) = &mut receiver {
             if let Err(err) = active.handle(event, &spec).await {
-                active.discard().await;
+                active.discard();
                 receiver = Err(err);
             }
         }
@@ -218,12 +218,24 @@ struct Receiver {
 
 /// A file being received: written under a temporary name next to its
 /// destination and renamed at file-end, so a failed download never leaves
-/// a truncated file under the real name.
+/// a truncated file under the real name. Dropped before it is complete
+/// (an error, the connection lost), it removes the temporary file.
 struct Partial {
     file: File,
     temporary: PathBuf,
     dest: PathBuf,
     mode: u32,
+    complete: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.complete {
+            // Blocking, but a single unlink, on an error path only; Drop
+            // cannot await. The file may not exist any more.
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 impl Receiver {
@@ -299,14 +311,9 @@ impl Receiver {
         }
     }
 
-    /// Removes the partly written file after an error.
-    async fn discard(&mut self) {
-        if let Some(partial) = self.current.take() {
-            drop(partial.file);
-            if let Err(err) = tokio::fs::remove_file(&partial.temporary).await {
-                tracing::warn!("cannot remove {}: {err}", partial.temporary.display());
-            }
-        }
+    /// Drops the partly written file after an error (see `Partial`'s drop).
+    fn discard(&mut self) {
+        self.current = None;
     }
 }
 
@@ -330,21 +337,19 @@ impl Partial {
             temporary,
             dest,
             mode,
+            complete: false,
         })
     }
 
-    /// Completes the file under its real name; on error, removes it.
+    /// Completes the file under its real name (on error, dropping `self`
+    /// removes it).
     async fn finish(mut self) -> Result<(), String> {
-        let result = self.complete().await;
-        if result.is_err() {
-            if let Err(err) = tokio::fs::remove_file(&self.temporary).await {
-                tracing::warn!("cannot remove {}: {err}", self.temporary.display());
-            }
-        }
-        result
+        self.move_into_place().await?;
+        self.complete = true;
+        Ok(())
     }
 
-    async fn complete(&mut self) -> Result<(), String> {
+    async fn move_into_place(&mut self) -> Result<(), String> {
         let failed = |e: std::io::Error| format!("{}: {e}", self.temporary.display());
         // tokio's File writes in the background: flush to see its errors.
         self.file.flush().await.map_err(failed)?;
