@@ -100,8 +100,10 @@ pub enum Message {
     // ---- master → worker
     Welcome {
         protocol: u32,
-        /// The worker pings at least this often; the master drops a worker
-        /// silent for three intervals.
+        /// Each side sends a frame at least this often (the master a
+        /// `ping`, the worker an unprompted `pong` with nonce 0 when it has
+        /// nothing else to send) and drops the connection after three
+        /// intervals without a frame from the other. 0 disables keepalive.
         keepalive_ms: u64,
     },
     Refused {

@@ -35,7 +35,7 @@ use crate::protocol::{
 };
 
 /// Where and as whom the worker connects, and where it works.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerConfig {
     /// `host:port` of the master's worker listener.
     pub master: String,
@@ -45,6 +45,19 @@ pub struct WorkerConfig {
     pub basedir: PathBuf,
     /// Sent in `hello` (see [`default_info`]).
     pub info: BTreeMap<String, String>,
+}
+
+// By hand, so that logging a configuration never shows the password.
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("master", &self.master)
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("basedir", &self.basedir)
+            .field("info", &self.info)
+            .finish()
+    }
 }
 
 /// What a worker reports about itself in `hello` unless told otherwise:
