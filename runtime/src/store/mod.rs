@@ -226,11 +226,7 @@ pub trait Store: Send + Sync + 'static {
     // --- build sets and requests
     /// Stores a build set and one pending request per `(builder, priority)`,
     /// atomically and durably.
-    fn add_buildset(
-        &self,
-        set: NewBuildSet,
-        builders: &[(String, i64)],
-    ) -> Result<(BuildSet, Vec<BuildRequest>)>;
+    fn add_buildset(&self, set: NewBuildSet, builders: &[(String, i64)]) -> Result<(BuildSet, Vec<BuildRequest>)>;
     fn buildset(&self, id: u64) -> Result<Option<BuildSet>>;
     fn request(&self, id: u64) -> Result<Option<BuildRequest>>;
     fn requests(&self, filter: &RequestFilter, page: Page) -> Result<Vec<BuildRequest>>;
@@ -243,12 +239,7 @@ pub trait Store: Send + Sync + 'static {
     /// Creates the build (next number of its builder) and claims its
     /// requests atomically; `Conflict` if any request is not pending.
     fn start_build(&self, build: NewBuild) -> Result<Build>;
-    fn set_build_state(
-        &self,
-        id: u64,
-        state_string: &str,
-        properties: &crate::store::Properties,
-    ) -> Result<()>;
+    fn set_build_state(&self, id: u64, state_string: &str, properties: &crate::store::Properties) -> Result<()>;
     /// Ends a build. Its requests become Complete with the result, or go
     /// back to Pending when the result is `Retry`. A build set whose
     /// requests are all complete gets its result (the worst one).
@@ -275,12 +266,7 @@ pub trait Store: Send + Sync + 'static {
     fn log_len(&self, build: u64, step: u32) -> Result<u64>;
 
     // --- workers
-    fn worker_connected(
-        &self,
-        name: &str,
-        info: &BTreeMap<String, String>,
-        now: Millis,
-    ) -> Result<()>;
+    fn worker_connected(&self, name: &str, info: &BTreeMap<String, String>, now: Millis) -> Result<()>;
     fn worker_disconnected(&self, name: &str, now: Millis) -> Result<()>;
     fn workers(&self) -> Result<Vec<WorkerRecord>>;
 
