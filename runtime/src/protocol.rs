@@ -100,8 +100,10 @@ pub enum Message {
     // ---- master → worker
     Welcome {
         protocol: u32,
-        /// The worker pings at least this often; the master drops a worker
-        /// silent for three intervals.
+        /// Each side sends a frame at least this often (the master a
+        /// `ping`, the worker an unprompted `pong` with nonce 0 when it has
+        /// nothing else to send) and drops the connection after three
+        /// intervals without a frame from the other. 0 disables keepalive.
         keepalive_ms: u64,
     },
     Refused {
@@ -803,6 +805,35 @@ mod tests {
         );
         let mut empty = BytesMut::new();
         assert!(FrameCodec.decode_eof(&mut empty).unwrap().is_none());
+    }
+
+    #[test]
+    fn documented_examples_decode() {
+        // The examples of docs/protocol.md, byte for byte.
+        let examples = [
+            r#"{"type":"hello","protocol":1,"name":"w1","password":"…","info":{"arch":"x86_64","os":"linux","version":"0.1.0"}}"#,
+            r#"{"type":"run","id":7,"builder_dir":"linux","workdir":"build","command":{"shell":"make -j2"},"env":{"CC":"clang"},"timeout_ms":1200000,"max_time_ms":null,"sigterm_time_ms":10000}"#,
+            r#"{"type":"finished","id":7,"exit_code":null,"signal":15,"stopped":"no-output","error":null,"duration_ms":1200013}"#,
+        ];
+        for example in examples {
+            let frames = decode_all(raw(KIND_MESSAGE, example.as_bytes())).unwrap();
+            let [Frame::Message(message)] = &frames[..] else {
+                panic!("{frames:?}");
+            };
+            // And they are what the encoder writes.
+            let encoded = encode(Frame::Message(message.clone()));
+            assert_eq!(&encoded[5..], example.as_bytes());
+        }
+        // A missing optional field reads as null (see "Versioning").
+        let frames = decode_all(raw(
+            KIND_MESSAGE,
+            br#"{"type":"finished","id":1,"exit_code":0,"signal":null,"stopped":null,"duration_ms":0,"extra":true}"#,
+        ))
+        .unwrap();
+        assert!(matches!(
+            &frames[..],
+            [Frame::Message(Message::Finished { error: None, .. })]
+        ));
     }
 
     #[test]

@@ -235,10 +235,11 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         next_id: AtomicU64::new(1),
         shutdown,
     });
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(accept_workers(shared.clone(), wl)));
-    tasks.push(tokio::spawn(queue::assign_loop(shared.clone())));
-    tasks.push(tokio::spawn(crate::http::serve(shared.clone(), hl)));
+    let tasks = vec![
+        tokio::spawn(accept_workers(shared.clone(), wl)),
+        tokio::spawn(queue::assign_loop(shared.clone())),
+        tokio::spawn(crate::http::serve(shared.clone(), hl)),
+    ];
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {
         worker_addr,
@@ -282,7 +283,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
-    let mut framed = Framed::new(sock, FrameCodec::default());
+    let mut framed = Framed::new(sock, FrameCodec);
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
         .await
         .map_err(|_| "no hello within 30 s".to_string())?;
