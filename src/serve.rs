@@ -142,7 +142,7 @@ pub fn worker(a: WorkerArgs) -> Result<(), CommandError> {
         name: a.name.to_string(),
         password,
         basedir: PathBuf::from(a.basedir),
-        info: default_info(),
+        info: bbc_runtime::worker::default_info(),
     };
     runtime()?.block_on(async {
         run_worker(cfg, stop_signal())
@@ -151,12 +151,21 @@ pub fn worker(a: WorkerArgs) -> Result<(), CommandError> {
     })
 }
 
-fn default_info() -> std::collections::BTreeMap<String, String> {
-    let mut m = std::collections::BTreeMap::new();
-    m.insert("os".into(), std::env::consts::OS.into());
-    m.insert("arch".into(), std::env::consts::ARCH.into());
-    m.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-    m
+/// A password for this run only, from the kernel's random source.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok();
+    if !ok {
+        // Without /dev/urandom, fall back to time and pid: this password only
+        // guards a master that listens on this machine for this run.
+        let t =
+            bbc_runtime::master::now_ms() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+        b[..8].copy_from_slice(&t.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A master and one in-process worker per configured worker: the quickest
@@ -183,11 +192,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
                 {
                     Some(v) => v.trim_end_matches(['\n', '\r']).to_string(),
                     None => {
-                        let v = format!(
-                            "up-{:x}",
-                            std::process::id() as u64 * 0x9E37_79B9
-                                ^ bbc_runtime::master::now_ms() as u64
-                        );
+                        let v = random_token();
                         // SAFETY: single-threaded here, before the runtime starts.
                         std::env::set_var(&var, &v);
                         v
@@ -208,7 +213,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
                 name: name.clone(),
                 password,
                 basedir: state.join("workers").join(&name),
-                info: default_info(),
+                info: bbc_runtime::worker::default_info(),
             };
             let mut rx = stop_rx.clone();
             workers.push(tokio::spawn(async move {

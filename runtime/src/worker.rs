@@ -677,7 +677,17 @@ pub(crate) fn work_dir(
 ) -> Result<PathBuf, String> {
     check_relative_path(builder_dir).map_err(|e| format!("builder directory: {e}"))?;
     check_relative_path(workdir).map_err(|e| format!("workdir: {e}"))?;
-    Ok(basedir.join(builder_dir).join(workdir))
+    // Keep only the normal components: `create_dir_all` fails on a path
+    // ending in `.` ("build/." or a workdir of ".").
+    let mut dir = basedir.to_path_buf();
+    for part in [builder_dir, workdir] {
+        for c in Path::new(part).components() {
+            if let std::path::Component::Normal(n) = c {
+                dir.push(n);
+            }
+        }
+    }
+    Ok(dir)
 }
 
 /// A `finished` for something that failed before or instead of running.
