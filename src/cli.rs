@@ -131,6 +131,17 @@ enum Command {
         #[arg(long)]
         force: Vec<String>,
     },
+    /// Run one builder's steps right here, without a running master
+    Run {
+        config: String,
+        builder: String,
+        /// Build property NAME=VALUE (repeatable)
+        #[arg(long = "prop")]
+        props: Vec<String>,
+        /// Keep the worker's directory here (default: a temporary one, removed)
+        #[arg(long)]
+        workdir: Option<String>,
+    },
     /// Force a build through the master's API
     Force {
         builder: String,
@@ -312,6 +323,12 @@ pub fn run() -> ExitCode {
             props: &props,
         }),
         Command::Status { url } => crate::client::status(&url),
+        Command::Run {
+            config,
+            builder,
+            props,
+            workdir,
+        } => crate::local_run::run(&config, &builder, &props, workdir.as_deref()),
         Command::Bench { which } => match which {
             Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
             Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),

@@ -496,3 +496,214 @@ builder "big" {
     assert_eq!(status, 200);
     assert!(tail.contains("tail-marker"), "{tail}");
 }
+
+#[test]
+fn cancel_master_shell_and_more_step_kinds() {
+    let (dir, m) = setup(
+        "cancel",
+        r#"scheduler "force" kind="force" {
+    builders "long" "misc"
+}
+builder "long" {
+    workers "w1"
+    steps {
+        shell "echo begun; sleep 60" name="sleeper"
+        shell "echo cleanup" name="cleanup" always-run=#true
+    }
+}
+builder "misc" {
+    workers "w1"
+    steps {
+        set-property "flavour" value="plain-${{ prop.builder }}"
+        master-shell "echo on-master ${{ prop.flavour }}; pwd" name="on-master"
+        shell "echo hidden" name="hidden-one" hide-step-if="${{ prop.flavour != '' }}"
+        shell "sleep 30" name="capped" max-time="1s" flunk-on-failure=#false
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let (status, body) = http("POST", &m.http, "/api/v1/builders/long/force", Some("{}"));
+    assert_eq!(status, 201, "{body}");
+    let running = wait_for("the long build to run its first step", || {
+        let v = get_json(&m.http, "/api/v1/builds?running=true");
+        let b = v["builds"].as_array()?.first()?.clone();
+        let id = b["id"].as_u64()?;
+        let (_, log) = http(
+            "GET",
+            &m.http,
+            &format!("/api/v1/builds/{id}/steps/0/log"),
+            None,
+        );
+        log.contains("begun").then_some(id)
+    });
+    let (status, body) = http(
+        "POST",
+        &m.http,
+        &format!("/api/v1/builds/{running}/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let b = wait_for("the cancelled build to end", || {
+        let b = get_json(&m.http, &format!("/api/v1/builds/{running}"))["build"].clone();
+        b["complete"].as_bool().filter(|c| *c).map(|_| b)
+    });
+    assert_eq!(b["result"], "cancelled", "{b}");
+    assert_eq!(step(&b, "sleeper")["result"], "cancelled");
+    assert_eq!(
+        step(&b, "cleanup")["result"],
+        "success",
+        "always-run steps run after a cancel"
+    );
+    let (status, _) = http(
+        "POST",
+        &m.http,
+        &format!("/api/v1/builds/{running}/cancel"),
+        None,
+    );
+    assert_eq!(status, 409, "a finished build cannot be cancelled");
+
+    let b = m.force_and_wait("misc", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["properties"]["flavour"], "plain-misc");
+    let on_master = m.log(b["id"].as_u64().unwrap_or(0), 1);
+    assert!(on_master.contains("on-master plain-misc"), "{on_master}");
+    assert!(
+        on_master.contains(
+            &dir.join("state/master-work/misc")
+                .to_string_lossy()
+                .into_owned()
+        ),
+        "{on_master}"
+    );
+    assert_eq!(step(&b, "hidden-one")["hidden"], true);
+    assert_eq!(step(&b, "capped")["result"], "failure");
+    assert!(step(&b, "capped")["state_string"]
+        .as_str()
+        .unwrap_or("")
+        .contains("max-time"));
+}
+
+#[test]
+fn a_missing_secret_stops_the_master_with_its_name() {
+    let dir = temp_dir("nosecret");
+    write_secret(&dir, "w1", "pw-one-1234");
+    let cfg = dir.join("master.kdl");
+    std::fs::write(&cfg, config("")).unwrap_or_else(|e| panic!("{e}"));
+    let o = crate::common::bbc()
+        .args(["master", &cfg.to_string_lossy(), "--state"])
+        .arg(dir.join("state"))
+        .arg("--secrets")
+        .arg(dir.join("secrets"))
+        .env_remove("BBC_SECRET_W2")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("w2") && err.contains("BBC_SECRET_W2"), "{err}");
+}
+
+#[test]
+fn bbc_run_runs_a_builder_locally() {
+    let dir = temp_dir("localrun");
+    let cfg = dir.join("c.kdl");
+    std::fs::write(
+        &cfg,
+        r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {
+    builders "ok" "bad"
+    param "who" default="nobody"
+}
+builder "ok" {
+    workers "w"
+    steps {
+        shell "echo hi ${{ prop.who }}" name="hi"
+    }
+}
+builder "bad" {
+    workers "w"
+    steps {
+        shell "echo failing; exit 4" name="boom"
+    }
+}
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = cfg.to_string_lossy().into_owned();
+    let o = crate::common::run(&["run", &c, "ok", "--prop", "who=there"]);
+    let out = crate::common::stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("hi there"), "{out}");
+    assert!(out.contains("build ok: success"), "{out}");
+    let o = crate::common::run(&["run", &c, "bad"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(crate::common::stdout(&o).contains("exit code 4"));
+    let o = crate::common::run(&["run", &c, "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn cli_force_wait_status_and_sendchange() {
+    let (_dir, m) = setup(
+        "cli",
+        r#"scheduler "force" kind="force" {
+    builders "b" "f"
+    param "n" type="int" default=1
+}
+builder "b" {
+    workers "w1"
+    steps {
+        shell "echo n=${{ prop.n }}"
+    }
+}
+builder "f" {
+    workers "w1"
+    steps {
+        shell "exit 1"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let url = format!("http://{}", m.http);
+    let o = crate::common::run(&["force", "b", "--prop", "n=5", "--wait", "--url", &url]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::common::stdout(&o));
+    assert!(crate::common::stdout(&o).contains("b: success"));
+    let o = crate::common::run(&["force", "f", "--wait", "--url", &url]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = crate::common::run(&["force", "b", "--prop", "n=x", "--url", &url]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(crate::common::stderr(&o).contains("must be an integer"));
+    let o = crate::common::run(&["status", "--url", &url]);
+    let out = crate::common::stdout(&o);
+    assert!(out.contains("w1: idle") && out.contains("  b\n"), "{out}");
+    let o = crate::common::run(&[
+        "sendchange",
+        "--branch",
+        "main",
+        "--revision",
+        "abc123",
+        "--who",
+        "ann",
+        "--file",
+        "src/x.rs",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", crate::common::stderr(&o));
+    let v = get_json(&m.http, "/api/v1/changes");
+    let c = &v["changes"][0];
+    assert_eq!(
+        (
+            c["branch"].as_str(),
+            c["revision"].as_str(),
+            c["author"].as_str()
+        ),
+        (Some("main"), Some("abc123"), Some("ann"))
+    );
+    assert_eq!(c["files"][0], "src/x.rs");
+    let (status, _) = http("POST", &m.http, "/api/v1/changes", Some("{not json"));
+    assert_eq!(status, 400);
+}

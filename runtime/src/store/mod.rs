@@ -58,6 +58,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A change as a change source (or `bbc sendchange`) reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct NewChange {
     /// Change source name, or "api" for `bbc sendchange` / POST /api/v1/changes.
     pub source: String,
