@@ -707,3 +707,53 @@ builder "f" {
     let (status, _) = http("POST", &m.http, "/api/v1/changes", Some("{not json"));
     assert_eq!(status, 400);
 }
+
+#[test]
+fn running_builds_carry_an_eta_from_history() {
+    let (dir, m) = setup(
+        "eta",
+        r#"scheduler "force" kind="force" {
+    builders "e"
+}
+builder "e" {
+    workers "w1"
+    steps {
+        shell "if [ -f ../../../hold ]; then while [ ! -f ../../../release ]; do sleep 0.05; done; fi; echo done" name="maybe-hold"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    for _ in 0..2 {
+        let b = m.force_and_wait("e", "{}");
+        assert_eq!(b["result"], "success");
+        assert!(b["eta"].is_null(), "a finished build has no ETA");
+        // The build ran with the definition it started with.
+        let def = get_json(&m.http, "/api/v1/builders/e");
+        assert_eq!(b["builder_hash"], def["builder"]["hash"]);
+    }
+    std::fs::write(dir.join("workers/hold"), "").unwrap_or_else(|e| panic!("{e}"));
+    let (status, _) = http("POST", &m.http, "/api/v1/builders/e/force", Some("{}"));
+    assert_eq!(status, 201);
+    let running = wait_for("the third build to run", || {
+        let v = get_json(&m.http, "/api/v1/builds?running=true");
+        v["builds"].as_array()?.first().cloned()
+    });
+    let started = running["started_at"].as_i64().unwrap_or(0);
+    let eta = running["eta"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no ETA: {running}"));
+    assert!(eta >= started, "ETA {eta} before start {started}");
+    let id = running["id"].as_u64().unwrap_or(0);
+    let b = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+    assert!(
+        b["steps"][0]["eta"].as_i64().is_some(),
+        "the running step has an ETA: {b}"
+    );
+    std::fs::write(dir.join("workers/release"), "").unwrap_or_else(|e| panic!("{e}"));
+    wait_for("the held build to end", || {
+        let b = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+        (b["result"] == "success").then_some(())
+    });
+}

@@ -67,6 +67,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/requests/{id}/cancel", post(cancel_request))
         .route("/api/v1/changes", get(changes).post(add_change))
         .route("/api/v1/schedulers", get(schedulers))
+        .merge(crate::changes::webhook_router())
         .fallback(|| async { not_found("no such API endpoint; see docs/api.md") })
         .with_state(shared)
 }
@@ -412,7 +413,7 @@ async fn add_change(
     if c.when == 0 {
         c.when = now_ms();
     }
-    let stored = s.db(move |st| st.add_change(c, now_ms())).await?;
+    let stored = s.add_change(c).await?;
     Ok((StatusCode::CREATED, Json(json!({ "change": stored }))))
 }
 

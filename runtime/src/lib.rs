@@ -2,6 +2,7 @@
 //! it — the master (worker listener, build queue, builds, HTTP API, store)
 //! and the worker.
 
+pub mod changes;
 pub mod http;
 pub mod master;
 pub mod protocol;

@@ -61,6 +61,8 @@ pub struct Shared {
     pub build_finished: Notify,
     /// Notified whenever a lock is released (step-lock waiters retry).
     pub locks_released: Notify,
+    /// Every change, after it is stored (schedulers listen here).
+    pub changes: tokio::sync::broadcast::Sender<crate::store::Change>,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
@@ -125,6 +127,18 @@ impl Shared {
         }
         self.wake.notify_one();
         Ok((bs, reqs))
+    }
+
+    /// Stores a change durably, then hands it to the schedulers. Every
+    /// change source (pollers, webhooks, the API) comes through here.
+    pub async fn add_change(
+        self: &Arc<Self>,
+        c: crate::store::NewChange,
+    ) -> crate::store::Result<crate::store::Change> {
+        let stored = self.db(move |s| s.add_change(c, now_ms())).await?;
+        // No receiver yet (no scheduler) is fine: the change is stored.
+        let _ = self.changes.send(stored.clone());
+        Ok(stored)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -232,14 +246,16 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         wake: Notify::new(),
         build_finished: Notify::new(),
         locks_released: Notify::new(),
+        changes: tokio::sync::broadcast::channel(1024).0,
         next_id: AtomicU64::new(1),
         shutdown,
     });
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(accept_workers(shared.clone(), wl)),
         tokio::spawn(queue::assign_loop(shared.clone())),
         tokio::spawn(crate::http::serve(shared.clone(), hl)),
     ];
+    tasks.extend(crate::changes::spawn_pollers(shared.clone()));
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {
         worker_addr,
