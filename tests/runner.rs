@@ -8,3 +8,4 @@ mod test_examples;
 mod test_golden;
 mod test_no_panic;
 mod test_runtime;
+mod test_schedulers;

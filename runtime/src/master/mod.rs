@@ -10,6 +10,7 @@ pub mod build;
 pub mod conn;
 pub mod props;
 pub mod queue;
+pub mod schedulers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -63,6 +64,9 @@ pub struct Shared {
     pub locks_released: Notify,
     /// Every change, after it is stored (schedulers listen here).
     pub changes: tokio::sync::broadcast::Sender<crate::store::Change>,
+    /// Every build set, after it is stored (dependent schedulers watch
+    /// their upstream's sets).
+    pub buildsets: tokio::sync::broadcast::Sender<crate::store::BuildSet>,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
@@ -126,6 +130,7 @@ impl Shared {
             }
         }
         self.wake.notify_one();
+        let _ = self.buildsets.send(bs.clone());
         Ok((bs, reqs))
     }
 
@@ -247,6 +252,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         build_finished: Notify::new(),
         locks_released: Notify::new(),
         changes: tokio::sync::broadcast::channel(1024).0,
+        buildsets: tokio::sync::broadcast::channel(1024).0,
         next_id: AtomicU64::new(1),
         shutdown,
     });
@@ -256,6 +262,10 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         tokio::spawn(crate::http::serve(shared.clone(), hl)),
     ];
     tasks.extend(crate::changes::spawn_pollers(shared.clone()));
+    tasks.push(tokio::spawn(schedulers::run(
+        shared.clone(),
+        Arc::new(schedulers::SystemClock),
+    )));
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {
         worker_addr,

@@ -1,0 +1,567 @@
+//! Schedulers: turn changes and time into build sets.
+//!
+//! The engine is a plain state machine — `on_change`, `on_tick`,
+//! `on_buildset_done` take the current time as an argument and return the
+//! build sets to submit — so tests drive it with any clock they like. The
+//! async loop in [`run`] feeds it changes from the store, wakes it at its
+//! next deadline, persists each scheduler's state in the store and submits
+//! what it decided.
+//!
+//! Behaviour (Buildbot's, made explicit):
+//! - single-branch / any-branch: changes that pass the filter are collected;
+//!   an *important* change (re)starts the tree-stable timer; when the timer
+//!   fires, one build set with every collected change is submitted (any-branch
+//!   keeps one timer per branch). Unimportant changes never start a build by
+//!   themselves; with `only-important` they are left out entirely.
+//! - periodic: every `interval`, counted from the scheduler's first start.
+//! - nightly: at each cron slot in its time zone; with `only-if-changed`,
+//!   only if a matching change arrived since the last build. After a master
+//!   restart a slot is never fired twice, and slots missed while the master
+//!   was down are caught up with ONE build (for the latest missed slot),
+//!   not skipped silently and not replayed one by one.
+//! - dependent: when every build of a build set of its upstream scheduler
+//!   has succeeded (success or warnings), its builders run on the same source.
+//! - A scheduler seen for the first time starts from "now": it does not
+//!   build changes that arrived before it existed.
+//! - Exactly once: a scheduler's state records the last change it looked
+//!   at; changes are read back from the store, so none is skipped and none
+//!   counted twice across restarts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bbc_compiler::graph::{BuildResult, ChangeFilter, Graph, Scheduler, SchedulerKind};
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, Shared};
+use crate::store::{BuildSet, Change, Millis, NewBuildSet, Page, Properties, SourceStamp};
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        now_ms()
+    }
+}
+
+/// What the engine remembers of the last change of a pending batch: the
+/// source the build set will build.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tip {
+    pub repository: String,
+    pub branch: String,
+    pub revision: String,
+    pub properties: Properties,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    pub changes: Vec<u64>,
+    /// When the tree-stable timer fires; `None` while only unimportant
+    /// changes are collected.
+    pub deadline: Option<Millis>,
+    pub tip: Tip,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchedState {
+    /// Highest change id looked at.
+    pub last_change: u64,
+    /// Collected changes per branch (single-branch uses one entry).
+    pub pending: BTreeMap<String, Pending>,
+    /// periodic / nightly: the time of the last slot handled.
+    pub last_slot: Option<Millis>,
+    /// nightly with only-if-changed: matching changes since the last build.
+    pub changed: Vec<u64>,
+    /// dependent: upstream build sets being waited for.
+    pub watching: Vec<u64>,
+}
+
+/// A build set the engine wants submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submit {
+    pub set: NewBuildSet,
+    pub builders: Vec<String>,
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    globset::Glob::new(pattern)
+        .map(|g| g.compile_matcher().is_match(text))
+        .unwrap_or(false)
+}
+
+fn any_glob(patterns: &[String], text: &str) -> bool {
+    patterns.iter().any(|p| glob_match(p, text))
+}
+
+/// Whether a change passes a scheduler's filter, and if so whether it is
+/// important.
+pub fn classify(s: &Scheduler, f: &ChangeFilter, c: &Change) -> Option<bool> {
+    let ch = &c.change;
+    if !f.change_sources.is_empty() && !f.change_sources.contains(&ch.source) {
+        return None;
+    }
+    if f.repository.as_ref().is_some_and(|r| *r != ch.repository) {
+        return None;
+    }
+    let branch_ok = match &s.kind {
+        SchedulerKind::SingleBranch { branch, .. } => ch.branch == *branch,
+        SchedulerKind::AnyBranch { branches, .. } => {
+            branches.is_empty() || any_glob(branches, &ch.branch)
+        }
+        SchedulerKind::Nightly { branch, .. } => branch.as_ref().is_none_or(|b| *b == ch.branch),
+        _ => false,
+    };
+    if !branch_ok {
+        return None;
+    }
+    if !f.files.is_empty() && !ch.files.iter().any(|file| any_glob(&f.files, file)) {
+        return None;
+    }
+    let important = f.files_important.is_empty()
+        || ch
+            .files
+            .iter()
+            .any(|file| any_glob(&f.files_important, file));
+    if !important && f.only_important {
+        return None;
+    }
+    Some(important)
+}
+
+fn tip_of(c: &Change) -> Tip {
+    Tip {
+        repository: c.change.repository.clone(),
+        branch: c.change.branch.clone(),
+        revision: c.change.revision.clone(),
+        properties: c.change.properties.clone(),
+    }
+}
+
+/// The next cron slot strictly after `after`, in the scheduler's zone.
+pub fn next_slot(cron: &str, tz: &str, after: Millis) -> Option<Millis> {
+    let cron: croner::Cron = cron.parse().ok()?;
+    let zone = jiff::tz::TimeZone::get(tz).ok()?;
+    let t = jiff::Timestamp::from_millisecond(after)
+        .ok()?
+        .to_zoned(zone);
+    let next = cron.find_next_occurrence(&t, false).ok()?;
+    Some(next.timestamp().as_millisecond())
+}
+
+#[derive(Default)]
+pub struct Engine {
+    pub states: BTreeMap<String, SchedState>,
+}
+
+impl Engine {
+    /// State for a scheduler, created as "starting now" the first time.
+    pub fn state(&mut self, name: &str, newest_change: u64, now: Millis) -> &mut SchedState {
+        self.states
+            .entry(name.to_string())
+            .or_insert_with(|| SchedState {
+                last_change: newest_change,
+                last_slot: Some(now),
+                ..Default::default()
+            })
+    }
+
+    /// Feeds one stored change to every change-driven scheduler.
+    pub fn on_change(&mut self, g: &Graph, c: &Change, now: Millis) -> Vec<Submit> {
+        let mut out = Vec::new();
+        for s in &g.schedulers {
+            let st = self.state(&s.name, c.id.saturating_sub(1), now);
+            if c.id <= st.last_change {
+                continue;
+            }
+            st.last_change = c.id;
+            match &s.kind {
+                SchedulerKind::SingleBranch {
+                    tree_stable_timer_ms,
+                    filter,
+                    ..
+                }
+                | SchedulerKind::AnyBranch {
+                    tree_stable_timer_ms,
+                    filter,
+                    ..
+                } => {
+                    let Some(important) = classify(s, filter, c) else {
+                        continue;
+                    };
+                    let key = match &s.kind {
+                        SchedulerKind::AnyBranch { .. } => c.change.branch.clone(),
+                        _ => String::new(),
+                    };
+                    let p = st.pending.entry(key).or_default();
+                    p.changes.push(c.id);
+                    p.tip = tip_of(c);
+                    if important {
+                        p.deadline = Some(now + *tree_stable_timer_ms as i64);
+                    }
+                }
+                SchedulerKind::Nightly { filter, .. }
+                    if classify(s, filter, c).is_some_and(|imp| imp) =>
+                {
+                    st.changed.push(c.id);
+                    let p = st.pending.entry(String::new()).or_default();
+                    p.tip = tip_of(c);
+                }
+                _ => {}
+            }
+        }
+        out.extend(self.on_tick(g, now));
+        out
+    }
+
+    /// Fires whatever is due at `now`.
+    pub fn on_tick(&mut self, g: &Graph, now: Millis) -> Vec<Submit> {
+        let mut out = Vec::new();
+        for s in &g.schedulers {
+            let st = self.state(&s.name, 0, now);
+            match &s.kind {
+                SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => {
+                    let due: Vec<String> = st
+                        .pending
+                        .iter()
+                        .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in due {
+                        let Some(p) = st.pending.remove(&key) else {
+                            continue;
+                        };
+                        out.push(submit(
+                            s,
+                            &p.tip,
+                            p.changes.clone(),
+                            format!("scheduler {}: {} change(s)", s.name, p.changes.len()),
+                            now,
+                        ));
+                    }
+                }
+                SchedulerKind::Periodic {
+                    interval_ms,
+                    branch,
+                } => {
+                    let last = *st.last_slot.get_or_insert(now);
+                    if now >= last + *interval_ms as i64 {
+                        // Count whole intervals so a long pause fires once.
+                        let n = (now - last) / (*interval_ms as i64).max(1);
+                        st.last_slot = Some(last + n * *interval_ms as i64);
+                        let tip = Tip {
+                            branch: branch.clone().unwrap_or_default(),
+                            ..Default::default()
+                        };
+                        out.push(submit(
+                            s,
+                            &tip,
+                            Vec::new(),
+                            format!("periodic scheduler {}", s.name),
+                            now,
+                        ));
+                    }
+                }
+                SchedulerKind::Nightly {
+                    cron,
+                    tz,
+                    branch,
+                    only_if_changed,
+                    ..
+                } => {
+                    let last = *st.last_slot.get_or_insert(now);
+                    let Some(first_due) = next_slot(cron, tz, last) else {
+                        continue;
+                    };
+                    if first_due > now {
+                        continue;
+                    }
+                    // Latest slot not after now: missed slots collapse into one.
+                    let mut slot = first_due;
+                    while let Some(n) = next_slot(cron, tz, slot) {
+                        if n > now {
+                            break;
+                        }
+                        slot = n;
+                    }
+                    st.last_slot = Some(slot);
+                    if *only_if_changed && st.changed.is_empty() {
+                        continue;
+                    }
+                    let changes = std::mem::take(&mut st.changed);
+                    let mut tip = st.pending.remove("").map(|p| p.tip).unwrap_or_default();
+                    if let Some(b) = branch {
+                        tip.branch = b.clone();
+                    }
+                    out.push(submit(
+                        s,
+                        &tip,
+                        changes,
+                        format!("nightly scheduler {} ({})", s.name, cron),
+                        now,
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// A build set finished: dependent schedulers of its scheduler follow
+    /// when it succeeded.
+    pub fn on_buildset_done(&mut self, g: &Graph, set: &BuildSet, now: Millis) -> Vec<Submit> {
+        let mut out = Vec::new();
+        for s in &g.schedulers {
+            let SchedulerKind::Dependent { upstream } = &s.kind else {
+                continue;
+            };
+            let st = self.state(&s.name, 0, now);
+            let Some(pos) = st.watching.iter().position(|id| *id == set.id) else {
+                continue;
+            };
+            st.watching.remove(pos);
+            if *upstream != set.set.scheduler {
+                continue;
+            }
+            if set.result.is_some_and(|r| r <= BuildResult::Warnings) {
+                let tip = Tip {
+                    repository: set.set.source.repository.clone(),
+                    branch: set.set.source.branch.clone(),
+                    revision: set.set.source.revision.clone(),
+                    properties: Properties::new(),
+                };
+                let mut sub = submit(
+                    s,
+                    &tip,
+                    set.set.changes.clone(),
+                    format!(
+                        "dependent scheduler {} after {} (build set {})",
+                        s.name, upstream, set.id
+                    ),
+                    now,
+                );
+                sub.set.properties = set.set.properties.clone();
+                out.push(sub);
+            }
+        }
+        out
+    }
+
+    /// Starts watching a new build set of an upstream scheduler.
+    pub fn on_buildset_submitted(&mut self, g: &Graph, set: &BuildSet, now: Millis) {
+        for s in &g.schedulers {
+            if let SchedulerKind::Dependent { upstream } = &s.kind {
+                if *upstream == set.set.scheduler {
+                    let st = self.state(&s.name, 0, now);
+                    if !st.watching.contains(&set.id) {
+                        st.watching.push(set.id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest time something is due.
+    pub fn next_deadline(&self, g: &Graph) -> Option<Millis> {
+        let mut best: Option<Millis> = None;
+        let mut consider = |t: Millis| best = Some(best.map_or(t, |b| b.min(t)));
+        for s in &g.schedulers {
+            let Some(st) = self.states.get(&s.name) else {
+                continue;
+            };
+            match &s.kind {
+                SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => {
+                    for p in st.pending.values() {
+                        if let Some(d) = p.deadline {
+                            consider(d);
+                        }
+                    }
+                }
+                SchedulerKind::Periodic { interval_ms, .. } => {
+                    if let Some(l) = st.last_slot {
+                        consider(l + *interval_ms as i64);
+                    }
+                }
+                SchedulerKind::Nightly { cron, tz, .. } => {
+                    if let Some(n) = st.last_slot.and_then(|l| next_slot(cron, tz, l)) {
+                        consider(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        best
+    }
+}
+
+fn submit(s: &Scheduler, tip: &Tip, changes: Vec<u64>, reason: String, now: Millis) -> Submit {
+    Submit {
+        set: NewBuildSet {
+            scheduler: s.name.clone(),
+            reason,
+            source: SourceStamp {
+                repository: tip.repository.clone(),
+                branch: tip.branch.clone(),
+                revision: tip.revision.clone(),
+            },
+            changes,
+            properties: tip.properties.clone(),
+            parent_build: None,
+            submitted_at: now,
+        },
+        builders: s.builders.clone(),
+    }
+}
+
+fn key(name: &str) -> String {
+    format!("scheduler:{name}")
+}
+
+/// Changes stored after `after`, oldest first.
+async fn changes_after(shared: &Arc<Shared>, after: u64) -> Vec<Change> {
+    let r = shared
+        .db(move |s| {
+            let mut out = Vec::new();
+            let mut before = None;
+            loop {
+                let page = s.changes(Page { before, limit: 500 })?;
+                let done = page.len() < 500;
+                for c in page {
+                    if c.id <= after {
+                        out.reverse();
+                        return Ok(out);
+                    }
+                    before = Some(c.id);
+                    out.push(c);
+                }
+                if done {
+                    out.reverse();
+                    return Ok(out);
+                }
+            }
+        })
+        .await;
+    r.unwrap_or_default()
+}
+
+async fn newest_change(shared: &Arc<Shared>) -> u64 {
+    shared
+        .db(|s| {
+            s.changes(Page {
+                before: None,
+                limit: 1,
+            })
+        })
+        .await
+        .ok()
+        .and_then(|v| v.first().map(|c| c.id))
+        .unwrap_or(0)
+}
+
+/// The scheduler task of a running master.
+pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
+    let mut changes_rx = shared.changes.subscribe();
+    let mut sets_rx = shared.buildsets.subscribe();
+    let mut engine = Engine::default();
+    let newest = newest_change(&shared).await;
+    // Load persisted state; schedulers seen for the first time start now.
+    for s in &shared.graph().schedulers {
+        let name = s.name.clone();
+        let saved = shared
+            .db(move |st| st.get_state(&key(&name)))
+            .await
+            .ok()
+            .flatten();
+        match saved.and_then(|b| serde_json::from_slice::<SchedState>(&b).ok()) {
+            Some(state) => {
+                engine.states.insert(s.name.clone(), state);
+            }
+            None => {
+                engine.state(&s.name, newest, clock.now());
+            }
+        }
+    }
+    // Saved at once: a new scheduler's starting point must survive a crash,
+    // or changes arriving right after start would be taken for old ones.
+    persist(&shared, &BTreeMap::new(), &engine).await;
+    loop {
+        let g = shared.graph();
+        let now = clock.now();
+        let before = engine.states.clone();
+        let mut todo = Vec::new();
+        // Changes not yet seen by some scheduler, read back from the store.
+        let floor = g
+            .schedulers
+            .iter()
+            .map(|s| engine.state(&s.name, newest, now).last_change)
+            .min()
+            .unwrap_or(u64::MAX);
+        if floor != u64::MAX {
+            for c in changes_after(&shared, floor).await {
+                todo.extend(engine.on_change(&g, &c, now));
+            }
+        }
+        todo.extend(engine.on_tick(&g, now));
+        // Dependent schedulers: re-check the sets they wait for.
+        let watched: Vec<u64> = engine
+            .states
+            .values()
+            .flat_map(|s| s.watching.iter().copied())
+            .collect();
+        for id in watched {
+            if let Ok(Some(set)) = shared.db(move |s| s.buildset(id)).await {
+                if set.result.is_some() {
+                    todo.extend(engine.on_buildset_done(&g, &set, now));
+                }
+            }
+        }
+        for sub in todo {
+            // Its own sets come back through the broadcast like any other.
+            if let Err(e) = shared.submit(sub.set, sub.builders).await {
+                tracing::error!("a scheduler could not submit a build set: {e}");
+            }
+        }
+        persist(&shared, &before, &engine).await;
+        if shared.is_shutting_down() {
+            return;
+        }
+        let wait = engine
+            .next_deadline(&g)
+            .map(|d| (d - clock.now()).clamp(0, 60_000) as u64)
+            .unwrap_or(60_000);
+        let finished = shared.build_finished.notified();
+        tokio::select! {
+            r = changes_rx.recv() => { let _ = r; }
+            r = sets_rx.recv() => {
+                if let Ok(bs) = r {
+                    engine.on_buildset_submitted(&g, &bs, clock.now());
+                    persist(&shared, &BTreeMap::new(), &engine).await;
+                }
+            }
+            _ = finished => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+        }
+    }
+}
+
+async fn persist(shared: &Arc<Shared>, before: &BTreeMap<String, SchedState>, engine: &Engine) {
+    for (name, st) in &engine.states {
+        if before.get(name) == Some(st) {
+            continue;
+        }
+        let Ok(bytes) = serde_json::to_vec(st) else {
+            continue;
+        };
+        let k = key(name);
+        if let Err(e) = shared.db(move |s| s.put_state(&k, &bytes)).await {
+            tracing::error!("cannot save the state of scheduler {name}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

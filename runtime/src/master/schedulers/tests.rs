@@ -1,0 +1,247 @@
+//! The scheduler engine driven by an explicit clock: no sleeps, no timing.
+
+use super::*;
+use crate::store::NewChange;
+
+const MIN: i64 = 60_000;
+
+fn graph(schedulers: &str) -> Graph {
+    let src = format!(
+        "worker \"w\" password=(secret)\"w\"\nbuilder \"b\" {{\n workers \"w\"\n steps {{\n shell \"true\"\n }}\n}}\nbuilder \"d\" {{\n workers \"w\"\n steps {{\n shell \"true\"\n }}\n}}\n{schedulers}"
+    );
+    let c = bbc_compiler::compile_source("t.kdl", src);
+    assert_eq!(c.errors(), 0, "{:?}", c.diagnostics);
+    c.graph.unwrap_or_else(|| panic!("no graph"))
+}
+
+fn change(id: u64, branch: &str, files: &[&str]) -> Change {
+    Change {
+        id,
+        received_at: 0,
+        change: NewChange {
+            source: "repo".into(),
+            repository: "https://example.org/r.git".into(),
+            branch: branch.into(),
+            revision: format!("rev{id}"),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        },
+    }
+}
+
+fn started(g: &Graph, now: Millis) -> Engine {
+    let mut e = Engine::default();
+    for s in &g.schedulers {
+        e.state(&s.name, 0, now);
+    }
+    e
+}
+
+#[test]
+fn tree_stable_timer_collects_changes_into_one_build() {
+    let g = graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"2m\"\n builders \"b\"\n}\n");
+    let mut e = started(&g, 0);
+    assert!(e
+        .on_change(&g, &change(1, "main", &["a.rs"]), 10 * MIN)
+        .is_empty());
+    // A second change within the timer restarts it.
+    assert!(e
+        .on_change(&g, &change(2, "main", &["b.rs"]), 11 * MIN)
+        .is_empty());
+    assert!(
+        e.on_tick(&g, 12 * MIN).is_empty(),
+        "restarted timer not yet due"
+    );
+    assert_eq!(e.next_deadline(&g), Some(13 * MIN));
+    let out = e.on_tick(&g, 13 * MIN);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].set.changes, vec![1, 2]);
+    assert_eq!(out[0].set.source.revision, "rev2");
+    assert_eq!(out[0].builders, vec!["b".to_string()]);
+    assert!(e.on_tick(&g, 20 * MIN).is_empty(), "fires once");
+    // Other branches do not count.
+    assert!(e
+        .on_change(&g, &change(3, "dev", &["a.rs"]), 21 * MIN)
+        .is_empty());
+    assert!(e.on_tick(&g, 30 * MIN).is_empty());
+    // The same change is never counted twice.
+    assert!(e
+        .on_change(&g, &change(2, "main", &["b.rs"]), 31 * MIN)
+        .is_empty());
+    assert!(e.on_tick(&g, 40 * MIN).is_empty());
+}
+
+#[test]
+fn no_timer_builds_at_once() {
+    let g =
+        graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n");
+    let mut e = started(&g, 0);
+    let out = e.on_change(&g, &change(1, "main", &[]), 5);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].set.changes, vec![1]);
+}
+
+#[test]
+fn file_filters_and_importance() {
+    let g = graph(
+        "scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n files \"src/**\" \"docs/**\"\n files-important \"src/**\"\n builders \"b\"\n}\n\
+         scheduler \"strict\" kind=\"single-branch\" {\n branch \"main\"\n files-important \"src/**\"\n only-important #true\n builders \"d\"\n}\n",
+    );
+    let mut e = started(&g, 0);
+    // Outside `files`: ignored entirely.
+    assert!(e
+        .on_change(&g, &change(1, "main", &["README.md"]), 1)
+        .is_empty());
+    // Docs only: collected by "ci" but not important; left out by "strict".
+    assert!(e
+        .on_change(&g, &change(2, "main", &["docs/x.md"]), 2)
+        .is_empty());
+    assert!(
+        e.on_tick(&g, 1000 * MIN).is_empty(),
+        "unimportant changes alone never build"
+    );
+    let out = e.on_change(&g, &change(3, "main", &["src/lib.rs"]), 3);
+    let ci = out
+        .iter()
+        .find(|s| s.set.scheduler == "ci")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(ci.set.changes, vec![2, 3], "unimportant changes ride along");
+    let strict = out
+        .iter()
+        .find(|s| s.set.scheduler == "strict")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(
+        strict.set.changes,
+        vec![3],
+        "only-important leaves them out"
+    );
+}
+
+#[test]
+fn any_branch_keeps_a_timer_per_branch() {
+    let g = graph("scheduler \"rel\" kind=\"any-branch\" {\n branches \"release/*\"\n tree-stable-timer \"1m\"\n builders \"b\"\n}\n");
+    let mut e = started(&g, 0);
+    e.on_change(&g, &change(1, "release/1.0", &[]), 0);
+    e.on_change(&g, &change(2, "release/2.0", &[]), 30_000);
+    e.on_change(&g, &change(3, "main", &[]), 30_000);
+    let first = e.on_tick(&g, MIN);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].set.source.branch, "release/1.0");
+    let second = e.on_tick(&g, MIN + 30_000);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].set.source.branch, "release/2.0");
+}
+
+fn at(s: &str) -> Millis {
+    match s.parse::<jiff::Timestamp>() {
+        Ok(t) => t.as_millisecond(),
+        Err(e) => panic!("{s}: {e}"),
+    }
+}
+
+#[test]
+fn nightly_fires_at_its_slot_once_even_across_a_restart() {
+    let g = graph("scheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n tz \"Europe/Prague\"\n branch \"main\"\n builders \"b\"\n}\n");
+    let mut e = started(&g, at("2026-11-25T12:00:00Z"));
+    // 03:00 in Prague (UTC+1 in November) is 02:00 UTC.
+    assert_eq!(e.next_deadline(&g), Some(at("2026-11-26T02:00:00Z")));
+    assert!(e.on_tick(&g, at("2026-11-26T01:59:59Z")).is_empty());
+    let out = e.on_tick(&g, at("2026-11-26T02:00:00Z"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].set.source.branch, "main");
+    // A restart right after: the saved state does not fire the slot again.
+    let saved = serde_json::to_vec(&e.states["n"]).unwrap_or_default();
+    let mut e2 = Engine::default();
+    e2.states.insert(
+        "n".into(),
+        serde_json::from_slice(&saved).unwrap_or_default(),
+    );
+    assert!(e2.on_tick(&g, at("2026-11-26T02:00:05Z")).is_empty());
+    // Down for three nights: one catch-up build, not three, and not none.
+    let out = e2.on_tick(&g, at("2026-11-29T09:00:00Z"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(e2.next_deadline(&g), Some(at("2026-11-30T02:00:00Z")));
+}
+
+#[test]
+fn nightly_only_if_changed() {
+    let g = graph("scheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n branch \"main\"\n only-if-changed #true\n builders \"b\"\n}\n");
+    let mut e = started(&g, at("2026-11-25T12:00:00Z"));
+    assert!(
+        e.on_tick(&g, at("2026-11-26T03:00:00Z")).is_empty(),
+        "no change, no build"
+    );
+    e.on_change(&g, &change(7, "main", &["x"]), at("2026-11-26T10:00:00Z"));
+    e.on_change(&g, &change(8, "dev", &["x"]), at("2026-11-26T10:00:00Z"));
+    let out = e.on_tick(&g, at("2026-11-27T03:00:00Z"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].set.changes, vec![7]);
+    assert_eq!(out[0].set.source.revision, "rev7");
+}
+
+#[test]
+fn periodic_fires_each_interval_and_once_after_a_pause() {
+    let g = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"1h\"\n builders \"b\"\n}\n");
+    let h = 60 * MIN;
+    let mut e = started(&g, 0);
+    assert!(e.on_tick(&g, h - 1).is_empty());
+    assert_eq!(e.on_tick(&g, h).len(), 1);
+    assert!(e.on_tick(&g, h + 5).is_empty());
+    assert_eq!(
+        e.on_tick(&g, 10 * h + 5).len(),
+        1,
+        "a long pause fires once"
+    );
+    assert_eq!(e.next_deadline(&g), Some(11 * h));
+}
+
+#[test]
+fn dependent_runs_after_upstream_success_only() {
+    let g = graph(
+        "scheduler \"up\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n\
+         scheduler \"after\" kind=\"dependent\" {\n upstream \"up\"\n builders \"d\"\n}\n",
+    );
+    let mut e = started(&g, 0);
+    let set = |id: u64, result: Option<BuildResult>| BuildSet {
+        id,
+        set: NewBuildSet {
+            scheduler: "up".into(),
+            reason: String::new(),
+            source: SourceStamp {
+                repository: "r".into(),
+                branch: "main".into(),
+                revision: "abc".into(),
+            },
+            changes: vec![1],
+            properties: Properties::new(),
+            parent_build: None,
+            submitted_at: 0,
+        },
+        result,
+        completed_at: None,
+    };
+    e.on_buildset_submitted(&g, &set(10, None), 0);
+    e.on_buildset_submitted(&g, &set(10, None), 0);
+    e.on_buildset_submitted(&g, &set(11, None), 0);
+    let out = e.on_buildset_done(&g, &set(10, Some(BuildResult::Success)), 1);
+    assert_eq!(out.len(), 1, "watched once even if announced twice");
+    assert_eq!(out[0].builders, vec!["d".to_string()]);
+    assert_eq!(out[0].set.source.revision, "abc");
+    assert!(e
+        .on_buildset_done(&g, &set(10, Some(BuildResult::Success)), 2)
+        .is_empty());
+    assert!(e
+        .on_buildset_done(&g, &set(11, Some(BuildResult::Failure)), 3)
+        .is_empty());
+}
+
+#[test]
+fn a_new_scheduler_does_not_build_old_changes() {
+    let g =
+        graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n");
+    let mut e = Engine::default();
+    // The store already holds changes up to 41 when the scheduler appears.
+    e.state("ci", 41, 0);
+    assert!(e.on_change(&g, &change(41, "main", &[]), 1).is_empty());
+    assert_eq!(e.on_change(&g, &change(42, "main", &[]), 2).len(), 1);
+}
