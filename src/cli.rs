@@ -45,6 +45,19 @@ enum Deny {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DiffFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListWhat {
+    Builders,
+    Schedulers,
+    Workers,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum GraphFormat {
     Dot,
     Json,
@@ -83,6 +96,26 @@ enum Command {
     },
     /// Explain a diagnostic code, e.g. `bbc explain E0201`
     Explain { code: String },
+    /// What changes between two configs (the plan `bbc apply` shows)
+    Diff {
+        old: String,
+        new: String,
+        #[arg(long, value_enum, default_value = "human")]
+        format: DiffFormat,
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColorChoice,
+    },
+    /// The builders, schedulers or workers a config defines
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+        config: String,
+        /// Only builders with this tag (and schedulers that start them)
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColorChoice,
+    },
     /// Run the master
     Master {
         /// The config (compiled at start; errors refuse to start)
@@ -239,6 +272,18 @@ pub fn run() -> ExitCode {
             color,
         } => graph(&file, format, color),
         Command::Explain { code } => explain(&code),
+        Command::Diff {
+            old,
+            new,
+            format,
+            color,
+        } => diff(&old, &new, format, color),
+        Command::List {
+            what,
+            config,
+            tag,
+            color,
+        } => list(what, &config, tag.as_deref(), color),
         Command::Master {
             config,
             graph,
@@ -572,16 +617,100 @@ pub fn dot(g: &Graph) -> String {
     s
 }
 
+fn diff(old: &str, new: &str, format: DiffFormat, color: ColorChoice) -> Result<(), CommandError> {
+    let a = compile_graph(old, color)?;
+    let b = compile_graph(new, color)?;
+    let changes = crate::diff::diff(&a, &b);
+    let text = match format {
+        DiffFormat::Human => crate::diff::human(&changes),
+        DiffFormat::Json => {
+            let mut t = serde_json::to_string_pretty(
+                &serde_json::json!({"version": 1, "changes": changes}),
+            )
+            .unwrap_or_default();
+            t.push('\n');
+            t
+        }
+    };
+    write_output(None, &text)
+}
+
+fn list(
+    what: ListWhat,
+    config: &str,
+    tag: Option<&str>,
+    color: ColorChoice,
+) -> Result<(), CommandError> {
+    let g = compile_graph(config, color)?;
+    let tagged =
+        |b: &str| tag.is_none_or(|t| g.builder(b).is_some_and(|x| x.tags.iter().any(|y| y == t)));
+    let mut out = String::new();
+    match what {
+        ListWhat::Builders => {
+            for b in g.builders.iter().filter(|b| tagged(&b.name)) {
+                out.push_str(&format!(
+                    "{}\tworkers={}\ttags={}\n",
+                    b.name,
+                    b.workers.join(","),
+                    b.tags.join(",")
+                ));
+            }
+        }
+        ListWhat::Schedulers => {
+            for s in g
+                .schedulers
+                .iter()
+                .filter(|s| tag.is_none() || s.builders.iter().any(|b| tagged(b)))
+            {
+                out.push_str(&format!(
+                    "{}\t{}\tbuilders={}\n",
+                    s.name,
+                    s.kind.name(),
+                    s.builders.len()
+                ));
+            }
+        }
+        ListWhat::Workers => {
+            for w in g.workers.iter().filter(|w| {
+                tag.is_none()
+                    || g.builders
+                        .iter()
+                        .any(|b| tagged(&b.name) && b.workers.contains(&w.name))
+            }) {
+                let used = g
+                    .builders
+                    .iter()
+                    .filter(|b| b.workers.contains(&w.name))
+                    .count();
+                out.push_str(&format!(
+                    "{}\tmax-builds={}\tbuilders={used}\n",
+                    w.name, w.max_builds
+                ));
+            }
+        }
+    }
+    write_output(None, &out)
+}
+
+/// The long explanation: the code's section of docs/diagnostics.md, which
+/// is shipped inside the binary.
+const DIAGNOSTICS_DOC: &str = include_str!("../docs/diagnostics.md");
+
 fn explain(code: &str) -> Result<(), CommandError> {
     let Some(c) = Code::parse(code) else {
         return Err(CommandError::Usage(format!(
             "unknown diagnostic code `{code}`; codes look like E0201 (see docs/diagnostics.md)"
         )));
     };
-    println!("{} ({}): {}", c.as_str(), c.slug(), c.summary());
-    println!(
-        "\nSee docs/diagnostics.md#{} for an example and the fix.",
-        c.as_str().to_lowercase()
-    );
+    let heading = format!("## {} ", c.as_str());
+    let section = DIAGNOSTICS_DOC.find(&heading).map(|at| {
+        let rest = &DIAGNOSTICS_DOC[at..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+        rest[..end].trim_end().to_string()
+    });
+    match section {
+        Some(s) => println!("{s}"),
+        None => println!("{} ({}): {}", c.as_str(), c.slug(), c.summary()),
+    }
     Ok(())
 }

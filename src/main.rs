@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod command_error;
+mod diff;
 mod local_run;
 mod serve;
 

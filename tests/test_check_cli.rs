@@ -142,3 +142,63 @@ fn explain_knows_every_code() {
     let o = run(&["explain", "E9999"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn diff_shows_what_changes_entity_by_entity() {
+    let dir = temp_dir("diff");
+    let old = std::fs::read_to_string("examples/multi-platform.kdl").unwrap_or_default();
+    let new = old
+        .replace(
+            "shell \"cargo clippy -- -D warnings\" name=\"clippy\"",
+            "shell \"cargo clippy --all -- -D warnings\" name=\"clippy\"",
+        )
+        .replace(
+            "worker \"win-1\" password=(secret)\"win-1\" {",
+            "worker \"win-1\" password=(secret)\"win-1\" max-builds=3 {",
+        )
+        .replace(
+            "reporter \"push\" kind=\"http\" {",
+            "reporter \"push2\" kind=\"http\" {",
+        );
+    let (a, b) = (dir.join("old.kdl"), dir.join("new.kdl"));
+    std::fs::write(&a, &old).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&b, &new).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (
+        a.to_string_lossy().into_owned(),
+        b.to_string_lossy().into_owned(),
+    );
+    let o = run(&["diff", &a, &b]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("~ builder linux (steps)\n    step ~clippy\n"),
+        "{out}"
+    );
+    assert!(out.contains("~ worker win-1 (max_builds)"), "{out}");
+    assert!(
+        out.contains("+ reporter push2") && out.contains("- reporter push\n"),
+        "{out}"
+    );
+    assert!(out.contains("1 added, 2 changed, 1 removed"), "{out}");
+    let o = run(&["diff", &a, &a]);
+    assert_eq!(stdout(&o), "no changes\n");
+    let o = run(&["diff", "--format", "json", &a, &b]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(4), "{v}");
+}
+
+#[test]
+fn list_shows_expanded_entities() {
+    let o = run(&["list", "builders", "examples/large.kdl", "--tag", "core"]);
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 5, "{out}");
+    assert!(out.lines().all(|l| l.starts_with("core-")), "{out}");
+    let o = run(&["list", "workers", "examples/large.kdl"]);
+    assert_eq!(stdout(&o).lines().count(), 11);
+    let o = run(&["explain", "E0105"]);
+    assert!(
+        stdout(&o).contains("Example (`tests/golden/duplicate_builder.kdl`)"),
+        "{}",
+        stdout(&o)
+    );
+}
