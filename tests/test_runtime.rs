@@ -757,3 +757,81 @@ builder "e" {
         (b["result"] == "success").then_some(())
     });
 }
+
+#[test]
+fn api_filters_pages_and_errors() {
+    let (_dir, m) = setup(
+        "api",
+        r#"scheduler "force" kind="force" {
+    builders "good" "bad"
+}
+builder "good" {
+    workers "w1"
+    steps {
+        shell "true"
+    }
+}
+builder "bad" {
+    workers "w1"
+    steps {
+        shell "false"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    for _ in 0..3 {
+        m.force_and_wait("good", "{}");
+    }
+    m.force_and_wait("bad", "{}");
+    let all = get_json(&m.http, "/api/v1/builds");
+    let ids: Vec<u64> = all["builds"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|b| b["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![4, 3, 2, 1], "newest first");
+    let page = get_json(&m.http, "/api/v1/builds?limit=2");
+    assert_eq!(page["builds"].as_array().map(Vec::len), Some(2));
+    let next = get_json(&m.http, "/api/v1/builds?limit=2&before=3");
+    let ids: Vec<u64> = next["builds"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|b| b["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, vec![2, 1]);
+    let failed = get_json(&m.http, "/api/v1/builds?result=failure");
+    assert_eq!(failed["builds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(failed["builds"][0]["builder"], "bad");
+    let good = get_json(&m.http, "/api/v1/builds?builder=good");
+    assert_eq!(good["builds"].as_array().map(Vec::len), Some(3));
+    assert_eq!(good["builds"][0]["number"], 3, "numbers count per builder");
+    let done = get_json(&m.http, "/api/v1/requests?state=complete");
+    assert_eq!(done["requests"].as_array().map(Vec::len), Some(4));
+    // Errors are JSON with a status that fits.
+    for (path, status) in [
+        ("/api/v1/builds?result=great", 400),
+        ("/api/v1/requests?state=sleeping", 400),
+        ("/api/v1/nothing-here", 404),
+        ("/api/v1/builders/nope", 404),
+        ("/api/v1/builds/1/steps/9/log", 404),
+    ] {
+        let (s, body) = http("GET", &m.http, path, None);
+        assert_eq!(s, status, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        assert_eq!(v["error"]["status"], status, "{path}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{path}"
+        );
+    }
+    let (s, _) = http("POST", &m.http, "/api/v1/requests/1/cancel", None);
+    assert_eq!(s, 409, "a complete request cannot be cancelled");
+    let sched = get_json(&m.http, "/api/v1/schedulers");
+    assert_eq!(sched["schedulers"][0]["kind"], "force");
+    let workers = get_json(&m.http, "/api/v1/workers");
+    assert_eq!(workers["workers"][0]["state"], "idle");
+    assert_eq!(workers["workers"][1]["state"], "offline");
+}
