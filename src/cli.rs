@@ -44,6 +44,41 @@ enum Deny {
     Warnings,
 }
 
+/// What `bbc master` and `bbc up` run and where.
+#[derive(clap::Args)]
+struct MasterOpts {
+    /// The config (compiled at start; errors refuse to start)
+    config: Option<String>,
+    /// Run a graph written by `bbc compile` instead of a config
+    #[arg(long)]
+    graph: Option<String>,
+    /// State directory (default: the config's `state`, relative to the config)
+    #[arg(long)]
+    state: Option<String>,
+    /// Directory with one file per secret (default: STATE/secrets)
+    #[arg(long)]
+    secrets: Option<String>,
+    /// Override the config's worker listen address
+    #[arg(long)]
+    worker_listen: Option<String>,
+    /// Override the config's HTTP listen address
+    #[arg(long)]
+    http_listen: Option<String>,
+}
+
+impl MasterOpts {
+    fn args(&self) -> crate::serve::MasterArgs<'_> {
+        crate::serve::MasterArgs {
+            config: self.config.as_deref(),
+            graph: self.graph.as_deref(),
+            state: self.state.as_deref(),
+            secrets: self.secrets.as_deref(),
+            worker_listen: self.worker_listen.as_deref(),
+            http_listen: self.http_listen.as_deref(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DiffFormat {
     Human,
@@ -118,23 +153,8 @@ enum Command {
     },
     /// Run the master
     Master {
-        /// The config (compiled at start; errors refuse to start)
-        config: Option<String>,
-        /// Run a graph written by `bbc compile` instead of a config
-        #[arg(long)]
-        graph: Option<String>,
-        /// State directory (default: the config's `state`, relative to the config)
-        #[arg(long)]
-        state: Option<String>,
-        /// Directory with one file per secret (default: STATE/secrets)
-        #[arg(long)]
-        secrets: Option<String>,
-        /// Override the config's worker listen address
-        #[arg(long)]
-        worker_listen: Option<String>,
-        /// Override the config's HTTP listen address
-        #[arg(long)]
-        http_listen: Option<String>,
+        #[command(flatten)]
+        opts: MasterOpts,
     },
     /// Run a worker that connects to a master
     Worker {
@@ -149,17 +169,8 @@ enum Command {
     },
     /// A master and local workers together: the quickest way to try bbc
     Up {
-        config: Option<String>,
-        #[arg(long)]
-        graph: Option<String>,
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        secrets: Option<String>,
-        #[arg(long)]
-        worker_listen: Option<String>,
-        #[arg(long)]
-        http_listen: Option<String>,
+        #[command(flatten)]
+        opts: MasterOpts,
         /// Force a build of this builder once started (repeatable)
         #[arg(long)]
         force: Vec<String>,
@@ -284,21 +295,7 @@ pub fn run() -> ExitCode {
             tag,
             color,
         } => list(what, &config, tag.as_deref(), color),
-        Command::Master {
-            config,
-            graph,
-            state,
-            secrets,
-            worker_listen,
-            http_listen,
-        } => crate::serve::master(crate::serve::MasterArgs {
-            config: config.as_deref(),
-            graph: graph.as_deref(),
-            state: state.as_deref(),
-            secrets: secrets.as_deref(),
-            worker_listen: worker_listen.as_deref(),
-            http_listen: http_listen.as_deref(),
-        }),
+        Command::Master { opts } => crate::serve::master(opts.args()),
         Command::Worker {
             master,
             name,
@@ -310,25 +307,7 @@ pub fn run() -> ExitCode {
             password_file: &password_file,
             basedir: &basedir,
         }),
-        Command::Up {
-            config,
-            graph,
-            state,
-            secrets,
-            worker_listen,
-            http_listen,
-            force,
-        } => crate::serve::up(
-            crate::serve::MasterArgs {
-                config: config.as_deref(),
-                graph: graph.as_deref(),
-                state: state.as_deref(),
-                secrets: secrets.as_deref(),
-                worker_listen: worker_listen.as_deref(),
-                http_listen: http_listen.as_deref(),
-            },
-            &force,
-        ),
+        Command::Up { opts, force } => crate::serve::up(opts.args(), &force),
         Command::Force {
             builder,
             props,
