@@ -147,5 +147,14 @@ async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, HookError> {
     let c = find_source(&s, &name)?;
-    Ok(Json(json!({ "change_source": describe(&s, &c) })))
+    let mut v = describe(&s, &c);
+    if matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
+        // What the poller last saw (null before its first poll): which
+        // branches it tracks and where it will report from.
+        let heads = poller::stored_heads(&s, &name).await?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("heads".into(), json!(heads));
+        }
+    }
+    Ok(Json(json!({ "change_source": v })))
 }

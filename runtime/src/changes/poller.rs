@@ -345,6 +345,18 @@ async fn load_state(shared: &Arc<Shared>, name: &str) -> Result<Option<PollState
     }))
 }
 
+/// The heads the poller stored (`None` before its first poll).
+pub(crate) async fn stored_heads(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> crate::store::Result<Option<BTreeMap<String, String>>> {
+    let key = state_key(name);
+    let raw = shared.db(move |s| s.get_state(&key)).await?;
+    Ok(raw
+        .and_then(|b| serde_json::from_slice::<PollState>(&b).ok())
+        .map(|s| s.heads))
+}
+
 async fn save_state(shared: &Arc<Shared>, name: &str, st: &PollState) -> Result<(), String> {
     let key = state_key(name);
     let bytes = serde_json::to_vec(st).map_err(|e| e.to_string())?;

@@ -754,15 +754,20 @@ fn event_header(headers: &HeaderMap, names: &[&str]) -> R<String> {
     Err(HookError::bad(format!("missing header {}", names[0])))
 }
 
+/// The body as JSON, whatever the content type says (`curl -d` labels
+/// JSON as a form); a real form delivery gets a hint about the setting.
 fn parse_json(headers: &HeaderMap, body: &[u8]) -> R<Value> {
-    if header(headers, "content-type")
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
-    {
-        return Err(HookError::bad(
-            "form-encoded deliveries are not supported: set the webhook's content type to application/json",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| HookError::bad(format!("invalid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        let form = header(headers, "content-type")
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        if form && body.starts_with(b"payload=") {
+            HookError::bad(
+                "form-encoded deliveries are not supported: set the webhook's content type to application/json",
+            )
+        } else {
+            HookError::bad(format!("invalid JSON: {e}"))
+        }
+    })
 }
 
 /// `POST /change_hook/{name}`.
@@ -777,27 +782,27 @@ pub(crate) async fn receive(
         ChangeSourceKind::GithubWebhook { secret } => (
             secret,
             Auth::Hmac {
-                headers: &["x-hub-signature-256"],
+                headers: &["X-Hub-Signature-256"],
                 prefix: "sha256=",
             },
         ),
         ChangeSourceKind::GiteaWebhook { secret } => (
             secret,
             Auth::Hmac {
-                headers: &["x-gitea-signature", "x-forgejo-signature"],
+                headers: &["X-Gitea-Signature", "X-Forgejo-Signature"],
                 prefix: "",
             },
         ),
         ChangeSourceKind::GitlabWebhook { secret } => (
             secret,
             Auth::Token {
-                header: "x-gitlab-token",
+                header: "X-Gitlab-Token",
             },
         ),
         ChangeSourceKind::JsonWebhook { secret } => (
             secret,
             Auth::Hmac {
-                headers: &["x-bbc-signature-256"],
+                headers: &["X-BBC-Signature-256"],
                 prefix: "sha256=",
             },
         ),
@@ -823,15 +828,15 @@ pub(crate) async fn receive(
     }
     let outcome = match &src.kind {
         ChangeSourceKind::GithubWebhook { .. } => {
-            let ev = event_header(&headers, &["x-github-event"])?;
+            let ev = event_header(&headers, &["X-GitHub-Event"])?;
             github(&ev, &parse_json(&headers, &body)?)?
         }
         ChangeSourceKind::GiteaWebhook { .. } => {
-            let ev = event_header(&headers, &["x-gitea-event", "x-forgejo-event"])?;
+            let ev = event_header(&headers, &["X-Gitea-Event", "X-Forgejo-Event"])?;
             gitea(&ev, &parse_json(&headers, &body)?)?
         }
         ChangeSourceKind::GitlabWebhook { .. } => {
-            let ev = event_header(&headers, &["x-gitlab-event"])?;
+            let ev = event_header(&headers, &["X-Gitlab-Event"])?;
             gitlab(&ev, &parse_json(&headers, &body)?)?
         }
         _ => json_changes(&parse_json(&headers, &body)?)?,
