@@ -270,7 +270,13 @@ async fn run(
 
 pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
     let key = mirror_path(&shared.state_dir, name);
-    match lookup(&key).and_then(|h| h.status.lock().ok().map(|s| s.clone())) {
+    let status = lookup(&key).and_then(|h| {
+        let mut s = h.status.lock().ok()?.clone();
+        // An aborted task (master shut down) never cleared its flag.
+        s.running &= !h.tx.is_closed();
+        Some(s)
+    });
+    match status {
         Some(s) => serde_json::to_value(s).unwrap_or(Value::Null),
         None => json!({"running": false}),
     }

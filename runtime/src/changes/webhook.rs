@@ -775,8 +775,10 @@ pub(crate) async fn receive(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
+    // Too large or unreadable: answered in the API's error shape too.
+    let body = body.map_err(|e| HookError::new(e.status(), e.body_text()))?;
     let src = super::find_source(&s, &name)?;
     let (secret, auth) = match &src.kind {
         ChangeSourceKind::GithubWebhook { secret } => (
