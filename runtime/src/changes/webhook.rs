@@ -103,7 +103,11 @@ fn verify(auth: &Auth, secret: &str, headers: &HeaderMap, body: &[u8]) -> R<()> 
                 .find_map(|n| header(headers, n).map(|v| (*n, v)));
             match found {
                 Some(x) => x,
-                None => return Err(missing_signature(names[0])),
+                None => {
+                    return Err(missing_signature(
+                        names.first().copied().unwrap_or("signature"),
+                    ))
+                }
             }
         }
         Auth::Token { header: n } => match header(headers, n) {
@@ -146,6 +150,10 @@ fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.')
         .try_fold(v, |v, k| v.get(k))
         .filter(|v| !v.is_null())
+}
+
+fn object_at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    at(v, path).filter(|x| x.is_object())
 }
 
 fn join(base: &str, path: &str) -> String {
@@ -363,8 +371,7 @@ fn github_like_push(v: &Value, repo_paths: &[&str]) -> R<Outcome> {
         changes.push(commit_change(c, &format!("commits[{i}]"))?);
     }
     if changes.is_empty() {
-        if at(v, "head_commit").is_some_and(Value::is_object) {
-            let head = at(v, "head_commit").unwrap_or(&Value::Null);
+        if let Some(head) = object_at(v, "head_commit") {
             changes.push(commit_change(head, "head_commit")?);
         } else if !after.is_empty() {
             changes.push(NewChange {
@@ -394,10 +401,8 @@ fn github_like_pr(v: &Value, accepted: &[&str]) -> R<Outcome> {
             "pull request action `{action}` does not change what to build"
         )));
     }
-    if !at(v, "pull_request").is_some_and(Value::is_object) {
-        return Err(HookError::bad("missing object `pull_request`"));
-    }
-    let pr = at(v, "pull_request").unwrap_or(&Value::Null);
+    let pr = object_at(v, "pull_request")
+        .ok_or_else(|| HookError::bad("missing object `pull_request`"))?;
     let number = match at(v, "number") {
         Some(_) => req_int(v, "", "number")?,
         None => req_int(pr, "pull_request", "number")?,
@@ -532,10 +537,8 @@ fn gitlab_push(v: &Value) -> R<Outcome> {
 
 fn gitlab_mr(v: &Value) -> R<Outcome> {
     let base = "object_attributes";
-    if !at(v, base).is_some_and(Value::is_object) {
-        return Err(HookError::bad("missing object `object_attributes`"));
-    }
-    let oa = at(v, base).unwrap_or(&Value::Null);
+    let oa =
+        object_at(v, base).ok_or_else(|| HookError::bad("missing object `object_attributes`"))?;
     let action = opt_str(oa, "action");
     let state = opt_str(oa, "state");
     // Older GitLab versions send no action: the state tells.
@@ -751,7 +754,8 @@ fn event_header(headers: &HeaderMap, names: &[&str]) -> R<String> {
             }
         }
     }
-    Err(HookError::bad(format!("missing header {}", names[0])))
+    let first = names.first().copied().unwrap_or("event");
+    Err(HookError::bad(format!("missing header {first}")))
 }
 
 /// The body as JSON, whatever the content type says (`curl -d` labels
@@ -918,6 +922,74 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.1, "missing field `commits[0].id`");
+    }
+
+    /// Every value of every fixture replaced by every other JSON type:
+    /// the receivers answer (an outcome or a 400), they never panic.
+    #[test]
+    fn mutated_fixtures_never_panic() {
+        fn paths(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+            out.push(at.clone());
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        let mut p = at.clone();
+                        p.push(k.clone());
+                        paths(x, p, out);
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        let mut p = at.clone();
+                        p.push(i.to_string());
+                        paths(x, p, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        fn slot<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+            path.iter().try_fold(v, |v, k| match v {
+                Value::Object(m) => m.get_mut(k),
+                Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+                _ => None,
+            })
+        }
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/webhooks");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let original: Value = serde_json::from_str(&text).unwrap();
+            let mut all = Vec::new();
+            paths(&original, Vec::new(), &mut all);
+            let replacements = [
+                json!(null),
+                json!(7),
+                json!("x"),
+                json!([]),
+                json!({}),
+                json!(true),
+            ];
+            for p in &all {
+                for r in &replacements {
+                    let mut v = original.clone();
+                    if let Some(x) = slot(&mut v, p) {
+                        *x = r.clone();
+                    }
+                    for ev in ["push", "pull_request"] {
+                        let _ = github(ev, &v);
+                        let _ = gitea(ev, &v);
+                    }
+                    for ev in ["Push Hook", "Tag Push Hook", "Merge Request Hook"] {
+                        let _ = gitlab(ev, &v);
+                    }
+                    let _ = json_changes(&v);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "{checked}");
     }
 
     #[test]
