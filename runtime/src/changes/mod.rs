@@ -1,18 +1,160 @@
 //! Change sources: git pollers and webhook receivers. Every change goes
 //! through `Shared::add_change`, which stores it before any scheduler sees it.
+//!
+//! Routes (merged into the API router, documented in `docs/changes.md`):
+//!
+//! - `POST /change_hook/{name}`: a webhook delivery for a webhook source;
+//! - `GET /api/v1/change_sources` and `GET /api/v1/change_sources/{name}`:
+//!   the configured sources, with each poller's last poll and error;
+//! - `POST /api/v1/change_sources/{name}/poll`: polls a git poller now and
+//!   answers with the changes it found (admins and tests use it instead of
+//!   waiting for the poll interval).
+
+pub mod poller;
+pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bbc_compiler::graph::{ChangeSource, ChangeSourceKind};
+use serde_json::{json, Value};
 
 use crate::master::Shared;
 
+/// Forges send at most a few MiB (GitHub caps deliveries at 25 MB, but a
+/// push lists at most 20 commits); anything larger is refused before it is
+/// buffered, so a client cannot make the master hold huge bodies.
+const MAX_BODY: usize = 16 << 20;
+
 /// Starts one polling task per `git-poller` change source.
-pub fn spawn_pollers(_shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
-    Vec::new()
+///
+/// Idempotent: a source whose poller is already running is skipped, so a
+/// caller that swapped the graph may call it again to start pollers for
+/// new sources (a poller whose source disappeared stops by itself).
+pub fn spawn_pollers(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    poller::spawn_all(shared)
 }
 
-/// Routes for the webhook change sources (`POST /change_hook/{name}`).
+/// Routes for the change sources: webhook receivers, the source listing and
+/// the poll trigger.
 pub fn webhook_router() -> Router<Arc<Shared>> {
     Router::new()
+        .route("/change_hook/{name}", post(webhook::receive))
+        .route("/api/v1/change_sources", get(list))
+        .route("/api/v1/change_sources/{name}", get(show))
+        .route("/api/v1/change_sources/{name}/poll", post(poller::poll_now))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// An error answer in the API's shape: `{"error": {"status", "message"}}`.
+#[derive(Debug)]
+pub struct HookError(pub StatusCode, pub String);
+
+impl HookError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        HookError(status, msg.into())
+    }
+    pub fn bad(msg: impl Into<String>) -> Self {
+        HookError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for HookError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"error": {"status": self.0.as_u16(), "message": self.1}})),
+        )
+            .into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for HookError {
+    fn from(e: crate::store::StoreError) -> Self {
+        HookError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+pub(crate) fn find_source(shared: &Shared, name: &str) -> Result<ChangeSource, HookError> {
+    shared
+        .graph()
+        .change_sources
+        .iter()
+        .find(|c| c.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            HookError::new(
+                StatusCode::NOT_FOUND,
+                format!("no change source named `{name}`"),
+            )
+        })
+}
+
+pub(crate) fn kind_name(k: &ChangeSourceKind) -> &'static str {
+    match k {
+        ChangeSourceKind::GitPoller { .. } => "git-poller",
+        ChangeSourceKind::GithubWebhook { .. } => "github-webhook",
+        ChangeSourceKind::GitlabWebhook { .. } => "gitlab-webhook",
+        ChangeSourceKind::GiteaWebhook { .. } => "gitea-webhook",
+        ChangeSourceKind::JsonWebhook { .. } => "json-webhook",
+    }
+}
+
+/// What the API shows of a source. Secrets are never shown, not even a
+/// plain-text one: only whether deliveries must be signed.
+fn describe(shared: &Shared, c: &ChangeSource) -> Value {
+    let mut v = json!({"name": c.name, "kind": kind_name(&c.kind), "hash": c.hash});
+    let o = match v.as_object_mut() {
+        Some(o) => o,
+        None => return v,
+    };
+    match &c.kind {
+        ChangeSourceKind::GitPoller {
+            repo,
+            branches,
+            poll_interval_ms,
+            only_tags,
+        } => {
+            o.insert("repo".into(), json!(repo));
+            o.insert("branches".into(), json!(branches));
+            o.insert("poll_interval_ms".into(), json!(poll_interval_ms));
+            o.insert("only_tags".into(), json!(only_tags));
+            o.insert("status".into(), poller::status_json(shared, &c.name));
+        }
+        ChangeSourceKind::GithubWebhook { secret }
+        | ChangeSourceKind::GitlabWebhook { secret }
+        | ChangeSourceKind::GiteaWebhook { secret }
+        | ChangeSourceKind::JsonWebhook { secret } => {
+            o.insert("hook".into(), json!(format!("/change_hook/{}", c.name)));
+            o.insert("signed".into(), json!(secret.is_some()));
+        }
+    }
+    v
+}
+
+async fn list(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let g = s.graph();
+    let v: Vec<Value> = g.change_sources.iter().map(|c| describe(&s, c)).collect();
+    Json(json!({ "change_sources": v }))
+}
+
+async fn show(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, HookError> {
+    let c = find_source(&s, &name)?;
+    let mut v = describe(&s, &c);
+    if matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
+        // What the poller last saw (null before its first poll): which
+        // branches it tracks and where it will report from.
+        let heads = poller::stored_heads(&s, &name).await?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("heads".into(), json!(heads));
+        }
+    }
+    Ok(Json(json!({ "change_source": v })))
 }

@@ -1,0 +1,833 @@
+//! The git poller: one task per `git-poller` source keeps a bare mirror in
+//! `STATE/gitpoller/<name>.git`, fetches into it every poll interval and
+//! turns new commits (or tags) into changes.
+//!
+//! The heads last seen are stored in the store's state (`poller:<name>:heads`)
+//! and advanced after each change is stored, so a restart of the master
+//! neither repeats changes nor loses them; at worst a crash between storing
+//! a change and advancing the head repeats that one change.
+//!
+//! Every git command is a child process awaited by tokio (the async
+//! runtime is never blocked), with a timeout and no terminal prompt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bbc_compiler::graph::{ChangeSourceKind, Scalar};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::HookError;
+use crate::master::{now_ms, Shared};
+use crate::store::{Millis, NewChange};
+
+/// At most this many changes per branch and poll: a new branch or a
+/// force-push onto unrelated history must not flood the schedulers.
+pub const MAX_CHANGES_PER_BRANCH: usize = 100;
+
+/// A fetch slower than this is abandoned (and counts as a failed poll).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Local git commands on the mirror.
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest back-off between failing polls, whatever the interval.
+const MAX_BACKOFF_MS: u64 = 3_600_000;
+
+/// What the configuration says about one poller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollerConfig {
+    pub repo: String,
+    pub branches: Vec<String>,
+    pub poll_interval_ms: u64,
+    pub only_tags: bool,
+}
+
+/// The result of one poll.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollReport {
+    /// Ids of the changes stored, oldest commit first.
+    pub changes: Vec<u64>,
+    /// True when this poll only recorded the heads (first poll ever).
+    pub initialized: bool,
+}
+
+/// What the API shows of a running poller.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PollStatus {
+    pub running: bool,
+    pub last_poll_at: Option<Millis>,
+    pub last_success_at: Option<Millis>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub next_poll_at: Option<Millis>,
+    pub changes_since_start: u64,
+}
+
+type Reply = oneshot::Sender<Result<PollReport, String>>;
+
+struct Handle {
+    tx: mpsc::Sender<Reply>,
+    status: Mutex<PollStatus>,
+}
+
+/// Running pollers, keyed by their mirror path (unique per state directory
+/// and source), so the HTTP handlers can reach the task of a source.
+/// `Shared` has no slot for it, and a global keyed this way stays correct
+/// when several masters run in one process (tests, `bbc run`).
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Handle>>> {
+    static R: OnceLock<Mutex<HashMap<PathBuf, Arc<Handle>>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lookup(key: &Path) -> Option<Arc<Handle>> {
+    registry().lock().ok()?.get(key).cloned()
+}
+
+/// The mirror of a source: `STATE/gitpoller/<name>.git`. Names are free
+/// text in the config, so anything but `[A-Za-z0-9._-]` becomes `_` and a
+/// hash of the real name keeps two such names apart.
+pub fn mirror_path(state_dir: &Path, name: &str) -> PathBuf {
+    let mut safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe != name || safe.starts_with('.') || safe.is_empty() {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(name.as_bytes());
+        safe.push('-');
+        for b in &h[..4] {
+            safe.push_str(&format!("{b:02x}"));
+        }
+    }
+    state_dir.join("gitpoller").join(format!("{safe}.git"))
+}
+
+pub fn state_key(name: &str) -> String {
+    format!("poller:{name}:heads")
+}
+
+fn config_of(shared: &Shared, name: &str) -> Option<PollerConfig> {
+    let g = shared.graph();
+    g.change_sources
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| match &c.kind {
+            ChangeSourceKind::GitPoller {
+                repo,
+                branches,
+                poll_interval_ms,
+                only_tags,
+            } => Some(PollerConfig {
+                repo: repo.clone(),
+                branches: branches.clone(),
+                poll_interval_ms: *poll_interval_ms,
+                only_tags: *only_tags,
+            }),
+            _ => None,
+        })
+}
+
+pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let g = shared.graph();
+    let mut tasks = Vec::new();
+    for c in &g.change_sources {
+        if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
+            continue;
+        }
+        let key = mirror_path(&shared.state_dir, &c.name);
+        let Ok(mut reg) = registry().lock() else {
+            tracing::error!(source = %c.name, "poller registry poisoned; not polling");
+            continue;
+        };
+        if reg.get(&key).is_some_and(|h| !h.tx.is_closed()) {
+            continue;
+        }
+        // Room for a few queued poll requests; more wait for a slot.
+        let (tx, rx) = mpsc::channel(8);
+        let handle = Arc::new(Handle {
+            tx,
+            status: Mutex::new(PollStatus {
+                running: true,
+                ..PollStatus::default()
+            }),
+        });
+        reg.insert(key.clone(), handle.clone());
+        drop(reg);
+        tasks.push(tokio::spawn(run(
+            shared.clone(),
+            c.name.clone(),
+            key,
+            handle,
+            rx,
+        )));
+    }
+    tasks
+}
+
+/// Delay before the next poll after `failures` failed polls in a row:
+/// the interval, doubled per failure, capped at 10× the interval or an
+/// hour (but never shorter than the interval itself).
+pub fn next_delay_ms(interval_ms: u64, failures: u32) -> u64 {
+    let interval = interval_ms.max(1000);
+    if failures == 0 {
+        return interval;
+    }
+    let cap = interval.max(interval.saturating_mul(10).min(MAX_BACKOFF_MS));
+    let factor = 1u64.checked_shl(failures.min(32)).unwrap_or(u64::MAX);
+    interval.saturating_mul(factor).min(cap)
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    name: String,
+    key: PathBuf,
+    handle: Arc<Handle>,
+    mut rx: mpsc::Receiver<Reply>,
+) {
+    let mut failures: u32 = 0;
+    // Poll at launch: the first poll ever records the heads, and later
+    // ones catch up on what was pushed while the master was down.
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let reply = tokio::select! {
+            _ = tokio::time::sleep_until(next) => None,
+            r = rx.recv() => match r {
+                Some(r) => Some(r),
+                None => break,
+            },
+        };
+        if shared.is_shutting_down() {
+            break;
+        }
+        // The config is read at every poll, so a swapped graph applies.
+        let Some(cfg) = config_of(&shared, &name) else {
+            tracing::info!(source = %name, "the git poller is no longer configured; stopping");
+            if let Some(r) = reply {
+                let _ = r.send(Err("this change source is no longer a git poller".into()));
+            }
+            break;
+        };
+        let started = now_ms();
+        let result = poll_once(&shared, &name, &cfg, &key).await;
+        match &result {
+            Ok(_) => {
+                if failures > 0 {
+                    tracing::info!(source = %name, repo = %cfg.repo, "polling works again after {failures} failure(s)");
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = next_delay_ms(cfg.poll_interval_ms, failures);
+                tracing::warn!(
+                    source = %name,
+                    repo = %cfg.repo,
+                    "polling failed ({failures} in a row; next try in {}s): {e}",
+                    delay / 1000
+                );
+            }
+        }
+        let delay = next_delay_ms(cfg.poll_interval_ms, failures);
+        next = tokio::time::Instant::now() + Duration::from_millis(delay);
+        if let Ok(mut st) = handle.status.lock() {
+            st.last_poll_at = Some(started);
+            st.consecutive_failures = failures;
+            st.next_poll_at = Some(now_ms() + delay as i64);
+            match &result {
+                Ok(r) => {
+                    st.last_success_at = Some(started);
+                    st.last_error = None;
+                    st.changes_since_start += r.changes.len() as u64;
+                }
+                Err(e) => st.last_error = Some(e.clone()),
+            }
+        }
+        if let Some(r) = reply {
+            let _ = r.send(result);
+        }
+    }
+    if let Ok(mut st) = handle.status.lock() {
+        st.running = false;
+        st.next_poll_at = None;
+    }
+    if let Ok(mut reg) = registry().lock() {
+        if reg.get(&key).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+            reg.remove(&key);
+        }
+    }
+}
+
+pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
+    let key = mirror_path(&shared.state_dir, name);
+    let status = lookup(&key).and_then(|h| {
+        let mut s = h.status.lock().ok()?.clone();
+        // An aborted task (master shut down) never cleared its flag.
+        s.running &= !h.tx.is_closed();
+        Some(s)
+    });
+    match status {
+        Some(s) => serde_json::to_value(s).unwrap_or(Value::Null),
+        None => json!({"running": false}),
+    }
+}
+
+/// `POST /api/v1/change_sources/{name}/poll`: polls now, waits for the
+/// poll to end and answers with the changes it stored (502 when git
+/// failed, with git's message).
+pub(crate) async fn poll_now(
+    State(s): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Value>, HookError> {
+    let c = super::find_source(&s, &name)?;
+    if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
+        return Err(HookError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "change source `{name}` is a {}, not a git poller",
+                super::kind_name(&c.kind)
+            ),
+        ));
+    }
+    let not_running = || {
+        HookError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the poller of `{name}` is not running"),
+        )
+    };
+    let h = lookup(&mirror_path(&s.state_dir, &name)).ok_or_else(not_running)?;
+    let (tx, rx) = oneshot::channel();
+    h.tx.send(tx).await.map_err(|_| not_running())?;
+    match rx.await {
+        Ok(Ok(r)) => Ok(Json(json!({
+            "source": name,
+            "changes": r.changes,
+            "initialized": r.initialized,
+        }))),
+        Ok(Err(e)) => Err(HookError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("polling `{name}` failed: {e}"),
+        )),
+        Err(_) => Err(not_running()),
+    }
+}
+
+/// What is stored under `poller:<name>:heads`. The repo and mode are kept
+/// so that a config pointing the source elsewhere starts afresh (records
+/// the heads again) instead of reporting a whole foreign history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PollState {
+    repo: String,
+    only_tags: bool,
+    /// Branch (or tag) name → commit, for every branch of the repository
+    /// (watched or not: the others help tell which commits are new).
+    heads: BTreeMap<String, String>,
+}
+
+async fn load_state(shared: &Arc<Shared>, name: &str) -> Result<Option<PollState>, String> {
+    let key = state_key(name);
+    let raw = shared
+        .db(move |s| s.get_state(&key))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(raw.and_then(|b| match serde_json::from_slice(&b) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Starting afresh loses at most the changes of one interval;
+            // refusing to poll forever would be worse.
+            tracing::warn!(source = %name, "stored poller state is unreadable ({e}); recording the heads afresh");
+            None
+        }
+    }))
+}
+
+/// The heads the poller stored (`None` before its first poll).
+pub(crate) async fn stored_heads(
+    shared: &Arc<Shared>,
+    name: &str,
+) -> crate::store::Result<Option<BTreeMap<String, String>>> {
+    let key = state_key(name);
+    let raw = shared.db(move |s| s.get_state(&key)).await?;
+    Ok(raw
+        .and_then(|b| serde_json::from_slice::<PollState>(&b).ok())
+        .map(|s| s.heads))
+}
+
+async fn save_state(shared: &Arc<Shared>, name: &str, st: &PollState) -> Result<(), String> {
+    let key = state_key(name);
+    let bytes = serde_json::to_vec(st).map_err(|e| e.to_string())?;
+    shared
+        .db(move |s| s.put_state(&key, &bytes))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Branch filter: names or globs (`*` stays within a `/`-separated
+/// segment, `**` crosses them, as the language documents); none = all.
+pub struct BranchFilter(Option<globset::GlobSet>);
+
+impl BranchFilter {
+    pub fn new(patterns: &[String]) -> BranchFilter {
+        if patterns.is_empty() {
+            return BranchFilter(None);
+        }
+        let mut b = globset::GlobSetBuilder::new();
+        for p in patterns {
+            // The compiler rejected invalid globs; one that still fails
+            // here matches literally rather than taking the poller down.
+            match globset::GlobBuilder::new(p).literal_separator(true).build() {
+                Ok(g) => {
+                    b.add(g);
+                }
+                Err(_) => {
+                    if let Ok(g) = globset::Glob::new(&globset::escape(p)) {
+                        b.add(g);
+                    }
+                }
+            }
+        }
+        BranchFilter(b.build().ok())
+    }
+
+    pub fn matches(&self, branch: &str) -> bool {
+        match &self.0 {
+            None => true,
+            Some(set) => set.is_match(branch),
+        }
+    }
+}
+
+/// Runs git on the mirror and returns its stdout, or git's last lines of
+/// stderr as the error.
+async fn git(
+    git_dir: Option<&Path>,
+    args: &[&str],
+    stdin: Option<String>,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new("git");
+    if let Some(d) = git_dir {
+        cmd.arg("--git-dir").arg(d);
+    }
+    cmd.args(args)
+        // Never wait for a password nobody will type.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GCM_INTERACTIVE", "never")
+        .env("LC_ALL", "C")
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+        // ssh would otherwise ask for a passphrase or host confirmation.
+        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+    }
+    let what = args.first().copied().unwrap_or("git");
+    let run = async {
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // rev-list reads all its input before writing anything, so
+            // writing first cannot deadlock.
+            pipe.write_all(input.as_bytes())
+                .await
+                .map_err(|e| format!("git {what}: writing its input: {e}"))?;
+            drop(pipe);
+        }
+        child
+            .wait_with_output()
+            .await
+            .map_err(|e| format!("git {what}: {e}"))
+    };
+    let out = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| format!("git {what} took longer than {}s", timeout.as_secs()))??;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+        Err(format!("git {what} failed ({}): {tail}", out.status))
+    }
+}
+
+async fn ensure_mirror(mirror: &Path) -> Result<(), String> {
+    if mirror.join("HEAD").is_file() {
+        return Ok(());
+    }
+    tokio::fs::create_dir_all(mirror)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", mirror.display()))?;
+    let path = mirror.to_string_lossy().into_owned();
+    // Re-running init on a half-made directory is safe.
+    git(
+        None,
+        &["init", "--bare", "--quiet", &path],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Branch (or tag) name → commit, as the mirror has them now.
+async fn read_heads(mirror: &Path, only_tags: bool) -> Result<BTreeMap<String, String>, String> {
+    let prefix = if only_tags {
+        "refs/tags/"
+    } else {
+        "refs/heads/"
+    };
+    let out = git(
+        Some(mirror),
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(*objectname) %(refname)",
+            prefix,
+        ],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let mut heads = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out).lines() {
+        // "<object> <peeled or empty> <refname>": an annotated tag names
+        // the commit it points to as its peeled object.
+        let mut it = line.splitn(3, ' ');
+        let (Some(obj), Some(peeled), Some(refname)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let Some(short) = refname.strip_prefix(prefix) else {
+            continue;
+        };
+        let sha = if peeled.is_empty() { obj } else { peeled };
+        heads.insert(short.to_string(), sha.to_string());
+    }
+    Ok(heads)
+}
+
+async fn fetch(mirror: &Path, cfg: &PollerConfig) -> Result<(), String> {
+    let refspec = if cfg.only_tags {
+        "+refs/tags/*:refs/tags/*"
+    } else {
+        "+refs/heads/*:refs/heads/*"
+    };
+    git(
+        Some(mirror),
+        &[
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--end-of-options",
+            &cfg.repo,
+            refspec,
+        ],
+        None,
+        FETCH_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn commit_exists(mirror: &Path, sha: &str) -> bool {
+    let spec = format!("{sha}^{{commit}}");
+    git(
+        Some(mirror),
+        &["cat-file", "-e", &spec],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await
+    .is_ok()
+}
+
+/// Commits to report for a branch now at `new`, oldest first, at most
+/// [`MAX_CHANGES_PER_BRANCH`] (the newest ones). `exclude` are commits
+/// already reported: the branch's old head when it still exists,
+/// otherwise every head known before this poll.
+async fn new_commits(
+    mirror: &Path,
+    new: &str,
+    exclude: &[String],
+    branch: &str,
+) -> Result<Vec<String>, String> {
+    let mut input = format!("{new}\n");
+    for e in exclude {
+        if e != new {
+            input.push('^');
+            input.push_str(e);
+            input.push('\n');
+        }
+    }
+    let max = format!("--max-count={}", MAX_CHANGES_PER_BRANCH + 1);
+    // --topo-order puts parents before children once reversed, so a head
+    // advanced to any listed commit never skips an unlisted ancestor.
+    let out = git(
+        Some(mirror),
+        &[
+            "rev-list",
+            "--reverse",
+            "--topo-order",
+            &max,
+            "--ignore-missing",
+            "--stdin",
+        ],
+        Some(input),
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let mut shas: Vec<String> = String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if shas.len() > MAX_CHANGES_PER_BRANCH {
+        let dropped = shas.len() - MAX_CHANGES_PER_BRANCH;
+        shas.drain(..dropped);
+        tracing::info!(
+            branch,
+            "more than {MAX_CHANGES_PER_BRANCH} new commits; only the newest {MAX_CHANGES_PER_BRANCH} become changes"
+        );
+    }
+    Ok(shas)
+}
+
+/// Author, committer, message, time and files of one commit.
+async fn describe_commit(mirror: &Path, sha: &str) -> Result<NewChange, String> {
+    let spec = format!("{sha}^{{commit}}");
+    let out = git(
+        Some(mirror),
+        &[
+            "show",
+            "-s",
+            "--format=%an%x00%ae%x00%cn%x00%ce%x00%ct%x00%B",
+            &spec,
+            "--",
+        ],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&out);
+    let parts: Vec<&str> = text.splitn(6, '\0').collect();
+    let get = |i: usize| parts.get(i).copied().unwrap_or("");
+    let person = |n: &str, e: &str| {
+        if e.is_empty() {
+            n.to_string()
+        } else {
+            format!("{n} <{e}>")
+        }
+    };
+    let when = get(4).trim().parse::<i64>().map(|s| s * 1000).unwrap_or(0);
+    let files_out = git(
+        Some(mirror),
+        &[
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            "-m",
+            "--root",
+            "-z",
+            sha,
+        ],
+        None,
+        LOCAL_TIMEOUT,
+    )
+    .await?;
+    let mut files: Vec<String> = Vec::new();
+    for f in String::from_utf8_lossy(&files_out).split('\0') {
+        // -m lists a merge's files once per parent.
+        if !f.is_empty() && !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    Ok(NewChange {
+        author: person(get(0), get(1)),
+        committer: person(get(2), get(3)),
+        when,
+        comments: get(5).trim_end().to_string(),
+        files,
+        revision: sha.to_string(),
+        ..NewChange::default()
+    })
+}
+
+/// One poll: fetch, compare with the stored heads, store one change per
+/// new commit (or new tag), advance the stored heads.
+pub async fn poll_once(
+    shared: &Arc<Shared>,
+    name: &str,
+    cfg: &PollerConfig,
+    mirror: &Path,
+) -> Result<PollReport, String> {
+    ensure_mirror(mirror).await?;
+    fetch(mirror, cfg).await?;
+    let current = read_heads(mirror, cfg.only_tags).await?;
+    let old = load_state(shared, name)
+        .await?
+        .filter(|s| s.repo == cfg.repo && s.only_tags == cfg.only_tags);
+    let Some(old) = old else {
+        // First poll ever (or the source now points elsewhere): the
+        // history so far is not news.
+        let st = PollState {
+            repo: cfg.repo.clone(),
+            only_tags: cfg.only_tags,
+            heads: current.clone(),
+        };
+        save_state(shared, name, &st).await?;
+        tracing::info!(
+            source = %name,
+            repo = %cfg.repo,
+            "first poll: recorded {} {}; no changes for existing history",
+            current.len(),
+            if cfg.only_tags { "tag(s)" } else { "branch(es)" }
+        );
+        return Ok(PollReport {
+            changes: Vec::new(),
+            initialized: true,
+        });
+    };
+    let filter = BranchFilter::new(&cfg.branches);
+    // Commits reachable from these were reported already, or belong to
+    // branches that existed before: a new branch reports only what it
+    // adds to them.
+    let mut known: std::collections::BTreeSet<String> = old.heads.values().cloned().collect();
+    for (b, h) in &current {
+        if old.heads.contains_key(b) {
+            known.insert(h.clone());
+        }
+    }
+    let known: Vec<String> = known.into_iter().collect();
+    let mut st = PollState {
+        repo: cfg.repo.clone(),
+        only_tags: cfg.only_tags,
+        // Deleted branches drop out here: only current ones are kept,
+        // each at its old head until its changes are stored.
+        heads: current
+            .keys()
+            .filter_map(|b| old.heads.get(b).map(|h| (b.clone(), h.clone())))
+            .collect(),
+    };
+    let mut report = PollReport::default();
+    for (branch, new) in &current {
+        let old_head = old.heads.get(branch);
+        if old_head == Some(new) {
+            continue;
+        }
+        if !filter.matches(branch) {
+            st.heads.insert(branch.clone(), new.clone());
+            continue;
+        }
+        let shas = if cfg.only_tags {
+            // A new (or moved) tag is one change: its commit.
+            vec![new.clone()]
+        } else {
+            let exclude = match old_head {
+                Some(h) if commit_exists(mirror, h).await => vec![h.clone()],
+                _ => known.clone(),
+            };
+            let mut shas = new_commits(mirror, new, &exclude, branch).await?;
+            if shas.is_empty() && old_head.is_none() {
+                // A new branch made at an existing commit still deserves
+                // a build: one change for its head (as a forge's push
+                // webhook reports it).
+                shas.push(new.clone());
+            }
+            shas
+        };
+        for sha in shas {
+            let mut c = match describe_commit(mirror, &sha).await {
+                Ok(c) => c,
+                // A tag may name a tree or a blob: report it bare.
+                Err(_) if cfg.only_tags => NewChange {
+                    revision: sha.clone(),
+                    ..NewChange::default()
+                },
+                Err(e) => return Err(e),
+            };
+            c.source = name.to_string();
+            c.repository = cfg.repo.clone();
+            c.branch = branch.clone();
+            if c.when == 0 {
+                c.when = now_ms();
+            }
+            let event = if cfg.only_tags { "tag" } else { "push" };
+            c.properties
+                .insert("event".into(), Scalar::String(event.into()));
+            let stored = shared.add_change(c).await.map_err(|e| e.to_string())?;
+            report.changes.push(stored.id);
+            // Advance right after each stored change, so a crash repeats
+            // at most this one change and loses none.
+            st.heads.insert(branch.clone(), sha);
+            save_state(shared, name, &st).await?;
+        }
+        st.heads.insert(branch.clone(), new.clone());
+    }
+    save_state(shared, name, &st).await?;
+    if !report.changes.is_empty() {
+        tracing::info!(source = %name, "{} new change(s)", report.changes.len());
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(next_delay_ms(60_000, 0), 60_000);
+        assert_eq!(next_delay_ms(60_000, 1), 120_000);
+        assert_eq!(next_delay_ms(60_000, 2), 240_000);
+        // 10× the interval…
+        assert_eq!(next_delay_ms(60_000, 10), 600_000);
+        // …or an hour, whichever is shorter…
+        assert_eq!(next_delay_ms(600_000, 10), 3_600_000);
+        // …but never less than the interval.
+        assert_eq!(next_delay_ms(7_200_000, 3), 7_200_000);
+        assert_eq!(next_delay_ms(60_000, 200), 600_000);
+    }
+
+    #[test]
+    fn branch_globs_stay_within_a_segment() {
+        let f = BranchFilter::new(&["main".into(), "release/*".into()]);
+        assert!(f.matches("main"));
+        assert!(f.matches("release/1.0"));
+        assert!(!f.matches("release/1.0/hotfix"));
+        assert!(!f.matches("feature"));
+        assert!(BranchFilter::new(&[]).matches("anything/at/all"));
+        let deep = BranchFilter::new(&["team/**".into()]);
+        assert!(deep.matches("team/a/b"));
+    }
+
+    #[test]
+    fn mirror_names_are_safe_and_distinct() {
+        let d = Path::new("/s");
+        assert_eq!(
+            mirror_path(d, "widget"),
+            PathBuf::from("/s/gitpoller/widget.git")
+        );
+        let a = mirror_path(d, "a/b");
+        let b = mirror_path(d, "a_b");
+        assert_ne!(a, b);
+        assert!(a.starts_with("/s/gitpoller"));
+        assert!(!mirror_path(d, "..").to_string_lossy().contains("/../"));
+    }
+}
