@@ -396,8 +396,14 @@ async fn cancel_build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
     Ok(Json(json!({"cancelling": id})))
 }
 
-async fn changes(State(s): S, Query(q): Query<LogQuery>) -> R<Json<Value>> {
-    let p = page(q.offset, q.limit);
+#[derive(Deserialize)]
+struct PageQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn changes(State(s): S, Query(q): Query<PageQuery>) -> R<Json<Value>> {
+    let p = page(q.before, q.limit);
     let v = s.db(move |st| st.changes(p)).await?;
     Ok(Json(json!({ "changes": v })))
 }

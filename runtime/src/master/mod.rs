@@ -79,7 +79,10 @@ impl Shared {
         }
     }
 
-    /// Swaps the configuration in use, as one value.
+    /// Swaps the configuration in use, as one value. Running builds keep
+    /// the builder definition they started with. The caller must then call
+    /// `changes::spawn_pollers` so pollers of new change sources start
+    /// (it is idempotent; pollers of removed sources stop by themselves).
     pub fn set_graph(&self, g: Graph) {
         let g = Arc::new(g);
         match self.graph.write() {
