@@ -246,6 +246,13 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Changes through the webhook endpoint to build requests and builds
+    Changes {
+        #[arg(long, default_value_t = 1000)]
+        changes: usize,
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+    },
     /// Write a generated benchmark config to standard output
     Generate { builders: usize },
     /// (internal) one measured compile in this process
@@ -355,6 +362,7 @@ pub fn run() -> ExitCode {
         } => crate::local_run::run(&config, &builder, &props, workdir.as_deref()),
         Command::Bench { which } => match which {
             Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
+            Bench::Changes { changes, samples } => crate::bench_changes::run(changes, samples),
             Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),
             Bench::One { file } => crate::bench::one(&file),
         },

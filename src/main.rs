@@ -2,6 +2,7 @@
 //! `runtime/`); this crate parses arguments, renders, and picks exit codes.
 
 mod bench;
+mod bench_changes;
 mod cli;
 mod client;
 mod command_error;
