@@ -10,12 +10,22 @@ use bbc_compiler::render::{self, HumanOptions};
 
 use crate::common::{files, root};
 
+struct RootSources;
+
+impl bbc_compiler::source::Sources for RootSources {
+    fn read(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(root().join(path))
+    }
+}
+
 fn render_case(name: &str, text: &str) -> (String, BTreeSet<&'static str>) {
     let graph_wanted = text
         .lines()
         .take_while(|l| l.starts_with("//"))
         .any(|l| l.trim_start_matches('/').trim().starts_with("options:") && l.contains("graph"));
-    let c = bbc_compiler::compile_source(name, text);
+    // Imports are read relative to the repository root, like the CLI does
+    // from the working directory.
+    let c = bbc_compiler::compile_with(name, text.to_string(), &RootSources);
     let opts = HumanOptions {
         color: false,
         width: 80,

@@ -71,9 +71,20 @@ codes! {
     InvalidExpression = "E0117", "invalid-expression", "A `${{ … }}` expression does not parse.";
     NotYetSupported = "E0118", "not-yet-supported", "A language feature this version of bbc does not implement yet.";
     InvalidTemplate = "E0119", "invalid-template", "A handlebars message template does not parse.";
+    TypeMismatch = "E0120", "type-mismatch", "An expression combines values of the wrong types.";
+    Arithmetic = "E0121", "invalid-arithmetic", "Integer arithmetic divides by zero or overflows.";
+    MissingField = "E0122", "missing-field", "A record has no field of that name (and no `??` default is given).";
+    NotCompileTime = "E0123", "not-compile-time", "A value needed while compiling uses a build property, or a run-time condition uses an operator only compile-time values have.";
+    InvalidDeclaration = "E0124", "invalid-declaration", "A `let`, `template`, `param`, `import` or `matrix` declaration is malformed.";
+    BadArgument = "E0125", "bad-argument", "A template is used with a missing, unknown or ill-typed argument, or in the wrong place.";
     UnknownReference = "E0201", "unknown-reference", "A name refers to a worker, builder, scheduler, lock or change source that does not exist.";
     WrongReferenceKind = "E0202", "wrong-reference-kind", "A reference names an entity of the wrong kind, e.g. a trigger step naming a non-triggerable scheduler.";
+    UnknownVariable = "E0203", "unknown-variable", "A name in `${{ … }}` is not a variable, template parameter or matrix axis.";
+    UnknownTemplate = "E0204", "unknown-template", "`use` or `extends=` names a template that does not exist.";
+    UnknownImport = "E0205", "unknown-import", "An imported file does not exist (or is not in the standard library).";
     Cycle = "E0301", "cycle", "Trigger and dependent edges between schedulers form a cycle.";
+    ImportCycle = "E0302", "import-cycle", "Files import each other in a cycle.";
+    DefinitionCycle = "E0303", "definition-cycle", "A variable's value depends on itself, or templates extend each other in a cycle.";
     UnknownBuildProperty = "E0401", "unknown-build-property", "`${{ prop.NAME }}` names a property that cannot exist at that point.";
     UnreachableBuilder = "W0501", "unreachable-builder", "No scheduler can ever start this builder.";
     UnusedWorker = "W0502", "unused-worker", "No builder runs on this worker.";
@@ -138,6 +149,11 @@ impl Diagnostic {
             message: text.into(),
         });
         self
+    }
+    /// A secondary label in the same file as the primary one.
+    pub fn also(self, span: Span, text: impl Into<String>) -> Self {
+        let f = self.primary.file;
+        self.with(f, span, text)
     }
     pub fn help(mut self, text: impl Into<String>) -> Self {
         self.help = Some(text.into());

@@ -5,7 +5,7 @@
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::graph::{Expr, Part, Scalar, Text};
-use crate::source::{FileId, SourceFile};
+use crate::source::{FileId, SrcText};
 use crate::syntax::{Entry, Span, Value};
 
 /// Maps byte offsets inside a string value back to the source.
@@ -20,8 +20,11 @@ pub struct StrMap {
 }
 
 impl StrMap {
-    pub fn new(file: &SourceFile, token: Span, value: &str) -> StrMap {
-        let src = file.slice(token);
+    pub fn new(file: SrcText, token: Span, value: &str) -> StrMap {
+        Self::from_token_text(file.slice(token), token, value)
+    }
+    /// `src` is the source text of `token`.
+    pub fn from_token_text(src: &str, token: Span, value: &str) -> StrMap {
         let hashes = src.bytes().take_while(|b| *b == b'#').count();
         let open = hashes + 1;
         let exact = src.len() == value.len() + 2 * open
@@ -52,7 +55,7 @@ pub struct PropRef {
 
 pub struct Interp<'a> {
     pub file: FileId,
-    pub source: &'a SourceFile,
+    pub source: SrcText<'a>,
     pub diags: &'a mut Vec<Diagnostic>,
     pub props: &'a mut Vec<PropRef>,
 }

@@ -8,12 +8,16 @@
 pub mod check;
 pub mod decode;
 pub mod diagnostic;
+pub mod expand;
+pub mod expr;
 pub mod graph;
 pub mod interp;
+pub mod load;
 pub mod lower;
 pub mod reader;
 pub mod render;
 pub mod source;
+pub mod stdlib;
 pub mod syntax;
 
 use diagnostic::{Code, Diagnostic, Severity};
@@ -43,10 +47,10 @@ impl Compilation {
     }
 }
 
-/// Reads `path` through `sources` and compiles it.
+/// Reads `path` through `sources` and compiles it, following its imports.
 pub fn compile(path: &str, sources: &dyn Sources) -> Compilation {
     match sources.read(path) {
-        Ok(text) => compile_source(path, text),
+        Ok(text) => compile_with(path, text, sources),
         Err(e) => {
             let mut map = SourceMap::default();
             let id = map.add(SourceFile::new(path, String::new()));
@@ -66,46 +70,85 @@ pub fn compile(path: &str, sources: &dyn Sources) -> Compilation {
     }
 }
 
-/// Compiles source text that is already in memory.
+/// Compiles source text that is already in memory (it may import only the
+/// standard library).
 pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
-    let mut map = SourceMap::default();
-    let file = map.add(SourceFile::new(name, text));
-    let (doc, parse_errors) = syntax::parse(&map.get(file).text);
-    let mut diagnostics: Vec<Diagnostic> = parse_errors
-        .into_iter()
-        .map(|e| syntax_diagnostic(file, e))
-        .collect();
+    compile_with(name, text.into(), &source::MemorySources::default())
+}
+
+/// Compiles `text` (the file `name`), reading its imports through `sources`.
+pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilation {
+    let mut l = load::Loader::new(sources);
+    l.load_root(name, text);
+    let load::Loader {
+        map,
+        spans,
+        docs,
+        mut diags,
+        sites,
+        syntax_failed,
+        ..
+    } = l;
     // After a syntax error the tree is partial; checking it would report
     // consequences of the same mistake, so stop at syntax.
-    if !diagnostics.is_empty() {
-        return Compilation {
-            sources: map,
-            diagnostics,
-            graph: None,
-        };
+    if syntax_failed {
+        return finish(map, &spans, &sites, diags, None);
     }
+    let mut ex = expand::Expander::new(&map, spans);
+    for d in &docs {
+        ex.declare(d);
+    }
+    let doc = ex.expand(docs);
+    let (spans, mut ediags) = ex.finish();
+    diags.append(&mut ediags);
     let mut cx = reader::Cx {
-        file,
-        source: map.get(file),
+        file: FileId(0),
+        source: source::SrcText {
+            sources: &map,
+            spans: &spans,
+        },
         diags: Vec::new(),
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking.
     drop(doc);
-    diagnostics.append(&mut cx.diags);
-    check::check(file, &model, &mut diagnostics);
-    diagnostics.sort_by(|a, b| {
+    diags.append(&mut cx.diags);
+    check::check(FileId(0), &model, &mut diags);
+    let errors = diags.iter().any(|d| d.severity == Severity::Error);
+    let model = (!errors).then_some(model);
+    finish(map, &spans, &sites, diags, model)
+}
+
+fn finish(
+    map: SourceMap,
+    spans: &source::SpanMap,
+    sites: &[Option<syntax::Span>],
+    diags: Vec<Diagnostic>,
+    model: Option<decode::Model>,
+) -> Compilation {
+    let mut tagged: Vec<(Diagnostic, bool)> = diags
+        .into_iter()
+        .map(|d| load::remap(d, spans, sites))
+        .collect();
+    tagged.sort_by(|(a, _), (b, _)| {
         (a.primary.file, a.primary.span.start, a.code).cmp(&(
             b.primary.file,
             b.primary.span.start,
             b.code,
         ))
     });
-    diagnostics.dedup();
-    let graph = if diagnostics.iter().any(|d| d.severity == Severity::Error) {
-        None
-    } else {
-        Some(lower::lower(model))
+    // One mistake in a template or matrix body is one diagnostic, however
+    // often the body was expanded (the first expansion is shown).
+    tagged.dedup_by(|(a, expanded), (b, _)| {
+        a == b
+            || (*expanded && a.code == b.code && a.primary == b.primary && a.message == b.message)
+    });
+    let diagnostics: Vec<Diagnostic> = tagged.into_iter().map(|(d, _)| d).collect();
+    let graph = match model {
+        Some(m) if !diagnostics.iter().any(|d| d.severity == Severity::Error) => {
+            Some(lower::lower(m))
+        }
+        _ => None,
     };
     Compilation {
         sources: map,
@@ -114,7 +157,7 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
     }
 }
 
-fn syntax_diagnostic(file: FileId, e: syntax::ParseError) -> Diagnostic {
+pub(crate) fn syntax_diagnostic(file: FileId, e: syntax::ParseError) -> Diagnostic {
     let mut d = Diagnostic::new(Code::Syntax, file, e.span, e.message)
         .label(e.label.unwrap_or_else(|| "here".into()));
     d.help = Some(e.help.unwrap_or_else(|| {

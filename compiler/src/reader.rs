@@ -7,12 +7,12 @@
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::graph::{Credential, Scalar};
-use crate::source::{FileId, SourceFile};
+use crate::source::{FileId, SrcText};
 use crate::syntax::{Entry, Node, Span, Value};
 
 pub struct Cx<'a> {
     pub file: FileId,
-    pub source: &'a SourceFile,
+    pub source: SrcText<'a>,
     pub diags: Vec<Diagnostic>,
 }
 
@@ -84,12 +84,21 @@ impl Cx<'_> {
         }
     }
 
+    /// Whether the value was written as `${{ … }}` and substituted while
+    /// compiling: then "4" may stand for an integer, "true" for a boolean.
+    fn interpolated(&self, e: &Entry) -> bool {
+        self.source.slice(e.value_span).contains("${{")
+    }
+
     pub fn boolean(&mut self, e: &Entry) -> Option<bool> {
         if !self.annotation_ok(e, false) {
             return None;
         }
         match &e.value {
             Value::Bool(b) => Some(*b),
+            Value::String(s) if (s == "true" || s == "false") && self.interpolated(e) => {
+                Some(s == "true")
+            }
             Value::String(s) if s == "true" || s == "false" => {
                 self.wrong_type(e, "a boolean", &format!("KDL writes booleans as #{s}"));
                 None
@@ -115,6 +124,9 @@ impl Cx<'_> {
                     None
                 }
             },
+            Value::String(s) if self.interpolated(e) && s.parse::<i64>().is_ok() => {
+                s.parse::<i64>().ok()
+            }
             Value::String(s) if s.parse::<i64>().is_ok() => {
                 self.wrong_type(e, "an integer", &format!("write it without quotes: {s}"));
                 None

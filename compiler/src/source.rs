@@ -102,3 +102,134 @@ impl Sources for MemorySources {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
     }
 }
+
+/// Why a range of the global offset space exists: it is a copy of another
+/// range, made by expanding a template use or a matrix combination.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The call site (`use …`, `matrix`) in global offsets.
+    pub span: Span,
+    /// Shown at the call site, e.g. "in this use of template `x`".
+    pub note: std::rc::Rc<str>,
+}
+
+#[derive(Debug, Clone)]
+enum RegionKind {
+    File(FileId),
+    Copy { target: u32, origin: Origin },
+}
+
+#[derive(Debug, Clone)]
+struct Region {
+    base: u32,
+    len: u32,
+    kind: RegionKind,
+}
+
+/// One offset space for all files of a compilation and for the copies that
+/// expansion makes: every file gets a base offset, every template or matrix
+/// expansion a fresh range that maps back to the text it copies and
+/// remembers where it was expanded. Spans inside the compiler are in this
+/// space; [`SpanMap::resolve`] turns them back into (file, span) and the
+/// chain of expansion sites. The first file starts at 0, so a config
+/// without imports or expansions has the same spans as its text.
+#[derive(Debug, Clone, Default)]
+pub struct SpanMap {
+    regions: Vec<Region>,
+    next: u64,
+}
+
+impl SpanMap {
+    /// Reserves the range of a file of `len` bytes; returns its base.
+    pub fn add_file(&mut self, file: FileId, len: usize) -> Option<u32> {
+        self.alloc(len, RegionKind::File(file))
+    }
+
+    /// Reserves a range copying `target` (global), expanded at `origin`.
+    /// Returns the shift to add to spans inside `target`, or `None` when the
+    /// offset space is exhausted (then copies keep the original spans).
+    pub fn add_copy(&mut self, target: Span, origin: Origin) -> Option<i64> {
+        let base = self.alloc(
+            target.len(),
+            RegionKind::Copy {
+                target: target.start,
+                origin,
+            },
+        )?;
+        Some(base as i64 - target.start as i64)
+    }
+
+    fn alloc(&mut self, len: usize, kind: RegionKind) -> Option<u32> {
+        let base = self.next;
+        let end = base + len as u64 + 1;
+        if end > u32::MAX as u64 {
+            return None;
+        }
+        self.next = end;
+        self.regions.push(Region {
+            base: base as u32,
+            len: len as u32,
+            kind,
+        });
+        Some(base as u32)
+    }
+
+    fn region(&self, off: u32) -> Option<&Region> {
+        let i = self.regions.partition_point(|r| r.base <= off);
+        let r = self.regions.get(i.checked_sub(1)?)?;
+        (off <= r.base + r.len).then_some(r)
+    }
+
+    /// The file and local span of a global span, and the expansion sites it
+    /// went through (innermost first).
+    pub fn resolve(&self, span: Span) -> (FileId, Span, Vec<&Origin>) {
+        let mut origins = Vec::new();
+        let mut start = span.start;
+        let mut len = span.len() as u32;
+        for _ in 0..64 {
+            let Some(r) = self.region(start) else { break };
+            len = len.min(r.base + r.len - start);
+            match &r.kind {
+                RegionKind::File(f) => {
+                    let s = start - r.base;
+                    return (
+                        *f,
+                        Span {
+                            start: s,
+                            end: s + len,
+                        },
+                        origins,
+                    );
+                }
+                RegionKind::Copy { target, origin } => {
+                    origins.push(origin);
+                    start = target + (start - r.base);
+                }
+            }
+        }
+        (FileId(0), Span::default(), origins)
+    }
+
+    /// The source text under a global span.
+    pub fn slice<'a>(&self, sources: &'a SourceMap, span: Span) -> &'a str {
+        let (f, s, _) = self.resolve(span);
+        if (f.0 as usize) < sources.files.len() {
+            sources.get(f).slice(s)
+        } else {
+            ""
+        }
+    }
+}
+
+/// Source text by global span (sources and the span map together).
+#[derive(Clone, Copy)]
+pub struct SrcText<'a> {
+    pub sources: &'a SourceMap,
+    pub spans: &'a SpanMap,
+}
+
+impl<'a> SrcText<'a> {
+    pub fn slice(&self, span: Span) -> &'a str {
+        self.spans.slice(self.sources, span)
+    }
+}
