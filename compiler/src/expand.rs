@@ -214,7 +214,24 @@ impl Shift<'_> {
         if let Some(c) = &mut n.children {
             c.span = self.span(c.span);
             for k in &mut c.nodes {
-                self.node(k);
+                if k.span.start < self.target.start || k.span.end > self.target.end {
+                    // Merged in from another template: one range for it.
+                    let d = self
+                        .spans
+                        .borrow_mut()
+                        .add_copy(k.span, self.origin.clone());
+                    if let Some(delta) = d {
+                        let mut sub = Shift {
+                            spans: self.spans,
+                            target: k.span,
+                            delta,
+                            origin: self.origin.clone(),
+                        };
+                        sub.node(k);
+                    }
+                } else {
+                    self.node(k);
+                }
             }
         }
     }

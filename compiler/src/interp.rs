@@ -417,7 +417,7 @@ impl Parser<'_, '_> {
                 let help = if BUILTIN_PROPERTIES.contains(&path) {
                     format!("build properties are written `prop.{path}`")
                 } else {
-                    "build properties are written `prop.NAME`; compile-time variables (`let`) are not supported yet".to_string()
+                    "build properties are written `prop.NAME`; compile-time variables are declared with `let NAME=…`".to_string()
                 };
                 self.fail_code(
                     Code::UnknownReference,

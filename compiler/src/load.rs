@@ -238,13 +238,23 @@ pub fn remap(mut d: Diagnostic, spans: &SpanMap, sites: &[Option<Span>]) -> (Dia
     let (file, span, origins) = spans.resolve(d.primary.span);
     let expanded = !origins.is_empty();
     let mut extra: Vec<Label> = Vec::new();
-    for o in &origins {
-        let (f, s, _) = spans.resolve(o.span);
-        extra.push(Label {
+    // Each expansion site, and the sites that one was expanded at (a `use`
+    // inside a matrix, a template used by a template, …).
+    let mut pending: Vec<&crate::source::Origin> = origins.iter().rev().copied().collect();
+    while let Some(o) = pending.pop() {
+        if extra.len() >= 16 {
+            break;
+        }
+        let (f, s, outer) = spans.resolve(o.span);
+        let l = Label {
             file: f,
             span: s,
             message: o.note.to_string(),
-        });
+        };
+        if !extra.contains(&l) {
+            extra.push(l);
+        }
+        pending.extend(outer.iter().rev().copied());
     }
     let mut f = file;
     for _ in 0..64 {
