@@ -736,9 +736,13 @@ builder "e" {
     std::fs::write(dir.join("workers/hold"), "").unwrap_or_else(|e| panic!("{e}"));
     let (status, _) = http("POST", &m.http, "/api/v1/builders/e/force", Some("{}"));
     assert_eq!(status, 201);
-    let running = wait_for("the third build to run", || {
+    let running = wait_for("the third build to run its step", || {
         let v = get_json(&m.http, "/api/v1/builds?running=true");
-        v["builds"].as_array()?.first().cloned()
+        let b = v["builds"].as_array()?.first().cloned()?;
+        let id = b["id"].as_u64()?;
+        // The build exists a moment before its first step record does.
+        let full = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+        full["steps"][0]["started_at"].as_i64().map(|_| b)
     });
     let started = running["started_at"].as_i64().unwrap_or(0);
     let eta = running["eta"]
