@@ -108,3 +108,45 @@ fn documented_kdl_is_real() {
         problems.join("\n")
     );
 }
+
+/// Every stdlib template has a reference entry: docs/language.md names the
+/// template and each of its parameters.
+#[test]
+fn stdlib_templates_are_documented() {
+    let doc = std::fs::read_to_string(root().join("docs/language.md")).unwrap_or_default();
+    let mut missing = Vec::new();
+    let mut count = 0;
+    for f in files(&root().join("stdlib"), "kdl") {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let (tree, errors) = bbc_compiler::syntax::parse(&text);
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+        for t in tree.nodes.iter().filter(|n| n.name.value == "template") {
+            let Some(bbc_compiler::syntax::Value::String(name)) =
+                t.entries.first().map(|e| &e.value)
+            else {
+                continue;
+            };
+            count += 1;
+            let Some(at) = doc.find(&format!("`{name}`")) else {
+                missing.push(format!("template `{name}`"));
+                continue;
+            };
+            let params = t
+                .children
+                .iter()
+                .flat_map(|c| c.nodes.iter())
+                .filter(|n| n.name.value == "param");
+            for p in params {
+                if let Some(bbc_compiler::syntax::Value::String(pn)) =
+                    p.entries.first().map(|e| &e.value)
+                {
+                    if !doc[at..].contains(pn.as_str()) {
+                        missing.push(format!("parameter `{pn}` of `{name}`"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(count >= 10, "expected stdlib templates, found {count}");
+    assert!(missing.is_empty(), "docs/language.md lacks: {missing:?}");
+}
