@@ -285,8 +285,11 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
 
 pub async fn assign_loop(shared: Arc<Shared>) {
     loop {
+        // Each start is a durable commit: started side by side, the store
+        // commits them together (group commit) instead of one after another.
         for d in decide(&shared) {
-            start(&shared, d).await;
+            let s = shared.clone();
+            tokio::spawn(async move { start(&s, d).await });
         }
         if shared.is_shutting_down() {
             return;
@@ -360,6 +363,8 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
                     }
                 }
             }
+            // The slot (and its locks) is free again.
+            shared.wake.notify_one();
         }
     }
 }

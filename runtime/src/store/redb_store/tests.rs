@@ -635,3 +635,59 @@ fn redb_log_alternative(base: &Path) {
         durable_commits_per_sec(&db)
     );
 }
+
+/// What one trivial build asks of the store, as `master/build.rs` does it.
+fn trivial_build_cycle(s: &RedbStore, i: u64) {
+    let (_, reqs) = s.add_buildset(crash_set(0, i), &[("b".into(), 0)]).unwrap();
+    let b = s.start_build(build_of("b", vec![reqs[0].id])).unwrap();
+    let mut step = crash_step(i);
+    s.put_step(b.id, &step).unwrap();
+    s.set_build_state(b.id, "running", &Properties::new())
+        .unwrap();
+    s.append_log(b.id, 0, b"$ true\n").unwrap();
+    s.append_log(b.id, 0, b"\nexit code 0 after 0.0 s\n")
+        .unwrap();
+    s.sync_log(b.id, 0).unwrap();
+    step.log_len = s.log_len(b.id, 0).unwrap();
+    s.put_step(b.id, &step).unwrap();
+    s.set_build_state(b.id, "build successful", &Properties::new())
+        .unwrap();
+    s.finish_build(b.id, BuildResult::Success, 2).unwrap();
+}
+
+#[test]
+#[ignore = "benchmark: cargo test -p bbc-runtime --release -- --ignored store_build_cycle_bench --nocapture"]
+fn store_build_cycle_bench() {
+    let base = std::env::var_os("BBC_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        });
+    for threads in [1usize, 4, 16, 32] {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        let n = 1_000u64;
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    trivial_build_cycle(&s, i);
+                });
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{threads:>2} threads: {n} trivial build cycles in {secs:.2} s = {:.0} builds/s",
+            n as f64 / secs
+        );
+    }
+}
