@@ -7,6 +7,11 @@ use std::time::Instant;
 
 use crate::command_error::CommandError;
 
+// `bbc bench run` (the runtime) lives beside this file; declared here so
+// that main.rs need not change.
+#[path = "bench_run.rs"]
+pub mod run;
+
 /// The benchmark shape: `builders` builders of 5 steps on 4 workers, a
 /// single-branch scheduler per builder and one force scheduler naming all.
 pub fn generate(builders: usize) -> String {

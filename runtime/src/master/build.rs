@@ -30,6 +30,25 @@ pub struct Ctx {
     props: Properties,
     cancel: watch::Receiver<bool>,
     slot: u64,
+    /// The running step's start, not yet stored: a command step stores it
+    /// with its log's first bytes, in one trip to the store.
+    pending_start: Option<StepStart>,
+}
+
+/// What the store records when a step starts.
+struct StepStart {
+    rec: StepRecord,
+    state: String,
+    props: Properties,
+}
+
+impl StepStart {
+    fn store(self, s: &dyn crate::store::Store, id: u64) {
+        if let Err(e) = s.put_step(id, &self.rec) {
+            tracing::error!("cannot record a step of build {id}: {e}");
+        }
+        let _ = s.set_build_state(id, &self.state, &self.props);
+    }
 }
 
 struct Outcome {
@@ -38,6 +57,8 @@ struct Outcome {
     state: String,
     /// stdout kept for `set-property command=…` (bounded).
     captured: Option<Vec<u8>>,
+    /// The end of the step's log, stored with the step's end record.
+    log_tail: Vec<u8>,
 }
 
 impl Outcome {
@@ -47,6 +68,64 @@ impl Outcome {
             warnings: 0,
             state: state.into(),
             captured: None,
+            log_tail: Vec::new(),
+        }
+    }
+}
+
+/// Appends a step's log while the build goes on: one write runs on a
+/// blocking thread while the next batch is filled (and redacted), and the
+/// two buffers are reused, so a long log costs no allocation per batch.
+struct LogWriter {
+    store: Arc<dyn crate::store::Store>,
+    build: u64,
+    step: u32,
+    inflight: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    spare: Vec<u8>,
+}
+
+impl LogWriter {
+    fn new(store: Arc<dyn crate::store::Store>, build: u64, step: u32) -> LogWriter {
+        LogWriter {
+            store,
+            build,
+            step,
+            inflight: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Starts appending `buf` (leaving it empty) once the previous append
+    /// is done; with the step's start record first, if given.
+    async fn write(&mut self, buf: &mut Vec<u8>, start: Option<StepStart>) {
+        if buf.is_empty() && start.is_none() {
+            return;
+        }
+        self.wait().await;
+        let data = std::mem::replace(buf, std::mem::take(&mut self.spare));
+        let (store, id, step) = (self.store.clone(), self.build, self.step);
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            if let Some(start) = start {
+                start.store(store.as_ref(), id);
+            }
+            if !data.is_empty() {
+                if let Err(e) = store.append_log(id, step, &data) {
+                    tracing::error!("cannot store log of build {id}: {e}");
+                }
+            }
+            let mut data = data;
+            data.clear();
+            data
+        }));
+    }
+
+    /// Waits for the append under way.
+    async fn wait(&mut self) {
+        if let Some(h) = self.inflight.take() {
+            match h.await {
+                Ok(buf) => self.spare = buf,
+                Err(e) => tracing::error!("log writer failed: {e}"),
+            }
         }
     }
 }
@@ -70,6 +149,7 @@ pub async fn run(
         props,
         cancel,
         slot,
+        pending_start: None,
     };
     let result = cx.steps().await;
     let id = cx.build.id;
@@ -79,11 +159,13 @@ pub async fn run(
         r => format!("build {}", result_word(r)),
     };
     let props = cx.props.clone();
-    let _ = shared
-        .db(move |s| s.set_build_state(id, &state, &props))
-        .await;
+    // One trip: the final state (lazy) and the end of the build (durable,
+    // which makes the state durable too).
     if let Err(e) = shared
-        .db(move |s| s.finish_build(id, result, now_ms()))
+        .db(move |s| {
+            let _ = s.set_build_state(id, &state, &props);
+            s.finish_build(id, result, now_ms())
+        })
         .await
     {
         tracing::error!("cannot record the end of build {id}: {e}");
@@ -123,6 +205,18 @@ async fn requeue(shared: &Arc<Shared>, build: &Build) {
             }
         }
     }
+}
+
+/// Whether a step runs a command on the worker (through `Ctx::command`).
+fn runs_command(step: &Step) -> bool {
+    matches!(
+        step.kind,
+        StepKind::Shell { .. }
+            | StepKind::Compile { .. }
+            | StepKind::Test { .. }
+            | StepKind::Git { .. }
+            | StepKind::SetPropertyFromCommand { .. }
+    )
 }
 
 fn result_word(r: BuildResult) -> &'static str {
@@ -165,21 +259,31 @@ impl Ctx {
             }
             rec.started_at = Some(now_ms());
             rec.state_string = format!("running {}", step.name);
-            self.put_step(&rec).await;
             let id = self.build.id;
-            let st = format!("running {}", step.name);
-            let p = self.props.clone();
-            let _ = self
-                .shared
-                .db(move |s| s.set_build_state(id, &st, &p))
-                .await;
+            let start = StepStart {
+                rec: rec.clone(),
+                state: format!("running {}", step.name),
+                props: self.props.clone(),
+            };
+            if step.locks.is_empty() && runs_command(step) {
+                // Stored with the command's first log bytes.
+                self.pending_start = Some(start);
+            } else {
+                let _ = self
+                    .shared
+                    .db(move |s| {
+                        start.store(s, id);
+                        Ok(())
+                    })
+                    .await;
+            }
             if let Ok(mut q) = self.shared.queue.lock() {
                 if let Some(r) = q.running.get_mut(&self.slot) {
                     r.step = Some(index);
                 }
             }
             let locks = self.take_step_locks(step).await;
-            let out = match locks {
+            let mut out = match locks {
                 Some(taken) => {
                     let o = self.step(index, step).await;
                     if let Ok(mut q) = self.shared.queue.lock() {
@@ -191,11 +295,6 @@ impl Ctx {
                 }
                 None => Outcome::of(BuildResult::Cancelled, "cancelled while waiting for a lock"),
             };
-            let log_len = self.shared.db(move |s| {
-                s.sync_log(id, index)?;
-                s.log_len(id, index)
-            });
-            rec.log_len = log_len.await.unwrap_or(0);
             rec.finished_at = Some(now_ms());
             rec.result = Some(out.result);
             rec.warnings = out.warnings;
@@ -204,7 +303,33 @@ impl Ctx {
                 .hide_step_if
                 .as_ref()
                 .is_some_and(|h| truthy(&eval(h, &self.props)));
-            self.put_step(&rec).await;
+            // One trip: the start if still unrecorded, the end of the log,
+            // its sync, and the step's end record.
+            let start = self.pending_start.take();
+            let tail = std::mem::take(&mut out.log_tail);
+            let end = rec.clone();
+            let stored = self
+                .shared
+                .db(move |s| {
+                    if let Some(start) = start {
+                        start.store(s, id);
+                    }
+                    if !tail.is_empty() {
+                        if let Err(e) = s.append_log(id, index, &tail) {
+                            tracing::error!("cannot store log of build {id}: {e}");
+                        }
+                    }
+                    let mut end = end;
+                    let synced = s.sync_log(id, index);
+                    end.log_len = s.log_len(id, index).unwrap_or(0);
+                    let put = s.put_step(id, &end);
+                    synced.and(put).map(|()| end.log_len)
+                })
+                .await;
+            match stored {
+                Ok(len) => rec.log_len = len,
+                Err(e) => tracing::error!("cannot record a step of build {id}: {e}"),
+            }
             match out.result {
                 BuildResult::Success | BuildResult::Skipped => {}
                 BuildResult::Warnings => {
@@ -472,8 +597,10 @@ impl Ctx {
             WireCommand::Argv(v) => format!("$ {}\n", v.join(" ")),
         };
         let mut redact = self.redactor();
-        let head = redact.push(header.as_bytes());
-        self.log(index, &head).await;
+        let mut head = redact.push(header.as_bytes());
+        let mut writer = LogWriter::new(self.shared.store.clone(), self.build.id, index);
+        // Not awaited: the command starts while its header is stored.
+        writer.write(&mut head, self.pending_start.take()).await;
         let id = self.shared.next_id();
         let mut rx = conn.expect(id);
         let run = Message::Run {
@@ -488,11 +615,12 @@ impl Ctx {
         };
         if !conn.send(Frame::Message(run)).await {
             conn.forget(id);
+            writer.wait().await;
             return Outcome::of(BuildResult::Retry, "worker lost");
         }
         let re = warning_pattern.and_then(|p| regex::bytes::Regex::new(p).ok());
         let mut lines = LineCounter::default();
-        let mut batch: Vec<u8> = Vec::with_capacity(LOG_BATCH);
+        let mut batch: Vec<u8> = Vec::new();
         let mut captured: Option<Vec<u8>> = capture.then(Vec::new);
         let mut interrupted = false;
         let finished = loop {
@@ -521,8 +649,7 @@ impl Ctx {
                     batch.extend_from_slice(&clean);
                     // Write when the batch is full or nothing else is queued.
                     if batch.len() >= LOG_BATCH || rx.is_empty() {
-                        let b = std::mem::take(&mut batch);
-                        self.log(index, &b).await;
+                        writer.write(&mut batch, None).await;
                     }
                 }
                 Some(CmdEvent::Finished {
@@ -540,10 +667,13 @@ impl Ctx {
         if let Some(re) = &re {
             lines.finish(re);
         }
-        self.log(index, &batch).await;
+        // What is left goes with the step's end record (see `steps`).
+        writer.wait().await;
         let Some((exit_code, signal, stopped, error, duration_ms)) = finished else {
-            self.log(index, b"\nworker connection lost\n").await;
-            return Outcome::of(BuildResult::Retry, "worker lost");
+            batch.extend_from_slice(b"\nworker connection lost\n");
+            let mut out = Outcome::of(BuildResult::Retry, "worker lost");
+            out.log_tail = batch;
+            return out;
         };
         let (result, state) = match (stopped, error, exit_code) {
             (Some(Stopped::Interrupted), _, _) => (BuildResult::Cancelled, "cancelled".to_string()),
@@ -586,7 +716,7 @@ impl Ctx {
             ),
             None => format!("\n{state} after {:.1} s\n", duration_ms as f64 / 1000.0),
         };
-        self.log(index, trailer.as_bytes()).await;
+        batch.extend_from_slice(trailer.as_bytes());
         let mut result = result;
         if result == BuildResult::Success && lines.count > 0 {
             result = BuildResult::Warnings;
@@ -601,6 +731,7 @@ impl Ctx {
             warnings: lines.count,
             state,
             captured,
+            log_tail: batch,
         }
     }
 

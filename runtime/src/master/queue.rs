@@ -174,6 +174,14 @@ pub fn in_downtime(windows: &[Downtime], now: Millis) -> bool {
     })
 }
 
+/// Wall-clock microseconds since the epoch.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 struct Decision {
     slot: u64,
     builder: Arc<Builder>,
@@ -277,8 +285,11 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
 
 pub async fn assign_loop(shared: Arc<Shared>) {
     loop {
+        // Each start is a durable commit: started side by side, the store
+        // commits them together (group commit) instead of one after another.
         for d in decide(&shared) {
-            start(&shared, d).await;
+            let s = shared.clone();
+            tokio::spawn(async move { start(&s, d).await });
         }
         if shared.is_shutting_down() {
             return;
@@ -306,6 +317,15 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
     };
     match shared.db(move |s| s.start_build(nb)).await {
         Ok(build) => {
+            // For `bbc bench run` (request → start latency in µs, finer
+            // than the store's ms); off unless BBC_LOG enables `bbc_timing`.
+            tracing::debug!(
+                target: "bbc_timing",
+                build = build.id,
+                requests = ?requests,
+                at_us = wall_us(),
+                "build started"
+            );
             let cancel_rx = {
                 let Ok(mut q) = shared.queue.lock() else {
                     return;
@@ -343,6 +363,8 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
                     }
                 }
             }
+            // The slot (and its locks) is free again.
+            shared.wake.notify_one();
         }
     }
 }

@@ -1,18 +1,24 @@
 //! The redb backend: one `bbc.redb` file (schema in docs/store.md) plus one
 //! append-only file per step log (see `logs.rs`).
 //!
-//! Every method that changes state runs in one redb write transaction with
-//! `Durability::Immediate` (redb's default), so it is atomic and, once it
-//! returns `Ok`, durable. Quick repair is enabled on every commit: it
-//! records the allocator state with the commit, so that reopening after a
-//! crash takes milliseconds instead of a walk over the whole file.
+//! Every method that changes state runs in one redb write transaction, so
+//! it is atomic. Most are durable once they return `Ok`; the records of a
+//! running build's progress (`put_step`, `set_build_state`) are not: they
+//! become durable with the next durable commit (see docs/store.md,
+//! "Durability", and [`RedbStore::write`] for the group commit). Quick
+//! repair is enabled on every durable commit: it records the allocator
+//! state with the commit, so that reopening after a crash takes
+//! milliseconds instead of a walk over the whole file.
 
 use std::collections::BTreeMap;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use bbc_compiler::graph::{BuildResult, Scalar};
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -74,6 +80,36 @@ pub struct RedbStore {
     db: Database,
     logs: logs::LogFiles,
     dir: PathBuf,
+    group: Mutex<Group>,
+    /// Signalled when `Group::durable` grows, a flush ends, or the last
+    /// queued durable writer is done.
+    group_changed: Condvar,
+}
+
+/// After this many non-durable commits in a row, the next one is durable:
+/// redb keeps the pages of non-durable commits in memory until then.
+const LAZY_LIMIT: u32 = 256;
+
+/// Group commit state (see [`RedbStore::write`]).
+#[derive(Default)]
+struct Group {
+    /// Durable writers that have entered `write` and not yet decided how
+    /// to commit (most wait for redb's write lock).
+    writers: usize,
+    /// Sequence number of the last non-durable commit whose writer waits
+    /// for it to become durable.
+    assigned: u64,
+    /// Every such commit up to this sequence number is durable.
+    durable: u64,
+    /// Durable commits under way.
+    flushing: u32,
+    /// Non-durable commits since the last durable one.
+    lazy: u32,
+}
+
+fn lock_group(m: &Mutex<Group>) -> MutexGuard<'_, Group> {
+    // The state is a few counters, consistent at every unlock.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -431,6 +467,8 @@ impl RedbStore {
             db,
             logs: logs::LogFiles::new(logs_dir),
             dir: state_dir.to_path_buf(),
+            group: Mutex::new(Group::default()),
+            group_changed: Condvar::new(),
         };
         store.init_schema()?;
         Ok(store)
@@ -467,33 +505,180 @@ impl RedbStore {
         })
     }
 
-    /// Runs `f` in a durable write transaction: committed when it returns
-    /// Ok, aborted (no effect) when it returns Err.
+    /// Runs `f` in a write transaction that is durable when this returns
+    /// `Ok`; aborted (no effect) when `f` returns `Err`.
+    ///
+    /// Group commit: redb holds its write lock through a durable commit's
+    /// `fsync`s, so writers queue up behind one. The last writer in the
+    /// queue commits durably, which makes every earlier commit durable too;
+    /// a writer with others queued behind it commits without `fsync` and
+    /// waits until a later durable commit covers it (doing one itself, with
+    /// no changes, if no one else is left to). Under load many writers
+    /// share one durable commit; alone, a writer commits durably at once.
     fn write<T>(&self, f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>) -> Result<T> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        // Saves the allocator state with the commit: reopening after a
-        // crash is then near instant (see the module docs).
-        txn.set_quick_repair(true);
-        let out = {
-            let mut w = W::open(&txn)?;
-            f(&txn, &mut w)
-        };
-        match out {
-            Ok(v) => {
-                txn.commit().map_err(db_err)?;
-                Ok(v)
+        lock_group(&self.group).writers += 1;
+        let mut txn = match self.db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                self.leave_queue();
+                return Err(db_err(e));
             }
+        };
+        let out = W::open(&txn).and_then(|mut w| f(&txn, &mut w));
+        let v = match out {
+            Ok(v) => v,
             Err(e) => {
                 // Nothing was committed; an abort failure changes nothing
                 // for the caller, who gets the original error.
                 let _ = txn.abort();
-                Err(e)
+                self.leave_queue();
+                return Err(e);
+            }
+        };
+        // Decided under the write lock: every sequence number assigned so
+        // far belongs to a commit that has already happened, so a durable
+        // commit now covers all of them.
+        let lead = {
+            let mut g = lock_group(&self.group);
+            g.writers -= 1;
+            if g.writers == 0 {
+                g.flushing += 1;
+                Ok(g.assigned)
+            } else {
+                g.assigned += 1;
+                Err(g.assigned)
+            }
+        };
+        match lead {
+            Ok(covers) => {
+                // Saves the allocator state with the commit: reopening
+                // after a crash is then near instant (see the module docs).
+                txn.set_quick_repair(true);
+                let r = txn.commit().map_err(db_err);
+                self.flushed(covers, r.is_ok());
+                r.map(|()| v)
+            }
+            Err(seq) => {
+                set_durability(&mut txn, Durability::None)?;
+                txn.commit().map_err(db_err)?;
+                self.wait_durable(seq)?;
+                Ok(v)
             }
         }
     }
 
+    /// Runs `f` in a write transaction that becomes durable with the next
+    /// durable commit (or at a clean close). Atomic all the same: after a
+    /// crash it is there entirely or not at all, and anything committed
+    /// durably after it is only there if it is too (redb keeps commits in
+    /// order).
+    fn write_lazy<T>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let out = W::open(&txn).and_then(|mut w| f(&txn, &mut w));
+        let v = match out {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = txn.abort();
+                return Err(e);
+            }
+        };
+        let durable = {
+            let mut g = lock_group(&self.group);
+            g.lazy += 1;
+            g.lazy >= LAZY_LIMIT
+        };
+        if durable {
+            txn.set_quick_repair(true);
+            txn.commit().map_err(db_err)?;
+            lock_group(&self.group).lazy = 0;
+        } else {
+            set_durability(&mut txn, Durability::None)?;
+            txn.commit().map_err(db_err)?;
+        }
+        Ok(v)
+    }
+
+    /// A queued durable writer leaves without committing.
+    fn leave_queue(&self) {
+        let mut g = lock_group(&self.group);
+        g.writers -= 1;
+        if g.writers == 0 {
+            // Waiters may now have to flush for themselves.
+            self.group_changed.notify_all();
+        }
+    }
+
+    /// A durable commit ended; on success everything up to `covers` is
+    /// durable.
+    fn flushed(&self, covers: u64, ok: bool) {
+        let mut g = lock_group(&self.group);
+        g.flushing -= 1;
+        if ok {
+            g.durable = g.durable.max(covers);
+            g.lazy = 0;
+        }
+        self.group_changed.notify_all();
+    }
+
+    /// Waits until the non-durable commit `seq` is durable, committing
+    /// durably (with no changes) when nobody else will.
+    fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut g = lock_group(&self.group);
+        loop {
+            if g.durable >= seq {
+                return Ok(());
+            }
+            if g.writers == 0 && g.flushing == 0 {
+                g.flushing += 1;
+                drop(g);
+                let r = self.flush();
+                self.flushed(r.as_ref().copied().unwrap_or(0), r.is_ok());
+                r?;
+                g = lock_group(&self.group);
+                continue;
+            }
+            g = self
+                .group_changed
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// A durable commit with no changes: makes every earlier commit
+    /// durable. Returns the sequence number it covers.
+    fn flush(&self) -> Result<u64> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        let covers = lock_group(&self.group).assigned;
+        txn.set_quick_repair(true);
+        txn.commit().map_err(db_err)?;
+        Ok(covers)
+    }
+
     fn read(&self) -> Result<redb::ReadTransaction> {
         self.db.begin_read().map_err(db_err)
+    }
+}
+
+fn set_durability(txn: &mut WriteTransaction, d: Durability) -> Result<()> {
+    txn.set_durability(d)
+        .map_err(|e| StoreError::Io(format!("database: {e}")))
+}
+
+impl Drop for RedbStore {
+    /// Makes the last non-durable commits durable at a clean close.
+    fn drop(&mut self) {
+        let pending = {
+            let g = lock_group(&self.group);
+            g.lazy > 0 || g.assigned > g.durable
+        };
+        if pending {
+            if let Err(e) = self.flush() {
+                tracing::error!("closing the store: {e}");
+            }
+        }
     }
 }
 
@@ -708,7 +893,7 @@ impl Store for RedbStore {
     fn set_build_state(&self, id: u64, state_string: &str, properties: &Properties) -> Result<()> {
         let mut properties = properties.clone();
         storable(&mut properties);
-        self.write(|_, w| {
+        self.write_lazy(|_, w| {
             let Some(mut build) = get_record::<Build>(&w.builds, id)? else {
                 return Err(StoreError::Conflict(format!("build {id} does not exist")));
             };
@@ -793,7 +978,7 @@ impl Store for RedbStore {
 
     fn put_step(&self, build: u64, step: &StepRecord) -> Result<()> {
         let bytes = encode("step", step)?;
-        self.write(|_, w| {
+        self.write_lazy(|_, w| {
             if w.builds.get(build).map_err(db_err)?.is_none() {
                 return Err(StoreError::Conflict(format!(
                     "build {build} does not exist"

@@ -226,8 +226,15 @@ fn log_line(set: u64) -> String {
     format!("set {set:010}\n")
 }
 
+/// Threads writing at once in the crash child, so that the group commit
+/// (durable writers sharing one fsync) is what gets killed.
+const CRASH_THREADS: usize = 4;
+
 /// Run by `kill_9_loses_no_acknowledged_write` in a child process: writes
-/// batches until it is killed, printing each one once it is acknowledged.
+/// batches from several threads until it is killed, printing each one once
+/// it is acknowledged. A batch mixes durable writes and lazy ones (a step
+/// record and a build state), which the durable write that ends the batch
+/// must have made durable too.
 #[test]
 #[ignore = "a helper run by kill_9_loses_no_acknowledged_write"]
 fn crash_child() {
@@ -236,26 +243,46 @@ fn crash_child() {
     };
     let s = RedbStore::open(Path::new(&dir)).unwrap();
     let pid = std::process::id();
-    let mut out = std::io::stdout().lock();
+    let out = std::sync::Mutex::new(std::io::stdout());
+    let next = std::sync::atomic::AtomicU64::new(1);
     // Bounded, in case the parent died without killing it.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut i = 0;
-    while Instant::now() < deadline {
-        i += 1;
-        let builders = [("crash-a".to_string(), 1), ("crash-b".to_string(), 2)];
-        let (set, reqs) = s.add_buildset(crash_set(pid, i), &builders).unwrap();
-        let build = s
-            .start_build(build_of("crash-a", vec![reqs[0].id]))
-            .unwrap();
-        let end = s.append_log(0, 0, log_line(set.id).as_bytes()).unwrap();
-        s.sync_log(0, 0).unwrap();
-        writeln!(
-            out,
-            "ack {pid} {i} {} {} {} {} {end}",
-            set.id, reqs[0].id, reqs[1].id, build.id
-        )
-        .unwrap();
-        out.flush().unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..CRASH_THREADS {
+            scope.spawn(|| {
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let builders = [("crash-a".to_string(), 1), ("crash-b".to_string(), 2)];
+                    let (set, reqs) = s.add_buildset(crash_set(pid, i), &builders).unwrap();
+                    let build = s
+                        .start_build(build_of("crash-a", vec![reqs[0].id]))
+                        .unwrap();
+                    s.put_step(build.id, &crash_step(i)).unwrap();
+                    s.set_build_state(build.id, &format!("crash state {i}"), &Properties::new())
+                        .unwrap();
+                    let end = s.append_log(0, 0, log_line(set.id).as_bytes()).unwrap();
+                    s.sync_log(0, 0).unwrap();
+                    s.put_state(&format!("crash/{pid}/{i}"), b"done").unwrap();
+                    let mut out = out.lock().unwrap();
+                    writeln!(
+                        out,
+                        "ack {pid} {i} {} {} {} {} {end}",
+                        set.id, reqs[0].id, reqs[1].id, build.id
+                    )
+                    .unwrap();
+                    out.flush().unwrap();
+                }
+            });
+        }
+    });
+}
+
+fn crash_step(i: u64) -> StepRecord {
+    StepRecord {
+        index: 0,
+        name: format!("crash step {i}"),
+        started_at: Some(i as i64),
+        ..Default::default()
     }
 }
 
@@ -352,6 +379,20 @@ fn check_ack(s: &RedbStore, a: &Ack) {
         .unwrap()
         .unwrap_or_else(|| panic!("acknowledged build {a:?} is lost"));
     assert_eq!(b.build.requests, [a.req_a]);
+    // Lazy writes, made durable by the durable write after them.
+    // (The builds of earlier cycles have been interrupted since.)
+    assert!(
+        b.state_string == format!("crash state {}", a.i) || b.state_string == "interrupted",
+        "{a:?}: {}",
+        b.state_string
+    );
+    let steps = s.steps(a.build).unwrap();
+    assert_eq!(steps.len(), 1, "{a:?}");
+    assert_eq!(steps[0].name, crash_step(a.i).name, "{a:?}");
+    assert_eq!(
+        s.get_state(&format!("crash/{}/{}", a.pid, a.i)).unwrap(),
+        Some(b"done".to_vec())
+    );
     let n = log_line(a.set).len();
     assert!(s.log_len(0, 0).unwrap() >= a.log_end);
     assert_eq!(
@@ -593,4 +634,60 @@ fn redb_log_alternative(base: &Path) {
         "durable small commits in that redb file: {empty_rate:.0}/s empty, {:.0}/s holding the log",
         durable_commits_per_sec(&db)
     );
+}
+
+/// What one trivial build asks of the store, as `master/build.rs` does it.
+fn trivial_build_cycle(s: &RedbStore, i: u64) {
+    let (_, reqs) = s.add_buildset(crash_set(0, i), &[("b".into(), 0)]).unwrap();
+    let b = s.start_build(build_of("b", vec![reqs[0].id])).unwrap();
+    let mut step = crash_step(i);
+    s.put_step(b.id, &step).unwrap();
+    s.set_build_state(b.id, "running", &Properties::new())
+        .unwrap();
+    s.append_log(b.id, 0, b"$ true\n").unwrap();
+    s.append_log(b.id, 0, b"\nexit code 0 after 0.0 s\n")
+        .unwrap();
+    s.sync_log(b.id, 0).unwrap();
+    step.log_len = s.log_len(b.id, 0).unwrap();
+    s.put_step(b.id, &step).unwrap();
+    s.set_build_state(b.id, "build successful", &Properties::new())
+        .unwrap();
+    s.finish_build(b.id, BuildResult::Success, 2).unwrap();
+}
+
+#[test]
+#[ignore = "benchmark: cargo test -p bbc-runtime --release -- --ignored store_build_cycle_bench --nocapture"]
+fn store_build_cycle_bench() {
+    let base = std::env::var_os("BBC_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        });
+    for threads in [1usize, 4, 16, 32] {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        let n = 1_000u64;
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    trivial_build_cycle(&s, i);
+                });
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{threads:>2} threads: {n} trivial build cycles in {secs:.2} s = {:.0} builds/s",
+            n as f64 / secs
+        );
+    }
 }
