@@ -111,3 +111,76 @@ fn a_master_killed_during_the_timer_builds_the_change_once_after_restart() {
     assert_eq!(revs.iter().filter(|r| **r == "r9").count(), 1, "{revs:?}");
     assert!(revs.contains(&"r10"), "{revs:?}");
 }
+
+#[test]
+fn cancelling_a_waiting_parent_cancels_its_triggered_builds() {
+    let dir = temp_dir("sched-trigger-cancel");
+    write_secret(&dir, "w1", "pw-one-1234");
+    let m = Master::start(
+        &dir,
+        r#"worker "w1" password=(secret)"w1" max-builds=4
+scheduler "force" kind="force" {
+    builders "parent"
+}
+scheduler "kids" kind="triggerable" {
+    builders "child" "child2"
+}
+builder "parent" {
+    workers "w1"
+    steps {
+        trigger "kids" wait=#true
+    }
+}
+builder "child" {
+    workers "w1"
+    steps {
+        shell "echo child-running; sleep 60"
+    }
+}
+builder "child2" {
+    workers "w1"
+    steps {
+        shell "echo child2-running; sleep 60"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let (status, body) =
+        crate::common::http("POST", &m.http, "/api/v1/builders/parent/force", Some("{}"));
+    assert_eq!(status, 201, "{body}");
+    // Wait until both children run their long command.
+    let kids = wait_for("both children to run", || {
+        let b = builds(&m, "child");
+        let b2 = builds(&m, "child2");
+        let (c, c2) = (b.first()?.clone(), b2.first()?.clone());
+        let started = |x: &serde_json::Value| {
+            let id = x["id"].as_u64().unwrap_or(0);
+            crate::common::http(
+                "GET",
+                &m.http,
+                &format!("/api/v1/builds/{id}/steps/0/log"),
+                None,
+            )
+            .1
+            .contains("running")
+        };
+        (started(&c) && started(&c2)).then_some((c["id"].as_u64()?, c2["id"].as_u64()?))
+    });
+    let parent = builds(&m, "parent")[0]["id"].as_u64().unwrap_or(0);
+    let (status, body) = crate::common::http(
+        "POST",
+        &m.http,
+        &format!("/api/v1/builds/{parent}/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    for id in [kids.0, kids.1, parent] {
+        let b = wait_for("the build to end", || {
+            let b = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+            (b["complete"] == true).then_some(b)
+        });
+        assert_eq!(b["result"], "cancelled", "{b}");
+    }
+}

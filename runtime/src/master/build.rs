@@ -914,6 +914,7 @@ impl Ctx {
             );
         }
         let mut result = BuildResult::Success;
+        let all = sets.clone();
         for id in sets {
             loop {
                 let notified = self.shared.build_finished.notified();
@@ -928,6 +929,9 @@ impl Ctx {
                     _ = notified => {}
                     _ = self.cancel.changed() => {
                         if *self.cancel.borrow() {
+                            // The builds this step waits for are cancelled too.
+                            let n = self.shared.cancel_buildsets(&all).await;
+                            self.log(index, format!("cancelled; cancelled {n} triggered build(s) and request(s)\n").as_bytes()).await;
                             return Outcome::of(BuildResult::Cancelled, "cancelled while waiting");
                         }
                     }

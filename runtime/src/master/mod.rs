@@ -149,6 +149,62 @@ impl Shared {
         Ok(stored)
     }
 
+    /// Cancels every request of these build sets: pending ones are
+    /// cancelled in the store, running builds are interrupted. Returns how
+    /// many were cancelled.
+    pub async fn cancel_buildsets(self: &Arc<Self>, sets: &[u64]) -> usize {
+        let ids = sets.to_vec();
+        let reqs = self
+            .db(move |s| {
+                let mut out = Vec::new();
+                for id in ids {
+                    let f = crate::store::RequestFilter {
+                        buildset: Some(id),
+                        ..Default::default()
+                    };
+                    out.extend(s.requests(
+                        &f,
+                        crate::store::Page {
+                            before: None,
+                            limit: 1000,
+                        },
+                    )?);
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap_or_default();
+        let mut n = 0;
+        for r in reqs {
+            match r.state {
+                crate::store::RequestState::Pending => {
+                    let id = r.id;
+                    if self
+                        .db(move |s| s.cancel_request(id, now_ms()))
+                        .await
+                        .unwrap_or(false)
+                    {
+                        if let Ok(mut q) = self.queue.lock() {
+                            q.remove(id);
+                        }
+                        n += 1;
+                    }
+                }
+                crate::store::RequestState::Claimed => {
+                    if let (Some(b), Ok(q)) = (r.build, self.queue.lock()) {
+                        if let Some(run) = q.running.values().find(|x| x.build_id == Some(b)) {
+                            let _ = run.cancel.send(true);
+                            n += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.build_finished.notify_waiters();
+        n
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
