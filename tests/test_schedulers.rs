@@ -184,3 +184,90 @@ builder "child2" {
         assert_eq!(b["result"], "cancelled", "{b}");
     }
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ann")
+        .env("GIT_AUTHOR_EMAIL", "ann@example.org")
+        .env("GIT_COMMITTER_NAME", "Ann")
+        .env("GIT_COMMITTER_EMAIL", "ann@example.org")
+        .output()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A real push: a commit in a real repository, seen by the git poller,
+/// scheduled by a single-branch scheduler, built once at that commit.
+#[test]
+fn a_git_push_builds_once_at_its_commit() {
+    let repo = temp_dir("push-repo");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("f.txt"), "1\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let dir = temp_dir("push");
+    write_secret(&dir, "w1", "pw-one-1234");
+    let cfg = format!(
+        r#"worker "w1" password=(secret)"w1"
+change-source "repo" kind="git-poller" {{
+    repo "{repo}"
+    branches "main"
+    poll-interval "1h"
+}}
+scheduler "ci" kind="single-branch" {{
+    branch "main"
+    builders "b"
+}}
+builder "b" {{
+    workers "w1"
+    steps {{
+        git repo="{repo}"
+        shell "cat f.txt; echo at=${{{{ prop.got_revision }}}}"
+    }}
+}}
+"#,
+        repo = repo.display()
+    );
+    let m = Master::start(&dir, &cfg);
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    // The start-up poll records the current head without building it.
+    wait_for("the first poll", || {
+        let v = get_json(&m.http, "/api/v1/change_sources/repo");
+        v["status"]["last_success_at"].as_i64().map(|_| ())
+    });
+    std::fs::write(repo.join("f.txt"), "2\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["commit", "-q", "-am", "second"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let (status, body) =
+        crate::common::http("POST", &m.http, "/api/v1/change_sources/repo/poll", None);
+    assert_eq!(status, 200, "{body}");
+    let b = finished(&m, "b", 1);
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["result"], "success", "{}", b[0]);
+    assert_eq!(b[0]["properties"]["got_revision"], sha.as_str());
+    assert_eq!(b[0]["properties"]["revision"], sha.as_str());
+    let id = b[0]["id"].as_u64().unwrap_or(0);
+    let (_, log) = crate::common::http(
+        "GET",
+        &m.http,
+        &format!("/api/v1/builds/{id}/steps/1/log"),
+        None,
+    );
+    assert!(
+        log.contains("2\n") && log.contains(&format!("at={sha}")),
+        "{log}"
+    );
+    // Polling again finds nothing new: still one build.
+    let (status, _) =
+        crate::common::http("POST", &m.http, "/api/v1/change_sources/repo/poll", None);
+    assert_eq!(status, 200);
+    assert_eq!(builds(&m, "b").len(), 1);
+}
