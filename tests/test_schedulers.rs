@@ -241,7 +241,9 @@ builder "b" {{
     // The start-up poll records the current head without building it.
     wait_for("the first poll", || {
         let v = get_json(&m.http, "/api/v1/change_sources/repo");
-        v["status"]["last_success_at"].as_i64().map(|_| ())
+        v["change_source"]["status"]["last_success_at"]
+            .as_i64()
+            .map(|_| ())
     });
     std::fs::write(repo.join("f.txt"), "2\n").unwrap_or_else(|e| panic!("{e}"));
     git(&repo, &["commit", "-q", "-am", "second"]);
