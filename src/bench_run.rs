@@ -100,6 +100,82 @@ fn mem_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Samples a process's `VmRSS` and thread count every 5 ms until dropped;
+/// `peak()` gives the highest of each.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut rss, mut threads) = (0, 0);
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let field = |name: &str| -> u64 {
+                    status
+                        .lines()
+                        .find(|l| l.starts_with(name))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
+                rss = rss.max(field("VmRSS:"));
+                threads = threads.max(field("Threads:"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (rss, threads)
+        });
+        Sampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Highest RSS (KiB) and thread count seen.
+    fn peak(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or((0, 0))
+    }
+}
+
+/// Resets a process's `VmHWM` to its current RSS (Linux 4.0+).
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// Busy fraction of the machine's CPUs (all processes) since `since`.
+fn machine_busy(since: &[u64]) -> f64 {
+    let now = cpu_ticks();
+    let d: Vec<u64> = now.iter().zip(since).map(|(a, b)| a - b).collect();
+    let total: u64 = d.iter().sum();
+    // Fields: user nice system idle iowait irq softirq steal.
+    let idle = d.get(3).copied().unwrap_or(0) + d.get(4).copied().unwrap_or(0);
+    if total == 0 {
+        return 0.0;
+    }
+    (total - idle) as f64 / total as f64
+}
+
+fn cpu_ticks() -> Vec<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
 /// CPU time (user + system) of a process, in seconds. Linux reports it in
 /// clock ticks, 100 per second on every Linux this runs on.
 fn cpu_s(pid: u32) -> f64 {
@@ -304,12 +380,19 @@ impl Client {
         }
     }
 
-    /// Nothing pending and nothing running.
+    /// Nothing pending and nothing running. (The workers' `running` lists
+    /// come from the master's memory: cheaper to poll than running builds,
+    /// whose ETA costs store reads. A request leaves the pending index only
+    /// once its build is in one of those lists.)
     async fn idle(&self) -> Result<bool, CommandError> {
         let p = self.get("/api/v1/requests?state=pending&limit=1").await?;
-        let r = self.get("/api/v1/builds?running=true&limit=1").await?;
-        let empty = |v: &Value, k: &str| v[k].as_array().is_none_or(|a| a.is_empty());
-        Ok(empty(&p, "requests") && empty(&r, "builds"))
+        let w = self.get("/api/v1/workers").await?;
+        let pending = p["requests"].as_array().is_some_and(|a| !a.is_empty());
+        let running = w["workers"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|w| w["running"].as_array().is_some_and(|r| !r.is_empty()))
+        });
+        Ok(!pending && !running)
     }
 
     async fn wait_idle(&self, poll: Duration) -> Result<Instant, CommandError> {
@@ -399,6 +482,12 @@ pub fn run(a: &RunArgs) -> Result<(), CommandError> {
         base.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let ticks = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    println!(
+        "machine {:.0}% busy in the second before (other work makes the figures worse)",
+        machine_busy(&ticks) * 100.0
+    );
     let want = |s: &str| a.only.iter().any(|o| o == s || o == "all");
     let mut result = Ok(());
     if want("builds") {
@@ -478,8 +567,13 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
     report_latency(&c, &rt, &m, &idle, "one at a time")?;
 
     // 2. A burst of N through the HTTP API while the workers are connected.
-    let cpu0 = cpu_s(m.proc.pid());
+    let pid = m.proc.pid();
     let last_before = rt.block_on(c.all("builds", 0))?.len() as u64;
+    let cpu0 = cpu_s(pid);
+    let wcpu0 = cpu_s(w1.pid()) + cpu_s(w2.pid());
+    let ticks = cpu_ticks();
+    reset_peak(pid);
+    let sampler = Sampler::start(pid);
     let n = a.builds;
     let conc = a.concurrency.max(1);
     let t0 = Instant::now();
@@ -507,10 +601,13 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         Ok::<_, CommandError>(sent.into_inner().unwrap_or_default())
     })?;
     let acked = t0.elapsed();
-    let done = rt.block_on(c.wait_idle(Duration::from_millis(10)))?;
+    let done = rt.block_on(c.wait_idle(Duration::from_millis(20)))?;
     let wall = done.duration_since(t0);
-    let cpu = cpu_s(m.proc.pid()) - cpu0;
-    let (rss, hwm) = mem_kib(m.proc.pid());
+    let cpu = cpu_s(pid) - cpu0;
+    let wcpu = cpu_s(w1.pid()) + cpu_s(w2.pid()) - wcpu0;
+    let busy = machine_busy(&ticks);
+    let (_, threads) = sampler.peak();
+    let (rss, hwm) = mem_kib(pid);
     println!();
     println!("### burst of {n} requests ({conc} HTTP requests in flight)");
     println!(
@@ -519,7 +616,7 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         n as f64 / acked.as_secs_f64()
     );
     println!(
-        "- all finished (seen by polling every 10 ms): {:.3} s, {:.0} builds/s",
+        "- all finished (seen by polling every 20 ms): {:.3} s, {:.0} builds/s",
         wall.as_secs_f64(),
         n as f64 / wall.as_secs_f64()
     );
@@ -527,11 +624,17 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
     report_store(&c, &rt, last_before, n)?;
     report_latency(&c, &rt, &m, &burst, "burst")?;
     println!(
-        "- master CPU: {:.2} s ({:.2} ms per build); master RSS {} (peak {})",
+        "- master CPU {:.2} s ({:.2} ms per build), workers' {:.2} s, machine {:.0}% busy (all processes, both CPUs)",
         cpu,
         cpu * 1000.0 / n as f64,
+        wcpu,
+        busy * 100.0
+    );
+    println!(
+        "- master RSS {} after, peak {} during the burst (VmHWM), {} threads at most",
         mb(rss),
-        mb(hwm)
+        mb(hwm),
+        threads
     );
 
     // 3. The same N queued while no worker is connected, then run: the
@@ -572,24 +675,30 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         }
         Ok::<_, CommandError>(())
     })?;
-    let cpu0 = cpu_s(m.proc.pid());
+    let cpu0 = cpu_s(pid);
+    let ticks = cpu_ticks();
+    reset_peak(pid);
     let t0 = Instant::now();
     let _w1 = start_worker(exe, dir, &m, "w1")?;
     let _w2 = start_worker(exe, dir, &m, "w2")?;
-    let done = rt.block_on(c.wait_idle(Duration::from_millis(10)))?;
-    let cpu = cpu_s(m.proc.pid()) - cpu0;
+    let done = rt.block_on(c.wait_idle(Duration::from_millis(20)))?;
+    let cpu = cpu_s(pid) - cpu0;
+    let busy = machine_busy(&ticks);
+    let (_, hwm) = mem_kib(pid);
     println!();
     println!("### {n} requests queued first, then 2 workers connect");
     println!(
-        "- workers started → all finished (polling every 10 ms): {:.3} s, {:.0} builds/s",
+        "- workers started → all finished (polling every 20 ms): {:.3} s, {:.0} builds/s",
         done.duration_since(t0).as_secs_f64(),
         n as f64 / done.duration_since(t0).as_secs_f64()
     );
     report_store(&c, &rt, last_before, n)?;
     println!(
-        "- master CPU: {:.2} s ({:.2} ms per build)",
+        "- master CPU {:.2} s ({:.2} ms per build), machine {:.0}% busy; master peak RSS {}",
         cpu,
-        cpu * 1000.0 / n as f64
+        cpu * 1000.0 / n as f64,
+        busy * 100.0,
+        mb(hwm)
     );
     m.proc.stop();
     Ok(())
@@ -676,6 +785,32 @@ fn report_store(
             &mut lat
         )
     );
+    // Where a build's time goes (every 10th build; ms resolution).
+    let mut phases = [Vec::new(), Vec::new(), Vec::new()];
+    for b in builds.iter().step_by(10) {
+        let Some(id) = b["id"].as_u64() else { continue };
+        let v = rt.block_on(c.get(&format!("/api/v1/builds/{id}")))?;
+        let st = &v["build"]["steps"][0];
+        let t = [
+            v["build"]["started_at"].as_i64(),
+            st["started_at"].as_i64(),
+            st["finished_at"].as_i64(),
+            v["build"]["finished_at"].as_i64(),
+        ];
+        if let [Some(a), Some(b), Some(c), Some(d)] = t {
+            phases[0].push((b - a) as f64);
+            phases[1].push((c - b) as f64);
+            phases[2].push((d - c) as f64);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "- a build's time (mean of {}, ms): start → step start {:.1}, step {:.1}, step end → build end {:.1}",
+        phases[0].len(),
+        mean(&phases[0]),
+        mean(&phases[1]),
+        mean(&phases[2])
+    );
     Ok(())
 }
 
@@ -737,6 +872,10 @@ fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
     let pid = m.proc.pid();
     let (rss0, hwm0) = mem_kib(pid);
     let cpu0 = cpu_s(pid);
+    let ticks = cpu_ticks();
+    // The peak from here on is the log's, not the start-up's.
+    reset_peak(pid);
+    let sampler = Sampler::start(pid);
     let t0 = Instant::now();
     rt.block_on(c.force("log"))?;
     let mut peak_rss = rss0;
@@ -755,6 +894,8 @@ fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         }
     })?;
     let cpu = cpu_s(pid) - cpu0;
+    let busy = machine_busy(&ticks);
+    let (_, threads) = sampler.peak();
     let (rss1, hwm1) = mem_kib(pid);
     let (_, worker_hwm) = mem_kib(w1.pid());
     let b = rt.block_on(c.get("/api/v1/builds?builder=log&limit=1"))?;
@@ -778,17 +919,18 @@ fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         len as f64 / 1e6 / wall
     );
     println!(
-        "- master RSS: {} before, peak {} (VmHWM; {} before the build, the start-up peak), {} after; highest sampled VmRSS {}",
+        "- master RSS: {} before, peak {} during the build (VmHWM, reset before it; start-up peak {}), {} after; {} threads at most",
         mb(rss0),
-        mb(hwm1),
+        mb(hwm1.max(peak_rss)),
         mb(hwm0),
         mb(rss1),
-        mb(peak_rss)
+        threads
     );
     println!(
-        "- master CPU {:.2} s ({:.1} ms per MB); worker peak RSS {}",
+        "- master CPU {:.2} s ({:.1} ms per MB), machine {:.0}% busy; worker peak RSS {}",
         cpu,
         cpu * 1000.0 / (len as f64 / 1e6).max(1e-9),
+        busy * 100.0,
         mb(worker_hwm)
     );
     m.proc.stop();

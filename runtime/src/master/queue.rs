@@ -204,17 +204,39 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
         return Vec::new();
     };
     let now = now_ms();
+    // Workers that can take a build now. None: nothing can start, however
+    // long the queue (the common case while busy: don't walk it).
+    let mut open: Vec<&String> = conns
+        .iter()
+        .filter(|w| {
+            g.worker(w).is_some_and(|wd| {
+                q.running_on(w) < wd.max_builds as usize && !in_downtime(&wd.downtime, now)
+            })
+        })
+        .collect();
+    if open.is_empty() || q.pending.is_empty() {
+        return Vec::new();
+    }
     let mut order: Vec<(i64, Millis, u64)> = q
         .pending
         .values()
         .map(|e| (-e.req.priority, e.req.submitted_at, e.req.id))
         .collect();
     order.sort_unstable();
+    // Builders found unable to start in this pass: their later requests
+    // cannot start either (this pass only takes slots and locks).
+    let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (_, _, id) in order {
+        if open.is_empty() {
+            break;
+        }
         let Some(entry) = q.pending.get(&id) else {
             continue;
         };
+        if blocked.contains(&entry.req.builder) {
+            continue;
+        }
         let Some(builder) = g.builder(&entry.req.builder) else {
             continue;
         };
@@ -244,6 +266,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
             }
         }
         let Some((worker, locks)) = chosen else {
+            blocked.insert(builder.name.clone());
             continue;
         };
         let mut ids = vec![id];
@@ -273,6 +296,11 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
                 locks,
             },
         );
+        if g.worker(&worker)
+            .is_none_or(|wd| q.running_on(&worker) >= wd.max_builds as usize)
+        {
+            open.retain(|w| **w != worker);
+        }
         out.push(Decision {
             slot,
             builder: Arc::new(builder.clone()),

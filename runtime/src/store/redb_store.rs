@@ -2,15 +2,16 @@
 //! append-only file per step log (see `logs.rs`).
 //!
 //! Every method that changes state runs in one redb write transaction, so
-//! it is atomic. Most are durable once they return `Ok`; the records of a
-//! running build's progress (`put_step`, `set_build_state`) are not: they
-//! become durable with the next durable commit (see docs/store.md,
-//! "Durability", and [`RedbStore::write`] for the group commit). Quick
-//! repair is enabled on every durable commit: it records the allocator
-//! state with the commit, so that reopening after a crash takes
-//! milliseconds instead of a walk over the whole file.
+//! it is atomic, and is durable once it returns `Ok` — except the records
+//! of a running build's progress (`put_step`, `set_build_state`), which
+//! wait in memory (`pending.rs`, visible to every read) and are stored by
+//! the next write transaction, durably. See docs/store.md, "Durability",
+//! and [`RedbStore::write`] for the group commit. Quick repair is enabled
+//! on every durable commit: it records the allocator state with the
+//! commit, so that reopening after a crash takes milliseconds instead of a
+//! walk over the whole file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -29,6 +30,7 @@ use super::{
 };
 
 mod logs;
+mod pending;
 #[cfg(test)]
 mod tests;
 
@@ -84,11 +86,14 @@ pub struct RedbStore {
     /// Signalled when `Group::durable` grows, a flush ends, or the last
     /// queued durable writer is done.
     group_changed: Condvar,
+    /// Step records and build states waiting for the next write
+    /// transaction (see `pending.rs`).
+    pending: Mutex<pending::Pending>,
 }
 
-/// After this many non-durable commits in a row, the next one is durable:
-/// redb keeps the pages of non-durable commits in memory until then.
-const LAZY_LIMIT: u32 = 256;
+/// When this many step records and build states wait, the write that adds
+/// one stores them all (durably).
+const PENDING_LIMIT: usize = 256;
 
 /// Group commit state (see [`RedbStore::write`]).
 #[derive(Default)]
@@ -103,13 +108,17 @@ struct Group {
     durable: u64,
     /// Durable commits under way.
     flushing: u32,
-    /// Non-durable commits since the last durable one.
-    lazy: u32,
+}
+
+/// A poisoned lock only means another thread panicked while holding it;
+/// the state behind these (counters, maps of whole records) is consistent
+/// at every unlock.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn lock_group(m: &Mutex<Group>) -> MutexGuard<'_, Group> {
-    // The state is a few counters, consistent at every unlock.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    lock(m)
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -469,6 +478,7 @@ impl RedbStore {
             dir: state_dir.to_path_buf(),
             group: Mutex::new(Group::default()),
             group_changed: Condvar::new(),
+            pending: Mutex::new(pending::Pending::default()),
         };
         store.init_schema()?;
         Ok(store)
@@ -524,12 +534,18 @@ impl RedbStore {
                 return Err(db_err(e));
             }
         };
-        let out = W::open(&txn).and_then(|mut w| f(&txn, &mut w));
-        let v = match out {
+        // The waiting step records and build states go first, so that `f`
+        // sees them (and, say, a build's end keeps its last state).
+        let out = W::open(&txn).and_then(|mut w| {
+            let applied = self.apply_pending(&mut w)?;
+            f(&txn, &mut w).map(|v| (v, applied))
+        });
+        let (v, applied) = match out {
             Ok(v) => v,
             Err(e) => {
-                // Nothing was committed; an abort failure changes nothing
-                // for the caller, who gets the original error.
+                // Nothing was committed (the waiting writes still wait); an
+                // abort failure changes nothing for the caller, who gets
+                // the original error.
                 let _ = txn.abort();
                 self.leave_queue();
                 return Err(e);
@@ -555,50 +571,70 @@ impl RedbStore {
                 // after a crash is then near instant (see the module docs).
                 txn.set_quick_repair(true);
                 let r = txn.commit().map_err(db_err);
+                if r.is_ok() {
+                    lock(&self.pending).forget(&applied);
+                }
                 self.flushed(covers, r.is_ok());
                 r.map(|()| v)
             }
             Err(seq) => {
                 set_durability(&mut txn, Durability::None)?;
                 txn.commit().map_err(db_err)?;
+                lock(&self.pending).forget(&applied);
                 self.wait_durable(seq)?;
                 Ok(v)
             }
         }
     }
 
-    /// Runs `f` in a write transaction that becomes durable with the next
-    /// durable commit (or at a clean close). Atomic all the same: after a
-    /// crash it is there entirely or not at all, and anything committed
-    /// durably after it is only there if it is too (redb keeps commits in
-    /// order).
-    fn write_lazy<T>(
-        &self,
-        f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        let out = W::open(&txn).and_then(|mut w| f(&txn, &mut w));
-        let v = match out {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = txn.abort();
-                return Err(e);
+    /// Stores the waiting step records and build states in `w`'s
+    /// transaction; returns what to forget once it has committed.
+    fn apply_pending(&self, w: &mut W<'_>) -> Result<pending::Applied> {
+        let pending::Copy {
+            steps,
+            states,
+            applied,
+        } = {
+            let p = lock(&self.pending);
+            if p.is_empty() {
+                return Ok(pending::Applied::default());
             }
+            p.copy()
         };
-        let durable = {
-            let mut g = lock_group(&self.group);
-            g.lazy += 1;
-            g.lazy >= LAZY_LIMIT
-        };
-        if durable {
-            txn.set_quick_repair(true);
-            txn.commit().map_err(db_err)?;
-            lock_group(&self.group).lazy = 0;
-        } else {
-            set_durability(&mut txn, Durability::None)?;
-            txn.commit().map_err(db_err)?;
+        for (build, step) in steps {
+            let bytes = encode("step", &step)?;
+            w.steps
+                .insert((build, step.index), bytes.as_slice())
+                .map_err(db_err)?;
         }
-        Ok(v)
+        for (id, state) in states {
+            // Checked when it was written; a record damaged since must not
+            // stop every later write, so it is skipped (and reported).
+            match get_record::<Build>(&w.builds, id) {
+                Ok(Some(mut build)) => {
+                    build.state_string = state.state_string;
+                    build.build.properties = state.properties;
+                    put_record(&mut w.builds, &build)?;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("dropping the state of build {id}: {e}"),
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Queues a step record or build state; stores everything waiting once
+    /// there is much.
+    fn add_pending(&self, add: impl FnOnce(&mut pending::Pending)) -> Result<()> {
+        let full = {
+            let mut p = lock(&self.pending);
+            add(&mut p);
+            p.len() >= PENDING_LIMIT
+        };
+        if full {
+            self.write(|_, _| Ok(()))?;
+        }
+        Ok(())
     }
 
     /// A queued durable writer leaves without committing.
@@ -618,7 +654,6 @@ impl RedbStore {
         g.flushing -= 1;
         if ok {
             g.durable = g.durable.max(covers);
-            g.lazy = 0;
         }
         self.group_changed.notify_all();
     }
@@ -652,14 +687,31 @@ impl RedbStore {
     fn flush(&self) -> Result<u64> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         let covers = lock_group(&self.group).assigned;
+        let applied = W::open(&txn).and_then(|mut w| self.apply_pending(&mut w))?;
         txn.set_quick_repair(true);
         txn.commit().map_err(db_err)?;
+        lock(&self.pending).forget(&applied);
         Ok(covers)
+    }
+
+    /// A read snapshot and the build states not yet in it.
+    fn read_with_states(&self) -> Result<(redb::ReadTransaction, HashMap<u64, pending::State>)> {
+        let p = lock(&self.pending);
+        Ok((self.read()?, p.states()))
     }
 
     fn read(&self) -> Result<redb::ReadTransaction> {
         self.db.begin_read().map_err(db_err)
     }
+}
+
+/// A build with its waiting state, if any, instead of the stored one.
+fn with_state(mut build: Build, state: Option<pending::State>) -> Build {
+    if let Some(st) = state {
+        build.state_string = st.state_string;
+        build.build.properties = st.properties;
+    }
+    build
 }
 
 fn set_durability(txn: &mut WriteTransaction, d: Durability) -> Result<()> {
@@ -668,11 +720,11 @@ fn set_durability(txn: &mut WriteTransaction, d: Durability) -> Result<()> {
 }
 
 impl Drop for RedbStore {
-    /// Makes the last non-durable commits durable at a clean close.
+    /// Stores what still waits, durably, at a clean close.
     fn drop(&mut self) {
         let pending = {
             let g = lock_group(&self.group);
-            g.lazy > 0 || g.assigned > g.durable
+            g.assigned > g.durable || !lock(&self.pending).is_empty()
         };
         if pending {
             if let Err(e) = self.flush() {
@@ -893,14 +945,16 @@ impl Store for RedbStore {
     fn set_build_state(&self, id: u64, state_string: &str, properties: &Properties) -> Result<()> {
         let mut properties = properties.clone();
         storable(&mut properties);
-        self.write_lazy(|_, w| {
-            let Some(mut build) = get_record::<Build>(&w.builds, id)? else {
-                return Err(StoreError::Conflict(format!("build {id} does not exist")));
-            };
-            build.state_string = state_string.to_string();
-            build.build.properties = properties;
-            put_record(&mut w.builds, &build)
-        })
+        // Checked now (decoding it, as a write would); stored with the next
+        // write transaction.
+        if get_record::<Build>(&open_ro(&self.read()?, BUILDS)?, id)?.is_none() {
+            return Err(StoreError::Conflict(format!("build {id} does not exist")));
+        }
+        let state = pending::State {
+            state_string: state_string.to_string(),
+            properties,
+        };
+        self.add_pending(|p| p.put_state(id, state))
     }
 
     fn finish_build(&self, id: u64, result: BuildResult, now: Millis) -> Result<()> {
@@ -908,11 +962,16 @@ impl Store for RedbStore {
     }
 
     fn build(&self, id: u64) -> Result<Option<Build>> {
-        get_record(&open_ro(&self.read()?, BUILDS)?, id)
+        let (txn, state) = {
+            let p = lock(&self.pending);
+            (self.read()?, p.state(id))
+        };
+        let build = get_record::<Build>(&open_ro(&txn, BUILDS)?, id)?;
+        Ok(build.map(|b| with_state(b, state)))
     }
 
     fn build_by_number(&self, builder: &str, number: u64) -> Result<Option<Build>> {
-        let txn = self.read()?;
+        let (txn, mut states) = self.read_with_states()?;
         let Some(id) = open_ro(&txn, BUILD_NUMBERS)?
             .get((builder, number))
             .map_err(db_err)?
@@ -927,11 +986,11 @@ impl Store for RedbStore {
                 build.build.builder, build.number
             )));
         }
-        Ok(Some(build))
+        Ok(Some(with_state(build, states.remove(&id))))
     }
 
     fn builds(&self, filter: &BuildFilter, page: Page) -> Result<Vec<Build>> {
-        let txn = self.read()?;
+        let (txn, mut states) = self.read_with_states()?;
         let builds = open_ro(&txn, BUILDS)?;
         let hi = upper(&page);
         let running;
@@ -951,14 +1010,21 @@ impl Store for RedbStore {
         } else {
             ids_desc(&builds, ..hi, |k| k)?
         };
-        collect_page(ids, &builds, page.limit, |b: &Build| {
+        let page = collect_page(ids, &builds, page.limit, |b: &Build| {
             filter
                 .builder
                 .as_ref()
                 .is_none_or(|x| *x == b.build.builder)
                 && filter.result.is_none_or(|r| Some(r) == b.result)
                 && (!filter.running || b.finished_at.is_none())
-        })
+        })?;
+        Ok(page
+            .into_iter()
+            .map(|b| {
+                let state = states.remove(&b.id);
+                with_state(b, state)
+            })
+            .collect())
     }
 
     fn interrupt_running(&self, now: Millis) -> Result<Vec<u64>> {
@@ -977,24 +1043,27 @@ impl Store for RedbStore {
     }
 
     fn put_step(&self, build: u64, step: &StepRecord) -> Result<()> {
-        let bytes = encode("step", step)?;
-        self.write_lazy(|_, w| {
-            if w.builds.get(build).map_err(db_err)?.is_none() {
-                return Err(StoreError::Conflict(format!(
-                    "build {build} does not exist"
-                )));
-            }
-            w.steps
-                .insert((build, step.index), bytes.as_slice())
-                .map_err(db_err)?;
-            Ok(())
-        })
+        // Checked now; stored with the next write transaction.
+        if open_ro(&self.read()?, BUILDS)?
+            .get(build)
+            .map_err(db_err)?
+            .is_none()
+        {
+            return Err(StoreError::Conflict(format!(
+                "build {build} does not exist"
+            )));
+        }
+        let step = step.clone();
+        self.add_pending(|p| p.put_step(build, step))
     }
 
     fn steps(&self, build: u64) -> Result<Vec<StepRecord>> {
-        let txn = self.read()?;
+        let (txn, waiting) = {
+            let p = lock(&self.pending);
+            (self.read()?, p.steps_of(build))
+        };
         let steps = open_ro(&txn, STEPS)?;
-        let mut out = Vec::new();
+        let mut out: Vec<StepRecord> = Vec::new();
         for entry in steps
             .range((build, 0)..=(build, u32::MAX))
             .map_err(db_err)?
@@ -1013,6 +1082,16 @@ impl Store for RedbStore {
             // crash before a sync).
             step.log_len = self.logs.len(build, index)?;
             out.push(step);
+        }
+        if !waiting.is_empty() {
+            // Newer than what is stored for the same index.
+            for mut step in waiting {
+                step.log_len = self.logs.len(build, step.index)?;
+                match out.binary_search_by_key(&step.index, |s| s.index) {
+                    Ok(i) => out[i] = step,
+                    Err(i) => out.insert(i, step),
+                }
+            }
         }
         Ok(out)
     }

@@ -17,7 +17,7 @@
 //! Files are opened lazily and kept in a small LRU, so the number of open
 //! descriptors stays bounded however many logs are being written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
@@ -35,6 +35,9 @@ type LogKey = (u64, u32);
 pub(super) struct LogFiles {
     dir: PathBuf,
     open: Mutex<Lru>,
+    /// Directories this process created whose entry in their parent has
+    /// not been synced yet.
+    new_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 struct LogFile {
@@ -46,6 +49,10 @@ struct LogFile {
     /// since this process opened it (a new file is lost on power failure
     /// unless its directory is synced too).
     dirs_synced: Mutex<bool>,
+    /// Whether this process created the file. A file it only opened may
+    /// come from a process that died before syncing its directories, so
+    /// all three are synced; for a new one, only those with new entries.
+    created: bool,
 }
 
 struct Lru {
@@ -71,6 +78,7 @@ impl LogFiles {
                 tick: 0,
                 files: HashMap::new(),
             }),
+            new_dirs: Mutex::new(HashSet::new()),
         }
     }
 
@@ -103,16 +111,16 @@ impl LogFiles {
         let path = self.path(build, step);
         let mut options = OpenOptions::new();
         options.read(true).append(true);
-        let file = match options.open(&path) {
-            Ok(f) => f,
+        let (file, created) = match options.open(&path) {
+            Ok(f) => (f, false),
             Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let dir = self.build_dir(build);
-                std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
-                options
+                self.create_dirs(build)?;
+                let f = options
                     .create(true)
                     .open(&path)
-                    .map_err(|e| io("creating", &path, e))?
+                    .map_err(|e| io("creating", &path, e))?;
+                (f, true)
             }
             Err(e) => return Err(io("opening", &path, e)),
         };
@@ -124,6 +132,7 @@ impl LogFiles {
             file,
             len: Mutex::new(len),
             dirs_synced: Mutex::new(false),
+            created,
         });
         let mut lru = lock(&self.open);
         lru.tick += 1;
@@ -180,10 +189,45 @@ impl LogFiles {
         if !*dirs_synced {
             let build_dir = self.build_dir(build);
             let shard_dir = build_dir.parent().unwrap_or(&self.dir).to_path_buf();
-            for dir in [build_dir.as_path(), shard_dir.as_path(), self.dir.as_path()] {
-                sync_dir(dir)?;
+            // The file's entry; then each directory's entry in its parent
+            // when it is new (or, for a file this process did not create,
+            // may be).
+            sync_dir(&build_dir)?;
+            for (dir, parent) in [
+                (build_dir.as_path(), shard_dir.as_path()),
+                (shard_dir.as_path(), self.dir.as_path()),
+            ] {
+                let new = lock(&self.new_dirs).contains(dir);
+                if new || !log.created {
+                    sync_dir(parent)?;
+                    lock(&self.new_dirs).remove(dir);
+                }
             }
             *dirs_synced = true;
+        }
+        Ok(())
+    }
+
+    /// Creates the directories of a build's logs, remembering which are
+    /// new.
+    fn create_dirs(&self, build: u64) -> Result<()> {
+        let build_dir = self.build_dir(build);
+        let shard_dir = build_dir.parent().unwrap_or(&self.dir).to_path_buf();
+        for dir in [&shard_dir, &build_dir] {
+            match std::fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                // The logs directory itself is gone (removed by hand?).
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?
+                }
+                Err(e) => return Err(io("creating", dir, e)),
+            }
+            // A build's directory is created once, by the process that runs
+            // it (ids are never reused), so an existing one was synced by
+            // whoever created its first log, or belongs to a build that
+            // `interrupt_running` ended.
+            lock(&self.new_dirs).insert(dir.clone());
         }
         Ok(())
     }
