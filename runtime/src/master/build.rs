@@ -33,6 +33,38 @@ pub struct Ctx {
     /// The running step's start, not yet stored: a command step stores it
     /// with its log's first bytes, in one trip to the store.
     pending_start: Option<StepStart>,
+    /// The last step's end, stored with the build's end.
+    pending_end: Option<StepEnd>,
+}
+
+/// What the store records when a step ends: its start if still
+/// unrecorded, the end of its log, the log's sync, and its end record.
+struct StepEnd {
+    start: Option<StepStart>,
+    tail: Vec<u8>,
+    rec: StepRecord,
+}
+
+impl StepEnd {
+    fn store(self, s: &dyn crate::store::Store, id: u64) {
+        let index = self.rec.index;
+        if let Some(start) = self.start {
+            start.store(s, id);
+        }
+        if !self.tail.is_empty() {
+            if let Err(e) = s.append_log(id, index, &self.tail) {
+                tracing::error!("cannot store log of build {id}: {e}");
+            }
+        }
+        if let Err(e) = s.sync_log(id, index) {
+            tracing::error!("cannot sync the log of build {id}: {e}");
+        }
+        let mut rec = self.rec;
+        rec.log_len = s.log_len(id, index).unwrap_or(0);
+        if let Err(e) = s.put_step(id, &rec) {
+            tracing::error!("cannot record a step of build {id}: {e}");
+        }
+    }
 }
 
 /// What the store records when a step starts.
@@ -150,6 +182,7 @@ pub async fn run(
         cancel,
         slot,
         pending_start: None,
+        pending_end: None,
     };
     let result = cx.steps().await;
     let id = cx.build.id;
@@ -159,10 +192,14 @@ pub async fn run(
         r => format!("build {}", result_word(r)),
     };
     let props = cx.props.clone();
-    // One trip: the final state (lazy) and the end of the build (durable,
-    // which makes the state durable too).
+    let last = cx.pending_end.take();
+    // One trip: the last step's end, the final state (both waiting in the
+    // store) and the end of the build (durable, which makes them durable).
     if let Err(e) = shared
         .db(move |s| {
+            if let Some(end) = last {
+                end.store(s, id);
+            }
             let _ = s.set_build_state(id, &state, &props);
             s.finish_build(id, result, now_ms())
         })
@@ -303,32 +340,22 @@ impl Ctx {
                 .hide_step_if
                 .as_ref()
                 .is_some_and(|h| truthy(&eval(h, &self.props)));
-            // One trip: the start if still unrecorded, the end of the log,
-            // its sync, and the step's end record.
-            let start = self.pending_start.take();
-            let tail = std::mem::take(&mut out.log_tail);
-            let end = rec.clone();
-            let stored = self
-                .shared
-                .db(move |s| {
-                    if let Some(start) = start {
-                        start.store(s, id);
-                    }
-                    if !tail.is_empty() {
-                        if let Err(e) = s.append_log(id, index, &tail) {
-                            tracing::error!("cannot store log of build {id}: {e}");
-                        }
-                    }
-                    let mut end = end;
-                    let synced = s.sync_log(id, index);
-                    end.log_len = s.log_len(id, index).unwrap_or(0);
-                    let put = s.put_step(id, &end);
-                    synced.and(put).map(|()| end.log_len)
-                })
-                .await;
-            match stored {
-                Ok(len) => rec.log_len = len,
-                Err(e) => tracing::error!("cannot record a step of build {id}: {e}"),
+            let end = StepEnd {
+                start: self.pending_start.take(),
+                tail: std::mem::take(&mut out.log_tail),
+                rec: rec.clone(),
+            };
+            if i + 1 == builder.steps.len() || out.result == BuildResult::Retry {
+                // The last step: stored with the build's end, in one trip.
+                self.pending_end = Some(end);
+            } else {
+                let _ = self
+                    .shared
+                    .db(move |s| {
+                        end.store(s, id);
+                        Ok(())
+                    })
+                    .await;
             }
             match out.result {
                 BuildResult::Success | BuildResult::Skipped => {}
