@@ -22,6 +22,10 @@ use crate::store::{Build, BuildSet, NewBuildSet, Properties, StepRecord};
 /// Log bytes are written to the store in batches of about this size.
 const LOG_BATCH: usize = 64 * 1024;
 
+/// A command step's start record waits at most this long for the step's
+/// first log bytes (or its end) to be stored with them.
+const START_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub struct Ctx {
     shared: Arc<Shared>,
     build: Build,
@@ -626,8 +630,15 @@ impl Ctx {
         let mut redact = self.redactor();
         let mut head = redact.push(header.as_bytes());
         let mut writer = LogWriter::new(self.shared.store.clone(), self.build.id, index);
-        // Not awaited: the command starts while its header is stored.
-        writer.write(&mut head, self.pending_start.take()).await;
+        // The step's start is stored with the first log bytes: the header
+        // (not awaited: the command starts meanwhile), else the first
+        // output, else after START_DELAY, else (a quick command) with the
+        // step's end — one trip to the store fewer.
+        let mut start = self.pending_start.take();
+        if !head.is_empty() {
+            writer.write(&mut head, start.take()).await;
+        }
+        let start_due = tokio::time::Instant::now() + START_DELAY;
         let id = self.shared.next_id();
         let mut rx = conn.expect(id);
         let run = Message::Run {
@@ -643,6 +654,7 @@ impl Ctx {
         if !conn.send(Frame::Message(run)).await {
             conn.forget(id);
             writer.wait().await;
+            self.pending_start = start;
             return Outcome::of(BuildResult::Retry, "worker lost");
         }
         let re = warning_pattern.and_then(|p| regex::bytes::Regex::new(p).ok());
@@ -658,6 +670,10 @@ impl Ctx {
                         interrupted = true;
                         let _ = conn.send(Frame::Message(Message::Interrupt { id })).await;
                     }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(start_due), if start.is_some() => {
+                    writer.write(&mut Vec::new(), start.take()).await;
                     continue;
                 }
             };
@@ -676,7 +692,7 @@ impl Ctx {
                     batch.extend_from_slice(&clean);
                     // Write when the batch is full or nothing else is queued.
                     if batch.len() >= LOG_BATCH || rx.is_empty() {
-                        writer.write(&mut batch, None).await;
+                        writer.write(&mut batch, start.take()).await;
                     }
                 }
                 Some(CmdEvent::Finished {
@@ -696,6 +712,7 @@ impl Ctx {
         }
         // What is left goes with the step's end record (see `steps`).
         writer.wait().await;
+        self.pending_start = start;
         let Some((exit_code, signal, stopped, error, duration_ms)) = finished else {
             batch.extend_from_slice(b"\nworker connection lost\n");
             let mut out = Outcome::of(BuildResult::Retry, "worker lost");
