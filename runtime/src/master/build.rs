@@ -22,6 +22,10 @@ use crate::store::{Build, BuildSet, NewBuildSet, Properties, StepRecord};
 /// Log bytes are written to the store in batches of about this size.
 const LOG_BATCH: usize = 64 * 1024;
 
+/// A command step's start record waits at most this long for the step's
+/// first log bytes (or its end) to be stored with them.
+const START_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub struct Ctx {
     shared: Arc<Shared>,
     build: Build,
@@ -33,6 +37,38 @@ pub struct Ctx {
     /// The running step's start, not yet stored: a command step stores it
     /// with its log's first bytes, in one trip to the store.
     pending_start: Option<StepStart>,
+    /// The last step's end, stored with the build's end.
+    pending_end: Option<StepEnd>,
+}
+
+/// What the store records when a step ends: its start if still
+/// unrecorded, the end of its log, the log's sync, and its end record.
+struct StepEnd {
+    start: Option<StepStart>,
+    tail: Vec<u8>,
+    rec: StepRecord,
+}
+
+impl StepEnd {
+    fn store(self, s: &dyn crate::store::Store, id: u64) {
+        let index = self.rec.index;
+        if let Some(start) = self.start {
+            start.store(s, id);
+        }
+        if !self.tail.is_empty() {
+            if let Err(e) = s.append_log(id, index, &self.tail) {
+                tracing::error!("cannot store log of build {id}: {e}");
+            }
+        }
+        if let Err(e) = s.sync_log(id, index) {
+            tracing::error!("cannot sync the log of build {id}: {e}");
+        }
+        let mut rec = self.rec;
+        rec.log_len = s.log_len(id, index).unwrap_or(0);
+        if let Err(e) = s.put_step(id, &rec) {
+            tracing::error!("cannot record a step of build {id}: {e}");
+        }
+    }
 }
 
 /// What the store records when a step starts.
@@ -150,6 +186,7 @@ pub async fn run(
         cancel,
         slot,
         pending_start: None,
+        pending_end: None,
     };
     let result = cx.steps().await;
     let id = cx.build.id;
@@ -159,10 +196,14 @@ pub async fn run(
         r => format!("build {}", result_word(r)),
     };
     let props = cx.props.clone();
-    // One trip: the final state (lazy) and the end of the build (durable,
-    // which makes the state durable too).
+    let last = cx.pending_end.take();
+    // One trip: the last step's end, the final state (both waiting in the
+    // store) and the end of the build (durable, which makes them durable).
     if let Err(e) = shared
         .db(move |s| {
+            if let Some(end) = last {
+                end.store(s, id);
+            }
             let _ = s.set_build_state(id, &state, &props);
             s.finish_build(id, result, now_ms())
         })
@@ -303,32 +344,22 @@ impl Ctx {
                 .hide_step_if
                 .as_ref()
                 .is_some_and(|h| truthy(&eval(h, &self.props)));
-            // One trip: the start if still unrecorded, the end of the log,
-            // its sync, and the step's end record.
-            let start = self.pending_start.take();
-            let tail = std::mem::take(&mut out.log_tail);
-            let end = rec.clone();
-            let stored = self
-                .shared
-                .db(move |s| {
-                    if let Some(start) = start {
-                        start.store(s, id);
-                    }
-                    if !tail.is_empty() {
-                        if let Err(e) = s.append_log(id, index, &tail) {
-                            tracing::error!("cannot store log of build {id}: {e}");
-                        }
-                    }
-                    let mut end = end;
-                    let synced = s.sync_log(id, index);
-                    end.log_len = s.log_len(id, index).unwrap_or(0);
-                    let put = s.put_step(id, &end);
-                    synced.and(put).map(|()| end.log_len)
-                })
-                .await;
-            match stored {
-                Ok(len) => rec.log_len = len,
-                Err(e) => tracing::error!("cannot record a step of build {id}: {e}"),
+            let end = StepEnd {
+                start: self.pending_start.take(),
+                tail: std::mem::take(&mut out.log_tail),
+                rec: rec.clone(),
+            };
+            if i + 1 == builder.steps.len() || out.result == BuildResult::Retry {
+                // The last step: stored with the build's end, in one trip.
+                self.pending_end = Some(end);
+            } else {
+                let _ = self
+                    .shared
+                    .db(move |s| {
+                        end.store(s, id);
+                        Ok(())
+                    })
+                    .await;
             }
             match out.result {
                 BuildResult::Success | BuildResult::Skipped => {}
@@ -599,8 +630,15 @@ impl Ctx {
         let mut redact = self.redactor();
         let mut head = redact.push(header.as_bytes());
         let mut writer = LogWriter::new(self.shared.store.clone(), self.build.id, index);
-        // Not awaited: the command starts while its header is stored.
-        writer.write(&mut head, self.pending_start.take()).await;
+        // The step's start is stored with the first log bytes: the header
+        // (not awaited: the command starts meanwhile), else the first
+        // output, else after START_DELAY, else (a quick command) with the
+        // step's end — one trip to the store fewer.
+        let mut start = self.pending_start.take();
+        if !head.is_empty() {
+            writer.write(&mut head, start.take()).await;
+        }
+        let start_due = tokio::time::Instant::now() + START_DELAY;
         let id = self.shared.next_id();
         let mut rx = conn.expect(id);
         let run = Message::Run {
@@ -616,6 +654,7 @@ impl Ctx {
         if !conn.send(Frame::Message(run)).await {
             conn.forget(id);
             writer.wait().await;
+            self.pending_start = start;
             return Outcome::of(BuildResult::Retry, "worker lost");
         }
         let re = warning_pattern.and_then(|p| regex::bytes::Regex::new(p).ok());
@@ -631,6 +670,10 @@ impl Ctx {
                         interrupted = true;
                         let _ = conn.send(Frame::Message(Message::Interrupt { id })).await;
                     }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(start_due), if start.is_some() => {
+                    writer.write(&mut Vec::new(), start.take()).await;
                     continue;
                 }
             };
@@ -649,7 +692,7 @@ impl Ctx {
                     batch.extend_from_slice(&clean);
                     // Write when the batch is full or nothing else is queued.
                     if batch.len() >= LOG_BATCH || rx.is_empty() {
-                        writer.write(&mut batch, None).await;
+                        writer.write(&mut batch, start.take()).await;
                     }
                 }
                 Some(CmdEvent::Finished {
@@ -669,6 +712,7 @@ impl Ctx {
         }
         // What is left goes with the step's end record (see `steps`).
         writer.wait().await;
+        self.pending_start = start;
         let Some((exit_code, signal, stopped, error, duration_ms)) = finished else {
             batch.extend_from_slice(b"\nworker connection lost\n");
             let mut out = Outcome::of(BuildResult::Retry, "worker lost");
