@@ -18,5 +18,13 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // mimalloc takes transparent huge pages per thread heap; with tokio's
+    // blocking pool that made the master's RSS grow with its thread count
+    // (docs/perf.md). Small pages keep it bounded at the same speed.
+    #[cfg(target_os = "linux")]
+    // SAFETY: a process-wide flag set before any thread starts.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     cli::run()
 }

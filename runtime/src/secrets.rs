@@ -12,6 +12,9 @@ use bbc_compiler::graph::{ChangeSourceKind, Credential, Graph, ReporterKind};
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, String>,
+    /// Built once: compiling the pattern per log would cost more than a
+    /// short log.
+    redactor: Option<Redactor>,
 }
 
 /// Every secret name a graph refers to.
@@ -91,7 +94,8 @@ impl Secrets {
             }
         }
         if missing.is_empty() {
-            return Ok(Secrets { values });
+            let redactor = Some(Redactor::new(values.values().cloned()));
+            return Ok(Secrets { values, redactor });
         }
         let where_ = match dir {
             Some(d) => format!("a file in {}, or", d.display()),
@@ -120,8 +124,15 @@ impl Secrets {
         }
     }
 
+    /// A fresh redactor for one log (the compiled pattern is shared).
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.values.values().cloned())
+        match &self.redactor {
+            Some(r) => Redactor {
+                held: Vec::new(),
+                ..r.clone()
+            },
+            None => Redactor::new(self.values.values().cloned()),
+        }
     }
 
     pub fn default_dir(state_dir: &Path) -> PathBuf {
@@ -134,7 +145,10 @@ impl Secrets {
 /// are held back until the next one (or `finish`).
 #[derive(Debug, Clone)]
 pub struct Redactor {
-    secrets: Vec<Vec<u8>>,
+    /// Every secret as a literal alternative, longest first; the regex
+    /// crate searches them together (Aho-Corasick / SIMD prefilters), so
+    /// redaction costs little per byte of log.
+    re: Option<regex::bytes::Regex>,
     longest: usize,
     held: Vec<u8>,
 }
@@ -150,21 +164,37 @@ impl Redactor {
             .map(String::into_bytes)
             .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
         let longest = secrets.first().map_or(0, Vec::len);
+        let pattern = secrets
+            .iter()
+            .map(|s| regex::escape(&String::from_utf8_lossy(s)))
+            .collect::<Vec<_>>()
+            .join("|");
+        // Escaped literals always compile; size limits are the only failure.
+        let re = (!secrets.is_empty())
+            .then(|| {
+                regex::bytes::RegexBuilder::new(&pattern)
+                    .unicode(false)
+                    .size_limit(64 << 20)
+                    .build()
+                    .ok()
+            })
+            .flatten();
         Redactor {
-            secrets,
+            re,
             longest,
             held: Vec::new(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
+        self.re.is_none()
     }
 
     /// Feeds a chunk; returns what can be written now.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        if self.secrets.is_empty() {
+        if self.re.is_none() {
             return chunk.to_vec();
         }
         self.held.extend_from_slice(chunk);
@@ -180,27 +210,33 @@ impl Redactor {
         out
     }
 
+    /// Masks every secret that starts where no longer secret could still
+    /// be incomplete; returns the output and where the held bytes resume.
     fn scan(&self, last: bool) -> (Vec<u8>, usize) {
         let buf = &self.held;
-        let mut out = Vec::with_capacity(buf.len());
+        let Some(re) = &self.re else {
+            return (buf.clone(), buf.len());
+        };
         let safe_end = if last {
             buf.len()
         } else {
             buf.len().saturating_sub(self.longest - 1)
         };
+        let mut out = Vec::with_capacity(buf.len());
         let mut i = 0;
-        'outer: while i < safe_end {
-            for s in &self.secrets {
-                if buf[i..].starts_with(s) {
-                    out.extend_from_slice(MASK);
-                    i += s.len();
-                    continue 'outer;
-                }
+        for m in re.find_iter(buf) {
+            // A match starting later might be the prefix of a longer secret
+            // whose end has not arrived yet.
+            if m.start() >= safe_end {
+                break;
             }
-            out.push(buf[i]);
-            i += 1;
+            out.extend_from_slice(&buf[i..m.start()]);
+            out.extend_from_slice(MASK);
+            i = m.end();
         }
-        (out, i.min(buf.len()))
+        let end = safe_end.max(i);
+        out.extend_from_slice(&buf[i..end]);
+        (out, end)
     }
 }
 
@@ -210,15 +246,29 @@ mod tests {
 
     #[test]
     fn redacts_across_chunks() {
-        let mut r = Redactor::new(["hunter2pw".to_string(), "ab".to_string()]);
+        let mut r = Redactor::new([
+            "hunter2pw".to_string(),
+            "ab".to_string(),
+            "hunter2pwlonger".to_string(),
+            "a.b*c".to_string(),
+        ]);
         let mut out = Vec::new();
-        for chunk in [&b"pass=hun"[..], b"ter2pw ok ab ", b"hunter2", b"pw"] {
+        for chunk in [
+            &b"pass=hun"[..],
+            b"ter2pw ok ab ",
+            b"hunter2",
+            b"pwlon",
+            b"ger a.b*c axbbc ",
+            b"hunter2pw",
+        ] {
             out.extend(r.push(chunk));
         }
         out.extend(r.finish());
+        // The longer secret wins when it completes in a later chunk; regex
+        // characters in a secret are literal.
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "pass=[secret] ok ab [secret]"
+            "pass=[secret] ok ab [secret] [secret] axbbc [secret]"
         );
     }
 
