@@ -252,3 +252,22 @@ pub fn write_secret(dir: &Path, name: &str, value: &str) {
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(d.join(name), value).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Runs git in `dir` with a fixed identity; returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ann")
+        .env("GIT_AUTHOR_EMAIL", "ann@example.org")
+        .env("GIT_COMMITTER_NAME", "Ann")
+        .env("GIT_COMMITTER_EMAIL", "ann@example.org")
+        .output()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}

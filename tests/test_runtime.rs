@@ -1,7 +1,7 @@
 //! The master and workers as real processes on 127.0.0.1, running real
 //! shell commands and real git.
 
-use crate::common::{get_json, http, temp_dir, wait_for, write_secret, Master};
+use crate::common::{get_json, git, http, temp_dir, wait_for, write_secret, Master};
 
 fn config(builders: &str) -> String {
     format!(
@@ -155,24 +155,6 @@ builder "halting" {
     assert_eq!(h["result"], "failure");
     assert_eq!(step(&h, "after")["result"], "skipped");
     assert_eq!(step(&h, "cleanup")["result"], "success");
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.org")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.org")
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Schedulers in a real master: changes submitted through the API (the
 //! same path as pollers and webhooks) turn into builds exactly once.
 
-use crate::common::{get_json, temp_dir, wait_for, write_secret, Master};
+use crate::common::{get_json, git, temp_dir, wait_for, write_secret, Master};
 
 const CONFIG: &str = r#"worker "w1" password=(secret)"w1"
 scheduler "ci" kind="single-branch" {
@@ -183,24 +183,6 @@ builder "child2" {
         });
         assert_eq!(b["result"], "cancelled", "{b}");
     }
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Ann")
-        .env("GIT_AUTHOR_EMAIL", "ann@example.org")
-        .env("GIT_COMMITTER_NAME", "Ann")
-        .env("GIT_COMMITTER_EMAIL", "ann@example.org")
-        .output()
-        .unwrap_or_else(|e| panic!("git: {e}"));
-    assert!(
-        o.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// A real push: a commit in a real repository, seen by the git poller,
