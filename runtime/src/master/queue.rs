@@ -383,10 +383,30 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
             if !matches!(e, StoreError::Conflict(_)) {
                 tracing::error!("cannot start a build of {}: {e}", d.builder.name);
             }
+            // On a conflict, the requests still pending (a collapsed build
+            // may have met one cancelled request among several) go back to
+            // the queue; the cancelled ones stay out.
+            let still: Vec<bool> = if matches!(e, StoreError::Conflict(_)) {
+                let ids: Vec<u64> = d.entries.iter().map(|en| en.req.id).collect();
+                shared
+                    .db(move |s| {
+                        ids.iter()
+                            .map(|id| {
+                                Ok(s.request(*id)?.is_some_and(|r| {
+                                    r.state == crate::store::RequestState::Pending
+                                }))
+                            })
+                            .collect()
+                    })
+                    .await
+                    .unwrap_or_default()
+            } else {
+                vec![true; d.entries.len()]
+            };
             if let Ok(mut q) = shared.queue.lock() {
                 q.finish(d.slot);
-                if !matches!(e, StoreError::Conflict(_)) {
-                    for en in d.entries {
+                for (en, keep) in d.entries.into_iter().zip(still) {
+                    if keep {
                         q.pending.insert(en.req.id, en);
                     }
                 }

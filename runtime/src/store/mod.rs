@@ -8,7 +8,9 @@
 //! work never blocks the async runtime.
 //!
 //! Architecture invariant: a call that returns `Ok` has made its effect
-//! durable (it survives `kill -9` of the master). A build request is
+//! durable (it survives `kill -9` of the master), except `put_step` and
+//! `set_build_state`, which are visible at once and become durable with the
+//! next durable write (docs/store.md has the table). A build request is
 //! acknowledged only after `add_buildset` returned.
 
 use std::collections::BTreeMap;
