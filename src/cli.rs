@@ -254,41 +254,7 @@ enum Bench {
         samples: usize,
     },
     /// The runtime: a `bbc master` and `bbc worker` processes on 127.0.0.1
-    Run {
-        /// Scenarios to run: builds, log, idle (or all)
-        #[arg(long, value_delimiter = ',', default_value = "builds,log,idle")]
-        only: Vec<String>,
-        /// Trivial builds in the burst
-        #[arg(long, default_value_t = 1000)]
-        builds: usize,
-        /// Trivial builds forced one at a time (idle latency)
-        #[arg(long, default_value_t = 200)]
-        idle_builds: usize,
-        /// Builders the trivial builds are spread over
-        #[arg(long, default_value_t = 8)]
-        builders: usize,
-        /// max-builds of each of the 2 workers
-        #[arg(long, default_value_t = 8)]
-        max_builds: usize,
-        /// HTTP requests in flight while submitting the burst
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Size of the log scenario's output, in MB
-        #[arg(long, default_value_t = 200)]
-        log_mb: usize,
-        /// Builders in the idle scenario's config
-        #[arg(long, default_value_t = 1000)]
-        config_builders: usize,
-        /// Master starts measured in the idle scenario
-        #[arg(long, default_value_t = 6)]
-        starts: usize,
-        /// Working directory (default: a fresh one under the temp dir)
-        #[arg(long)]
-        dir: Option<String>,
-        /// Keep the working directory (logs, state) afterwards
-        #[arg(long)]
-        keep: bool,
-    },
+    Run(crate::bench::run::RunArgs),
     /// Write a generated benchmark config to standard output
     Generate { builders: usize },
     /// (internal) one measured compile in this process
@@ -399,31 +365,7 @@ pub fn run() -> ExitCode {
         Command::Bench { which } => match which {
             Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
             Bench::Changes { changes, samples } => crate::bench_changes::run(changes, samples),
-            Bench::Run {
-                only,
-                builds,
-                idle_builds,
-                builders,
-                max_builds,
-                concurrency,
-                log_mb,
-                config_builders,
-                starts,
-                dir,
-                keep,
-            } => crate::bench::run::run(&crate::bench::run::RunArgs {
-                only,
-                builds,
-                idle_builds,
-                builders,
-                max_builds,
-                concurrency,
-                log_mb,
-                config_builders,
-                starts,
-                dir,
-                keep,
-            }),
+            Bench::Run(args) => crate::bench::run::run(&args),
             Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),
             Bench::One { file } => crate::bench::one(&file),
         },

@@ -192,7 +192,7 @@ async fn follow(shared: &std::sync::Arc<master::Shared>, set: u64) -> Result<(),
             }
             match rec.result {
                 Some(r) => {
-                    let _ = writeln!(out, "── {}: {}", rec.name, result_word(r));
+                    let _ = writeln!(out, "── {}: {}", rec.name, r.name());
                     step += 1;
                     offset = 0;
                     announced = false;
@@ -202,7 +202,7 @@ async fn follow(shared: &std::sync::Arc<master::Shared>, set: u64) -> Result<(),
         }
         if let Some(b) = &build {
             if let (Some(r), true) = (b.result, steps.iter().all(|s| s.index < step)) {
-                let _ = writeln!(out, "build {}: {}", b.build.builder, result_word(r));
+                let _ = writeln!(out, "build {}: {}", b.build.builder, r.name());
                 use bbc_compiler::graph::BuildResult as B;
                 return if matches!(r, B::Success | B::Warnings) {
                     Ok(())
@@ -216,11 +216,4 @@ async fn follow(shared: &std::sync::Arc<master::Shared>, set: u64) -> Result<(),
             _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
         }
     }
-}
-
-fn result_word(r: bbc_compiler::graph::BuildResult) -> &'static str {
-    bbc_compiler::graph::BuildResult::ALL
-        .iter()
-        .find(|(_, x)| *x == r)
-        .map_or("?", |(n, _)| n)
 }

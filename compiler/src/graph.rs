@@ -550,6 +550,14 @@ pub enum BuildResult {
 }
 
 impl BuildResult {
+    /// The word used in configs, logs and the API: "success", "failure", …
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, r)| *r == self)
+            .map_or("?", |(n, _)| n)
+    }
+
     pub const ALL: [(&'static str, BuildResult); 7] = [
         ("success", BuildResult::Success),
         ("warnings", BuildResult::Warnings),

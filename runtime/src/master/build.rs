@@ -193,7 +193,7 @@ pub async fn run(
     let state = match result {
         BuildResult::Success => "build successful".to_string(),
         BuildResult::Retry => "worker lost; will retry".to_string(),
-        r => format!("build {}", result_word(r)),
+        r => format!("build {}", r.name()),
     };
     let props = cx.props.clone();
     let last = cx.pending_end.take();
@@ -258,13 +258,6 @@ fn runs_command(step: &Step) -> bool {
             | StepKind::Git { .. }
             | StepKind::SetPropertyFromCommand { .. }
     )
-}
-
-fn result_word(r: BuildResult) -> &'static str {
-    BuildResult::ALL
-        .iter()
-        .find(|(_, x)| *x == r)
-        .map_or("?", |(n, _)| n)
 }
 
 impl Ctx {
@@ -984,11 +977,7 @@ impl Ctx {
         }
         Outcome::of(
             result,
-            format!(
-                "triggered {}: {}",
-                schedulers.join(", "),
-                result_word(result)
-            ),
+            format!("triggered {}: {}", schedulers.join(", "), result.name()),
         )
     }
 
