@@ -129,6 +129,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         color: ColorChoice,
     },
+    /// Rewrite configs in the canonical layout, keeping every comment
+    Fmt {
+        /// Files, directories (every `*.kdl` below) or `-` (standard input
+        /// to standard output)
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Change nothing: print a diff for each file not formatted and
+        /// fail if there is one (for CI)
+        #[arg(long)]
+        check: bool,
+        #[arg(long, value_enum, default_value = "auto")]
+        color: ColorChoice,
+    },
     /// Explain a diagnostic code, e.g. `bbc explain E0201`
     Explain { code: String },
     /// What changes between two configs (the plan `bbc apply` shows)
@@ -292,6 +305,11 @@ pub fn run() -> ExitCode {
             color,
         } => graph(&file, format, color),
         Command::Explain { code } => explain(&code),
+        Command::Fmt {
+            paths,
+            check,
+            color,
+        } => crate::fmt::fmt(&paths, check, color),
         Command::Diff {
             old,
             new,
@@ -381,7 +399,7 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn human_options(color: ColorChoice, stream_is_tty: bool) -> HumanOptions {
+pub(crate) fn human_options(color: ColorChoice, stream_is_tty: bool) -> HumanOptions {
     let color = match color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod command_error;
 mod diff;
+mod fmt;
 mod local_run;
 mod serve;
 

@@ -122,3 +122,36 @@ fn mutated_configs_only_give_diagnostics() {
         }
     }
 }
+
+#[test]
+fn mutated_configs_format_or_report_syntax_errors() {
+    // Mutations produce odd but valid KDL (comments and slash-dashes in
+    // strange places, line continuations, stray blank lines): the formatter
+    // must lay every valid one out without losing anything (its own meaning
+    // check would say `Unsafe`) and reach a fixed point in one pass.
+    use bbc_compiler::fmt::{format_source, FormatError};
+    let inputs: Vec<String> = files(&root().join("examples"), "kdl")
+        .into_iter()
+        .chain(files(&root().join("tests/golden"), "kdl"))
+        .chain(files(&root().join("stdlib"), "kdl"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|s| s.len() < 40_000)
+        .collect();
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut formatted = 0;
+    for i in 0..10_000 {
+        let text = mutate(&inputs[i % inputs.len()], &mut rng);
+        match format_source("fuzz.kdl", &text) {
+            Ok(out) => {
+                formatted += 1;
+                match format_source("fuzz.kdl", &out) {
+                    Ok(again) => assert_eq!(again, out, "not idempotent for {text:?}"),
+                    Err(e) => panic!("second pass failed ({e:?}) for {text:?}"),
+                }
+            }
+            Err(FormatError::Syntax { .. }) => {}
+            Err(FormatError::Unsafe(m)) => panic!("{m} for {text:?}"),
+        }
+    }
+    assert!(formatted > 1_000, "only {formatted} mutants were valid KDL");
+}

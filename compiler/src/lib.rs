@@ -10,6 +10,7 @@ pub mod decode;
 pub mod diagnostic;
 pub mod expand;
 pub mod expr;
+pub mod fmt;
 pub mod graph;
 pub mod interp;
 pub mod load;

@@ -1,8 +1,8 @@
 //! The KDL document tree with byte-precise spans.
 //!
 //! This is what the rest of the compiler reads. It is deliberately plain:
-//! owned values, no comments (formatting goes through the `kdl` crate, which
-//! keeps them), slash-dashed items already removed.
+//! owned values, no comments, slash-dashed items already removed. The
+//! formatter gets those as spans beside the tree (`parse_with_trivia`).
 
 /// A half-open byte range `start..end` into one source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]

@@ -14,7 +14,8 @@
 //! Whitespace, block comments and line continuations are folded into the
 //! `space_before` flag of the following token: the grammar only cares whether
 //! entries are separated, never what separates them. Newlines and single-line
-//! comments are real tokens because they end nodes.
+//! comments are real tokens because they end nodes. Every comment's span is
+//! also recorded in `trivia`, for the formatter, which must keep them.
 
 use super::ast::{ParseError, Span, Value};
 use std::collections::HashMap;
@@ -188,6 +189,10 @@ pub(crate) struct Lexer<'a> {
     /// For a number of raw-string hashes: a position after which there is
     /// no closing `"""` with that many hashes.
     no_closer: HashMap<usize, usize>,
+    /// Spans of comments (a line comment without its newline) and, pushed
+    /// by the parser, of slash-dashed items: what `bbc fmt` must keep
+    /// although the tree leaves it out. Not in source order.
+    pub trivia: Vec<Span>,
 }
 
 impl<'a> Lexer<'a> {
@@ -204,6 +209,7 @@ impl<'a> Lexer<'a> {
             swallowed_braces: Vec::new(),
             swallowed_opens: 0,
             no_closer: HashMap::new(),
+            trivia: Vec::new(),
         }
     }
 
@@ -385,6 +391,7 @@ impl<'a> Lexer<'a> {
                     ),
                 ));
                 self.ran_to_eof = true;
+                self.trivia.push(Span::new(start, self.pos));
                 return;
             }
             let c = self.b[self.pos];
@@ -392,6 +399,7 @@ impl<'a> Lexer<'a> {
                 self.pos += 2;
                 depth -= 1;
                 if depth == 0 {
+                    self.trivia.push(Span::new(start, self.pos));
                     return;
                 }
             } else if c == b'/' && self.byte(self.pos + 1) == b'*' {
@@ -407,6 +415,7 @@ impl<'a> Lexer<'a> {
 
     /// `//` up to and including the next newline (or the end of input).
     fn line_comment(&mut self) {
+        let start = self.pos;
         self.pos += 2;
         let len = self.b.len();
         loop {
@@ -414,10 +423,12 @@ impl<'a> Lexer<'a> {
                 self.pos += 1;
             }
             if self.pos >= len {
+                self.trivia.push(Span::new(start, self.pos));
                 return;
             }
             let n = newline_len(self.b, self.pos);
             if n > 0 {
+                self.trivia.push(Span::new(start, self.pos));
                 self.pos += n;
                 return;
             }

@@ -15,8 +15,17 @@ pub use ast::{Children, Document, Entry, Ident, Node, ParseError, Span, Value};
 /// were themselves invalid are left out) and all syntax errors, in source
 /// order. An empty error list means the input is valid KDL 2.0.
 pub fn parse(src: &str) -> (Document, Vec<ParseError>) {
-    let (nodes, errors) = parser::parse(src);
+    let (nodes, errors, _) = parser::parse(src);
     (Document { nodes }, errors)
+}
+
+/// [`parse`], plus the spans of what the tree leaves out but a formatter
+/// must keep: comments (a line comment without its newline) and
+/// slash-dashed items (from `/-` to the item's end). Sorted by start; an
+/// item comes before the comments and items nested in it.
+pub fn parse_with_trivia(src: &str) -> (Document, Vec<Span>, Vec<ParseError>) {
+    let (nodes, errors, trivia) = parser::parse(src);
+    (Document { nodes }, trivia, errors)
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ struct Pending {
     after_block: bool,
     /// A real children block was seen: no second one.
     has_block: bool,
+    /// Where the `/-` that comments this node out starts.
+    slashdash: Option<usize>,
 }
 
 impl Pending {
@@ -51,6 +53,7 @@ impl Pending {
             discarded: true,
             after_block: false,
             has_block: false,
+            slashdash: None,
         }
     }
 
@@ -73,6 +76,8 @@ struct Frame {
     open: usize,
     /// The block is commented out (`/-{`) or is a forbidden second block.
     discard: bool,
+    /// Where the `/-` that comments this block out starts.
+    slashdash: Option<usize>,
 }
 
 fn is_boundary(kind: &Tok) -> bool {
@@ -108,14 +113,17 @@ fn quote(text: &str) -> String {
     s
 }
 
-pub(crate) fn parse(src: &str) -> (Vec<Node>, Vec<ParseError>) {
+pub(crate) fn parse(src: &str) -> (Vec<Node>, Vec<ParseError>, Vec<Span>) {
     let mut p = Parser::new(src);
     let nodes = p.document();
     let mut errors = p.lx.errors;
     // Errors about unclosed blocks are found last but point early; present
     // everything in source order (the sort is stable).
     errors.sort_by_key(|e| e.span.start);
-    (nodes, errors)
+    let mut trivia = p.lx.trivia;
+    // Source order; an item before the items nested in it.
+    trivia.sort_by_key(|s| (s.start, std::cmp::Reverse(s.end)));
+    (nodes, errors, trivia)
 }
 
 struct Parser<'a> {
@@ -294,6 +302,9 @@ impl<'a> Parser<'a> {
     /// that owns it (unless the block is discarded).
     fn close_block(&mut self, frame: Frame, end: usize) -> Pending {
         let mut node = frame.node;
+        if let Some(sd) = frame.slashdash {
+            self.lx.trivia.push(Span::new(sd, end));
+        }
         if frame.discard {
             self.node_buf.truncate(frame.base);
         } else {
@@ -318,6 +329,8 @@ impl<'a> Parser<'a> {
         self.flush_entries(&mut node);
         if !node.discarded {
             self.node_buf.push(node.into_node());
+        } else if let Some(sd) = node.slashdash {
+            self.lx.trivia.push(Span::new(sd, node.end));
         }
     }
 
@@ -327,9 +340,11 @@ impl<'a> Parser<'a> {
     /// the brace nesting right.
     fn node_head(&mut self) -> Pending {
         let mut discarded = false;
+        let mut slashdash = None;
         if matches!(self.tok.kind, Tok::SlashDash) {
             let sd = self.bump();
             discarded = true;
+            slashdash = Some(sd.start);
             self.skip_newlines();
             match self.tok.kind {
                 Tok::Eof | Tok::RBrace | Tok::Semi => {
@@ -447,6 +462,7 @@ impl<'a> Parser<'a> {
             discarded,
             after_block: false,
             has_block: false,
+            slashdash,
         }
     }
 
@@ -478,7 +494,7 @@ impl<'a> Parser<'a> {
                     }
                     node.after_block = true;
                     node.has_block = true;
-                    self.open_block(node, stack, open.start, discard);
+                    self.open_block(node, stack, open.start, discard, None);
                     return;
                 }
                 Tok::SlashDash => {
@@ -487,7 +503,7 @@ impl<'a> Parser<'a> {
                     if matches!(self.tok.kind, Tok::LBrace) {
                         let open = self.bump();
                         node.after_block = true;
-                        self.open_block(node, stack, open.start, true);
+                        self.open_block(node, stack, open.start, true, Some(sd.start));
                         return;
                     }
                     if is_entry_start(&self.tok.kind) {
@@ -495,7 +511,9 @@ impl<'a> Parser<'a> {
                             self.entry_after_block();
                         } else {
                             // Parsed for its errors, then dropped.
-                            let _ = self.entry();
+                            if self.entry().is_some() {
+                                self.lx.trivia.push(Span::new(sd.start, self.prev_end));
+                            }
                         }
                         continue;
                     }
@@ -590,6 +608,7 @@ impl<'a> Parser<'a> {
         stack: &mut Vec<Frame>,
         open: usize,
         discard: bool,
+        slashdash: Option<usize>,
     ) {
         self.flush_entries(&mut node);
         // The parser itself has no depth limit, but everything that walks
@@ -609,6 +628,7 @@ impl<'a> Parser<'a> {
             base: self.node_buf.len(),
             open,
             discard: discard || stack.len() >= MAX_DEPTH,
+            slashdash,
         });
     }
 
