@@ -85,7 +85,6 @@ const TOP_LEVEL: &[&str] = &[
     "builder",
     "reporter",
 ];
-const LATER: &[&str] = &["import", "let", "template", "matrix", "use"];
 
 pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
     let mut m = Model::default();
@@ -136,16 +135,6 @@ pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
                 seen.insert((kind, name.clone()), name_span);
                 decode_entity(cx, r, kind, name, name_span, &mut m);
             }
-            k if LATER.contains(&k) => {
-                cx.err(
-                    Code::NotYetSupported,
-                    node.name.span,
-                    format!("`{k}` is not supported yet"),
-                )
-                .label("not supported by this version of bbc")
-                .help("imports, variables, templates and matrices are planned; write the entities out for now")
-                .emit();
-            }
             other => {
                 cx.err(
                     Code::UnknownNode,
@@ -155,7 +144,7 @@ pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
                 .label("unknown node")
                 .help_opt(did_you_mean(
                     other,
-                    TOP_LEVEL.iter().copied(),
+                    TOP_LEVEL.iter().chain(crate::expand::DECLARATIONS).copied(),
                     "a config is made of",
                 ))
                 .emit();
@@ -1522,18 +1511,10 @@ fn step(
 ) -> Option<Step> {
     let kind_name = n.name.value.as_str();
     if !STEP_KINDS.contains(&kind_name) {
-        let help = if kind_name == "use" {
-            Some("step templates (`use`) are not supported yet".to_string())
-        } else {
-            did_you_mean(kind_name, STEP_KINDS.iter().copied(), "step kinds are")
-        };
-        let code = if kind_name == "use" {
-            Code::NotYetSupported
-        } else {
-            Code::UnknownNode
-        };
+        // `use` never gets here: expansion replaced it with its steps.
+        let help = did_you_mean(kind_name, STEP_KINDS.iter().copied(), "step kinds are");
         cx.err(
-            code,
+            Code::UnknownNode,
             n.name.span,
             format!("unknown step kind `{kind_name}`"),
         )
