@@ -981,6 +981,22 @@ impl Ctx {
         )
     }
 
+    /// The worker of a transfer and the master-side path (`what` is
+    /// "source" or "destination"), which must stay inside the master's
+    /// files directory.
+    fn transfer_ends(&self, path: &str, what: &str) -> Result<(Arc<WorkerConn>, PathBuf), Outcome> {
+        let Some(conn) = self.conn.clone() else {
+            return Err(Outcome::of(BuildResult::Retry, "worker lost"));
+        };
+        match master_path(&self.shared.state_dir, path) {
+            Some(p) => Ok((conn, p)),
+            None => Err(Outcome::of(
+                BuildResult::Exception,
+                format!("{what} `{path}` leaves the master's files directory"),
+            )),
+        }
+    }
+
     async fn upload(
         &mut self,
         index: u32,
@@ -989,17 +1005,11 @@ impl Ctx {
         dest: String,
         directory: bool,
     ) -> Outcome {
-        let Some(conn) = self.conn.clone() else {
-            return Outcome::of(BuildResult::Retry, "worker lost");
-        };
-        let Some(dest_path) = master_path(&self.shared.state_dir, &dest) else {
-            return Outcome::of(
-                BuildResult::Exception,
-                format!("destination `{dest}` leaves the master's files directory"),
-            );
+        let (conn, dest_path) = match self.transfer_ends(&dest, "destination") {
+            Ok(ends) => ends,
+            Err(o) => return o,
         };
         let id = self.shared.next_id();
-        let mut rx = conn.expect(id);
         let msg = Message::Upload {
             id,
             builder_dir: self.builder.workdir.clone(),
@@ -1007,9 +1017,10 @@ impl Ctx {
             src: src.clone(),
             directory,
         };
-        if !conn.send(Frame::Message(msg)).await {
-            return Outcome::of(BuildResult::Retry, "worker lost");
-        }
+        let mut rx = match open_transfer(&conn, id, msg).await {
+            Ok(rx) => rx,
+            Err(o) => return o,
+        };
         let mut file: Option<tokio::fs::File> = None;
         let mut files = 0u64;
         let mut bytes = 0u64;
@@ -1091,14 +1102,9 @@ impl Ctx {
         dest: String,
         directory: bool,
     ) -> Outcome {
-        let Some(conn) = self.conn.clone() else {
-            return Outcome::of(BuildResult::Retry, "worker lost");
-        };
-        let Some(src_path) = master_path(&self.shared.state_dir, &src) else {
-            return Outcome::of(
-                BuildResult::Exception,
-                format!("source `{src}` leaves the master's files directory"),
-            );
+        let (conn, src_path) = match self.transfer_ends(&src, "source") {
+            Ok(ends) => ends,
+            Err(o) => return o,
         };
         let files: Vec<(String, PathBuf)> = if directory {
             let root = src_path.clone();
@@ -1113,7 +1119,6 @@ impl Ctx {
             vec![(String::new(), src_path.clone())]
         };
         let id = self.shared.next_id();
-        let mut rx = conn.expect(id);
         let msg = Message::Download {
             id,
             builder_dir: self.builder.workdir.clone(),
@@ -1121,9 +1126,10 @@ impl Ctx {
             dest: dest.clone(),
             directory,
         };
-        if !conn.send(Frame::Message(msg)).await {
-            return Outcome::of(BuildResult::Retry, "worker lost");
-        }
+        let mut rx = match open_transfer(&conn, id, msg).await {
+            Ok(rx) => rx,
+            Err(o) => return o,
+        };
         let mut bytes = 0u64;
         for (rel, path) in &files {
             use tokio::io::AsyncReadExt;
@@ -1356,4 +1362,18 @@ fn list_files(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Sends a transfer request; its events arrive on the returned channel.
+async fn open_transfer(
+    conn: &WorkerConn,
+    id: u64,
+    msg: Message,
+) -> Result<tokio::sync::mpsc::Receiver<CmdEvent>, Outcome> {
+    let rx = conn.expect(id);
+    if conn.send(Frame::Message(msg)).await {
+        Ok(rx)
+    } else {
+        Err(Outcome::of(BuildResult::Retry, "worker lost"))
+    }
 }
