@@ -389,15 +389,7 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
             let still: Vec<bool> = if matches!(e, StoreError::Conflict(_)) {
                 let ids: Vec<u64> = d.entries.iter().map(|en| en.req.id).collect();
                 shared
-                    .db(move |s| {
-                        ids.iter()
-                            .map(|id| {
-                                Ok(s.request(*id)?.is_some_and(|r| {
-                                    r.state == crate::store::RequestState::Pending
-                                }))
-                            })
-                            .collect()
-                    })
+                    .db(move |s| still_pending(s, &ids))
                     .await
                     .unwrap_or_default()
             } else {
@@ -414,5 +406,64 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
             // The slot (and its locks) is free again.
             shared.wake.notify_one();
         }
+    }
+}
+
+/// For each request, whether it is still pending (after a start that
+/// conflicted because one of them was cancelled meanwhile).
+fn still_pending(store: &dyn crate::store::Store, ids: &[u64]) -> crate::store::Result<Vec<bool>> {
+    ids.iter()
+        .map(|id| {
+            Ok(store
+                .request(*id)?
+                .is_some_and(|r| r.state == crate::store::RequestState::Pending))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::still_pending;
+    use crate::store::conformance::TempDir;
+    use crate::store::{NewBuild, NewBuildSet, RedbStore, Store, StoreError};
+
+    #[test]
+    fn collapsed_start_meeting_a_cancelled_request_keeps_the_others() {
+        let dir = TempDir::new();
+        let store = RedbStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let set = || NewBuildSet {
+            scheduler: "s".into(),
+            reason: "test".into(),
+            source: Default::default(),
+            changes: vec![],
+            properties: Default::default(),
+            parent_build: None,
+            submitted_at: 0,
+        };
+        let b = vec![("b".to_string(), 0i64)];
+        let (_, r1) = store
+            .add_buildset(set(), &b)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, r2) = store
+            .add_buildset(set(), &b)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (r1, r2) = (r1[0].id, r2[0].id);
+        // Cancelled between the queue's decision and the start.
+        assert!(store
+            .cancel_request(r1, 1)
+            .unwrap_or_else(|e| panic!("{e}")));
+        let start = store.start_build(NewBuild {
+            builder: "b".into(),
+            builder_hash: "h".into(),
+            worker: "w".into(),
+            requests: vec![r1, r2],
+            properties: Default::default(),
+            started_at: 2,
+        });
+        assert!(matches!(start, Err(StoreError::Conflict(_))), "{start:?}");
+        // The conflict took nothing: r2 is still pending and goes back to
+        // the queue; r1 stays out.
+        let still = still_pending(&store, &[r1, r2]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(still, vec![false, true]);
     }
 }
