@@ -11,3 +11,4 @@ mod test_golden;
 mod test_no_panic;
 mod test_runtime;
 mod test_schedulers;
+mod test_web;

@@ -68,6 +68,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/changes", get(changes).post(add_change))
         .route("/api/v1/schedulers", get(schedulers))
         .merge(crate::changes::webhook_router())
+        .merge(crate::web::router())
         .fallback(|| async { not_found("no such API endpoint; see docs/api.md") })
         .with_state(shared)
 }

@@ -8,4 +8,5 @@ pub mod master;
 pub mod protocol;
 pub mod secrets;
 pub mod store;
+pub mod web;
 pub mod worker;

@@ -1,0 +1,445 @@
+// bbc web UI: a small single-page app over the REST API (/api/v1).
+//
+// Everything from the API is put into the page as text (textContent),
+// never as HTML, so builder names, logs and commit messages cannot inject
+// markup. Views re-read the API every few seconds; a step's log is followed
+// by offset, so only new bytes travel and the page keeps a bounded tail.
+
+"use strict";
+
+const REFRESH_MS = 2000;
+// The most log text kept on the page per step; older output is dropped
+// from the top (the raw log link always has everything).
+const LOG_KEEP = 2 * 1024 * 1024;
+const LOG_CHUNK = 256 * 1024;
+
+let timer = null;
+let followers = [];
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+async function api(path, options) {
+  const r = await fetch("/api/v1" + path, options);
+  let body = null;
+  try {
+    body = await r.json();
+  } catch (_) {
+    body = null;
+  }
+  if (!r.ok) {
+    const msg = body && body.error ? body.error.message : r.status + " " + r.statusText;
+    throw new Error(msg);
+  }
+  return body;
+}
+
+function showError(e) {
+  const box = document.getElementById("error");
+  if (e) {
+    box.textContent = String(e.message || e);
+    box.hidden = false;
+  } else {
+    box.hidden = true;
+  }
+}
+
+function time(ms) {
+  if (!ms) return "";
+  return new Date(ms).toLocaleString();
+}
+
+function duration(from, to) {
+  if (!from) return "";
+  const s = Math.max(0, Math.round(((to || Date.now()) - from) / 1000));
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
+  return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+}
+
+function resultBadge(b) {
+  const r = b.result || (b.finished_at ? "unknown" : (b.started_at ? "running" : "pending"));
+  return el("span", { class: "result " + r, text: r });
+}
+
+function buildLink(b) {
+  return el("a", { href: "#/builds/" + b.id, text: b.builder + " #" + b.number });
+}
+
+function builderLink(name) {
+  return el("a", { href: "#/builders/" + encodeURIComponent(name), text: name });
+}
+
+function table(headers, rows) {
+  return el(
+    "table",
+    {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { text: h })))),
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c) => el("td", {}, c))))),
+  );
+}
+
+function render(...nodes) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined && n !== false));
+}
+
+// ---- views -------------------------------------------------------------
+
+async function buildersView() {
+  const [{ builders }, { builds }] = await Promise.all([
+    api("/builders"),
+    api("/builds?limit=500"),
+  ]);
+  const last = new Map();
+  const running = new Map();
+  for (const b of builds) {
+    if (!b.finished_at) running.set(b.builder, (running.get(b.builder) || 0) + 1);
+    if (!last.has(b.builder)) last.set(b.builder, b);
+  }
+  render(
+    el("h1", { text: "Builders" }),
+    builders.length === 0
+      ? el("p", { class: "muted", text: "No builders are configured." })
+      : table(
+          ["builder", "last build", "", "running", "tags", "workers"],
+          builders.map((x) => {
+            const b = last.get(x.name);
+            return [
+              builderLink(x.name),
+              b ? buildLink(b) : el("span", { class: "muted", text: "never built" }),
+              b ? resultBadge(b) : "",
+              String(running.get(x.name) || 0),
+              (x.tags || []).map((t) => el("span", { class: "tag", text: t })),
+              (x.workers || []).join(", "),
+            ];
+          }),
+        ),
+  );
+}
+
+function buildsTable(builds) {
+  if (builds.length === 0) return el("p", { class: "muted", text: "No builds yet." });
+  return table(
+    ["build", "result", "state", "worker", "started", "duration"],
+    builds.map((b) => [
+      buildLink(b),
+      resultBadge(b),
+      b.state_string || "",
+      b.worker || "",
+      time(b.started_at),
+      duration(b.started_at, b.finished_at),
+    ]),
+  );
+}
+
+async function buildsView() {
+  const { builds } = await api("/builds?limit=100");
+  render(el("h1", { text: "Recent builds" }), buildsTable(builds));
+}
+
+function forceForm(builder, scheduler) {
+  const inputs = [];
+  const fields = (scheduler.params || []).map((p) => {
+    // Defaults go in as attributes, so a form reset restores them.
+    const def = p.default === null || p.default === undefined ? null : String(p.default);
+    let input;
+    if (p.type === "bool") {
+      input = el("input", { type: "checkbox", name: p.name, checked: p.default === true });
+    } else if (p.type === "choice") {
+      input = el(
+        "select",
+        { name: p.name },
+        (p.choices || []).map((c) => el("option", { value: c, text: c, selected: String(c) === def })),
+      );
+    } else {
+      input = el("input", { type: p.type === "int" ? "number" : "text", name: p.name, value: def });
+    }
+    inputs.push([p, input]);
+    return el("label", {}, (p.label || p.name) + (p.required ? " *" : ""), input);
+  });
+  const reason = el("input", { type: "text", name: "reason", value: "forced from the web UI" });
+  const status = el("span", { class: "muted" });
+  const form = el(
+    "form",
+    {
+      class: "force",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const properties = {};
+        for (const [p, input] of inputs) {
+          if (p.type === "bool") properties[p.name] = input.checked;
+          else if (p.type === "int") {
+            if (input.value !== "") properties[p.name] = Number(input.value);
+          } else if (input.value !== "") properties[p.name] = input.value;
+        }
+        status.textContent = "submitting…";
+        try {
+          const r = await api("/builders/" + encodeURIComponent(builder) + "/force", {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ reason: reason.value, properties, scheduler: scheduler.name }),
+          });
+          const set = r.buildset ? r.buildset.id : "";
+          status.textContent = "queued (build set " + set + ")";
+          refresh();
+        } catch (e) {
+          status.textContent = "";
+          showError(e);
+        }
+      },
+    },
+    fields,
+    el("label", {}, "reason", reason),
+    el("button", { class: "primary", type: "submit", text: "Force build" }),
+    status,
+  );
+  return form;
+}
+
+async function builderView(name) {
+  const [{ builds }, { schedulers }, { builder }] = await Promise.all([
+    api("/builds?limit=50&builder=" + encodeURIComponent(name)),
+    api("/schedulers"),
+    api("/builders/" + encodeURIComponent(name)).then((b) => ({ builder: b.builder || b })),
+  ]);
+  const force = schedulers.filter((s) => s.kind === "force" && (s.builders || []).includes(name));
+  // Keep half-filled force forms across refreshes.
+  const existing = Array.from(document.querySelectorAll("form.force")).filter(
+    (f) => f.dataset.builder === name,
+  );
+  render(
+    el("h1", { text: name }),
+    builder && builder.description ? el("p", { text: builder.description }) : null,
+    force.length ? el("h2", { text: "Force a build" }) : null,
+    existing.length ? existing : force.map((s) => {
+      const f = forceForm(name, s);
+      f.dataset.builder = name;
+      return f;
+    }),
+    el("h2", { text: "Builds" }),
+    buildsTable(builds),
+  );
+}
+
+function followLog(pre, buildId, step, info) {
+  const f = { offset: 0, shown: 0, done: false, busy: false, pre, buildId, step, info };
+  followers.push(f);
+  pollLog(f);
+}
+
+async function pollLog(f) {
+  if (f.busy || f.done) return;
+  f.busy = true;
+  try {
+    for (;;) {
+      const r = await fetch(
+        "/api/v1/builds/" + f.buildId + "/steps/" + f.step + "/log?offset=" + f.offset + "&limit=" + LOG_CHUNK,
+      );
+      if (!r.ok) break;
+      const text = await r.text();
+      const length = Number(r.headers.get("x-log-length") || 0);
+      const complete = r.headers.get("x-log-complete") === "true";
+      // Bytes, not characters, move the offset.
+      f.offset += new TextEncoder().encode(text).length;
+      if (text) {
+        f.pre.append(document.createTextNode(text));
+        f.shown += text.length;
+        while (f.shown > LOG_KEEP && f.pre.childNodes.length > 1) {
+          f.shown -= f.pre.firstChild.textContent.length;
+          f.pre.removeChild(f.pre.firstChild);
+          f.info.textContent = "earlier output not shown; ";
+        }
+      }
+      if (complete && f.offset >= length) {
+        f.done = true;
+        break;
+      }
+      if (!text) break;
+    }
+  } catch (e) {
+    showError(e);
+  } finally {
+    f.busy = false;
+  }
+}
+
+async function buildView(id, openStep) {
+  const { build: b } = await api("/builds/" + id);
+  const open = new Set(
+    Array.from(document.querySelectorAll("details.step[open]"))
+      .filter((d) => d.dataset.build === String(b.id))
+      .map((d) => d.dataset.step),
+  );
+  // Steps whose logs are already on the page are kept, not rebuilt.
+  const kept = new Map(
+    Array.from(document.querySelectorAll("details.step"))
+      .filter((d) => d.dataset.build === String(b.id))
+      .map((d) => [d.dataset.step, d]),
+  );
+  const steps = (b.steps || []).filter((s) => !s.hidden).map((s) => {
+    const key = String(s.index);
+    let d = kept.get(key);
+    const head = [
+      resultBadge(s),
+      " ",
+      el("strong", { text: s.name }),
+      " ",
+      el("span", { class: "muted", text: s.state_string + " · " + duration(s.started_at, s.finished_at) }),
+    ];
+    if (d) {
+      d.querySelector("summary").replaceChildren(...head);
+      return d;
+    }
+    const pre = el("pre", { class: "log" });
+    const info = el("span", { class: "muted" });
+    const raw = el("a", {
+      href: "/api/v1/builds/" + b.id + "/steps/" + s.index + "/log?limit=8388608",
+      text: "raw log",
+    });
+    d = el("details", { class: "step" }, el("summary", {}, head), el("div", {}, info, raw), pre);
+    d.dataset.build = String(b.id);
+    d.dataset.step = key;
+    d.addEventListener("toggle", () => {
+      if (d.open && !d.dataset.following) {
+        d.dataset.following = "1";
+        followLog(pre, b.id, s.index, info);
+      }
+    });
+    if (open.has(key) || key === openStep || (!s.finished_at && s.started_at)) d.open = true;
+    return d;
+  });
+  const facts = el(
+    "dl",
+    { class: "facts" },
+    el("dt", { text: "builder" }), el("dd", {}, builderLink(b.builder)),
+    el("dt", { text: "result" }), el("dd", {}, resultBadge(b), " ", b.state_string || ""),
+    el("dt", { text: "worker" }), el("dd", { text: b.worker || "" }),
+    el("dt", { text: "started" }), el("dd", { text: time(b.started_at) }),
+    el("dt", { text: "duration" }), el("dd", { text: duration(b.started_at, b.finished_at) }),
+    b.eta ? el("dt", { text: "eta" }) : null, b.eta ? el("dd", { text: time(b.eta) }) : null,
+    el("dt", { text: "reason" }), el("dd", { text: (b.properties || {}).reason || "" }),
+  );
+  const cancel = !b.finished_at
+    ? el("button", {
+        text: "Cancel build",
+        onclick: async () => {
+          try {
+            await api("/builds/" + b.id + "/cancel", { method: "POST" });
+            refresh();
+          } catch (e) {
+            showError(e);
+          }
+        },
+      })
+    : null;
+  const props = Object.entries(b.properties || {}).map(([k, v]) => [k, JSON.stringify(v)]);
+  render(
+    el("h1", {}, b.builder + " #" + b.number + " "),
+    facts,
+    cancel,
+    el("h2", { text: "Steps" }),
+    el("div", { id: "steps" }, steps),
+    el("h2", { text: "Properties" }),
+    table(["name", "value"], props),
+  );
+  for (const f of followers) {
+    if (!f.done) pollLog(f);
+  }
+}
+
+async function workersView() {
+  const { workers } = await api("/workers");
+  render(
+    el("h1", { text: "Workers" }),
+    table(
+      ["worker", "state", "running", "max builds", "downtime", "last connected"],
+      workers.map((w) => [
+        w.name,
+        el("span", { class: "result " + (w.state === "offline" ? "cancelled" : w.state === "busy" ? "running" : "success"), text: w.state }),
+        (w.running || []).map((r) => el("a", { href: "#/builds/" + r.build, text: r.builder + " (" + r.build + ") " })),
+        String(w.max_builds === undefined ? "" : w.max_builds),
+        w.in_downtime ? "in downtime" : "",
+        time(w.last_connected),
+      ]),
+    ),
+  );
+}
+
+async function changesView() {
+  const { changes } = await api("/changes?limit=100");
+  render(
+    el("h1", { text: "Changes" }),
+    changes.length === 0
+      ? el("p", { class: "muted", text: "No changes yet." })
+      : table(
+          ["#", "branch", "revision", "who", "comments", "when"],
+          changes.map((c) => [
+            String(c.id),
+            c.branch || "",
+            (c.revision || "").slice(0, 12),
+            c.who || c.author || "",
+            (c.comments || "").split("\n")[0],
+            time(c.when || c.received_at || c.created_at),
+          ]),
+        ),
+  );
+}
+
+// ---- routing -----------------------------------------------------------
+
+function route() {
+  const h = location.hash.replace(/^#/, "") || "/";
+  const parts = h.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts.length === 0 || (parts[0] === "builders" && parts.length === 1)) return buildersView;
+  if (parts[0] === "builders") return () => builderView(parts[1]);
+  if (parts[0] === "builds" && parts.length === 1) return buildsView;
+  // #/builds/ID/steps/N opens step N's log.
+  if (parts[0] === "builds") return () => buildView(parts[1], parts[2] === "steps" ? parts[3] : null);
+  if (parts[0] === "workers") return workersView;
+  if (parts[0] === "changes") return changesView;
+  return async () => render(el("h1", { text: "Not found" }), el("p", { text: "No page " + h }));
+}
+
+async function refresh() {
+  try {
+    await route()();
+    showError(null);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+function navigate() {
+  followers = [];
+  document.getElementById("main").replaceChildren();
+  refresh();
+}
+
+async function start() {
+  try {
+    const info = await api("");
+    document.getElementById("title").textContent = info.title || "bbc";
+    document.title = info.title || "bbc";
+  } catch (e) {
+    showError(e);
+  }
+  window.addEventListener("hashchange", navigate);
+  navigate();
+  timer = setInterval(refresh, REFRESH_MS);
+}
+
+start();

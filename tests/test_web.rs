@@ -1,0 +1,231 @@
+//! The web UI in a real browser: Debian's chromium, headless, loads the
+//! page from a real master and runs its JavaScript against the real API;
+//! the tests read the DOM the browser built (`--dump-dom`).
+//!
+//! Without chromium the tests say they skipped, unless
+//! `BBC_REQUIRE_BROWSER=1` (set by `.ci/run`) makes that a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{http, temp_dir, write_secret, Master};
+
+fn chromium() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("BBC_CHROMIUM").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/chromium")),
+        Some(PathBuf::from("/usr/bin/chromium-browser")),
+    ];
+    let found = candidates.into_iter().flatten().find(|p| p.exists());
+    if found.is_none() {
+        if std::env::var("BBC_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("chromium is required (BBC_REQUIRE_BROWSER=1) but not installed");
+        }
+        eprintln!("skipped: chromium not found (apt-get install chromium)");
+    }
+    found
+}
+
+/// The DOM after the page's scripts ran, as chromium serialises it.
+fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
+    let o = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Virtual time: the page's fetches complete before the dump,
+            // without a wall-clock wait.
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", browser.display()));
+    assert!(
+        o.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const CONFIG: &str = r#"master {
+    title "web test"
+}
+worker "w1" password=(secret)"w1"
+scheduler "force" kind="force" {
+    builders "app" "broken"
+    param "who" type="string" default="world"
+}
+builder "app" {
+    description "The <b>app</b> builder"
+    workers "w1"
+    tags "web"
+    steps {
+        shell "echo compiling-marker-1234; echo '<img src=x onerror=alert(1)><b>not bold</b>'" name="compile"
+        shell "echo tests-ok" name="tests"
+    }
+}
+builder "broken" {
+    workers "w1"
+    steps {
+        shell "echo about-to-fail; exit 3" name="fails"
+    }
+}
+"#;
+
+#[test]
+fn pages_show_builders_builds_logs_and_workers() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web");
+    write_secret(&dir, "w1", "pw-web-1234");
+    let m = Master::start(&dir, CONFIG);
+    let _w = m.worker("w1", "pw-web-1234");
+    m.wait_connected("w1");
+    let ok = m.force_and_wait("app", "{}");
+    assert_eq!(ok["result"], "success", "{ok}");
+    let bad = m.force_and_wait("broken", "{}");
+    assert_eq!(bad["result"], "failure", "{bad}");
+    let profile = dir.join("chromium");
+    let base = format!("http://{}/", m.http);
+
+    // The page itself is served with its assets.
+    let (status, html) = http("GET", &m.http, "/", None);
+    assert_eq!(status, 200);
+    assert!(html.contains("/ui/app.js"), "{html}");
+    assert_eq!(http("GET", &m.http, "/ui/app.js", None).0, 200);
+    assert_eq!(http("GET", &m.http, "/ui/app.css", None).0, 200);
+
+    // Builders: each with its last build and result.
+    let dom = dump_dom(&browser, &profile, &base);
+    assert!(dom.contains("<title>web test</title>"), "{dom}");
+    assert!(
+        dom.contains(r##"<a href="#/builders/app">app</a>"##),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r##"<a href="#/builds/1">app #1</a>"##),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<span class="result success">success</span>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<span class="result failure">failure</span>"#),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"<span class="tag">web</span>"#), "{dom}");
+
+    // A build: its steps, and the log of the step named in the URL; output
+    // from the build is text, never markup.
+    let id = ok["id"].as_u64().unwrap_or_else(|| panic!("no id in {ok}"));
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/builds/{id}/steps/0"));
+    assert!(dom.contains("<strong>compile</strong>"), "{dom}");
+    assert!(dom.contains("<strong>tests</strong>"), "{dom}");
+    assert!(
+        dom.contains("compiling-marker-1234"),
+        "log not shown: {dom}"
+    );
+    assert!(
+        dom.contains("&lt;img src=x onerror=alert(1)&gt;&lt;b&gt;not bold&lt;/b&gt;"),
+        "log output must be escaped: {dom}"
+    );
+    assert!(!dom.contains("<b>not bold</b>"), "{dom}");
+    assert!(
+        !dom.contains(">null<"),
+        "a null leaked into the page: {dom}"
+    );
+
+    // The failed build shows its failing step.
+    let bid = bad["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no id in {bad}"));
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/builds/{bid}/steps/0"));
+    assert!(dom.contains("about-to-fail"), "{dom}");
+    assert!(
+        dom.contains(r#"<span class="result failure">failure</span> <strong>fails</strong>"#),
+        "{dom}"
+    );
+
+    // A builder: the force form from the force scheduler's parameters, the
+    // description as text, and its builds.
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/builders/app"));
+    assert!(dom.contains(r#"name="who""#), "no force form: {dom}");
+    assert!(dom.contains(r#"name="who" value="world""#), "{dom}");
+    assert!(dom.contains("The &lt;b&gt;app&lt;/b&gt; builder"), "{dom}");
+    assert!(
+        dom.contains(r##"<a href="#/builds/1">app #1</a>"##),
+        "{dom}"
+    );
+
+    // Workers.
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/workers"));
+    assert!(dom.contains("<td>w1</td>"), "{dom}");
+    assert!(dom.contains(">idle<"), "{dom}");
+
+    // An unknown page says so instead of going blank.
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/nowhere"));
+    assert!(dom.contains("Not found"), "{dom}");
+}
+
+#[test]
+fn a_running_build_shows_its_live_log() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web-live");
+    write_secret(&dir, "w1", "pw-web-1234");
+    let gate = dir.join("go");
+    let config = format!(
+        r#"worker "w1" password=(secret)"w1"
+scheduler "force" kind="force" {{
+    builders "slow"
+}}
+builder "slow" {{
+    workers "w1"
+    steps {{
+        shell "echo live-marker-5678; while [ ! -f '{}' ]; do sleep 0.05; done; echo released" name="wait"
+    }}
+}}
+"#,
+        gate.display()
+    );
+    let m = Master::start(&dir, &config);
+    let _w = m.worker("w1", "pw-web-1234");
+    m.wait_connected("w1");
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/slow/force", Some("{}"));
+    assert_eq!(status, 201, "{resp}");
+    // The step is running and has printed its first line.
+    let id = crate::common::wait_for("the step's first output", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/builds?running=true");
+        let b = v["builds"].as_array()?.first()?.clone();
+        let id = b["id"].as_u64()?;
+        let d = crate::common::get_json(&m.http, &format!("/api/v1/builds/{id}"));
+        (d["build"]["steps"][0]["log_len"].as_u64()? > 0).then_some(id)
+    });
+    let dom = dump_dom(
+        &browser,
+        &dir.join("chromium"),
+        &format!("http://{}/#/builds/{id}", m.http),
+    );
+    // The running step is opened by itself and its log followed.
+    assert!(
+        dom.contains(r#"<span class="result running">running</span>"#),
+        "{dom}"
+    );
+    assert!(dom.contains("live-marker-5678"), "{dom}");
+    assert!(dom.contains("Cancel build"), "{dom}");
+    std::fs::write(&gate, "").unwrap_or_else(|e| panic!("{e}"));
+    let b = crate::common::wait_for("the build to finish", || {
+        let d = crate::common::get_json(&m.http, &format!("/api/v1/builds/{id}"));
+        d["build"]["finished_at"]
+            .as_u64()
+            .map(|_| d["build"].clone())
+    });
+    assert_eq!(b["result"], "success", "{b}");
+}
