@@ -4,6 +4,8 @@
 //! offers it and stays plain otherwise. With `username`, the client logs
 //! in (PLAIN or LOGIN) with the `password` secret.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use lettre::message::header::ContentType;
@@ -60,14 +62,29 @@ pub fn message(from: &str, to: &[String], subject: &str, body: String) -> Result
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
+/// TLS settings per SMTP host, made once: the certificate verifier they
+/// hold reads the system's roots at its first handshake only.
+fn tls_parameters(host: &str) -> Result<TlsParameters, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, TlsParameters>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(p) = cache.lock().ok().and_then(|c| c.get(host).cloned()) {
+        return Ok(p);
+    }
+    install_crypto_provider();
+    let p = TlsParameters::builder(host.to_string())
+        .build_rustls()
+        .map_err(|e| format!("cannot set up TLS: {}", error_chain(&e)))?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(host.to_string(), p.clone());
+    }
+    Ok(p)
+}
+
 impl Mail<'_> {
     fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
         let (host, port) = split_host_port(self.smtp)
             .ok_or_else(|| format!("SMTP server `{}` is not host:port", self.smtp))?;
-        install_crypto_provider();
-        let tls = TlsParameters::builder(host.to_string())
-            .build_rustls()
-            .map_err(|e| format!("cannot set up TLS: {}", error_chain(&e)))?;
+        let tls = tls_parameters(host)?;
         let tls = if port == 465 {
             Tls::Wrapper(tls)
         } else {
