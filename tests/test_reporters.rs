@@ -700,3 +700,186 @@ reporter "mail" kind="mail" {{
     assert!(!logins.is_empty());
     drop(smtp);
 }
+
+fn have_ngircd() -> bool {
+    std::process::Command::new("ngircd")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A line-based IRC client for the test, with an overall deadline.
+struct IrcClient {
+    rd: BufReader<TcpStream>,
+    wr: TcpStream,
+    deadline: Instant,
+}
+
+impl IrcClient {
+    fn connect(port: u16, nick: &str) -> IrcClient {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        let wr = s.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = IrcClient {
+            rd: BufReader::new(s),
+            wr,
+            deadline: Instant::now() + TIMEOUT,
+        };
+        c.send(&format!(
+            "PASS srv-pass-1\r\nNICK {nick}\r\nUSER {nick} 0 * :watcher"
+        ));
+        c.until(|l| l.split_whitespace().nth(1) == Some("001"));
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        self.wr
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Reads lines (answering PINGs) until `f` accepts one; returns it.
+    fn until(&mut self, f: impl Fn(&str) -> bool) -> String {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out reading from the IRC server");
+            let _ = self.rd.get_ref().set_read_timeout(Some(left));
+            let mut line = String::new();
+            match self.rd.read_line(&mut line) {
+                Ok(0) => panic!("the IRC server closed the connection"),
+                Ok(_) => {}
+                Err(e) => panic!("reading from the IRC server: {e}"),
+            }
+            let line = line.trim_end().to_string();
+            if let Some(tok) = line.strip_prefix("PING ") {
+                self.send(&format!("PONG {tok}"));
+                continue;
+            }
+            if f(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+#[test]
+fn irc_says_failing_and_changed_builds_in_the_channel() {
+    if !have_ngircd() {
+        if std::env::var("BBC_REQUIRE_IRC").is_ok_and(|v| v == "1") {
+            panic!("BBC_REQUIRE_IRC=1 but ngircd is not installed (apt-get install ngircd)");
+        }
+        eprintln!(
+            "irc_says_failing_and_changed_builds_in_the_channel: skipped, ngircd is not installed"
+        );
+        return;
+    }
+    let dir = temp_dir("rep-irc-server");
+    let port = closed_port();
+    let conf = dir.join("ngircd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Global]\n    Name = irc.bbc.test\n    Info = bbc test server\n    Listen = 127.0.0.1\n    Ports = {port}\n    Password = srv-pass-1\n    MotdPhrase = bbc test\n[Limits]\n    PingTimeout = 120\n    PongTimeout = 20\n[Options]\n    PAM = no\n    Ident = no\n    DNS = no\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec ngircd -n -f \"$0\" 2>&1")
+        .arg(&conf)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn ngircd: {e}"));
+    let out = child.stdout.take();
+    let server = Proc(child);
+    // ngircd says when it listens.
+    let mut out = BufReader::new(out.unwrap_or_else(|| panic!("no stdout")));
+    let mut log = String::new();
+    loop {
+        let mut l = String::new();
+        if out.read_line(&mut l).unwrap_or(0) == 0 {
+            panic!("ngircd stopped: {log}");
+        }
+        log.push_str(&l);
+        if l.contains("ready") {
+            break;
+        }
+    }
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+
+    let mut watcher = IrcClient::connect(port, "watcher");
+    watcher.send("JOIN #widget");
+    watcher.until(|l| l.split_whitespace().nth(1) == Some("366"));
+
+    let (_dir, m, _w) = start(
+        "rep-irc",
+        &[("irc", "srv-pass-1")],
+        &format!(
+            r##"master {{
+    title "Acme"
+}}
+scheduler "force" kind="force" {{
+    builders "job"
+    param "code" type="int" default=0
+}}
+builder "job" {{
+    workers "w1"
+    steps {{
+        shell "exit ${{{{ prop.code }}}}" name="run"
+    }}
+}}
+reporter "chat" kind="irc" {{
+    server "127.0.0.1:{port}"
+    nick "bbc-ci"
+    channel "#widget"
+    password (secret)"irc"
+    tls #false
+}}
+"##
+        ),
+    );
+    // The bot joins the channel when the master starts.
+    watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" JOIN "));
+    let mut builds = Vec::new();
+    for code in [0, 1, 0] {
+        builds.push(force(
+            &m,
+            "job",
+            &format!(r#"{{"branch": "main", "properties": {{"code": {code}}}}}"#),
+        ));
+    }
+    // `when "failing" "change"` (the default): build 2 (failing, and a
+    // change) and build 3 (a change); build 1 was neither.
+    let said: Vec<String> = (0..2)
+        .map(|_| watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" PRIVMSG #widget :")))
+        .map(|l| {
+            l.split_once(" :")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            format!(
+                "Acme: job #2 failure on main (was success) — {}",
+                link(&m, &builds[1])
+            ),
+            format!(
+                "Acme: job #3 success on main (was failure) — {}",
+                link(&m, &builds[2])
+            ),
+        ]
+    );
+    drop(m);
+    // The master stopped: the bot is gone.
+    watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" QUIT"));
+    drop(server);
+}

@@ -1,5 +1,5 @@
 //! Reporters: tell people and services about builds (mail, HTTP pushes,
-//! commit statuses on GitHub, GitLab and Gitea).
+//! commit statuses on GitHub, GitLab and Gitea, IRC).
 //!
 //! The master publishes a [`BuildEvent`] when the store has recorded the
 //! start or the end of a build ([`Hub::publish`]); nothing is published
@@ -15,6 +15,7 @@
 //! log, never in the build.
 
 pub mod commit_status;
+pub mod irc;
 pub mod mail;
 pub mod message;
 pub mod push;
@@ -132,12 +133,7 @@ impl Hub {
 pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     let g = shared.graph();
     let mut tasks = Vec::new();
-    let mut irc = Vec::new();
     for r in &g.reporters {
-        if matches!(r.kind, ReporterKind::Irc { .. }) {
-            irc.push(r.name.as_str());
-            continue;
-        }
         let Ok(mut running) = shared.reporters.running.lock() else {
             tracing::error!(reporter = %r.name, "reporter registry poisoned; not reporting");
             continue;
@@ -159,12 +155,6 @@ pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
         );
         tasks.push(task);
     }
-    if !irc.is_empty() {
-        tracing::warn!(
-            reporters = ?irc,
-            "IRC reporters are not implemented yet: these reporters stay silent"
-        );
-    }
     tasks
 }
 
@@ -181,8 +171,8 @@ async fn run(
     hash: String,
     mut rx: broadcast::Receiver<Arc<BuildEvent>>,
 ) {
-    let templates = match find(&shared.graph(), &name) {
-        Some(r) => message::Templates::of(r),
+    let (templates, bot) = match find(&shared.graph(), &name) {
+        Some(r) => (message::Templates::of(r), irc_bot(&shared, r)),
         None => return,
     };
     loop {
@@ -211,8 +201,34 @@ async fn run(
         if r.builders.binary_search(&ev.build.build.builder).is_err() {
             continue;
         }
-        report(&shared, &g, r, &templates, &ev).await;
+        report(&shared, &g, r, &templates, bot.as_ref(), &ev).await;
     }
+}
+
+/// An IRC reporter's client, connected for as long as its task runs.
+fn irc_bot(shared: &Shared, r: &Reporter) -> Option<irc::Bot> {
+    let ReporterKind::Irc {
+        server,
+        nick,
+        channels,
+        password,
+        tls,
+        ..
+    } = &r.kind
+    else {
+        return None;
+    };
+    Some(irc::Bot::spawn(irc::Config {
+        reporter: r.name.clone(),
+        server: server.clone(),
+        nick: nick.clone(),
+        channels: channels.clone(),
+        password: password
+            .as_ref()
+            .and_then(|p| shared.secrets.get(p))
+            .map(str::to_string),
+        tls: *tls,
+    }))
 }
 
 async fn report(
@@ -220,11 +236,14 @@ async fn report(
     g: &Graph,
     r: &Reporter,
     templates: &message::Templates,
+    bot: Option<&irc::Bot>,
     ev: &BuildEvent,
 ) {
     let b = &ev.build;
     match &r.kind {
-        ReporterKind::Mail { when, .. } | ReporterKind::HttpPush { when, .. } => {
+        ReporterKind::Mail { when, .. }
+        | ReporterKind::HttpPush { when, .. }
+        | ReporterKind::Irc { when, .. } => {
             if ev.phase != Phase::Finished {
                 return;
             }
@@ -267,6 +286,11 @@ async fn report(
                 ReporterKind::HttpPush { url, .. } => {
                     push::send(&r.name, url, templates, &cx).await;
                 }
+                ReporterKind::Irc { .. } => {
+                    if let Some(bot) = bot {
+                        bot.say(irc::line(&cx));
+                    }
+                }
                 _ => {}
             }
         }
@@ -303,7 +327,6 @@ async fn report(
             };
             status.report(shared, g, r, templates, ev).await;
         }
-        ReporterKind::Irc { .. } => {}
     }
 }
 
