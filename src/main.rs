@@ -27,5 +27,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+    // reqwest is built with rustls but no crypto provider of its own (the
+    // runtime's reporters choose ring): install it before any client.
+    bbc_runtime::reporters::install_crypto_provider();
     cli::run()
 }

@@ -9,6 +9,7 @@ mod test_examples;
 mod test_fmt;
 mod test_golden;
 mod test_no_panic;
+mod test_reporters;
 mod test_runtime;
 mod test_schedulers;
 mod test_web;

@@ -6,6 +6,7 @@ pub mod changes;
 pub mod http;
 pub mod master;
 pub mod protocol;
+pub mod reporters;
 pub mod secrets;
 pub mod store;
 pub mod web;

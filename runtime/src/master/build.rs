@@ -171,7 +171,7 @@ pub async fn run(
     slot: u64,
     build: Build,
     builder: Arc<Builder>,
-    _set: Arc<BuildSet>,
+    set: Arc<BuildSet>,
     conn: Option<Arc<WorkerConn>>,
     cancel: watch::Receiver<bool>,
 ) {
@@ -197,19 +197,31 @@ pub async fn run(
     };
     let props = cx.props.clone();
     let last = cx.pending_end.take();
+    let finished_at = now_ms();
+    let state2 = state.clone();
     // One trip: the last step's end, the final state (both waiting in the
     // store) and the end of the build (durable, which makes them durable).
-    if let Err(e) = shared
+    let recorded = shared
         .db(move |s| {
             if let Some(end) = last {
                 end.store(s, id);
             }
-            let _ = s.set_build_state(id, &state, &props);
-            s.finish_build(id, result, now_ms())
+            let _ = s.set_build_state(id, &state2, &props);
+            s.finish_build(id, result, finished_at)
         })
-        .await
-    {
-        tracing::error!("cannot record the end of build {id}: {e}");
+        .await;
+    match recorded {
+        Ok(()) => {
+            let b = &mut cx.build;
+            b.result = Some(result);
+            b.finished_at = Some(finished_at);
+            b.state_string = state;
+            b.build.properties = std::mem::take(&mut cx.props);
+            shared
+                .reporters
+                .publish(crate::reporters::Phase::Finished, b, &set);
+        }
+        Err(e) => tracing::error!("cannot record the end of build {id}: {e}"),
     }
     if let Ok(mut q) = shared.queue.lock() {
         q.finish(slot);

@@ -67,6 +67,8 @@ pub struct Shared {
     /// Every build set, after it is stored (dependent schedulers watch
     /// their upstream's sets).
     pub buildsets: tokio::sync::broadcast::Sender<crate::store::BuildSet>,
+    /// Build events for the reporters, and their tasks.
+    pub reporters: crate::reporters::Hub,
     next_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
@@ -312,6 +314,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         locks_released: Notify::new(),
         changes: tokio::sync::broadcast::channel(1024).0,
         buildsets: tokio::sync::broadcast::channel(1024).0,
+        reporters: crate::reporters::Hub::new(http_addr),
         next_id: AtomicU64::new(1),
         shutdown,
     });
@@ -321,6 +324,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         tokio::spawn(crate::http::serve(shared.clone(), hl)),
     ];
     tasks.extend(crate::changes::spawn_pollers(shared.clone()));
+    tasks.extend(crate::reporters::spawn_all(shared.clone()));
     tasks.push(tokio::spawn(schedulers::run(
         shared.clone(),
         Arc::new(schedulers::SystemClock),

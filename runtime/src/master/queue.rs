@@ -372,6 +372,9 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
                 .lock()
                 .ok()
                 .and_then(|w| w.get(&d.worker).cloned());
+            shared
+                .reporters
+                .publish(crate::reporters::Phase::Started, &build, &set);
             let s = shared.clone();
             tokio::spawn(async move {
                 super::build::run(s, d.slot, build, d.builder, set, conn, cancel_rx).await;

@@ -1,0 +1,885 @@
+//! Reporters against real processes: a real master and worker running real
+//! shell steps (and a real git checkout), an HTTP server in the test that
+//! records every request (it stands in for the forges' APIs and for push
+//! endpoints, which are SaaS), and a real SMTP server (Python's aiosmtpd)
+//! delivering into a maildir.
+//!
+//! Nothing waits by sleeping: the tests wait for recorded requests or
+//! delivered files, with an overall timeout. "Not reported" is checked
+//! through order: a reporter handles its builds one at a time, so once it
+//! has reported a later build, it is done with the earlier ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{git, temp_dir, wait_for, write_secret, Master, Proc};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+// --- an HTTP server that records requests
+
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Request>,
+    /// Statuses to answer, per path, before the default 201.
+    script: HashMap<String, VecDeque<u16>>,
+    /// Paths that never get an answer.
+    hang: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Recorder {
+    addr: String,
+    state: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string();
+        let r = Recorder {
+            addr,
+            state: Arc::new((Mutex::new(State::default()), Condvar::new())),
+        };
+        let r2 = r.clone();
+        std::thread::spawn(move || {
+            for sock in listener.incoming().flatten() {
+                let r3 = r2.clone();
+                std::thread::spawn(move || r3.serve(sock));
+            }
+        });
+        r
+    }
+
+    fn answer(&self, path: &str, statuses: &[u16]) {
+        let mut st = self.state.0.lock().unwrap_or_else(|p| p.into_inner());
+        st.script
+            .insert(path.to_string(), statuses.iter().copied().collect());
+    }
+
+    fn hang(&self, path: &str) {
+        let mut st = self.state.0.lock().unwrap_or_else(|p| p.into_inner());
+        st.hang.push(path.to_string());
+    }
+
+    fn serve(&self, sock: TcpStream) {
+        let mut rd = BufReader::new(match sock.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        });
+        let mut line = String::new();
+        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if rd.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        if rd.read_exact(&mut body).is_err() {
+            return;
+        }
+        let req = Request {
+            method,
+            path: path.clone(),
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        let (status, hang) = {
+            let (lock, cv) = &*self.state;
+            let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+            st.requests.push(req);
+            cv.notify_all();
+            let status = st
+                .script
+                .get_mut(&path)
+                .and_then(VecDeque::pop_front)
+                .unwrap_or(201);
+            (status, st.hang.contains(&path))
+        };
+        if hang {
+            // Hold the connection without answering until the client
+            // gives up (or the test ends).
+            let mut buf = [0u8; 64];
+            while rd.read(&mut buf).unwrap_or(0) > 0 {}
+            return;
+        }
+        let mut sock = sock;
+        let _ = sock.write_all(
+            format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}")
+                .as_bytes(),
+        );
+    }
+
+    /// Waits until the requests to paths starting with `prefix` satisfy
+    /// `done`; returns them.
+    fn wait(&self, what: &str, prefix: &str, done: impl Fn(&[Request]) -> bool) -> Vec<Request> {
+        let deadline = Instant::now() + TIMEOUT;
+        let (lock, cv) = &*self.state;
+        let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let got: Vec<Request> = st
+                .requests
+                .iter()
+                .filter(|r| r.path.starts_with(prefix))
+                .cloned()
+                .collect();
+            if done(&got) {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("timed out waiting for {what}; got {got:#?}");
+            }
+            st = cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn wait_n(&self, prefix: &str, n: usize) -> Vec<Request> {
+        self.wait(&format!("{n} request(s) to {prefix}"), prefix, |r| {
+            r.len() >= n
+        })
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        let st = self.state.0.lock().unwrap_or_else(|p| p.into_inner());
+        st.requests
+            .iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .count()
+    }
+}
+
+// --- masters
+
+fn start(name: &str, secrets: &[(&str, &str)], body: &str) -> (std::path::PathBuf, Master, Proc) {
+    let dir = temp_dir(name);
+    write_secret(&dir, "w1", "pw-one-1234");
+    for (k, v) in secrets {
+        write_secret(&dir, k, v);
+    }
+    let config = format!("worker \"w1\" password=(secret)\"w1\" max-builds=4\n{body}");
+    let m = Master::start(&dir, &config);
+    let w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    (dir, m, w)
+}
+
+fn force(m: &Master, builder: &str, body: &str) -> Value {
+    let b = m.force_and_wait(builder, body);
+    assert!(b["id"].as_u64().is_some(), "{b}");
+    b
+}
+
+fn link(m: &Master, b: &Value) -> String {
+    format!("http://{}/#/builds/{}", m.http, b["id"])
+}
+
+/// A port where nothing listens.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    l.local_addr().map(|a| a.port()).unwrap_or(9)
+}
+
+// --- tests
+
+#[test]
+fn github_status_pending_then_final_on_the_checked_out_revision() {
+    let rec = Recorder::start();
+    let repo = temp_dir("rep-gh-repo");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("f.txt"), "1\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let sha1 = git(&repo, &["rev-parse", "HEAD"]);
+    let (_dir, m, _w) = start(
+        "rep-gh",
+        &[("gh-token", "ghp-secret-token-1")],
+        &format!(
+            r#"scheduler "force" kind="force" {{
+    builders "app" "other"
+}}
+builder "app" {{
+    workers "w1"
+    steps {{
+        git repo="{}" mode="full" method="fresh"
+        shell "cat f.txt" name="show"
+    }}
+}}
+builder "other" {{
+    workers "w1"
+    steps {{
+        shell "true"
+    }}
+}}
+reporter "gh" kind="github-status" {{
+    token (secret)"gh-token"
+    api-url "http://{}/api/v3/"
+    builders "app"
+}}
+"#,
+            repo.display(),
+            rec.addr
+        ),
+    );
+    let repository = r#""repository": "git@127.0.0.1:acme/widget.git", "branch": "main""#;
+    // Not selected: no status.
+    force(
+        &m,
+        "other",
+        &format!("{{{repository}, \"revision\": \"{sha1}\"}}"),
+    );
+    // A build of a given revision: pending at start, success at the end.
+    let b1 = force(
+        &m,
+        "app",
+        &format!("{{{repository}, \"revision\": \"{sha1}\"}}"),
+    );
+    assert_eq!(b1["result"], "success", "{b1}");
+    let reqs = rec.wait_n("/", 2);
+    assert_eq!(reqs.len(), 2, "{reqs:#?}");
+    for (r, state, desc) in [
+        (&reqs[0], "pending", "Build #1 started"),
+        (&reqs[1], "success", "Build #1: build successful"),
+    ] {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, format!("/api/v3/repos/acme/widget/statuses/{sha1}"));
+        assert_eq!(r.header("authorization"), Some("Bearer ghp-secret-token-1"));
+        assert_eq!(r.header("accept"), Some("application/vnd.github+json"));
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(
+            r.header("user-agent")
+                .is_some_and(|u| u.starts_with("bbc/")),
+            "{r:?}"
+        );
+        let j = r.json();
+        assert_eq!(j["state"], state, "{j}");
+        assert_eq!(j["context"], "bbc/app");
+        assert_eq!(j["description"], desc);
+        assert_eq!(j["target_url"], link(&m, &b1));
+    }
+    // The branch's latest: no revision at start (no pending status), the
+    // final status goes on what the git step checked out.
+    std::fs::write(repo.join("f.txt"), "2\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let sha2 = git(&repo, &["rev-parse", "HEAD"]);
+    let b2 = force(&m, "app", &format!("{{{repository}}}"));
+    assert_eq!(b2["properties"]["got_revision"], sha2.as_str());
+    let reqs = rec.wait_n("/", 3);
+    assert_eq!(
+        reqs[2].path,
+        format!("/api/v3/repos/acme/widget/statuses/{sha2}")
+    );
+    assert_eq!(reqs[2].json()["state"], "success");
+    // A repository on another host is not this API's business.
+    force(
+        &m,
+        "app",
+        &format!(
+            r#"{{"repository": "https://elsewhere.example/acme/widget.git", "branch": "main", "revision": "{sha1}"}}"#
+        ),
+    );
+    let b4 = force(
+        &m,
+        "app",
+        &format!("{{{repository}, \"revision\": \"{sha1}\"}}"),
+    );
+    let reqs = rec.wait_n("/", 5);
+    assert_eq!(reqs.len(), 5, "{reqs:#?}");
+    assert_eq!(reqs[3].json()["description"], "Build #4 started");
+    assert_eq!(reqs[4].json()["target_url"], link(&m, &b4));
+}
+
+#[test]
+fn gitlab_and_gitea_statuses() {
+    let rec = Recorder::start();
+    let (_dir, m, _w) = start(
+        "rep-forges",
+        &[("lab", "glpat-lab-token"), ("tea", "gitea-tea-token")],
+        &format!(
+            r#"scheduler "force" kind="force" {{
+    builders "lab" "tea"
+}}
+builder "lab" {{
+    workers "w1"
+    steps {{
+        shell "echo broken; exit 1" name="test"
+    }}
+}}
+builder "tea" {{
+    workers "w1"
+    steps {{
+        shell "exit 2" name="lint" warn-on-warnings=#true {{
+            decode-rc "2"="warnings"
+        }}
+    }}
+}}
+reporter "lab" kind="gitlab-status" {{
+    token (secret)"lab"
+    api-url "http://{a}/api/v4"
+    builders "lab"
+}}
+reporter "tea" kind="gitea-status" {{
+    token (secret)"tea"
+    api-url "http://{a}/api/v1"
+    context "ci/{{{{builder}}}}/{{{{branch}}}}"
+    builders "tea"
+}}
+"#,
+            a = rec.addr
+        ),
+    );
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let lab = force(
+        &m,
+        "lab",
+        &format!(
+            r#"{{"repository": "http://127.0.0.1:1/group/sub/proj.git", "branch": "main", "revision": "{sha}"}}"#
+        ),
+    );
+    assert_eq!(lab["result"], "failure");
+    let reqs = rec.wait_n("/api/v4/", 2);
+    for (r, state) in [(&reqs[0], "running"), (&reqs[1], "failed")] {
+        assert_eq!(
+            r.path,
+            format!("/api/v4/projects/group%2Fsub%2Fproj/statuses/{sha}")
+        );
+        assert_eq!(r.header("private-token"), Some("glpat-lab-token"));
+        assert_eq!(r.header("authorization"), None);
+        let j = r.json();
+        assert_eq!(j["state"], state, "{j}");
+        assert_eq!(j["name"], "bbc/lab");
+        assert_eq!(j["ref"], "main");
+        assert_eq!(j["target_url"], link(&m, &lab));
+    }
+    assert_eq!(reqs[1].json()["description"], "Build #1: build failure");
+    let tea = force(
+        &m,
+        "tea",
+        &format!(
+            r#"{{"repository": "git@127.0.0.1:acme/widget.git", "branch": "dev", "revision": "{sha}"}}"#
+        ),
+    );
+    assert_eq!(tea["result"], "warnings");
+    let reqs = rec.wait_n("/api/v1/", 2);
+    for (r, state) in [(&reqs[0], "pending"), (&reqs[1], "warning")] {
+        assert_eq!(r.path, format!("/api/v1/repos/acme/widget/statuses/{sha}"));
+        assert_eq!(r.header("authorization"), Some("token gitea-tea-token"));
+        let j = r.json();
+        assert_eq!(j["state"], state, "{j}");
+        assert_eq!(j["context"], "ci/tea/dev");
+        assert_eq!(j["target_url"], link(&m, &tea));
+    }
+    assert_eq!(rec.count("/"), 4);
+}
+
+#[test]
+fn http_push_when_filters_builders_retries_and_never_holds_a_build() {
+    let rec = Recorder::start();
+    rec.answer("/flaky", &[500]);
+    rec.hang("/hang");
+    let a = &rec.addr;
+    let down = closed_port();
+    let (_dir, m, _w) = start(
+        "rep-push",
+        &[],
+        &format!(
+            r#"scheduler "force" kind="force" {{
+    builders "job" "side"
+    param "code" type="int" default=0
+}}
+builder "job" {{
+    workers "w1"
+    steps {{
+        shell "echo code ${{{{ prop.code }}}}; exit ${{{{ prop.code }}}}" name="run"
+    }}
+}}
+builder "side" {{
+    workers "w1"
+    steps {{
+        shell "true"
+    }}
+}}
+reporter "failing" kind="http" {{
+    url "http://{a}/failing"
+    template "{{\"b\": {{{{json builder}}}}, \"n\": {{{{number}}}}, \"r\": \"{{{{result}}}}\"}}"
+    when "failing"
+    builders "job"
+}}
+reporter "change" kind="http" {{
+    url "http://{a}/change"
+    when "change"
+    builders "job"
+}}
+reporter "flaky" kind="http" {{
+    url "http://{a}/flaky"
+    template "{{{{builder}}}} #{{{{number}}}} {{{{result}}}}"
+    builders "job"
+}}
+reporter "side" kind="http" {{
+    url "http://{a}/side"
+    builders "side"
+}}
+reporter "down" kind="http" {{
+    url "http://127.0.0.1:{down}/down"
+}}
+reporter "hang" kind="http" {{
+    url "http://{a}/hang"
+}}
+"#
+        ),
+    );
+    // success, failure, failure, success, failure
+    let mut builds = Vec::new();
+    for code in [0, 1, 1, 0, 1] {
+        let b = force(
+            &m,
+            "job",
+            &format!(r#"{{"properties": {{"code": {code}}}}}"#),
+        );
+        // An endpoint that is down and one that never answers (the client
+        // gives up after 30 s) do not hold the build.
+        let took = b["finished_at"].as_i64().unwrap_or(0) - b["started_at"].as_i64().unwrap_or(0);
+        assert!(took < 15_000, "build took {took} ms: {b}");
+        builds.push(b);
+    }
+    let results: Vec<&str> = builds.iter().filter_map(|b| b["result"].as_str()).collect();
+    assert_eq!(
+        results,
+        ["success", "failure", "failure", "success", "failure"]
+    );
+
+    // `failing`: builds 2, 3, 5, with the rendered template as JSON.
+    let failing = rec.wait("the failing reports", "/failing", |r| {
+        r.iter().any(|x| x.json()["n"] == 5)
+    });
+    let got: Vec<Value> = failing.iter().map(Request::json).collect();
+    assert_eq!(
+        got,
+        [2, 3, 5].map(|n| serde_json::json!({"b": "job", "n": n, "r": "failure"}))
+    );
+    assert_eq!(failing[0].header("content-type"), Some("application/json"));
+
+    // `change`: a result that differs from the previous build's (2, 4, 5);
+    // no template: the message context as JSON.
+    let change = rec.wait("the change reports", "/change", |r| {
+        r.iter().any(|x| x.json()["number"] == 5)
+    });
+    let numbers: Vec<Value> = change.iter().map(|r| r.json()["number"].clone()).collect();
+    assert_eq!(numbers, [2, 4, 5]);
+    let j = change[1].json();
+    assert_eq!(j["builder"], "job");
+    assert_eq!(j["result"], "success");
+    assert_eq!(j["previous_result"], "failure");
+    assert_eq!(j["event"], "finished");
+    assert_eq!(j["url"], link(&m, &builds[3]));
+    assert_eq!(j["properties"]["code"], 0);
+    assert_eq!(j["steps"][0]["name"], "run");
+    assert_eq!(j["steps"][0]["result"], "success");
+    assert_eq!(change[0].json()["failed_steps"], serde_json::json!(["run"]));
+
+    // `flaky` answered 500 first: the same report again, then the others.
+    let flaky = rec.wait("the flaky reports", "/flaky", |r| {
+        r.iter().any(|x| x.body == "job #5 failure")
+    });
+    let bodies: Vec<&str> = flaky.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "job #1 success",
+            "job #1 success",
+            "job #2 failure",
+            "job #3 failure",
+            "job #4 success",
+            "job #5 failure"
+        ]
+    );
+    assert_eq!(
+        flaky[0].header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    // Builder selection: `side` reports only its builder.
+    assert_eq!(rec.count("/side"), 0);
+    force(&m, "side", "{}");
+    let side = rec.wait_n("/side", 1);
+    assert_eq!(side[0].json()["builder"], "side");
+    // The hanging endpoint got the first report and holds it; the master
+    // still serves and builds.
+    assert!(rec.count("/hang") >= 1);
+    assert_eq!(rec.count("/failing"), 3);
+}
+
+fn have_aiosmtpd() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The maildir's delivered messages, oldest first.
+fn mails(maildir: &Path) -> Vec<String> {
+    let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> =
+        match std::fs::read_dir(maildir.join("new")) {
+            Ok(d) => d
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let t = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (t, e.path())
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+    files.sort();
+    files
+        .iter()
+        .filter_map(|(_, p)| std::fs::read_to_string(p).ok())
+        .collect()
+}
+
+fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+    let head = mail.split("\n\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn mail_through_a_real_smtp_server() {
+    if !have_aiosmtpd() {
+        if std::env::var("BBC_REQUIRE_SMTP").is_ok_and(|v| v == "1") {
+            panic!("BBC_REQUIRE_SMTP=1 but python3 cannot import aiosmtpd (python3 -m pip install aiosmtpd)");
+        }
+        eprintln!("mail_through_a_real_smtp_server: skipped, aiosmtpd is not installed");
+        return;
+    }
+    let dir = temp_dir("rep-mail-smtp");
+    let maildir = dir.join("maildir");
+    let logins = dir.join("logins");
+    let script = crate::common::root().join("tests/fixtures/smtp_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&maildir)
+        .args(["ci", "mail-pass-123"])
+        .arg(&logins)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn the SMTP server: {e}"));
+    let out = child.stdout.take();
+    let smtp = Proc(child);
+    let mut port = String::new();
+    if let Some(out) = out {
+        let _ = BufReader::new(out).read_line(&mut port);
+    }
+    let port: u16 = port
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the SMTP server did not start: {port:?}"));
+    let (_dir, m, _w) = start(
+        "rep-mail",
+        &[("smtp", "mail-pass-123")],
+        &format!(
+            r#"master {{
+    title "Acme CI"
+    url "https://ci.acme.example/"
+}}
+scheduler "force" kind="force" {{
+    builders "job"
+    param "code" type="int" default=0
+}}
+builder "job" {{
+    workers "w1"
+    steps {{
+        shell "exit ${{{{ prop.code }}}}" name="unit-tests"
+    }}
+}}
+reporter "mail" kind="mail" {{
+    smtp "127.0.0.1:{port}"
+    from "Acme CI <ci@acme.example>"
+    to "dev@acme.example" "qa@acme.example"
+    username "ci"
+    password (secret)"smtp"
+    subject "[{{{{title}}}}] {{{{builder}}}} #{{{{number}}}}: {{{{result}}}}"
+    body "{{{{#if failed}}}}Broken{{{{else}}}}Fine{{{{/if}}}}: {{{{builder}}}} on {{{{branch}}}}\nfailed: {{{{#each failed_steps}}}}{{{{this}}}} {{{{/each}}}}\n{{{{url}}}}\n"
+}}
+"#
+        ),
+    );
+    let pass = force(&m, "job", r#"{"properties": {"code": 0}}"#);
+    assert_eq!(pass["result"], "success");
+    let fail = force(
+        &m,
+        "job",
+        r#"{"branch": "main", "properties": {"code": 3}}"#,
+    );
+    assert_eq!(fail["result"], "failure");
+    let list = wait_for("the mail", || {
+        let l = mails(&maildir);
+        (!l.is_empty()).then_some(l)
+    });
+    // `when "failing"` (the default): the passing build sent nothing.
+    assert_eq!(list.len(), 1, "{list:#?}");
+    let mail = &list[0];
+    assert_eq!(header(mail, "Subject"), Some("[Acme CI] job #2: failure"));
+    assert_eq!(header(mail, "From"), Some("\"Acme CI\" <ci@acme.example>"));
+    assert_eq!(header(mail, "X-MailFrom"), Some("ci@acme.example"));
+    assert_eq!(
+        header(mail, "X-RcptTo"),
+        Some("dev@acme.example, qa@acme.example")
+    );
+    let body = mail.split_once("\n\n").map(|x| x.1).unwrap_or("");
+    let body = body.replace("\r\n", "\n");
+    assert_eq!(
+        body.trim_end(),
+        format!(
+            "Broken: job on main\nfailed: unit-tests \nhttps://ci.acme.example/#/builds/{}",
+            fail["id"]
+        )
+    );
+    let logins = std::fs::read_to_string(&logins).unwrap_or_default();
+    assert!(logins.lines().all(|l| l.ends_with(" ci ok")), "{logins}");
+    assert!(!logins.is_empty());
+    drop(smtp);
+}
+
+fn have_ngircd() -> bool {
+    std::process::Command::new("ngircd")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A line-based IRC client for the test, with an overall deadline.
+struct IrcClient {
+    rd: BufReader<TcpStream>,
+    wr: TcpStream,
+    deadline: Instant,
+}
+
+impl IrcClient {
+    fn connect(port: u16, nick: &str) -> IrcClient {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        let wr = s.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = IrcClient {
+            rd: BufReader::new(s),
+            wr,
+            deadline: Instant::now() + TIMEOUT,
+        };
+        c.send(&format!(
+            "PASS srv-pass-1\r\nNICK {nick}\r\nUSER {nick} 0 * :watcher"
+        ));
+        c.until(|l| l.split_whitespace().nth(1) == Some("001"));
+        c
+    }
+
+    fn send(&mut self, line: &str) {
+        self.wr
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Reads lines (answering PINGs) until `f` accepts one; returns it.
+    fn until(&mut self, f: impl Fn(&str) -> bool) -> String {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out reading from the IRC server");
+            let _ = self.rd.get_ref().set_read_timeout(Some(left));
+            let mut line = String::new();
+            match self.rd.read_line(&mut line) {
+                Ok(0) => panic!("the IRC server closed the connection"),
+                Ok(_) => {}
+                Err(e) => panic!("reading from the IRC server: {e}"),
+            }
+            let line = line.trim_end().to_string();
+            if let Some(tok) = line.strip_prefix("PING ") {
+                self.send(&format!("PONG {tok}"));
+                continue;
+            }
+            if f(&line) {
+                return line;
+            }
+        }
+    }
+}
+
+#[test]
+fn irc_says_failing_and_changed_builds_in_the_channel() {
+    if !have_ngircd() {
+        if std::env::var("BBC_REQUIRE_IRC").is_ok_and(|v| v == "1") {
+            panic!("BBC_REQUIRE_IRC=1 but ngircd is not installed (apt-get install ngircd)");
+        }
+        eprintln!(
+            "irc_says_failing_and_changed_builds_in_the_channel: skipped, ngircd is not installed"
+        );
+        return;
+    }
+    let dir = temp_dir("rep-irc-server");
+    let port = closed_port();
+    let conf = dir.join("ngircd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[Global]\n    Name = irc.bbc.test\n    Info = bbc test server\n    Listen = 127.0.0.1\n    Ports = {port}\n    Password = srv-pass-1\n    MotdPhrase = bbc test\n[Limits]\n    PingTimeout = 120\n    PongTimeout = 20\n[Options]\n    PAM = no\n    Ident = no\n    DNS = no\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec ngircd -n -f \"$0\" 2>&1")
+        .arg(&conf)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn ngircd: {e}"));
+    let out = child.stdout.take();
+    let server = Proc(child);
+    // ngircd says when it listens.
+    let mut out = BufReader::new(out.unwrap_or_else(|| panic!("no stdout")));
+    let mut log = String::new();
+    loop {
+        let mut l = String::new();
+        if out.read_line(&mut l).unwrap_or(0) == 0 {
+            panic!("ngircd stopped: {log}");
+        }
+        log.push_str(&l);
+        if l.contains("ready") {
+            break;
+        }
+    }
+    // Keep reading its output so it never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while out.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+
+    let mut watcher = IrcClient::connect(port, "watcher");
+    watcher.send("JOIN #widget");
+    watcher.until(|l| l.split_whitespace().nth(1) == Some("366"));
+
+    let (_dir, m, _w) = start(
+        "rep-irc",
+        &[("irc", "srv-pass-1")],
+        &format!(
+            r##"master {{
+    title "Acme"
+}}
+scheduler "force" kind="force" {{
+    builders "job"
+    param "code" type="int" default=0
+}}
+builder "job" {{
+    workers "w1"
+    steps {{
+        shell "exit ${{{{ prop.code }}}}" name="run"
+    }}
+}}
+reporter "chat" kind="irc" {{
+    server "127.0.0.1:{port}"
+    nick "bbc-ci"
+    channel "#widget"
+    password (secret)"irc"
+    tls #false
+}}
+"##
+        ),
+    );
+    // The bot joins the channel when the master starts.
+    watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" JOIN "));
+    let mut builds = Vec::new();
+    for code in [0, 1, 0] {
+        builds.push(force(
+            &m,
+            "job",
+            &format!(r#"{{"branch": "main", "properties": {{"code": {code}}}}}"#),
+        ));
+    }
+    // `when "failing" "change"` (the default): build 2 (failing, and a
+    // change) and build 3 (a change); build 1 was neither.
+    let said: Vec<String> = (0..2)
+        .map(|_| watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" PRIVMSG #widget :")))
+        .map(|l| {
+            l.split_once(" :")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            format!(
+                "Acme: job #2 failure on main (was success) — {}",
+                link(&m, &builds[1])
+            ),
+            format!(
+                "Acme: job #3 success on main (was failure) — {}",
+                link(&m, &builds[2])
+            ),
+        ]
+    );
+    drop(m);
+    // The master stopped: the bot is gone.
+    watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" QUIT"));
+    drop(server);
+}
