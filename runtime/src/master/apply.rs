@@ -101,7 +101,7 @@ impl StartSettings {
         let mut check = |what: &str, started: &str, now: &str| {
             if started != now {
                 out.push(format!(
-                    "{what}: the master started with \"{started}\", the config says \"{now}\"; \
+                    "{what}: \"{started}\" in the config the master started with, \"{now}\" now; \
                      it changes only when the master restarts"
                 ));
             }
