@@ -156,14 +156,23 @@ async fn run(
             message(&body)
         )));
     }
-    let running: Value = serde_json::from_str(&body)
-        .map_err(|e| CommandError::Usage(format!("the master's answer is not JSON: {e}")))?;
-    let running_hash = running["hash"].as_str().unwrap_or_default().to_string();
-    let running_graph: Graph = serde_json::from_value(running["graph"].clone()).map_err(|e| {
-        CommandError::Usage(format!(
-            "cannot read the master's running graph (another bbc version?): {e}"
-        ))
-    })?;
+    #[derive(serde::Deserialize)]
+    struct Running {
+        hash: String,
+        graph: Graph,
+    }
+    // Megabytes for a large config: parsed straight into the graph.
+    let Running {
+        hash: running_hash,
+        graph: running_graph,
+    } = tokio::task::spawn_blocking(move || serde_json::from_str::<Running>(&body))
+        .await
+        .map_err(|e| CommandError::Usage(e.to_string()))?
+        .map_err(|e| {
+            CommandError::Usage(format!(
+                "cannot read the master's running config (another bbc version?): {e}"
+            ))
+        })?;
     let new_hash = config_hash(&new);
     // The master masks plain-text credentials; so does the plan.
     let mut shown = new.clone();

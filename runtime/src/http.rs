@@ -603,26 +603,43 @@ const MAX_CONFIG_BODY: usize = 128 << 20;
 /// `GET /api/v1/config`: the running graph (plain-text credentials
 /// masked), its hash, when and how it was applied, what needs a restart and
 /// the history of applied configs.
-async fn get_config(State(s): S) -> R<Json<Value>> {
+async fn get_config(State(s): S) -> R<Response> {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        hash: &'a str,
+        applied_at: crate::store::Millis,
+        via: &'a str,
+        restart_needed: &'a [String],
+        history: &'a [crate::master::apply::AppliedRecord],
+        graph: &'a bbc_compiler::graph::Graph,
+    }
     let info = s.config_info();
     let history = crate::master::apply::history(&s).await?;
-    let g = info.graph.clone();
-    let graph = tokio::task::spawn_blocking(move || {
-        let mut g = (*g).clone();
-        crate::master::apply::redact_credentials(&mut g);
-        serde_json::to_value(&g)
+    // Written straight to bytes (a large graph is megabytes of JSON: no
+    // intermediate `Value`), off the async threads.
+    let body = tokio::task::spawn_blocking(move || {
+        let masked;
+        let graph = if crate::master::apply::has_plain_credentials(&info.graph) {
+            let mut g = (*info.graph).clone();
+            crate::master::apply::redact_credentials(&mut g);
+            masked = g;
+            &masked
+        } else {
+            &*info.graph
+        };
+        serde_json::to_vec(&Out {
+            hash: &info.hash,
+            applied_at: info.applied_at,
+            via: &info.via,
+            restart_needed: &info.restart_needed,
+            history: &history,
+            graph,
+        })
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(Json(json!({
-        "hash": info.hash,
-        "applied_at": info.applied_at,
-        "via": info.via,
-        "restart_needed": info.restart_needed,
-        "history": history,
-        "graph": graph,
-    })))
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Checks `Authorization: Bearer TOKEN` against the admin token; the

@@ -184,6 +184,29 @@ pub fn config_hash(g: &Graph) -> String {
     bbc_compiler::lower::content_hash(g)
 }
 
+/// Whether the graph holds a plain-text credential (which
+/// [`redact_credentials`] masks).
+pub fn has_plain_credentials(g: &Graph) -> bool {
+    let plain = |c: &Credential| matches!(c, Credential::Plain(_));
+    g.workers.iter().any(|w| plain(&w.password))
+        || g.change_sources.iter().any(|c| match &c.kind {
+            ChangeSourceKind::GithubWebhook { secret }
+            | ChangeSourceKind::GitlabWebhook { secret }
+            | ChangeSourceKind::GiteaWebhook { secret }
+            | ChangeSourceKind::JsonWebhook { secret } => secret.as_ref().is_some_and(plain),
+            ChangeSourceKind::GitPoller { .. } => false,
+        })
+        || g.reporters.iter().any(|r| match &r.kind {
+            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
+                password.as_ref().is_some_and(plain)
+            }
+            ReporterKind::GithubStatus { token, .. }
+            | ReporterKind::GitlabStatus { token, .. }
+            | ReporterKind::GiteaStatus { token, .. } => plain(token),
+            ReporterKind::HttpPush { .. } => false,
+        })
+}
+
 /// The graph with every plain-text credential replaced by `********`: what
 /// `GET /api/v1/config` shows (secret references are names, not values, and
 /// stay). Entity hashes are untouched, so diffs by hash still work.

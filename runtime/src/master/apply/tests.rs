@@ -85,6 +85,8 @@ fn plain_credentials_are_masked_and_hashes_kept() {
         "worker \"w\" password=\"plain-pw\"\nbuilder \"b\" {\n workers \"w\"\n steps {\n shell \"true\"\n }\n}\n",
     );
     let hash = g.workers[0].hash.clone();
+    assert!(has_plain_credentials(&g));
+    assert!(!has_plain_credentials(&with("")));
     redact_credentials(&mut g);
     assert_eq!(g.workers[0].password, Credential::Plain("********".into()));
     assert_eq!(g.workers[0].hash, hash);
