@@ -195,7 +195,7 @@ builder "extra" {{
     assert!(
         entity(report, "builder", "slow")["effect"]
             .as_str()
-            .is_some_and(|e| e.contains("1 running build finish on the old definition")),
+            .is_some_and(|e| e.contains("1 running build finishes on the old definition")),
         "{report}"
     );
     assert_eq!(entity(report, "builder", "extra")["change"], "added");
@@ -412,7 +412,7 @@ builder "slow" {{
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stdout(&o).contains(
-            "- worker w2: takes no new builds; disconnected once its 1 running build ended"
+            "- worker w2: takes no new builds; disconnected once 1 running build has ended"
         ),
         "{}",
         stdout(&o)

@@ -394,11 +394,12 @@ impl Snapshot {
     }
 }
 
-fn count(n: usize, what: &str) -> String {
+/// "1 running build finishes", "2 running builds finish".
+fn count(n: usize, what: &str, verb: (&str, &str)) -> String {
     if n == 1 {
-        format!("1 {what}")
+        format!("1 {what} {}", verb.0)
     } else {
-        format!("{n} {what}s")
+        format!("{n} {what}s {}", verb.1)
     }
 }
 
@@ -484,8 +485,8 @@ fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
         let effect = match (o, n) {
             (None, Some(_)) => "can connect now".to_string(),
             (Some(_), None) if connected && running > 0 => format!(
-                "takes no new builds; disconnected once its {} ended",
-                count(running, "running build")
+                "takes no new builds; disconnected once {}",
+                count(running, "running build", ("has ended", "have ended"))
             ),
             (Some(_), None) if connected => {
                 "disconnected (it ran no build); it is refused if it connects again".into()
@@ -591,27 +592,27 @@ fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
         let pending = snap.pending_by_builder.get(name).copied().unwrap_or(0);
         let mut effect = match (o, n) {
             (None, Some(_)) if pending > 0 => format!(
-                "can build now ({} kept from before will run)",
-                count(pending, "pending request")
+                "can build now ({} from before)",
+                count(pending, "pending request", ("runs", "run"))
             ),
             (None, Some(_)) => "can build now".to_string(),
             (Some(_), None) => format!(
-                "{} stay pending (they run if the builder comes back)",
-                count(pending, "pending request")
+                "{} pending (run if the builder comes back)",
+                count(pending, "pending request", ("stays", "stay"))
             ),
             _ => "new builds use the new definition".to_string(),
         };
         if running > 0 {
             effect.push_str(&format!(
-                "; {} finish on the old definition",
-                count(running, "running build")
+                "; {} on the old definition",
+                count(running, "running build", ("finishes", "finish"))
             ));
         }
         if let (Some(a), Some(b)) = (o, n) {
             if a.priority != b.priority && pending > 0 {
                 effect.push_str(&format!(
-                    "; {} now queue with priority {}",
-                    count(pending, "pending request"),
+                    "; {} with priority {}",
+                    count(pending, "pending request", ("now queues", "now queue")),
                     b.priority
                 ));
             }

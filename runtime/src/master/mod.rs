@@ -280,7 +280,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         d.is_dir().then_some(d)
     });
     let secrets = Secrets::resolve(&graph, secrets_dir.as_deref())?;
-    apply::validate(&graph)?;
+    apply::validate(&graph).map_err(|e| format!("invalid graph: {e}"))?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
         format!(
             "cannot create state directory {}: {e}",
