@@ -128,51 +128,11 @@ pub fn apply(a: ApplyArgs) -> Result<(), CommandError> {
         .enable_all()
         .build()
         .map_err(|e| CommandError::Usage(e.to_string()))?;
-    rt.block_on(run(&a, &base, new, token))
-}
-
-async fn run(
-    a: &ApplyArgs<'_>,
-    base: &str,
-    new: Graph,
-    token: Option<String>,
-) -> Result<(), CommandError> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| CommandError::Usage(e.to_string()))?;
-    let unreachable =
-        |e: reqwest::Error| CommandError::Usage(format!("cannot reach the master at {base}: {e}"));
-    let r = client
-        .get(format!("{base}/api/v1/config"))
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = r.status();
-    let body = r.text().await.map_err(unreachable)?;
-    if !status.is_success() {
-        return Err(CommandError::Usage(format!(
-            "the master at {base} did not give its config ({status}): {}",
-            message(&body)
-        )));
-    }
-    #[derive(serde::Deserialize)]
-    struct Running {
-        hash: String,
-        graph: Graph,
-    }
-    // Megabytes for a large config: parsed straight into the graph.
-    let Running {
-        hash: running_hash,
-        graph: running_graph,
-    } = tokio::task::spawn_blocking(move || serde_json::from_str::<Running>(&body))
-        .await
-        .map_err(|e| CommandError::Usage(e.to_string()))?
-        .map_err(|e| {
-            CommandError::Usage(format!(
-                "cannot read the master's running config (another bbc version?): {e}"
-            ))
-        })?;
+    let (running_hash, running_graph) = rt.block_on(fetch_running(&client, &base))?;
     let new_hash = config_hash(&new);
     // The master masks plain-text credentials; so does the plan.
     let mut shown = new.clone();
@@ -227,14 +187,71 @@ async fn run(
                     .into(),
             ));
         }
-        if !confirm(base)? {
+        if !confirm(&base)? {
             return Err(CommandError::Usage("not applied".into()));
         }
     }
+    let body = new.to_json();
     let token = token.unwrap_or_default();
-    let body = tokio::task::spawn_blocking(move || new.to_json())
+    let report = rt.block_on(post(&client, &base, &token, &running_hash, body))?;
+    if a.json {
+        doc["applied"] = json!(true);
+        doc["report"] = serde_json::to_value(&report).unwrap_or(Value::Null);
+        finish(&doc);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn unreachable(base: &str) -> impl Fn(reqwest::Error) -> CommandError + '_ {
+    move |e| CommandError::Usage(format!("cannot reach the master at {base}: {e}"))
+}
+
+/// The running config's hash and graph (`GET /api/v1/config`).
+async fn fetch_running(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<(String, Graph), CommandError> {
+    let r = client
+        .get(format!("{base}/api/v1/config"))
+        .send()
         .await
-        .map_err(|e| CommandError::Usage(e.to_string()))?;
+        .map_err(unreachable(base))?;
+    let status = r.status();
+    let body = r.text().await.map_err(unreachable(base))?;
+    if !status.is_success() {
+        return Err(CommandError::Usage(format!(
+            "the master at {base} did not give its config ({status}): {}",
+            message(&body)
+        )));
+    }
+    #[derive(serde::Deserialize)]
+    struct Running {
+        hash: String,
+        graph: Graph,
+    }
+    // Megabytes for a large config: parsed straight into the graph, off
+    // the async thread.
+    let r = tokio::task::spawn_blocking(move || serde_json::from_str::<Running>(&body))
+        .await
+        .map_err(|e| CommandError::Usage(e.to_string()))?
+        .map_err(|e| {
+            CommandError::Usage(format!(
+                "cannot read the master's running config (another bbc version?): {e}"
+            ))
+        })?;
+    Ok((r.hash, r.graph))
+}
+
+/// `POST /api/v1/config`; the master's report.
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    running_hash: &str,
+    body: String,
+) -> Result<ApplyReport, CommandError> {
     let r = client
         .post(format!("{base}/api/v1/config"))
         .header("authorization", format!("Bearer {token}"))
@@ -243,9 +260,9 @@ async fn run(
         .body(body)
         .send()
         .await
-        .map_err(unreachable)?;
+        .map_err(unreachable(base))?;
     let status = r.status();
-    let text = r.text().await.map_err(unreachable)?;
+    let text = r.text().await.map_err(unreachable(base))?;
     if !status.is_success() {
         let msg = format!(
             "the master refused the config ({status}): {}",
@@ -259,7 +276,7 @@ async fn run(
         }
         return Err(CommandError::Usage(msg));
     }
-    let report: ApplyReport = serde_json::from_str::<Value>(&text)
+    serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| serde_json::from_value(v["report"].clone()).ok())
         .ok_or_else(|| {
@@ -267,13 +284,5 @@ async fn run(
                 "the master applied the config but its report is unreadable: {}",
                 text.chars().take(500).collect::<String>()
             ))
-        })?;
-    if a.json {
-        doc["applied"] = json!(true);
-        doc["report"] = serde_json::to_value(&report).unwrap_or(Value::Null);
-        finish(&doc);
-    } else {
-        print_report(&report);
-    }
-    Ok(())
+        })
 }

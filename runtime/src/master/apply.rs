@@ -660,11 +660,14 @@ fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
     out
 }
 
-/// Where secrets are read from for `g`: `--secrets DIR`, or `STATE/secrets`
-/// when it exists.
-pub(crate) fn secrets_dir(shared: &Shared) -> Option<std::path::PathBuf> {
-    shared.secrets_dir.clone().or_else(|| {
-        let d = Secrets::default_dir(&shared.state_dir);
+/// Where secrets are read from: `--secrets DIR`, or `STATE/secrets` when
+/// it exists. Blocking (it looks at the disk).
+fn secrets_dir(
+    given: Option<std::path::PathBuf>,
+    state_dir: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    given.or_else(|| {
+        let d = Secrets::default_dir(state_dir);
         d.is_dir().then_some(d)
     })
 }
@@ -770,9 +773,10 @@ impl Shared {
         }
         // Validating, hashing a large graph and reading secret files are
         // disk and CPU work: off the async threads.
-        let dir = secrets_dir(self);
+        let (given, state_dir) = (self.secrets_dir.clone(), self.state_dir.clone());
         let checked = tokio::task::spawn_blocking(move || {
             validate(&new).map_err(ApplyError::Invalid)?;
+            let dir = secrets_dir(given, &state_dir);
             let secrets = Secrets::resolve(&new, dir.as_deref()).map_err(ApplyError::Secrets)?;
             let hash = config_hash(&new);
             Ok::<_, ApplyError>((new, secrets, hash))
