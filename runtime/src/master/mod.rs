@@ -388,6 +388,10 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         next_id: AtomicU64::new(1),
         shutdown,
     });
+    // Schedulers first: their starting points are saved before any change
+    // can arrive.
+    let clock = Arc::new(schedulers::SystemClock);
+    let prepared = schedulers::prepare(&shared, clock.as_ref()).await;
     let mut tasks = vec![
         tokio::spawn(accept_workers(shared.clone(), wl)),
         tokio::spawn(queue::assign_loop(shared.clone())),
@@ -396,7 +400,8 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     tasks.extend(crate::changes::spawn_pollers(shared.clone()));
     tasks.push(tokio::spawn(schedulers::run(
         shared.clone(),
-        Arc::new(schedulers::SystemClock),
+        clock,
+        prepared,
     )));
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {

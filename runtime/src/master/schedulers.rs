@@ -672,15 +672,31 @@ async fn reconcile_to(
     *current = new;
 }
 
-/// The scheduler task of a running master.
-pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
-    let mut changes_rx = shared.changes.subscribe();
-    let mut sets_rx = shared.buildsets.subscribe();
+/// What the scheduler task starts from: every scheduler's state loaded
+/// (or created "from now" and saved), and the subscriptions.
+pub struct Prepared {
+    engine: Engine,
+    current: Arc<Graph>,
+    newest: u64,
+    changes_rx: tokio::sync::broadcast::Receiver<Change>,
+    sets_rx: tokio::sync::broadcast::Receiver<BuildSet>,
+    configs_rx: tokio::sync::broadcast::Receiver<Arc<super::apply::ConfigEvent>>,
+}
+
+/// Loads the schedulers' states. The master awaits this before it accepts
+/// changes (API, webhooks, pollers): a scheduler seen for the first time
+/// starts after the newest change stored *before* the master started, and
+/// that starting point is saved before any new change can arrive — else a
+/// change accepted at once and a crash right after would leave it built
+/// by nobody.
+pub async fn prepare(shared: &Arc<Shared>, clock: &dyn Clock) -> Prepared {
+    let changes_rx = shared.changes.subscribe();
+    let sets_rx = shared.buildsets.subscribe();
     // Subscribed before the graph is read: no applied config is missed.
-    let mut configs_rx = shared.configs.subscribe();
+    let configs_rx = shared.configs.subscribe();
     let mut engine = Engine::default();
-    let newest = newest_change(&shared).await;
-    let mut current = shared.graph();
+    let newest = newest_change(shared).await;
+    let current = shared.graph();
     // Load persisted state; schedulers seen for the first time start now.
     for s in &current.schedulers {
         let name = s.name.clone();
@@ -700,7 +716,27 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
     }
     // Saved at once: a new scheduler's starting point must survive a crash,
     // or changes arriving right after start would be taken for old ones.
-    persist(&shared, &BTreeMap::new(), &engine).await;
+    persist(shared, &BTreeMap::new(), &engine).await;
+    Prepared {
+        engine,
+        current,
+        newest,
+        changes_rx,
+        sets_rx,
+        configs_rx,
+    }
+}
+
+/// The scheduler task of a running master, from what [`prepare`] loaded.
+pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared) {
+    let Prepared {
+        mut engine,
+        mut current,
+        newest,
+        mut changes_rx,
+        mut sets_rx,
+        mut configs_rx,
+    } = prepared;
     // An applied config received while waiting.
     let mut received: Option<Arc<super::apply::ConfigEvent>> = None;
     loop {
