@@ -13,6 +13,10 @@
 //! - `log`: one step printing M MB of 100-byte lines: MB/s stored and the
 //!   master's peak RSS.
 //! - `idle`: the master's start time and idle RSS with N builders loaded.
+//! - `apply`: hot reload of the master running the N-builder config: the
+//!   master's own apply time, the `POST /api/v1/config` round trip and a
+//!   whole `bbc apply --yes` command, for one builder changed, every
+//!   builder changed, and nothing changed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,8 +30,8 @@ use crate::command_error::CommandError;
 /// `bbc bench run`'s options (clap reads them straight into this).
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Scenarios to run: builds, log, idle (or all)
-    #[arg(long, value_delimiter = ',', default_value = "builds,log,idle")]
+    /// Scenarios to run: builds, log, idle, apply (or all)
+    #[arg(long, value_delimiter = ',', default_value = "builds,log,idle,apply")]
     pub only: Vec<String>,
     /// Trivial builds in the burst
     #[arg(long, default_value_t = 1000)]
@@ -47,12 +51,15 @@ pub struct RunArgs {
     /// Size of the log scenario's output, in MB
     #[arg(long, default_value_t = 200)]
     pub log_mb: usize,
-    /// Builders in the idle scenario's config
+    /// Builders in the idle and apply scenarios' config
     #[arg(long, default_value_t = 1000)]
     pub config_builders: usize,
     /// Master starts measured in the idle scenario
     #[arg(long, default_value_t = 6)]
     pub starts: usize,
+    /// Applies of each kind measured in the apply scenario
+    #[arg(long, default_value_t = 10)]
+    pub applies: usize,
     /// Working directory (default: a fresh one under the temp dir)
     #[arg(long)]
     pub dir: Option<String>,
@@ -522,6 +529,9 @@ pub fn run(a: &RunArgs) -> Result<(), CommandError> {
     }
     if want("idle") {
         result = result.and_then(|_| idle(&exe, &base.join("idle"), a));
+    }
+    if want("apply") {
+        result = result.and_then(|_| apply(&exe, &base.join("apply"), a));
     }
     if a.keep {
         println!("kept {}", base.display());
@@ -1001,5 +1011,134 @@ fn idle(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         mb(median(&mut rss) as u64),
         mb(median(&mut hwm) as u64)
     );
+    Ok(())
+}
+
+/// `POST /api/v1/config` with the admin token: the master's report.
+async fn post_config(
+    c: &Client,
+    token: &str,
+    body: String,
+) -> Result<bbc_runtime::master::apply::ApplyReport, CommandError> {
+    let r = c
+        .http
+        .post(format!("{}/api/v1/config", c.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| err(format!("POST /api/v1/config: {e}")))?;
+    let status = r.status();
+    let v: Value = r
+        .json()
+        .await
+        .map_err(|e| err(format!("POST /api/v1/config: {e}")))?;
+    if !status.is_success() {
+        return Err(err(format!("POST /api/v1/config: {status} {v}")));
+    }
+    serde_json::from_value(v["report"].clone())
+        .map_err(|e| err(format!("POST /api/v1/config: report: {e}")))
+}
+
+fn compile_json(path: &Path) -> Result<String, CommandError> {
+    let c = bbc_compiler::compile(&path.to_string_lossy(), &bbc_compiler::source::DiskSources);
+    c.graph
+        .map(|g| g.to_json())
+        .ok_or_else(|| err(format!("{} does not compile", path.display())))
+}
+
+/// Hot reload of the master running the `bbc bench check` config shape.
+fn apply(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
+    std::fs::create_dir_all(dir)?;
+    let n = a.config_builders;
+    let runs = a.applies.max(1);
+    let base_text = crate::bench::generate(n);
+    let config = dir.join("master.kdl");
+    std::fs::write(&config, &base_text)?;
+    // One builder edited (the first `make lint` is b-0's), and every one.
+    let one = dir.join("one.kdl");
+    std::fs::write(
+        &one,
+        base_text.replacen("make lint", "make lint --strict", 1),
+    )?;
+    let all = dir.join("all.kdl");
+    std::fs::write(&all, base_text.replace("make lint", "make lint --strict"))?;
+    let mut names: Vec<String> = (1..=4).map(|i| format!("w{i}")).collect();
+    names.push("bbc-admin-token".into());
+    write_secrets(dir, &names)?;
+    let token = "bench-password-bbc-admin-token";
+    let token_file = dir.join("secrets").join("bbc-admin-token");
+    let mut m = start_master(exe, dir, &config, "apply")?;
+    let (rss0, _) = mem_kib(m.proc.pid());
+    let c = Client::new(&m.http);
+    let rt = rt()?;
+    let base_json = compile_json(&config)?;
+    println!();
+    println!(
+        "## apply: hot reload of `bbc master` running {n} builders (the `bbc bench check` shape), no workers"
+    );
+    println!(
+        "graph JSON: {:.1} MB; {runs} applies of each kind, alternating with the base config",
+        base_json.len() as f64 / 1e6
+    );
+    println!("| change | master's apply (report) | POST /api/v1/config round trip | `bbc apply --yes` command |");
+    println!("|---|---:|---:|---:|");
+    for (label, path) in [
+        ("one builder changed", Some(&one)),
+        ("every builder changed", Some(&all)),
+        ("nothing changed", None),
+    ] {
+        let target_json = match path {
+            Some(p) => compile_json(p)?,
+            None => base_json.clone(),
+        };
+        let mut server = Vec::new();
+        let mut post = Vec::new();
+        let mut cmd = Vec::new();
+        for _ in 0..runs {
+            // Through the API: there and back, both measured.
+            for body in [&target_json, &base_json] {
+                let t = Instant::now();
+                let r = rt.block_on(post_config(&c, token, body.clone()))?;
+                post.push(t.elapsed().as_secs_f64() * 1000.0);
+                server.push(r.duration_us as f64 / 1000.0);
+            }
+            // The command a user runs: compile, GET the running graph,
+            // diff, POST, report.
+            for p in [path.unwrap_or(&config), &config] {
+                let t = Instant::now();
+                let o = Command::new(exe)
+                    .arg("apply")
+                    .arg(p)
+                    .args(["--master", &format!("http://{}", m.http), "--yes"])
+                    .arg("--token-file")
+                    .arg(&token_file)
+                    .stdin(Stdio::null())
+                    .output()?;
+                cmd.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !o.status.success() {
+                    return Err(err(format!(
+                        "bbc apply failed: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    )));
+                }
+            }
+        }
+        println!(
+            "| {label} | {:.1} ms | {:.1} ms | {:.0} ms |",
+            median(&mut server),
+            median(&mut post),
+            median(&mut cmd)
+        );
+    }
+    let (rss, hwm) = mem_kib(m.proc.pid());
+    println!(
+        "- master RSS: {} before the applies, {} after (peak {})",
+        mb(rss0),
+        mb(rss),
+        mb(hwm)
+    );
+    m.proc.stop();
     Ok(())
 }

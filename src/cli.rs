@@ -238,6 +238,25 @@ enum Command {
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
     },
+    /// Apply a config to a running master: shows the plan, then reloads it
+    /// (running builds are not interrupted)
+    Apply {
+        config: String,
+        /// The master's HTTP API
+        #[arg(long, default_value_t = crate::client::default_url())]
+        master: String,
+        /// File holding the master's admin token (else $BBC_ADMIN_TOKEN)
+        #[arg(long)]
+        token_file: Option<String>,
+        /// Show the plan only; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply without asking for confirmation
+        #[arg(long)]
+        yes: bool,
+        #[arg(long, value_enum, default_value = "human")]
+        format: DiffFormat,
+    },
     /// Builders, running builds with ETA, workers
     Status {
         #[arg(long, default_value_t = crate::client::default_url())]
@@ -374,6 +393,21 @@ pub fn run() -> ExitCode {
             props: &props,
         }),
         Command::Status { url } => crate::client::status(&url),
+        Command::Apply {
+            config,
+            master,
+            token_file,
+            dry_run,
+            yes,
+            format,
+        } => crate::apply::apply(crate::apply::ApplyArgs {
+            config: &config,
+            master: &master,
+            token_file: token_file.as_deref(),
+            dry_run,
+            yes,
+            json: format == DiffFormat::Json,
+        }),
         Command::Run {
             config,
             builder,
@@ -435,6 +469,55 @@ fn report_human(c: &Compilation, color: ColorChoice, file: &str) -> Result<(), C
     Ok(())
 }
 
+/// What `bbc check FILE` prints for one compiled file (human format).
+pub fn check_human(c: &Compilation, file: &str, opts: HumanOptions) -> String {
+    let mut s = String::new();
+    for d in &c.diagnostics {
+        s.push_str(&render::human(&c.sources, d, opts));
+    }
+    s.push_str(&render::summary(c.errors(), c.warnings(), file));
+    s.push('\n');
+    s
+}
+
+/// What `bbc check --format json` prints.
+fn check_json_doc(
+    ok: bool,
+    files: Vec<serde_json::Value>,
+    diagnostics: Vec<render::JsonDiagnostic>,
+) -> String {
+    let doc = serde_json::json!({
+        "version": render::JSON_VERSION,
+        "ok": ok,
+        "files": files,
+        "diagnostics": diagnostics,
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `bbc check --format json FILE` for one compiled file.
+pub fn check_json(c: &Compilation, file: &str) -> String {
+    check_json_doc(
+        c.errors() == 0 && !is_io_failure(c),
+        vec![serde_json::json!({"file": file, "errors": c.errors(), "warnings": c.warnings()})],
+        c.diagnostics
+            .iter()
+            .map(|d| render::json_diagnostic(&c.sources, d))
+            .collect(),
+    )
+}
+
+/// Colour and width for diagnostics written to standard error.
+pub fn stderr_options() -> HumanOptions {
+    human_options(ColorChoice::Auto, std::io::stderr().is_terminal())
+}
+
+pub fn is_io_error(c: &Compilation) -> bool {
+    is_io_failure(c)
+}
+
 fn check(
     files: &[String],
     format: Format,
@@ -455,10 +538,7 @@ fn check(
         failed |= errors > 0 || (deny_warnings && warnings > 0);
         match format {
             Format::Human => {
-                for d in &c.diagnostics {
-                    let _ = write!(out, "{}", render::human(&c.sources, d, opts));
-                }
-                let _ = writeln!(out, "{}", render::summary(errors, warnings, f));
+                let _ = write!(out, "{}", check_human(&c, f, opts));
             }
             Format::Github => {
                 for d in &c.diagnostics {
@@ -484,16 +564,10 @@ fn check(
         std::mem::forget(c);
     }
     if format == Format::Json {
-        let doc = serde_json::json!({
-            "version": render::JSON_VERSION,
-            "ok": !failed && !io_failed,
-            "files": json_files,
-            "diagnostics": json_diags,
-        });
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
+            check_json_doc(!failed && !io_failed, json_files, json_diags)
         );
     }
     let _ = out.flush();

@@ -3,7 +3,7 @@
 //! by content hash; a changed builder lists its changed steps and fields.
 //! This is the plan `bbc apply` shows before it reloads a master.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bbc_compiler::graph::Graph;
 use serde::Serialize;
@@ -19,45 +19,6 @@ pub struct Change {
     pub fields: Vec<String>,
     /// Steps added, removed or changed (builders only), as "+name", "-name", "~name".
     pub steps: Vec<String>,
-}
-
-fn entities(g: &Graph) -> Vec<(&'static str, String, Value)> {
-    let mut out = Vec::new();
-    let mut push = |kind: &'static str, v: Value| {
-        if let Some(arr) = v.as_array() {
-            for e in arr {
-                let name = e["name"].as_str().unwrap_or("").to_string();
-                out.push((kind, name, e.clone()));
-            }
-        }
-    };
-    push(
-        "worker",
-        serde_json::to_value(&g.workers).unwrap_or_default(),
-    );
-    push("lock", serde_json::to_value(&g.locks).unwrap_or_default());
-    push(
-        "change-source",
-        serde_json::to_value(&g.change_sources).unwrap_or_default(),
-    );
-    push(
-        "scheduler",
-        serde_json::to_value(&g.schedulers).unwrap_or_default(),
-    );
-    push(
-        "builder",
-        serde_json::to_value(&g.builders).unwrap_or_default(),
-    );
-    push(
-        "reporter",
-        serde_json::to_value(&g.reporters).unwrap_or_default(),
-    );
-    out.push((
-        "master",
-        "master".into(),
-        serde_json::to_value(&g.master).unwrap_or_default(),
-    ));
-    out
 }
 
 fn step_changes(old: &Value, new: &Value) -> Vec<String> {
@@ -103,25 +64,30 @@ fn step_changes(old: &Value, new: &Value) -> Vec<String> {
     out
 }
 
-pub fn diff(old: &Graph, new: &Graph) -> Vec<Change> {
-    let a: BTreeMap<(&str, String), Value> = entities(old)
-        .into_iter()
-        .map(|(k, n, v)| ((k, n), v))
-        .collect();
-    let b: BTreeMap<(&str, String), Value> = entities(new)
-        .into_iter()
-        .map(|(k, n, v)| ((k, n), v))
-        .collect();
-    let mut out = Vec::new();
-    for ((kind, name), v) in &b {
-        match a.get(&(*kind, name.clone())) {
+/// The changes of one kind of entity. Entities are matched by name and
+/// compared by hash first; only changed ones are looked into field by
+/// field (so a large config with few changes diffs quickly).
+fn diff_kind<T: Serialize>(
+    kind: &'static str,
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &str,
+    hash: impl Fn(&T) -> &str,
+    out: &mut Vec<Change>,
+) {
+    let a: HashMap<&str, &T> = old.iter().map(|x| (name(x), x)).collect();
+    let b: HashMap<&str, &T> = new.iter().map(|x| (name(x), x)).collect();
+    for n in new {
+        match a.get(name(n)) {
             None => out.push(Change {
                 kind,
-                name: name.clone(),
+                name: name(n).to_string(),
                 change: "added",
                 ..Default::default()
             }),
-            Some(old_v) if old_v["hash"] != v["hash"] => {
+            Some(o) if hash(o) != hash(n) => {
+                let old_v = serde_json::to_value(o).unwrap_or_default();
+                let v = serde_json::to_value(n).unwrap_or_default();
                 let mut fields = Vec::new();
                 if let (Some(o), Some(n)) = (old_v.as_object(), v.as_object()) {
                     for (k, nv) in n {
@@ -135,14 +101,14 @@ pub fn diff(old: &Graph, new: &Graph) -> Vec<Change> {
                         }
                     }
                 }
-                let steps = if *kind == "builder" {
+                let steps = if kind == "builder" {
                     step_changes(&old_v["steps"], &v["steps"])
                 } else {
                     Vec::new()
                 };
                 out.push(Change {
                     kind,
-                    name: name.clone(),
+                    name: name(n).to_string(),
                     change: "changed",
                     fields,
                     steps,
@@ -151,16 +117,70 @@ pub fn diff(old: &Graph, new: &Graph) -> Vec<Change> {
             _ => {}
         }
     }
-    for (kind, name) in a.keys() {
-        if !b.contains_key(&(*kind, name.clone())) {
+    for o in old {
+        if !b.contains_key(name(o)) {
             out.push(Change {
                 kind,
-                name: name.clone(),
+                name: name(o).to_string(),
                 change: "removed",
                 ..Default::default()
             });
         }
     }
+}
+
+pub fn diff(old: &Graph, new: &Graph) -> Vec<Change> {
+    let mut out = Vec::new();
+    let o = &mut out;
+    diff_kind(
+        "worker",
+        &old.workers,
+        &new.workers,
+        |x| &x.name,
+        |x| &x.hash,
+        o,
+    );
+    diff_kind("lock", &old.locks, &new.locks, |x| &x.name, |x| &x.hash, o);
+    diff_kind(
+        "change-source",
+        &old.change_sources,
+        &new.change_sources,
+        |x| &x.name,
+        |x| &x.hash,
+        o,
+    );
+    diff_kind(
+        "scheduler",
+        &old.schedulers,
+        &new.schedulers,
+        |x| &x.name,
+        |x| &x.hash,
+        o,
+    );
+    diff_kind(
+        "builder",
+        &old.builders,
+        &new.builders,
+        |x| &x.name,
+        |x| &x.hash,
+        o,
+    );
+    diff_kind(
+        "reporter",
+        &old.reporters,
+        &new.reporters,
+        |x| &x.name,
+        |x| &x.hash,
+        o,
+    );
+    diff_kind(
+        "master",
+        std::slice::from_ref(&old.master),
+        std::slice::from_ref(&new.master),
+        |_| "master",
+        |x| &x.hash,
+        o,
+    );
     out.sort_by(|x, y| (x.kind, &x.name).cmp(&(y.kind, &y.name)));
     out
 }

@@ -1,6 +1,7 @@
 //! The `bbc` command line. Library code lives in `compiler/` (and later
 //! `runtime/`); this crate parses arguments, renders, and picks exit codes.
 
+mod apply;
 mod bench;
 mod bench_changes;
 mod cli;

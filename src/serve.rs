@@ -111,12 +111,93 @@ async fn start_master(
     Ok(h)
 }
 
+/// SIGHUP, for `ExecReload=kill -HUP $MAINPID`. Installed before the
+/// master announces itself: from then on a SIGHUP reloads, never kills.
+#[cfg(unix)]
+struct Hangup(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Hangup {
+    fn install() -> Result<Hangup, CommandError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup())
+            .map(Hangup)
+            .map_err(|e| CommandError::Usage(format!("cannot handle SIGHUP: {e}")))
+    }
+    async fn recv(&mut self) {
+        if self.0.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Hangup;
+
+#[cfg(not(unix))]
+impl Hangup {
+    fn install() -> Result<Hangup, CommandError> {
+        Ok(Hangup)
+    }
+    async fn recv(&mut self) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Compiles the config again (or reads the graph file again) and applies
+/// it. Errors are logged; the master keeps running what it ran.
+async fn reload(h: &master::MasterHandle, a: &MasterArgs<'_>) {
+    let config = a.config.map(str::to_string);
+    let graph = a.graph.map(str::to_string);
+    let what = graph.clone().or_else(|| config.clone()).unwrap_or_default();
+    let running = h.shared.config_info().hash.clone();
+    tracing::info!("SIGHUP: reloading {what}");
+    // Compiling is CPU and disk work: off the async threads. Diagnostics
+    // go to standard error as `bbc master` prints them at start.
+    let loaded =
+        tokio::task::spawn_blocking(move || load_graph(config.as_deref(), graph.as_deref())).await;
+    let g = match loaded {
+        Ok(Ok((g, _))) => g,
+        Ok(Err(CommandError::Invalid)) => {
+            tracing::error!("reload: {what} has errors (above); still running config {running}");
+            return;
+        }
+        Ok(Err(CommandError::Usage(m))) => {
+            tracing::error!("reload: {m}; still running config {running}");
+            return;
+        }
+        Err(e) => {
+            tracing::error!("reload: {e}; still running config {running}");
+            return;
+        }
+    };
+    match h.shared.apply(g, "sighup", None).await {
+        Ok(r) if !r.changed => {
+            tracing::info!("reload: {what} is unchanged (config {running}); secrets read again")
+        }
+        Ok(r) => {
+            for e in &r.entities {
+                tracing::info!("reload: {} {} {}: {}", e.change, e.kind, e.name, e.effect);
+            }
+        }
+        Err(e) => tracing::error!("reload refused: {e}; still running config {running}"),
+    }
+}
+
 pub fn master(a: MasterArgs) -> Result<(), CommandError> {
     init_tracing();
     let (g, base) = load_graph(a.config, a.graph)?;
     runtime()?.block_on(async {
+        let mut hangup = Hangup::install()?;
         let h = start_master(&a, g, &base).await?;
-        stop_signal().await;
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = hangup.recv() => reload(&h, &a).await,
+            }
+        }
         tracing::info!("stopping");
         h.shutdown().await;
         Ok(())

@@ -48,14 +48,29 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// A minimal HTTP/1.1 client for the API (GET and POST with a JSON body).
 pub fn http(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_with(method, addr, path, &[], body)
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = match std::net::TcpStream::connect(addr) {
         Ok(s) => s,
         Err(e) => panic!("connect {addr}: {e}"),
     };
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes())
@@ -133,6 +148,16 @@ pub struct Master {
 
 impl Master {
     pub fn start(dir: &Path, config: &str) -> Master {
+        Master::spawn(dir, config, false)
+    }
+
+    /// A master whose standard error goes to `DIR/master.log` (for tests
+    /// that wait for a log line).
+    pub fn start_logged(dir: &Path, config: &str) -> Master {
+        Master::spawn(dir, config, true)
+    }
+
+    fn spawn(dir: &Path, config: &str, logged: bool) -> Master {
         use std::io::BufRead;
         let cfg = dir.join("master.kdl");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
@@ -148,7 +173,13 @@ impl Master {
                 "127.0.0.1:0",
             ])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(if logged {
+                std::fs::File::create(dir.join("master.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|e| panic!("master.log: {e}"))
+            } else {
+                std::process::Stdio::inherit()
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("spawn master: {e}"));
         let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));

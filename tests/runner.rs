@@ -2,6 +2,7 @@
 //! one area, all sharing the helpers in `common`.
 
 mod common;
+mod test_apply;
 mod test_changes;
 mod test_check_cli;
 mod test_docs;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{git, temp_dir, wait_for, write_secret, Master, Proc};
+use crate::common::{get_json, git, temp_dir, wait_for, write_secret, Master, Proc};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -882,4 +882,54 @@ reporter "chat" kind="irc" {{
     // The master stopped: the bot is gone.
     watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" QUIT"));
     drop(server);
+}
+
+#[test]
+fn a_reload_starts_and_stops_reporters() {
+    let rec = Recorder::start();
+    let a = &rec.addr;
+    let builder = r#"scheduler "force" kind="force" {
+    builders "job"
+}
+builder "job" {
+    workers "w1"
+    steps {
+        shell "true"
+    }
+}
+"#;
+    let sentinel = format!(
+        "reporter \"sentinel\" kind=\"http\" {{\n    url \"http://{a}/sentinel\"\n    when \"all\"\n}}\n"
+    );
+    let added = format!(
+        "reporter \"added\" kind=\"http\" {{\n    url \"http://{a}/added\"\n    when \"all\"\n}}\n"
+    );
+    let (dir, m, _w) = start("rep-reload", &[], &format!("{builder}{sentinel}"));
+    let reload = |body: &str| {
+        let before = get_json(&m.http, "/api/v1/config")["hash"].clone();
+        std::fs::write(
+            dir.join("master.kdl"),
+            format!("worker \"w1\" password=(secret)\"w1\" max-builds=4\n{body}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pid = m.proc.0.id() as libc::pid_t;
+        // SAFETY: sends a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+        wait_for("the reload", || {
+            let h = get_json(&m.http, "/api/v1/config")["hash"].clone();
+            (h != before).then_some(())
+        });
+    };
+
+    // Added by a reload: it reports the next build.
+    reload(&format!("{builder}{sentinel}{added}"));
+    force(&m, "job", "{}");
+    rec.wait_n("/added", 1);
+    rec.wait_n("/sentinel", 1);
+
+    // Removed by a reload: the next build reaches the sentinel only.
+    reload(&format!("{builder}{sentinel}"));
+    force(&m, "job", "{}");
+    rec.wait_n("/sentinel", 2);
+    assert_eq!(rec.count("/added"), 1, "a removed reporter still reported");
 }

@@ -67,6 +67,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/requests/{id}/cancel", post(cancel_request))
         .route("/api/v1/changes", get(changes).post(add_change))
         .route("/api/v1/schedulers", get(schedulers))
+        .route("/api/v1/config", get(get_config).post(post_config))
         .merge(crate::changes::webhook_router())
         .merge(crate::web::router())
         .fallback(|| async { not_found("no such API endpoint; see docs/api.md") })
@@ -304,7 +305,7 @@ async fn workers(State(s): S) -> R<Json<Value>> {
         })
         .unwrap_or_default();
     let records = s.db(|st| st.workers()).await?;
-    let v: Vec<Value> = g
+    let mut v: Vec<Value> = g
         .workers
         .iter()
         .map(|w| {
@@ -326,6 +327,24 @@ async fn workers(State(s): S) -> R<Json<Value>> {
             })
         })
         .collect();
+    // Removed from the config but still connected: finishing their builds
+    // before they are disconnected.
+    for name in conns.iter().filter(|n| g.worker(n).is_none()) {
+        let busy: Vec<Value> = running
+            .iter()
+            .filter(|r| &r.0 == name)
+            .map(|r| json!({"builder": r.1, "build": r.2}))
+            .collect();
+        let rec = records.iter().find(|r| &r.name == name);
+        v.push(json!({
+            "name": name,
+            "connected": true,
+            "state": "removed",
+            "running": busy,
+            "last_connected": rec.map(|r| r.last_connected),
+            "info": rec.map(|r| r.info.clone()),
+        }));
+    }
     Ok(Json(json!({ "workers": v })))
 }
 
@@ -576,4 +595,137 @@ async fn force(
         StatusCode::CREATED,
         Json(json!({"buildset": bs, "requests": reqs})),
     ))
+}
+
+/// The largest graph `POST /api/v1/config` reads (a 10,000-builder graph is
+/// about 30 MB). Read only after the token is checked.
+const MAX_CONFIG_BODY: usize = 128 << 20;
+
+/// `GET /api/v1/config`: the running graph (plain-text credentials
+/// masked), its hash, when and how it was applied, what needs a restart and
+/// the history of applied configs.
+async fn get_config(State(s): S) -> R<Response> {
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        hash: &'a str,
+        applied_at: crate::store::Millis,
+        via: &'a str,
+        restart_needed: &'a [String],
+        history: &'a [crate::master::apply::AppliedRecord],
+        graph: &'a bbc_compiler::graph::Graph,
+    }
+    let info = s.config_info();
+    let history = crate::master::apply::history(&s).await?;
+    // Written straight to bytes (a large graph is megabytes of JSON: no
+    // intermediate `Value`), off the async threads.
+    let body = tokio::task::spawn_blocking(move || {
+        let masked;
+        let graph = if crate::master::apply::has_plain_credentials(&info.graph) {
+            let mut g = (*info.graph).clone();
+            crate::master::apply::redact_credentials(&mut g);
+            masked = g;
+            &masked
+        } else {
+            &*info.graph
+        };
+        serde_json::to_vec(&Out {
+            hash: &info.hash,
+            applied_at: info.applied_at,
+            via: &info.via,
+            restart_needed: &info.restart_needed,
+            history: &history,
+            graph,
+        })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Checks `Authorization: Bearer TOKEN` against the admin token; the
+/// refusal to answer when it does not match.
+fn refuse_unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+    use crate::secrets::{env_var_name, ADMIN_TOKEN};
+    let secrets = s.secrets();
+    let Some(token) = secrets.admin_token() else {
+        return Some(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "applying a config through the API is disabled: the master has no admin token. \
+                 Put one in the secret `{ADMIN_TOKEN}` (a file of that name in the master's secrets \
+                 directory, or the environment variable {}), reload the master (SIGHUP) or restart it, \
+                 then send it as `Authorization: Bearer TOKEN` (`bbc apply --token-file FILE`)",
+                env_var_name(ADMIN_TOKEN)
+            ),
+        )
+        .into_response());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let msg = match given {
+        Some(g) if crate::master::constant_time_eq(g, token) => return None,
+        Some(_) => "wrong admin token",
+        None => "this endpoint needs the admin token: send `Authorization: Bearer TOKEN`",
+    };
+    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"bbc\""),
+    );
+    Some(r)
+}
+
+/// `POST /api/v1/config`: applies the graph in the body (`bbc compile`'s
+/// format). Admin token required; `If-Match: "HASH"` refuses (412) unless
+/// the running config has that hash.
+async fn post_config(State(s): S, headers: HeaderMap, body: axum::body::Body) -> Response {
+    if let Some(r) = refuse_unauthorized(&s, &headers) {
+        return r;
+    }
+    let bytes = match axum::body::to_bytes(body, MAX_CONFIG_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "cannot read the body (at most {} MiB): {e}",
+                    MAX_CONFIG_BODY >> 20
+                ),
+            )
+            .into_response()
+        }
+    };
+    let parsed = tokio::task::spawn_blocking(move || {
+        let text =
+            std::str::from_utf8(&bytes).map_err(|e| format!("the body is not UTF-8 text: {e}"))?;
+        bbc_compiler::graph::Graph::from_json(text)
+    })
+    .await;
+    let graph = match parsed {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => return bad(e).into_response(),
+        Err(e) => {
+            return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
+    };
+    let expect = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_matches('"').to_string());
+    use crate::master::apply::ApplyError;
+    match s.apply(graph, "api", expect.as_deref()).await {
+        Ok(report) => Json(json!({ "report": report })).into_response(),
+        Err(e) => {
+            let status = match &e {
+                ApplyError::Invalid(_) | ApplyError::Secrets(_) => StatusCode::BAD_REQUEST,
+                ApplyError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
+                ApplyError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            ApiError(status, e.to_string()).into_response()
+        }
+    }
 }

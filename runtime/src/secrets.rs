@@ -9,9 +9,15 @@ use std::path::{Path, PathBuf};
 
 use bbc_compiler::graph::{ChangeSourceKind, Credential, Graph, ReporterKind};
 
+/// The secret that authorises `POST /api/v1/config` (replacing the
+/// running configuration). Optional: without it the endpoint refuses.
+pub const ADMIN_TOKEN: &str = "bbc-admin-token";
+
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, String>,
+    /// The admin token, when one is configured (not empty).
+    admin_token: Option<String>,
     /// Built once: compiling the pattern per log would cost more than a
     /// short log.
     redactor: Option<Redactor>,
@@ -57,6 +63,20 @@ pub fn names(g: &Graph) -> BTreeSet<String> {
     out
 }
 
+/// One secret from a file in `dir` or from the environment.
+fn lookup(name: &str, dir: Option<&Path>) -> Option<String> {
+    let from_file = dir.and_then(|d| {
+        // Secret names are not paths.
+        if name.contains('/') || name.contains("..") {
+            return None;
+        }
+        std::fs::read_to_string(d.join(name)).ok()
+    });
+    from_file
+        .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+        .or_else(|| std::env::var(env_var_name(name)).ok())
+}
+
 pub fn env_var_name(secret: &str) -> String {
     let mut s = String::from("BBC_SECRET_");
     s.extend(secret.chars().map(|c| {
@@ -72,21 +92,15 @@ pub fn env_var_name(secret: &str) -> String {
 impl Secrets {
     /// Resolves every secret the graph names; the error lists each missing
     /// one and where it was looked for.
+    ///
+    /// The admin token ([`ADMIN_TOKEN`]) is looked up the same way but is
+    /// optional; when present it is redacted like every other secret.
+    /// Blocking: it reads files.
     pub fn resolve(g: &Graph, dir: Option<&Path>) -> Result<Secrets, String> {
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
         for name in names(g) {
-            let from_file = dir.and_then(|d| {
-                // Secret names are not paths.
-                if name.contains('/') || name.contains("..") {
-                    return None;
-                }
-                std::fs::read_to_string(d.join(&name)).ok()
-            });
-            let value = from_file
-                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
-                .or_else(|| std::env::var(env_var_name(&name)).ok());
-            match value {
+            match lookup(&name, dir) {
                 Some(v) => {
                     values.insert(name, v);
                 }
@@ -94,8 +108,16 @@ impl Secrets {
             }
         }
         if missing.is_empty() {
+            let admin_token = lookup(ADMIN_TOKEN, dir).filter(|t| !t.is_empty());
+            if let Some(t) = &admin_token {
+                values.insert(ADMIN_TOKEN.to_string(), t.clone());
+            }
             let redactor = Some(Redactor::new(values.values().cloned()));
-            return Ok(Secrets { values, redactor });
+            return Ok(Secrets {
+                values,
+                admin_token,
+                redactor,
+            });
         }
         let where_ = match dir {
             Some(d) => format!("a file in {}, or", d.display()),
@@ -115,6 +137,11 @@ impl Secrets {
             missing.len(),
             list.join("\n")
         ))
+    }
+
+    /// The admin token, when configured.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
     }
 
     pub fn get<'a>(&'a self, c: &'a Credential) -> Option<&'a str> {

@@ -32,9 +32,9 @@ const MAX_BODY: usize = 16 << 20;
 
 /// Starts one polling task per `git-poller` change source.
 ///
-/// Idempotent: a source whose poller is already running is skipped, so a
-/// caller that swapped the graph may call it again to start pollers for
-/// new sources (a poller whose source disappeared stops by itself).
+/// Idempotent: a source whose poller is already running is skipped.
+/// `Shared::apply` starts pollers of new sources and stops removed ones
+/// through `poller::reconcile`.
 pub fn spawn_pollers(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     poller::spawn_all(shared)
 }

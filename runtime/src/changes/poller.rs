@@ -73,6 +73,10 @@ type Reply = oneshot::Sender<Result<PollReport, String>>;
 struct Handle {
     tx: mpsc::Sender<Reply>,
     status: Mutex<PollStatus>,
+    /// Makes the task read its config again at once (an applied config
+    /// changed or removed its source): it then polls with the new settings
+    /// or stops.
+    nudge: tokio::sync::Notify,
 }
 
 /// Running pollers, keyed by their mirror path (unique per state directory
@@ -161,6 +165,7 @@ pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>>
                 running: true,
                 ..PollStatus::default()
             }),
+            nudge: tokio::sync::Notify::new(),
         });
         reg.insert(key.clone(), handle.clone());
         drop(reg);
@@ -173,6 +178,39 @@ pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>>
         )));
     }
     tasks
+}
+
+/// After a config is applied: pollers whose source was removed (or is no
+/// longer a git poller) stop, pollers whose settings changed poll at once
+/// with the new ones, pollers of new sources start (their tasks are
+/// returned). A poll in progress finishes first.
+pub(crate) fn reconcile(
+    shared: &Arc<Shared>,
+    old: &bbc_compiler::graph::Graph,
+    new: &bbc_compiler::graph::Graph,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    for c in &old.change_sources {
+        if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
+            continue;
+        }
+        let same = new
+            .change_sources
+            .iter()
+            .find(|n| n.name == c.name)
+            .is_some_and(|n| n.hash == c.hash);
+        if !same {
+            if let Some(h) = lookup(&mirror_path(&shared.state_dir, &c.name)) {
+                h.nudge.notify_one();
+            }
+        }
+    }
+    spawn_all(shared.clone())
+}
+
+/// Whether the poller task of source `name` of the master whose state is
+/// in `state_dir` runs.
+pub fn is_running(state_dir: &Path, name: &str) -> bool {
+    lookup(&mirror_path(state_dir, name)).is_some_and(|h| !h.tx.is_closed())
 }
 
 /// Delay before the next poll after `failures` failed polls in a row:
@@ -202,6 +240,7 @@ async fn run(
     loop {
         let reply = tokio::select! {
             _ = tokio::time::sleep_until(next) => None,
+            _ = handle.nudge.notified() => None,
             r = rx.recv() => match r {
                 Some(r) => Some(r),
                 None => break,

@@ -821,7 +821,8 @@ pub(crate) async fn receive(
     };
     if let Some(cred) = secret {
         // Fail closed: a secret the master could not resolve accepts nothing.
-        let Some(value) = s.secrets.get(cred) else {
+        let secrets = s.secrets();
+        let Some(value) = secrets.get(cred) else {
             return Err(HookError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the secret of change source `{name}` is not available to the master"),

@@ -251,9 +251,14 @@ async fn requeue(shared: &Arc<Shared>, build: &Build) {
             Ok(out)
         })
         .await;
+    let g = shared.graph();
     if let (Ok(loaded), Ok(mut q)) = (loaded, shared.queue.lock()) {
-        for (r, set) in loaded {
+        for (mut r, set) in loaded {
             if r.state == crate::store::RequestState::Pending {
+                // The queue orders by the config in force.
+                if let Some(b) = g.builder(&r.builder) {
+                    r.priority = b.priority;
+                }
                 q.add(r, Arc::new(set));
             }
         }
@@ -410,9 +415,10 @@ impl Ctx {
         if step.locks.is_empty() {
             return Some(Vec::new());
         }
-        let g = self.shared.graph();
         loop {
             let notified = self.shared.locks_released.notified();
+            // Read each time: an applied config may change a lock's count.
+            let g = self.shared.graph();
             if let Ok(mut q) = self.shared.queue.lock() {
                 if let Some(t) = q.try_take_all(&step.locks, &g, &self.build.build.worker) {
                     return Some(t);
@@ -612,7 +618,7 @@ impl Ctx {
     }
 
     fn redactor(&self) -> Redactor {
-        self.shared.secrets.redactor()
+        self.shared.secrets().redactor()
     }
 
     /// Runs a command on the worker, streaming its output into the step's log.

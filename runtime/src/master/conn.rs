@@ -44,6 +44,8 @@ pub struct WorkerConn {
     waiting: Mutex<HashMap<u64, mpsc::Sender<CmdEvent>>>,
     /// Set when the connection closed.
     closed: tokio::sync::watch::Sender<bool>,
+    /// Set (with the reason) to make the master end this connection.
+    kick: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl WorkerConn {
@@ -77,6 +79,14 @@ impl WorkerConn {
         *self.closed.borrow()
     }
 
+    /// Ends the connection from the master's side: the worker is told
+    /// `refused` with `reason` (it logs it and retries later, as after any
+    /// refusal), then the socket is closed. Commands still waiting get
+    /// `Lost`, as when the worker goes away.
+    pub fn disconnect(&self, reason: impl Into<String>) {
+        let _ = self.kick.send(Some(reason.into()));
+    }
+
     pub fn closed_watch(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closed.subscribe()
     }
@@ -107,12 +117,14 @@ pub fn spawn(
 ) -> (Arc<WorkerConn>, tokio::task::JoinHandle<String>) {
     let (tx, mut rx) = mpsc::channel::<Frame>(256);
     let (closed, _) = tokio::sync::watch::channel(false);
+    let (kick, mut kicked) = tokio::sync::watch::channel(None::<String>);
     let conn = Arc::new(WorkerConn {
         name,
         info,
         tx,
         waiting: Mutex::new(HashMap::new()),
         closed,
+        kick,
     });
     let (mut sink, mut stream) = framed.split();
     let c = conn.clone();
@@ -141,6 +153,19 @@ pub fn spawn(
                     unanswered += 1;
                     if let Err(e) = sink.send(Frame::Message(Message::Ping { nonce })).await {
                         break format!("write failed: {e}");
+                    }
+                }
+                r = kicked.changed() => {
+                    let reason = match r {
+                        Ok(()) => kicked.borrow_and_update().clone(),
+                        // The connection object is gone: nobody can use it.
+                        Err(_) => Some("master dropped the connection".to_string()),
+                    };
+                    if let Some(reason) = reason {
+                        let _ = sink
+                            .send(Frame::Message(Message::Refused { reason: reason.clone() }))
+                            .await;
+                        break format!("disconnected by the master: {reason}");
                     }
                 }
                 inc = stream.next() => match inc {

@@ -3,9 +3,12 @@
 //! builds, and serves the HTTP API.
 //!
 //! Architecture invariant: the graph in use is one `Arc<Graph>` swapped as
-//! a whole; a build takes its builder's definition when it starts and runs
-//! to its end on it, whatever the config becomes meanwhile.
+//! a whole (by [`Shared::apply`], which also reconciles schedulers,
+//! pollers and workers with it); a build takes its builder's definition
+//! when it starts and runs to its end on it, whatever the config becomes
+//! meanwhile.
 
+pub mod apply;
 pub mod build;
 pub mod conn;
 pub mod props;
@@ -51,9 +54,23 @@ pub struct MasterConfig {
 /// State shared by every task of a running master.
 pub struct Shared {
     graph: RwLock<Arc<Graph>>,
+    /// The running config with its hash and origin (`GET /api/v1/config`).
+    config: RwLock<Arc<apply::ConfigInfo>>,
     pub store: Arc<dyn Store>,
-    pub secrets: Secrets,
+    secrets: RwLock<Arc<Secrets>>,
+    /// `--secrets DIR`, when given (else `STATE/secrets` if it exists).
+    secrets_dir: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// Listen addresses and state directory of the config the master
+    /// started with: later configs change them only through a restart.
+    started_with: apply::StartSettings,
+    /// One apply at a time.
+    apply_lock: tokio::sync::Mutex<()>,
+    /// Every applied config with changes (the scheduler task listens).
+    pub configs: tokio::sync::broadcast::Sender<Arc<apply::ConfigEvent>>,
+    /// Tasks started after start-up (pollers of new sources, retiring
+    /// workers); aborted at shutdown with the others.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub workers: Mutex<BTreeMap<String, Arc<WorkerConn>>>,
     pub queue: Mutex<queue::Queue>,
     /// Wakes the assignment loop: a request, worker, slot or lock changed.
@@ -81,17 +98,38 @@ impl Shared {
         }
     }
 
-    /// Swaps the configuration in use, as one value. Running builds keep
-    /// the builder definition they started with. The caller must then call
-    /// `changes::spawn_pollers` so pollers of new change sources start
-    /// (it is idempotent; pollers of removed sources stop by themselves).
-    pub fn set_graph(&self, g: Graph) {
-        let g = Arc::new(g);
+    /// Swaps the graph in use, as one value. Running builds keep the
+    /// builder definition they started with. Only [`Shared::apply`] calls
+    /// it: the rest of the master must be reconciled too.
+    fn swap_graph(&self, g: Arc<Graph>) {
         match self.graph.write() {
             Ok(mut w) => *w = g,
             Err(p) => *p.into_inner() = g,
         }
         self.wake.notify_one();
+    }
+
+    /// The secrets of the running config (and the admin token).
+    pub fn secrets(&self) -> Arc<Secrets> {
+        match self.secrets.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_secrets(&self, s: Arc<Secrets>) {
+        match self.secrets.write() {
+            Ok(mut w) => *w = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+
+    /// Keeps a task started after start-up, so shutdown aborts it.
+    pub fn track(&self, h: tokio::task::JoinHandle<()>) {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.retain(|t| !t.is_finished());
+            t.push(h);
+        }
     }
 
     pub fn next_id(&self) -> u64 {
@@ -225,7 +263,11 @@ impl MasterHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.shared.wake.notify_waiters();
-        for t in self.tasks {
+        let later: Vec<_> = match self.shared.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in self.tasks.into_iter().chain(later) {
             t.abort();
             let _ = t.await;
         }
@@ -240,6 +282,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         d.is_dir().then_some(d)
     });
     let secrets = Secrets::resolve(&graph, secrets_dir.as_deref())?;
+    apply::validate(&graph).map_err(|e| format!("invalid graph: {e}"))?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
         format!(
             "cannot create state directory {}: {e}",
@@ -302,10 +345,40 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     for (r, set) in pending {
         q.add(r, set);
     }
+    // The queue orders by the priorities of the config in force.
+    q.reprioritize(&graph);
+    let graph = Arc::new(graph);
+    let g2 = graph.clone();
+    let hash = tokio::task::spawn_blocking(move || apply::config_hash(&g2))
+        .await
+        .map_err(|e| e.to_string())?;
+    let applied_at = now_ms();
+    let rec = apply::AppliedRecord {
+        hash: hash.clone(),
+        applied_at,
+        via: "start".into(),
+    };
+    let s2 = store.clone();
+    tokio::task::spawn_blocking(move || apply::record(s2.as_ref(), rec))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot record the config in the store: {e}"))?;
     let shared = Arc::new(Shared {
-        graph: RwLock::new(Arc::new(graph)),
+        config: RwLock::new(Arc::new(apply::ConfigInfo {
+            graph: graph.clone(),
+            hash,
+            applied_at,
+            via: "start".into(),
+            restart_needed: Vec::new(),
+        })),
+        started_with: apply::StartSettings::of(&graph),
+        graph: RwLock::new(graph),
         store,
-        secrets,
+        secrets: RwLock::new(Arc::new(secrets)),
+        secrets_dir: cfg.secrets_dir.clone(),
+        apply_lock: tokio::sync::Mutex::new(()),
+        configs: tokio::sync::broadcast::channel(16).0,
+        tasks: Mutex::new(Vec::new()),
         state_dir: cfg.state_dir.clone(),
         workers: Mutex::new(BTreeMap::new()),
         queue: Mutex::new(q),
@@ -318,6 +391,10 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         next_id: AtomicU64::new(1),
         shutdown,
     });
+    // Schedulers first: their starting points are saved before any change
+    // can arrive.
+    let clock = Arc::new(schedulers::SystemClock);
+    let prepared = schedulers::prepare(&shared, clock.as_ref()).await;
     let mut tasks = vec![
         tokio::spawn(accept_workers(shared.clone(), wl)),
         tokio::spawn(queue::assign_loop(shared.clone())),
@@ -327,7 +404,8 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     tasks.extend(crate::reporters::spawn_all(shared.clone()));
     tasks.push(tokio::spawn(schedulers::run(
         shared.clone(),
-        Arc::new(schedulers::SystemClock),
+        clock,
+        prepared,
     )));
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {
@@ -358,7 +436,8 @@ async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+/// Compares two secrets in time independent of their contents.
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     // Compare fixed-size digests so the length does not leak either.
     let da = sha256(a.as_bytes());
@@ -398,7 +477,7 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
     let g = shared.graph();
     let expected = g
         .worker(&name)
-        .and_then(|w| shared.secrets.get(&w.password).map(str::to_string));
+        .and_then(|w| shared.secrets().get(&w.password).map(str::to_string));
     // Unknown name and wrong password get the same answer.
     let ok = match &expected {
         Some(p) => constant_time_eq(p, &password),
@@ -437,6 +516,13 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
     let (conn, task) = conn::spawn(framed, name.clone(), info.clone(), keepalive_ms);
     if let Ok(mut w) = shared.workers.lock() {
         w.insert(name.clone(), conn.clone());
+    }
+    // A config applied while this worker was being checked may have removed
+    // it; the apply's retiring pass may not have seen this connection.
+    if shared.graph().worker(&name).is_none() {
+        conn.disconnect(format!(
+            "worker `{name}` is no longer in the master's configuration"
+        ));
     }
     let n2 = name.clone();
     let _ = shared

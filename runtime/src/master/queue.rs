@@ -69,6 +69,23 @@ impl Queue {
         self.pending.remove(&id).is_some()
     }
 
+    /// Gives every pending request its builder's priority in `g` (a
+    /// request of a builder `g` lacks keeps its own). Returns how many
+    /// changed. The stored request keeps the priority it was submitted
+    /// with; the queue always orders by the config in force.
+    pub fn reprioritize(&mut self, g: &Graph) -> usize {
+        let mut n = 0;
+        for e in self.pending.values_mut() {
+            if let Some(b) = g.builder(&e.req.builder) {
+                if e.req.priority != b.priority {
+                    e.req.priority = b.priority;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     pub fn running_on(&self, worker: &str) -> usize {
         self.running.values().filter(|r| r.worker == worker).count()
     }

@@ -26,8 +26,12 @@
 //! - Exactly once: a scheduler's state records the last change it looked
 //!   at; changes are read back from the store, so none is skipped and none
 //!   counted twice across restarts.
+//! - An applied config ([`Engine::reconcile`]): a removed scheduler's state
+//!   is dropped (in the store too: one that comes back starts from "now");
+//!   a new one starts from the newest change when the config was applied;
+//!   a changed one keeps what still applies to its new definition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bbc_compiler::graph::{BuildResult, ChangeFilter, Graph, Scheduler, SchedulerKind};
@@ -168,6 +172,168 @@ impl Engine {
                 last_slot: Some(now),
                 ..Default::default()
             })
+    }
+
+    /// Brings the states in line with a newly applied config: `newest` is
+    /// the newest change stored when it was applied, `changes` holds the
+    /// changes named by [`Engine::refilter_ids`]. Returns the schedulers
+    /// whose state was dropped (their saved state must go too).
+    ///
+    /// - new scheduler (or one whose kind changed): starts from now;
+    /// - same settings, other builders: state kept as is;
+    /// - single-branch / any-branch: collected changes are classified again
+    ///   with the new filter (those failing it are dropped), and the
+    ///   tree-stable timer of a batch with an important change restarts at
+    ///   `now` with the new duration;
+    /// - periodic: the last slot is kept (the next build is one new interval
+    ///   after the last one);
+    /// - nightly: a new cron or time zone starts the slots from `now` (no
+    ///   catching up on a schedule that did not exist); changes collected
+    ///   for `only-if-changed` are classified again;
+    /// - dependent: a new upstream drops the build sets it waited for.
+    pub fn reconcile(
+        &mut self,
+        old: &Graph,
+        new: &Graph,
+        newest: u64,
+        now: Millis,
+        changes: &HashMap<u64, Change>,
+    ) -> Vec<String> {
+        let fresh = || SchedState {
+            last_change: newest,
+            last_slot: Some(now),
+            ..Default::default()
+        };
+        let mut dropped = Vec::new();
+        for s in &old.schedulers {
+            if new.scheduler(&s.name).is_none() && self.states.remove(&s.name).is_some() {
+                dropped.push(s.name.clone());
+            }
+        }
+        for s in &new.schedulers {
+            let Some(before) = old.scheduler(&s.name) else {
+                self.states.insert(s.name.clone(), fresh());
+                continue;
+            };
+            if before.hash == s.hash || before.kind == s.kind {
+                continue;
+            }
+            if std::mem::discriminant(&before.kind) != std::mem::discriminant(&s.kind) {
+                let keep = self.states.get(&s.name).map_or(newest, |st| st.last_change);
+                let mut st = fresh();
+                // Changes already looked at stay looked at.
+                st.last_change = keep.max(newest);
+                self.states.insert(s.name.clone(), st);
+                continue;
+            }
+            let Some(st) = self.states.get_mut(&s.name) else {
+                self.states.insert(s.name.clone(), fresh());
+                continue;
+            };
+            match (&before.kind, &s.kind) {
+                (
+                    _,
+                    SchedulerKind::SingleBranch {
+                        tree_stable_timer_ms,
+                        filter,
+                        ..
+                    }
+                    | SchedulerKind::AnyBranch {
+                        tree_stable_timer_ms,
+                        filter,
+                        ..
+                    },
+                ) => {
+                    let mut batches = BTreeMap::new();
+                    for p in std::mem::take(&mut st.pending).into_values() {
+                        for id in p.changes {
+                            let Some(c) = changes.get(&id) else { continue };
+                            let Some(important) = classify(s, filter, c) else {
+                                continue;
+                            };
+                            let key = match &s.kind {
+                                SchedulerKind::AnyBranch { .. } => c.change.branch.clone(),
+                                _ => String::new(),
+                            };
+                            let b: &mut Pending = batches.entry(key).or_default();
+                            b.changes.push(id);
+                            b.tip = tip_of(c);
+                            if important {
+                                b.deadline = Some(now + *tree_stable_timer_ms as i64);
+                            }
+                        }
+                    }
+                    for b in batches.values_mut() {
+                        b.changes.sort_unstable();
+                    }
+                    st.pending = batches;
+                }
+                (
+                    SchedulerKind::Nightly {
+                        cron: c1, tz: t1, ..
+                    },
+                    SchedulerKind::Nightly {
+                        cron: c2,
+                        tz: t2,
+                        filter,
+                        ..
+                    },
+                ) => {
+                    if c1 != c2 || t1 != t2 {
+                        st.last_slot = Some(now);
+                    }
+                    let kept: Vec<u64> = st
+                        .changed
+                        .iter()
+                        .copied()
+                        .filter(|id| {
+                            changes
+                                .get(id)
+                                .is_some_and(|c| classify(s, filter, c) == Some(true))
+                        })
+                        .collect();
+                    match kept.last().and_then(|id| changes.get(id)) {
+                        Some(c) => {
+                            st.pending.insert(
+                                String::new(),
+                                Pending {
+                                    tip: tip_of(c),
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                        None => {
+                            st.pending.remove("");
+                        }
+                    }
+                    st.changed = kept;
+                }
+                (
+                    SchedulerKind::Dependent { upstream: u1 },
+                    SchedulerKind::Dependent { upstream: u2 },
+                ) if u1 != u2 => st.watching.clear(),
+                // Periodic keeps its last slot; force and triggerable
+                // schedulers have no state.
+                _ => {}
+            }
+        }
+        dropped
+    }
+
+    /// Changes [`Engine::reconcile`] must see to classify collected changes
+    /// again (those of schedulers whose definition changed).
+    pub fn refilter_ids(&self, old: &Graph, new: &Graph) -> Vec<u64> {
+        let mut out = Vec::new();
+        for s in &new.schedulers {
+            let changed = old.scheduler(&s.name).is_some_and(|b| b.hash != s.hash);
+            if let (true, Some(st)) = (changed, self.states.get(&s.name)) {
+                out.extend(st.pending.values().flat_map(|p| p.changes.iter().copied()));
+                out.extend(st.changed.iter().copied());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Feeds one stored change to every change-driven scheduler.
@@ -462,14 +628,77 @@ async fn newest_change(shared: &Arc<Shared>) -> u64 {
         .unwrap_or(0)
 }
 
-/// The scheduler task of a running master.
-pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
-    let mut changes_rx = shared.changes.subscribe();
-    let mut sets_rx = shared.buildsets.subscribe();
+/// Moves the engine from the config it runs (`current`) to `new`, and
+/// saves the result (dropped schedulers lose their saved state).
+async fn reconcile_to(
+    shared: &Arc<Shared>,
+    engine: &mut Engine,
+    current: &mut Arc<Graph>,
+    new: Arc<Graph>,
+    newest: u64,
+    now: Millis,
+) {
+    if Arc::ptr_eq(current, &new) {
+        return;
+    }
+    let ids = engine.refilter_ids(current, &new);
+    let changes: HashMap<u64, Change> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        shared
+            .db(move |s| {
+                let mut out = HashMap::new();
+                for id in ids {
+                    if let Some(c) = s.change(id)? {
+                        out.insert(id, c);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap_or_default()
+    };
+    let before = engine.states.clone();
+    let dropped = engine.reconcile(current, &new, newest, now, &changes);
+    for name in dropped {
+        // An empty value reads as "no state": a scheduler of that name
+        // added later starts from its own "now".
+        let k = key(&name);
+        if let Err(e) = shared.db(move |s| s.put_state(&k, b"")).await {
+            tracing::error!("cannot drop the state of removed scheduler {name}: {e}");
+        }
+    }
+    persist(shared, &before, engine).await;
+    *current = new;
+}
+
+/// What the scheduler task starts from: every scheduler's state loaded
+/// (or created "from now" and saved), and the subscriptions.
+pub struct Prepared {
+    engine: Engine,
+    current: Arc<Graph>,
+    newest: u64,
+    changes_rx: tokio::sync::broadcast::Receiver<Change>,
+    sets_rx: tokio::sync::broadcast::Receiver<BuildSet>,
+    configs_rx: tokio::sync::broadcast::Receiver<Arc<super::apply::ConfigEvent>>,
+}
+
+/// Loads the schedulers' states. The master awaits this before it accepts
+/// changes (API, webhooks, pollers): a scheduler seen for the first time
+/// starts after the newest change stored *before* the master started, and
+/// that starting point is saved before any new change can arrive — else a
+/// change accepted at once and a crash right after would leave it built
+/// by nobody.
+pub async fn prepare(shared: &Arc<Shared>, clock: &dyn Clock) -> Prepared {
+    let changes_rx = shared.changes.subscribe();
+    let sets_rx = shared.buildsets.subscribe();
+    // Subscribed before the graph is read: no applied config is missed.
+    let configs_rx = shared.configs.subscribe();
     let mut engine = Engine::default();
-    let newest = newest_change(&shared).await;
+    let newest = newest_change(shared).await;
+    let current = shared.graph();
     // Load persisted state; schedulers seen for the first time start now.
-    for s in &shared.graph().schedulers {
+    for s in &current.schedulers {
         let name = s.name.clone();
         let saved = shared
             .db(move |st| st.get_state(&key(&name)))
@@ -487,9 +716,65 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
     }
     // Saved at once: a new scheduler's starting point must survive a crash,
     // or changes arriving right after start would be taken for old ones.
-    persist(&shared, &BTreeMap::new(), &engine).await;
+    persist(shared, &BTreeMap::new(), &engine).await;
+    Prepared {
+        engine,
+        current,
+        newest,
+        changes_rx,
+        sets_rx,
+        configs_rx,
+    }
+}
+
+/// The scheduler task of a running master, from what [`prepare`] loaded.
+pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared) {
+    let Prepared {
+        mut engine,
+        mut current,
+        newest,
+        mut changes_rx,
+        mut sets_rx,
+        mut configs_rx,
+    } = prepared;
+    // An applied config received while waiting.
+    let mut received: Option<Arc<super::apply::ConfigEvent>> = None;
     loop {
-        let g = shared.graph();
+        // Configs applied since the last look, in order.
+        let mut events: Vec<_> = received.take().into_iter().collect();
+        loop {
+            match configs_rx.try_recv() {
+                Ok(ev) => events.push(ev),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        for ev in events {
+            reconcile_to(
+                &shared,
+                &mut engine,
+                &mut current,
+                ev.graph.clone(),
+                ev.newest_change,
+                ev.at,
+            )
+            .await;
+        }
+        // Missed events (lagged): catch up with the graph in force.
+        let latest = shared.graph();
+        if !Arc::ptr_eq(&latest, &current) {
+            let newest = newest_change(&shared).await;
+            reconcile_to(
+                &shared,
+                &mut engine,
+                &mut current,
+                latest,
+                newest,
+                clock.now(),
+            )
+            .await;
+        }
+        let g = current.clone();
         let now = clock.now();
         let before = engine.states.clone();
         let mut todo = Vec::new();
@@ -543,6 +828,8 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>) {
                 }
             }
             _ = finished => {}
+            // Handled at the top of the loop.
+            r = configs_rx.recv() => { received = r.ok(); }
             _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
         }
     }

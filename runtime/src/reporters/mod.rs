@@ -158,6 +158,23 @@ pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     tasks
 }
 
+/// After the graph was swapped: stops the tasks of reporters that were
+/// removed or changed (what they still had queued is dropped; an IRC
+/// reporter leaves its server), then starts the new and changed ones.
+pub fn reconcile(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let g = shared.graph();
+    if let Ok(mut running) = shared.reporters.running.lock() {
+        running.retain(|name, r| {
+            let keep = find(&g, name).is_some_and(|x| x.hash == r.hash);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+    }
+    spawn_all(shared.clone())
+}
+
 fn find<'a>(g: &'a Graph, name: &str) -> Option<&'a Reporter> {
     g.reporters
         .binary_search_by(|r| r.name.as_str().cmp(name))
@@ -225,8 +242,7 @@ fn irc_bot(shared: &Shared, r: &Reporter) -> Option<irc::Bot> {
         channels: channels.clone(),
         password: password
             .as_ref()
-            .and_then(|p| shared.secrets.get(p))
-            .map(str::to_string),
+            .and_then(|p| shared.secrets().get(p).map(str::to_string)),
         tls: *tls,
     }))
 }
@@ -270,9 +286,9 @@ async fn report(
                     let login = username.as_ref().map(|u| {
                         let pw = password
                             .as_ref()
-                            .and_then(|p| shared.secrets.get(p))
-                            .unwrap_or("");
-                        (u.clone(), pw.to_string())
+                            .and_then(|p| shared.secrets().get(p).map(str::to_string))
+                            .unwrap_or_default();
+                        (u.clone(), pw)
                     });
                     let m = mail::Mail {
                         reporter: &r.name,
@@ -314,7 +330,9 @@ async fn report(
                 ReporterKind::GitlabStatus { .. } => commit_status::Forge::Gitlab,
                 _ => commit_status::Forge::Gitea,
             };
-            let Some(token) = shared.secrets.get(token) else {
+            // Read at each delivery: a reload may have rotated it.
+            let secrets = shared.secrets();
+            let Some(token) = secrets.get(token) else {
                 tracing::error!(reporter = %r.name, "the API token's secret is not available; status not sent");
                 return;
             };

@@ -245,3 +245,102 @@ fn a_new_scheduler_does_not_build_old_changes() {
     assert!(e.on_change(&g, &change(41, "main", &[]), 1).is_empty());
     assert_eq!(e.on_change(&g, &change(42, "main", &[]), 2).len(), 1);
 }
+
+fn by_id(cs: &[Change]) -> HashMap<u64, Change> {
+    cs.iter().map(|c| (c.id, c.clone())).collect()
+}
+
+#[test]
+fn reconcile_starts_new_schedulers_from_now_and_drops_removed_ones() {
+    let old = graph(
+        "scheduler \"gone\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n",
+    );
+    let new = graph(
+        "scheduler \"fresh\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n",
+    );
+    let mut e = started(&old, 0);
+    e.states.insert("gone".into(), SchedState::default());
+    let dropped = e.reconcile(&old, &new, 7, 5 * MIN, &HashMap::new());
+    assert_eq!(dropped, vec!["gone".to_string()]);
+    assert!(!e.states.contains_key("gone"));
+    // Starts after the newest change stored when the config was applied.
+    assert_eq!(e.states["fresh"].last_change, 7);
+    assert!(e
+        .on_change(&new, &change(7, "main", &[]), 6 * MIN)
+        .is_empty());
+    assert_eq!(e.on_change(&new, &change(8, "main", &[]), 6 * MIN).len(), 1);
+}
+
+#[test]
+fn reconcile_refilters_collected_changes_and_restarts_the_timer() {
+    let old = graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"10m\"\n builders \"b\"\n}\n");
+    let new = graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"2m\"\n files \"src/**\"\n builders \"b\"\n}\n");
+    let mut e = started(&old, 0);
+    let cs = [
+        change(1, "main", &["src/a.rs"]),
+        change(2, "main", &["docs/x.md"]),
+    ];
+    for c in &cs {
+        assert!(e.on_change(&old, c, MIN).is_empty());
+    }
+    assert_eq!(e.states["ci"].pending[""].changes, vec![1, 2]);
+    assert_eq!(e.refilter_ids(&old, &new), vec![1, 2]);
+    let dropped = e.reconcile(&old, &new, 2, 3 * MIN, &by_id(&cs));
+    assert!(dropped.is_empty());
+    let st = &e.states["ci"];
+    // Change 2 fails the new `files` filter; the timer restarts with 2 m.
+    assert_eq!(st.pending[""].changes, vec![1]);
+    assert_eq!(st.pending[""].deadline, Some(5 * MIN));
+    assert_eq!(st.pending[""].tip.revision, "rev1");
+    assert_eq!(st.last_change, 2, "changes looked at stay looked at");
+    let out = e.on_tick(&new, 5 * MIN);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].set.changes, vec![1]);
+}
+
+#[test]
+fn reconcile_keeps_what_still_applies() {
+    // Only the builders change: the state is kept as is.
+    let old = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"1h\"\n builders \"b\"\n}\nscheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n builders \"b\"\n}\nscheduler \"dep\" kind=\"dependent\" {\n upstream \"p\"\n builders \"d\"\n}\n");
+    let new = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"2h\"\n builders \"b\"\n}\nscheduler \"n\" kind=\"nightly\" {\n cron \"0 5 * * *\"\n builders \"b\"\n}\nscheduler \"dep\" kind=\"dependent\" {\n upstream \"n\"\n builders \"d\"\n}\n");
+    let mut e = started(&old, 0);
+    if let Some(s) = e.states.get_mut("p") {
+        s.last_slot = Some(10 * MIN);
+    }
+    if let Some(s) = e.states.get_mut("n") {
+        s.last_slot = Some(10 * MIN);
+    }
+    if let Some(s) = e.states.get_mut("dep") {
+        s.watching = vec![4];
+    }
+    e.reconcile(&old, &new, 0, 100 * MIN, &HashMap::new());
+    // Periodic: one new interval after its last build.
+    assert_eq!(e.states["p"].last_slot, Some(10 * MIN));
+    assert_eq!(e.next_deadline(&new), Some(130 * MIN));
+    // Nightly with a new cron: from now, no catching up.
+    assert_eq!(e.states["n"].last_slot, Some(100 * MIN));
+    // Dependent with a new upstream: the old upstream's sets are dropped.
+    assert!(e.states["dep"].watching.is_empty());
+
+    let same_kind = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"1h\"\n builders \"d\"\n}\nscheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n builders \"b\"\n}\nscheduler \"dep\" kind=\"dependent\" {\n upstream \"p\"\n builders \"d\"\n}\n");
+    let mut e = started(&old, 0);
+    if let Some(s) = e.states.get_mut("p") {
+        s.last_slot = Some(10 * MIN);
+    }
+    let before = e.states.clone();
+    e.reconcile(&old, &same_kind, 9, 100 * MIN, &HashMap::new());
+    assert_eq!(e.states, before);
+}
+
+#[test]
+fn reconcile_of_a_new_kind_starts_afresh() {
+    let old = graph("scheduler \"s\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"10m\"\n builders \"b\"\n}\n");
+    let new = graph("scheduler \"s\" kind=\"periodic\" {\n interval \"1h\"\n builders \"b\"\n}\n");
+    let mut e = started(&old, 0);
+    assert!(e.on_change(&old, &change(3, "main", &[]), MIN).is_empty());
+    e.reconcile(&old, &new, 3, 2 * MIN, &HashMap::new());
+    let st = &e.states["s"];
+    assert!(st.pending.is_empty());
+    assert_eq!(st.last_change, 3);
+    assert_eq!(st.last_slot, Some(2 * MIN));
+}

@@ -1,0 +1,900 @@
+//! Hot reload: [`Shared::apply`] replaces the running configuration with a
+//! new graph and brings what runs in line with it, without interrupting a
+//! build.
+//!
+//! What happens to each kind of entity (docs/operations.md says the same
+//! for operators):
+//!
+//! - **builders**: a running build keeps the definition it started with
+//!   (architecture invariant); new builds use the new one. A removed
+//!   builder's pending requests stay stored and pending (they are not
+//!   cancelled, so nothing acknowledged is lost); they run if a later config
+//!   brings the builder back, and can be cancelled through the API. Queue
+//!   order uses the builders' priorities of the config in force.
+//! - **workers**: a removed worker takes no new build; once its running
+//!   builds have ended it is disconnected (told `refused`), and connecting
+//!   again is refused. A password or keepalive change applies at the
+//!   worker's next connection; the current one stays.
+//! - **schedulers**: removed ones stop and their saved state is dropped (a
+//!   scheduler that comes back later starts from "now"); new ones start from
+//!   "now"; changed ones restart, keeping what still applies
+//!   ([`super::schedulers::Engine::reconcile`]).
+//! - **change sources**: pollers of removed sources stop, changed ones poll
+//!   at once with their new settings, new ones start; webhooks read the
+//!   config at each delivery.
+//! - **listen addresses and the state directory** are read once at start:
+//!   a change is reported as needing a restart and otherwise ignored.
+//!
+//! Secrets are resolved again for the new graph (a missing one refuses the
+//! whole apply, naming it), which also picks up rotated secret values.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bbc_compiler::graph::{
+    self, ChangeSourceKind, Credential, Graph, ReporterKind, SchedulerKind, StepKind,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{now_ms, Shared};
+use crate::secrets::Secrets;
+use crate::store::{Millis, Page};
+
+/// Store state key of the list of applied configs (newest last).
+pub const HISTORY_KEY: &str = "config:history";
+/// Applied configs remembered in the store.
+const HISTORY_MAX: usize = 100;
+
+/// The configuration the master runs, with where it came from.
+#[derive(Debug, Clone)]
+pub struct ConfigInfo {
+    pub graph: Arc<Graph>,
+    /// [`config_hash`] of the graph.
+    pub hash: String,
+    pub applied_at: Millis,
+    /// "start", "api" or "sighup".
+    pub via: String,
+    /// Settings of this config that differ from the ones the master started
+    /// with and that only a restart applies.
+    pub restart_needed: Vec<String>,
+}
+
+/// Sent to the scheduler task when a config with changes is applied.
+#[derive(Debug)]
+pub struct ConfigEvent {
+    pub graph: Arc<Graph>,
+    /// The newest stored change when the config was applied: schedulers
+    /// new in this config start after it.
+    pub newest_change: u64,
+    pub at: Millis,
+}
+
+/// One entry of the stored history of applied configs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedRecord {
+    pub hash: String,
+    pub applied_at: Millis,
+    pub via: String,
+}
+
+/// What the master read once at start and keeps until it restarts.
+#[derive(Debug, Clone)]
+pub struct StartSettings {
+    pub worker_listen: String,
+    pub http_listen: String,
+    pub state_dir: String,
+}
+
+impl StartSettings {
+    pub fn of(g: &Graph) -> StartSettings {
+        StartSettings {
+            worker_listen: g.master.worker_listen.clone(),
+            http_listen: g.master.http_listen.clone(),
+            state_dir: g.master.state_dir.clone(),
+        }
+    }
+
+    /// The settings `g` changes that need a restart, described.
+    pub fn restart_needed(&self, g: &Graph) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |what: &str, started: &str, now: &str| {
+            if started != now {
+                out.push(format!(
+                    "{what}: \"{started}\" in the config the master started with, \"{now}\" now; \
+                     it changes only when the master restarts"
+                ));
+            }
+        };
+        check(
+            "worker listen address",
+            &self.worker_listen,
+            &g.master.worker_listen,
+        );
+        check(
+            "HTTP listen address",
+            &self.http_listen,
+            &g.master.http_listen,
+        );
+        check("state directory", &self.state_dir, &g.master.state_dir);
+        out
+    }
+}
+
+/// What one entity's change does to the running master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityReport {
+    /// worker, lock, change-source, scheduler, builder, reporter, master.
+    pub kind: String,
+    pub name: String,
+    /// added, removed or changed.
+    pub change: String,
+    pub effect: String,
+}
+
+/// The answer to an apply: what changed and what it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub hash: String,
+    pub previous_hash: String,
+    pub applied_at: Millis,
+    pub via: String,
+    /// False when the graph is the one already running (only secrets were
+    /// read again).
+    pub changed: bool,
+    pub entities: Vec<EntityReport>,
+    /// Settings that differ from those the master started with and apply
+    /// only after a restart (listen addresses, state directory).
+    pub restart_needed: Vec<String>,
+    /// Time the master spent applying, in microseconds.
+    pub duration_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyError {
+    /// The graph is malformed or inconsistent.
+    Invalid(String),
+    /// Secrets the graph uses are missing on the master.
+    Secrets(String),
+    /// The client planned against another config than the running one.
+    Stale {
+        expected: String,
+        running: String,
+    },
+    Store(String),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Invalid(m) => write!(f, "invalid graph: {m}"),
+            ApplyError::Secrets(m) => f.write_str(m),
+            ApplyError::Stale { expected, running } => write!(
+                f,
+                "the master runs config {running}, not {expected}: it changed since the plan was made; \
+                 look again (run `bbc apply` again)"
+            ),
+            ApplyError::Store(m) => write!(f, "store: {m}"),
+        }
+    }
+}
+
+/// Content hash of a whole graph (the same function as entity hashes).
+pub fn config_hash(g: &Graph) -> String {
+    bbc_compiler::lower::content_hash(g)
+}
+
+/// Whether the graph holds a plain-text credential (which
+/// [`redact_credentials`] masks).
+pub fn has_plain_credentials(g: &Graph) -> bool {
+    let plain = |c: &Credential| matches!(c, Credential::Plain(_));
+    g.workers.iter().any(|w| plain(&w.password))
+        || g.change_sources.iter().any(|c| match &c.kind {
+            ChangeSourceKind::GithubWebhook { secret }
+            | ChangeSourceKind::GitlabWebhook { secret }
+            | ChangeSourceKind::GiteaWebhook { secret }
+            | ChangeSourceKind::JsonWebhook { secret } => secret.as_ref().is_some_and(plain),
+            ChangeSourceKind::GitPoller { .. } => false,
+        })
+        || g.reporters.iter().any(|r| match &r.kind {
+            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
+                password.as_ref().is_some_and(plain)
+            }
+            ReporterKind::GithubStatus { token, .. }
+            | ReporterKind::GitlabStatus { token, .. }
+            | ReporterKind::GiteaStatus { token, .. } => plain(token),
+            ReporterKind::HttpPush { .. } => false,
+        })
+}
+
+/// The graph with every plain-text credential replaced by `********`: what
+/// `GET /api/v1/config` shows (secret references are names, not values, and
+/// stay). Entity hashes are untouched, so diffs by hash still work.
+pub fn redact_credentials(g: &mut Graph) {
+    fn mask(c: &mut Credential) {
+        if let Credential::Plain(p) = c {
+            *p = "********".into();
+        }
+    }
+    for w in &mut g.workers {
+        mask(&mut w.password);
+    }
+    for c in &mut g.change_sources {
+        match &mut c.kind {
+            ChangeSourceKind::GithubWebhook { secret }
+            | ChangeSourceKind::GitlabWebhook { secret }
+            | ChangeSourceKind::GiteaWebhook { secret }
+            | ChangeSourceKind::JsonWebhook { secret } => {
+                if let Some(s) = secret {
+                    mask(s);
+                }
+            }
+            ChangeSourceKind::GitPoller { .. } => {}
+        }
+    }
+    for r in &mut g.reporters {
+        match &mut r.kind {
+            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
+                if let Some(p) = password {
+                    mask(p);
+                }
+            }
+            ReporterKind::GithubStatus { token, .. }
+            | ReporterKind::GitlabStatus { token, .. }
+            | ReporterKind::GiteaStatus { token, .. } => mask(token),
+            ReporterKind::HttpPush { .. } => {}
+        }
+    }
+}
+
+/// Checks what the compiler guarantees and the runtime relies on, for a
+/// graph that did not come from this process's compiler: format and
+/// version, entities sorted by unique names (lookups bisect), and every
+/// reference resolved. The error lists the first problems found.
+pub fn validate(g: &Graph) -> Result<(), String> {
+    let mut errs: Vec<String> = Vec::new();
+    if g.format != graph::FORMAT {
+        errs.push(format!(
+            "`format` is \"{}\", not \"{}\"",
+            g.format,
+            graph::FORMAT
+        ));
+    }
+    if g.version != graph::VERSION {
+        errs.push(format!(
+            "graph format version {} is not supported (this master reads version {}); recompile the config with this bbc",
+            g.version,
+            graph::VERSION
+        ));
+    }
+    fn sorted<T>(what: &str, items: &[T], name: impl Fn(&T) -> &str, errs: &mut Vec<String>) {
+        for w in items.windows(2) {
+            let (a, b) = (name(&w[0]), name(&w[1]));
+            if a == b {
+                errs.push(format!("{what} `{a}` is defined twice"));
+            } else if a > b {
+                errs.push(format!(
+                    "{what}s are not sorted by name (`{a}` comes before `{b}`); `bbc compile` writes them sorted"
+                ));
+                return;
+            }
+        }
+    }
+    sorted("worker", &g.workers, |x| &x.name, &mut errs);
+    sorted("lock", &g.locks, |x| &x.name, &mut errs);
+    sorted("change source", &g.change_sources, |x| &x.name, &mut errs);
+    sorted("scheduler", &g.schedulers, |x| &x.name, &mut errs);
+    sorted("builder", &g.builders, |x| &x.name, &mut errs);
+    sorted("reporter", &g.reporters, |x| &x.name, &mut errs);
+    if !errs.is_empty() {
+        return Err(errs.join("; "));
+    }
+    for b in &g.builders {
+        for w in &b.workers {
+            if g.worker(w).is_none() {
+                errs.push(format!(
+                    "builder `{}` names an unknown worker `{w}`",
+                    b.name
+                ));
+            }
+        }
+        let step_locks = b.steps.iter().flat_map(|s| s.locks.iter());
+        for l in b.locks.iter().chain(step_locks) {
+            if g.lock(&l.lock).is_none() {
+                errs.push(format!(
+                    "builder `{}` uses an unknown lock `{}`",
+                    b.name, l.lock
+                ));
+            }
+        }
+        for st in &b.steps {
+            if let StepKind::Trigger { schedulers, .. } = &st.kind {
+                for s in schedulers {
+                    if g.scheduler(s).is_none() {
+                        errs.push(format!(
+                            "step `{}` of builder `{}` triggers an unknown scheduler `{s}`",
+                            st.name, b.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for s in &g.schedulers {
+        for b in &s.builders {
+            if g.builder(b).is_none() {
+                errs.push(format!(
+                    "scheduler `{}` names an unknown builder `{b}`",
+                    s.name
+                ));
+            }
+        }
+        if let SchedulerKind::Dependent { upstream } = &s.kind {
+            if g.scheduler(upstream).is_none() {
+                errs.push(format!(
+                    "scheduler `{}` follows an unknown scheduler `{upstream}`",
+                    s.name
+                ));
+            }
+        }
+    }
+    for r in &g.reporters {
+        for b in &r.builders {
+            if g.builder(b).is_none() {
+                errs.push(format!(
+                    "reporter `{}` names an unknown builder `{b}`",
+                    r.name
+                ));
+            }
+        }
+    }
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let more = errs.len().saturating_sub(10);
+    errs.truncate(10);
+    let mut msg = errs.join("; ");
+    if more > 0 {
+        msg.push_str(&format!("; and {more} more"));
+    }
+    Err(msg)
+}
+
+/// What runs now, for the report.
+#[derive(Default)]
+struct Snapshot {
+    running_by_builder: HashMap<String, usize>,
+    running_by_worker: HashMap<String, usize>,
+    pending_by_builder: HashMap<String, usize>,
+    connected: BTreeSet<String>,
+}
+
+impl Snapshot {
+    fn take(shared: &Shared) -> Snapshot {
+        let mut s = Snapshot::default();
+        if let Ok(q) = shared.queue.lock() {
+            for r in q.running.values() {
+                *s.running_by_builder.entry(r.builder.clone()).or_default() += 1;
+                *s.running_by_worker.entry(r.worker.clone()).or_default() += 1;
+            }
+            for e in q.pending() {
+                *s.pending_by_builder
+                    .entry(e.req.builder.clone())
+                    .or_default() += 1;
+            }
+        }
+        if let Ok(w) = shared.workers.lock() {
+            s.connected = w
+                .iter()
+                .filter(|(_, c)| !c.is_closed())
+                .map(|(n, _)| n.clone())
+                .collect();
+        }
+        s
+    }
+}
+
+/// "1 running build finishes", "2 running builds finish".
+fn count(n: usize, what: &str, verb: (&str, &str)) -> String {
+    if n == 1 {
+        format!("1 {what} {}", verb.0)
+    } else {
+        format!("{n} {what}s {}", verb.1)
+    }
+}
+
+/// Entities added, removed or changed between two lists sorted by name.
+fn pairs<'a, T>(
+    old: &'a [T],
+    new: &'a [T],
+    name: impl Fn(&T) -> &str,
+    hash: impl Fn(&T) -> &str,
+) -> Vec<(Option<&'a T>, Option<&'a T>)> {
+    let mut out = Vec::new();
+    let old_by: HashMap<&str, &T> = old.iter().map(|x| (name(x), x)).collect();
+    let new_by: HashMap<&str, &T> = new.iter().map(|x| (name(x), x)).collect();
+    for n in new {
+        match old_by.get(name(n)) {
+            None => out.push((None, Some(n))),
+            Some(o) if hash(o) != hash(n) => out.push((Some(*o), Some(n))),
+            _ => {}
+        }
+    }
+    for o in old {
+        if !new_by.contains_key(name(o)) {
+            out.push((Some(o), None));
+        }
+    }
+    out
+}
+
+fn entry(kind: &str, name: &str, old: bool, new: bool, effect: String) -> EntityReport {
+    EntityReport {
+        kind: kind.into(),
+        name: name.into(),
+        change: match (old, new) {
+            (false, _) => "added",
+            (_, false) => "removed",
+            _ => "changed",
+        }
+        .into(),
+        effect,
+    }
+}
+
+fn scheduler_effect(old: &SchedulerKind, new: &SchedulerKind) -> String {
+    use SchedulerKind as K;
+    if old == new {
+        return "updated: its next build sets go to its new builders; its state is kept".into();
+    }
+    if std::mem::discriminant(old) != std::mem::discriminant(new) {
+        return format!(
+            "restarted as a {} scheduler, from now (a {} scheduler's state does not apply)",
+            new.name(),
+            old.name()
+        );
+    }
+    match (old, new) {
+        (K::SingleBranch { .. }, _) | (K::AnyBranch { .. }, _) => {
+            "restarted: changes it collected are kept if they pass its new filter, and their tree-stable timer starts again".into()
+        }
+        (K::Periodic { .. }, _) => {
+            "restarted: its next build is one (new) interval after its last one".into()
+        }
+        (K::Nightly { cron: c1, tz: t1, .. }, K::Nightly { cron: c2, tz: t2, .. }) => {
+            if c1 != c2 || t1 != t2 {
+                "restarted: it next builds at the next slot of its new schedule (no catching up)"
+                    .into()
+            } else {
+                "restarted: its slots so far and the changes it collected (if they pass its new filter) are kept".into()
+            }
+        }
+        (K::Dependent { upstream: u1 }, K::Dependent { upstream: u2 }) if u1 != u2 => {
+            format!("restarted: it now follows `{u2}` (build sets of `{u1}` it waited for are dropped)")
+        }
+        _ => "updated: applies to the next build set it starts".into(),
+    }
+}
+
+fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
+    let mut out = Vec::new();
+    for (o, n) in pairs(&old.workers, &new.workers, |x| &x.name, |x| &x.hash) {
+        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
+        let running = snap.running_by_worker.get(name).copied().unwrap_or(0);
+        let connected = snap.connected.contains(name);
+        let effect = match (o, n) {
+            (None, Some(_)) => "can connect now".to_string(),
+            (Some(_), None) if connected && running > 0 => format!(
+                "takes no new builds; disconnected once {}",
+                count(running, "running build", ("has ended", "have ended"))
+            ),
+            (Some(_), None) if connected => {
+                "disconnected (it ran no build); it is refused if it connects again".into()
+            }
+            (Some(_), None) => "it is refused if it connects".into(),
+            (Some(a), Some(b)) => {
+                let mut now = Vec::new();
+                let mut next = Vec::new();
+                if a.max_builds != b.max_builds {
+                    now.push("max-builds");
+                }
+                if a.properties != b.properties {
+                    now.push("properties");
+                }
+                if a.downtime != b.downtime {
+                    now.push("downtime");
+                }
+                if a.missing_timeout_ms != b.missing_timeout_ms {
+                    now.push("missing-timeout");
+                }
+                if a.password != b.password {
+                    next.push("password");
+                }
+                if a.keepalive_ms != b.keepalive_ms {
+                    next.push("keepalive");
+                }
+                let mut parts = Vec::new();
+                if !now.is_empty() {
+                    parts.push(format!("{}: apply to new builds", now.join(", ")));
+                }
+                if !next.is_empty() {
+                    parts.push(format!(
+                        "{}: at its next connection{}",
+                        next.join(", "),
+                        if connected {
+                            " (the current one stays)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                parts.join("; ")
+            }
+            (None, None) => String::new(),
+        };
+        out.push(entry("worker", name, o.is_some(), n.is_some(), effect));
+    }
+    for (o, n) in pairs(&old.locks, &new.locks, |x| &x.name, |x| &x.hash) {
+        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
+        let effect = match (o, n) {
+            (Some(_), None) => "removed: builds already holding it keep it until they release it",
+            _ => "applies to builds and steps taking it from now on",
+        };
+        out.push(entry("lock", name, o.is_some(), n.is_some(), effect.into()));
+    }
+    for (o, n) in pairs(
+        &old.change_sources,
+        &new.change_sources,
+        |x| &x.name,
+        |x| &x.hash,
+    ) {
+        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
+        let poller = |c: Option<&graph::ChangeSource>| {
+            c.is_some_and(|c| matches!(c.kind, ChangeSourceKind::GitPoller { .. }))
+        };
+        let effect = match (poller(o), poller(n), o.is_some(), n.is_some()) {
+            (_, true, false, true) => "poller started".to_string(),
+            (true, _, true, false) => "poller stopped".to_string(),
+            (true, true, _, _) => "poller restarted with the new settings (it polls now)".into(),
+            (true, false, _, _) => {
+                format!("poller stopped; deliveries to /change_hook/{name} are accepted")
+            }
+            (false, true, _, _) => "poller started; webhook deliveries are refused".into(),
+            (false, false, false, true) => {
+                format!("deliveries to /change_hook/{name} are accepted")
+            }
+            (false, false, true, false) => {
+                format!("deliveries to /change_hook/{name} are refused (404)")
+            }
+            _ => "applies to the next delivery".into(),
+        };
+        out.push(entry(
+            "change-source",
+            name,
+            o.is_some(),
+            n.is_some(),
+            effect,
+        ));
+    }
+    for (o, n) in pairs(&old.schedulers, &new.schedulers, |x| &x.name, |x| &x.hash) {
+        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
+        let effect = match (o, n) {
+            (None, Some(_)) => "started (from now: changes stored before it are not its)".into(),
+            (Some(_), None) => "stopped; its saved state is dropped".into(),
+            (Some(a), Some(b)) => scheduler_effect(&a.kind, &b.kind),
+            (None, None) => String::new(),
+        };
+        out.push(entry("scheduler", name, o.is_some(), n.is_some(), effect));
+    }
+    for (o, n) in pairs(&old.builders, &new.builders, |x| &x.name, |x| &x.hash) {
+        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
+        let running = snap.running_by_builder.get(name).copied().unwrap_or(0);
+        let pending = snap.pending_by_builder.get(name).copied().unwrap_or(0);
+        let mut effect = match (o, n) {
+            (None, Some(_)) if pending > 0 => format!(
+                "can build now ({} from before)",
+                count(pending, "pending request", ("runs", "run"))
+            ),
+            (None, Some(_)) => "can build now".to_string(),
+            (Some(_), None) => format!(
+                "{} pending (run if the builder comes back)",
+                count(pending, "pending request", ("stays", "stay"))
+            ),
+            _ => "new builds use the new definition".to_string(),
+        };
+        if running > 0 {
+            effect.push_str(&format!(
+                "; {} on the old definition",
+                count(running, "running build", ("finishes", "finish"))
+            ));
+        }
+        if let (Some(a), Some(b)) = (o, n) {
+            if a.priority != b.priority && pending > 0 {
+                effect.push_str(&format!(
+                    "; {} with priority {}",
+                    count(pending, "pending request", ("now queues", "now queue")),
+                    b.priority
+                ));
+            }
+        }
+        out.push(entry("builder", name, o.is_some(), n.is_some(), effect));
+    }
+    for (o, n) in pairs(&old.reporters, &new.reporters, |x| &x.name, |x| &x.hash) {
+        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
+        out.push(entry(
+            "reporter",
+            name,
+            o.is_some(),
+            n.is_some(),
+            match (o.is_some(), n.is_some()) {
+                (false, true) => "started",
+                (true, false) => "stopped",
+                _ => "restarted with the new settings",
+            }
+            .into(),
+        ));
+    }
+    if old.master.hash != new.master.hash {
+        let (a, b) = (&old.master, &new.master);
+        let mut live = Vec::new();
+        if a.title != b.title {
+            live.push("title");
+        }
+        if a.url != b.url {
+            live.push("url");
+        }
+        if a.properties != b.properties {
+            live.push("properties (for new builds)");
+        }
+        let mut effect = if live.is_empty() {
+            String::new()
+        } else {
+            format!("{}: apply now", live.join(", "))
+        };
+        if a.worker_listen != b.worker_listen
+            || a.http_listen != b.http_listen
+            || a.state_dir != b.state_dir
+        {
+            if !effect.is_empty() {
+                effect.push_str("; ");
+            }
+            effect.push_str("listen addresses and the state directory need a restart");
+        }
+        out.push(entry("master", "master", true, true, effect));
+    }
+    out
+}
+
+/// Where secrets are read from: `--secrets DIR`, or `STATE/secrets` when
+/// it exists. Blocking (it looks at the disk).
+fn secrets_dir(
+    given: Option<std::path::PathBuf>,
+    state_dir: &std::path::Path,
+) -> Option<std::path::PathBuf> {
+    given.or_else(|| {
+        let d = Secrets::default_dir(state_dir);
+        d.is_dir().then_some(d)
+    })
+}
+
+/// Appends to the stored history of applied configs.
+pub(crate) fn record(s: &dyn crate::store::Store, rec: AppliedRecord) -> crate::store::Result<()> {
+    let mut list: Vec<AppliedRecord> = s
+        .get_state(HISTORY_KEY)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    list.push(rec);
+    let extra = list.len().saturating_sub(HISTORY_MAX);
+    list.drain(..extra);
+    let bytes = serde_json::to_vec(&list).unwrap_or_default();
+    s.put_state(HISTORY_KEY, &bytes)
+}
+
+/// The stored history, newest first.
+pub async fn history(shared: &Arc<Shared>) -> crate::store::Result<Vec<AppliedRecord>> {
+    let mut list: Vec<AppliedRecord> = shared
+        .db(|s| {
+            Ok(s.get_state(HISTORY_KEY)?
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default())
+        })
+        .await?;
+    list.reverse();
+    Ok(list)
+}
+
+/// How long a retiring worker's check waits at most between looks (builds
+/// ending wake it earlier).
+const RETIRE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Disconnects a worker that is no longer configured once it runs no build.
+/// Returns at once if the worker is (again) in the config or not connected.
+pub(crate) async fn retire(shared: Arc<Shared>, name: String) {
+    loop {
+        let finished = shared.build_finished.notified();
+        if shared.graph().worker(&name).is_some() {
+            return;
+        }
+        let conn = shared
+            .workers
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&name).cloned());
+        let Some(conn) = conn.filter(|c| !c.is_closed()) else {
+            return;
+        };
+        let running = shared
+            .queue
+            .lock()
+            .map(|q| q.running_on(&name))
+            .unwrap_or(0);
+        if running == 0 {
+            tracing::info!(worker = %name, "disconnecting the worker: it is no longer in the configuration");
+            conn.disconnect(format!(
+                "worker `{name}` is no longer in the master's configuration"
+            ));
+            return;
+        }
+        let mut closed = conn.closed_watch();
+        tokio::select! {
+            _ = finished => {}
+            _ = closed.changed() => {}
+            _ = tokio::time::sleep(RETIRE_RECHECK) => {}
+        }
+    }
+}
+
+impl Shared {
+    /// The running configuration with its hash and origin.
+    pub fn config_info(&self) -> Arc<ConfigInfo> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the running configuration by `new` and reconciles the
+    /// master with it (module docs). `via` says who asked ("api",
+    /// "sighup"); with `expect`, the apply is refused unless the running
+    /// config has that hash (the one the client's plan was made against).
+    ///
+    /// Applies are serialised. On error nothing changed.
+    pub async fn apply(
+        self: &Arc<Self>,
+        new: Graph,
+        via: &str,
+        expect: Option<&str>,
+    ) -> Result<ApplyReport, ApplyError> {
+        let t0 = std::time::Instant::now();
+        let _one_at_a_time = self.apply_lock.lock().await;
+        let old_info = self.config_info();
+        if let Some(e) = expect {
+            if e != old_info.hash {
+                return Err(ApplyError::Stale {
+                    expected: e.to_string(),
+                    running: old_info.hash.clone(),
+                });
+            }
+        }
+        // Validating, hashing a large graph and reading secret files are
+        // disk and CPU work: off the async threads.
+        let (given, state_dir) = (self.secrets_dir.clone(), self.state_dir.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            validate(&new).map_err(ApplyError::Invalid)?;
+            let dir = secrets_dir(given, &state_dir);
+            let secrets = Secrets::resolve(&new, dir.as_deref()).map_err(ApplyError::Secrets)?;
+            let hash = config_hash(&new);
+            Ok::<_, ApplyError>((new, secrets, hash))
+        })
+        .await
+        .map_err(|e| ApplyError::Store(format!("apply task failed: {e}")))?;
+        let (new, secrets, hash) = checked?;
+        let secrets = Arc::new(secrets);
+        let old = old_info.graph.clone();
+        if hash == old_info.hash {
+            // Same config: only the secrets are read again (rotated values).
+            self.set_secrets(secrets);
+            return Ok(ApplyReport {
+                hash: hash.clone(),
+                previous_hash: hash,
+                applied_at: old_info.applied_at,
+                via: old_info.via.clone(),
+                changed: false,
+                entities: Vec::new(),
+                restart_needed: old_info.restart_needed.clone(),
+                duration_us: t0.elapsed().as_micros() as u64,
+            });
+        }
+        let newest_change = self
+            .db(|s| {
+                s.changes(Page {
+                    before: None,
+                    limit: 1,
+                })
+            })
+            .await
+            .map_err(|e| ApplyError::Store(e.to_string()))?
+            .first()
+            .map_or(0, |c| c.id);
+        let applied_at = now_ms();
+        // Recorded before it takes effect: a config that ran is never
+        // missing from the history.
+        let rec = AppliedRecord {
+            hash: hash.clone(),
+            applied_at,
+            via: via.to_string(),
+        };
+        self.db(move |s| record(s, rec))
+            .await
+            .map_err(|e| ApplyError::Store(e.to_string()))?;
+        let new = Arc::new(new);
+        let entities = describe(&old, &new, &Snapshot::take(self));
+        let restart_needed = self.started_with.restart_needed(&new);
+
+        // The switch. Secrets first: a worker connecting in between finds
+        // the new graph's secrets for the new graph.
+        self.set_secrets(secrets);
+        self.swap_graph(new.clone());
+        let info = Arc::new(ConfigInfo {
+            graph: new.clone(),
+            hash: hash.clone(),
+            applied_at,
+            via: via.to_string(),
+            restart_needed: restart_needed.clone(),
+        });
+        match self.config.write() {
+            Ok(mut c) => *c = info,
+            Err(p) => *p.into_inner() = info,
+        }
+        if let Ok(mut q) = self.queue.lock() {
+            q.reprioritize(&new);
+        }
+
+        // Reconciliation.
+        let pollers = crate::changes::poller::reconcile(self, &old, &new);
+        for h in pollers {
+            self.track(h);
+        }
+        for h in crate::reporters::reconcile(self) {
+            self.track(h);
+        }
+        for w in &old.workers {
+            if new.worker(&w.name).is_none() {
+                let h = tokio::spawn(retire(self.clone(), w.name.clone()));
+                self.track(h);
+            }
+        }
+        // No receiver (no scheduler task, as in some tests) is fine.
+        let _ = self.configs.send(Arc::new(ConfigEvent {
+            graph: new.clone(),
+            newest_change,
+            at: applied_at,
+        }));
+        self.wake.notify_one();
+        self.locks_released.notify_waiters();
+        let report = ApplyReport {
+            hash,
+            previous_hash: old_info.hash.clone(),
+            applied_at,
+            via: via.to_string(),
+            changed: true,
+            entities,
+            restart_needed,
+            duration_us: t0.elapsed().as_micros() as u64,
+        };
+        tracing::info!(
+            hash = %report.hash,
+            previous = %report.previous_hash,
+            via,
+            changes = report.entities.len(),
+            "configuration applied"
+        );
+        for r in &report.restart_needed {
+            tracing::warn!("{r}");
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests;
