@@ -19,6 +19,12 @@ fn rt() -> Result<tokio::runtime::Runtime, CommandError> {
 }
 
 async fn call(req: reqwest::RequestBuilder) -> Result<Value, CommandError> {
+    // A master with a control token wants it for forcing builds and
+    // submitting changes (docs/operations.md, "Access").
+    let req = match std::env::var("BBC_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => req.bearer_auth(t.trim()),
+        _ => req,
+    };
     let r = req
         .send()
         .await

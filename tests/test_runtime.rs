@@ -821,3 +821,85 @@ builder "bad" {
     assert_eq!(workers["workers"][0]["state"], "idle");
     assert_eq!(workers["workers"][1]["state"], "offline");
 }
+
+#[test]
+fn a_control_token_guards_actions_on_builds() {
+    let dir = temp_dir("control-token");
+    write_secret(&dir, "w1", "pw-one-1234");
+    write_secret(&dir, "w2", "pw-two-5678");
+    write_secret(&dir, "bbc-control-token", "ctl-token-0001");
+    write_secret(&dir, "bbc-admin-token", "adm-token-0002");
+    let m = Master::start(
+        &dir,
+        &config(
+            r#"scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w1" "w2"
+    steps {
+        shell "true"
+    }
+}
+"#,
+        ),
+    );
+    let post = |path: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        crate::common::http_with("POST", &m.http, path, &headers, Some("{}"))
+    };
+    // Without the token, or with a wrong one: 401, nothing queued.
+    let (status, body) = post("/api/v1/builders/b/force", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert_eq!(post("/api/v1/builders/b/force", Some("nope")).0, 401);
+    let change = r#"{"branch": "main", "revision": "abc"}"#;
+    let (status, _) = http("POST", &m.http, "/api/v1/changes", Some(change));
+    assert_eq!(status, 401);
+    let reqs = get_json(&m.http, "/api/v1/requests");
+    assert_eq!(reqs["requests"].as_array().map(Vec::len), Some(0), "{reqs}");
+    assert_eq!(
+        get_json(&m.http, "/api/v1/changes")["changes"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    // Reading stays open.
+    assert_eq!(http("GET", &m.http, "/api/v1/builders", None).0, 200);
+    // The control token, and the admin token, are accepted.
+    let (status, body) = post("/api/v1/builders/b/force", Some("ctl-token-0001"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post("/api/v1/builders/b/force", Some("adm-token-0002"));
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    let req = v["requests"][0]["id"].as_u64().unwrap_or(0);
+    // Cancelling needs it too (no worker is connected: the request waits).
+    let cancel = format!("/api/v1/requests/{req}/cancel");
+    assert_eq!(post(&cancel, None).0, 401);
+    let (status, body) = post(&cancel, Some("ctl-token-0001"));
+    assert_eq!(status, 200, "{body}");
+    // `bbc force` sends $BBC_TOKEN.
+    let url = format!("http://{}", m.http);
+    let o = crate::common::bbc()
+        .args(["force", "b", "--url", &url])
+        .env_remove("BBC_TOKEN")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
+    let o = crate::common::bbc()
+        .args(["force", "b", "--url", &url])
+        .env("BBC_TOKEN", "ctl-token-0001")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

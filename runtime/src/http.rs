@@ -380,7 +380,7 @@ async fn requests(State(s): S, Query(q): Query<RequestsQuery>) -> R<Json<Value>>
     Ok(Json(json!({ "requests": v })))
 }
 
-async fn cancel_request(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+async fn cancel_request(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
     let ok = s.db(move |st| st.cancel_request(id, now_ms())).await?;
     if !ok {
         return Err(ApiError(
@@ -395,7 +395,7 @@ async fn cancel_request(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
     Ok(Json(json!({"cancelled": id})))
 }
 
-async fn cancel_build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+async fn cancel_build(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
     let found = s
         .queue
         .lock()
@@ -429,6 +429,7 @@ async fn changes(State(s): S, Query(q): Query<PageQuery>) -> R<Json<Value>> {
 }
 
 async fn add_change(
+    _: Control,
     State(s): S,
     body: Result<Json<NewChange>, axum::extract::rejection::JsonRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
@@ -532,6 +533,7 @@ fn validate_params(
 }
 
 async fn force(
+    _: Control,
     State(s): S,
     Path(name): Path<String>,
     body: Option<Json<Value>>,
@@ -643,6 +645,55 @@ async fn get_config(State(s): S) -> R<Response> {
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+/// The bearer token of a request, if it sent one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"bbc\""),
+    );
+    r
+}
+
+/// Taken by the handlers that act on builds (force, cancel, submit a
+/// change, poll now): when the master has a control token, the request
+/// must carry it (or the admin token) as `Authorization: Bearer TOKEN`;
+/// without one, these actions are open.
+pub struct Control;
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let secrets = s.secrets();
+        let Some(control) = secrets.control_token() else {
+            return Ok(Control);
+        };
+        let eq = crate::master::constant_time_eq;
+        match bearer(&parts.headers) {
+            Some(g) if eq(g, control) || secrets.admin_token().is_some_and(|a| eq(g, a)) => {
+                Ok(Control)
+            }
+            Some(_) => Err(unauthorized("wrong token")),
+            None => Err(unauthorized(
+                "this master needs a token for this action: send `Authorization: Bearer TOKEN` \
+                 (`bbc force` and `bbc sendchange` read it from $BBC_TOKEN)",
+            )),
+        }
+    }
+}
+
 /// Checks `Authorization: Bearer TOKEN` against the admin token; the
 /// refusal to answer when it does not match.
 fn refuse_unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
@@ -661,22 +712,12 @@ fn refuse_unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
         )
         .into_response());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let msg = match given {
+    let msg = match bearer(headers) {
         Some(g) if crate::master::constant_time_eq(g, token) => return None,
         Some(_) => "wrong admin token",
         None => "this endpoint needs the admin token: send `Authorization: Bearer TOKEN`",
     };
-    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"bbc\""),
-    );
-    Some(r)
+    Some(unauthorized(msg))
 }
 
 /// `POST /api/v1/config`: applies the graph in the body (`bbc compile`'s

@@ -13,11 +13,18 @@ use bbc_compiler::graph::{ChangeSourceKind, Credential, Graph, ReporterKind};
 /// running configuration). Optional: without it the endpoint refuses.
 pub const ADMIN_TOKEN: &str = "bbc-admin-token";
 
+/// The secret that authorises the API's actions on builds (force, cancel,
+/// submit a change, poll now). Optional: without it they are open to
+/// whoever reaches the HTTP address, as in Buildbot's default.
+pub const CONTROL_TOKEN: &str = "bbc-control-token";
+
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, String>,
     /// The admin token, when one is configured (not empty).
     admin_token: Option<String>,
+    /// The control token, when one is configured (not empty).
+    control_token: Option<String>,
     /// Built once: compiling the pattern per log would cost more than a
     /// short log.
     redactor: Option<Redactor>,
@@ -112,10 +119,15 @@ impl Secrets {
             if let Some(t) = &admin_token {
                 values.insert(ADMIN_TOKEN.to_string(), t.clone());
             }
+            let control_token = lookup(CONTROL_TOKEN, dir).filter(|t| !t.is_empty());
+            if let Some(t) = &control_token {
+                values.insert(CONTROL_TOKEN.to_string(), t.clone());
+            }
             let redactor = Some(Redactor::new(values.values().cloned()));
             return Ok(Secrets {
                 values,
                 admin_token,
+                control_token,
                 redactor,
             });
         }
@@ -142,6 +154,11 @@ impl Secrets {
     /// The admin token, when configured.
     pub fn admin_token(&self) -> Option<&str> {
         self.admin_token.as_deref()
+    }
+
+    /// The control token, when configured.
+    pub fn control_token(&self) -> Option<&str> {
+        self.control_token.as_deref()
     }
 
     pub fn get<'a>(&'a self, c: &'a Credential) -> Option<&'a str> {

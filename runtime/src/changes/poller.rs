@@ -325,6 +325,7 @@ pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
 /// poll to end and answers with the changes it stored (502 when git
 /// failed, with git's message).
 pub(crate) async fn poll_now(
+    _: crate::http::Control,
     State(s): State<Arc<Shared>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, HookError> {

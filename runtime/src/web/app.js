@@ -32,8 +32,25 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// A master with a control token asks for it (401) on actions; the token
+// is kept for this browser tab only.
+function withToken(options) {
+  const token = sessionStorage.getItem("bbc-token");
+  const headers = Object.assign({}, options.headers || {});
+  if (token) headers.authorization = "Bearer " + token;
+  return Object.assign({}, options, { headers });
+}
+
 async function api(path, options) {
-  const r = await fetch("/api/v1" + path, options);
+  options = options || {};
+  let r = await fetch("/api/v1" + path, withToken(options));
+  if (r.status === 401 && options.method && options.method !== "GET") {
+    const token = window.prompt("This master needs a token for this action:");
+    if (token) {
+      sessionStorage.setItem("bbc-token", token.trim());
+      r = await fetch("/api/v1" + path, withToken(options));
+    }
+  }
   let body = null;
   try {
     body = await r.json();
