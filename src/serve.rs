@@ -41,6 +41,8 @@ pub fn load_graph(
                 .map_err(|e| CommandError::Usage(format!("cannot read {path}: {e}")))?;
             let g =
                 Graph::from_json(&text).map_err(|e| CommandError::Usage(format!("{path}: {e}")))?;
+            bbc_compiler::lower::verify_hashes(&g)
+                .map_err(|e| CommandError::Usage(format!("{path}: {e}")))?;
             Ok((g, parent_dir(path)))
         }
         (Some(config), None) => {

@@ -356,6 +356,12 @@ fn the_config_endpoint_needs_the_admin_token() {
     let (status, body) = http_with("POST", &m.http, path, &auth, Some(&v99));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("version Some(99) is not supported"), "{body}");
+    // Edited after compiling (a step's command changed, hashes kept): 400.
+    let edited = graph.replacen("\"true\"", "\"rm -rf /\"", 1);
+    assert_ne!(edited, graph, "the edit must apply");
+    let (status, body) = http_with("POST", &m.http, path, &auth, Some(&edited));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("do not match their entity"), "{body}");
     // A plan made against another config: 412.
     let stale = [
         ("Authorization", bearer.as_str()),
@@ -529,6 +535,9 @@ fn compiled_graphs_pass_the_masters_checks() {
         if let Some(g) = c.graph {
             n += 1;
             if let Err(e) = bbc_runtime::master::apply::validate(&g) {
+                panic!("{}: {e}", p.display());
+            }
+            if let Err(e) = bbc_compiler::lower::verify_hashes(&g) {
                 panic!("{}: {e}", p.display());
             }
         }

@@ -63,30 +63,124 @@ pub fn lower(m: Model) -> Graph {
     g.builders.sort_by(|a, b| a.name.cmp(&b.name));
     g.reporters.sort_by(|a, b| a.name.cmp(&b.name));
 
-    g.master.hash = String::new();
-    g.master.hash = content_hash(&g.master);
+    set_hashes(&mut g);
+    g
+}
+
+/// Sets every entity's (and step's) content hash, each taken with its own
+/// `hash` field empty; a builder's covers its steps' hashes.
+fn set_hashes(g: &mut Graph) {
+    fn rehash<T: Serialize>(item: &mut T, field: impl Fn(&mut T) -> &mut String) {
+        field(item).clear();
+        let h = content_hash(item);
+        *field(item) = h;
+    }
+    rehash(&mut g.master, |x| &mut x.hash);
     for w in &mut g.workers {
-        w.hash = content_hash(w);
+        rehash(w, |x| &mut x.hash);
     }
     for l in &mut g.locks {
-        l.hash = content_hash(l);
+        rehash(l, |x| &mut x.hash);
     }
     for c in &mut g.change_sources {
-        c.hash = content_hash(c);
+        rehash(c, |x| &mut x.hash);
     }
     for s in &mut g.schedulers {
-        s.hash = content_hash(s);
+        rehash(s, |x| &mut x.hash);
     }
     for b in &mut g.builders {
         for st in &mut b.steps {
-            st.hash = content_hash(st);
+            rehash(st, |x| &mut x.hash);
         }
-        b.hash = content_hash(b);
+        rehash(b, |x| &mut x.hash);
     }
     for r in &mut g.reporters {
-        r.hash = content_hash(r);
+        rehash(r, |x| &mut x.hash);
     }
-    g
+}
+
+/// Checks that a graph read from outside (a file, an API request) carries
+/// the content hashes of what it holds: hashes decide what a reload
+/// changes and which definition a build ran, so a hand-edited graph with
+/// stale hashes is refused. Returns the entities whose hash is wrong.
+pub fn verify_hashes(g: &Graph) -> Result<(), String> {
+    let mut fresh = g.clone();
+    set_hashes(&mut fresh);
+    let mut wrong = Vec::new();
+    let mut check = |kind: &str, name: &str, given: &str, real: &str| {
+        if given != real {
+            wrong.push(format!("{kind} `{name}`"));
+        }
+    };
+    check("master", "", &g.master.hash, &fresh.master.hash);
+    macro_rules! each {
+        ($field:ident, $kind:expr) => {
+            for (a, b) in g.$field.iter().zip(&fresh.$field) {
+                check($kind, &a.name, &a.hash, &b.hash);
+            }
+        };
+    }
+    each!(workers, "worker");
+    each!(locks, "lock");
+    each!(change_sources, "change source");
+    each!(schedulers, "scheduler");
+    each!(builders, "builder");
+    each!(reporters, "reporter");
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    let n = wrong.len();
+    wrong.truncate(5);
+    Err(format!(
+        "{n} content hash(es) do not match their entity ({}{}): the graph was edited after `bbc compile`; compile the config again",
+        wrong.join(", "),
+        if n > 5 { ", …" } else { "" }
+    ))
+}
+
+/// The content hash of a whole graph, from its entities' hashes (each of
+/// which covers its entity's whole definition, name included) rather than
+/// from the graph's serialisation: a master with a thousand builders hashes
+/// a few kilobytes at start-up instead of megabytes.
+pub fn graph_hash(g: &Graph) -> String {
+    let mut h = Sha256::new();
+    h.update(g.format.as_bytes());
+    h.update(g.version.to_le_bytes());
+    let mut entity = |kind: &str, name: &str, hash: &str| {
+        for part in [kind, name, hash] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+    };
+    entity("master", "", &g.master.hash);
+    for x in &g.workers {
+        entity("worker", &x.name, &x.hash);
+    }
+    for x in &g.locks {
+        entity("lock", &x.name, &x.hash);
+    }
+    for x in &g.change_sources {
+        entity("change-source", &x.name, &x.hash);
+    }
+    for x in &g.schedulers {
+        entity("scheduler", &x.name, &x.hash);
+    }
+    for x in &g.builders {
+        entity("builder", &x.name, &x.hash);
+    }
+    for x in &g.reporters {
+        entity("reporter", &x.name, &x.hash);
+    }
+    hex16(&h.finalize())
+}
+
+fn hex16(digest: &[u8]) -> String {
+    let mut hex = String::with_capacity(32);
+    for byte in &digest[..16] {
+        use std::fmt::Write;
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// SHA-256 (first 16 bytes, hex) of the entity's JSON serialisation, taken
@@ -102,12 +196,51 @@ pub fn content_hash<T: Serialize>(item: &T) -> String {
         buf.clear();
         // Serialising plain data into memory cannot fail.
         let _ = serde_json::to_writer(&mut *buf, item);
-        let digest = Sha256::digest(&buf[..]);
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            use std::fmt::Write;
-            let _ = write!(hex, "{byte:02x}");
-        }
-        hex
+        hex16(&Sha256::digest(&buf[..]))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{graph_hash, verify_hashes};
+
+    fn graph() -> crate::graph::Graph {
+        let c = crate::compile_source(
+            "t.kdl",
+            "worker \"w\" password=(secret)\"w\"\nscheduler \"f\" kind=\"force\" {\n    builders \"b\"\n}\nbuilder \"b\" {\n    workers \"w\"\n    steps {\n        shell \"make\" name=\"m\"\n    }\n}\n",
+        );
+        match c.graph {
+            Some(g) => g,
+            None => panic!("does not compile: {:?}", c.diagnostics),
+        }
+    }
+
+    #[test]
+    fn compiled_graphs_verify_and_edits_are_caught() {
+        let g = graph();
+        assert_eq!(verify_hashes(&g), Ok(()));
+        let mut edited = g.clone();
+        edited.builders[0].steps[0].halt_on_failure = !edited.builders[0].steps[0].halt_on_failure;
+        let err = verify_hashes(&edited).err().unwrap_or_default();
+        assert!(err.contains("builder `b`"), "{err}");
+        let mut renamed = g.clone();
+        renamed.workers[0].max_builds += 1;
+        let err = verify_hashes(&renamed).err().unwrap_or_default();
+        assert!(
+            err.contains("worker `w`") && err.contains("1 content hash"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_graph_hash_follows_every_entity() {
+        let g = graph();
+        let mut h = g.clone();
+        assert_eq!(graph_hash(&g), graph_hash(&h), "deterministic");
+        h.schedulers[0].hash = "0".repeat(32);
+        assert_ne!(graph_hash(&g), graph_hash(&h));
+        let mut v = g.clone();
+        v.version += 1;
+        assert_ne!(graph_hash(&g), graph_hash(&v));
+    }
 }

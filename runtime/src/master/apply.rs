@@ -179,9 +179,9 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
-/// Content hash of a whole graph (the same function as entity hashes).
+/// Content hash of a whole graph, from its entities' content hashes.
 pub fn config_hash(g: &Graph) -> String {
-    bbc_compiler::lower::content_hash(g)
+    bbc_compiler::lower::graph_hash(g)
 }
 
 /// Whether the graph holds a plain-text credential (which
@@ -781,6 +781,7 @@ impl Shared {
         let (given, state_dir) = (self.secrets_dir.clone(), self.state_dir.clone());
         let checked = tokio::task::spawn_blocking(move || {
             validate(&new).map_err(ApplyError::Invalid)?;
+            bbc_compiler::lower::verify_hashes(&new).map_err(ApplyError::Invalid)?;
             let dir = secrets_dir(given, &state_dir);
             let secrets = Secrets::resolve(&new, dir.as_deref()).map_err(ApplyError::Secrets)?;
             let hash = config_hash(&new);

@@ -697,16 +697,27 @@ pub async fn prepare(shared: &Arc<Shared>, clock: &dyn Clock) -> Prepared {
     let mut engine = Engine::default();
     let newest = newest_change(shared).await;
     let current = shared.graph();
-    // Load persisted state; schedulers seen for the first time start now.
-    for s in &current.schedulers {
-        let name = s.name.clone();
-        let saved = shared
-            .db(move |st| st.get_state(&key(&name)))
-            .await
-            .ok()
-            .flatten();
-        match saved.and_then(|b| serde_json::from_slice::<SchedState>(&b).ok()) {
+    // Load persisted state, in one trip to the store (a thousand
+    // schedulers, one at a time, took 200 ms); schedulers seen for the
+    // first time start now.
+    let keys: Vec<String> = current.schedulers.iter().map(|s| key(&s.name)).collect();
+    let saved = shared
+        .db(move |st| {
+            keys.iter()
+                .map(|k| st.get_state(k))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .unwrap_or_default();
+    let mut loaded = BTreeMap::new();
+    for (i, s) in current.schedulers.iter().enumerate() {
+        let state = saved
+            .get(i)
+            .and_then(Option::as_deref)
+            .and_then(|b| serde_json::from_slice::<SchedState>(b).ok());
+        match state {
             Some(state) => {
+                loaded.insert(s.name.clone(), state.clone());
                 engine.states.insert(s.name.clone(), state);
             }
             None => {
@@ -714,9 +725,9 @@ pub async fn prepare(shared: &Arc<Shared>, clock: &dyn Clock) -> Prepared {
             }
         }
     }
-    // Saved at once: a new scheduler's starting point must survive a crash,
+    // The new starting points are saved at once: they must survive a crash,
     // or changes arriving right after start would be taken for old ones.
-    persist(shared, &BTreeMap::new(), &engine).await;
+    persist(shared, &loaded, &engine).await;
     Prepared {
         engine,
         current,
@@ -835,18 +846,20 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
     }
 }
 
+/// Saves the states that changed, in one durable write.
 async fn persist(shared: &Arc<Shared>, before: &BTreeMap<String, SchedState>, engine: &Engine) {
-    for (name, st) in &engine.states {
-        if before.get(name) == Some(st) {
-            continue;
-        }
-        let Ok(bytes) = serde_json::to_vec(st) else {
-            continue;
-        };
-        let k = key(name);
-        if let Err(e) = shared.db(move |s| s.put_state(&k, &bytes)).await {
-            tracing::error!("cannot save the state of scheduler {name}: {e}");
-        }
+    let changed: Vec<(String, Vec<u8>)> = engine
+        .states
+        .iter()
+        .filter(|(name, st)| before.get(*name) != Some(*st))
+        .filter_map(|(name, st)| Some((key(name), serde_json::to_vec(st).ok()?)))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let n = changed.len();
+    if let Err(e) = shared.db(move |s| s.put_states(&changed)).await {
+        tracing::error!("cannot save the state of {n} scheduler(s): {e}");
     }
 }
 

@@ -856,6 +856,20 @@ fn state(open: Open<'_>, dir: &Path) {
     s.put_state("empty", b"").unwrap();
     assert_eq!(s.get_state("empty").unwrap().as_deref(), Some(&b""[..]));
     assert_eq!(s.get_state("sched").unwrap(), None, "keys are exact");
+    // Several at once: new keys and a replaced one.
+    s.put_states(&[
+        ("batch/a".to_string(), b"1".to_vec()),
+        ("sched/nightly".to_string(), b"3".to_vec()),
+        ("batch/b".to_string(), Vec::new()),
+    ])
+    .unwrap();
+    assert_eq!(s.get_state("batch/a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(s.get_state("batch/b").unwrap().as_deref(), Some(&b""[..]));
+    assert_eq!(
+        s.get_state("sched/nightly").unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    s.put_states(&[]).unwrap();
 }
 
 fn persistence(open: Open<'_>, dir: &Path) {

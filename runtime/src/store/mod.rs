@@ -295,4 +295,13 @@ pub trait Store: Send + Sync + 'static {
     // --- scheduler state (opaque values under namespaced keys)
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>>;
     fn put_state(&self, key: &str, value: &[u8]) -> Result<()>;
+    /// Several [`Store::put_state`]s as one durable write: a master with a
+    /// thousand schedulers saves them all at start-up in one commit, not a
+    /// thousand.
+    fn put_states(&self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        for (k, v) in entries {
+            self.put_state(k, v)?;
+        }
+        Ok(())
+    }
 }

@@ -1187,4 +1187,13 @@ impl Store for RedbStore {
             Ok(())
         })
     }
+
+    fn put_states(&self, entries: &[(String, Vec<u8>)]) -> Result<()> {
+        self.write(|_, w| {
+            for (k, v) in entries {
+                w.state.insert(k.as_str(), v.as_slice()).map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
 }
