@@ -102,6 +102,18 @@ fn pages_show_builders_builds_logs_and_workers() {
     assert_eq!(http("GET", &m.http, "/ui/app.js", None).0, 200);
     assert_eq!(http("GET", &m.http, "/ui/app.css", None).0, 200);
 
+    // The overview's one request: each builder's newest build.
+    let v = crate::common::get_json(&m.http, "/api/v1/builders?last_build=true");
+    let app = v["builders"]
+        .as_array()
+        .and_then(|b| b.iter().find(|x| x["name"] == "app"))
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(app["last_build"]["id"], ok["id"], "{v}");
+    assert_eq!(app["last_build"]["result"], "success", "{v}");
+    assert_eq!(app["running"], 0, "{v}");
+    let plain = crate::common::get_json(&m.http, "/api/v1/builders");
+    assert!(plain["builders"][0].get("last_build").is_none(), "{plain}");
+
     // Builders: each with its last build and result.
     let dom = dump_dom(&browser, &profile, &base);
     assert!(dom.contains("<title>web test</title>"), "{dom}");

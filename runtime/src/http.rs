@@ -87,14 +87,58 @@ async fn index(State(s): S) -> Json<Value> {
     )
 }
 
-async fn builders(State(s): S) -> Json<Value> {
+#[derive(Deserialize)]
+struct BuildersQuery {
+    last_build: Option<bool>,
+}
+
+/// `GET /api/v1/builders[?last_build=true]`: with `last_build`, each
+/// builder also carries its newest build (or null) and how many of its
+/// builds are running — what an overview page needs, in one request and
+/// one store trip (the by-builder index gives each newest build directly).
+async fn builders(State(s): S, Query(q): Query<BuildersQuery>) -> R<Json<Value>> {
     let g = s.graph();
-    let v: Vec<Value> = g
+    let mut v: Vec<Value> = g
         .builders
         .iter()
         .map(|b| json!({"name": b.name, "description": b.description, "tags": b.tags, "workers": b.workers, "hash": b.hash}))
         .collect();
-    Json(json!({ "builders": v }))
+    if q.last_build.unwrap_or(false) {
+        let names: Vec<String> = g.builders.iter().map(|b| b.name.clone()).collect();
+        let last = s
+            .db(move |st| {
+                names
+                    .iter()
+                    .map(|n| {
+                        let f = BuildFilter {
+                            builder: Some(n.clone()),
+                            ..BuildFilter::default()
+                        };
+                        Ok(st.builds(&f, page(None, Some(1)))?.pop())
+                    })
+                    .collect::<crate::store::Result<Vec<_>>>()
+            })
+            .await?;
+        let mut running: std::collections::HashMap<String, usize> = Default::default();
+        if let Ok(queue) = s.queue.lock() {
+            for r in queue.running.values() {
+                *running.entry(r.builder.clone()).or_default() += 1;
+            }
+        }
+        for ((o, b), l) in v.iter_mut().zip(&g.builders).zip(last) {
+            if let Some(o) = o.as_object_mut() {
+                o.insert(
+                    "last_build".into(),
+                    l.map_or(Value::Null, |b| build_json(&b, None)),
+                );
+                o.insert(
+                    "running".into(),
+                    json!(running.get(b.name.as_str()).copied().unwrap_or(0)),
+                );
+            }
+        }
+    }
+    Ok(Json(json!({ "builders": v })))
 }
 
 async fn builder(State(s): S, Path(name): Path<String>) -> R<Json<Value>> {

@@ -117,16 +117,8 @@ function render(...nodes) {
 // ---- views -------------------------------------------------------------
 
 async function buildersView() {
-  const [{ builders }, { builds }] = await Promise.all([
-    api("/builders"),
-    api("/builds?limit=500"),
-  ]);
-  const last = new Map();
-  const running = new Map();
-  for (const b of builds) {
-    if (!b.finished_at) running.set(b.builder, (running.get(b.builder) || 0) + 1);
-    if (!last.has(b.builder)) last.set(b.builder, b);
-  }
+  // One request: each builder with its newest build and running count.
+  const { builders } = await api("/builders?last_build=true");
   render(
     el("h1", { text: "Builders" }),
     builders.length === 0
@@ -134,12 +126,12 @@ async function buildersView() {
       : table(
           ["builder", "last build", "", "running", "tags", "workers"],
           builders.map((x) => {
-            const b = last.get(x.name);
+            const b = x.last_build;
             return [
               builderLink(x.name),
               b ? buildLink(b) : el("span", { class: "muted", text: "never built" }),
               b ? resultBadge(b) : "",
-              String(running.get(x.name) || 0),
+              String(x.running || 0),
               (x.tags || []).map((t) => el("span", { class: "tag", text: t })),
               (x.workers || []).join(", "),
             ];
