@@ -75,9 +75,28 @@ pub fn http_with(
     );
     s.write_all(req.as_bytes())
         .unwrap_or_else(|e| panic!("write: {e}"));
+    // Read to the end of the body: by Content-Length when given (some
+    // servers, chromedriver among them, keep the connection open despite
+    // `Connection: close`), else to the end of the stream.
     let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("read: {e}"));
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("read: {e}"));
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| out.len() >= end + 4 + len) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text
         .split_whitespace()

@@ -1,8 +1,9 @@
 //! The web UI in a real browser: Debian's chromium, headless, loads the
-//! page from a real master and runs its JavaScript against the real API;
-//! the tests read the DOM the browser built (`--dump-dom`).
+//! page from a real master and runs its JavaScript against the real API.
+//! Most tests read the DOM the browser built (`--dump-dom`); the force
+//! button and the token prompt are driven through chromedriver (WebDriver).
 //!
-//! Without chromium the tests say they skipped, unless
+//! Without chromium (or chromedriver) the tests say they skipped, unless
 //! `BBC_REQUIRE_BROWSER=1` (set by `.ci/run`) makes that a failure.
 
 use std::path::{Path, PathBuf};
@@ -240,4 +241,190 @@ builder "slow" {{
             .map(|_| d["build"].clone())
     });
     assert_eq!(b["result"], "success", "{b}");
+}
+
+/// A WebDriver session on Debian's chromedriver, for the interactive paths
+/// (clicks, the token prompt) that a DOM dump cannot reach.
+struct Driver {
+    _proc: crate::common::Proc,
+    addr: String,
+    session: String,
+}
+
+impl Driver {
+    fn start(browser: &Path, profile: &Path) -> Option<Driver> {
+        let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        let Some(driver) = driver else {
+            if std::env::var("BBC_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+                panic!("chromedriver is required (BBC_REQUIRE_BROWSER=1) but not installed");
+            }
+            eprintln!("skipped: chromedriver not found (apt-get install chromium-driver)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("chromedriver: {e}"));
+        let proc = crate::common::Proc(child);
+        let addr = format!("127.0.0.1:{port}");
+        crate::common::wait_for("chromedriver to listen", || {
+            std::net::TcpStream::connect(&addr).ok().map(|_| ())
+        });
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "unhandledPromptBehavior": "ignore",
+            "goog:chromeOptions": {
+                "binary": browser.to_string_lossy(),
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let (status, body) = http("POST", &addr, "/session", Some(&caps.to_string()));
+        assert_eq!(status, 200, "new session: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session in {v}"))
+            .to_string();
+        Some(Driver {
+            _proc: proc,
+            addr,
+            session,
+        })
+    }
+
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let body = (method == "POST").then(|| body.to_string());
+        let (status, text) = http(
+            method,
+            &self.addr,
+            &format!("/session/{}{path}", self.session),
+            body.as_deref(),
+        );
+        let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        (status, v["value"].clone())
+    }
+
+    fn go(&self, url: &str) {
+        let (status, v) = self.call("POST", "/url", serde_json::json!({ "url": url }));
+        assert_eq!(status, 200, "navigate: {v}");
+    }
+
+    /// Waits for the element (the page renders asynchronously).
+    fn element(&self, css: &str) -> String {
+        crate::common::wait_for(&format!("element {css}"), || {
+            let (status, v) = self.call(
+                "POST",
+                "/element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            );
+            if status != 200 {
+                return None;
+            }
+            v.as_object()?.values().next()?.as_str().map(str::to_string)
+        })
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        let (status, v) = self.call(
+            "POST",
+            &format!("/element/{id}/click"),
+            serde_json::json!({}),
+        );
+        assert_eq!(status, 200, "click {css}: {v}");
+    }
+
+    fn text(&self, css: &str) -> String {
+        let id = self.element(css);
+        let (_, v) = self.call(
+            "GET",
+            &format!("/element/{id}/text"),
+            serde_json::Value::Null,
+        );
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits for a `window.prompt`, answers it and accepts it.
+    fn answer_prompt(&self, answer: &str) -> String {
+        let question = crate::common::wait_for("the prompt", || {
+            let (status, v) = self.call("GET", "/alert/text", serde_json::Value::Null);
+            (status == 200).then(|| v.as_str().unwrap_or_default().to_string())
+        });
+        let (status, v) = self.call("POST", "/alert/text", serde_json::json!({ "text": answer }));
+        assert_eq!(status, 200, "prompt text: {v}");
+        let (status, v) = self.call("POST", "/alert/accept", serde_json::json!({}));
+        assert_eq!(status, 200, "accept: {v}");
+        question
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = http(
+            "DELETE",
+            &self.addr,
+            &format!("/session/{}", self.session),
+            None,
+        );
+    }
+}
+
+#[test]
+fn force_from_the_page_asks_for_the_token_and_queues_a_build() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web-force");
+    write_secret(&dir, "w1", "pw-web-1234");
+    write_secret(&dir, "bbc-control-token", "ctl-web-5678");
+    let m = Master::start(&dir, CONFIG);
+    let _w = m.worker("w1", "pw-web-1234");
+    m.wait_connected("w1");
+    let Some(d) = Driver::start(&browser, &dir.join("chromium")) else {
+        return;
+    };
+    d.go(&format!("http://{}/#/builders/app", m.http));
+    // Change a parameter, then press the button.
+    let field = d.element(r#"input[name="who"]"#);
+    let (status, v) = d.call(
+        "POST",
+        &format!("/element/{field}/clear"),
+        serde_json::json!({}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = d.call(
+        "POST",
+        &format!("/element/{field}/value"),
+        serde_json::json!({"text": "browser"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    d.click("form.force button");
+    // The master wants the control token: the page asks for it once.
+    let question = d.answer_prompt("ctl-web-5678");
+    assert!(question.contains("token"), "{question}");
+    let status = crate::common::wait_for("the page to say it queued the build", || {
+        let t = d.text("form.force span.muted");
+        t.starts_with("queued").then_some(t)
+    });
+    assert!(status.contains("build set"), "{status}");
+    // The build ran with the value typed into the form.
+    let b = crate::common::wait_for("the forced build to finish", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/builds?builder=app");
+        let b = v["builds"].as_array()?.first()?.clone();
+        b["finished_at"].as_u64().map(|_| b)
+    });
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["properties"]["who"], "browser", "{b}");
+    assert_eq!(b["properties"]["reason"], "forced from the web UI", "{b}");
 }
