@@ -290,6 +290,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         passwords.push((w.name.clone(), pw));
     }
     runtime()?.block_on(async {
+        let mut hangup = Hangup::install()?;
         let h = start_master(&a, g, &base).await?;
         let addr = h.worker_addr.to_string();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -326,10 +327,20 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
             }
         }
         println!(
-            "bbc up: press Ctrl-C to stop; try `bbc status --url http://{}`",
+            "bbc up: the web UI is at http://{}/ ; press Ctrl-C to stop",
             h.http_addr
         );
-        stop_signal().await;
+        // SIGHUP reloads the config as `bbc master` does; the local workers
+        // are the ones started above (a worker the new config adds gets
+        // none until the next `bbc up`).
+        let stop = stop_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = hangup.recv() => reload(&h, &a).await,
+            }
+        }
         let _ = stop_tx.send(true);
         for w in workers {
             let _ = w.await;

@@ -89,3 +89,80 @@ fn large_example_routes_by_tag() {
     assert_eq!(core.builders.len(), 5);
     assert!(core.builders.iter().all(|b| b.starts_with("core-")));
 }
+
+/// The README's first command, `bbc up examples/local.kdl --force hello`
+/// (on ephemeral ports and a temporary state directory): the master and
+/// its local worker start, the forced build succeeds, SIGHUP reloads the
+/// config, SIGTERM stops it all cleanly.
+#[test]
+fn bbc_up_runs_the_local_example_and_reloads_on_sighup() {
+    use std::io::BufRead;
+    let dir = crate::common::temp_dir("up-local");
+    let config = dir.join("local.kdl");
+    let text = std::fs::read_to_string(root().join("examples/local.kdl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = crate::common::bbc()
+        .args([
+            "up",
+            &config.to_string_lossy(),
+            "--force",
+            "hello",
+            "--state",
+        ])
+        .arg(dir.join("state"))
+        .args([
+            "--worker-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn bbc up: {e}"));
+    let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let proc = crate::common::Proc(child);
+    let mut lines = std::io::BufReader::new(out).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let http = first
+        .split("http://")
+        .nth(1)
+        .map(|r| r.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
+    // The forced build of `hello` runs on the local worker and succeeds.
+    let b = crate::common::wait_for("the forced build to finish", || {
+        let v = crate::common::get_json(&http, "/api/v1/builds?builder=hello");
+        let b = v["builds"].as_array()?.first()?.clone();
+        b["finished_at"].as_u64().map(|_| b)
+    });
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["worker"], "local", "{b}");
+    // SIGHUP: an edited config (a second builder) is applied.
+    let before = crate::common::get_json(&http, "/api/v1/config")["hash"].clone();
+    let added = text.replacen(
+        "builder \"hello\" {",
+        "builder \"again\" {\n    workers \"local\"\n    steps {\n        shell \"true\"\n    }\n}\n\nbuilder \"hello\" {",
+        1,
+    );
+    std::fs::write(&config, added).unwrap_or_else(|e| panic!("{e}"));
+    let pid = proc.0.id() as libc::pid_t;
+    // SAFETY: signals our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    crate::common::wait_for("the reload", || {
+        let h = crate::common::get_json(&http, "/api/v1/config")["hash"].clone();
+        (h != before).then_some(())
+    });
+    let v = crate::common::get_json(&http, "/api/v1/builders");
+    assert!(
+        v["builders"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|x| x["name"] == "again")),
+        "{v}"
+    );
+    // SIGTERM: a clean stop.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut proc = proc;
+    let status = proc.0.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "bbc up exited with {status}");
+}
