@@ -428,3 +428,54 @@ fn force_from_the_page_asks_for_the_token_and_queues_a_build() {
     assert_eq!(b["properties"]["who"], "browser", "{b}");
     assert_eq!(b["properties"]["reason"], "forced from the web UI", "{b}");
 }
+
+#[test]
+fn build_lists_are_paged() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web-pages");
+    write_secret(&dir, "w1", "pw-web-1234");
+    let m = Master::start(&dir, CONFIG);
+    let _w = m.worker("w1", "pw-web-1234");
+    m.wait_connected("w1");
+    // 51 builds: one more than a page.
+    for _ in 0..51 {
+        let (status, body) = http("POST", &m.http, "/api/v1/builders/broken/force", Some("{}"));
+        assert_eq!(status, 201, "{body}");
+    }
+    crate::common::wait_for("51 finished builds", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/builds?builder=broken&limit=100");
+        let b = v["builds"].as_array()?;
+        (b.len() == 51 && b.iter().all(|x| x["finished_at"].is_u64())).then_some(())
+    });
+    let profile = dir.join("chromium");
+    let dom = dump_dom(
+        &browser,
+        &profile,
+        &format!("http://{}/#/builders/broken", m.http),
+    );
+    assert!(dom.contains("broken #51"), "{dom}");
+    assert!(
+        !dom.contains("broken #1<"),
+        "the oldest is on the next page: {dom}"
+    );
+    // The link to the next page names the oldest build shown.
+    let v = crate::common::get_json(&m.http, "/api/v1/builds?builder=broken&limit=50");
+    let oldest_shown = v["builds"][49]["id"].as_u64().unwrap_or(0);
+    let older = format!(r##"href="#/builders/broken?before={oldest_shown}""##);
+    assert!(
+        dom.contains(&older),
+        "no link to older builds ({older}): {dom}"
+    );
+    let dom = dump_dom(
+        &browser,
+        &profile,
+        &format!("http://{}/#/builders/broken?before={oldest_shown}", m.http),
+    );
+    assert!(dom.contains("broken #1<"), "{dom}");
+    assert!(!dom.contains("broken #2<"), "{dom}");
+    assert!(dom.contains("← newest"), "{dom}");
+    assert!(
+        !dom.contains(r#"class="older""#),
+        "no page after the last: {dom}"
+    );
+}

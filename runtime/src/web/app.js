@@ -140,6 +140,20 @@ async function buildersView() {
   );
 }
 
+// Pages of builds, newest first: `?before=ID` in the page's address shows
+// the builds older than ID (the API's own pagination).
+const PAGE = 50;
+
+function pager(base, builds, before) {
+  const links = [];
+  if (before) links.push(el("a", { href: base, text: "← newest" }));
+  if (builds.length === PAGE) {
+    const last = builds[builds.length - 1].id;
+    links.push(el("a", { href: base + "?before=" + last, class: "older", text: "older →" }));
+  }
+  return links.length ? el("p", { class: "pager" }, links.flatMap((l, i) => (i ? [" · ", l] : [l]))) : null;
+}
+
 function buildsTable(builds) {
   if (builds.length === 0) return el("p", { class: "muted", text: "No builds yet." });
   return table(
@@ -155,9 +169,9 @@ function buildsTable(builds) {
   );
 }
 
-async function buildsView() {
-  const { builds } = await api("/builds?limit=100");
-  render(el("h1", { text: "Recent builds" }), buildsTable(builds));
+async function buildsView(before) {
+  const { builds } = await api("/builds?limit=" + PAGE + (before ? "&before=" + before : ""));
+  render(el("h1", { text: "Recent builds" }), buildsTable(builds), pager("#/builds", builds, before));
 }
 
 function forceForm(builder, scheduler) {
@@ -219,9 +233,9 @@ function forceForm(builder, scheduler) {
   return form;
 }
 
-async function builderView(name) {
+async function builderView(name, before) {
   const [{ builds }, { schedulers }, { builder }] = await Promise.all([
-    api("/builds?limit=50&builder=" + encodeURIComponent(name)),
+    api("/builds?limit=" + PAGE + "&builder=" + encodeURIComponent(name) + (before ? "&before=" + before : "")),
     api("/schedulers"),
     api("/builders/" + encodeURIComponent(name)).then((b) => ({ builder: b.builder || b })),
   ]);
@@ -241,6 +255,7 @@ async function builderView(name) {
     }),
     el("h2", { text: "Builds" }),
     buildsTable(builds),
+    pager("#/builders/" + encodeURIComponent(name), builds, before),
   );
 }
 
@@ -411,11 +426,12 @@ async function changesView() {
 // ---- routing -----------------------------------------------------------
 
 function route() {
-  const h = location.hash.replace(/^#/, "") || "/";
+  const [h, query] = (location.hash.replace(/^#/, "") || "/").split("?");
+  const before = Number(new URLSearchParams(query || "").get("before")) || null;
   const parts = h.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0 || (parts[0] === "builders" && parts.length === 1)) return buildersView;
-  if (parts[0] === "builders") return () => builderView(parts[1]);
-  if (parts[0] === "builds" && parts.length === 1) return buildsView;
+  if (parts[0] === "builders") return () => builderView(parts[1], before);
+  if (parts[0] === "builds" && parts.length === 1) return () => buildsView(before);
   // #/builds/ID/steps/N opens step N's log.
   if (parts[0] === "builds") return () => buildView(parts[1], parts[2] === "steps" ? parts[3] : null);
   if (parts[0] === "workers") return workersView;
