@@ -104,19 +104,29 @@ fn set_hashes(g: &mut Graph) {
 /// changes and which definition a build ran, so a hand-edited graph with
 /// stale hashes is refused. Returns the entities whose hash is wrong.
 pub fn verify_hashes(g: &Graph) -> Result<(), String> {
-    let mut fresh = g.clone();
-    set_hashes(&mut fresh);
+    // One entity at a time: a copy of the whole graph would double the
+    // memory an apply of a large config needs.
+    fn fresh<T: Serialize + Clone>(item: &T, field: impl Fn(&mut T) -> &mut String) -> String {
+        let mut copy = item.clone();
+        field(&mut copy).clear();
+        content_hash(&copy)
+    }
     let mut wrong = Vec::new();
-    let mut check = |kind: &str, name: &str, given: &str, real: &str| {
+    let mut check = |kind: &str, name: &str, given: &str, real: String| {
         if given != real {
             wrong.push(format!("{kind} `{name}`"));
         }
     };
-    check("master", "", &g.master.hash, &fresh.master.hash);
+    check(
+        "master",
+        "",
+        &g.master.hash,
+        fresh(&g.master, |x| &mut x.hash),
+    );
     macro_rules! each {
         ($field:ident, $kind:expr) => {
-            for (a, b) in g.$field.iter().zip(&fresh.$field) {
-                check($kind, &a.name, &a.hash, &b.hash);
+            for x in &g.$field {
+                check($kind, &x.name, &x.hash, fresh(x, |x| &mut x.hash));
             }
         };
     }
@@ -124,8 +134,22 @@ pub fn verify_hashes(g: &Graph) -> Result<(), String> {
     each!(locks, "lock");
     each!(change_sources, "change source");
     each!(schedulers, "scheduler");
-    each!(builders, "builder");
     each!(reporters, "reporter");
+    for b in &g.builders {
+        // A builder's hash covers its steps' hashes: recompute those first.
+        let mut copy = b.clone();
+        let mut steps_ok = true;
+        for st in &mut copy.steps {
+            let given = std::mem::take(&mut st.hash);
+            st.hash = content_hash(st);
+            steps_ok &= given == st.hash;
+        }
+        copy.hash.clear();
+        let real = content_hash(&copy);
+        if !steps_ok || real != b.hash {
+            wrong.push(format!("builder `{}`", b.name));
+        }
+    }
     if wrong.is_empty() {
         return Ok(());
     }
