@@ -146,6 +146,18 @@ impl Hangup {
     }
 }
 
+/// Serves until SIGINT/SIGTERM, reloading on every SIGHUP.
+async fn run_until_stopped(h: &master::MasterHandle, a: &MasterArgs<'_>, hangup: &mut Hangup) {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => reload(h, a).await,
+        }
+    }
+}
+
 /// Compiles the config again (or reads the graph file again) and applies
 /// it. Errors are logged; the master keeps running what it ran.
 async fn reload(h: &master::MasterHandle, a: &MasterArgs<'_>) {
@@ -192,14 +204,7 @@ pub fn master(a: MasterArgs) -> Result<(), CommandError> {
     runtime()?.block_on(async {
         let mut hangup = Hangup::install()?;
         let h = start_master(&a, g, &base).await?;
-        let stop = stop_signal();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = hangup.recv() => reload(&h, &a).await,
-            }
-        }
+        run_until_stopped(&h, &a, &mut hangup).await;
         tracing::info!("stopping");
         h.shutdown().await;
         Ok(())
@@ -333,14 +338,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         // SIGHUP reloads the config as `bbc master` does; the local workers
         // are the ones started above (a worker the new config adds gets
         // none until the next `bbc up`).
-        let stop = stop_signal();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = hangup.recv() => reload(&h, &a).await,
-            }
-        }
+        run_until_stopped(&h, &a, &mut hangup).await;
         let _ = stop_tx.send(true);
         for w in workers {
             let _ = w.await;

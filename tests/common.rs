@@ -212,11 +212,7 @@ impl Master {
             .and_then(|r| r.split(',').next())
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        let http = line
-            .split("http://")
-            .nth(1)
-            .map(|r| r.trim().trim_end_matches('/').to_string())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let http = http_addr_in(&line);
         Master {
             proc,
             workers,
@@ -320,4 +316,13 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The HTTP address in the line `bbc master` and `bbc up` print first
+/// ("bbc master: workers on A, http on http://B/").
+pub fn http_addr_in(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .map(|r| r.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
 }

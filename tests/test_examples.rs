@@ -125,11 +125,7 @@ fn bbc_up_runs_the_local_example_and_reloads_on_sighup() {
     let proc = crate::common::Proc(child);
     let mut lines = std::io::BufReader::new(out).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let http = first
-        .split("http://")
-        .nth(1)
-        .map(|r| r.trim().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
+    let http = crate::common::http_addr_in(&first);
     // The forced build of `hello` runs on the local worker and succeeds.
     let b = crate::common::wait_for("the forced build to finish", || {
         let v = crate::common::get_json(&http, "/api/v1/builds?builder=hello");
