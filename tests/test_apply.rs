@@ -544,3 +544,45 @@ fn compiled_graphs_pass_the_masters_checks() {
     }
     assert!(n >= 5, "only {n} graphs checked");
 }
+
+#[test]
+fn a_rotated_worker_password_takes_effect_at_the_next_connection() {
+    let dir = temp_dir("apply-rotate");
+    let m = setup(&dir, &format!("{WORKER1}{SIMPLE}"), false, true);
+    let first = m.worker("w1", PW1);
+    m.wait_connected("w1");
+    // The secret changes; SIGHUP reads secrets again (the graph is the same).
+    write_secret(&dir, "w1", "pw-rotated-9999");
+    sighup(&m);
+    let log = dir.join("master.log");
+    wait_for("the reload to read the secrets", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("secrets read again")
+            .then_some(())
+    });
+    // The connection made with the old password stays.
+    let v = get_json(&m.http, "/api/v1/workers");
+    assert_eq!(v["workers"][0]["connected"], true, "{v}");
+    assert_eq!(m.force_and_wait("b", "{}")["result"], "success");
+    // Reconnecting with the old password is refused...
+    drop(first);
+    wait_for("w1 to disconnect", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        (v["workers"][0]["connected"] == false).then_some(())
+    });
+    let _old = m.worker("w1", PW1);
+    wait_for("the old password to be refused", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("wrong name or password")
+            .then_some(())
+    });
+    let v = get_json(&m.http, "/api/v1/workers");
+    assert_eq!(v["workers"][0]["connected"], false, "{v}");
+    drop(_old);
+    // ...and the new one works.
+    let _new = m.worker("w1", "pw-rotated-9999");
+    m.wait_connected("w1");
+    assert_eq!(m.force_and_wait("b", "{}")["result"], "success");
+}
