@@ -479,3 +479,52 @@ fn build_lists_are_paged() {
         "no page after the last: {dom}"
     );
 }
+
+#[test]
+fn cancel_from_the_page_stops_a_running_build() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web-cancel");
+    write_secret(&dir, "w1", "pw-web-1234");
+    let gate = dir.join("never");
+    let config = format!(
+        r#"worker "w1" password=(secret)"w1"
+scheduler "force" kind="force" {{
+    builders "slow"
+}}
+builder "slow" {{
+    workers "w1"
+    steps {{
+        shell "echo waiting; while [ ! -f '{}' ]; do sleep 0.05; done" name="wait"
+    }}
+}}
+"#,
+        gate.display()
+    );
+    let m = Master::start(&dir, &config);
+    let _w = m.worker("w1", "pw-web-1234");
+    m.wait_connected("w1");
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/slow/force", Some("{}"));
+    assert_eq!(status, 201, "{resp}");
+    let id = crate::common::wait_for("the build to start", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/builds?running=true");
+        v["builds"].as_array()?.first()?["id"].as_u64()
+    });
+    let Some(d) = Driver::start(&browser, &dir.join("chromium")) else {
+        return;
+    };
+    d.go(&format!("http://{}/#/builds/{id}", m.http));
+    // The button is the only one on a running build's page.
+    d.click("main > button");
+    let b = crate::common::wait_for("the build to end", || {
+        let v = crate::common::get_json(&m.http, &format!("/api/v1/builds/{id}"));
+        v["build"]["finished_at"]
+            .as_u64()
+            .map(|_| v["build"].clone())
+    });
+    assert_eq!(b["result"], "cancelled", "{b}");
+    // The page shows it (it refreshes by itself) and offers no button now.
+    crate::common::wait_for("the page to show the result", || {
+        let t = d.text("dl.facts");
+        t.contains("cancelled").then_some(())
+    });
+}
