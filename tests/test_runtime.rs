@@ -903,3 +903,86 @@ builder "b" {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn the_event_stream_tells_of_changes_sets_and_builds() {
+    use std::io::{BufRead, BufReader, Write};
+    let (_dir, m) = setup(
+        "events",
+        r#"scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w1"
+    steps {
+        shell "true"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let mut sock = std::net::TcpStream::connect(&m.http).unwrap_or_else(|e| panic!("{e}"));
+    // A bound on a broken stream, not a synchronisation.
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(60)));
+    write!(
+        sock,
+        "GET /api/v1/events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        m.http
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut rd = BufReader::new(sock);
+    let mut head = String::new();
+    while rd.read_line(&mut head).unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {}
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    // Subscribed once the headers are out: what follows is seen.
+    let (status, body) = http(
+        "POST",
+        &m.http,
+        "/api/v1/changes",
+        Some(r#"{"branch": "main", "revision": "abc123"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let b = m.force_and_wait("b", "{}");
+    let id = b["id"].as_u64().unwrap_or(0);
+    // Read events until the build's end; each is `event:` then `data:`.
+    let mut seen = Vec::new();
+    let mut kind = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("the stream ended; saw {seen:?}");
+        }
+        let l = line.trim_end();
+        if let Some(k) = l.strip_prefix("event: ") {
+            kind = k.to_string();
+        } else if let Some(d) = l.strip_prefix("data: ") {
+            let v: serde_json::Value =
+                serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}"));
+            seen.push((kind.clone(), v.clone()));
+            if kind == "build" && v["id"] == id && v["phase"] == "finished" {
+                assert_eq!(v["result"], "success", "{v}");
+                break;
+            }
+        }
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        seen.iter()
+            .any(|(k, v)| k == "change" && v["revision"] == "abc123"),
+        "{seen:?}"
+    );
+    let set = kinds.iter().position(|k| *k == "buildset");
+    let started = seen
+        .iter()
+        .position(|(k, v)| k == "build" && v["id"] == id && v["phase"] == "started");
+    assert!(
+        set.is_some() && started.is_some() && set < started,
+        "the set comes before its build starts: {seen:?}"
+    );
+}

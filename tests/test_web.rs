@@ -27,8 +27,15 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
-/// The DOM after the page's scripts ran, as chromium serialises it.
+/// The DOM after the page's scripts ran, as chromium serialises it. The
+/// page's event stream is turned off (`?live=0`): a dump waits for the
+/// network to go quiet, which an open stream never does.
 fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
+    let url = match url.split_once('#') {
+        Some((page, hash)) => format!("{page}?live=0#{hash}"),
+        None => format!("{url}?live=0"),
+    };
+    let url = url.as_str();
     let o = Command::new(browser)
         .args([
             "--headless",

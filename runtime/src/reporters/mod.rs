@@ -114,6 +114,11 @@ impl Hub {
         self.http_addr
     }
 
+    /// Build events from now on (the API's event stream listens here too).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BuildEvent>> {
+        self.events.subscribe()
+    }
+
     /// Tells the reporters about a build; never waits. Call it after the
     /// store has recorded the start or the end.
     pub fn publish(&self, phase: Phase, build: &Build, set: &Arc<BuildSet>) {

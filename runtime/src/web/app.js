@@ -465,6 +465,24 @@ async function start() {
   window.addEventListener("hashchange", navigate);
   navigate();
   timer = setInterval(refresh, REFRESH_MS);
+  // Builds starting and ending, changes and build sets arriving: the page
+  // is read again at once (a short pause gathers bursts); the timer above
+  // still follows logs and covers a lost event stream (EventSource
+  // reconnects by itself). `?live=0` in the address turns the stream off,
+  // for proxies that buffer it.
+  const live = new URLSearchParams(location.search).get("live") !== "0";
+  if (live && window.EventSource) {
+    const events = new EventSource("/api/v1/events");
+    let pending = null;
+    const soon = () => {
+      if (pending) return;
+      pending = setTimeout(() => {
+        pending = null;
+        refresh();
+      }, 100);
+    };
+    for (const kind of ["build", "change", "buildset", "lagged"]) events.addEventListener(kind, soon);
+  }
 }
 
 start();
