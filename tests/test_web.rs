@@ -199,35 +199,8 @@ fn pages_show_builders_builds_logs_and_workers() {
 fn a_running_build_shows_its_live_log() {
     let Some(browser) = chromium() else { return };
     let dir = temp_dir("web-live");
-    write_secret(&dir, "w1", "pw-web-1234");
     let gate = dir.join("go");
-    let config = format!(
-        r#"worker "w1" password=(secret)"w1"
-scheduler "force" kind="force" {{
-    builders "slow"
-}}
-builder "slow" {{
-    workers "w1"
-    steps {{
-        shell "echo live-marker-5678; while [ ! -f '{}' ]; do sleep 0.05; done; echo released" name="wait"
-    }}
-}}
-"#,
-        gate.display()
-    );
-    let m = Master::start(&dir, &config);
-    let _w = m.worker("w1", "pw-web-1234");
-    m.wait_connected("w1");
-    let (status, resp) = http("POST", &m.http, "/api/v1/builders/slow/force", Some("{}"));
-    assert_eq!(status, 201, "{resp}");
-    // The step is running and has printed its first line.
-    let id = crate::common::wait_for("the step's first output", || {
-        let v = crate::common::get_json(&m.http, "/api/v1/builds?running=true");
-        let b = v["builds"].as_array()?.first()?.clone();
-        let id = b["id"].as_u64()?;
-        let d = crate::common::get_json(&m.http, &format!("/api/v1/builds/{id}"));
-        (d["build"]["steps"][0]["log_len"].as_u64()? > 0).then_some(id)
-    });
+    let (m, _w, id) = held_build(&dir, &gate);
     let dom = dump_dom(
         &browser,
         &dir.join("chromium"),
@@ -491,31 +464,7 @@ fn build_lists_are_paged() {
 fn cancel_from_the_page_stops_a_running_build() {
     let Some(browser) = chromium() else { return };
     let dir = temp_dir("web-cancel");
-    write_secret(&dir, "w1", "pw-web-1234");
-    let gate = dir.join("never");
-    let config = format!(
-        r#"worker "w1" password=(secret)"w1"
-scheduler "force" kind="force" {{
-    builders "slow"
-}}
-builder "slow" {{
-    workers "w1"
-    steps {{
-        shell "echo waiting; while [ ! -f '{}' ]; do sleep 0.05; done" name="wait"
-    }}
-}}
-"#,
-        gate.display()
-    );
-    let m = Master::start(&dir, &config);
-    let _w = m.worker("w1", "pw-web-1234");
-    m.wait_connected("w1");
-    let (status, resp) = http("POST", &m.http, "/api/v1/builders/slow/force", Some("{}"));
-    assert_eq!(status, 201, "{resp}");
-    let id = crate::common::wait_for("the build to start", || {
-        let v = crate::common::get_json(&m.http, "/api/v1/builds?running=true");
-        v["builds"].as_array()?.first()?["id"].as_u64()
-    });
+    let (m, _w, id) = held_build(&dir, &dir.join("never"));
     let Some(d) = Driver::start(&browser, &dir.join("chromium")) else {
         return;
     };
@@ -534,4 +483,36 @@ builder "slow" {{
         let t = d.text("dl.facts");
         t.contains("cancelled").then_some(())
     });
+}
+
+/// A master whose one build is running: its step prints `live-marker-5678`
+/// and waits for `gate` to exist. Returns once that first line is stored.
+fn held_build(dir: &Path, gate: &Path) -> (Master, crate::common::Proc, u64) {
+    write_secret(dir, "w1", "pw-web-1234");
+    let config = format!(
+        r#"worker "w1" password=(secret)"w1"
+scheduler "force" kind="force" {{
+    builders "slow"
+}}
+builder "slow" {{
+    workers "w1"
+    steps {{
+        shell "echo live-marker-5678; while [ ! -f '{}' ]; do sleep 0.05; done; echo released" name="wait"
+    }}
+}}
+"#,
+        gate.display()
+    );
+    let m = Master::start(dir, &config);
+    let w = m.worker("w1", "pw-web-1234");
+    m.wait_connected("w1");
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/slow/force", Some("{}"));
+    assert_eq!(status, 201, "{resp}");
+    let id = crate::common::wait_for("the step's first output", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/builds?running=true");
+        let id = v["builds"].as_array()?.first()?["id"].as_u64()?;
+        let d = crate::common::get_json(&m.http, &format!("/api/v1/builds/{id}"));
+        (d["build"]["steps"][0]["log_len"].as_u64()? > 0).then_some(id)
+    });
+    (m, w, id)
 }
