@@ -656,6 +656,33 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        // Every report links to the build; without `url` the link is built
+        // from the listen address, which nobody else can open.
+        if m.master.url.is_none() {
+            if let Some(r) = m.reporters.first() {
+                let more = match m.reporters.len() {
+                    1 => String::new(),
+                    n => format!(
+                        " (and {} more reporter{})",
+                        n - 1,
+                        if n == 2 { "" } else { "s" }
+                    ),
+                };
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::ReporterWithoutUrl,
+                        self.file,
+                        r.name_span,
+                        format!(
+                            "reporter `{}`{more} will link to http://{}/, the address the master listens on",
+                            r.item.name, m.master.http_listen
+                        ),
+                    )
+                    .label("links nobody else can open")
+                    .help("set the address people reach the master at: `master { url \"https://ci.example.org/\" }`"),
+                );
+            }
+        }
     }
 }
 

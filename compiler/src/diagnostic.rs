@@ -92,6 +92,7 @@ codes! {
     PlainSecret = "W0504", "plain-secret", "A password, token or webhook secret is written as a plain string.";
     UnusedLock = "W0505", "unused-lock", "No builder or step takes this lock.";
     EmptySelection = "W0506", "empty-selection", "A `builders tag=…` selector matches no builder.";
+    ReporterWithoutUrl = "W0507", "reporter-without-url", "Reporters would link to the master's listen address because `master` sets no `url`.";
 }
 
 impl Code {
