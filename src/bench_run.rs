@@ -353,42 +353,35 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<Value, CommandError> {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| err(format!("GET {path}: {e}")))?;
+    /// Sends `req` (`what` names it in errors) and reads the JSON answer,
+    /// which must have a status `ok` accepts.
+    async fn call(
+        what: &str,
+        req: reqwest::RequestBuilder,
+        ok: fn(reqwest::StatusCode) -> bool,
+    ) -> Result<Value, CommandError> {
+        let r = req.send().await.map_err(|e| err(format!("{what}: {e}")))?;
         let status = r.status();
-        let v: Value = r
-            .json()
-            .await
-            .map_err(|e| err(format!("GET {path}: {e}")))?;
-        if !status.is_success() {
-            return Err(err(format!("GET {path}: {status} {v}")));
+        let v: Value = r.json().await.map_err(|e| err(format!("{what}: {e}")))?;
+        if !ok(status) {
+            return Err(err(format!("{what}: {status} {v}")));
         }
         Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, CommandError> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        Client::call(&format!("GET {path}"), req, |s| s.is_success()).await
     }
 
     /// Forces a build; returns its request id.
     async fn force(&self, builder: &str) -> Result<u64, CommandError> {
         let path = format!("/api/v1/builders/{builder}/force");
-        let r = self
+        let req = self
             .http
             .post(format!("{}{path}", self.base))
-            .json(&serde_json::json!({"reason": "bench"}))
-            .send()
-            .await
-            .map_err(|e| err(format!("POST {path}: {e}")))?;
-        let status = r.status();
-        let v: Value = r
-            .json()
-            .await
-            .map_err(|e| err(format!("POST {path}: {e}")))?;
-        if status.as_u16() != 201 {
-            return Err(err(format!("POST {path}: {status} {v}")));
-        }
+            .json(&serde_json::json!({"reason": "bench"}));
+        let v = Client::call(&format!("POST {path}"), req, |s| s.as_u16() == 201).await?;
         v["requests"][0]["id"]
             .as_u64()
             .ok_or_else(|| err(format!("POST {path}: no request id in {v}")))
@@ -1020,23 +1013,13 @@ async fn post_config(
     token: &str,
     body: String,
 ) -> Result<bbc_runtime::master::apply::ApplyReport, CommandError> {
-    let r = c
+    let req = c
         .http
         .post(format!("{}/api/v1/config", c.base))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| err(format!("POST /api/v1/config: {e}")))?;
-    let status = r.status();
-    let v: Value = r
-        .json()
-        .await
-        .map_err(|e| err(format!("POST /api/v1/config: {e}")))?;
-    if !status.is_success() {
-        return Err(err(format!("POST /api/v1/config: {status} {v}")));
-    }
+        .body(body);
+    let v = Client::call("POST /api/v1/config", req, |s| s.is_success()).await?;
     serde_json::from_value(v["report"].clone())
         .map_err(|e| err(format!("POST /api/v1/config: report: {e}")))
 }

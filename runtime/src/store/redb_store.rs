@@ -154,32 +154,22 @@ trait Record: Serialize + DeserializeOwned {
     fn id(&self) -> u64;
 }
 
-impl Record for Change {
-    const TABLE: &'static str = "change";
-    fn id(&self) -> u64 {
-        self.id
-    }
+macro_rules! record {
+    ($($ty:ty => $what:literal),* $(,)?) => {$(
+        impl Record for $ty {
+            const TABLE: &'static str = $what;
+            fn id(&self) -> u64 {
+                self.id
+            }
+        }
+    )*};
 }
 
-impl Record for BuildSet {
-    const TABLE: &'static str = "build set";
-    fn id(&self) -> u64 {
-        self.id
-    }
-}
-
-impl Record for BuildRequest {
-    const TABLE: &'static str = "build request";
-    fn id(&self) -> u64 {
-        self.id
-    }
-}
-
-impl Record for Build {
-    const TABLE: &'static str = "build";
-    fn id(&self) -> u64 {
-        self.id
-    }
+record! {
+    Change => "change",
+    BuildSet => "build set",
+    BuildRequest => "build request",
+    Build => "build",
 }
 
 fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
