@@ -41,7 +41,7 @@ pub fn load_graph(
                 .map_err(|e| CommandError::Usage(format!("cannot read {path}: {e}")))?;
             let g =
                 Graph::from_json(&text).map_err(|e| CommandError::Usage(format!("{path}: {e}")))?;
-            bbc_compiler::lower::verify_hashes(&g)
+            bbc_graph::hash::verify_hashes(&g)
                 .map_err(|e| CommandError::Usage(format!("{path}: {e}")))?;
             Ok((g, parent_dir(path)))
         }

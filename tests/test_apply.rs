@@ -537,7 +537,7 @@ fn compiled_graphs_pass_the_masters_checks() {
             if let Err(e) = bbc_runtime::master::apply::validate(&g) {
                 panic!("{}: {e}", p.display());
             }
-            if let Err(e) = bbc_compiler::lower::verify_hashes(&g) {
+            if let Err(e) = bbc_graph::hash::verify_hashes(&g) {
                 panic!("{}: {e}", p.display());
             }
         }

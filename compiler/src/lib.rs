@@ -11,7 +11,7 @@ pub mod diagnostic;
 pub mod expand;
 pub mod expr;
 pub mod fmt;
-pub mod graph;
+pub use bbc_graph as graph;
 pub mod interp;
 pub mod load;
 pub mod lower;

@@ -3,9 +3,6 @@
 //! Resolves tag selectors to builder names, sorts every entity list by
 //! name and stamps each entity with the content hash of its definition.
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-
 use crate::check::Index;
 use crate::decode::Model;
 use crate::graph::*;
@@ -63,170 +60,13 @@ pub fn lower(m: Model) -> Graph {
     g.builders.sort_by(|a, b| a.name.cmp(&b.name));
     g.reporters.sort_by(|a, b| a.name.cmp(&b.name));
 
-    set_hashes(&mut g);
+    bbc_graph::hash::set_hashes(&mut g);
     g
-}
-
-/// Sets every entity's (and step's) content hash, each taken with its own
-/// `hash` field empty; a builder's covers its steps' hashes.
-fn set_hashes(g: &mut Graph) {
-    fn rehash<T: Serialize>(item: &mut T, field: impl Fn(&mut T) -> &mut String) {
-        field(item).clear();
-        let h = content_hash(item);
-        *field(item) = h;
-    }
-    rehash(&mut g.master, |x| &mut x.hash);
-    for w in &mut g.workers {
-        rehash(w, |x| &mut x.hash);
-    }
-    for l in &mut g.locks {
-        rehash(l, |x| &mut x.hash);
-    }
-    for c in &mut g.change_sources {
-        rehash(c, |x| &mut x.hash);
-    }
-    for s in &mut g.schedulers {
-        rehash(s, |x| &mut x.hash);
-    }
-    for b in &mut g.builders {
-        for st in &mut b.steps {
-            rehash(st, |x| &mut x.hash);
-        }
-        rehash(b, |x| &mut x.hash);
-    }
-    for r in &mut g.reporters {
-        rehash(r, |x| &mut x.hash);
-    }
-}
-
-/// Checks that a graph read from outside (a file, an API request) carries
-/// the content hashes of what it holds: hashes decide what a reload
-/// changes and which definition a build ran, so a hand-edited graph with
-/// stale hashes is refused. Returns the entities whose hash is wrong.
-pub fn verify_hashes(g: &Graph) -> Result<(), String> {
-    // One entity at a time: a copy of the whole graph would double the
-    // memory an apply of a large config needs.
-    fn fresh<T: Serialize + Clone>(item: &T, field: impl Fn(&mut T) -> &mut String) -> String {
-        let mut copy = item.clone();
-        field(&mut copy).clear();
-        content_hash(&copy)
-    }
-    let mut wrong = Vec::new();
-    let mut check = |kind: &str, name: &str, given: &str, real: String| {
-        if given != real {
-            wrong.push(format!("{kind} `{name}`"));
-        }
-    };
-    check(
-        "master",
-        "",
-        &g.master.hash,
-        fresh(&g.master, |x| &mut x.hash),
-    );
-    macro_rules! each {
-        ($field:ident, $kind:expr) => {
-            for x in &g.$field {
-                check($kind, &x.name, &x.hash, fresh(x, |x| &mut x.hash));
-            }
-        };
-    }
-    each!(workers, "worker");
-    each!(locks, "lock");
-    each!(change_sources, "change source");
-    each!(schedulers, "scheduler");
-    each!(reporters, "reporter");
-    for b in &g.builders {
-        // A builder's hash covers its steps' hashes: recompute those first.
-        let mut copy = b.clone();
-        let mut steps_ok = true;
-        for st in &mut copy.steps {
-            let given = std::mem::take(&mut st.hash);
-            st.hash = content_hash(st);
-            steps_ok &= given == st.hash;
-        }
-        copy.hash.clear();
-        let real = content_hash(&copy);
-        if !steps_ok || real != b.hash {
-            wrong.push(format!("builder `{}`", b.name));
-        }
-    }
-    if wrong.is_empty() {
-        return Ok(());
-    }
-    let n = wrong.len();
-    wrong.truncate(5);
-    Err(format!(
-        "{n} content hash(es) do not match their entity ({}{}): the graph was edited after `bbc compile`; compile the config again",
-        wrong.join(", "),
-        if n > 5 { ", …" } else { "" }
-    ))
-}
-
-/// The content hash of a whole graph, from its entities' hashes (each of
-/// which covers its entity's whole definition, name included) rather than
-/// from the graph's serialisation: a master with a thousand builders hashes
-/// a few kilobytes at start-up instead of megabytes.
-pub fn graph_hash(g: &Graph) -> String {
-    let mut h = Sha256::new();
-    h.update(g.format.as_bytes());
-    h.update(g.version.to_le_bytes());
-    let mut entity = |kind: &str, name: &str, hash: &str| {
-        for part in [kind, name, hash] {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
-    };
-    entity("master", "", &g.master.hash);
-    for x in &g.workers {
-        entity("worker", &x.name, &x.hash);
-    }
-    for x in &g.locks {
-        entity("lock", &x.name, &x.hash);
-    }
-    for x in &g.change_sources {
-        entity("change-source", &x.name, &x.hash);
-    }
-    for x in &g.schedulers {
-        entity("scheduler", &x.name, &x.hash);
-    }
-    for x in &g.builders {
-        entity("builder", &x.name, &x.hash);
-    }
-    for x in &g.reporters {
-        entity("reporter", &x.name, &x.hash);
-    }
-    hex16(&h.finalize())
-}
-
-fn hex16(digest: &[u8]) -> String {
-    let mut hex = String::with_capacity(32);
-    for byte in &digest[..16] {
-        use std::fmt::Write;
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
-}
-
-/// SHA-256 (first 16 bytes, hex) of the entity's JSON serialisation, taken
-/// while its own `hash` field is still empty. The serialisation is canonical:
-/// struct fields in declaration order, maps ordered by key.
-pub fn content_hash<T: Serialize>(item: &T) -> String {
-    thread_local! {
-        // One buffer reused for every entity: serialise, then hash once.
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUF.with(|b| {
-        let mut buf = b.borrow_mut();
-        buf.clear();
-        // Serialising plain data into memory cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, item);
-        hex16(&Sha256::digest(&buf[..]))
-    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{graph_hash, verify_hashes};
+    use bbc_graph::hash::{graph_hash, verify_hashes};
 
     fn graph() -> crate::graph::Graph {
         let c = crate::compile_source(
@@ -266,5 +106,62 @@ mod tests {
         let mut v = g.clone();
         v.version += 1;
         assert_ne!(graph_hash(&g), graph_hash(&v));
+    }
+
+    /// Expressions the compiler leaves for the run time evaluate as the
+    /// language reference says (the evaluator lives in `bbc-graph`).
+    fn condition(s: &str) -> bbc_graph::Expr {
+        let c = crate::compile_source(
+            "t.kdl",
+            format!(
+                "worker \"w\" password=(secret)\"w\"\nscheduler \"f\" kind=\"force\" {{\n builders \"b\"\n param \"jobs\"\n param \"n\" type=\"int\"\n param \"clean\" type=\"bool\"\n}}\nbuilder \"b\" {{\n workers \"w\"\n steps {{\n shell \"x\" do-step-if=\"{s}\"\n }}\n}}\n"
+            ),
+        );
+        let g = c.graph.unwrap_or_else(|| panic!("{:?}", c.diagnostics));
+        g.builders[0].steps[0]
+            .do_step_if
+            .clone()
+            .unwrap_or_else(|| panic!("no condition"))
+    }
+
+    #[test]
+    fn compiled_conditions_evaluate_at_run_time() {
+        use bbc_graph::eval::{eval, truthy, Properties};
+        use bbc_graph::Scalar;
+        let mut p = Properties::new();
+        p.insert("branch".into(), Scalar::String("main".into()));
+        p.insert("n".into(), Scalar::Int(3));
+        p.insert("jobs".into(), Scalar::String("4".into()));
+        p.insert("clean".into(), Scalar::Bool(true));
+        let t = |s: &str| truthy(&eval(&condition(s), &p));
+        assert!(t("${{ prop.branch == 'main' }}"));
+        assert!(!t("${{ prop.branch != 'main' }}"));
+        assert!(t("${{ prop.n < 10 && prop.n >= 3 }}"));
+        assert!(
+            t("${{ prop.jobs == 4 }}"),
+            "numeric string compares as a number"
+        );
+        assert!(t("${{ prop.clean == true }}"));
+        assert!(t("${{ !(prop.n > 5) || false }}"));
+        assert!(!t("${{ prop.reason }}"), "unset is false");
+    }
+
+    #[test]
+    fn compiled_texts_render_at_run_time() {
+        let c = crate::compile_source(
+            "t.kdl",
+            "worker \"w\" password=(secret)\"w\"\nscheduler \"f\" kind=\"force\" {\n builders \"b\"\n}\nbuilder \"b\" {\n workers \"w\"\n steps {\n shell \"make B=${{ prop.branch }} N=${{ prop.buildnumber }} $HOME\"\n }\n}\n",
+        );
+        let g = c.graph.unwrap_or_else(|| panic!("{:?}", c.diagnostics));
+        let bbc_graph::StepKind::Shell {
+            command: bbc_graph::Command::Shell(t),
+            ..
+        } = &g.builders[0].steps[0].kind
+        else {
+            panic!("not a shell step")
+        };
+        let mut p = bbc_graph::eval::Properties::new();
+        p.insert("branch".into(), bbc_graph::Scalar::String("main".into()));
+        assert_eq!(bbc_graph::eval::render(t, &p), "make B=main N= $HOME");
     }
 }

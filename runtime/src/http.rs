@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bbc_compiler::graph::{BuildResult, ParamType, Scalar, SchedulerKind};
+use bbc_graph::{BuildResult, ParamType, Scalar, SchedulerKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -510,7 +510,7 @@ struct ForceBody {
 /// Checks a force request's properties against the scheduler's typed
 /// parameters: unknown names, types, choices, required; fills defaults.
 fn validate_params(
-    params: &[bbc_compiler::graph::ForceParam],
+    params: &[bbc_graph::ForceParam],
     given: &serde_json::Map<String, Value>,
 ) -> R<Properties> {
     let mut out = Properties::new();
@@ -659,7 +659,7 @@ async fn get_config(State(s): S) -> R<Response> {
         via: &'a str,
         restart_needed: &'a [String],
         history: &'a [crate::master::apply::AppliedRecord],
-        graph: &'a bbc_compiler::graph::Graph,
+        graph: &'a bbc_graph::Graph,
     }
     let info = s.config_info();
     let history = crate::master::apply::history(&s).await?;
@@ -788,7 +788,7 @@ async fn post_config(State(s): S, headers: HeaderMap, body: axum::body::Body) ->
     let parsed = tokio::task::spawn_blocking(move || {
         let text =
             std::str::from_utf8(&bytes).map_err(|e| format!("the body is not UTF-8 text: {e}"))?;
-        bbc_compiler::graph::Graph::from_json(text)
+        bbc_graph::Graph::from_json(text)
     })
     .await;
     let graph = match parsed {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use bbc_compiler::graph::{ChangeSourceKind, Credential, Graph, ReporterKind};
+use bbc_graph::{Credential, Graph};
 
 /// The secret that authorises `POST /api/v1/config` (replacing the
 /// running configuration). Optional: without it the endpoint refuses.
@@ -32,42 +32,7 @@ pub struct Secrets {
 
 /// Every secret name a graph refers to.
 pub fn names(g: &Graph) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut add = |c: &Credential| {
-        if let Credential::Secret { secret } = c {
-            out.insert(secret.clone());
-        }
-    };
-    for w in &g.workers {
-        add(&w.password);
-    }
-    for c in &g.change_sources {
-        match &c.kind {
-            ChangeSourceKind::GithubWebhook { secret }
-            | ChangeSourceKind::GitlabWebhook { secret }
-            | ChangeSourceKind::GiteaWebhook { secret }
-            | ChangeSourceKind::JsonWebhook { secret } => {
-                if let Some(s) = secret {
-                    add(s);
-                }
-            }
-            ChangeSourceKind::GitPoller { .. } => {}
-        }
-    }
-    for r in &g.reporters {
-        match &r.kind {
-            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
-                if let Some(p) = password {
-                    add(p);
-                }
-            }
-            ReporterKind::GithubStatus { token, .. }
-            | ReporterKind::GitlabStatus { token, .. }
-            | ReporterKind::GiteaStatus { token, .. } => add(token),
-            ReporterKind::HttpPush { .. } => {}
-        }
-    }
-    out
+    bbc_graph::credentials::secret_names(g)
 }
 
 /// One secret from a file in `dir` or from the environment.

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bbc_compiler::graph::{ChangeSource, ChangeSourceKind};
+use bbc_graph::{ChangeSource, ChangeSourceKind};
 use serde_json::{json, Value};
 
 use crate::master::Shared;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::Json;
-use bbc_compiler::graph::{ChangeSourceKind, Scalar};
+use bbc_graph::{ChangeSourceKind, Scalar};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -186,8 +186,8 @@ pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>>
 /// returned). A poll in progress finishes first.
 pub(crate) fn reconcile(
     shared: &Arc<Shared>,
-    old: &bbc_compiler::graph::Graph,
-    new: &bbc_compiler::graph::Graph,
+    old: &bbc_graph::Graph,
+    new: &bbc_graph::Graph,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     for c in &old.change_sources {
         if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use bbc_compiler::graph::{ChangeSourceKind, Scalar};
+use bbc_graph::{ChangeSourceKind, Scalar};
 use hmac::{KeyInit, Mac};
 use serde_json::{json, Value};
 

@@ -32,9 +32,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bbc_compiler::graph::{
-    self, ChangeSourceKind, Credential, Graph, ReporterKind, SchedulerKind, StepKind,
-};
+use bbc_graph::diff::pairs;
+use bbc_graph::{ChangeSourceKind, Graph, SchedulerKind, StepKind};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Shared};
@@ -181,70 +180,19 @@ impl std::fmt::Display for ApplyError {
 
 /// Content hash of a whole graph, from its entities' content hashes.
 pub fn config_hash(g: &Graph) -> String {
-    bbc_compiler::lower::graph_hash(g)
+    bbc_graph::hash::graph_hash(g)
 }
 
 /// Whether the graph holds a plain-text credential (which
 /// [`redact_credentials`] masks).
 pub fn has_plain_credentials(g: &Graph) -> bool {
-    let plain = |c: &Credential| matches!(c, Credential::Plain(_));
-    g.workers.iter().any(|w| plain(&w.password))
-        || g.change_sources.iter().any(|c| match &c.kind {
-            ChangeSourceKind::GithubWebhook { secret }
-            | ChangeSourceKind::GitlabWebhook { secret }
-            | ChangeSourceKind::GiteaWebhook { secret }
-            | ChangeSourceKind::JsonWebhook { secret } => secret.as_ref().is_some_and(plain),
-            ChangeSourceKind::GitPoller { .. } => false,
-        })
-        || g.reporters.iter().any(|r| match &r.kind {
-            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
-                password.as_ref().is_some_and(plain)
-            }
-            ReporterKind::GithubStatus { token, .. }
-            | ReporterKind::GitlabStatus { token, .. }
-            | ReporterKind::GiteaStatus { token, .. } => plain(token),
-            ReporterKind::HttpPush { .. } => false,
-        })
+    bbc_graph::credentials::has_plain(g)
 }
 
 /// The graph with every plain-text credential replaced by `********`: what
-/// `GET /api/v1/config` shows (secret references are names, not values, and
-/// stay). Entity hashes are untouched, so diffs by hash still work.
+/// `GET /api/v1/config` shows.
 pub fn redact_credentials(g: &mut Graph) {
-    fn mask(c: &mut Credential) {
-        if let Credential::Plain(p) = c {
-            *p = "********".into();
-        }
-    }
-    for w in &mut g.workers {
-        mask(&mut w.password);
-    }
-    for c in &mut g.change_sources {
-        match &mut c.kind {
-            ChangeSourceKind::GithubWebhook { secret }
-            | ChangeSourceKind::GitlabWebhook { secret }
-            | ChangeSourceKind::GiteaWebhook { secret }
-            | ChangeSourceKind::JsonWebhook { secret } => {
-                if let Some(s) = secret {
-                    mask(s);
-                }
-            }
-            ChangeSourceKind::GitPoller { .. } => {}
-        }
-    }
-    for r in &mut g.reporters {
-        match &mut r.kind {
-            ReporterKind::Mail { password, .. } | ReporterKind::Irc { password, .. } => {
-                if let Some(p) = password {
-                    mask(p);
-                }
-            }
-            ReporterKind::GithubStatus { token, .. }
-            | ReporterKind::GitlabStatus { token, .. }
-            | ReporterKind::GiteaStatus { token, .. } => mask(token),
-            ReporterKind::HttpPush { .. } => {}
-        }
-    }
+    bbc_graph::credentials::mask_plain(g)
 }
 
 /// Checks what the compiler guarantees and the runtime relies on, for a
@@ -253,18 +201,18 @@ pub fn redact_credentials(g: &mut Graph) {
 /// reference resolved. The error lists the first problems found.
 pub fn validate(g: &Graph) -> Result<(), String> {
     let mut errs: Vec<String> = Vec::new();
-    if g.format != graph::FORMAT {
+    if g.format != bbc_graph::FORMAT {
         errs.push(format!(
             "`format` is \"{}\", not \"{}\"",
             g.format,
-            graph::FORMAT
+            bbc_graph::FORMAT
         ));
     }
-    if g.version != graph::VERSION {
+    if g.version != bbc_graph::VERSION {
         errs.push(format!(
             "graph format version {} is not supported (this master reads version {}); recompile the config with this bbc",
             g.version,
-            graph::VERSION
+            bbc_graph::VERSION
         ));
     }
     fn sorted<T>(what: &str, items: &[T], name: impl Fn(&T) -> &str, errs: &mut Vec<String>) {
@@ -403,31 +351,6 @@ fn count(n: usize, what: &str, verb: (&str, &str)) -> String {
     }
 }
 
-/// Entities added, removed or changed between two lists sorted by name.
-fn pairs<'a, T>(
-    old: &'a [T],
-    new: &'a [T],
-    name: impl Fn(&T) -> &str,
-    hash: impl Fn(&T) -> &str,
-) -> Vec<(Option<&'a T>, Option<&'a T>)> {
-    let mut out = Vec::new();
-    let old_by: HashMap<&str, &T> = old.iter().map(|x| (name(x), x)).collect();
-    let new_by: HashMap<&str, &T> = new.iter().map(|x| (name(x), x)).collect();
-    for n in new {
-        match old_by.get(name(n)) {
-            None => out.push((None, Some(n))),
-            Some(o) if hash(o) != hash(n) => out.push((Some(*o), Some(n))),
-            _ => {}
-        }
-    }
-    for o in old {
-        if !new_by.contains_key(name(o)) {
-            out.push((Some(o), None));
-        }
-    }
-    out
-}
-
 fn entry(kind: &str, name: &str, old: bool, new: bool, effect: String) -> EntityReport {
     EntityReport {
         kind: kind.into(),
@@ -549,7 +472,7 @@ fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
         |x| &x.hash,
     ) {
         let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let poller = |c: Option<&graph::ChangeSource>| {
+        let poller = |c: Option<&bbc_graph::ChangeSource>| {
             c.is_some_and(|c| matches!(c.kind, ChangeSourceKind::GitPoller { .. }))
         };
         let effect = match (poller(o), poller(n), o.is_some(), n.is_some()) {
@@ -781,7 +704,7 @@ impl Shared {
         let (given, state_dir) = (self.secrets_dir.clone(), self.state_dir.clone());
         let checked = tokio::task::spawn_blocking(move || {
             validate(&new).map_err(ApplyError::Invalid)?;
-            bbc_compiler::lower::verify_hashes(&new).map_err(ApplyError::Invalid)?;
+            bbc_graph::hash::verify_hashes(&new).map_err(ApplyError::Invalid)?;
             let dir = secrets_dir(given, &state_dir);
             let secrets = Secrets::resolve(&new, dir.as_deref()).map_err(ApplyError::Secrets)?;
             let hash = config_hash(&new);

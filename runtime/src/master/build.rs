@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use bbc_compiler::graph::{
+use bbc_graph::{
     BuildResult, Builder, Command, GitMethod, GitMode, Scalar, SchedulerKind, Step, StepKind,
 };
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::conn::{CmdEvent, WorkerConn};
-use super::props::{eval, render, truthy};
 use super::{now_ms, worst, Shared};
 use crate::protocol::{Frame, Message, Stopped, WireCommand, CHUNK};
 use crate::secrets::Redactor;
 use crate::store::{Build, BuildSet, NewBuildSet, Properties, StepRecord};
+use bbc_graph::eval::{eval, render, truthy};
 
 /// Log bytes are written to the store in batches of about this size.
 const LOG_BATCH: usize = 64 * 1024;
@@ -411,7 +411,7 @@ impl Ctx {
     async fn take_step_locks(
         &mut self,
         step: &Step,
-    ) -> Option<Vec<(super::queue::LockKey, bbc_compiler::graph::LockAccess)>> {
+    ) -> Option<Vec<(super::queue::LockKey, bbc_graph::LockAccess)>> {
         if step.locks.is_empty() {
             return Some(Vec::new());
         }
@@ -897,7 +897,7 @@ impl Ctx {
         schedulers: &[String],
         wait: bool,
         copy: &[String],
-        set: &BTreeMap<String, bbc_compiler::graph::Text>,
+        set: &BTreeMap<String, bbc_graph::Text>,
     ) -> Outcome {
         let g = self.shared.graph();
         let mut props = Properties::new();

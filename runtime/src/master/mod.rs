@@ -11,7 +11,6 @@
 pub mod apply;
 pub mod build;
 pub mod conn;
-pub mod props;
 pub mod queue;
 pub mod schedulers;
 
@@ -21,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bbc_compiler::graph::{BuildResult, Graph, Scalar};
+use bbc_graph::{BuildResult, Graph, Scalar};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bbc_compiler::graph::{Builder, Downtime, Graph, LockAccess, LockScope, LockUse};
+use bbc_graph::{Builder, Downtime, Graph, LockAccess, LockScope, LockUse};
 use tokio::sync::watch;
 
 use super::{now_ms, Shared};

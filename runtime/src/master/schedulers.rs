@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bbc_compiler::graph::{BuildResult, ChangeFilter, Graph, Scheduler, SchedulerKind};
+use bbc_graph::{BuildResult, ChangeFilter, Graph, Scheduler, SchedulerKind};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Shared};

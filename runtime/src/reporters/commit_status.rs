@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use bbc_compiler::graph::{BuildResult, Graph, Reporter, Scalar};
+use bbc_graph::{BuildResult, Graph, Reporter, Scalar};
 use serde_json::json;
 
 use super::message::{self, Templates, CONTEXT};

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bbc_compiler::graph::{BuildResult, Graph, Reporter, ReporterKind, Scalar};
+use bbc_graph::{BuildResult, Graph, Reporter, ReporterKind, Scalar};
 use handlebars::Handlebars;
 use serde_json::{json, Map, Value};
 
@@ -322,8 +322,8 @@ mod tests {
 
     fn graph(url: Option<&str>) -> Graph {
         let mut g: Graph = Graph {
-            format: bbc_compiler::graph::FORMAT.into(),
-            version: bbc_compiler::graph::VERSION,
+            format: bbc_graph::FORMAT.into(),
+            version: bbc_graph::VERSION,
             master: Default::default(),
             workers: vec![],
             locks: vec![],
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(t.render(TEMPLATE, &cx), None);
         // A status context that does not parse is used as written.
         let s = reporter(ReporterKind::GithubStatus {
-            token: bbc_compiler::graph::Credential::Plain("t".into()),
+            token: bbc_graph::Credential::Plain("t".into()),
             api_url: "https://api.github.com".into(),
             context: "ci/{{#if}}".into(),
         });

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bbc_compiler::graph::{BuildResult, Graph, Reporter, ReporterKind, When};
+use bbc_graph::{BuildResult, Graph, Reporter, ReporterKind, When};
 use tokio::sync::{broadcast, OnceCell};
 
 use crate::master::Shared;

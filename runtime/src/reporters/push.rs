@@ -37,7 +37,7 @@ pub async fn send(reporter: &str, url: &str, templates: &Templates, cx: &Value) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bbc_compiler::graph::{Reporter, ReporterKind};
+    use bbc_graph::{Reporter, ReporterKind};
     use serde_json::json;
 
     fn templates(template: Option<&str>) -> Templates {

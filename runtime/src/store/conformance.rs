@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bbc_compiler::graph::{BuildResult, Scalar};
+use bbc_graph::{BuildResult, Scalar};
 
 use super::{
     BuildFilter, BuildRequest, NewBuild, NewBuildSet, NewChange, Page, Properties, RequestFilter,

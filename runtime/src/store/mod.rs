@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use bbc_compiler::graph::{BuildResult, Scalar};
+use bbc_graph::{BuildResult, Scalar};
 use serde::{Deserialize, Serialize};
 
 pub mod conformance;

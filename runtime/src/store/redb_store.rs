@@ -16,7 +16,7 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use bbc_compiler::graph::{BuildResult, Scalar};
+use bbc_graph::{BuildResult, Scalar};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
 };

@@ -1,6 +1,7 @@
 //! The lowered build graph: what the compiler produces and the runtime runs.
 //!
-//! This module is the one definition of the format (documented in
+//! This crate is the contract between bbc's two halves, and the one
+//! definition of the format (documented in
 //! `docs/graph.md`). Everything here is resolved: tag selectors are expanded
 //! to builder names, durations are milliseconds, defaults are filled in.
 //! Secrets appear only as references (`{"secret": "NAME"}`), never as values.
@@ -9,6 +10,11 @@
 //! bytes (maps are ordered, entities are sorted by name), and every entity
 //! carries `hash`, a content hash of its own lowered definition, so two
 //! graphs can be compared entity by entity without looking inside.
+
+pub mod credentials;
+pub mod diff;
+pub mod eval;
+pub mod hash;
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,14 @@
 //! Run-time rendering of `${{ … }}` texts and evaluation of conditions over
-//! build properties. The compiler has already checked every expression.
+//! build properties: the one evaluator of [`Expr`], the run-time
+//! expression the compiler leaves in the graph (it has already checked
+//! every expression's names and types).
 
-use bbc_compiler::graph::{Expr, Part, Scalar, Text};
+use std::collections::BTreeMap;
 
-use crate::store::Properties;
+use crate::{Expr, Part, Scalar, Text};
+
+/// A build's properties by name.
+pub type Properties = BTreeMap<String, Scalar>;
 
 /// Renders a text with the build's properties; an unset property renders
 /// as the empty string.
@@ -86,50 +91,58 @@ mod tests {
         p
     }
 
-    fn e(s: &str) -> Expr {
-        let c = bbc_compiler::compile_source(
-            "t.kdl",
-            format!(
-                "worker \"w\" password=(secret)\"w\"\nscheduler \"f\" kind=\"force\" {{\n builders \"b\"\n param \"jobs\"\n param \"n\" type=\"int\"\n param \"clean\" type=\"bool\"\n}}\nbuilder \"b\" {{\n workers \"w\"\n steps {{\n shell \"x\" do-step-if=\"{s}\"\n }}\n}}\n"
-            ),
-        );
-        let g = c.graph.unwrap_or_else(|| panic!("{:?}", c.diagnostics));
-        g.builders[0].steps[0]
-            .do_step_if
-            .clone()
-            .unwrap_or_else(|| panic!("no condition"))
+    fn prop(n: &str) -> Expr {
+        Expr::Prop(n.into())
+    }
+    fn lit(v: Scalar) -> Expr {
+        Expr::Lit(v)
+    }
+    fn s(v: &str) -> Scalar {
+        Scalar::String(v.into())
     }
 
     #[test]
     fn conditions() {
         let p = props();
-        let t = |s: &str| truthy(&eval(&e(s), &p));
-        assert!(t("${{ prop.branch == 'main' }}"));
-        assert!(!t("${{ prop.branch != 'main' }}"));
-        assert!(t("${{ prop.n < 10 && prop.n >= 3 }}"));
+        let t = |e: Expr| truthy(&eval(&e, &p));
+        assert!(t(Expr::Eq(Box::new([prop("branch"), lit(s("main"))]))));
+        assert!(!t(Expr::Ne(Box::new([prop("branch"), lit(s("main"))]))));
+        assert!(t(Expr::And(Box::new([
+            Expr::Lt(Box::new([prop("n"), lit(Scalar::Int(10))])),
+            Expr::Ge(Box::new([prop("n"), lit(Scalar::Int(3))])),
+        ]))));
         assert!(
-            t("${{ prop.jobs == 4 }}"),
+            t(Expr::Eq(Box::new([prop("jobs"), lit(Scalar::Int(4))]))),
             "numeric string compares as a number"
         );
-        assert!(t("${{ prop.clean == true }}"));
-        assert!(t("${{ !(prop.n > 5) || false }}"));
-        assert!(!t("${{ prop.reason }}"), "unset is false");
+        assert!(
+            t(Expr::Lt(Box::new([lit(s("10")), lit(s("9"))]))),
+            "two strings compare as text"
+        );
+        assert!(t(Expr::Eq(Box::new([
+            prop("clean"),
+            lit(Scalar::Bool(true))
+        ]))));
+        assert!(t(Expr::Or(Box::new([
+            Expr::Not(Box::new(Expr::Gt(Box::new([
+                prop("n"),
+                lit(Scalar::Int(5))
+            ])))),
+            lit(Scalar::Bool(false)),
+        ]))));
+        assert!(!t(prop("reason")), "unset is false");
+        assert!(!t(lit(s("0"))) && !t(lit(s("false"))) && t(lit(s("x"))));
     }
 
     #[test]
     fn rendering() {
-        let c = bbc_compiler::compile_source(
-            "t.kdl",
-            "worker \"w\" password=(secret)\"w\"\nscheduler \"f\" kind=\"force\" {\n builders \"b\"\n}\nbuilder \"b\" {\n workers \"w\"\n steps {\n shell \"make B=${{ prop.branch }} N=${{ prop.buildnumber }} $HOME\"\n }\n}\n",
-        );
-        let g = c.graph.unwrap_or_else(|| panic!("{:?}", c.diagnostics));
-        let bbc_compiler::graph::StepKind::Shell {
-            command: bbc_compiler::graph::Command::Shell(t),
-            ..
-        } = &g.builders[0].steps[0].kind
-        else {
-            panic!("not a shell step")
-        };
-        assert_eq!(render(t, &props()), "make B=main N= $HOME");
+        let t = Text(vec![
+            Part::Lit("make B=".into()),
+            Part::Expr(prop("branch")),
+            Part::Lit(" N=".into()),
+            Part::Expr(prop("buildnumber")),
+            Part::Lit(" $HOME".into()),
+        ]);
+        assert_eq!(render(&t, &props()), "make B=main N= $HOME");
     }
 }

@@ -1,0 +1,167 @@
+//! Content hashes: of each entity (and step), and of a whole graph.
+//!
+//! Hashes decide what a reload changes and which definition a build ran,
+//! so the compiler sets them ([`set_hashes`]) and the runtime checks them
+//! on every graph it reads from outside ([`verify_hashes`]).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::Graph;
+
+/// Sets every entity's (and step's) content hash, each taken with its own
+/// `hash` field empty; a builder's covers its steps' hashes.
+pub fn set_hashes(g: &mut Graph) {
+    fn rehash<T: Serialize>(item: &mut T, field: impl Fn(&mut T) -> &mut String) {
+        field(item).clear();
+        let h = content_hash(item);
+        *field(item) = h;
+    }
+    rehash(&mut g.master, |x| &mut x.hash);
+    for w in &mut g.workers {
+        rehash(w, |x| &mut x.hash);
+    }
+    for l in &mut g.locks {
+        rehash(l, |x| &mut x.hash);
+    }
+    for c in &mut g.change_sources {
+        rehash(c, |x| &mut x.hash);
+    }
+    for s in &mut g.schedulers {
+        rehash(s, |x| &mut x.hash);
+    }
+    for b in &mut g.builders {
+        for st in &mut b.steps {
+            rehash(st, |x| &mut x.hash);
+        }
+        rehash(b, |x| &mut x.hash);
+    }
+    for r in &mut g.reporters {
+        rehash(r, |x| &mut x.hash);
+    }
+}
+
+/// Checks that a graph read from outside (a file, an API request) carries
+/// the content hashes of what it holds: hashes decide what a reload
+/// changes and which definition a build ran, so a hand-edited graph with
+/// stale hashes is refused. Returns the entities whose hash is wrong.
+pub fn verify_hashes(g: &Graph) -> Result<(), String> {
+    // One entity at a time: a copy of the whole graph would double the
+    // memory an apply of a large config needs.
+    fn fresh<T: Serialize + Clone>(item: &T, field: impl Fn(&mut T) -> &mut String) -> String {
+        let mut copy = item.clone();
+        field(&mut copy).clear();
+        content_hash(&copy)
+    }
+    let mut wrong = Vec::new();
+    let mut check = |kind: &str, name: &str, given: &str, real: String| {
+        if given != real {
+            wrong.push(format!("{kind} `{name}`"));
+        }
+    };
+    check(
+        "master",
+        "",
+        &g.master.hash,
+        fresh(&g.master, |x| &mut x.hash),
+    );
+    macro_rules! each {
+        ($field:ident, $kind:expr) => {
+            for x in &g.$field {
+                check($kind, &x.name, &x.hash, fresh(x, |x| &mut x.hash));
+            }
+        };
+    }
+    each!(workers, "worker");
+    each!(locks, "lock");
+    each!(change_sources, "change source");
+    each!(schedulers, "scheduler");
+    each!(reporters, "reporter");
+    for b in &g.builders {
+        // A builder's hash covers its steps' hashes: recompute those first.
+        let mut copy = b.clone();
+        let mut steps_ok = true;
+        for st in &mut copy.steps {
+            let given = std::mem::take(&mut st.hash);
+            st.hash = content_hash(st);
+            steps_ok &= given == st.hash;
+        }
+        copy.hash.clear();
+        let real = content_hash(&copy);
+        if !steps_ok || real != b.hash {
+            wrong.push(format!("builder `{}`", b.name));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    let n = wrong.len();
+    wrong.truncate(5);
+    Err(format!(
+        "{n} content hash(es) do not match their entity ({}{}): the graph was edited after `bbc compile`; compile the config again",
+        wrong.join(", "),
+        if n > 5 { ", …" } else { "" }
+    ))
+}
+
+/// The content hash of a whole graph, from its entities' hashes (each of
+/// which covers its entity's whole definition, name included) rather than
+/// from the graph's serialisation: a master with a thousand builders hashes
+/// a few kilobytes at start-up instead of megabytes.
+pub fn graph_hash(g: &Graph) -> String {
+    let mut h = Sha256::new();
+    h.update(g.format.as_bytes());
+    h.update(g.version.to_le_bytes());
+    let mut entity = |kind: &str, name: &str, hash: &str| {
+        for part in [kind, name, hash] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+    };
+    entity("master", "", &g.master.hash);
+    for x in &g.workers {
+        entity("worker", &x.name, &x.hash);
+    }
+    for x in &g.locks {
+        entity("lock", &x.name, &x.hash);
+    }
+    for x in &g.change_sources {
+        entity("change-source", &x.name, &x.hash);
+    }
+    for x in &g.schedulers {
+        entity("scheduler", &x.name, &x.hash);
+    }
+    for x in &g.builders {
+        entity("builder", &x.name, &x.hash);
+    }
+    for x in &g.reporters {
+        entity("reporter", &x.name, &x.hash);
+    }
+    hex16(&h.finalize())
+}
+
+fn hex16(digest: &[u8]) -> String {
+    let mut hex = String::with_capacity(32);
+    for byte in &digest[..16] {
+        use std::fmt::Write;
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// SHA-256 (first 16 bytes, hex) of the entity's JSON serialisation, taken
+/// while its own `hash` field is still empty. The serialisation is canonical:
+/// struct fields in declaration order, maps ordered by key.
+pub fn content_hash<T: Serialize>(item: &T) -> String {
+    thread_local! {
+        // One buffer reused for every entity: serialise, then hash once.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        buf.clear();
+        // Serialising plain data into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, item);
+        hex16(&Sha256::digest(&buf[..]))
+    })
+}
