@@ -393,12 +393,18 @@ impl Session {
         let mut writer_task = tokio::spawn(write_loop(writer, out_rx, control_rx, keepalive));
         let silence = keepalive.map(|k| k * KEEPALIVE_MISSES);
         let mut last_heard = Instant::now();
+        // A finished JoinHandle must not be polled again: after a pause
+        // (SIGSTOP longer than the keepalive) the writer's failure and the
+        // reader's end arrive together, and whichever wins, the handle is
+        // awaited below only while the writer may still run.
+        let mut writer_ended = false;
 
         let end = loop {
             let deaf = silence.map(|s| last_heard + s);
             tokio::select! {
                 _ = shutdown.as_mut() => break SessionEnd::Shutdown,
-                written = &mut writer_task => {
+                written = &mut writer_task, if !writer_ended => {
+                    writer_ended = true;
                     break SessionEnd::Lost(match written {
                         Ok(Ok(())) => "the writer stopped".to_string(),
                         Ok(Err(err)) => format!("sending to the master: {err}"),
@@ -432,9 +438,11 @@ impl Session {
                 }
             }
         };
-        writer_task.abort();
-        // Only the cancellation or the writer's own end can come back.
-        let _ = writer_task.await;
+        if !writer_ended {
+            writer_task.abort();
+            // Only the cancellation or the writer's own end can come back.
+            let _ = writer_task.await;
+        }
         end
     }
 
