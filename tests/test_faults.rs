@@ -1,7 +1,7 @@
 //! Faults an operator meets over months, reproduced with real processes:
 //! each test failed before its fix.
 
-use crate::common::{get_json, temp_dir, wait_for, write_secret, Master};
+use crate::common::{get_json, http, temp_dir, wait_for, write_secret, Master};
 
 const CONFIG: &str = r#"worker "w" password=(secret)"w" keepalive="1s"
 scheduler "force" kind="force" {
@@ -58,4 +58,68 @@ fn a_worker_paused_past_its_keepalive_reconnects_when_resumed() {
     }
     let b = m.force_and_wait("b", "{}");
     assert_eq!(b["result"], "success", "{b}");
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// A worker killed with SIGKILL cannot kill its commands' process groups;
+/// they used to keep running and overlap the rerun of their build in the
+/// same directory. The next worker on that basedir kills them before it
+/// runs anything.
+#[test]
+fn processes_left_by_a_sigkilled_worker_die_before_the_rerun() {
+    let dir = temp_dir("orphans");
+    write_secret(&dir, "w", "pw-orphans-1234");
+    let pidfile = dir.join("sleeper.pid");
+    let marker = dir.join("first-run");
+    let config = format!(
+        r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {{
+    builders "b"
+}}
+builder "b" {{
+    workers "w"
+    steps {{
+        shell "if [ -e {marker} ]; then echo rerun; else touch {marker}; sleep 300 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait; fi" name="work"
+    }}
+}}
+"#,
+        marker = marker.display(),
+        pidfile = pidfile.display(),
+    );
+    let m = Master::start(&dir, &config);
+    let mut w = m.worker("w", "pw-orphans-1234");
+    m.wait_connected("w");
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some("{}"));
+    assert_eq!(status, 201, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
+    let set = v["buildset"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"));
+    let sleeper: i32 = wait_for("the step to start its sleeper", || {
+        std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
+    });
+    signal(w.0.id(), libc::SIGKILL);
+    let _ = w.0.wait();
+    assert!(
+        alive(sleeper),
+        "the sleeper should outlive a SIGKILLed worker"
+    );
+
+    let _w = m.worker("w", "pw-orphans-1234");
+    let build = m.wait_buildset(set);
+    assert_eq!(build["result"], "success", "the rerun: {build}");
+    assert!(
+        !alive(sleeper),
+        "process {sleeper} of the killed worker's build still runs beside the rerun"
+    );
 }

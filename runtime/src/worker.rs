@@ -11,6 +11,7 @@
 //! The wire protocol is described in `docs/protocol.md`.
 
 mod command;
+mod orphans;
 mod transfer;
 
 #[cfg(test)]
@@ -153,6 +154,10 @@ pub async fn run_worker(cfg: WorkerConfig, shutdown: impl Future) -> Result<(), 
             path: basedir.clone(),
             error,
         })?;
+    // Before anything runs here: processes a SIGKILLed worker left behind
+    // would overlap the rerun of their build.
+    let dir = basedir.clone();
+    let _ = tokio::task::spawn_blocking(move || orphans::kill_leftovers(&dir)).await;
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = INITIAL_BACKOFF;

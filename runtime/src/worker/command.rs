@@ -94,6 +94,10 @@ pub(super) async fn run(
             return finished_error(id, "the started process has no pid".into(), Some(started));
         }
     };
+    // Dropped before `group`: the record goes, then the group is killed.
+    // Two tiny file operations per command, on the async thread: cheaper
+    // than a hop to the blocking pool.
+    let _record = super::orphans::Record::new(basedir, group.pgid);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return finished_error(
             id,
