@@ -123,3 +123,54 @@ builder "b" {{
         "process {sleeper} of the killed worker's build still runs beside the rerun"
     );
 }
+
+/// The live log of a step that printed a line and then waits shows that
+/// line. The redactor used to hold back `longest secret − 1` bytes until
+/// more output came: with a 64-hex secret configured, a step that printed
+/// one line and slept showed nothing until it ended.
+#[test]
+fn a_quiet_step_shows_its_last_line_while_it_waits() {
+    let dir = temp_dir("quiet_tail");
+    let token = "0123456789abcdef".repeat(4);
+    write_secret(&dir, "w", &token);
+    let go = dir.join("go");
+    let config = format!(
+        r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {{
+    builders "b"
+}}
+builder "b" {{
+    workers "w"
+    steps {{
+        shell "echo waiting-for-go; while [ ! -e {go} ]; do sleep 0.05; done" name="wait"
+    }}
+}}
+"#,
+        go = go.display()
+    );
+    let m = Master::start(&dir, &config);
+    let _w = m.worker("w", &token);
+    m.wait_connected("w");
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some("{}"));
+    assert_eq!(status, 201, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
+    let set = v["buildset"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"));
+    let build = wait_for("the build to start", || {
+        let r = get_json(&m.http, &format!("/api/v1/requests?buildset={set}"));
+        r["requests"].as_array()?.first()?["build"].as_u64()
+    });
+    wait_for("the waiting step's line in its live log", || {
+        let (status, body) = http(
+            "GET",
+            &m.http,
+            &format!("/api/v1/builds/{build}/steps/0/log"),
+            None,
+        );
+        (status == 200 && body.contains("waiting-for-go\n")).then_some(())
+    });
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "success", "{b}");
+}

@@ -150,15 +150,20 @@ impl Secrets {
 }
 
 /// Masks secret values in a byte stream that arrives in chunks, including a
-/// value split across two chunks: the last `longest - 1` bytes of a chunk
-/// are held back until the next one (or `finish`).
+/// value split across two chunks: a chunk's tail that could be the start of
+/// a secret (and only that) is held back until the next one (or `finish`).
 #[derive(Debug, Clone)]
 pub struct Redactor {
     /// Every secret as a literal alternative, longest first; the regex
     /// crate searches them together (Aho-Corasick / SIMD prefilters), so
     /// redaction costs little per byte of log.
     re: Option<regex::bytes::Regex>,
-    longest: usize,
+    /// The secrets themselves, to tell whether the end of what arrived
+    /// could be the start of one.
+    secrets: Vec<Vec<u8>>,
+    /// Which bytes start a secret: most positions are ruled out by one
+    /// lookup.
+    starts: [bool; 256],
     held: Vec<u8>,
 }
 
@@ -174,7 +179,10 @@ impl Redactor {
             .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        let longest = secrets.first().map_or(0, Vec::len);
+        let mut starts = [false; 256];
+        for v in &secrets {
+            starts[usize::from(v[0])] = true;
+        }
         let pattern = secrets
             .iter()
             .map(|s| regex::escape(&String::from_utf8_lossy(s)))
@@ -192,7 +200,8 @@ impl Redactor {
             .flatten();
         Redactor {
             re,
-            longest,
+            secrets,
+            starts,
             held: Vec::new(),
         }
     }
@@ -219,6 +228,31 @@ impl Redactor {
         out
     }
 
+    /// Where the longest tail of `buf` that is a proper prefix of a secret
+    /// starts (`buf.len()` when there is none). Only such a tail is held
+    /// back: a quiet step's last line shows at once unless it ends in what
+    /// could still become a secret.
+    fn incomplete_from(&self, buf: &[u8]) -> usize {
+        let longest = self.secrets.first().map_or(0, Vec::len);
+        let first = buf.len().saturating_sub(longest.saturating_sub(1));
+        for p in first..buf.len() {
+            if !self.starts[usize::from(buf[p])] {
+                continue;
+            }
+            let tail = &buf[p..];
+            // Sorted longest first: stop at the first too short to extend.
+            let could_grow = self
+                .secrets
+                .iter()
+                .take_while(|s| s.len() > tail.len())
+                .any(|s| s.starts_with(tail));
+            if could_grow {
+                return p;
+            }
+        }
+        buf.len()
+    }
+
     /// Masks every secret that starts where no longer secret could still
     /// be incomplete; returns the output and where the held bytes resume.
     fn scan(&self, last: bool) -> (Vec<u8>, usize) {
@@ -229,7 +263,7 @@ impl Redactor {
         let safe_end = if last {
             buf.len()
         } else {
-            buf.len().saturating_sub(self.longest - 1)
+            self.incomplete_from(buf)
         };
         let mut out = Vec::with_capacity(buf.len());
         let mut i = 0;
@@ -279,6 +313,21 @@ mod tests {
             String::from_utf8_lossy(&out),
             "pass=[secret] ok ab [secret] [secret] axbbc [secret]"
         );
+    }
+
+    /// A step that prints a line and then waits must show that line: only
+    /// a tail that could still become a secret is held back.
+    #[test]
+    fn holds_back_only_what_could_become_a_secret() {
+        let token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut r = Redactor::new([token.to_string(), "hunter2pw".to_string()]);
+        assert_eq!(r.push(b"waiting for the lock\n"), b"waiting for the lock\n");
+        // "hun" may be the start of a secret: held until more arrives.
+        assert_eq!(r.push(b"user hun"), b"user ");
+        assert_eq!(r.push(b"dred\n"), b"hundred\n");
+        assert_eq!(r.push(b"t=0123"), b"t=");
+        assert_eq!(r.push(&token.as_bytes()[4..]), b"[secret]");
+        assert!(r.finish().is_empty());
     }
 
     #[test]
