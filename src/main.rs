@@ -4,12 +4,17 @@
 mod apply;
 mod bench;
 mod bench_changes;
+mod check;
 mod cli;
 mod client;
 mod command_error;
 mod diff;
+mod dot;
+mod explain;
 mod fmt;
+mod listing;
 mod local_run;
+mod output;
 mod serve;
 
 use std::process::ExitCode;

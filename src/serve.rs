@@ -46,7 +46,7 @@ pub fn load_graph(
             Ok((g, parent_dir(path)))
         }
         (Some(config), None) => {
-            let g = crate::cli::compile_graph(config, crate::cli::ColorChoice::Auto)?;
+            let g = crate::output::compile_graph(config, crate::output::ColorChoice::Auto)?;
             Ok((g, parent_dir(config)))
         }
         (None, None) => Err(CommandError::Usage(
