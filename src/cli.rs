@@ -233,36 +233,6 @@ enum Command {
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
     },
-    /// Benchmarks (figures in docs/perf.md)
-    Bench {
-        #[command(subcommand)]
-        which: Bench,
-    },
-}
-
-#[derive(Subcommand)]
-enum Bench {
-    /// `bbc check` on generated configs of 100, 1,000 and 10,000 builders
-    Check {
-        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
-        sizes: Vec<usize>,
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-    },
-    /// Changes through the webhook endpoint to build requests and builds
-    Changes {
-        #[arg(long, default_value_t = 1000)]
-        changes: usize,
-        #[arg(long, default_value_t = 50)]
-        samples: usize,
-    },
-    /// The runtime: a `bbc master` and `bbc worker` processes on 127.0.0.1
-    Run(crate::bench::run::RunArgs),
-    /// Write a generated benchmark config to standard output
-    Generate { builders: usize },
-    /// (internal) one measured compile in this process
-    #[command(hide = true)]
-    One { file: String },
 }
 
 pub fn run() -> ExitCode {
@@ -385,13 +355,6 @@ pub fn run() -> ExitCode {
             props,
             workdir,
         } => crate::local_run::run(&config, &builder, &props, workdir.as_deref()),
-        Command::Bench { which } => match which {
-            Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
-            Bench::Changes { changes, samples } => crate::bench_changes::run(changes, samples),
-            Bench::Run(args) => crate::bench::run::run(&args),
-            Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),
-            Bench::One { file } => crate::bench::one(&file),
-        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,8 +2,6 @@
 //! `runtime/`); this crate parses arguments, renders, and picks exit codes.
 
 mod apply;
-mod bench;
-mod bench_changes;
 mod check;
 mod cli;
 mod client;

@@ -1,4 +1,4 @@
-//! `bbc bench run`: the runtime measured the way a user runs it. The
+//! `bbc-bench run`: the runtime measured the way a user runs it. The
 //! master is a `bbc master` child process and the workers are `bbc worker`
 //! child processes, all on 127.0.0.1 with ports chosen by the kernel;
 //! requests go through the HTTP API. Memory and CPU figures are the
@@ -18,16 +18,17 @@
 //!   whole `bbc apply --yes` command, for one builder changed, every
 //!   builder changed, and nothing changed.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use crate::api::{rt, Client};
+use crate::error::{err, BenchError};
+use crate::procfs::{cpu_s, cpu_ticks, machine_busy, mem_kib, reset_peak, Sampler};
+use crate::stats::{mb, median, summary};
+use crate::workload::{generate, trivial_config};
 
-use crate::command_error::CommandError;
-
-/// `bbc bench run`'s options (clap reads them straight into this).
+/// `bbc-bench run`'s options (clap reads them straight into this).
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Scenarios to run: builds, log, idle, apply (or all)
@@ -66,10 +67,6 @@ pub struct RunArgs {
     /// Keep the working directory (logs, state) afterwards
     #[arg(long)]
     pub keep: bool,
-}
-
-fn err(msg: impl Into<String>) -> CommandError {
-    CommandError::Usage(msg.into())
 }
 
 /// Wall-clock microseconds since the epoch (comparable with the master's
@@ -117,112 +114,6 @@ impl Drop for Proc {
     }
 }
 
-/// `VmRSS` and `VmHWM` of a process, in KiB.
-fn mem_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Samples a process's `VmRSS` and thread count every 5 ms until dropped;
-/// `peak()` gives the highest of each.
-struct Sampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(u64, u64)>>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Sampler {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let s2 = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let (mut rss, mut threads) = (0, 0);
-            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let field = |name: &str| -> u64 {
-                    status
-                        .lines()
-                        .find(|l| l.starts_with(name))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0)
-                };
-                rss = rss.max(field("VmRSS:"));
-                threads = threads.max(field("Threads:"));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            (rss, threads)
-        });
-        Sampler {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Highest RSS (KiB) and thread count seen.
-    fn peak(mut self) -> (u64, u64) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or((0, 0))
-    }
-}
-
-/// Resets a process's `VmHWM` to its current RSS (Linux 4.0+).
-fn reset_peak(pid: u32) {
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-}
-
-/// Busy fraction of the machine's CPUs (all processes) since `since`.
-fn machine_busy(since: &[u64]) -> f64 {
-    let now = cpu_ticks();
-    let d: Vec<u64> = now.iter().zip(since).map(|(a, b)| a - b).collect();
-    let total: u64 = d.iter().sum();
-    // Fields: user nice system idle iowait irq softirq steal.
-    let idle = d.get(3).copied().unwrap_or(0) + d.get(4).copied().unwrap_or(0);
-    if total == 0 {
-        return 0.0;
-    }
-    (total - idle) as f64 / total as f64
-}
-
-fn cpu_ticks() -> Vec<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|v| v.parse().ok())
-        .collect()
-}
-
-/// CPU time (user + system) of a process, in seconds. Linux reports it in
-/// clock ticks, 100 per second on every Linux this runs on.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may contain spaces: fields count from after ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
-    (tick(11) + tick(12)) / 100.0
-}
-
-fn mb(kib: u64) -> String {
-    format!("{:.1} MB", kib as f64 / 1024.0)
-}
-
 struct Master {
     proc: Proc,
     workers_addr: String,
@@ -231,50 +122,24 @@ struct Master {
     log: PathBuf,
 }
 
-fn start_master(exe: &Path, dir: &Path, config: &Path, tag: &str) -> Result<Master, CommandError> {
+fn start_master(exe: &Path, dir: &Path, config: &Path, tag: &str) -> Result<Master, BenchError> {
     let log = dir.join(format!("master-{tag}.log"));
     let stderr = std::fs::File::create(&log)?;
     let t = Instant::now();
-    let mut child = Command::new(exe)
-        .arg("master")
-        .arg(config)
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--secrets")
-        .arg(dir.join("secrets"))
-        .args([
-            "--worker-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+    let mut cmd = Command::new(exe);
+    bbc_testkit::master_args(&mut cmd, config, dir)
         // The debug events of `bbc_timing` say when each build started.
         .env("BBC_LOG", "warn,bbc_timing=debug")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()?;
-    let Some(out) = child.stdout.take() else {
-        return Err(err("the master's stdout is not piped"));
+        .stderr(stderr);
+    let started = bbc_testkit::spawn_announced(&mut cmd)?;
+    let started_in = started.announced_at.duration_since(t);
+    let ports = started.ports();
+    let line = started.first_line;
+    let proc = Proc {
+        child: started.child,
     };
-    let proc = Proc { child };
-    let mut reader = BufReader::new(out);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let started_in = t.elapsed();
-    // Keep draining, so that a later print never meets a closed pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    let parse = || -> Option<(String, String)> {
-        let rest = line.trim().strip_prefix("bbc master: workers on ")?;
-        let (w, h) = rest.split_once(", http on http://")?;
-        Some((w.to_string(), h.trim_end_matches('/').to_string()))
-    };
-    let Some((workers_addr, http)) = parse() else {
+    let Some(ports) = ports else {
         let log_text = std::fs::read_to_string(&log).unwrap_or_default();
         return Err(err(format!(
             "the master did not start (first line {line:?}): {log_text}"
@@ -282,14 +147,14 @@ fn start_master(exe: &Path, dir: &Path, config: &Path, tag: &str) -> Result<Mast
     };
     Ok(Master {
         proc,
-        workers_addr,
-        http,
+        workers_addr: ports.workers,
+        http: ports.http,
         started_in,
         log,
     })
 }
 
-fn start_worker(exe: &Path, dir: &Path, m: &Master, name: &str) -> Result<Proc, CommandError> {
+fn start_worker(exe: &Path, dir: &Path, m: &Master, name: &str) -> Result<Proc, BenchError> {
     let stderr = std::fs::File::create(dir.join(format!("worker-{name}.log")))?;
     let child = Command::new(exe)
         .arg("worker")
@@ -306,165 +171,13 @@ fn start_worker(exe: &Path, dir: &Path, m: &Master, name: &str) -> Result<Proc, 
     Ok(Proc { child })
 }
 
-fn write_secrets(dir: &Path, names: &[String]) -> Result<(), CommandError> {
+fn write_secrets(dir: &Path, names: &[String]) -> Result<(), BenchError> {
     let d = dir.join("secrets");
     std::fs::create_dir_all(&d)?;
     for n in names {
         std::fs::write(d.join(n), format!("bench-password-{n}"))?;
     }
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// The value at fraction `p` of a sorted slice.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn summary(name: &str, unit: &str, v: &mut [f64]) -> String {
-    v.sort_by(|a, b| a.total_cmp(b));
-    format!(
-        "{name}: median {:.2} {unit}, p90 {:.2} {unit}, max {:.2} {unit} ({} values)",
-        pct(v, 0.5),
-        pct(v, 0.9),
-        pct(v, 1.0),
-        v.len()
-    )
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    fn new(addr: &str) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// Sends `req` (`what` names it in errors) and reads the JSON answer,
-    /// which must have a status `ok` accepts.
-    async fn call(
-        what: &str,
-        req: reqwest::RequestBuilder,
-        ok: fn(reqwest::StatusCode) -> bool,
-    ) -> Result<Value, CommandError> {
-        let r = req.send().await.map_err(|e| err(format!("{what}: {e}")))?;
-        let status = r.status();
-        let v: Value = r.json().await.map_err(|e| err(format!("{what}: {e}")))?;
-        if !ok(status) {
-            return Err(err(format!("{what}: {status} {v}")));
-        }
-        Ok(v)
-    }
-
-    async fn get(&self, path: &str) -> Result<Value, CommandError> {
-        let req = self.http.get(format!("{}{path}", self.base));
-        Client::call(&format!("GET {path}"), req, |s| s.is_success()).await
-    }
-
-    /// Forces a build; returns its request id.
-    async fn force(&self, builder: &str) -> Result<u64, CommandError> {
-        let path = format!("/api/v1/builders/{builder}/force");
-        let req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&serde_json::json!({"reason": "bench"}));
-        let v = Client::call(&format!("POST {path}"), req, |s| s.as_u16() == 201).await?;
-        v["requests"][0]["id"]
-            .as_u64()
-            .ok_or_else(|| err(format!("POST {path}: no request id in {v}")))
-    }
-
-    async fn wait_workers(&self, n: usize) -> Result<(), CommandError> {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.get("/api/v1/workers").await?;
-            let connected = v["workers"]
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|w| w["connected"] == true).count());
-            if connected >= n {
-                return Ok(());
-            }
-            if Instant::now() > until {
-                return Err(err(format!("only {connected} of {n} workers connected")));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Nothing pending and nothing running. (The workers' `running` lists
-    /// come from the master's memory: cheaper to poll than running builds,
-    /// whose ETA costs store reads. A request leaves the pending index only
-    /// once its build is in one of those lists.)
-    async fn idle(&self) -> Result<bool, CommandError> {
-        let p = self.get("/api/v1/requests?state=pending&limit=1").await?;
-        let w = self.get("/api/v1/workers").await?;
-        let pending = p["requests"].as_array().is_some_and(|a| !a.is_empty());
-        let running = w["workers"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|w| w["running"].as_array().is_some_and(|r| !r.is_empty()))
-        });
-        Ok(!pending && !running)
-    }
-
-    async fn wait_idle(&self, poll: Duration) -> Result<Instant, CommandError> {
-        let until = Instant::now() + Duration::from_secs(600);
-        loop {
-            if self.idle().await? {
-                return Ok(Instant::now());
-            }
-            if Instant::now() > until {
-                return Err(err("builds did not finish within 10 minutes"));
-            }
-            tokio::time::sleep(poll).await;
-        }
-    }
-
-    /// Every record of a paginated list (`builds` or `requests`) with an id
-    /// above `after`, oldest first.
-    async fn all(&self, what: &str, after: u64) -> Result<Vec<Value>, CommandError> {
-        let mut out = Vec::new();
-        let mut before: Option<u64> = None;
-        loop {
-            let q = match before {
-                Some(b) => format!("/api/v1/{what}?limit=1000&before={b}"),
-                None => format!("/api/v1/{what}?limit=1000"),
-            };
-            let v = self.get(&q).await?;
-            let page = v[what].as_array().cloned().unwrap_or_default();
-            let Some(last) = page.last().and_then(|x| x["id"].as_u64()) else {
-                break;
-            };
-            let done = last <= after + 1;
-            out.extend(page.into_iter().filter(|x| x["id"].as_u64() > Some(after)));
-            if done {
-                break;
-            }
-            before = Some(last);
-        }
-        out.reverse();
-        Ok(out)
-    }
-}
-
-fn rt() -> Result<tokio::runtime::Runtime, CommandError> {
-    // One thread: the client should take as little of the 2 cores as it can.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(format!("cannot start the async runtime: {e}")))
 }
 
 /// `build started` events from the master's log: request id → µs.
@@ -493,8 +206,7 @@ fn start_events(log: &Path) -> std::collections::HashMap<u64, u64> {
     out
 }
 
-pub fn run(a: &RunArgs) -> Result<(), CommandError> {
-    let exe = std::env::current_exe()?;
+pub fn run(exe: &Path, a: &RunArgs) -> Result<(), BenchError> {
     let base = match &a.dir {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("bbc-bench-run-{}", std::process::id())),
@@ -502,7 +214,7 @@ pub fn run(a: &RunArgs) -> Result<(), CommandError> {
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base)?;
     println!(
-        "bbc bench run in {} ({} CPUs)",
+        "bbc-bench run in {} ({} CPUs)",
         base.display(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -515,16 +227,16 @@ pub fn run(a: &RunArgs) -> Result<(), CommandError> {
     let want = |s: &str| a.only.iter().any(|o| o == s || o == "all");
     let mut result = Ok(());
     if want("builds") {
-        result = result.and_then(|_| builds(&exe, &base.join("builds"), a));
+        result = result.and_then(|_| builds(exe, &base.join("builds"), a));
     }
     if want("log") {
-        result = result.and_then(|_| log(&exe, &base.join("log"), a));
+        result = result.and_then(|_| log(exe, &base.join("log"), a));
     }
     if want("idle") {
-        result = result.and_then(|_| idle(&exe, &base.join("idle"), a));
+        result = result.and_then(|_| idle(exe, &base.join("idle"), a));
     }
     if want("apply") {
-        result = result.and_then(|_| apply(&exe, &base.join("apply"), a));
+        result = result.and_then(|_| apply(exe, &base.join("apply"), a));
     }
     if a.keep {
         println!("kept {}", base.display());
@@ -534,32 +246,12 @@ pub fn run(a: &RunArgs) -> Result<(), CommandError> {
     result
 }
 
-fn trivial_config(builders: usize, max_builds: usize) -> String {
-    let mut s = String::from("master {\n    title \"bench builds\"\n}\n");
-    for w in ["w1", "w2"] {
-        s.push_str(&format!(
-            "worker \"{w}\" password=(secret)\"{w}\" max-builds={max_builds}\n"
-        ));
-    }
-    for i in 0..builders {
-        s.push_str(&format!(
-            "builder \"t{i}\" {{\n    workers \"w1\" \"w2\"\n    steps {{\n        shell \"true\"\n    }}\n}}\n"
-        ));
-    }
-    s.push_str("scheduler \"force\" kind=\"force\" {\n    builders");
-    for i in 0..builders {
-        s.push_str(&format!(" \"t{i}\""));
-    }
-    s.push_str("\n}\n");
-    s
-}
-
 struct Phase {
     /// Request id → µs the client sent its POST.
     sent: std::collections::HashMap<u64, u64>,
 }
 
-fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
+fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir)?;
     let builders = a.builders.max(1);
     let config = dir.join("master.kdl");
@@ -588,7 +280,7 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
             tokio::time::sleep(Duration::from_millis(2)).await;
             c.wait_idle(Duration::from_millis(2)).await?;
         }
-        Ok::<_, CommandError>(())
+        Ok::<_, BenchError>(())
     })?;
     let idle = Phase { sent: idle_sent };
     report_latency(&c, &rt, &m, &idle, "one at a time")?;
@@ -611,7 +303,7 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
-                    return Ok::<_, CommandError>(());
+                    return Ok::<_, BenchError>(());
                 }
                 let b = format!("t{}", i % builders);
                 let t = wall_us();
@@ -625,7 +317,7 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         for r in futures_join_all(tasks).await {
             r?;
         }
-        Ok::<_, CommandError>(sent.into_inner().unwrap_or_default())
+        Ok::<_, BenchError>(sent.into_inner().unwrap_or_default())
     })?;
     let acked = t0.elapsed();
     let done = rt.block_on(c.wait_idle(Duration::from_millis(20)))?;
@@ -691,7 +383,7 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= n {
-                    return Ok::<_, CommandError>(());
+                    return Ok::<_, BenchError>(());
                 }
                 c.force(&format!("t{}", i % builders)).await?;
             }
@@ -700,7 +392,7 @@ fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         for r in futures_join_all(tasks).await {
             r?;
         }
-        Ok::<_, CommandError>(())
+        Ok::<_, BenchError>(())
     })?;
     let cpu0 = cpu_s(pid);
     let ticks = cpu_ticks();
@@ -765,7 +457,7 @@ fn report_store(
     rt: &tokio::runtime::Runtime,
     builds_before: u64,
     n: usize,
-) -> Result<(), CommandError> {
+) -> Result<(), BenchError> {
     let builds = rt.block_on(c.all("builds", builds_before))?;
     let requests = rt.block_on(c.all("requests", 0))?;
     let submitted: std::collections::HashMap<u64, i64> = requests
@@ -849,7 +541,7 @@ fn report_latency(
     m: &Master,
     p: &Phase,
     what: &str,
-) -> Result<(), CommandError> {
+) -> Result<(), BenchError> {
     // The master writes its log line as the build starts; give the last one
     // a moment to reach the file.
     std::thread::sleep(Duration::from_millis(50));
@@ -877,7 +569,7 @@ fn report_latency(
     Ok(())
 }
 
-fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
+fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir)?;
     let lines = a.log_mb * 1_000_000 / 100;
     let line = "x".repeat(99);
@@ -965,11 +657,11 @@ fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn idle(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
+fn idle(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir)?;
     let n = a.config_builders;
     let config = dir.join("master.kdl");
-    std::fs::write(&config, crate::bench::generate(n))?;
+    std::fs::write(&config, generate(n))?;
     write_secrets(dir, &(1..=4).map(|i| format!("w{i}")).collect::<Vec<_>>())?;
     let mut times = Vec::new();
     let mut first = 0.0;
@@ -992,7 +684,7 @@ fn idle(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
         m.proc.stop();
     }
     println!();
-    println!("## idle: `bbc master` with {n} builders (the `bbc bench check` shape), no workers");
+    println!("## idle: `bbc master` with {n} builders (the `bbc-bench check` shape), no workers");
     println!(
         "- start (spawn → \"bbc master: …\" line, ports listening): first start {:.1} ms (creates the store), later starts median {:.1} ms of {}",
         first,
@@ -1007,36 +699,19 @@ fn idle(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// `POST /api/v1/config` with the admin token: the master's report.
-async fn post_config(
-    c: &Client,
-    token: &str,
-    body: String,
-) -> Result<bbc_runtime::master::apply::ApplyReport, CommandError> {
-    let req = c
-        .http
-        .post(format!("{}/api/v1/config", c.base))
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(body);
-    let v = Client::call("POST /api/v1/config", req, |s| s.is_success()).await?;
-    serde_json::from_value(v["report"].clone())
-        .map_err(|e| err(format!("POST /api/v1/config: report: {e}")))
-}
-
-fn compile_json(path: &Path) -> Result<String, CommandError> {
+fn compile_json(path: &Path) -> Result<String, BenchError> {
     let c = bbc_compiler::compile(&path.to_string_lossy(), &bbc_compiler::source::DiskSources);
     c.graph
         .map(|g| g.to_json())
         .ok_or_else(|| err(format!("{} does not compile", path.display())))
 }
 
-/// Hot reload of the master running the `bbc bench check` config shape.
-fn apply(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
+/// Hot reload of the master running the `bbc-bench check` config shape.
+fn apply(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     std::fs::create_dir_all(dir)?;
     let n = a.config_builders;
     let runs = a.applies.max(1);
-    let base_text = crate::bench::generate(n);
+    let base_text = generate(n);
     let config = dir.join("master.kdl");
     std::fs::write(&config, &base_text)?;
     // One builder edited (the first `make lint` is b-0's), and every one.
@@ -1059,7 +734,7 @@ fn apply(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
     let base_json = compile_json(&config)?;
     println!();
     println!(
-        "## apply: hot reload of `bbc master` running {n} builders (the `bbc bench check` shape), no workers"
+        "## apply: hot reload of `bbc master` running {n} builders (the `bbc-bench check` shape), no workers"
     );
     println!(
         "graph JSON: {:.1} MB; {runs} applies of each kind, alternating with the base config",
@@ -1083,7 +758,7 @@ fn apply(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), CommandError> {
             // Through the API: there and back, both measured.
             for body in [&target_json, &base_json] {
                 let t = Instant::now();
-                let r = rt.block_on(post_config(&c, token, body.clone()))?;
+                let r = rt.block_on(c.post_config(token, body.clone()))?;
                 post.push(t.elapsed().as_secs_f64() * 1000.0);
                 server.push(r.duration_us as f64 / 1000.0);
             }
