@@ -196,18 +196,7 @@ impl Master {
     pub fn worker(&self, name: &str, password: &str) -> Proc {
         let pw = self.dir.join(format!("{name}.password"));
         std::fs::write(&pw, password).unwrap_or_else(|e| panic!("{e}"));
-        let child = bbc()
-            .args([
-                "worker",
-                "--master",
-                &self.workers,
-                "--name",
-                name,
-                "--password-file",
-            ])
-            .arg(&pw)
-            .arg("--basedir")
-            .arg(self.dir.join("workers").join(name))
+        let child = bbc_testkit::worker_args(&mut bbc(), &self.workers, name, &pw, &self.dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()

@@ -50,18 +50,8 @@ pub fn run(exe: &Path, changes: usize, samples: usize) -> Result<(), BenchError>
     let _workers: Vec<Proc> = ["w1", "w2"]
         .iter()
         .map(|w| {
-            Command::new(exe)
-                .args([
-                    "worker",
-                    "--master",
-                    &workers_addr,
-                    "--name",
-                    w,
-                    "--password-file",
-                ])
-                .arg(dir.join(format!("{w}.pw")))
-                .arg("--basedir")
-                .arg(dir.join("workers").join(w))
+            let password = dir.join(format!("{w}.pw"));
+            bbc_testkit::worker_args(&mut Command::new(exe), &workers_addr, w, &password, &dir)
                 .env("BBC_LOG", "warn")
                 .stderr(Stdio::null())
                 .spawn()

@@ -89,17 +89,8 @@ fn main() -> ExitCode {
     // reqwest is built with rustls but no crypto provider of its own (the
     // runtime's reporters choose ring): install it before any client.
     bbc_runtime::reporters::install_crypto_provider();
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
+    // clap prints usage errors and exits 2, help and version 0.
+    let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { sizes, runs } => check::check(&sizes, runs.max(1)),
         Command::Changes { changes, samples } => {

@@ -156,18 +156,19 @@ fn start_master(exe: &Path, dir: &Path, config: &Path, tag: &str) -> Result<Mast
 
 fn start_worker(exe: &Path, dir: &Path, m: &Master, name: &str) -> Result<Proc, BenchError> {
     let stderr = std::fs::File::create(dir.join(format!("worker-{name}.log")))?;
-    let child = Command::new(exe)
-        .arg("worker")
-        .args(["--master", &m.workers_addr, "--name", name])
-        .arg("--password-file")
-        .arg(dir.join("secrets").join(name))
-        .arg("--basedir")
-        .arg(dir.join("workers").join(name))
-        .env("BBC_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()?;
+    let password = dir.join("secrets").join(name);
+    let child = bbc_testkit::worker_args(
+        &mut Command::new(exe),
+        &m.workers_addr,
+        name,
+        &password,
+        dir,
+    )
+    .env("BBC_LOG", "warn")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(stderr)
+    .spawn()?;
     Ok(Proc { child })
 }
 

@@ -63,6 +63,23 @@ pub fn master_args<'a>(cmd: &'a mut Command, config: &Path, dir: &Path) -> &'a m
         ])
 }
 
+/// Adds the arguments of `bbc worker NAME` connecting to a master's worker
+/// address, its password in `password_file` and its directory in
+/// `DIR/workers/NAME`, to a command that runs `bbc`.
+pub fn worker_args<'a>(
+    cmd: &'a mut Command,
+    master: &str,
+    name: &str,
+    password_file: &Path,
+    dir: &Path,
+) -> &'a mut Command {
+    cmd.args(["worker", "--master", master, "--name", name])
+        .arg("--password-file")
+        .arg(password_file)
+        .arg("--basedir")
+        .arg(dir.join("workers").join(name))
+}
+
 /// A process started by [`spawn_announced`].
 pub struct Announced {
     pub child: Child,
