@@ -1,5 +1,7 @@
-//! The `bbc` command line. Library code lives in `compiler/` (and later
-//! `runtime/`); this crate parses arguments, renders, and picks exit codes.
+//! The `bbc` command line. Library code lives in `graph/`, `compiler/` and
+//! `runtime/`; this crate parses arguments (`cli`), runs each command in its
+//! module, prints through `output`, and picks exit codes (`command_error`).
+//! The benchmarks are a separate binary, `bbc-bench` (bench/).
 
 mod apply;
 mod check;
