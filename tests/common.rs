@@ -182,11 +182,13 @@ impl Master {
         });
         let started =
             bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn master: {e}"));
-        let ports = started
-            .ports()
-            .unwrap_or_else(|| panic!("unexpected first line: {:?}", started.first_line));
+        let ports = started.ports();
+        // Owned before any panic below, so that it is killed then too.
+        let proc = Proc(started.child);
+        let ports =
+            ports.unwrap_or_else(|| panic!("unexpected first line: {:?}", started.first_line));
         Master {
-            proc: Proc(started.child),
+            proc,
             workers: ports.workers,
             http: ports.http,
             dir: dir.to_path_buf(),
