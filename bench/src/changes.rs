@@ -58,10 +58,7 @@ pub fn run(exe: &Path, changes: usize, samples: usize) -> Result<(), BenchError>
                 .map(Proc)
         })
         .collect::<Result<_, _>>()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(err)?;
+    let rt = crate::api::rt()?;
     let result = rt.block_on(async {
         let c = reqwest::Client::new();
         let base = format!("http://{http}");
