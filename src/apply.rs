@@ -104,15 +104,15 @@ pub fn apply(a: ApplyArgs) -> Result<(), CommandError> {
     let c = bbc_compiler::compile(a.config, &DiskSources);
     if !c.diagnostics.is_empty() {
         if a.json && c.errors() > 0 {
-            print!("{}", crate::cli::check_json(&c, a.config));
+            print!("{}", crate::output::check_json(&c, a.config));
         } else {
             eprint!(
                 "{}",
-                crate::cli::check_human(&c, a.config, crate::cli::stderr_options())
+                crate::output::check_human(&c, a.config, crate::output::stderr_options())
             );
         }
     }
-    if crate::cli::is_io_error(&c) {
+    if crate::output::is_io_error(&c) {
         return Err(CommandError::Usage(format!("cannot read {}", a.config)));
     }
     let Some(new) = c.graph else {

@@ -1,14 +1,15 @@
-use std::io::{IsTerminal, Write};
+//! The command line: clap's arguments and the dispatch to the module of
+//! each command. What commands print, and how, is in `output`.
+
 use std::process::ExitCode;
 
-use bbc_compiler::diagnostic::{Code, Severity};
-use bbc_compiler::graph::{Graph, SchedulerKind, StepKind};
-use bbc_compiler::render::{self, HumanOptions};
-use bbc_compiler::source::DiskSources;
-use bbc_compiler::Compilation;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::check::Format;
 use crate::command_error::CommandError;
+use crate::diff::DiffFormat;
+use crate::listing::ListWhat;
+use crate::output::{compile_graph, write_output, ColorChoice};
 
 #[derive(Parser)]
 #[command(
@@ -19,23 +20,6 @@ use crate::command_error::CommandError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// rustc-like reports with source excerpts
-    Human,
-    /// one JSON document (schema in docs/diagnostics.md)
-    Json,
-    /// GitHub Actions workflow annotations
-    Github,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
-    Auto,
-    Always,
-    Never,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,19 +61,6 @@ impl MasterOpts {
             http_listen: self.http_listen.as_deref(),
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DiffFormat {
-    Human,
-    Json,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ListWhat {
-    Builders,
-    Schedulers,
-    Workers,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,36 +233,6 @@ enum Command {
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
     },
-    /// Benchmarks (figures in docs/perf.md)
-    Bench {
-        #[command(subcommand)]
-        which: Bench,
-    },
-}
-
-#[derive(Subcommand)]
-enum Bench {
-    /// `bbc check` on generated configs of 100, 1,000 and 10,000 builders
-    Check {
-        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
-        sizes: Vec<usize>,
-        #[arg(long, default_value_t = 5)]
-        runs: usize,
-    },
-    /// Changes through the webhook endpoint to build requests and builds
-    Changes {
-        #[arg(long, default_value_t = 1000)]
-        changes: usize,
-        #[arg(long, default_value_t = 50)]
-        samples: usize,
-    },
-    /// The runtime: a `bbc master` and `bbc worker` processes on 127.0.0.1
-    Run(crate::bench::run::RunArgs),
-    /// Write a generated benchmark config to standard output
-    Generate { builders: usize },
-    /// (internal) one measured compile in this process
-    #[command(hide = true)]
-    One { file: String },
 }
 
 pub fn run() -> ExitCode {
@@ -312,7 +253,7 @@ pub fn run() -> ExitCode {
             format,
             deny,
             color,
-        } => check(&files, format, deny.is_some(), color),
+        } => crate::check::check(&files, format, deny.is_some(), color),
         Command::Compile {
             file,
             output,
@@ -323,7 +264,7 @@ pub fn run() -> ExitCode {
             format,
             color,
         } => graph(&file, format, color),
-        Command::Explain { code } => explain(&code),
+        Command::Explain { code } => crate::explain::explain(&code),
         Command::Fmt {
             paths,
             check,
@@ -334,13 +275,13 @@ pub fn run() -> ExitCode {
             new,
             format,
             color,
-        } => diff(&old, &new, format, color),
+        } => crate::diff::command(&old, &new, format, color),
         Command::List {
             what,
             config,
             tag,
             color,
-        } => list(what, &config, tag.as_deref(), color),
+        } => crate::listing::list(what, &config, tag.as_deref(), color),
         Command::Master { opts } => crate::serve::master(opts.args()),
         Command::Worker {
             master,
@@ -414,13 +355,6 @@ pub fn run() -> ExitCode {
             props,
             workdir,
         } => crate::local_run::run(&config, &builder, &props, workdir.as_deref()),
-        Command::Bench { which } => match which {
-            Bench::Check { sizes, runs } => crate::bench::check(&sizes, runs.max(1)),
-            Bench::Changes { changes, samples } => crate::bench_changes::run(changes, samples),
-            Bench::Run(args) => crate::bench::run::run(&args),
-            Bench::Generate { builders } => write_output(None, &crate::bench::generate(builders)),
-            Bench::One { file } => crate::bench::one(&file),
-        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -433,171 +367,6 @@ pub fn run() -> ExitCode {
     }
 }
 
-pub(crate) fn human_options(color: ColorChoice, stream_is_tty: bool) -> HumanOptions {
-    let color = match color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            stream_is_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        }
-    };
-    let width = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(100);
-    HumanOptions { color, width }
-}
-
-fn is_io_failure(c: &Compilation) -> bool {
-    c.diagnostics.iter().any(|d| d.code == Code::Io)
-}
-
-/// Prints diagnostics for people on stderr; returns Err when there are errors.
-fn report_human(c: &Compilation, color: ColorChoice, file: &str) -> Result<(), CommandError> {
-    let opts = human_options(color, std::io::stderr().is_terminal());
-    let mut err = std::io::stderr().lock();
-    for d in &c.diagnostics {
-        let _ = write!(err, "{}", render::human(&c.sources, d, opts));
-    }
-    if is_io_failure(c) {
-        return Err(CommandError::Usage(c.diagnostics[0].message.clone()));
-    }
-    if c.errors() > 0 {
-        let _ = writeln!(err, "{}", render::summary(c.errors(), c.warnings(), file));
-        return Err(CommandError::Invalid);
-    }
-    Ok(())
-}
-
-/// What `bbc check FILE` prints for one compiled file (human format).
-pub fn check_human(c: &Compilation, file: &str, opts: HumanOptions) -> String {
-    let mut s = String::new();
-    for d in &c.diagnostics {
-        s.push_str(&render::human(&c.sources, d, opts));
-    }
-    s.push_str(&render::summary(c.errors(), c.warnings(), file));
-    s.push('\n');
-    s
-}
-
-/// What `bbc check --format json` prints.
-fn check_json_doc(
-    ok: bool,
-    files: Vec<serde_json::Value>,
-    diagnostics: Vec<render::JsonDiagnostic>,
-) -> String {
-    let doc = serde_json::json!({
-        "version": render::JSON_VERSION,
-        "ok": ok,
-        "files": files,
-        "diagnostics": diagnostics,
-    });
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-/// `bbc check --format json FILE` for one compiled file.
-pub fn check_json(c: &Compilation, file: &str) -> String {
-    check_json_doc(
-        c.errors() == 0 && !is_io_failure(c),
-        vec![serde_json::json!({"file": file, "errors": c.errors(), "warnings": c.warnings()})],
-        c.diagnostics
-            .iter()
-            .map(|d| render::json_diagnostic(&c.sources, d))
-            .collect(),
-    )
-}
-
-/// Colour and width for diagnostics written to standard error.
-pub fn stderr_options() -> HumanOptions {
-    human_options(ColorChoice::Auto, std::io::stderr().is_terminal())
-}
-
-pub fn is_io_error(c: &Compilation) -> bool {
-    is_io_failure(c)
-}
-
-fn check(
-    files: &[String],
-    format: Format,
-    deny_warnings: bool,
-    color: ColorChoice,
-) -> Result<(), CommandError> {
-    let mut failed = false;
-    let mut io_failed = false;
-    let mut json_diags = Vec::new();
-    let mut json_files = Vec::new();
-    let opts = human_options(color, std::io::stdout().is_terminal());
-    let mut out = std::io::stdout().lock();
-    for f in files {
-        let c = bbc_compiler::compile(f, &DiskSources);
-        let errors = c.errors();
-        let warnings = c.warnings();
-        io_failed |= is_io_failure(&c);
-        failed |= errors > 0 || (deny_warnings && warnings > 0);
-        match format {
-            Format::Human => {
-                let _ = write!(out, "{}", check_human(&c, f, opts));
-            }
-            Format::Github => {
-                for d in &c.diagnostics {
-                    let mut line = render::github(&c.sources, d);
-                    if deny_warnings && d.severity == Severity::Warning {
-                        line = line.replacen("::warning ", "::error ", 1);
-                    }
-                    let _ = writeln!(out, "{line}");
-                }
-            }
-            Format::Json => {
-                json_diags.extend(
-                    c.diagnostics
-                        .iter()
-                        .map(|d| render::json_diagnostic(&c.sources, d)),
-                );
-                json_files
-                    .push(serde_json::json!({"file": f, "errors": errors, "warnings": warnings}));
-            }
-        }
-        // Freeing a large graph value by value takes longer than building
-        // parts of it; the process is about to exit, so let it go.
-        std::mem::forget(c);
-    }
-    if format == Format::Json {
-        let _ = write!(
-            out,
-            "{}",
-            check_json_doc(!failed && !io_failed, json_files, json_diags)
-        );
-    }
-    let _ = out.flush();
-    if io_failed {
-        Err(CommandError::Usage("some files could not be read".into()))
-    } else if failed {
-        Err(CommandError::Invalid)
-    } else {
-        Ok(())
-    }
-}
-
-pub fn compile_graph(file: &str, color: ColorChoice) -> Result<Graph, CommandError> {
-    let c = bbc_compiler::compile(file, &DiskSources);
-    report_human(&c, color, file)?;
-    c.graph.ok_or(CommandError::Invalid)
-}
-
-fn write_output(output: Option<&str>, text: &str) -> Result<(), CommandError> {
-    match output {
-        None | Some("-") => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())?;
-            Ok(())
-        }
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| CommandError::Usage(format!("cannot write `{path}`: {e}"))),
-    }
-}
-
 fn compile(file: &str, output: Option<&str>, color: ColorChoice) -> Result<(), CommandError> {
     let g = compile_graph(file, color)?;
     write_output(output, &g.to_json())
@@ -607,192 +376,7 @@ fn graph(file: &str, format: GraphFormat, color: ColorChoice) -> Result<(), Comm
     let g = compile_graph(file, color)?;
     let text = match format {
         GraphFormat::Json => g.to_json(),
-        GraphFormat::Dot => dot(&g),
+        GraphFormat::Dot => crate::dot::dot(&g),
     };
     write_output(None, &text)
-}
-
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// Graphviz drawing of how work flows through the config.
-pub fn dot(g: &Graph) -> String {
-    let mut s = String::from("digraph bbc {\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n");
-    for c in &g.change_sources {
-        s.push_str(&format!(
-            "  {} [label={} shape=cds];\n",
-            q(&format!("cs:{}", c.name)),
-            q(&c.name)
-        ));
-    }
-    for sc in &g.schedulers {
-        s.push_str(&format!(
-            "  {} [label={} shape=ellipse];\n",
-            q(&format!("s:{}", sc.name)),
-            q(&format!("{}\\n({})", sc.name, sc.kind.name()))
-        ));
-    }
-    for b in &g.builders {
-        s.push_str(&format!(
-            "  {} [label={} shape=box];\n",
-            q(&format!("b:{}", b.name)),
-            q(&b.name)
-        ));
-    }
-    for sc in &g.schedulers {
-        let filter = match &sc.kind {
-            SchedulerKind::SingleBranch { filter, .. }
-            | SchedulerKind::AnyBranch { filter, .. } => Some(filter),
-            SchedulerKind::Nightly {
-                filter,
-                only_if_changed: true,
-                ..
-            } => Some(filter),
-            _ => None,
-        };
-        if let Some(f) = filter {
-            for c in &g.change_sources {
-                if f.change_sources.is_empty() || f.change_sources.contains(&c.name) {
-                    s.push_str(&format!(
-                        "  {} -> {};\n",
-                        q(&format!("cs:{}", c.name)),
-                        q(&format!("s:{}", sc.name))
-                    ));
-                }
-            }
-        }
-        if let SchedulerKind::Dependent { upstream } = &sc.kind {
-            s.push_str(&format!(
-                "  {} -> {} [style=dashed label=\"after\"];\n",
-                q(&format!("s:{upstream}")),
-                q(&format!("s:{}", sc.name))
-            ));
-        }
-        for b in &sc.builders {
-            s.push_str(&format!(
-                "  {} -> {};\n",
-                q(&format!("s:{}", sc.name)),
-                q(&format!("b:{b}"))
-            ));
-        }
-    }
-    for b in &g.builders {
-        for st in &b.steps {
-            if let StepKind::Trigger {
-                schedulers, wait, ..
-            } = &st.kind
-            {
-                for t in schedulers {
-                    s.push_str(&format!(
-                        "  {} -> {} [label={}{}];\n",
-                        q(&format!("b:{}", b.name)),
-                        q(&format!("s:{t}")),
-                        q(&st.name),
-                        if *wait { " style=bold" } else { "" }
-                    ));
-                }
-            }
-        }
-    }
-    s.push_str("}\n");
-    s
-}
-
-fn diff(old: &str, new: &str, format: DiffFormat, color: ColorChoice) -> Result<(), CommandError> {
-    let a = compile_graph(old, color)?;
-    let b = compile_graph(new, color)?;
-    let changes = crate::diff::diff(&a, &b);
-    let text = match format {
-        DiffFormat::Human => crate::diff::human(&changes),
-        DiffFormat::Json => {
-            let mut t = serde_json::to_string_pretty(
-                &serde_json::json!({"version": 1, "changes": changes}),
-            )
-            .unwrap_or_default();
-            t.push('\n');
-            t
-        }
-    };
-    write_output(None, &text)
-}
-
-fn list(
-    what: ListWhat,
-    config: &str,
-    tag: Option<&str>,
-    color: ColorChoice,
-) -> Result<(), CommandError> {
-    let g = compile_graph(config, color)?;
-    let tagged =
-        |b: &str| tag.is_none_or(|t| g.builder(b).is_some_and(|x| x.tags.iter().any(|y| y == t)));
-    let mut out = String::new();
-    match what {
-        ListWhat::Builders => {
-            for b in g.builders.iter().filter(|b| tagged(&b.name)) {
-                out.push_str(&format!(
-                    "{}\tworkers={}\ttags={}\n",
-                    b.name,
-                    b.workers.join(","),
-                    b.tags.join(",")
-                ));
-            }
-        }
-        ListWhat::Schedulers => {
-            for s in g
-                .schedulers
-                .iter()
-                .filter(|s| tag.is_none() || s.builders.iter().any(|b| tagged(b)))
-            {
-                out.push_str(&format!(
-                    "{}\t{}\tbuilders={}\n",
-                    s.name,
-                    s.kind.name(),
-                    s.builders.len()
-                ));
-            }
-        }
-        ListWhat::Workers => {
-            for w in g.workers.iter().filter(|w| {
-                tag.is_none()
-                    || g.builders
-                        .iter()
-                        .any(|b| tagged(&b.name) && b.workers.contains(&w.name))
-            }) {
-                let used = g
-                    .builders
-                    .iter()
-                    .filter(|b| b.workers.contains(&w.name))
-                    .count();
-                out.push_str(&format!(
-                    "{}\tmax-builds={}\tbuilders={used}\n",
-                    w.name, w.max_builds
-                ));
-            }
-        }
-    }
-    write_output(None, &out)
-}
-
-/// The long explanation: the code's section of docs/diagnostics.md, which
-/// is shipped inside the binary.
-const DIAGNOSTICS_DOC: &str = include_str!("../docs/diagnostics.md");
-
-fn explain(code: &str) -> Result<(), CommandError> {
-    let Some(c) = Code::parse(code) else {
-        return Err(CommandError::Usage(format!(
-            "unknown diagnostic code `{code}`; codes look like E0201 (see docs/diagnostics.md)"
-        )));
-    };
-    let heading = format!("## {} ", c.as_str());
-    let section = DIAGNOSTICS_DOC.find(&heading).map(|at| {
-        let rest = &DIAGNOSTICS_DOC[at..];
-        let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
-        rest[..end].trim_end().to_string()
-    });
-    match section {
-        Some(s) => println!("{s}"),
-        None => println!("{} ({}): {}", c.as_str(), c.slug(), c.summary()),
-    }
-    Ok(())
 }

@@ -4,6 +4,17 @@
 //! This is the plan `bbc apply` shows before it reloads a master.
 
 pub use bbc_graph::diff::{diff, Change};
+use clap::ValueEnum;
+
+use crate::command_error::CommandError;
+use crate::output::{compile_graph, write_output, ColorChoice};
+
+/// `--format` of `bbc diff` and `bbc apply`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Human,
+    Json,
+}
 
 pub fn human(changes: &[Change]) -> String {
     if changes.is_empty() {
@@ -33,4 +44,28 @@ pub fn human(changes: &[Change]) -> String {
         count("removed")
     ));
     s
+}
+
+/// `bbc diff OLD NEW`.
+pub fn command(
+    old: &str,
+    new: &str,
+    format: DiffFormat,
+    color: ColorChoice,
+) -> Result<(), CommandError> {
+    let a = compile_graph(old, color)?;
+    let b = compile_graph(new, color)?;
+    let changes = diff(&a, &b);
+    let text = match format {
+        DiffFormat::Human => human(&changes),
+        DiffFormat::Json => {
+            let mut t = serde_json::to_string_pretty(
+                &serde_json::json!({"version": 1, "changes": changes}),
+            )
+            .unwrap_or_default();
+            t.push('\n');
+            t
+        }
+    };
+    write_output(None, &text)
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use bbc_compiler::fmt::{format_source, FormatError};
 use bbc_compiler::render;
 
-use crate::cli::{human_options, ColorChoice};
 use crate::command_error::CommandError;
+use crate::output::{human_options, ColorChoice};
 
 /// Where a config to format comes from.
 enum Input {

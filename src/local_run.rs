@@ -74,7 +74,7 @@ pub fn run(
     props: &[String],
     workdir: Option<&str>,
 ) -> Result<(), CommandError> {
-    let g = crate::cli::compile_graph(config, crate::cli::ColorChoice::Auto)?;
+    let g = crate::output::compile_graph(config, crate::output::ColorChoice::Auto)?;
     let password = format!("run-{}-{}", std::process::id(), now_ms());
     let g = local_graph(g, builder, &password)?;
     let props = parse_props(props)?;

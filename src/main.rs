@@ -1,15 +1,20 @@
-//! The `bbc` command line. Library code lives in `compiler/` (and later
-//! `runtime/`); this crate parses arguments, renders, and picks exit codes.
+//! The `bbc` command line. Library code lives in `graph/`, `compiler/` and
+//! `runtime/`; this crate parses arguments (`cli`), runs each command in its
+//! module, prints through `output`, and picks exit codes (`command_error`).
+//! The benchmarks are a separate binary, `bbc-bench` (bench/).
 
 mod apply;
-mod bench;
-mod bench_changes;
+mod check;
 mod cli;
 mod client;
 mod command_error;
 mod diff;
+mod dot;
+mod explain;
 mod fmt;
+mod listing;
 mod local_run;
+mod output;
 mod serve;
 
 use std::process::ExitCode;

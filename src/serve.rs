@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use bbc_compiler::graph::{Credential, Graph};
 use bbc_runtime::master::{self, MasterConfig};
+use bbc_runtime::secrets::{self, Secrets};
 use bbc_runtime::worker::{run_worker, WorkerConfig};
 
 use crate::command_error::CommandError;
@@ -46,7 +47,7 @@ pub fn load_graph(
             Ok((g, parent_dir(path)))
         }
         (Some(config), None) => {
-            let g = crate::cli::compile_graph(config, crate::cli::ColorChoice::Auto)?;
+            let g = crate::output::compile_graph(config, crate::output::ColorChoice::Auto)?;
             Ok((g, parent_dir(config)))
         }
         (None, None) => Err(CommandError::Usage(
@@ -272,21 +273,18 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         let pw = match &w.password {
             Credential::Plain(p) => p.clone(),
             Credential::Secret { secret } => {
-                let var = bbc_runtime::secrets::env_var_name(secret);
-                let from_dir = a
+                // The master's own lookup (same directory, same guard on
+                // names), so the local worker sends what the master expects.
+                let dir = a
                     .secrets
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| state.join("secrets"))
-                    .join(secret);
-                match std::fs::read_to_string(&from_dir)
-                    .ok()
-                    .or_else(|| std::env::var(&var).ok())
-                {
-                    Some(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+                    .unwrap_or_else(|| Secrets::default_dir(&state));
+                match secrets::lookup(secret, Some(&dir)) {
+                    Some(v) => v,
                     None => {
                         let v = random_token();
                         // SAFETY: single-threaded here, before the runtime starts.
-                        std::env::set_var(&var, &v);
+                        std::env::set_var(secrets::env_var_name(secret), &v);
                         v
                     }
                 }

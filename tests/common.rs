@@ -147,15 +147,8 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     panic!("timed out waiting for {what}");
 }
 
-/// A child process killed when dropped (so a failing test leaves none behind).
-pub struct Proc(pub std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// Shared with the benchmarks: a child process killed when dropped.
+pub use bbc_testkit::Proc;
 
 /// A running `bbc master` on ephemeral ports with its state in `dir`.
 pub struct Master {
@@ -177,46 +170,27 @@ impl Master {
     }
 
     fn spawn(dir: &Path, config: &str, logged: bool) -> Master {
-        use std::io::BufRead;
         let cfg = dir.join("master.kdl");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
-        let mut child = bbc()
-            .args(["master", &cfg.to_string_lossy(), "--state"])
-            .arg(dir.join("state"))
-            .arg("--secrets")
-            .arg(dir.join("secrets"))
-            .args([
-                "--worker-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(if logged {
-                std::fs::File::create(dir.join("master.log"))
-                    .map(std::process::Stdio::from)
-                    .unwrap_or_else(|e| panic!("master.log: {e}"))
-            } else {
-                std::process::Stdio::inherit()
-            })
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn master: {e}"));
-        let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
-        let proc = Proc(child);
-        // "bbc master: workers on A, http on http://B/"
-        let workers = line
-            .split("workers on ")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        let http = http_addr_in(&line);
+        let mut cmd = bbc();
+        bbc_testkit::master_args(&mut cmd, &cfg, dir).stderr(if logged {
+            std::fs::File::create(dir.join("master.log"))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|e| panic!("master.log: {e}"))
+        } else {
+            std::process::Stdio::inherit()
+        });
+        let started =
+            bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn master: {e}"));
+        let ports = started.ports();
+        // Owned before any panic below, so that it is killed then too.
+        let proc = Proc(started.child);
+        let ports =
+            ports.unwrap_or_else(|| panic!("unexpected first line: {:?}", started.first_line));
         Master {
             proc,
-            workers,
-            http,
+            workers: ports.workers,
+            http: ports.http,
             dir: dir.to_path_buf(),
         }
     }
@@ -224,18 +198,7 @@ impl Master {
     pub fn worker(&self, name: &str, password: &str) -> Proc {
         let pw = self.dir.join(format!("{name}.password"));
         std::fs::write(&pw, password).unwrap_or_else(|e| panic!("{e}"));
-        let child = bbc()
-            .args([
-                "worker",
-                "--master",
-                &self.workers,
-                "--name",
-                name,
-                "--password-file",
-            ])
-            .arg(&pw)
-            .arg("--basedir")
-            .arg(self.dir.join("workers").join(name))
+        let child = bbc_testkit::worker_args(&mut bbc(), &self.workers, name, &pw, &self.dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
@@ -321,8 +284,5 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// The HTTP address in the line `bbc master` and `bbc up` print first
 /// ("bbc master: workers on A, http on http://B/").
 pub fn http_addr_in(line: &str) -> String {
-    line.split("http://")
-        .nth(1)
-        .map(|r| r.trim().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+    bbc_testkit::http_addr_in(line).unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
 }

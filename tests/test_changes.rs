@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{bbc, get_json, http, root, temp_dir, wait_for, write_secret, Master, Proc};
+use crate::common::{get_json, http, root, temp_dir, wait_for, write_secret, Master};
 
 // --- a git repository to poll
 
@@ -256,49 +256,13 @@ fn git_poller_force_push_reports_only_new_commits() {
     wait_changes(&m, 2);
 }
 
-/// `Master::start` with the master's log in a file, to check what it says.
-fn start_logging(dir: &Path, config: &str) -> (Master, PathBuf) {
-    use std::io::BufRead;
-    let cfg = dir.join("master.kdl");
-    std::fs::write(&cfg, config).unwrap();
-    let log = dir.join("master.log");
-    let mut child = bbc()
-        .args(["master", &cfg.to_string_lossy(), "--state"])
-        .arg(dir.join("state"))
-        .args(["--worker-listen", "127.0.0.1:0"])
-        .args(["--http-listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(out).read_line(&mut line).unwrap();
-    let proc = Proc(child);
-    let after = |marker: &str| {
-        line.split(marker)
-            .nth(1)
-            .unwrap_or_else(|| panic!("{line}"))
-    };
-    let workers = after("workers on ").split(',').next().unwrap().to_string();
-    let http = after("http://").trim().trim_end_matches('/').to_string();
-    (
-        Master {
-            proc,
-            workers,
-            http,
-            dir: dir.to_path_buf(),
-        },
-        log,
-    )
-}
-
 #[test]
 fn git_poller_survives_an_unreachable_repository() {
     let dir = temp_dir("poller-unreachable");
     let repo = Repo::new(&dir.join("repo"));
     repo.commit(&["f"], "a");
-    let (m, log) = start_logging(&dir, &poller_config(&repo.dir, "repo", ""));
+    let m = Master::start_logged(&dir, &poller_config(&repo.dir, "repo", ""));
+    let log = dir.join("master.log");
     wait_first_poll(&m, "repo");
 
     let away = dir.join("repo-away");

@@ -96,36 +96,31 @@ fn large_example_routes_by_tag() {
 /// config, SIGTERM stops it all cleanly.
 #[test]
 fn bbc_up_runs_the_local_example_and_reloads_on_sighup() {
-    use std::io::BufRead;
     let dir = crate::common::temp_dir("up-local");
     let config = dir.join("local.kdl");
     let text = std::fs::read_to_string(root().join("examples/local.kdl"))
         .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
-    let mut child = crate::common::bbc()
-        .args([
-            "up",
-            &config.to_string_lossy(),
-            "--force",
-            "hello",
-            "--state",
-        ])
-        .arg(dir.join("state"))
-        .args([
-            "--worker-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn bbc up: {e}"));
-    let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let proc = crate::common::Proc(child);
-    let mut lines = std::io::BufReader::new(out).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let http = crate::common::http_addr_in(&first);
+    let mut cmd = crate::common::bbc();
+    cmd.args([
+        "up",
+        &config.to_string_lossy(),
+        "--force",
+        "hello",
+        "--state",
+    ])
+    .arg(dir.join("state"))
+    .args([
+        "--worker-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ])
+    .stderr(std::process::Stdio::null());
+    let started =
+        bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn bbc up: {e}"));
+    let proc = crate::common::Proc(started.child);
+    let http = crate::common::http_addr_in(&started.first_line);
     // The forced build of `hello` runs on the local worker and succeeds.
     let b = crate::common::wait_for("the forced build to finish", || {
         let v = crate::common::get_json(&http, "/api/v1/builds?builder=hello");

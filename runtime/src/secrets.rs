@@ -35,8 +35,9 @@ pub fn names(g: &Graph) -> BTreeSet<String> {
     bbc_graph::credentials::secret_names(g)
 }
 
-/// One secret from a file in `dir` or from the environment.
-fn lookup(name: &str, dir: Option<&Path>) -> Option<String> {
+/// One secret from a file in `dir` or from the environment. Public so
+/// that `bbc up` reads its local workers' passwords as the master will.
+pub fn lookup(name: &str, dir: Option<&Path>) -> Option<String> {
     let from_file = dir.and_then(|d| {
         // Secret names are not paths.
         if name.contains('/') || name.contains("..") {

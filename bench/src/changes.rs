@@ -1,23 +1,16 @@
-//! `bbc bench changes`: changes through the webhook endpoint to builds.
+//! `bbc-bench changes`: changes through the webhook endpoint to builds.
 //! (1) 1,000 changes POSTed to a json-webhook source → time until every
 //! build request exists; (2) one change at a time on an idle master with no
 //! tree-stable timer → latency from the POST to the build's start.
 //! The master and two workers run as separate `bbc` processes on 127.0.0.1.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::command_error::CommandError;
+use bbc_testkit::Proc;
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::error::{err, BenchError};
 
 const CONFIG: &str = r#"worker "w1" password=(secret)"w1" max-builds=8
 worker "w2" password=(secret)"w2" max-builds=8
@@ -33,12 +26,7 @@ builder "b" {
 }
 "#;
 
-fn err(e: impl std::fmt::Display) -> CommandError {
-    CommandError::Usage(e.to_string())
-}
-
-pub fn run(changes: usize, samples: usize) -> Result<(), CommandError> {
-    let exe = std::env::current_exe()?;
+pub fn run(exe: &Path, changes: usize, samples: usize) -> Result<(), BenchError> {
     let dir = std::env::temp_dir().join(format!("bbc-bench-changes-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("secrets"))?;
@@ -47,64 +35,30 @@ pub fn run(changes: usize, samples: usize) -> Result<(), CommandError> {
         std::fs::write(dir.join(format!("{w}.pw")), format!("pw-{w}"))?;
     }
     std::fs::write(dir.join("master.kdl"), CONFIG)?;
-    let mut master = Command::new(&exe)
-        .arg("master")
-        .arg(dir.join("master.kdl"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("--secrets")
-        .arg(dir.join("secrets"))
-        .args([
-            "--worker-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+    let mut cmd = Command::new(exe);
+    bbc_testkit::master_args(&mut cmd, &dir.join("master.kdl"), &dir)
         .env("BBC_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut line = String::new();
-    if let Some(out) = master.stdout.take() {
-        let _ = std::io::BufReader::new(out).read_line(&mut line);
-    }
-    let master = Kill(master);
-    let workers_addr = line
-        .split("workers on ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or("")
-        .to_string();
-    let http = line
-        .split("http://")
-        .nth(1)
-        .map(|r| r.trim().trim_end_matches('/').to_string())
-        .ok_or_else(|| err(format!("unexpected master output: {line:?}")))?;
-    let _workers: Vec<Kill> = ["w1", "w2"]
+        .stderr(Stdio::null());
+    let started = bbc_testkit::spawn_announced(&mut cmd)?;
+    let ports = started.ports();
+    let line = started.first_line;
+    let master = Proc(started.child);
+    let Some(ports) = ports else {
+        return Err(err(format!("unexpected master output: {line:?}")));
+    };
+    let (workers_addr, http) = (ports.workers, ports.http);
+    let _workers: Vec<Proc> = ["w1", "w2"]
         .iter()
         .map(|w| {
-            Command::new(&exe)
-                .args([
-                    "worker",
-                    "--master",
-                    &workers_addr,
-                    "--name",
-                    w,
-                    "--password-file",
-                ])
-                .arg(dir.join(format!("{w}.pw")))
-                .arg("--basedir")
-                .arg(dir.join("workers").join(w))
+            let password = dir.join(format!("{w}.pw"));
+            bbc_testkit::worker_args(&mut Command::new(exe), &workers_addr, w, &password, &dir)
                 .env("BBC_LOG", "warn")
                 .stderr(Stdio::null())
                 .spawn()
-                .map(Kill)
+                .map(Proc)
         })
         .collect::<Result<_, _>>()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(err)?;
+    let rt = crate::api::rt()?;
     let result = rt.block_on(async {
         let c = reqwest::Client::new();
         let base = format!("http://{http}");
@@ -180,7 +134,7 @@ pub fn run(changes: usize, samples: usize) -> Result<(), CommandError> {
     Ok(())
 }
 
-async fn count(c: &reqwest::Client, base: &str) -> Result<usize, CommandError> {
+async fn count(c: &reqwest::Client, base: &str) -> Result<usize, BenchError> {
     // Requests are listed newest first; the newest id is the count.
     let v: serde_json::Value = c
         .get(format!("{base}/api/v1/requests?limit=1"))
