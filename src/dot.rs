@@ -3,8 +3,20 @@
 
 use bbc_compiler::graph::{Graph, SchedulerKind, StepKind};
 
+/// A quoted DOT string: backslashes and quotes in names are escaped.
 fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    lines(&[s])
+}
+
+/// A quoted DOT label of several lines. The line break `\n` is DOT's own
+/// escape, so it is added between the escaped lines, never escaped itself
+/// (Graphviz would draw a literal `\n`).
+fn lines(parts: &[&str]) -> String {
+    let escaped: Vec<String> = parts
+        .iter()
+        .map(|p| p.replace('\\', "\\\\").replace('"', "\\\""))
+        .collect();
+    format!("\"{}\"", escaped.join("\\n"))
 }
 
 /// Graphviz drawing of how work flows through the config.
@@ -21,7 +33,7 @@ pub fn dot(g: &Graph) -> String {
         s.push_str(&format!(
             "  {} [label={} shape=ellipse];\n",
             q(&format!("s:{}", sc.name)),
-            q(&format!("{}\\n({})", sc.name, sc.kind.name()))
+            lines(&[&sc.name, &format!("({})", sc.kind.name())])
         ));
     }
     for b in &g.builders {

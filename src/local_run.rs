@@ -55,8 +55,22 @@ fn local_graph(mut g: Graph, builder: &str, password: &str) -> Result<Graph, Com
     Ok(g)
 }
 
-fn parse_props(props: &[String]) -> Result<Properties, CommandError> {
+/// `--prop NAME=VALUE` values, over the defaults of the force parameters
+/// of every force scheduler that names the builder: the properties a
+/// forced build of it would get on a master.
+fn parse_props(g: &Graph, builder: &str, props: &[String]) -> Result<Properties, CommandError> {
     let mut p = Properties::new();
+    for s in &g.schedulers {
+        if let SchedulerKind::Force { params } = &s.kind {
+            if s.builders.iter().any(|b| b == builder) {
+                for param in params {
+                    if let Some(d) = &param.default {
+                        p.entry(param.name.clone()).or_insert_with(|| d.clone());
+                    }
+                }
+            }
+        }
+    }
     for kv in props {
         let Some((k, v)) = kv.split_once('=') else {
             return Err(CommandError::Usage(format!(
@@ -68,6 +82,11 @@ fn parse_props(props: &[String]) -> Result<Properties, CommandError> {
     Ok(p)
 }
 
+/// Whether a directory holds any file (uploads land in `STATE/files`).
+fn has_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+}
+
 pub fn run(
     config: &str,
     builder: &str,
@@ -76,8 +95,8 @@ pub fn run(
 ) -> Result<(), CommandError> {
     let g = crate::output::compile_graph(config, crate::output::ColorChoice::Auto)?;
     let password = format!("run-{}-{}", std::process::id(), now_ms());
+    let props = parse_props(&g, builder, props)?;
     let g = local_graph(g, builder, &password)?;
-    let props = parse_props(props)?;
     let tmp = std::env::temp_dir().join(format!("bbc-run-{}-{}", std::process::id(), now_ms()));
     let basedir = workdir
         .map(PathBuf::from)
@@ -131,9 +150,30 @@ pub fn run(
         h.shutdown().await;
         result
     });
-    let _ = std::fs::remove_dir_all(tmp.join("state"));
+    // The store and logs go; uploaded files are what the run produced, so
+    // they stay, and the run says where.
+    let files = tmp.join("state").join("files");
+    let keep = has_files(&files);
+    if keep {
+        println!("── uploads kept in {}", files.display());
+        let state = tmp.join("state");
+        if let Ok(entries) = std::fs::read_dir(&state) {
+            for e in entries.flatten() {
+                if e.file_name() != "files" {
+                    let p = e.path();
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            }
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(tmp.join("state"));
+    }
     if workdir.is_none() {
-        let _ = std::fs::remove_dir_all(&tmp);
+        if keep {
+            let _ = std::fs::remove_dir_all(&basedir);
+        } else {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
     }
     result
 }

@@ -130,6 +130,12 @@ fn graph_draws_the_flow() {
         dot.contains("\"s:main\" -> \"s:docs-after-linux\""),
         "{dot}"
     );
+    // A two-line label: DOT's `\n` escape, one backslash (two would draw
+    // a literal backslash and n).
+    assert!(
+        dot.contains("[label=\"main\\n(single-branch)\" shape=ellipse]"),
+        "{dot}"
+    );
 }
 
 #[test]

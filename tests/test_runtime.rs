@@ -623,6 +623,47 @@ builder "bad" {
     assert!(crate::common::stdout(&o).contains("exit code 4"));
     let o = crate::common::run(&["run", &c, "nope"]);
     assert_eq!(o.status.code(), Some(2));
+    // Without --prop, the force parameter's default, as a forced build on
+    // a master would have it.
+    let o = crate::common::run(&["run", &c, "ok"]);
+    let out = crate::common::stdout(&o);
+    assert!(out.contains("hi nobody"), "{out}");
+}
+
+/// `bbc run` keeps what upload steps wrote and says where.
+#[test]
+fn bbc_run_keeps_uploads_and_says_where() {
+    let dir = temp_dir("localrun_uploads");
+    let cfg = dir.join("c.kdl");
+    std::fs::write(
+        &cfg,
+        r#"worker "w" password=(secret)"w"
+builder "pkg" {
+    workers "w"
+    steps {
+        shell "echo artefact > out.txt" name="make"
+        upload "out.txt" to="pkg/out.txt"
+    }
+}
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = crate::common::run(&["run", &cfg.to_string_lossy(), "pkg"]);
+    let out = crate::common::stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let dir = out
+        .lines()
+        .find_map(|l| l.strip_prefix("── uploads kept in "))
+        .unwrap_or_else(|| panic!("no uploads line in {out}"));
+    let kept = std::path::Path::new(dir).join("pkg/out.txt");
+    let text = std::fs::read_to_string(&kept).unwrap_or_else(|e| panic!("{}: {e}", kept.display()));
+    assert_eq!(text, "artefact\n");
+    let _ = std::fs::remove_dir_all(
+        std::path::Path::new(dir)
+            .parent()
+            .and_then(|p| p.parent())
+            .unwrap_or(std::path::Path::new(dir)),
+    );
 }
 
 #[test]
