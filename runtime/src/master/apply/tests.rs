@@ -88,7 +88,10 @@ fn plain_credentials_are_masked_and_hashes_kept() {
     assert!(has_plain_credentials(&g));
     assert!(!has_plain_credentials(&with("")));
     redact_credentials(&mut g);
-    assert_eq!(g.workers[0].password, bbc_graph::Credential::Plain("********".into()));
+    assert_eq!(
+        g.workers[0].password,
+        bbc_graph::Credential::Plain("********".into())
+    );
     assert_eq!(g.workers[0].hash, hash);
 }
 
