@@ -572,7 +572,7 @@ fn still_pending(store: &dyn crate::store::Store, ids: &[u64]) -> crate::store::
 
 #[cfg(test)]
 mod tests {
-    use super::still_pending;
+    use super::{still_pending, HeldLocks, Queue, Wake};
     use crate::store::conformance::TempDir;
     use crate::store::{NewBuild, NewBuildSet, RedbStore, Store, StoreError};
 
@@ -614,5 +614,24 @@ mod tests {
         // the queue; r1 stays out.
         let still = still_pending(&store, &[r1, r2]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(still, vec![false, true]);
+    }
+
+    #[test]
+    fn queue_changes_say_what_they_wake() {
+        let mut q = Queue::default();
+        // Nothing released, nothing added: nobody to wake.
+        assert_eq!(q.release(HeldLocks::default()), Wake::default());
+        assert_eq!(q.add_all([]), Wake::default());
+        // A build's end: the loop looks for the free slot, build-end
+        // waiters look at the store (no locks were held).
+        let end = q.end(1);
+        assert!(end.assign && end.builds && !end.locks, "{end:?}");
+        // Merged wakes keep every part.
+        let both = Wake {
+            locks: true,
+            ..Wake::default()
+        }
+        .and(end);
+        assert!(both.assign && both.builds && both.locks, "{both:?}");
     }
 }
