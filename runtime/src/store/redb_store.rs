@@ -29,8 +29,8 @@ use super::{
 };
 use commit::Group;
 use records::{
-    collect_page, db_err, decode, encode, get_record, ids_desc, must_get, put_record, storable,
-    upper,
+    builder_ids_desc, collect_page, db_err, decode, encode, get_record, ids_desc, must_get,
+    put_record, storable, upper,
 };
 use tables::{
     open_ro, BUILDS, BUILDSETS, BUILDS_BY_BUILDER, BUILD_NUMBERS, CHANGES, META, PENDING, REQUESTS,
@@ -270,11 +270,7 @@ impl Store for RedbStore {
             ids_desc(&pending, ..hi, |k| k)?
         } else if let Some(builder) = &filter.builder {
             by_builder = open_ro(&txn, REQUESTS_BY_BUILDER)?;
-            ids_desc(
-                &by_builder,
-                (builder.as_str(), 0)..(builder.as_str(), hi),
-                |k| k.1,
-            )?
+            builder_ids_desc(&by_builder, builder, hi)?
         } else {
             ids_desc(&requests, ..hi, |k| k)?
         };
@@ -434,11 +430,7 @@ impl Store for RedbStore {
             ids_desc(&running, ..hi, |k| k)?
         } else if let Some(builder) = &filter.builder {
             by_builder = open_ro(&txn, BUILDS_BY_BUILDER)?;
-            ids_desc(
-                &by_builder,
-                (builder.as_str(), 0)..(builder.as_str(), hi),
-                |k| k.1,
-            )?
+            builder_ids_desc(&by_builder, builder, hi)?
         } else {
             ids_desc(&builds, ..hi, |k| k)?
         };

@@ -140,6 +140,16 @@ where
     })))
 }
 
+/// Ids of one builder in a `(builder, id)` index, newest first, below
+/// `hi` (exclusive).
+pub(super) fn builder_ids_desc<'a, V: redb::Value + 'static>(
+    table: &'a impl ReadableTable<(&'static str, u64), V>,
+    builder: &'a str,
+    hi: u64,
+) -> Result<Ids<'a>> {
+    ids_desc(table, (builder, 0)..(builder, hi), |k| k.1)
+}
+
 /// The exclusive upper id bound of a page. Ids never reach u64::MAX.
 pub(super) fn upper(page: &Page) -> u64 {
     page.before.unwrap_or(u64::MAX)
