@@ -415,8 +415,7 @@ impl Ctx {
                 dest,
                 directory,
             } => {
-                let src = render(src, &self.props);
-                let dest = render(dest, &self.props);
+                let (src, dest) = (render(src, &self.props), render(dest, &self.props));
                 self.upload(index, step, src, dest, *directory).await
             }
             StepKind::Download {
@@ -424,8 +423,7 @@ impl Ctx {
                 dest,
                 directory,
             } => {
-                let src = render(src, &self.props);
-                let dest = render(dest, &self.props);
+                let (src, dest) = (render(src, &self.props), render(dest, &self.props));
                 self.download(index, step, src, dest, *directory).await
             }
         }

@@ -29,6 +29,27 @@ impl Ctx {
         }
     }
 
+    /// A transfer the worker reported done (`verb` is "upload" or
+    /// "download"): its log line and outcome. `sent` says where to and how
+    /// much.
+    async fn transfer_done(
+        &self,
+        index: u32,
+        verb: &str,
+        error: Option<String>,
+        src: &str,
+        sent: String,
+    ) -> Outcome {
+        if let Some(e) = error {
+            self.log(index, format!("{verb} failed: {e}\n").as_bytes())
+                .await;
+            return Outcome::of(BuildResult::Failure, format!("{verb} failed: {e}"));
+        }
+        self.log(index, format!("{verb}ed {src} → {sent}\n").as_bytes())
+            .await;
+        Outcome::of(BuildResult::Success, format!("{verb}ed {src}"))
+    }
+
     pub(super) async fn upload(
         &mut self,
         index: u32,
@@ -105,18 +126,8 @@ impl Ctx {
                     }
                 }
                 Some(CmdEvent::Finished { error, .. }) => {
-                    if let Some(e) = error {
-                        self.log(index, format!("upload failed: {e}\n").as_bytes())
-                            .await;
-                        return Outcome::of(BuildResult::Failure, format!("upload failed: {e}"));
-                    }
-                    self.log(
-                        index,
-                        format!("uploaded {src} → {dest}: {files} file(s), {bytes} bytes\n")
-                            .as_bytes(),
-                    )
-                    .await;
-                    return Outcome::of(BuildResult::Success, format!("uploaded {src}"));
+                    let sent = format!("{dest}: {files} file(s), {bytes} bytes");
+                    return self.transfer_done(index, "upload", error, &src, sent).await;
                 }
                 None | Some(CmdEvent::Lost) => {
                     return Outcome::of(BuildResult::Retry, "worker lost")
@@ -220,22 +231,11 @@ impl Ctx {
         }
         loop {
             match rx.recv().await {
-                Some(CmdEvent::Finished { error: Some(e), .. }) => {
-                    self.log(index, format!("download failed: {e}\n").as_bytes())
+                Some(CmdEvent::Finished { error, .. }) => {
+                    let sent = format!("{dest}: {} file(s), {bytes} bytes", files.len());
+                    return self
+                        .transfer_done(index, "download", error, &src, sent)
                         .await;
-                    return Outcome::of(BuildResult::Failure, format!("download failed: {e}"));
-                }
-                Some(CmdEvent::Finished { .. }) => {
-                    self.log(
-                        index,
-                        format!(
-                            "downloaded {src} → {dest}: {} file(s), {bytes} bytes\n",
-                            files.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-                    return Outcome::of(BuildResult::Success, format!("downloaded {src}"));
                 }
                 None | Some(CmdEvent::Lost) => {
                     return Outcome::of(BuildResult::Retry, "worker lost")
