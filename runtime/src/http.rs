@@ -122,7 +122,7 @@ async fn builders(State(s): S, Query(q): Query<BuildersQuery>) -> R<Json<Value>>
             .await?;
         let mut running: std::collections::HashMap<String, usize> = Default::default();
         if let Ok(queue) = s.queue.lock() {
-            for r in queue.running.values() {
+            for r in queue.running() {
                 *running.entry(r.builder.clone()).or_default() += 1;
             }
         }
@@ -343,8 +343,7 @@ async fn workers(State(s): S) -> R<Json<Value>> {
         .queue
         .lock()
         .map(|q| {
-            q.running
-                .values()
+            q.running()
                 .map(|r| (r.worker.clone(), r.builder.clone(), r.build_id))
                 .collect()
         })
@@ -445,8 +444,7 @@ async fn cancel_build(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Va
         .queue
         .lock()
         .map(|q| {
-            q.running
-                .values()
+            q.running()
                 .find(|r| r.build_id == Some(id))
                 .map(|r| r.cancel.send(true).is_ok())
                 .is_some()

@@ -321,7 +321,7 @@ impl Snapshot {
     fn take(shared: &Shared) -> Snapshot {
         let mut s = Snapshot::default();
         if let Ok(q) = shared.queue.lock() {
-            for r in q.running.values() {
+            for r in q.running() {
                 *s.running_by_builder.entry(r.builder.clone()).or_default() += 1;
                 *s.running_by_worker.entry(r.worker.clone()).or_default() += 1;
             }

@@ -231,7 +231,7 @@ impl Shared {
                 }
                 crate::store::RequestState::Claimed => {
                     if let (Some(b), Ok(q)) = (r.build, self.queue.lock()) {
-                        if let Some(run) = q.running.values().find(|x| x.build_id == Some(b)) {
+                        if let Some(run) = q.running().find(|x| x.build_id == Some(b)) {
                             let _ = run.cancel.send(true);
                             n += 1;
                         }

@@ -45,20 +45,96 @@ pub struct Running {
     pub started_at: Millis,
     pub cancel: watch::Sender<bool>,
     pub step: Option<u32>,
-    locks: Vec<(LockKey, LockAccess)>,
+    locks: HeldLocks,
 }
 
+/// Locks taken from the queue, by a build's slot or by one step. They go
+/// back through [`Queue::release`], which takes them by value: released
+/// once, and whoever waits for them is woken.
+#[must_use = "locks not given back to the queue stay taken"]
+#[derive(Default)]
+pub struct HeldLocks(Vec<(LockKey, LockAccess)>);
+
+impl HeldLocks {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a change to the queue must wake: a queue method that frees a slot
+/// or a lock, ends a build or adds requests says so in its return value,
+/// and the caller sends it once the queue's lock is released.
+///
+/// Why a value rather than the queue holding `Arc<Notify>` handles and
+/// notifying itself: the queue sits in a std `Mutex` and the first thing a
+/// woken assignment loop does is take that lock, so waking belongs after
+/// the unlock; a caller that goes on (a retried build puts its requests
+/// back after its slot is freed) merges the two and the loop makes one
+/// pass, not two; and the notifiers stay in `Shared`, where their waiters
+/// find them without the queue. `must_use` (denied as a warning in CI)
+/// keeps a wake from being dropped.
+#[must_use = "send it with `Wake::send` once the queue's lock is released"]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    /// A slot, a lock or a pending request changed: the assignment loop
+    /// looks again.
+    assign: bool,
+    /// Locks were released: step-lock waiters try again.
+    locks: bool,
+    /// A build ended: waiters on build ends look at the store again.
+    builds: bool,
+}
+
+impl Wake {
+    /// Both wakes, sent as one.
+    pub fn and(self, other: Wake) -> Wake {
+        Wake {
+            assign: self.assign || other.assign,
+            locks: self.locks || other.locks,
+            builds: self.builds || other.builds,
+        }
+    }
+
+    pub fn send(self, shared: &Shared) {
+        if self.assign {
+            shared.wake.notify_one();
+        }
+        if self.locks {
+            shared.locks_released.notify_waiters();
+        }
+        if self.builds {
+            shared.build_finished.notify_waiters();
+        }
+    }
+}
+
+/// The queue's state. Its fields are private so that every change goes
+/// through a method, which returns what the change must wake ([`Wake`]).
 #[derive(Default)]
 pub struct Queue {
     pending: BTreeMap<u64, Entry>,
     /// Keyed by a slot id (the build id is known only once stored).
-    pub running: HashMap<u64, Running>,
+    running: HashMap<u64, Running>,
     locks: HashMap<LockKey, Holders>,
 }
 
 impl Queue {
     pub fn add(&mut self, req: BuildRequest, set: Arc<BuildSet>) {
         self.pending.insert(req.id, Entry { req, set });
+    }
+
+    /// Adds requests after start-up (say, those of a build that will be
+    /// retried): the assignment loop must look at them.
+    pub fn add_all(
+        &mut self,
+        reqs: impl IntoIterator<Item = (BuildRequest, Arc<BuildSet>)>,
+    ) -> Wake {
+        let mut wake = Wake::default();
+        for (req, set) in reqs {
+            self.add(req, set);
+            wake.assign = true;
+        }
+        wake
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &Entry> {
@@ -86,8 +162,59 @@ impl Queue {
         n
     }
 
+    /// The builds running or starting, in no order.
+    pub fn running(&self) -> impl Iterator<Item = &Running> {
+        self.running.values()
+    }
+
     pub fn running_on(&self, worker: &str) -> usize {
         self.running.values().filter(|r| r.worker == worker).count()
+    }
+
+    /// Records the step a running build is at (shown by the API).
+    pub fn at_step(&mut self, slot: u64, index: u32) {
+        if let Some(r) = self.running.get_mut(&slot) {
+            r.step = Some(index);
+        }
+    }
+
+    /// A started build's id and number go on its slot; returns the
+    /// receiver of its cancellation, or None if the slot is gone.
+    fn started(&mut self, slot: u64, build_id: u64, number: u64) -> Option<watch::Receiver<bool>> {
+        let r = self.running.get_mut(&slot)?;
+        r.build_id = Some(build_id);
+        r.number = number;
+        Some(r.cancel.subscribe())
+    }
+
+    /// Ends a running build: its slot and builder locks are free.
+    pub fn end(&mut self, slot: u64) -> Wake {
+        let wake = self.free(slot);
+        Wake {
+            builds: true,
+            ..wake
+        }
+    }
+
+    /// Gives up a slot whose build could not start; `back` are its
+    /// requests still pending, which wait again.
+    fn abandon(&mut self, slot: u64, back: impl IntoIterator<Item = Entry>) -> Wake {
+        for en in back {
+            self.pending.insert(en.req.id, en);
+        }
+        self.free(slot)
+    }
+
+    /// Frees a slot and its builder locks.
+    fn free(&mut self, slot: u64) -> Wake {
+        let mut wake = Wake {
+            assign: true,
+            ..Wake::default()
+        };
+        if let Some(r) = self.running.remove(&slot) {
+            wake = wake.and(self.release(r.locks));
+        }
+        wake
     }
 
     fn lock_key(u: &LockUse, g: &Graph, worker: &str) -> Option<(LockKey, LockAccess, u32)> {
@@ -107,7 +234,7 @@ impl Queue {
         }
     }
 
-    fn take(&mut self, key: &LockKey, access: LockAccess) {
+    fn take_one(&mut self, key: &LockKey, access: LockAccess) {
         let h = self.locks.entry(key.clone()).or_default();
         match access {
             LockAccess::Counting => h.count += 1,
@@ -115,7 +242,7 @@ impl Queue {
         }
     }
 
-    fn release(&mut self, key: &LockKey, access: LockAccess) {
+    fn release_one(&mut self, key: &LockKey, access: LockAccess) {
         if let Some(h) = self.locks.get_mut(key) {
             match access {
                 LockAccess::Counting => h.count = h.count.saturating_sub(1),
@@ -127,13 +254,8 @@ impl Queue {
         }
     }
 
-    /// Takes all of `uses` or none.
-    pub fn try_take_all(
-        &mut self,
-        uses: &[LockUse],
-        g: &Graph,
-        worker: &str,
-    ) -> Option<Vec<(LockKey, LockAccess)>> {
+    /// Takes all of `uses` (on `worker`, for worker-scoped locks) or none.
+    pub fn take_locks(&mut self, uses: &[LockUse], g: &Graph, worker: &str) -> Option<HeldLocks> {
         let keys: Vec<(LockKey, LockAccess, u32)> = uses
             .iter()
             .filter_map(|u| Self::lock_key(u, g, worker))
@@ -142,29 +264,45 @@ impl Queue {
             return None;
         }
         // The same lock named twice must also fit twice.
-        let mut taken = Vec::new();
+        let mut taken = HeldLocks::default();
         for (k, a, m) in keys {
             if !self.can_take(&k, a, m) {
-                self.release_all(&taken);
+                // Taken and given back under one lock: no one saw them
+                // taken, so no one is woken.
+                self.give_back(&taken);
                 return None;
             }
-            self.take(&k, a);
-            taken.push((k, a));
+            self.take_one(&k, a);
+            taken.0.push((k, a));
         }
         Some(taken)
     }
 
-    pub fn release_all(&mut self, taken: &[(LockKey, LockAccess)]) {
-        for (k, a) in taken {
-            self.release(k, *a);
+    fn give_back(&mut self, held: &HeldLocks) {
+        for (k, a) in &held.0 {
+            self.release_one(k, *a);
         }
     }
 
-    /// Ends a running slot: its builder locks are released.
-    pub fn finish(&mut self, slot: u64) {
-        if let Some(r) = self.running.remove(&slot) {
-            self.release_all(&r.locks);
+    /// Gives locks back: the assignment loop and the step-lock waiters
+    /// look again (nothing to wake when there were none).
+    pub fn release(&mut self, held: HeldLocks) -> Wake {
+        self.give_back(&held);
+        let any = !held.is_empty();
+        Wake {
+            assign: any,
+            locks: any,
+            builds: false,
         }
+    }
+}
+
+/// Changes the queue of `shared` with `f` (nothing if its lock is
+/// poisoned); returns what to wake, to send now that the lock is released.
+pub fn update(shared: &Shared, f: impl FnOnce(&mut Queue) -> Wake) -> Wake {
+    match shared.queue.lock() {
+        Ok(mut q) => f(&mut q),
+        Err(_) => Wake::default(),
     }
 }
 
@@ -277,7 +415,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
             {
                 continue;
             }
-            if let Some(locks) = q.try_take_all(&builder.locks, &g, w) {
+            if let Some(locks) = q.take_locks(&builder.locks, &g, w) {
                 chosen = Some((w.clone(), locks));
                 break;
             }
@@ -371,18 +509,12 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
                 at_us = wall_us(),
                 "build started"
             );
-            let cancel_rx = {
-                let Ok(mut q) = shared.queue.lock() else {
-                    return;
-                };
-                match q.running.get_mut(&d.slot) {
-                    Some(r) => {
-                        r.build_id = Some(build.id);
-                        r.number = build.number;
-                        r.cancel.subscribe()
-                    }
-                    None => return,
-                }
+            let cancel_rx = match shared.queue.lock() {
+                Ok(mut q) => q.started(d.slot, build.id, build.number),
+                Err(_) => None,
+            };
+            let Some(cancel_rx) = cancel_rx else {
+                return;
             };
             let conn = shared
                 .workers
@@ -415,16 +547,13 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
             } else {
                 vec![true; d.entries.len()]
             };
-            if let Ok(mut q) = shared.queue.lock() {
-                q.finish(d.slot);
-                for (en, keep) in d.entries.into_iter().zip(still) {
-                    if keep {
-                        q.pending.insert(en.req.id, en);
-                    }
-                }
-            }
+            let back = d
+                .entries
+                .into_iter()
+                .zip(still)
+                .filter_map(|(en, keep)| keep.then_some(en));
             // The slot (and its locks) is free again.
-            shared.wake.notify_one();
+            update(shared, |q| q.abandon(d.slot, back)).send(shared);
         }
     }
 }
@@ -443,7 +572,7 @@ fn still_pending(store: &dyn crate::store::Store, ids: &[u64]) -> crate::store::
 
 #[cfg(test)]
 mod tests {
-    use super::still_pending;
+    use super::{still_pending, HeldLocks, Queue, Wake};
     use crate::store::conformance::TempDir;
     use crate::store::{NewBuild, NewBuildSet, RedbStore, Store, StoreError};
 
@@ -485,5 +614,24 @@ mod tests {
         // the queue; r1 stays out.
         let still = still_pending(&store, &[r1, r2]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(still, vec![false, true]);
+    }
+
+    #[test]
+    fn queue_changes_say_what_they_wake() {
+        let mut q = Queue::default();
+        // Nothing released, nothing added: nobody to wake.
+        assert_eq!(q.release(HeldLocks::default()), Wake::default());
+        assert_eq!(q.add_all([]), Wake::default());
+        // A build's end: the loop looks for the free slot, build-end
+        // waiters look at the store (no locks were held).
+        let end = q.end(1);
+        assert!(end.assign && end.builds && !end.locks, "{end:?}");
+        // Merged wakes keep every part.
+        let both = Wake {
+            locks: true,
+            ..Wake::default()
+        }
+        .and(end);
+        assert!(both.assign && both.builds && both.locks, "{both:?}");
     }
 }

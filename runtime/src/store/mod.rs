@@ -18,6 +18,10 @@ use std::collections::BTreeMap;
 use bbc_graph::{BuildResult, Scalar};
 use serde::{Deserialize, Serialize};
 
+// Test code: built for this crate's tests, and for another crate's (a future
+// backend's) when it enables the `conformance` feature; never shipped in a
+// release build.
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod redb_store;
 

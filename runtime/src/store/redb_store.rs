@@ -6,77 +6,49 @@
 //! of a running build's progress (`put_step`, `set_build_state`), which
 //! wait in memory (`pending.rs`, visible to every read) and are stored by
 //! the next write transaction, durably. See docs/store.md, "Durability",
-//! and [`RedbStore::write`] for the group commit. Quick repair is enabled
-//! on every durable commit: it records the allocator state with the
-//! commit, so that reopening after a crash takes milliseconds instead of a
-//! walk over the whole file.
+//! and [`RedbStore::write`] (`commit.rs`) for the group commit. Quick
+//! repair is enabled on every durable commit: it records the allocator
+//! state with the commit, so that reopening after a crash takes
+//! milliseconds instead of a walk over the whole file.
+//!
+//! This file opens the store and implements [`Store`] on it; the tables
+//! and the multi-table updates are in `tables.rs`, how records are encoded
+//! and paged in `records.rs`, the group commit in `commit.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use bbc_graph::{BuildResult, Scalar};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
-};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use bbc_graph::BuildResult;
+use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::{
     Build, BuildFilter, BuildRequest, BuildSet, Change, Millis, NewBuild, NewBuildSet, NewChange,
     Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store, StoreError,
     WorkerRecord,
 };
+use commit::Group;
+use records::{
+    builder_ids_desc, collect_page, db_err, decode, encode, get_record, ids_desc, must_get,
+    put_record, storable, upper,
+};
+use tables::{
+    open_ro, BUILDS, BUILDSETS, BUILDS_BY_BUILDER, BUILD_NUMBERS, CHANGES, META, PENDING, REQUESTS,
+    REQUESTS_BY_BUILDER, REQUESTS_BY_BUILDSET, RUNNING, STATE, STEPS, WORKERS,
+};
 
+mod commit;
 mod logs;
 mod pending;
+mod records;
+mod tables;
 #[cfg(test)]
 mod tests;
 
-/// Version of the key layout below. Bump it (and write a migration in
-/// `open`) whenever a table's key or value type or meaning changes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub use tables::SCHEMA_VERSION;
 
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "bbc.redb";
-
-// --- tables (schema version 1). Values of `&[u8]` are serde_json of the
-// record type named; `()` marks a pure index.
-
-/// "schema_version" → SCHEMA_VERSION.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// "change" | "buildset" | "request" | "build" → the last id issued.
-const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-/// change id → Change.
-const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
-/// build set id → BuildSet.
-const BUILDSETS: TableDefinition<u64, &[u8]> = TableDefinition::new("buildsets");
-/// request id → BuildRequest.
-const REQUESTS: TableDefinition<u64, &[u8]> = TableDefinition::new("requests");
-/// (build set id, request id) → (): the requests of a set.
-const REQUESTS_BY_BUILDSET: TableDefinition<(u64, u64), ()> =
-    TableDefinition::new("requests_by_buildset");
-/// (builder, request id) → ().
-const REQUESTS_BY_BUILDER: TableDefinition<(&str, u64), ()> =
-    TableDefinition::new("requests_by_builder");
-/// request id → (): exactly the requests in state Pending.
-const PENDING: TableDefinition<u64, ()> = TableDefinition::new("pending_requests");
-/// build id → Build.
-const BUILDS: TableDefinition<u64, &[u8]> = TableDefinition::new("builds");
-/// (builder, build id) → build number.
-const BUILDS_BY_BUILDER: TableDefinition<(&str, u64), u64> =
-    TableDefinition::new("builds_by_builder");
-/// (builder, build number) → build id.
-const BUILD_NUMBERS: TableDefinition<(&str, u64), u64> = TableDefinition::new("build_numbers");
-/// build id → (): exactly the builds with `finished_at` None.
-const RUNNING: TableDefinition<u64, ()> = TableDefinition::new("running_builds");
-/// (build id, step index) → StepRecord.
-const STEPS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("steps");
-/// worker name → WorkerRecord.
-const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
-/// scheduler state key → opaque bytes.
-const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("scheduler_state");
 
 pub struct RedbStore {
     db: Database,
@@ -91,25 +63,6 @@ pub struct RedbStore {
     pending: Mutex<pending::Pending>,
 }
 
-/// When this many step records and build states wait, the write that adds
-/// one stores them all (durably).
-const PENDING_LIMIT: usize = 256;
-
-/// Group commit state (see [`RedbStore::write`]).
-#[derive(Default)]
-struct Group {
-    /// Durable writers that have entered `write` and not yet decided how
-    /// to commit (most wait for redb's write lock).
-    writers: usize,
-    /// Sequence number of the last non-durable commit whose writer waits
-    /// for it to become durable.
-    assigned: u64,
-    /// Every such commit up to this sequence number is durable.
-    durable: u64,
-    /// Durable commits under way.
-    flushing: u32,
-}
-
 /// A poisoned lock only means another thread panicked while holding it;
 /// the state behind these (counters, maps of whole records) is consistent
 /// at every unlock.
@@ -117,316 +70,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn lock_group(m: &Mutex<Group>) -> MutexGuard<'_, Group> {
-    lock(m)
-}
-
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
-    }
-}
-
-/// redb's errors, sorted into "the data is bad" and "the disk or database
-/// failed".
-fn db_err(e: impl Into<redb::Error>) -> StoreError {
-    let e: redb::Error = e.into();
-    match e {
-        redb::Error::Corrupted(_)
-        | redb::Error::UpgradeRequired(_)
-        | redb::Error::TableTypeMismatch { .. }
-        | redb::Error::TypeDefinitionChanged { .. }
-        | redb::Error::TableIsMultimap(_)
-        | redb::Error::TableIsNotMultimap(_) => StoreError::Corrupt(format!("database: {e}")),
-        redb::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            StoreError::Corrupt(format!("database: {e}"))
-        }
-        _ => StoreError::Io(format!("database: {e}")),
-    }
-}
-
-/// Records stored under their own id: the id in the value must match the
-/// key, which catches values written under the wrong key.
-trait Record: Serialize + DeserializeOwned {
-    const TABLE: &'static str;
-    fn id(&self) -> u64;
-}
-
-macro_rules! record {
-    ($($ty:ty => $what:literal),* $(,)?) => {$(
-        impl Record for $ty {
-            const TABLE: &'static str = $what;
-            fn id(&self) -> u64 {
-                self.id
-            }
-        }
-    )*};
-}
-
-record! {
-    Change => "change",
-    BuildSet => "build set",
-    BuildRequest => "build request",
-    Build => "build",
-}
-
-fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("{what} does not decode: {e}")))
-}
-
-fn decode_record<T: Record>(id: u64, bytes: &[u8]) -> Result<T> {
-    let rec: T = decode(&format!("{} {id}", T::TABLE), bytes)?;
-    if rec.id() != id {
-        return Err(StoreError::Corrupt(format!(
-            "{} {id} is stored with id {}",
-            T::TABLE,
-            rec.id()
-        )));
-    }
-    Ok(rec)
-}
-
-fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> {
-    // Serialising these types cannot fail (string map keys only), but the
-    // error is still reported rather than unwrapped.
-    serde_json::to_vec(value).map_err(|e| StoreError::Io(format!("encoding {what}: {e}")))
-}
-
-fn get_record<T: Record>(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    id: u64,
-) -> Result<Option<T>> {
-    match table.get(id).map_err(db_err)? {
-        None => Ok(None),
-        Some(v) => decode_record(id, v.value()).map(Some),
-    }
-}
-
-/// Loads a record that an index or another record refers to: its absence
-/// means the database is inconsistent.
-fn must_get<T: Record>(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<T> {
-    get_record(table, id)?
-        .ok_or_else(|| StoreError::Corrupt(format!("{} {id} is referenced but missing", T::TABLE)))
-}
-
-fn put_record<T: Record>(table: &mut Table<'_, u64, &'static [u8]>, rec: &T) -> Result<()> {
-    let bytes = encode(T::TABLE, rec)?;
-    table.insert(rec.id(), bytes.as_slice()).map_err(db_err)?;
-    Ok(())
-}
-
-/// JSON has no NaN or infinity: serde_json would write `null`, which does
-/// not decode back into a `Scalar`, and the record would become unreadable.
-/// Such values are stored as their text instead ("NaN", "inf", "-inf").
-fn storable(props: &mut Properties) {
-    for v in props.values_mut() {
-        if let Scalar::Float(f) = v {
-            if !f.is_finite() {
-                *v = Scalar::String(f.to_string());
-            }
-        }
-    }
-}
-
-/// Keys of an id-ordered index newest first, below `before` (exclusive).
-/// Boxed so that the callers can pick an index at run time.
-type Ids<'a> = Box<dyn Iterator<Item = Result<u64>> + 'a>;
-
-fn ids_desc<'a, K, V, R, KR>(
-    table: &'a impl ReadableTable<K, V>,
-    range: R,
-    id_of: fn(K::SelfType<'_>) -> u64,
-) -> Result<Ids<'a>>
-where
-    K: redb::Key + 'static,
-    V: redb::Value + 'static,
-    R: RangeBounds<KR> + 'a,
-    KR: std::borrow::Borrow<K::SelfType<'a>> + 'a,
-{
-    let iter = table.range(range).map_err(db_err)?;
-    Ok(Box::new(iter.rev().map(move |r| {
-        r.map(|(k, _)| id_of(k.value())).map_err(db_err)
-    })))
-}
-
-/// The exclusive upper id bound of a page. Ids never reach u64::MAX.
-fn upper(page: &Page) -> u64 {
-    page.before.unwrap_or(u64::MAX)
-}
-
-/// Loads `page.limit` records of `ids` that pass `keep`.
-fn collect_page<T: Record>(
-    ids: Ids<'_>,
-    records: &impl ReadableTable<u64, &'static [u8]>,
-    limit: usize,
-    keep: impl Fn(&T) -> bool,
-) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    if limit == 0 {
-        return Ok(out);
-    }
-    for id in ids {
-        let rec: T = must_get(records, id?)?;
-        if keep(&rec) {
-            out.push(rec);
-            if out.len() >= limit {
-                break;
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The tables of one write transaction, opened once (redb refuses to open
-/// a table twice in a transaction).
-struct W<'t> {
-    counters: Table<'t, &'static str, u64>,
-    changes: Table<'t, u64, &'static [u8]>,
-    buildsets: Table<'t, u64, &'static [u8]>,
-    requests: Table<'t, u64, &'static [u8]>,
-    requests_by_buildset: Table<'t, (u64, u64), ()>,
-    requests_by_builder: Table<'t, (&'static str, u64), ()>,
-    pending: Table<'t, u64, ()>,
-    builds: Table<'t, u64, &'static [u8]>,
-    builds_by_builder: Table<'t, (&'static str, u64), u64>,
-    build_numbers: Table<'t, (&'static str, u64), u64>,
-    running: Table<'t, u64, ()>,
-    steps: Table<'t, (u64, u32), &'static [u8]>,
-    workers: Table<'t, &'static str, &'static [u8]>,
-    state: Table<'t, &'static str, &'static [u8]>,
-}
-
-impl<'t> W<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<W<'t>> {
-        Ok(W {
-            counters: txn.open_table(COUNTERS).map_err(db_err)?,
-            changes: txn.open_table(CHANGES).map_err(db_err)?,
-            buildsets: txn.open_table(BUILDSETS).map_err(db_err)?,
-            requests: txn.open_table(REQUESTS).map_err(db_err)?,
-            requests_by_buildset: txn.open_table(REQUESTS_BY_BUILDSET).map_err(db_err)?,
-            requests_by_builder: txn.open_table(REQUESTS_BY_BUILDER).map_err(db_err)?,
-            pending: txn.open_table(PENDING).map_err(db_err)?,
-            builds: txn.open_table(BUILDS).map_err(db_err)?,
-            builds_by_builder: txn.open_table(BUILDS_BY_BUILDER).map_err(db_err)?,
-            build_numbers: txn.open_table(BUILD_NUMBERS).map_err(db_err)?,
-            running: txn.open_table(RUNNING).map_err(db_err)?,
-            steps: txn.open_table(STEPS).map_err(db_err)?,
-            workers: txn.open_table(WORKERS).map_err(db_err)?,
-            state: txn.open_table(STATE).map_err(db_err)?,
-        })
-    }
-
-    fn next_id(&mut self, kind: &'static str) -> Result<u64> {
-        let last = self
-            .counters
-            .get(kind)
-            .map_err(db_err)?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        let next = last
-            .checked_add(1)
-            .filter(|n| *n < u64::MAX)
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("the {kind} id counter is exhausted ({last})"))
-            })?;
-        self.counters.insert(kind, next).map_err(db_err)?;
-        Ok(next)
-    }
-
-    fn put_request(&mut self, req: &BuildRequest) -> Result<()> {
-        // The pending index follows the request's state.
-        if req.state == RequestState::Pending {
-            self.pending.insert(req.id, ()).map_err(db_err)?;
-        } else {
-            self.pending.remove(req.id).map_err(db_err)?;
-        }
-        put_record(&mut self.requests, req)
-    }
-
-    /// Gives a build set its result when none of its requests can run any
-    /// more: the worst of their results (a cancelled request counts as
-    /// Cancelled).
-    fn maybe_complete_buildset(&mut self, buildset: u64, now: Millis) -> Result<()> {
-        let mut set: BuildSet = must_get(&self.buildsets, buildset)?;
-        if set.result.is_some() {
-            return Ok(());
-        }
-        let mut worst = BuildResult::Success;
-        let ids: Vec<u64> = ids_desc(
-            &self.requests_by_buildset,
-            (buildset, 0)..=(buildset, u64::MAX),
-            |k| k.1,
-        )?
-        .collect::<Result<_>>()?;
-        for id in ids {
-            let req: BuildRequest = must_get(&self.requests, id)?;
-            let result = match req.state {
-                RequestState::Pending | RequestState::Claimed => return Ok(()),
-                RequestState::Cancelled => BuildResult::Cancelled,
-                // A complete request always has a result; if one somehow has
-                // none, the set must not look successful.
-                RequestState::Complete => req.result.unwrap_or(BuildResult::Exception),
-            };
-            worst = worst.max(result);
-        }
-        set.result = Some(worst);
-        set.completed_at = Some(now);
-        put_record(&mut self.buildsets, &set)
-    }
-
-    /// Ends a running build: its requests complete with `result`, or are
-    /// pending again when it is `Retry`.
-    fn finish(
-        &mut self,
-        id: u64,
-        result: BuildResult,
-        state_string: Option<&str>,
-        now: Millis,
-    ) -> Result<()> {
-        let Some(mut build) = get_record::<Build>(&self.builds, id)? else {
-            return Err(StoreError::Conflict(format!("build {id} does not exist")));
-        };
-        if build.finished_at.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "build {id} has already finished"
-            )));
-        }
-        build.finished_at = Some(now);
-        build.result = Some(result);
-        if let Some(s) = state_string {
-            build.state_string = s.to_string();
-        }
-        put_record(&mut self.builds, &build)?;
-        self.running.remove(id).map_err(db_err)?;
-        let mut sets = Vec::new();
-        for &rid in &build.build.requests {
-            let mut req: BuildRequest = must_get(&self.requests, rid)?;
-            // Only requests this build still holds: nothing else can have
-            // taken a claimed request, but a stale build must not undo a
-            // later one's work.
-            if req.state != RequestState::Claimed || req.build != Some(id) {
-                continue;
-            }
-            if result == BuildResult::Retry {
-                // `build` keeps pointing at the build that ran it last.
-                req.state = RequestState::Pending;
-            } else {
-                req.state = RequestState::Complete;
-                req.result = Some(result);
-                req.completed_at = Some(now);
-                if !sets.contains(&req.buildset) {
-                    sets.push(req.buildset);
-                }
-            }
-            self.put_request(&req)?;
-        }
-        for set in sets {
-            self.maybe_complete_buildset(set, now)?;
-        }
-        Ok(())
     }
 }
 
@@ -505,185 +153,6 @@ impl RedbStore {
         })
     }
 
-    /// Runs `f` in a write transaction that is durable when this returns
-    /// `Ok`; aborted (no effect) when `f` returns `Err`.
-    ///
-    /// Group commit: redb holds its write lock through a durable commit's
-    /// `fsync`s, so writers queue up behind one. The last writer in the
-    /// queue commits durably, which makes every earlier commit durable too;
-    /// a writer with others queued behind it commits without `fsync` and
-    /// waits until a later durable commit covers it (doing one itself, with
-    /// no changes, if no one else is left to). Under load many writers
-    /// share one durable commit; alone, a writer commits durably at once.
-    fn write<T>(&self, f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>) -> Result<T> {
-        lock_group(&self.group).writers += 1;
-        let mut txn = match self.db.begin_write() {
-            Ok(t) => t,
-            Err(e) => {
-                self.leave_queue();
-                return Err(db_err(e));
-            }
-        };
-        // The waiting step records and build states go first, so that `f`
-        // sees them (and, say, a build's end keeps its last state).
-        let out = W::open(&txn).and_then(|mut w| {
-            let applied = self.apply_pending(&mut w)?;
-            f(&txn, &mut w).map(|v| (v, applied))
-        });
-        let (v, applied) = match out {
-            Ok(v) => v,
-            Err(e) => {
-                // Nothing was committed (the waiting writes still wait); an
-                // abort failure changes nothing for the caller, who gets
-                // the original error.
-                let _ = txn.abort();
-                self.leave_queue();
-                return Err(e);
-            }
-        };
-        // Decided under the write lock: every sequence number assigned so
-        // far belongs to a commit that has already happened, so a durable
-        // commit now covers all of them.
-        let lead = {
-            let mut g = lock_group(&self.group);
-            g.writers -= 1;
-            if g.writers == 0 {
-                g.flushing += 1;
-                Ok(g.assigned)
-            } else {
-                g.assigned += 1;
-                Err(g.assigned)
-            }
-        };
-        match lead {
-            Ok(covers) => {
-                // Saves the allocator state with the commit: reopening
-                // after a crash is then near instant (see the module docs).
-                txn.set_quick_repair(true);
-                let r = txn.commit().map_err(db_err);
-                if r.is_ok() {
-                    lock(&self.pending).forget(&applied);
-                }
-                self.flushed(covers, r.is_ok());
-                r.map(|()| v)
-            }
-            Err(seq) => {
-                set_durability(&mut txn, Durability::None)?;
-                txn.commit().map_err(db_err)?;
-                lock(&self.pending).forget(&applied);
-                self.wait_durable(seq)?;
-                Ok(v)
-            }
-        }
-    }
-
-    /// Stores the waiting step records and build states in `w`'s
-    /// transaction; returns what to forget once it has committed.
-    fn apply_pending(&self, w: &mut W<'_>) -> Result<pending::Applied> {
-        let pending::Copy {
-            steps,
-            states,
-            applied,
-        } = {
-            let p = lock(&self.pending);
-            if p.is_empty() {
-                return Ok(pending::Applied::default());
-            }
-            p.copy()
-        };
-        for (build, step) in steps {
-            let bytes = encode("step", &step)?;
-            w.steps
-                .insert((build, step.index), bytes.as_slice())
-                .map_err(db_err)?;
-        }
-        for (id, state) in states {
-            // Checked when it was written; a record damaged since must not
-            // stop every later write, so it is skipped (and reported).
-            match get_record::<Build>(&w.builds, id) {
-                Ok(Some(mut build)) => {
-                    build.state_string = state.state_string;
-                    build.build.properties = state.properties;
-                    put_record(&mut w.builds, &build)?;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!("dropping the state of build {id}: {e}"),
-            }
-        }
-        Ok(applied)
-    }
-
-    /// Queues a step record or build state; stores everything waiting once
-    /// there is much.
-    fn add_pending(&self, add: impl FnOnce(&mut pending::Pending)) -> Result<()> {
-        let full = {
-            let mut p = lock(&self.pending);
-            add(&mut p);
-            p.len() >= PENDING_LIMIT
-        };
-        if full {
-            self.write(|_, _| Ok(()))?;
-        }
-        Ok(())
-    }
-
-    /// A queued durable writer leaves without committing.
-    fn leave_queue(&self) {
-        let mut g = lock_group(&self.group);
-        g.writers -= 1;
-        if g.writers == 0 {
-            // Waiters may now have to flush for themselves.
-            self.group_changed.notify_all();
-        }
-    }
-
-    /// A durable commit ended; on success everything up to `covers` is
-    /// durable.
-    fn flushed(&self, covers: u64, ok: bool) {
-        let mut g = lock_group(&self.group);
-        g.flushing -= 1;
-        if ok {
-            g.durable = g.durable.max(covers);
-        }
-        self.group_changed.notify_all();
-    }
-
-    /// Waits until the non-durable commit `seq` is durable, committing
-    /// durably (with no changes) when nobody else will.
-    fn wait_durable(&self, seq: u64) -> Result<()> {
-        let mut g = lock_group(&self.group);
-        loop {
-            if g.durable >= seq {
-                return Ok(());
-            }
-            if g.writers == 0 && g.flushing == 0 {
-                g.flushing += 1;
-                drop(g);
-                let r = self.flush();
-                self.flushed(r.as_ref().copied().unwrap_or(0), r.is_ok());
-                r?;
-                g = lock_group(&self.group);
-                continue;
-            }
-            g = self
-                .group_changed
-                .wait(g)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    /// A durable commit with no changes: makes every earlier commit
-    /// durable. Returns the sequence number it covers.
-    fn flush(&self) -> Result<u64> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        let covers = lock_group(&self.group).assigned;
-        let applied = W::open(&txn).and_then(|mut w| self.apply_pending(&mut w))?;
-        txn.set_quick_repair(true);
-        txn.commit().map_err(db_err)?;
-        lock(&self.pending).forget(&applied);
-        Ok(covers)
-    }
-
     /// A read snapshot and the build states not yet in it.
     fn read_with_states(&self) -> Result<(redb::ReadTransaction, HashMap<u64, pending::State>)> {
         let p = lock(&self.pending);
@@ -702,33 +171,6 @@ fn with_state(mut build: Build, state: Option<pending::State>) -> Build {
         build.build.properties = st.properties;
     }
     build
-}
-
-fn set_durability(txn: &mut WriteTransaction, d: Durability) -> Result<()> {
-    txn.set_durability(d)
-        .map_err(|e| StoreError::Io(format!("database: {e}")))
-}
-
-impl Drop for RedbStore {
-    /// Stores what still waits, durably, at a clean close.
-    fn drop(&mut self) {
-        let pending = {
-            let g = lock_group(&self.group);
-            g.assigned > g.durable || !lock(&self.pending).is_empty()
-        };
-        if pending {
-            if let Err(e) = self.flush() {
-                tracing::error!("closing the store: {e}");
-            }
-        }
-    }
-}
-
-fn open_ro<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &redb::ReadTransaction,
-    def: TableDefinition<K, V>,
-) -> Result<redb::ReadOnlyTable<K, V>> {
-    txn.open_table(def).map_err(db_err)
 }
 
 impl Store for RedbStore {
@@ -828,11 +270,7 @@ impl Store for RedbStore {
             ids_desc(&pending, ..hi, |k| k)?
         } else if let Some(builder) = &filter.builder {
             by_builder = open_ro(&txn, REQUESTS_BY_BUILDER)?;
-            ids_desc(
-                &by_builder,
-                (builder.as_str(), 0)..(builder.as_str(), hi),
-                |k| k.1,
-            )?
+            builder_ids_desc(&by_builder, builder, hi)?
         } else {
             ids_desc(&requests, ..hi, |k| k)?
         };
@@ -992,11 +430,7 @@ impl Store for RedbStore {
             ids_desc(&running, ..hi, |k| k)?
         } else if let Some(builder) = &filter.builder {
             by_builder = open_ro(&txn, BUILDS_BY_BUILDER)?;
-            ids_desc(
-                &by_builder,
-                (builder.as_str(), 0)..(builder.as_str(), hi),
-                |k| k.1,
-            )?
+            builder_ids_desc(&by_builder, builder, hi)?
         } else {
             ids_desc(&builds, ..hi, |k| k)?
         };

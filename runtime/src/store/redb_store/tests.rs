@@ -1,10 +1,14 @@
 //! Tests of the redb backend: the conformance suite, damaged data, kill -9
 //! crash cycles, and the benchmark (`store_bench`, ignored).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use bbc_graph::Scalar;
+use redb::TableDefinition;
 
 use super::*;
 use crate::store::conformance::{self, TempDir};

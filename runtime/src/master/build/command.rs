@@ -1,0 +1,187 @@
+//! A command step on the worker: the command sent, its output streamed
+//! into the step's log (redacted, batched, warnings counted), its end
+//! turned into the step's result.
+
+use bbc_graph::{BuildResult, Step};
+
+use super::log::{LineCounter, LogWriter, LOG_BATCH};
+use super::{Ctx, Outcome};
+use crate::master::conn::CmdEvent;
+use crate::protocol::{Frame, Message, Stopped, WireCommand};
+
+/// A command step's start record waits at most this long for the step's
+/// first log bytes (or its end) to be stored with them.
+const START_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Ctx {
+    /// Runs a command on the worker, streaming its output into the step's log.
+    pub(super) async fn command(
+        &mut self,
+        index: u32,
+        step: &Step,
+        cmd: WireCommand,
+        workdir: String,
+        warning_pattern: Option<&str>,
+        capture: bool,
+    ) -> Outcome {
+        let Some(conn) = self.conn.clone() else {
+            return Outcome::of(BuildResult::Retry, "worker lost");
+        };
+        let header = match &cmd {
+            WireCommand::Shell(s) => format!("$ {s}\n"),
+            WireCommand::Argv(v) => format!("$ {}\n", v.join(" ")),
+        };
+        let mut redact = self.redactor();
+        let mut head = redact.push(header.as_bytes());
+        let mut writer = LogWriter::new(self.shared.store.clone(), self.build.id, index);
+        // The step's start is stored with the first log bytes: the header
+        // (not awaited: the command starts meanwhile), else the first
+        // output, else after START_DELAY, else (a quick command) with the
+        // step's end — one trip to the store fewer.
+        let mut start = self.pending_start.take();
+        if !head.is_empty() {
+            writer.write(&mut head, start.take()).await;
+        }
+        let start_due = tokio::time::Instant::now() + START_DELAY;
+        let id = self.shared.next_id();
+        let mut rx = conn.expect(id);
+        let run = Message::Run {
+            id,
+            builder_dir: self.builder.workdir.clone(),
+            workdir,
+            command: cmd,
+            env: self.env(step),
+            timeout_ms: step.timeout_ms,
+            max_time_ms: step.max_time_ms.or(self.builder.max_time_ms),
+            sigterm_time_ms: step.sigterm_time_ms,
+        };
+        if !conn.send(Frame::Message(run)).await {
+            conn.forget(id);
+            writer.wait().await;
+            self.pending_start = start;
+            return Outcome::of(BuildResult::Retry, "worker lost");
+        }
+        let re = warning_pattern.and_then(|p| regex::bytes::Regex::new(p).ok());
+        let mut lines = LineCounter::default();
+        let mut batch: Vec<u8> = Vec::new();
+        let mut captured: Option<Vec<u8>> = capture.then(Vec::new);
+        let mut interrupted = false;
+        let finished = loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = self.cancel.changed(), if !interrupted => {
+                    if *self.cancel.borrow() {
+                        interrupted = true;
+                        let _ = conn.send(Frame::Message(Message::Interrupt { id })).await;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(start_due), if start.is_some() => {
+                    writer.write(&mut Vec::new(), start.take()).await;
+                    continue;
+                }
+            };
+            match ev {
+                Some(CmdEvent::Output(stream, data)) => {
+                    if let (Some(c), crate::protocol::Stream::Stdout) = (captured.as_mut(), stream)
+                    {
+                        if c.len() < 1 << 20 {
+                            c.extend_from_slice(&data);
+                        }
+                    }
+                    if let Some(re) = &re {
+                        lines.feed(&data, re);
+                    }
+                    let clean = redact.push(&data);
+                    batch.extend_from_slice(&clean);
+                    // Write when the batch is full or nothing else is queued.
+                    if batch.len() >= LOG_BATCH || rx.is_empty() {
+                        writer.write(&mut batch, start.take()).await;
+                    }
+                }
+                Some(CmdEvent::Finished {
+                    exit_code,
+                    signal,
+                    stopped,
+                    error,
+                    duration_ms,
+                }) => break Some((exit_code, signal, stopped, error, duration_ms)),
+                None | Some(CmdEvent::Lost) => break None,
+                Some(_) => {}
+            }
+        };
+        batch.extend(redact.finish());
+        if let Some(re) = &re {
+            lines.finish(re);
+        }
+        // What is left goes with the step's end record (see `steps`).
+        writer.wait().await;
+        self.pending_start = start;
+        let Some((exit_code, signal, stopped, error, duration_ms)) = finished else {
+            batch.extend_from_slice(b"\nworker connection lost\n");
+            let mut out = Outcome::of(BuildResult::Retry, "worker lost");
+            out.log_tail = batch;
+            return out;
+        };
+        let (result, state) = match (stopped, error, exit_code) {
+            (Some(Stopped::Interrupted), _, _) => (BuildResult::Cancelled, "cancelled".to_string()),
+            (Some(Stopped::NoOutput), _, _) => (
+                BuildResult::Failure,
+                format!(
+                    "timed out: no output for {} s",
+                    step.timeout_ms.unwrap_or(0) / 1000
+                ),
+            ),
+            (Some(Stopped::MaxTime), _, _) => (
+                BuildResult::Failure,
+                "killed: ran longer than max-time".to_string(),
+            ),
+            (None, Some(e), _) => (BuildResult::Exception, format!("could not run: {e}")),
+            (None, None, Some(code)) => exit_result(step, code),
+            (None, None, None) => (
+                BuildResult::Failure,
+                format!("killed by signal {}", signal.unwrap_or(0)),
+            ),
+        };
+        let trailer = match exit_code {
+            Some(c) => format!(
+                "\nexit code {c} after {:.1} s\n",
+                duration_ms as f64 / 1000.0
+            ),
+            None => format!("\n{state} after {:.1} s\n", duration_ms as f64 / 1000.0),
+        };
+        batch.extend_from_slice(trailer.as_bytes());
+        let mut result = result;
+        if result == BuildResult::Success && lines.count > 0 {
+            result = BuildResult::Warnings;
+        }
+        let state = if lines.count > 0 {
+            format!("{state} ({} warnings)", lines.count)
+        } else {
+            state
+        };
+        Outcome {
+            result,
+            warnings: lines.count,
+            state,
+            captured,
+            log_tail: batch,
+        }
+    }
+}
+
+/// The result and state line of a command that exited with `code`: the
+/// step's `decode-rc` first, else 0 is success and anything else failure.
+pub(super) fn exit_result(step: &Step, code: i32) -> (BuildResult, String) {
+    let r = step.decode_rc.get(&code).copied().unwrap_or(if code == 0 {
+        BuildResult::Success
+    } else {
+        BuildResult::Failure
+    });
+    let state = if code == 0 {
+        step.name.clone()
+    } else {
+        format!("{} (exit {code})", step.name)
+    };
+    (r, state)
+}

@@ -1,0 +1,99 @@
+//! A command step's log on its way to the store: written in batches while
+//! the command runs, and its warning lines counted.
+
+use std::sync::Arc;
+
+use super::record::{StepStart, StepWrite};
+use crate::store::Store;
+
+/// Log bytes are written to the store in batches of about this size.
+pub(super) const LOG_BATCH: usize = 64 * 1024;
+
+/// Appends a step's log while the build goes on: one write runs on a
+/// blocking thread while the next batch is filled (and redacted), and the
+/// two buffers are reused, so a long log costs no allocation per batch.
+pub(super) struct LogWriter {
+    store: Arc<dyn Store>,
+    build: u64,
+    step: u32,
+    inflight: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    spare: Vec<u8>,
+}
+
+impl LogWriter {
+    pub fn new(store: Arc<dyn Store>, build: u64, step: u32) -> LogWriter {
+        LogWriter {
+            store,
+            build,
+            step,
+            inflight: None,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Starts appending `buf` (leaving it empty) once the previous append
+    /// is done; with the step's start record first, if given.
+    pub async fn write(&mut self, buf: &mut Vec<u8>, start: Option<StepStart>) {
+        if buf.is_empty() && start.is_none() {
+            return;
+        }
+        self.wait().await;
+        let w = StepWrite {
+            step: self.step,
+            start,
+            log: std::mem::replace(buf, std::mem::take(&mut self.spare)),
+            end: None,
+        };
+        self.inflight = Some(w.spawn(self.store.clone(), self.build));
+    }
+
+    /// Waits for the append under way.
+    pub async fn wait(&mut self) {
+        if let Some(h) = self.inflight.take() {
+            match h.await {
+                Ok(buf) => self.spare = buf,
+                Err(e) => tracing::error!("log writer failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Counts lines matching the warning pattern across chunk boundaries,
+/// without allocating per line.
+#[derive(Default)]
+pub(super) struct LineCounter {
+    partial: Vec<u8>,
+    pub count: u64,
+}
+
+impl LineCounter {
+    pub fn feed(&mut self, data: &[u8], re: &regex::bytes::Regex) {
+        let mut rest = data;
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            let line = &rest[..nl];
+            if self.partial.is_empty() {
+                self.count += u64::from(re.is_match(line));
+            } else {
+                self.partial.extend_from_slice(line);
+                self.count += u64::from(re.is_match(&self.partial));
+                self.partial.clear();
+            }
+            rest = &rest[nl + 1..];
+        }
+        // Bound memory on endless lines: past 64 KiB the line is judged as is.
+        if self.partial.len() + rest.len() > 64 * 1024 {
+            self.partial.extend_from_slice(rest);
+            self.count += u64::from(re.is_match(&self.partial));
+            self.partial.clear();
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
+    }
+
+    pub fn finish(&mut self, re: &regex::bytes::Regex) {
+        if !self.partial.is_empty() {
+            self.count += u64::from(re.is_match(&self.partial));
+            self.partial.clear();
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Running one build: its steps in order on one worker, with Buildbot's
+//! rules for results (halt-on-failure, flunk-on-failure, warn-on-…,
+//! always-run), logs streamed to the store, and secrets redacted.
+//!
+//! This file runs the steps and combines their results; each kind of step
+//! runs in its own file (`command.rs` on the worker, `git.rs`,
+//! `master_shell.rs`, `trigger.rs`, `transfer.rs`), the log goes through
+//! `log.rs`, and every step write to the store is a `record::StepWrite`.
+
+mod command;
+mod git;
+mod log;
+mod master_shell;
+mod record;
+mod transfer;
+mod trigger;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bbc_graph::eval::{eval, render, truthy};
+use bbc_graph::{BuildResult, Builder, Command, Scalar, Step, StepKind};
+use tokio::sync::watch;
+
+use super::conn::WorkerConn;
+use super::queue::{self, HeldLocks, Wake};
+use super::{now_ms, worst, Shared};
+use crate::protocol::WireCommand;
+use crate::secrets::Redactor;
+use crate::store::{Build, BuildSet, Properties, StepRecord};
+use record::{StepEnd, StepStart, StepWrite};
+
+pub use git::git_script;
+pub use transfer::master_path;
+
+pub struct Ctx {
+    shared: Arc<Shared>,
+    build: Build,
+    builder: Arc<Builder>,
+    conn: Option<Arc<WorkerConn>>,
+    props: Properties,
+    cancel: watch::Receiver<bool>,
+    slot: u64,
+    /// The running step's start, not yet stored: a command step stores it
+    /// with its log's first bytes, in one trip to the store.
+    pending_start: Option<StepStart>,
+    /// The last step's end, stored with the build's end.
+    pending_end: Option<StepWrite>,
+}
+
+struct Outcome {
+    result: BuildResult,
+    warnings: u64,
+    state: String,
+    /// stdout kept for `set-property command=…` (bounded).
+    captured: Option<Vec<u8>>,
+    /// The end of the step's log, stored with the step's end record.
+    log_tail: Vec<u8>,
+}
+
+impl Outcome {
+    fn of(result: BuildResult, state: impl Into<String>) -> Outcome {
+        Outcome {
+            result,
+            warnings: 0,
+            state: state.into(),
+            captured: None,
+            log_tail: Vec::new(),
+        }
+    }
+}
+
+pub async fn run(
+    shared: Arc<Shared>,
+    slot: u64,
+    build: Build,
+    builder: Arc<Builder>,
+    set: Arc<BuildSet>,
+    conn: Option<Arc<WorkerConn>>,
+    cancel: watch::Receiver<bool>,
+) {
+    let mut props = build.build.properties.clone();
+    props.insert("buildnumber".into(), Scalar::Int(build.number as i64));
+    let mut cx = Ctx {
+        shared: shared.clone(),
+        build,
+        builder,
+        conn,
+        props,
+        cancel,
+        slot,
+        pending_start: None,
+        pending_end: None,
+    };
+    let result = cx.steps().await;
+    let id = cx.build.id;
+    let state = match result {
+        BuildResult::Success => "build successful".to_string(),
+        BuildResult::Retry => "worker lost; will retry".to_string(),
+        r => format!("build {}", r.name()),
+    };
+    let props = cx.props.clone();
+    let last = cx.pending_end.take();
+    let finished_at = now_ms();
+    let state2 = state.clone();
+    // One trip: the last step's end, the final state (both waiting in the
+    // store) and the end of the build (durable, which makes them durable).
+    let recorded = shared
+        .db(move |s| {
+            if let Some(end) = last {
+                end.store(s, id);
+            }
+            let _ = s.set_build_state(id, &state2, &props);
+            s.finish_build(id, result, finished_at)
+        })
+        .await;
+    match recorded {
+        Ok(()) => {
+            let b = &mut cx.build;
+            b.result = Some(result);
+            b.finished_at = Some(finished_at);
+            b.state_string = state;
+            b.build.properties = std::mem::take(&mut cx.props);
+            shared
+                .reporters
+                .publish(crate::reporters::Phase::Finished, b, &set);
+        }
+        Err(e) => tracing::error!("cannot record the end of build {id}: {e}"),
+    }
+    let mut wake = queue::update(&shared, |q| q.end(slot));
+    if result == BuildResult::Retry {
+        // The requests are pending again in the store; put them back in
+        // the queue (one wake for both).
+        wake = wake.and(requeue(&shared, &cx.build).await);
+    }
+    wake.send(&shared);
+}
+
+async fn requeue(shared: &Arc<Shared>, build: &Build) -> Wake {
+    let ids = build.build.requests.clone();
+    let loaded = shared
+        .db(move |s| {
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(r) = s.request(id)? {
+                    if let Some(set) = s.buildset(r.buildset)? {
+                        out.push((r, set));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await;
+    let Ok(loaded) = loaded else {
+        return Wake::default();
+    };
+    let g = shared.graph();
+    let back = loaded
+        .into_iter()
+        .filter(|(r, _)| r.state == crate::store::RequestState::Pending)
+        .map(|(mut r, set)| {
+            // The queue orders by the config in force.
+            if let Some(b) = g.builder(&r.builder) {
+                r.priority = b.priority;
+            }
+            (r, Arc::new(set))
+        });
+    queue::update(shared, |q| q.add_all(back))
+}
+
+/// Whether a step runs a command on the worker (through `Ctx::command`).
+fn runs_command(step: &Step) -> bool {
+    matches!(
+        step.kind,
+        StepKind::Shell { .. }
+            | StepKind::Compile { .. }
+            | StepKind::Test { .. }
+            | StepKind::Git { .. }
+            | StepKind::SetPropertyFromCommand { .. }
+    )
+}
+
+impl Ctx {
+    async fn steps(&mut self) -> BuildResult {
+        let mut result = BuildResult::Success;
+        let mut halted = false;
+        let builder = self.builder.clone();
+        for (i, step) in builder.steps.iter().enumerate() {
+            let index = i as u32;
+            let mut rec = StepRecord {
+                index,
+                name: step.name.clone(),
+                ..Default::default()
+            };
+            let cancelled = *self.cancel.borrow();
+            if (halted || cancelled) && !step.always_run {
+                rec.result = Some(BuildResult::Skipped);
+                rec.state_string = "skipped".into();
+                self.write_step(StepWrite::skipped(rec)).await;
+                continue;
+            }
+            if let Some(cond) = &step.do_step_if {
+                if !truthy(&eval(cond, &self.props)) {
+                    rec.result = Some(BuildResult::Skipped);
+                    rec.state_string = "skipped (do-step-if)".into();
+                    rec.hidden = step
+                        .hide_step_if
+                        .as_ref()
+                        .is_some_and(|h| truthy(&eval(h, &self.props)));
+                    self.write_step(StepWrite::skipped(rec)).await;
+                    continue;
+                }
+            }
+            rec.started_at = Some(now_ms());
+            rec.state_string = format!("running {}", step.name);
+            let start = StepStart {
+                rec: rec.clone(),
+                state: format!("running {}", step.name),
+                props: self.props.clone(),
+            };
+            if step.locks.is_empty() && runs_command(step) {
+                // Stored with the command's first log bytes.
+                self.pending_start = Some(start);
+            } else {
+                let w = StepWrite {
+                    start: Some(start),
+                    ..StepWrite::new(index)
+                };
+                self.write_step(w).await;
+            }
+            if let Ok(mut q) = self.shared.queue.lock() {
+                q.at_step(self.slot, index);
+            }
+            let locks = self.take_step_locks(step).await;
+            let mut out = match locks {
+                Some(taken) => {
+                    let o = self.step(index, step).await;
+                    self.release_step_locks(taken);
+                    o
+                }
+                None => Outcome::of(BuildResult::Cancelled, "cancelled while waiting for a lock"),
+            };
+            rec.finished_at = Some(now_ms());
+            rec.result = Some(out.result);
+            rec.warnings = out.warnings;
+            rec.state_string = out.state.clone();
+            rec.hidden = step
+                .hide_step_if
+                .as_ref()
+                .is_some_and(|h| truthy(&eval(h, &self.props)));
+            let end = StepWrite {
+                step: index,
+                start: self.pending_start.take(),
+                log: std::mem::take(&mut out.log_tail),
+                end: Some(StepEnd { rec, ran: true }),
+            };
+            if i + 1 == builder.steps.len() || out.result == BuildResult::Retry {
+                // The last step: stored with the build's end, in one trip.
+                self.pending_end = Some(end);
+            } else {
+                self.write_step(end).await;
+            }
+            match out.result {
+                BuildResult::Success | BuildResult::Skipped => {}
+                BuildResult::Warnings => {
+                    if step.warn_on_warnings {
+                        result = worst(result, BuildResult::Warnings);
+                    }
+                }
+                BuildResult::Failure => {
+                    if step.flunk_on_failure {
+                        result = worst(result, BuildResult::Failure);
+                    } else if step.warn_on_failure {
+                        result = worst(result, BuildResult::Warnings);
+                    }
+                    halted |= step.halt_on_failure;
+                }
+                r @ (BuildResult::Exception | BuildResult::Retry | BuildResult::Cancelled) => {
+                    result = worst(result, r);
+                    halted = true;
+                }
+            }
+            if out.result == BuildResult::Retry {
+                // The worker is gone: nothing else can run on it.
+                break;
+            }
+        }
+        result
+    }
+
+    /// Waits until every lock of the step is free, then takes them all.
+    async fn take_step_locks(&mut self, step: &Step) -> Option<HeldLocks> {
+        if step.locks.is_empty() {
+            return Some(HeldLocks::default());
+        }
+        loop {
+            let notified = self.shared.locks_released.notified();
+            // Read each time: an applied config may change a lock's count.
+            let g = self.shared.graph();
+            if let Ok(mut q) = self.shared.queue.lock() {
+                if let Some(t) = q.take_locks(&step.locks, &g, &self.build.build.worker) {
+                    return Some(t);
+                }
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = self.cancel.changed() => {
+                    if *self.cancel.borrow() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives a step's locks back (a step without any does not lock the
+    /// queue).
+    fn release_step_locks(&self, held: HeldLocks) {
+        if held.is_empty() {
+            return;
+        }
+        queue::update(&self.shared, |q| q.release(held)).send(&self.shared);
+    }
+
+    fn env(&self, step: &Step) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self
+            .builder
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), render(v, &self.props)))
+            .collect();
+        env.extend(
+            step.env
+                .iter()
+                .map(|(k, v)| (k.clone(), render(v, &self.props))),
+        );
+        env
+    }
+
+    fn workdir(&self, step: &Step) -> String {
+        step.workdir
+            .as_ref()
+            .map(|w| render(w, &self.props))
+            .unwrap_or_else(|| "build".to_string())
+    }
+
+    fn wire(&self, c: &Command) -> WireCommand {
+        match c {
+            Command::Shell(t) => WireCommand::Shell(render(t, &self.props)),
+            Command::Argv(v) => {
+                WireCommand::Argv(v.iter().map(|t| render(t, &self.props)).collect())
+            }
+        }
+    }
+
+    async fn step(&mut self, index: u32, step: &Step) -> Outcome {
+        match &step.kind {
+            StepKind::Shell {
+                command,
+                warning_pattern,
+            }
+            | StepKind::Compile {
+                command,
+                warning_pattern,
+            }
+            | StepKind::Test {
+                command,
+                warning_pattern,
+            } => {
+                let cmd = self.wire(command);
+                let wd = self.workdir(step);
+                self.command(index, step, cmd, wd, warning_pattern.as_deref(), false)
+                    .await
+            }
+            StepKind::Git {
+                repo,
+                branch,
+                mode,
+                method,
+            } => {
+                self.git(index, step, repo, branch.as_ref(), *mode, *method)
+                    .await
+            }
+            StepKind::SetProperty { property, value } => {
+                let v = render(value, &self.props);
+                self.log(index, format!("{property} = {v}\n").as_bytes())
+                    .await;
+                self.set_prop(property, v).await;
+                Outcome::of(BuildResult::Success, format!("set {property}"))
+            }
+            StepKind::SetPropertyFromCommand { property, command } => {
+                let cmd = self.wire(command);
+                let wd = self.workdir(step);
+                let mut out = self.command(index, step, cmd, wd, None, true).await;
+                if out.result == BuildResult::Success {
+                    let text = out.captured.take().unwrap_or_default();
+                    let v = String::from_utf8_lossy(&text).trim().to_string();
+                    self.set_prop(property, v).await;
+                    out.state = format!("set {property}");
+                }
+                out
+            }
+            StepKind::MasterShell { command } => self.master_shell(index, step, command).await,
+            StepKind::Trigger {
+                schedulers,
+                wait,
+                copy_properties,
+                set_properties,
+            } => {
+                self.trigger(index, schedulers, *wait, copy_properties, set_properties)
+                    .await
+            }
+            StepKind::Upload {
+                src,
+                dest,
+                directory,
+            } => {
+                let (src, dest) = (render(src, &self.props), render(dest, &self.props));
+                self.upload(index, step, src, dest, *directory).await
+            }
+            StepKind::Download {
+                src,
+                dest,
+                directory,
+            } => {
+                let (src, dest) = (render(src, &self.props), render(dest, &self.props));
+                self.download(index, step, src, dest, *directory).await
+            }
+        }
+    }
+
+    fn prop(&self, name: &str) -> Option<String> {
+        self.props.get(name).map(|v| v.to_string())
+    }
+
+    async fn set_prop(&mut self, name: &str, value: String) {
+        self.props.insert(name.to_string(), Scalar::String(value));
+        let id = self.build.id;
+        let p = self.props.clone();
+        let st = String::new();
+        let _ = self
+            .shared
+            .db(move |s| {
+                let b = s.build(id)?;
+                s.set_build_state(id, b.as_ref().map_or(&st, |b| &b.state_string), &p)
+            })
+            .await;
+    }
+
+    fn redactor(&self) -> Redactor {
+        self.shared.secrets().redactor()
+    }
+}

@@ -1,0 +1,124 @@
+//! What a build writes to the store about its steps, and the one shape
+//! every such write has: a [`StepWrite`], stored in one trip.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::Ctx;
+use crate::store::{Properties, StepRecord, Store};
+
+/// What the store records when a step starts: its record, and the
+/// build's state line and properties at that moment.
+pub(super) struct StepStart {
+    pub rec: StepRecord,
+    pub state: String,
+    pub props: Properties,
+}
+
+/// A step's end record. A step that ran has a log: it is synced first and
+/// its length stamped on the record. A skipped step has none.
+pub(super) struct StepEnd {
+    pub rec: StepRecord,
+    pub ran: bool,
+}
+
+/// One trip to the store for one step: any of its start, some of its log
+/// and its end, stored in that order. Writes are gathered into as few of
+/// these as possible (a command step's start goes with its first log
+/// bytes, the last step's end with the build's end), since each trip is a
+/// hop to a blocking thread.
+pub(super) struct StepWrite {
+    pub step: u32,
+    pub start: Option<StepStart>,
+    pub log: Vec<u8>,
+    pub end: Option<StepEnd>,
+}
+
+impl StepWrite {
+    pub fn new(step: u32) -> StepWrite {
+        StepWrite {
+            step,
+            start: None,
+            log: Vec::new(),
+            end: None,
+        }
+    }
+
+    /// A skipped step's record: it has no start and no log.
+    pub fn skipped(rec: StepRecord) -> StepWrite {
+        StepWrite {
+            step: rec.index,
+            start: None,
+            log: Vec::new(),
+            end: Some(StepEnd { rec, ran: false }),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.start.is_none() && self.log.is_empty() && self.end.is_none()
+    }
+
+    /// Stores it (failures are logged: a build goes on without its
+    /// records). Returns the log buffer, emptied, for reuse.
+    pub fn store(self, s: &dyn Store, build: u64) -> Vec<u8> {
+        let StepWrite {
+            step,
+            start,
+            mut log,
+            end,
+        } = self;
+        if let Some(start) = start {
+            if let Err(e) = s.put_step(build, &start.rec) {
+                tracing::error!("cannot record a step of build {build}: {e}");
+            }
+            let _ = s.set_build_state(build, &start.state, &start.props);
+        }
+        if !log.is_empty() {
+            if let Err(e) = s.append_log(build, step, &log) {
+                tracing::error!("cannot store log of build {build}: {e}");
+            }
+            log.clear();
+        }
+        if let Some(StepEnd { mut rec, ran }) = end {
+            if ran {
+                if let Err(e) = s.sync_log(build, step) {
+                    tracing::error!("cannot sync the log of build {build}: {e}");
+                }
+                rec.log_len = s.log_len(build, step).unwrap_or(0);
+            }
+            if let Err(e) = s.put_step(build, &rec) {
+                tracing::error!("cannot record a step of build {build}: {e}");
+            }
+        }
+        log
+    }
+
+    /// Stores it on a blocking thread (disk work never blocks the async
+    /// runtime); the handle gives back the emptied log buffer.
+    pub fn spawn(self, store: Arc<dyn Store>, build: u64) -> JoinHandle<Vec<u8>> {
+        tokio::task::spawn_blocking(move || self.store(store.as_ref(), build))
+    }
+}
+
+impl Ctx {
+    /// Stores `w` now, in one trip.
+    pub(super) async fn write_step(&self, w: StepWrite) {
+        if w.is_empty() {
+            return;
+        }
+        let id = self.build.id;
+        if let Err(e) = w.spawn(self.shared.store.clone(), id).await {
+            tracing::error!("a step write of build {id} failed: {e}");
+        }
+    }
+
+    /// Appends to a step's log now.
+    pub(super) async fn log(&self, index: u32, data: &[u8]) {
+        let w = StepWrite {
+            log: data.to_vec(),
+            ..StepWrite::new(index)
+        };
+        self.write_step(w).await;
+    }
+}
