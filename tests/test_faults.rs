@@ -1,5 +1,6 @@
-//! Faults an operator meets over months, reproduced with real processes:
-//! each test failed before its fix.
+//! Faults an operator meets over months and bugs found by reading the code
+//! against the docs, reproduced with real processes: each test failed
+//! before its fix.
 
 use crate::common::{get_json, http, temp_dir, wait_for, write_secret, Master};
 
@@ -173,4 +174,45 @@ builder "b" {{
     std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
     let b = m.wait_buildset(set);
     assert_eq!(b["result"], "success", "{b}");
+}
+
+/// Builder `max-time` limits the whole build (docs/language.md), not each
+/// command: three steps that each fit in it must not all run.
+#[test]
+fn builder_max_time_limits_the_whole_build() {
+    let dir = temp_dir("build_max_time");
+    write_secret(&dir, "w", "pw-max-time-1234");
+    let config = r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w"
+    max-time "1s"
+    steps {
+        shell "sleep 0.7" name="one"
+        shell "sleep 0.7" name="two"
+        shell "sleep 0.7" name="three"
+        shell "echo cleanup" name="cleanup" always-run=#true
+    }
+}
+"#;
+    let m = Master::start(&dir, config);
+    let _w = m.worker("w", "pw-max-time-1234");
+    m.wait_connected("w");
+    let b = m.force_and_wait("b", "{}");
+    assert_eq!(b["result"], "failure", "{b}");
+    let steps = b["steps"].as_array().unwrap_or_else(|| panic!("{b}"));
+    let state = |i: usize| steps[i]["state_string"].as_str().unwrap_or("").to_string();
+    // However the time falls (a slow machine may stop step one already),
+    // the third step never runs and the limit is named where it struck.
+    assert_eq!(steps[2]["result"], "skipped", "{b}");
+    assert!(
+        (0..3).any(
+            |i| state(i).contains("the build ran longer than its max-time")
+                || state(i) == "skipped (the build reached its max-time)"
+        ),
+        "{b}"
+    );
+    assert_eq!(steps[3]["result"], "success", "cleanup still runs: {b}");
 }

@@ -43,6 +43,9 @@ impl Ctx {
             writer.write(&mut head, start.take()).await;
         }
         let start_due = tokio::time::Instant::now() + START_DELAY;
+        let build_left = self.build_time_left_ms();
+        // Whether a stop for max-time is the build's limit, not the step's.
+        let build_limit = build_left.is_some_and(|b| step.max_time_ms.is_none_or(|a| b < a));
         let id = self.shared.next_id();
         let mut rx = conn.expect(id);
         let run = Message::Run {
@@ -52,7 +55,10 @@ impl Ctx {
             command: cmd,
             env: self.env(step),
             timeout_ms: step.timeout_ms,
-            max_time_ms: step.max_time_ms.or(self.builder.max_time_ms),
+            max_time_ms: match (step.max_time_ms, build_left) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             sigterm_time_ms: step.sigterm_time_ms,
         };
         if !conn.send(Frame::Message(run)).await {
@@ -130,6 +136,13 @@ impl Ctx {
                 format!(
                     "timed out: no output for {} s",
                     step.timeout_ms.unwrap_or(0) / 1000
+                ),
+            ),
+            (Some(Stopped::MaxTime), _, _) if build_limit => (
+                BuildResult::Failure,
+                format!(
+                    "killed: the build ran longer than its max-time ({} s)",
+                    self.builder.max_time_ms.unwrap_or(0) / 1000
                 ),
             ),
             (Some(Stopped::MaxTime), _, _) => (

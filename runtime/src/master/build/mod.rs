@@ -46,6 +46,9 @@ pub struct Ctx {
     pending_start: Option<StepStart>,
     /// The last step's end, stored with the build's end.
     pending_end: Option<StepWrite>,
+    /// When the builder's `max-time` runs out: a limit on the whole build,
+    /// so each command gets what is left of it.
+    deadline: Option<tokio::time::Instant>,
 }
 
 struct Outcome {
@@ -81,6 +84,7 @@ pub async fn run(
 ) {
     let mut props = build.build.properties.clone();
     props.insert("buildnumber".into(), Scalar::Int(build.number as i64));
+    let deadline = builder_deadline(&builder);
     let mut cx = Ctx {
         shared: shared.clone(),
         build,
@@ -91,6 +95,7 @@ pub async fn run(
         slot,
         pending_start: None,
         pending_end: None,
+        deadline,
     };
     let result = cx.steps().await;
     let id = cx.build.id;
@@ -134,6 +139,12 @@ pub async fn run(
         wake = wake.and(requeue(&shared, &cx.build).await);
     }
     wake.send(&shared);
+}
+
+fn builder_deadline(builder: &Builder) -> Option<tokio::time::Instant> {
+    builder
+        .max_time_ms
+        .map(|ms| tokio::time::Instant::now() + std::time::Duration::from_millis(ms))
 }
 
 async fn requeue(shared: &Arc<Shared>, build: &Build) -> Wake {
@@ -193,6 +204,16 @@ impl Ctx {
                 ..Default::default()
             };
             let cancelled = *self.cancel.borrow();
+            if self.out_of_time() && !step.always_run {
+                // Cleanup steps (always-run) still run, each under its own
+                // limits only.
+                result = worst(result, BuildResult::Failure);
+                halted = true;
+                rec.result = Some(BuildResult::Skipped);
+                rec.state_string = "skipped (the build reached its max-time)".into();
+                self.write_step(StepWrite::skipped(rec)).await;
+                continue;
+            }
             if (halted || cancelled) && !step.always_run {
                 rec.result = Some(BuildResult::Skipped);
                 rec.state_string = "skipped".into();
@@ -286,6 +307,22 @@ impl Ctx {
             }
         }
         result
+    }
+
+    fn out_of_time(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+
+    /// What is left of the build's `max-time`, in ms (at least 1: a
+    /// command sent with the last millisecond is stopped at once), or
+    /// `None` without one — or for an always-run step after the build ran
+    /// out of time, which gets its own limits only.
+    fn build_time_left_ms(&self) -> Option<u64> {
+        let left = self
+            .deadline?
+            .checked_duration_since(tokio::time::Instant::now())?;
+        Some((left.as_millis() as u64).max(1))
     }
 
     /// Waits until every lock of the step is free, then takes them all.
