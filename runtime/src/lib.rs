@@ -3,6 +3,7 @@
 //! and the worker.
 
 pub mod changes;
+pub mod glob;
 pub mod http;
 pub mod master;
 pub mod protocol;

@@ -38,6 +38,7 @@ use bbc_graph::{BuildResult, ChangeFilter, Graph, Scheduler, SchedulerKind};
 use serde::{Deserialize, Serialize};
 
 use super::{now_ms, Shared};
+use crate::glob::Globs;
 use crate::store::{BuildSet, Change, Millis, NewBuildSet, Page, Properties, SourceStamp};
 
 pub trait Clock: Send + Sync {
@@ -92,19 +93,56 @@ pub struct Submit {
     pub builders: Vec<String>,
 }
 
-fn glob_match(pattern: &str, text: &str) -> bool {
-    globset::Glob::new(pattern)
-        .map(|g| g.compile_matcher().is_match(text))
-        .unwrap_or(false)
+/// A scheduler's change filter with its globs compiled: built once per
+/// scheduler definition, not once per change.
+pub struct Filter {
+    branches: Globs,
+    files: Globs,
+    files_important: Globs,
 }
 
-fn any_glob(patterns: &[String], text: &str) -> bool {
-    patterns.iter().any(|p| glob_match(p, text))
+impl Filter {
+    pub fn new(s: &Scheduler, f: &ChangeFilter) -> Filter {
+        let branches = match &s.kind {
+            SchedulerKind::AnyBranch { branches, .. } => Globs::new(branches),
+            _ => Globs::new(&[]),
+        };
+        Filter {
+            branches,
+            files: Globs::new(&f.files),
+            files_important: Globs::new(&f.files_important),
+        }
+    }
+}
+
+/// Compiled filters by scheduler content hash (a new definition gets a
+/// new entry; [`Engine::reconcile`] forgets the ones no longer in use).
+#[derive(Default)]
+struct Filters(std::sync::Mutex<HashMap<String, Arc<Filter>>>);
+
+impl Filters {
+    fn get(&self, s: &Scheduler, f: &ChangeFilter) -> Arc<Filter> {
+        let mut m = match self.0.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.entry(s.hash.clone())
+            .or_insert_with(|| Arc::new(Filter::new(s, f)))
+            .clone()
+    }
+
+    fn retain(&self, g: &Graph) {
+        let mut m = match self.0.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        m.retain(|hash, _| g.schedulers.iter().any(|s| &s.hash == hash));
+    }
 }
 
 /// Whether a change passes a scheduler's filter, and if so whether it is
 /// important.
-pub fn classify(s: &Scheduler, f: &ChangeFilter, c: &Change) -> Option<bool> {
+pub fn classify(m: &Filter, s: &Scheduler, f: &ChangeFilter, c: &Change) -> Option<bool> {
     let ch = &c.change;
     if !f.change_sources.is_empty() && !f.change_sources.contains(&ch.source) {
         return None;
@@ -114,23 +152,18 @@ pub fn classify(s: &Scheduler, f: &ChangeFilter, c: &Change) -> Option<bool> {
     }
     let branch_ok = match &s.kind {
         SchedulerKind::SingleBranch { branch, .. } => ch.branch == *branch,
-        SchedulerKind::AnyBranch { branches, .. } => {
-            branches.is_empty() || any_glob(branches, &ch.branch)
-        }
+        SchedulerKind::AnyBranch { .. } => m.branches.is_empty() || m.branches.is_match(&ch.branch),
         SchedulerKind::Nightly { branch, .. } => branch.as_ref().is_none_or(|b| *b == ch.branch),
         _ => false,
     };
     if !branch_ok {
         return None;
     }
-    if !f.files.is_empty() && !ch.files.iter().any(|file| any_glob(&f.files, file)) {
+    if !m.files.is_empty() && !ch.files.iter().any(|file| m.files.is_match(file)) {
         return None;
     }
-    let important = f.files_important.is_empty()
-        || ch
-            .files
-            .iter()
-            .any(|file| any_glob(&f.files_important, file));
+    let important = m.files_important.is_empty()
+        || ch.files.iter().any(|file| m.files_important.is_match(file));
     if !important && f.only_important {
         return None;
     }
@@ -157,21 +190,33 @@ pub fn next_slot(cron: &str, tz: &str, after: Millis) -> Option<Millis> {
     Some(next.timestamp().as_millisecond())
 }
 
+/// A scheduler's state, created as "starting now" the first time (a free
+/// function, so the compiled filters can be borrowed beside it).
+fn state_in<'a>(
+    states: &'a mut BTreeMap<String, SchedState>,
+    name: &str,
+    newest_change: u64,
+    now: Millis,
+) -> &'a mut SchedState {
+    states
+        .entry(name.to_string())
+        .or_insert_with(|| SchedState {
+            last_change: newest_change,
+            last_slot: Some(now),
+            ..Default::default()
+        })
+}
+
 #[derive(Default)]
 pub struct Engine {
     pub states: BTreeMap<String, SchedState>,
+    filters: Filters,
 }
 
 impl Engine {
     /// State for a scheduler, created as "starting now" the first time.
     pub fn state(&mut self, name: &str, newest_change: u64, now: Millis) -> &mut SchedState {
-        self.states
-            .entry(name.to_string())
-            .or_insert_with(|| SchedState {
-                last_change: newest_change,
-                last_slot: Some(now),
-                ..Default::default()
-            })
+        state_in(&mut self.states, name, newest_change, now)
     }
 
     /// Brings the states in line with a newly applied config: `newest` is
@@ -244,11 +289,12 @@ impl Engine {
                         ..
                     },
                 ) => {
+                    let m = self.filters.get(s, filter);
                     let mut batches = BTreeMap::new();
                     for p in std::mem::take(&mut st.pending).into_values() {
                         for id in p.changes {
                             let Some(c) = changes.get(&id) else { continue };
-                            let Some(important) = classify(s, filter, c) else {
+                            let Some(important) = classify(&m, s, filter, c) else {
                                 continue;
                             };
                             let key = match &s.kind {
@@ -282,6 +328,7 @@ impl Engine {
                     if c1 != c2 || t1 != t2 {
                         st.last_slot = Some(now);
                     }
+                    let m = self.filters.get(s, filter);
                     let kept: Vec<u64> = st
                         .changed
                         .iter()
@@ -289,7 +336,7 @@ impl Engine {
                         .filter(|id| {
                             changes
                                 .get(id)
-                                .is_some_and(|c| classify(s, filter, c) == Some(true))
+                                .is_some_and(|c| classify(&m, s, filter, c) == Some(true))
                         })
                         .collect();
                     match kept.last().and_then(|id| changes.get(id)) {
@@ -317,6 +364,7 @@ impl Engine {
                 _ => {}
             }
         }
+        self.filters.retain(new);
         dropped
     }
 
@@ -340,7 +388,7 @@ impl Engine {
     pub fn on_change(&mut self, g: &Graph, c: &Change, now: Millis) -> Vec<Submit> {
         let mut out = Vec::new();
         for s in &g.schedulers {
-            let st = self.state(&s.name, c.id.saturating_sub(1), now);
+            let st = state_in(&mut self.states, &s.name, c.id.saturating_sub(1), now);
             if c.id <= st.last_change {
                 continue;
             }
@@ -356,7 +404,8 @@ impl Engine {
                     filter,
                     ..
                 } => {
-                    let Some(important) = classify(s, filter, c) else {
+                    let m = self.filters.get(s, filter);
+                    let Some(important) = classify(&m, s, filter, c) else {
                         continue;
                     };
                     let key = match &s.kind {
@@ -371,7 +420,8 @@ impl Engine {
                     }
                 }
                 SchedulerKind::Nightly { filter, .. }
-                    if classify(s, filter, c).is_some_and(|imp| imp) =>
+                    if classify(&self.filters.get(s, filter), s, filter, c)
+                        .is_some_and(|imp| imp) =>
                 {
                     st.changed.push(c.id);
                     let p = st.pending.entry(String::new()).or_default();
