@@ -216,3 +216,120 @@ builder "b" {
     );
     assert_eq!(steps[3]["result"], "success", "cleanup still runs: {b}");
 }
+
+/// A small file system mounted for one test (tmpfs: root only), unmounted
+/// when dropped. `None` where mounting is not allowed: the test says it
+/// skipped, unless `BBC_REQUIRE_MOUNT` is set (CI), where that fails.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var_os("BBC_REQUIRE_MOUNT").is_none(),
+                "cannot mount a tmpfs (BBC_REQUIRE_MOUNT is set)"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallDisk(at.to_path_buf()))
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let path = std::ffi::CString::new(self.0.to_string_lossy().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // SAFETY: statvfs writes into the zeroed struct we pass; the path
+        // is a valid NUL-terminated string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        assert_eq!(r, 0, "statvfs");
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A step whose output does not fit on the disk: the log used to be
+/// reported complete and the step successful, with one identical error
+/// line per output chunk. Now the step ends as `exception` saying how much
+/// was lost, and the master says so once.
+#[test]
+fn a_log_cut_short_by_a_full_disk_is_reported() {
+    let dir = temp_dir("full_disk_log");
+    let Some(disk) = SmallDisk::mount(&dir.join("state"), "24m") else {
+        return;
+    };
+    write_secret(&dir, "w", "pw-full-disk-1234");
+    let go = dir.join("go");
+    let config = format!(
+        r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {{
+    builders "b"
+}}
+builder "b" {{
+    workers "w"
+    steps {{
+        shell "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 30000000; while [ ! -e {go} ]; do sleep 0.05; done" name="loud"
+    }}
+}}
+"#,
+        go = go.display()
+    );
+    let m = Master::start_logged(&dir, &config);
+    let _w = m.worker("w", "pw-full-disk-1234");
+    m.wait_connected("w");
+    // Leave about 4 MB: the 30 MB of output cannot fit.
+    let ballast = dir.join("state").join("ballast");
+    let keep = 4 << 20;
+    let size = disk.free_bytes().saturating_sub(keep);
+    std::fs::write(&ballast, vec![0u8; size as usize]).unwrap_or_else(|e| panic!("{e}"));
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some("{}"));
+    assert_eq!(status, 201, "{resp}");
+    let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
+    let set = v["buildset"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"));
+    let log = dir.join("master.log");
+    wait_for("the master to report the lost log", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("could not be stored")
+            .then_some(())
+    });
+    // Space comes back before the step ends, so its end can be recorded.
+    std::fs::remove_file(&ballast).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "exception", "{b}");
+    let step = &b["steps"][0];
+    assert_eq!(step["result"], "exception", "{b}");
+    let state = step["state_string"].as_str().unwrap_or("");
+    assert!(
+        state.contains("could not be stored (the log is incomplete)"),
+        "{b}"
+    );
+    let lost = step["log_lost"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "{b}");
+    let stored = step["log_len"].as_u64().unwrap_or(0);
+    assert!(stored < 30_000_000 && stored + lost >= 30_000_000, "{b}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let reports = text.matches("could not be stored").count();
+    assert_eq!(
+        reports, 1,
+        "one line for the lost log, not one per chunk:\n{text}"
+    );
+    drop(m);
+}

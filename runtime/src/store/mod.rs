@@ -186,6 +186,15 @@ pub struct StepRecord {
     pub warnings: u64,
     /// Bytes of log stored for the step.
     pub log_len: u64,
+    /// Bytes of output that could not be stored (a full disk): the log is
+    /// shorter than what the step printed, and the step ended as
+    /// `exception` saying so.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lost: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

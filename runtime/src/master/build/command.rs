@@ -123,10 +123,20 @@ impl Ctx {
         // What is left goes with the step's end record (see `steps`).
         writer.wait().await;
         self.pending_start = start;
+        // Once output was lost, the rest is not written either (the log
+        // would have a hole); the step ends as `exception` saying so.
+        let lost = writer.lost().map(|l| {
+            let bytes = l.bytes + batch.len() as u64;
+            batch.clear();
+            (bytes, l.error.clone())
+        });
         let Some((exit_code, signal, stopped, error, duration_ms)) = finished else {
-            batch.extend_from_slice(b"\nworker connection lost\n");
+            if lost.is_none() {
+                batch.extend_from_slice(b"\nworker connection lost\n");
+            }
             let mut out = Outcome::of(BuildResult::Retry, "worker lost");
             out.log_tail = batch;
+            out.lost = lost;
             return out;
         };
         let (result, state) = match (stopped, error, exit_code) {
@@ -163,7 +173,9 @@ impl Ctx {
             ),
             None => format!("\n{state} after {:.1} s\n", duration_ms as f64 / 1000.0),
         };
-        batch.extend_from_slice(trailer.as_bytes());
+        if lost.is_none() {
+            batch.extend_from_slice(trailer.as_bytes());
+        }
         let mut result = result;
         if result == BuildResult::Success && lines.count > 0 {
             result = BuildResult::Warnings;
@@ -179,6 +191,7 @@ impl Ctx {
             state,
             captured,
             log_tail: batch,
+            lost,
         }
     }
 }

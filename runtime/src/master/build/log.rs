@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::record::{StepStart, StepWrite};
+use super::record::{StepStart, StepWrite, Stored};
 use crate::store::Store;
 
 /// Log bytes are written to the store in batches of about this size.
@@ -16,8 +16,20 @@ pub(super) struct LogWriter {
     store: Arc<dyn Store>,
     build: u64,
     step: u32,
-    inflight: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    inflight: Option<tokio::task::JoinHandle<Stored>>,
+    /// The size of the append under way.
+    inflight_len: u64,
     spare: Vec<u8>,
+    /// Set at the first append that failed (a full disk): later output is
+    /// counted, not written, so the stored log has no hole in the middle
+    /// and the failure is logged once, not once per batch.
+    lost: Option<LostLog>,
+}
+
+/// Output of a step that could not be stored.
+pub(super) struct LostLog {
+    pub error: String,
+    pub bytes: u64,
 }
 
 impl LogWriter {
@@ -27,7 +39,9 @@ impl LogWriter {
             build,
             step,
             inflight: None,
+            inflight_len: 0,
             spare: Vec::new(),
+            lost: None,
         }
     }
 
@@ -38,6 +52,14 @@ impl LogWriter {
             return;
         }
         self.wait().await;
+        if let Some(lost) = &mut self.lost {
+            lost.bytes += buf.len() as u64;
+            buf.clear();
+            if start.is_none() {
+                return;
+            }
+        }
+        self.inflight_len = buf.len() as u64;
         let w = StepWrite {
             step: self.step,
             start,
@@ -51,10 +73,28 @@ impl LogWriter {
     pub async fn wait(&mut self) {
         if let Some(h) = self.inflight.take() {
             match h.await {
-                Ok(buf) => self.spare = buf,
+                Ok(stored) => {
+                    self.spare = stored.buf;
+                    if let Some(error) = stored.log_error {
+                        tracing::error!(
+                            build = self.build,
+                            step = self.step,
+                            "the step's log could not be stored; its further output is dropped: {error}"
+                        );
+                        self.lost = Some(LostLog {
+                            error,
+                            bytes: self.inflight_len,
+                        });
+                    }
+                }
                 Err(e) => tracing::error!("log writer failed: {e}"),
             }
         }
+    }
+
+    /// Output that could not be stored, once the appends are waited for.
+    pub fn lost(&self) -> Option<&LostLog> {
+        self.lost.as_ref()
     }
 }
 

@@ -59,6 +59,8 @@ struct Outcome {
     captured: Option<Vec<u8>>,
     /// The end of the step's log, stored with the step's end record.
     log_tail: Vec<u8>,
+    /// Output that could not be stored, and why.
+    lost: Option<(u64, String)>,
 }
 
 impl Outcome {
@@ -69,6 +71,7 @@ impl Outcome {
             state: state.into(),
             captured: None,
             log_tail: Vec::new(),
+            lost: None,
         }
     }
 }
@@ -265,6 +268,14 @@ impl Ctx {
             rec.result = Some(out.result);
             rec.warnings = out.warnings;
             rec.state_string = out.state.clone();
+            if let Some((bytes, error)) = &out.lost {
+                record::lost_output(&mut rec, *bytes, error);
+                if out.result != BuildResult::Retry {
+                    out.result = BuildResult::Exception;
+                } else {
+                    rec.result = Some(BuildResult::Retry);
+                }
+            }
             rec.hidden = step
                 .hide_step_if
                 .as_ref()

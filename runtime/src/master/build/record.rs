@@ -60,8 +60,10 @@ impl StepWrite {
     }
 
     /// Stores it (failures are logged: a build goes on without its
-    /// records). Returns the log buffer, emptied, for reuse.
-    pub fn store(self, s: &dyn Store, build: u64) -> Vec<u8> {
+    /// records). Gives back the log buffer, emptied, for reuse, and why its
+    /// bytes could not be stored, if they could not. A step's end stored
+    /// with log bytes that failed says so itself (`exception`, `log_lost`).
+    pub fn store(self, s: &dyn Store, build: u64) -> Stored {
         let StepWrite {
             step,
             start,
@@ -74,13 +76,21 @@ impl StepWrite {
             }
             let _ = s.set_build_state(build, &start.state, &start.props);
         }
+        let mut log_error = None;
+        let lost = log.len() as u64;
         if !log.is_empty() {
             if let Err(e) = s.append_log(build, step, &log) {
-                tracing::error!("cannot store log of build {build}: {e}");
+                log_error = Some(e.to_string());
             }
             log.clear();
         }
         if let Some(StepEnd { mut rec, ran }) = end {
+            if let Some(e) = &log_error {
+                tracing::error!(
+                    "build {build} step {step}: {lost} bytes of log could not be stored: {e}"
+                );
+                lost_output(&mut rec, lost, e);
+            }
             if ran {
                 if let Err(e) = s.sync_log(build, step) {
                     tracing::error!("cannot sync the log of build {build}: {e}");
@@ -91,14 +101,37 @@ impl StepWrite {
                 tracing::error!("cannot record a step of build {build}: {e}");
             }
         }
-        log
+        Stored {
+            buf: log,
+            log_error,
+        }
     }
 
     /// Stores it on a blocking thread (disk work never blocks the async
-    /// runtime); the handle gives back the emptied log buffer.
-    pub fn spawn(self, store: Arc<dyn Store>, build: u64) -> JoinHandle<Vec<u8>> {
+    /// runtime).
+    pub fn spawn(self, store: Arc<dyn Store>, build: u64) -> JoinHandle<Stored> {
         tokio::task::spawn_blocking(move || self.store(store.as_ref(), build))
     }
+}
+
+/// What a [`StepWrite`] gives back.
+pub(super) struct Stored {
+    /// The log buffer, emptied.
+    pub buf: Vec<u8>,
+    /// Why its log bytes could not be stored.
+    pub log_error: Option<String>,
+}
+
+/// Marks a step whose output was not all stored: `exception`, with the
+/// reason, and the count of bytes lost. A log cut short is never reported
+/// as a step's whole output.
+pub(super) fn lost_output(rec: &mut StepRecord, bytes: u64, error: &str) {
+    rec.log_lost += bytes;
+    rec.result = Some(bbc_graph::BuildResult::Exception);
+    rec.state_string = format!(
+        "{} bytes of output could not be stored (the log is incomplete): {error}",
+        rec.log_lost
+    );
 }
 
 impl Ctx {
@@ -108,8 +141,12 @@ impl Ctx {
             return;
         }
         let id = self.build.id;
-        if let Err(e) = w.spawn(self.shared.store.clone(), id).await {
-            tracing::error!("a step write of build {id} failed: {e}");
+        match w.spawn(self.shared.store.clone(), id).await {
+            Ok(Stored {
+                log_error: Some(e), ..
+            }) => tracing::error!("cannot store log of build {id}: {e}"),
+            Ok(_) => {}
+            Err(e) => tracing::error!("a step write of build {id} failed: {e}"),
         }
     }
 
