@@ -2,6 +2,10 @@
 //! it — the master (worker listener, build queue, builds, HTTP API, store)
 //! and the worker.
 
+#[cfg(test)]
+#[macro_use]
+mod fixtures;
+
 pub mod changes;
 pub mod http;
 pub mod master;
