@@ -16,7 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::master::{now_ms, Shared};
+use crate::auth::{refuse_unless_admin, Control};
+use crate::master::apply::{self, ApplyError};
+use crate::state::config::AppliedRecord;
+use crate::state::{now_ms, Shared};
 use crate::store::{
     Build, BuildFilter, NewBuildSet, NewChange, Page, Properties, RequestFilter, RequestState,
     SourceStamp,
@@ -52,7 +55,9 @@ fn not_found(msg: impl Into<String>) -> ApiError {
 
 type R<T> = Result<T, ApiError>;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The API's routes, with `extra` ones (the change sources' receivers and
+/// listing, which their service defines) and the web UI.
+pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
     Router::new()
         .route("/api/v1", get(index))
         .route("/api/v1/builders", get(builders))
@@ -69,14 +74,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/schedulers", get(schedulers))
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
-        .merge(crate::changes::webhook_router())
+        .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { not_found("no such API endpoint; see docs/api.md") })
         .with_state(shared)
 }
 
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    if let Err(e) = axum::serve(listener, router(shared)).await {
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, extra: Router<Arc<Shared>>) {
+    if let Err(e) = axum::serve(listener, router(shared, extra)).await {
         tracing::error!("HTTP server stopped: {e}");
     }
 }
@@ -658,18 +663,18 @@ async fn get_config(State(s): S) -> R<Response> {
         applied_at: crate::store::Millis,
         via: &'a str,
         restart_needed: &'a [String],
-        history: &'a [crate::master::apply::AppliedRecord],
+        history: &'a [AppliedRecord],
         graph: &'a bbc_graph::Graph,
     }
     let info = s.config_info();
-    let history = crate::master::apply::history(&s).await?;
+    let history = apply::history(&s).await?;
     // Written straight to bytes (a large graph is megabytes of JSON: no
     // intermediate `Value`), off the async threads.
     let body = tokio::task::spawn_blocking(move || {
         let masked;
-        let graph = if crate::master::apply::has_plain_credentials(&info.graph) {
+        let graph = if apply::has_plain_credentials(&info.graph) {
             let mut g = (*info.graph).clone();
-            crate::master::apply::redact_credentials(&mut g);
+            apply::redact_credentials(&mut g);
             masked = g;
             &masked
         } else {
@@ -691,85 +696,11 @@ async fn get_config(State(s): S) -> R<Response> {
 }
 
 /// The bearer token of a request, if it sent one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-fn unauthorized(msg: &str) -> Response {
-    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"bbc\""),
-    );
-    r
-}
-
-/// Taken by the handlers that act on builds (force, cancel, submit a
-/// change, poll now): when the master has a control token, the request
-/// must carry it (or the admin token) as `Authorization: Bearer TOKEN`;
-/// without one, these actions are open.
-pub struct Control;
-
-impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        s: &Arc<Shared>,
-    ) -> Result<Self, Self::Rejection> {
-        let secrets = s.secrets();
-        let Some(control) = secrets.control_token() else {
-            return Ok(Control);
-        };
-        let eq = crate::master::constant_time_eq;
-        match bearer(&parts.headers) {
-            Some(g) if eq(g, control) || secrets.admin_token().is_some_and(|a| eq(g, a)) => {
-                Ok(Control)
-            }
-            Some(_) => Err(unauthorized("wrong token")),
-            None => Err(unauthorized(
-                "this master needs a token for this action: send `Authorization: Bearer TOKEN` \
-                 (`bbc force` and `bbc sendchange` read it from $BBC_TOKEN)",
-            )),
-        }
-    }
-}
-
-/// Checks `Authorization: Bearer TOKEN` against the admin token; the
-/// refusal to answer when it does not match.
-fn refuse_unauthorized(s: &Shared, headers: &HeaderMap) -> Option<Response> {
-    use crate::secrets::{env_var_name, ADMIN_TOKEN};
-    let secrets = s.secrets();
-    let Some(token) = secrets.admin_token() else {
-        return Some(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "applying a config through the API is disabled: the master has no admin token. \
-                 Put one in the secret `{ADMIN_TOKEN}` (a file of that name in the master's secrets \
-                 directory, or the environment variable {}), reload the master (SIGHUP) or restart it, \
-                 then send it as `Authorization: Bearer TOKEN` (`bbc apply --token-file FILE`)",
-                env_var_name(ADMIN_TOKEN)
-            ),
-        )
-        .into_response());
-    };
-    let msg = match bearer(headers) {
-        Some(g) if crate::master::constant_time_eq(g, token) => return None,
-        Some(_) => "wrong admin token",
-        None => "this endpoint needs the admin token: send `Authorization: Bearer TOKEN`",
-    };
-    Some(unauthorized(msg))
-}
-
 /// `POST /api/v1/config`: applies the graph in the body (`bbc compile`'s
 /// format). Admin token required; `If-Match: "HASH"` refuses (412) unless
 /// the running config has that hash.
 async fn post_config(State(s): S, headers: HeaderMap, body: axum::body::Body) -> Response {
-    if let Some(r) = refuse_unauthorized(&s, &headers) {
+    if let Some(r) = refuse_unless_admin(&s, &headers) {
         return r;
     }
     let bytes = match axum::body::to_bytes(body, MAX_CONFIG_BODY).await {
@@ -802,7 +733,6 @@ async fn post_config(State(s): S, headers: HeaderMap, body: axum::body::Body) ->
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().trim_matches('"').to_string());
-    use crate::master::apply::ApplyError;
     match s.apply(graph, "api", expect.as_deref()).await {
         Ok(report) => Json(json!({ "report": report })).into_response(),
         Err(e) => {

@@ -6,12 +6,14 @@
 #[macro_use]
 mod fixtures;
 
+pub mod auth;
 pub mod changes;
 pub mod http;
 pub mod master;
 pub mod protocol;
 pub mod reporters;
 pub mod secrets;
+pub mod state;
 pub mod store;
 pub mod web;
 pub mod worker;

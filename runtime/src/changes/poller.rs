@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use bbc_graph::{ChangeSourceKind, Scalar};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::HookError;
-use crate::master::{now_ms, Shared};
+use crate::auth::Control;
+use crate::state::{now_ms, Shared};
 use crate::store::{Millis, NewChange};
 
 /// At most this many changes per branch and poll: a new branch or a
@@ -79,17 +81,21 @@ struct Handle {
     nudge: tokio::sync::Notify,
 }
 
-/// Running pollers, keyed by their mirror path (unique per state directory
-/// and source), so the HTTP handlers can reach the task of a source.
-/// `Shared` has no slot for it, and a global keyed this way stays correct
-/// when several masters run in one process (tests, `bbc run`).
-fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Handle>>> {
-    static R: OnceLock<Mutex<HashMap<PathBuf, Arc<Handle>>>> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(HashMap::new()))
-}
+/// The running pollers of one master, by source name. The poller task
+/// starts and stops them; the change-source routes reach them through it
+/// (status, poll now).
+#[derive(Default)]
+pub struct Pollers(Mutex<HashMap<String, Arc<Handle>>>);
 
-fn lookup(key: &Path) -> Option<Arc<Handle>> {
-    registry().lock().ok()?.get(key).cloned()
+impl Pollers {
+    fn get(&self, name: &str) -> Option<Arc<Handle>> {
+        self.0.lock().ok()?.get(name).cloned()
+    }
+
+    /// Whether the poller task of source `name` runs.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|h| !h.tx.is_closed())
+    }
 }
 
 /// The mirror of a source: `STATE/gitpoller/<name>.git`. Names are free
@@ -142,19 +148,40 @@ fn config_of(shared: &Shared, name: &str) -> Option<PollerConfig> {
         })
 }
 
-pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts the pollers of the current graph, then the task that keeps
+/// them in line with every applied config (from [`Shared::configs`], like
+/// every service).
+pub(crate) fn spawn(shared: Arc<Shared>, pollers: Arc<Pollers>) -> tokio::task::JoinHandle<()> {
+    // Subscribed before the graph is read: no applied config is missed.
+    let mut configs = shared.configs.subscribe();
+    spawn_missing(&shared, &pollers);
+    tokio::spawn(async move {
+        loop {
+            let ev = match configs.recv().await {
+                Ok(ev) => ev,
+                // Applies wait for every listener, so none is missed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            reconcile(&shared, &pollers, &ev.previous, &ev.graph);
+            ev.reconciled();
+        }
+    })
+}
+
+/// Starts one polling task per `git-poller` change source that has none
+/// running (tasks are kept by `Shared::track`, so shutdown stops them).
+fn spawn_missing(shared: &Arc<Shared>, pollers: &Arc<Pollers>) {
     let g = shared.graph();
-    let mut tasks = Vec::new();
     for c in &g.change_sources {
         if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
             continue;
         }
-        let key = mirror_path(&shared.state_dir, &c.name);
-        let Ok(mut reg) = registry().lock() else {
+        let Ok(mut reg) = pollers.0.lock() else {
             tracing::error!(source = %c.name, "poller registry poisoned; not polling");
             continue;
         };
-        if reg.get(&key).is_some_and(|h| !h.tx.is_closed()) {
+        if reg.get(&c.name).is_some_and(|h| !h.tx.is_closed()) {
             continue;
         }
         // Room for a few queued poll requests; more wait for a slot.
@@ -167,28 +194,31 @@ pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>>
             }),
             nudge: tokio::sync::Notify::new(),
         });
-        reg.insert(key.clone(), handle.clone());
+        reg.insert(c.name.clone(), handle.clone());
         drop(reg);
-        tasks.push(tokio::spawn(run(
+        let mirror = mirror_path(&shared.state_dir, &c.name);
+        let task = tokio::spawn(run(
             shared.clone(),
+            pollers.clone(),
             c.name.clone(),
-            key,
+            mirror,
             handle,
             rx,
-        )));
+        ));
+        shared.track(task);
     }
-    tasks
 }
 
 /// After a config is applied: pollers whose source was removed (or is no
 /// longer a git poller) stop, pollers whose settings changed poll at once
-/// with the new ones, pollers of new sources start (their tasks are
-/// returned). A poll in progress finishes first.
-pub(crate) fn reconcile(
+/// with the new ones, pollers of new sources start. A poll in progress
+/// finishes first.
+fn reconcile(
     shared: &Arc<Shared>,
+    pollers: &Arc<Pollers>,
     old: &bbc_graph::Graph,
     new: &bbc_graph::Graph,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) {
     for c in &old.change_sources {
         if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
             continue;
@@ -199,18 +229,12 @@ pub(crate) fn reconcile(
             .find(|n| n.name == c.name)
             .is_some_and(|n| n.hash == c.hash);
         if !same {
-            if let Some(h) = lookup(&mirror_path(&shared.state_dir, &c.name)) {
+            if let Some(h) = pollers.get(&c.name) {
                 h.nudge.notify_one();
             }
         }
     }
-    spawn_all(shared.clone())
-}
-
-/// Whether the poller task of source `name` of the master whose state is
-/// in `state_dir` runs.
-pub fn is_running(state_dir: &Path, name: &str) -> bool {
-    lookup(&mirror_path(state_dir, name)).is_some_and(|h| !h.tx.is_closed())
+    spawn_missing(shared, pollers)
 }
 
 /// Delay before the next poll after `failures` failed polls in a row:
@@ -228,6 +252,7 @@ pub fn next_delay_ms(interval_ms: u64, failures: u32) -> u64 {
 
 async fn run(
     shared: Arc<Shared>,
+    pollers: Arc<Pollers>,
     name: String,
     key: PathBuf,
     handle: Arc<Handle>,
@@ -300,16 +325,15 @@ async fn run(
         st.running = false;
         st.next_poll_at = None;
     }
-    if let Ok(mut reg) = registry().lock() {
-        if reg.get(&key).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
-            reg.remove(&key);
+    if let Ok(mut reg) = pollers.0.lock() {
+        if reg.get(&name).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+            reg.remove(&name);
         }
     }
 }
 
-pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
-    let key = mirror_path(&shared.state_dir, name);
-    let status = lookup(&key).and_then(|h| {
+pub(crate) fn status_json(pollers: &Pollers, name: &str) -> Value {
+    let status = pollers.get(name).and_then(|h| {
         let mut s = h.status.lock().ok()?.clone();
         // An aborted task (master shut down) never cleared its flag.
         s.running &= !h.tx.is_closed();
@@ -325,8 +349,9 @@ pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
 /// poll to end and answers with the changes it stored (502 when git
 /// failed, with git's message).
 pub(crate) async fn poll_now(
-    _: crate::http::Control,
+    _: Control,
     State(s): State<Arc<Shared>>,
+    Extension(pollers): Extension<Arc<Pollers>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, HookError> {
     let c = super::find_source(&s, &name)?;
@@ -345,7 +370,7 @@ pub(crate) async fn poll_now(
             format!("the poller of `{name}` is not running"),
         )
     };
-    let h = lookup(&mirror_path(&s.state_dir, &name)).ok_or_else(not_running)?;
+    let h = pollers.get(&name).ok_or_else(not_running)?;
     let (tx, rx) = oneshot::channel();
     h.tx.send(tx).await.map_err(|_| not_running())?;
     match rx.await {

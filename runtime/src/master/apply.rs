@@ -30,95 +30,19 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bbc_graph::diff::pairs;
 use bbc_graph::{ChangeSourceKind, Graph, SchedulerKind, StepKind};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, Shared};
 use crate::secrets::Secrets;
+use crate::state::config::{record, AppliedRecord, ConfigEvent, ConfigInfo};
+use crate::state::{now_ms, Shared};
 use crate::store::{Millis, Page};
 
-/// Store state key of the list of applied configs (newest last).
-pub const HISTORY_KEY: &str = "config:history";
-/// Applied configs remembered in the store.
-const HISTORY_MAX: usize = 100;
-
-/// The configuration the master runs, with where it came from.
-#[derive(Debug, Clone)]
-pub struct ConfigInfo {
-    pub graph: Arc<Graph>,
-    /// [`config_hash`] of the graph.
-    pub hash: String,
-    pub applied_at: Millis,
-    /// "start", "api" or "sighup".
-    pub via: String,
-    /// Settings of this config that differ from the ones the master started
-    /// with and that only a restart applies.
-    pub restart_needed: Vec<String>,
-}
-
-/// Sent to the scheduler task when a config with changes is applied.
-#[derive(Debug)]
-pub struct ConfigEvent {
-    pub graph: Arc<Graph>,
-    /// The newest stored change when the config was applied: schedulers
-    /// new in this config start after it.
-    pub newest_change: u64,
-    pub at: Millis,
-}
-
-/// One entry of the stored history of applied configs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppliedRecord {
-    pub hash: String,
-    pub applied_at: Millis,
-    pub via: String,
-}
-
-/// What the master read once at start and keeps until it restarts.
-#[derive(Debug, Clone)]
-pub struct StartSettings {
-    pub worker_listen: String,
-    pub http_listen: String,
-    pub state_dir: String,
-}
-
-impl StartSettings {
-    pub fn of(g: &Graph) -> StartSettings {
-        StartSettings {
-            worker_listen: g.master.worker_listen.clone(),
-            http_listen: g.master.http_listen.clone(),
-            state_dir: g.master.state_dir.clone(),
-        }
-    }
-
-    /// The settings `g` changes that need a restart, described.
-    pub fn restart_needed(&self, g: &Graph) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut check = |what: &str, started: &str, now: &str| {
-            if started != now {
-                out.push(format!(
-                    "{what}: \"{started}\" in the config the master started with, \"{now}\" now; \
-                     it changes only when the master restarts"
-                ));
-            }
-        };
-        check(
-            "worker listen address",
-            &self.worker_listen,
-            &g.master.worker_listen,
-        );
-        check(
-            "HTTP listen address",
-            &self.http_listen,
-            &g.master.http_listen,
-        );
-        check("state directory", &self.state_dir, &g.master.state_dir);
-        out
-    }
-}
+// Where the history and the config types used to live (the `bbc` binary
+// and the API read them here).
+pub use crate::state::config::{history, HISTORY_KEY};
 
 /// What one entity's change does to the running master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -600,82 +524,7 @@ fn secrets_dir(
     })
 }
 
-/// Appends to the stored history of applied configs.
-pub(crate) fn record(s: &dyn crate::store::Store, rec: AppliedRecord) -> crate::store::Result<()> {
-    let mut list: Vec<AppliedRecord> = s
-        .get_state(HISTORY_KEY)?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    list.push(rec);
-    let extra = list.len().saturating_sub(HISTORY_MAX);
-    list.drain(..extra);
-    let bytes = serde_json::to_vec(&list).unwrap_or_default();
-    s.put_state(HISTORY_KEY, &bytes)
-}
-
-/// The stored history, newest first.
-pub async fn history(shared: &Arc<Shared>) -> crate::store::Result<Vec<AppliedRecord>> {
-    let mut list: Vec<AppliedRecord> = shared
-        .db(|s| {
-            Ok(s.get_state(HISTORY_KEY)?
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default())
-        })
-        .await?;
-    list.reverse();
-    Ok(list)
-}
-
-/// How long a retiring worker's check waits at most between looks (builds
-/// ending wake it earlier).
-const RETIRE_RECHECK: Duration = Duration::from_secs(30);
-
-/// Disconnects a worker that is no longer configured once it runs no build.
-/// Returns at once if the worker is (again) in the config or not connected.
-pub(crate) async fn retire(shared: Arc<Shared>, name: String) {
-    loop {
-        let finished = shared.build_finished.notified();
-        if shared.graph().worker(&name).is_some() {
-            return;
-        }
-        let conn = shared
-            .workers
-            .lock()
-            .ok()
-            .and_then(|w| w.get(&name).cloned());
-        let Some(conn) = conn.filter(|c| !c.is_closed()) else {
-            return;
-        };
-        let running = shared
-            .queue
-            .lock()
-            .map(|q| q.running_on(&name))
-            .unwrap_or(0);
-        if running == 0 {
-            tracing::info!(worker = %name, "disconnecting the worker: it is no longer in the configuration");
-            conn.disconnect(format!(
-                "worker `{name}` is no longer in the master's configuration"
-            ));
-            return;
-        }
-        let mut closed = conn.closed_watch();
-        tokio::select! {
-            _ = finished => {}
-            _ = closed.changed() => {}
-            _ = tokio::time::sleep(RETIRE_RECHECK) => {}
-        }
-    }
-}
-
 impl Shared {
-    /// The running configuration with its hash and origin.
-    pub fn config_info(&self) -> Arc<ConfigInfo> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
     /// Replaces the running configuration by `new` and reconciles the
     /// master with it (module docs). `via` says who asked ("api",
     /// "sighup"); with `expect`, the apply is refused unless the running
@@ -766,36 +615,21 @@ impl Shared {
             via: via.to_string(),
             restart_needed: restart_needed.clone(),
         });
-        match self.config.write() {
-            Ok(mut c) => *c = info,
-            Err(p) => *p.into_inner() = info,
-        }
+        self.set_config_info(info);
         if let Ok(mut q) = self.queue.lock() {
             q.reprioritize(&new);
         }
 
-        // Reconciliation.
-        let pollers = crate::changes::poller::reconcile(self, &old, &new);
-        for h in pollers {
-            self.track(h);
-        }
-        for h in crate::reporters::reconcile(self) {
-            self.track(h);
-        }
-        for w in &old.workers {
-            if new.worker(&w.name).is_none() {
-                let h = tokio::spawn(retire(self.clone(), w.name.clone()));
-                self.track(h);
-            }
-        }
-        // No receiver (no scheduler task, as in some tests) is fine.
-        let _ = self.configs.send(Arc::new(ConfigEvent {
-            graph: new.clone(),
-            newest_change,
-            at: applied_at,
-        }));
         self.wake.notify_one();
         self.locks_released.notify_waiters();
+
+        // Each service (schedulers, pollers, reporters, workers) reconciles
+        // itself; the answer waits until they all have, so a client that
+        // reads it finds removed reporters stopped and new pollers running.
+        let ev = Arc::new(ConfigEvent::new(old, new, newest_change, applied_at));
+        // No listener (a master without services, as in some tests) is fine.
+        let sent_to = self.configs.send(ev.clone()).unwrap_or(0);
+        ev.all_reconciled(self, sent_to).await;
         let report = ApplyReport {
             hash,
             previous_hash: old_info.hash.clone(),

@@ -12,10 +12,11 @@ use bbc_graph::{
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::conn::{CmdEvent, WorkerConn};
-use super::{now_ms, worst, Shared};
+use super::worst;
 use crate::protocol::{Frame, Message, Stopped, WireCommand, CHUNK};
 use crate::secrets::Redactor;
+use crate::state::connection::{CmdEvent, WorkerConn};
+use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildSet, NewBuildSet, Properties, StepRecord};
 use bbc_graph::eval::{eval, render, truthy};
 

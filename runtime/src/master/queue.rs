@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bbc_graph::{Builder, Downtime, Graph, LockAccess, LockScope, LockUse};
 use tokio::sync::watch;
 
-use super::{now_ms, Shared};
+use crate::state::{now_ms, Shared};
 use crate::store::{BuildRequest, BuildSet, Millis, NewBuild, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -2,9 +2,9 @@
 //! commit statuses on GitHub, GitLab and Gitea, IRC).
 //!
 //! The master publishes a [`BuildEvent`] when the store has recorded the
-//! start or the end of a build ([`Hub::publish`]); nothing is published
-//! when no reporter listens. Each reporter of the graph has its own task
-//! (started by [`spawn_all`]) that receives every event through a
+//! start or the end of a build (`state::events::Hub::publish`); nothing is
+//! published when no reporter listens. Each reporter of the graph has its
+//! own task (started by [`spawn`]) that receives every event through a
 //! broadcast channel, keeps those of its `builders`, evaluates `when`,
 //! renders its templates and delivers, retrying failed deliveries with a
 //! back-off ([`deliver`]).
@@ -22,19 +22,16 @@ pub mod push;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bbc_graph::{BuildResult, Graph, Reporter, ReporterKind, When};
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::broadcast;
 
-use crate::master::Shared;
-use crate::store::{Build, BuildSet};
-
-/// Events a reporter may have waiting; past that its oldest ones are
-/// dropped (with a warning), so a slow endpoint never holds builds back.
-pub const QUEUE: usize = 1024;
+// Build events are defined with the shared state; named here too because
+// the builds publish them as `reporters::Phase` (master/build.rs, queue.rs).
+pub use crate::state::events::{BuildEvent, Phase, QUEUE};
+use crate::state::Shared;
 
 /// Pauses between the attempts of one delivery: four attempts in all.
 pub const RETRY_DELAYS: [Duration; 3] = [
@@ -43,113 +40,55 @@ pub const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_secs(16),
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Started,
-    Finished,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Started => "started",
-            Phase::Finished => "finished",
-        }
-    }
-}
-
-/// A build that started or finished, as the store recorded it.
-pub struct BuildEvent {
-    pub phase: Phase,
-    pub build: Build,
-    pub set: Arc<BuildSet>,
-    /// What the reporters read from the store about the build, loaded by
-    /// the first one that needs it.
-    facts: OnceCell<Arc<message::Facts>>,
-}
-
-impl BuildEvent {
-    pub fn new(phase: Phase, build: Build, set: Arc<BuildSet>) -> BuildEvent {
-        BuildEvent {
-            phase,
-            build,
-            set,
-            facts: OnceCell::new(),
-        }
-    }
-
-    /// Steps, the previous build's result and the changes, read once.
-    pub async fn facts(&self, shared: &Arc<Shared>) -> Arc<message::Facts> {
-        self.facts
-            .get_or_init(|| message::Facts::load(shared, self))
-            .await
-            .clone()
-    }
-}
-
 struct Running {
     hash: String,
     task: tokio::task::AbortHandle,
 }
 
-/// The reporters' side of the master: the event channel and the running
-/// reporter tasks. One field of `Shared`.
-pub struct Hub {
-    events: broadcast::Sender<Arc<BuildEvent>>,
-    /// Where the API listens, for build links when the master has no `url`.
-    http_addr: SocketAddr,
-    running: Mutex<HashMap<String, Running>>,
+/// Starts one task per reporter of the current graph, then the task that
+/// keeps them in line with every applied config (from [`Shared::configs`],
+/// like every service): the tasks of reporters that were removed or
+/// changed stop (what they still had queued is dropped; an IRC reporter
+/// leaves its server), then the new and changed ones start.
+pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    // Subscribed before the graph is read: no applied config is missed.
+    let mut configs = shared.configs.subscribe();
+    let mut running = HashMap::new();
+    spawn_missing(&shared, &mut running);
+    tokio::spawn(async move {
+        loop {
+            let ev = match configs.recv().await {
+                Ok(ev) => ev,
+                // Applies wait for every listener, so none is missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            running.retain(|name: &String, r: &mut Running| {
+                let keep = find(&ev.graph, name).is_some_and(|x| x.hash == r.hash);
+                if !keep {
+                    r.task.abort();
+                }
+                keep
+            });
+            spawn_missing(&shared, &mut running);
+            ev.reconciled();
+        }
+    })
 }
 
-impl Hub {
-    pub fn new(http_addr: SocketAddr) -> Hub {
-        Hub {
-            events: broadcast::channel(QUEUE).0,
-            http_addr,
-            running: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-    }
-
-    /// Build events from now on (the API's event stream listens here too).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BuildEvent>> {
-        self.events.subscribe()
-    }
-
-    /// Tells the reporters about a build; never waits. Call it after the
-    /// store has recorded the start or the end.
-    pub fn publish(&self, phase: Phase, build: &Build, set: &Arc<BuildSet>) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        let ev = BuildEvent::new(phase, build.clone(), set.clone());
-        let _ = self.events.send(Arc::new(ev));
-    }
-}
-
-/// Starts one task per reporter of the current graph.
-///
-/// Idempotent: a reporter whose task runs with the same definition (hash)
-/// is skipped, so a caller that swapped the graph may call it again; the
-/// task of a reporter that was removed or changed stops at its next event.
-pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts a task for each reporter of the current graph that has none
+/// running with the same definition (hash). Tasks are kept by
+/// `Shared::track`, so shutdown stops them.
+fn spawn_missing(shared: &Arc<Shared>, running: &mut HashMap<String, Running>) {
     let g = shared.graph();
-    let mut tasks = Vec::new();
     for r in &g.reporters {
-        let Ok(mut running) = shared.reporters.running.lock() else {
-            tracing::error!(reporter = %r.name, "reporter registry poisoned; not reporting");
-            continue;
-        };
         if running
             .get(&r.name)
             .is_some_and(|x| x.hash == r.hash && !x.task.is_finished())
         {
             continue;
         }
-        let rx = shared.reporters.events.subscribe();
+        let rx = shared.reporters.subscribe();
         let task = tokio::spawn(run(shared.clone(), r.name.clone(), r.hash.clone(), rx));
         running.insert(
             r.name.clone(),
@@ -158,26 +97,8 @@ pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
                 task: task.abort_handle(),
             },
         );
-        tasks.push(task);
+        shared.track(task);
     }
-    tasks
-}
-
-/// After the graph was swapped: stops the tasks of reporters that were
-/// removed or changed (what they still had queued is dropped; an IRC
-/// reporter leaves its server), then starts the new and changed ones.
-pub fn reconcile(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
-    let g = shared.graph();
-    if let Ok(mut running) = shared.reporters.running.lock() {
-        running.retain(|name, r| {
-            let keep = find(&g, name).is_some_and(|x| x.hash == r.hash);
-            if !keep {
-                r.task.abort();
-            }
-            keep
-        });
-    }
-    spawn_all(shared.clone())
 }
 
 fn find<'a>(g: &'a Graph, name: &str) -> Option<&'a Reporter> {
@@ -269,7 +190,7 @@ async fn report(
                 return;
             }
             let Some(result) = b.result else { return };
-            let facts = ev.facts(shared).await;
+            let facts = message::facts(shared, ev).await;
             if !wanted(when, result, facts.previous) {
                 tracing::debug!(
                     reporter = %r.name, builder = %b.build.builder, number = b.number,

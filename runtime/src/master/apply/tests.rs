@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::master::{start, MasterConfig};
+use std::time::Duration;
 
 async fn master(dir: &std::path::Path, g: Graph) -> crate::master::MasterHandle {
     let secrets = dir.join("secrets");
@@ -79,8 +80,7 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let h = master(dir.path(), fixture!("apply_with_poller")).await;
     let s = h.shared.clone();
-    let state = s.state_dir.clone();
-    assert!(crate::changes::poller::is_running(&state, "repo"));
+    assert!(h.pollers.is_running("repo"));
     let first = s.config_info();
     assert_eq!(first.via, "start");
 
@@ -121,10 +121,7 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
             && e.effect == "poller stopped"),
         "{r:?}"
     );
-    until("the poller to stop", || {
-        !crate::changes::poller::is_running(&state, "repo")
-    })
-    .await;
+    until("the poller to stop", || !h.pollers.is_running("repo")).await;
     assert_eq!(s.graph().change_sources.len(), 0);
     assert_eq!(s.config_info().via, "api");
 
@@ -134,7 +131,7 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.changed);
-    assert!(crate::changes::poller::is_running(&state, "repo"));
+    assert!(h.pollers.is_running("repo"));
 
     let hist = history(&s).await.unwrap_or_else(|e| panic!("{e}"));
     let vias: Vec<&str> = hist.iter().map(|h| h.via.as_str()).collect();
