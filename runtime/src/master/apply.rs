@@ -18,7 +18,7 @@
 //! - **schedulers**: removed ones stop and their saved state is dropped (a
 //!   scheduler that comes back later starts from "now"); new ones start from
 //!   "now"; changed ones restart, keeping what still applies
-//!   ([`super::schedulers::Engine::reconcile`]).
+//!   (`schedulers::Engine::reconcile`).
 //! - **change sources**: pollers of removed sources stop, changed ones poll
 //!   at once with their new settings, new ones start; webhooks read the
 //!   config at each delivery.
@@ -323,190 +323,235 @@ fn scheduler_effect(old: &SchedulerKind, new: &SchedulerKind) -> String {
     }
 }
 
-fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
-    let mut out = Vec::new();
-    for (o, n) in pairs(&old.workers, &new.workers, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let running = snap.running_by_worker.get(name).copied().unwrap_or(0);
-        let connected = snap.connected.contains(name);
-        let effect = match (o, n) {
-            (None, Some(_)) => "can connect now".to_string(),
-            (Some(_), None) if connected && running > 0 => format!(
-                "takes no new builds; disconnected once {}",
-                count(running, "running build", ("has ended", "have ended"))
-            ),
-            (Some(_), None) if connected => {
-                "disconnected (it ran no build); it is refused if it connects again".into()
-            }
-            (Some(_), None) => "it is refused if it connects".into(),
-            (Some(a), Some(b)) => {
-                let mut now = Vec::new();
-                let mut next = Vec::new();
-                if a.max_builds != b.max_builds {
-                    now.push("max-builds");
-                }
-                if a.properties != b.properties {
-                    now.push("properties");
-                }
-                if a.downtime != b.downtime {
-                    now.push("downtime");
-                }
-                if a.missing_timeout_ms != b.missing_timeout_ms {
-                    now.push("missing-timeout");
-                }
-                if a.password != b.password {
-                    next.push("password");
-                }
-                if a.keepalive_ms != b.keepalive_ms {
-                    next.push("keepalive");
-                }
-                let mut parts = Vec::new();
-                if !now.is_empty() {
-                    parts.push(format!("{}: apply to new builds", now.join(", ")));
-                }
-                if !next.is_empty() {
-                    parts.push(format!(
-                        "{}: at its next connection{}",
-                        next.join(", "),
-                        if connected {
-                            " (the current one stays)"
-                        } else {
-                            ""
-                        }
-                    ));
-                }
-                parts.join("; ")
-            }
-            (None, None) => String::new(),
-        };
-        out.push(entry("worker", name, o.is_some(), n.is_some(), effect));
+/// The names of the fields flagged as changed, in order.
+fn changed<'a>(fields: &[(&'a str, bool)]) -> Vec<&'a str> {
+    fields.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect()
+}
+
+/// One report per entity of one kind that was added, removed or changed
+/// (by hash) from `old` to `new`; `effect` tells what that does, from the
+/// entity's name and its old and new definitions.
+fn report_each<'a, T>(
+    out: &mut Vec<EntityReport>,
+    kind: &str,
+    (old, new): (&'a [T], &'a [T]),
+    name: impl Fn(&T) -> &str,
+    hash: impl Fn(&T) -> &str,
+    effect: impl Fn(&str, Option<&'a T>, Option<&'a T>) -> String,
+) {
+    for (o, n) in pairs(old, new, &name, hash) {
+        let nm = o.or(n).map(&name).unwrap_or_default();
+        out.push(entry(kind, nm, o.is_some(), n.is_some(), effect(nm, o, n)));
     }
-    for (o, n) in pairs(&old.locks, &new.locks, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let effect = match (o, n) {
-            (Some(_), None) => "removed: builds already holding it keep it until they release it",
-            _ => "applies to builds and steps taking it from now on",
-        };
-        out.push(entry("lock", name, o.is_some(), n.is_some(), effect.into()));
+}
+
+fn worker_effect(
+    name: &str,
+    o: Option<&bbc_graph::Worker>,
+    n: Option<&bbc_graph::Worker>,
+    snap: &Snapshot,
+) -> String {
+    let running = snap.running_by_worker.get(name).copied().unwrap_or(0);
+    let connected = snap.connected.contains(name);
+    match (o, n) {
+        (None, Some(_)) => "can connect now".to_string(),
+        (Some(_), None) if connected && running > 0 => format!(
+            "takes no new builds; disconnected once {}",
+            count(running, "running build", ("has ended", "have ended"))
+        ),
+        (Some(_), None) if connected => {
+            "disconnected (it ran no build); it is refused if it connects again".into()
+        }
+        (Some(_), None) => "it is refused if it connects".into(),
+        (Some(a), Some(b)) => {
+            let now = changed(&[
+                ("max-builds", a.max_builds != b.max_builds),
+                ("properties", a.properties != b.properties),
+                ("downtime", a.downtime != b.downtime),
+                (
+                    "missing-timeout",
+                    a.missing_timeout_ms != b.missing_timeout_ms,
+                ),
+            ]);
+            let next = changed(&[
+                ("password", a.password != b.password),
+                ("keepalive", a.keepalive_ms != b.keepalive_ms),
+            ]);
+            let mut parts = Vec::new();
+            if !now.is_empty() {
+                parts.push(format!("{}: apply to new builds", now.join(", ")));
+            }
+            if !next.is_empty() {
+                parts.push(format!(
+                    "{}: at its next connection{}",
+                    next.join(", "),
+                    if connected {
+                        " (the current one stays)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            parts.join("; ")
+        }
+        (None, None) => String::new(),
     }
-    for (o, n) in pairs(
-        &old.change_sources,
-        &new.change_sources,
-        |x| &x.name,
-        |x| &x.hash,
-    ) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let poller = |c: Option<&bbc_graph::ChangeSource>| {
-            c.is_some_and(|c| matches!(c.kind, ChangeSourceKind::GitPoller { .. }))
-        };
-        let effect = match (poller(o), poller(n), o.is_some(), n.is_some()) {
-            (_, true, false, true) => "poller started".to_string(),
-            (true, _, true, false) => "poller stopped".to_string(),
-            (true, true, _, _) => "poller restarted with the new settings (it polls now)".into(),
-            (true, false, _, _) => {
-                format!("poller stopped; deliveries to /change_hook/{name} are accepted")
-            }
-            (false, true, _, _) => "poller started; webhook deliveries are refused".into(),
-            (false, false, false, true) => {
-                format!("deliveries to /change_hook/{name} are accepted")
-            }
-            (false, false, true, false) => {
-                format!("deliveries to /change_hook/{name} are refused (404)")
-            }
-            _ => "applies to the next delivery".into(),
-        };
-        out.push(entry(
-            "change-source",
-            name,
-            o.is_some(),
-            n.is_some(),
-            effect,
+}
+
+fn change_source_effect(
+    name: &str,
+    o: Option<&bbc_graph::ChangeSource>,
+    n: Option<&bbc_graph::ChangeSource>,
+) -> String {
+    let poller = |c: Option<&bbc_graph::ChangeSource>| {
+        c.is_some_and(|c| matches!(c.kind, ChangeSourceKind::GitPoller { .. }))
+    };
+    match (poller(o), poller(n), o.is_some(), n.is_some()) {
+        (_, true, false, true) => "poller started".to_string(),
+        (true, _, true, false) => "poller stopped".to_string(),
+        (true, true, _, _) => "poller restarted with the new settings (it polls now)".into(),
+        (true, false, _, _) => {
+            format!("poller stopped; deliveries to /change_hook/{name} are accepted")
+        }
+        (false, true, _, _) => "poller started; webhook deliveries are refused".into(),
+        (false, false, false, true) => format!("deliveries to /change_hook/{name} are accepted"),
+        (false, false, true, false) => {
+            format!("deliveries to /change_hook/{name} are refused (404)")
+        }
+        _ => "applies to the next delivery".into(),
+    }
+}
+
+fn builder_effect(
+    name: &str,
+    o: Option<&bbc_graph::Builder>,
+    n: Option<&bbc_graph::Builder>,
+    snap: &Snapshot,
+) -> String {
+    let running = snap.running_by_builder.get(name).copied().unwrap_or(0);
+    let pending = snap.pending_by_builder.get(name).copied().unwrap_or(0);
+    let mut effect = match (o, n) {
+        (None, Some(_)) if pending > 0 => format!(
+            "can build now ({} from before)",
+            count(pending, "pending request", ("runs", "run"))
+        ),
+        (None, Some(_)) => "can build now".to_string(),
+        (Some(_), None) => format!(
+            "{} pending (run if the builder comes back)",
+            count(pending, "pending request", ("stays", "stay"))
+        ),
+        _ => "new builds use the new definition".to_string(),
+    };
+    if running > 0 {
+        effect.push_str(&format!(
+            "; {} on the old definition",
+            count(running, "running build", ("finishes", "finish"))
         ));
     }
-    for (o, n) in pairs(&old.schedulers, &new.schedulers, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let effect = match (o, n) {
+    if let (Some(a), Some(b)) = (o, n) {
+        if a.priority != b.priority && pending > 0 {
+            effect.push_str(&format!(
+                "; {} with priority {}",
+                count(pending, "pending request", ("now queues", "now queue")),
+                b.priority
+            ));
+        }
+    }
+    effect
+}
+
+fn master_effect(a: &bbc_graph::Master, b: &bbc_graph::Master) -> String {
+    let live = changed(&[
+        ("title", a.title != b.title),
+        ("url", a.url != b.url),
+        ("properties (for new builds)", a.properties != b.properties),
+    ]);
+    let mut effect = if live.is_empty() {
+        String::new()
+    } else {
+        format!("{}: apply now", live.join(", "))
+    };
+    if a.worker_listen != b.worker_listen
+        || a.http_listen != b.http_listen
+        || a.state_dir != b.state_dir
+    {
+        if !effect.is_empty() {
+            effect.push_str("; ");
+        }
+        effect.push_str("listen addresses and the state directory need a restart");
+    }
+    effect
+}
+
+fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
+    let mut out = Vec::new();
+    report_each(
+        &mut out,
+        "worker",
+        (&old.workers, &new.workers),
+        |x| &x.name,
+        |x| &x.hash,
+        |name, o, n| worker_effect(name, o, n, snap),
+    );
+    report_each(
+        &mut out,
+        "lock",
+        (&old.locks, &new.locks),
+        |x| &x.name,
+        |x| &x.hash,
+        |_, o, n| match (o, n) {
+            (Some(_), None) => {
+                "removed: builds already holding it keep it until they release it".into()
+            }
+            _ => "applies to builds and steps taking it from now on".into(),
+        },
+    );
+    report_each(
+        &mut out,
+        "change-source",
+        (&old.change_sources, &new.change_sources),
+        |x| &x.name,
+        |x| &x.hash,
+        change_source_effect,
+    );
+    report_each(
+        &mut out,
+        "scheduler",
+        (&old.schedulers, &new.schedulers),
+        |x| &x.name,
+        |x| &x.hash,
+        |_, o, n| match (o, n) {
             (None, Some(_)) => "started (from now: changes stored before it are not its)".into(),
             (Some(_), None) => "stopped; its saved state is dropped".into(),
             (Some(a), Some(b)) => scheduler_effect(&a.kind, &b.kind),
             (None, None) => String::new(),
-        };
-        out.push(entry("scheduler", name, o.is_some(), n.is_some(), effect));
-    }
-    for (o, n) in pairs(&old.builders, &new.builders, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let running = snap.running_by_builder.get(name).copied().unwrap_or(0);
-        let pending = snap.pending_by_builder.get(name).copied().unwrap_or(0);
-        let mut effect = match (o, n) {
-            (None, Some(_)) if pending > 0 => format!(
-                "can build now ({} from before)",
-                count(pending, "pending request", ("runs", "run"))
-            ),
-            (None, Some(_)) => "can build now".to_string(),
-            (Some(_), None) => format!(
-                "{} pending (run if the builder comes back)",
-                count(pending, "pending request", ("stays", "stay"))
-            ),
-            _ => "new builds use the new definition".to_string(),
-        };
-        if running > 0 {
-            effect.push_str(&format!(
-                "; {} on the old definition",
-                count(running, "running build", ("finishes", "finish"))
-            ));
-        }
-        if let (Some(a), Some(b)) = (o, n) {
-            if a.priority != b.priority && pending > 0 {
-                effect.push_str(&format!(
-                    "; {} with priority {}",
-                    count(pending, "pending request", ("now queues", "now queue")),
-                    b.priority
-                ));
-            }
-        }
-        out.push(entry("builder", name, o.is_some(), n.is_some(), effect));
-    }
-    for (o, n) in pairs(&old.reporters, &new.reporters, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        out.push(entry(
-            "reporter",
-            name,
-            o.is_some(),
-            n.is_some(),
+        },
+    );
+    report_each(
+        &mut out,
+        "builder",
+        (&old.builders, &new.builders),
+        |x| &x.name,
+        |x| &x.hash,
+        |name, o, n| builder_effect(name, o, n, snap),
+    );
+    report_each(
+        &mut out,
+        "reporter",
+        (&old.reporters, &new.reporters),
+        |x| &x.name,
+        |x| &x.hash,
+        |_, o, n| {
             match (o.is_some(), n.is_some()) {
                 (false, true) => "started",
                 (true, false) => "stopped",
                 _ => "restarted with the new settings",
             }
-            .into(),
-        ));
-    }
+            .into()
+        },
+    );
     if old.master.hash != new.master.hash {
-        let (a, b) = (&old.master, &new.master);
-        let mut live = Vec::new();
-        if a.title != b.title {
-            live.push("title");
-        }
-        if a.url != b.url {
-            live.push("url");
-        }
-        if a.properties != b.properties {
-            live.push("properties (for new builds)");
-        }
-        let mut effect = if live.is_empty() {
-            String::new()
-        } else {
-            format!("{}: apply now", live.join(", "))
-        };
-        if a.worker_listen != b.worker_listen
-            || a.http_listen != b.http_listen
-            || a.state_dir != b.state_dir
-        {
-            if !effect.is_empty() {
-                effect.push_str("; ");
-            }
-            effect.push_str("listen addresses and the state directory need a restart");
-        }
+        let effect = master_effect(&old.master, &new.master);
         out.push(entry("master", "master", true, true, effect));
     }
     out
