@@ -1,8 +1,9 @@
 //! The event stream: build events as server-sent events.
 
-use super::S;
 use axum::extract::State;
 use serde_json::json;
+
+use super::S;
 
 /// `GET /api/v1/events`: Server-Sent Events, so a page (or a script) learns
 /// at once that a build started or finished, a change arrived or a build
