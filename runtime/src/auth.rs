@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hmac::{KeyInit, Mac};
-use serde_json::json;
 
+use crate::api_error::ApiError;
 use crate::secrets::{env_var_name, ADMIN_TOKEN};
 use crate::state::Shared;
 
@@ -83,17 +82,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// A refusal in the API's error shape: `{"error": {"status", "message"}}`.
-fn refusal(status: StatusCode, msg: String) -> Response {
-    (
-        status,
-        Json(json!({"error": {"status": status.as_u16(), "message": msg}})),
-    )
-        .into_response()
-}
-
 fn unauthorized(msg: &str) -> Response {
-    let mut r = refusal(StatusCode::UNAUTHORIZED, msg.into());
+    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer realm=\"bbc\""),
@@ -137,7 +127,7 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
 pub fn refuse_unless_admin(s: &Shared, headers: &HeaderMap) -> Option<Response> {
     let secrets = s.secrets();
     let Some(token) = secrets.admin_token() else {
-        return Some(refusal(
+        return Some(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "applying a config through the API is disabled: the master has no admin token. \
@@ -146,7 +136,8 @@ pub fn refuse_unless_admin(s: &Shared, headers: &HeaderMap) -> Option<Response> 
                  then send it as `Authorization: Bearer TOKEN` (`bbc apply --token-file FILE`)",
                 env_var_name(ADMIN_TOKEN)
             ),
-        ));
+        )
+        .into_response());
     };
     let msg = match bearer(headers) {
         Some(g) if constant_time_eq(g, token) => return None,

@@ -6,6 +6,7 @@
 #[macro_use]
 mod fixtures;
 
+pub mod api_error;
 pub mod auth;
 pub mod changes;
 pub mod http;

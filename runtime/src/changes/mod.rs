@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bbc_graph::{ChangeSource, ChangeSourceKind};
 use serde_json::{json, Value};
 
+use crate::api_error::ApiError;
 use crate::state::Shared;
 
 /// Forges send at most a few MiB (GitHub caps deliveries at 25 MB, but a
@@ -42,36 +42,7 @@ pub fn router(pollers: Arc<poller::Pollers>) -> Router<Arc<Shared>> {
         .layer(Extension(pollers))
 }
 
-/// An error answer in the API's shape: `{"error": {"status", "message"}}`.
-#[derive(Debug)]
-pub struct HookError(pub StatusCode, pub String);
-
-impl HookError {
-    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        HookError(status, msg.into())
-    }
-    pub fn bad(msg: impl Into<String>) -> Self {
-        HookError(StatusCode::BAD_REQUEST, msg.into())
-    }
-}
-
-impl IntoResponse for HookError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            Json(json!({"error": {"status": self.0.as_u16(), "message": self.1}})),
-        )
-            .into_response()
-    }
-}
-
-impl From<crate::store::StoreError> for HookError {
-    fn from(e: crate::store::StoreError) -> Self {
-        HookError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
-
-pub(crate) fn find_source(shared: &Shared, name: &str) -> Result<ChangeSource, HookError> {
+pub(crate) fn find_source(shared: &Shared, name: &str) -> Result<ChangeSource, ApiError> {
     shared
         .graph()
         .change_sources
@@ -79,7 +50,7 @@ pub(crate) fn find_source(shared: &Shared, name: &str) -> Result<ChangeSource, H
         .find(|c| c.name == name)
         .cloned()
         .ok_or_else(|| {
-            HookError::new(
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no change source named `{name}`"),
             )
@@ -145,7 +116,7 @@ async fn show(
     State(s): State<Arc<Shared>>,
     Extension(pollers): Extension<Arc<poller::Pollers>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, HookError> {
+) -> Result<Json<Value>, ApiError> {
     let c = find_source(&s, &name)?;
     let mut v = describe(&pollers, &c);
     if matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {

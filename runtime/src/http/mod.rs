@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -28,28 +27,11 @@ use config::{get_config, post_config};
 use events::events;
 use workers::workers;
 
+pub use crate::api_error::ApiError;
 use crate::state::Shared;
 use crate::store::Page;
 
 type S = State<Arc<Shared>>;
-
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            Json(json!({"error": {"status": self.0.as_u16(), "message": self.1}})),
-        )
-            .into_response()
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())

@@ -28,7 +28,7 @@ mod mirror;
 
 use mirror::{commit_exists, describe_commit, ensure_mirror, fetch, new_commits, read_heads};
 
-use super::HookError;
+use crate::api_error::ApiError;
 use crate::auth::Control;
 use crate::state::{now_ms, Shared};
 use crate::store::{Millis, NewChange};
@@ -353,10 +353,10 @@ pub(crate) async fn poll_now(
     State(s): State<Arc<Shared>>,
     Extension(pollers): Extension<Arc<Pollers>>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<Value>, HookError> {
+) -> Result<Json<Value>, ApiError> {
     let c = super::find_source(&s, &name)?;
     if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
-        return Err(HookError::new(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "change source `{name}` is a {}, not a git poller",
@@ -365,7 +365,7 @@ pub(crate) async fn poll_now(
         ));
     }
     let not_running = || {
-        HookError::new(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the poller of `{name}` is not running"),
         )
@@ -379,7 +379,7 @@ pub(crate) async fn poll_now(
             "changes": r.changes,
             "initialized": r.initialized,
         }))),
-        Ok(Err(e)) => Err(HookError::new(
+        Ok(Err(e)) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("polling `{name}` failed: {e}"),
         )),

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::payload::*;
 use super::R;
-use crate::changes::HookError;
+use crate::api_error::ApiError;
 use crate::store::{NewChange, Properties};
 
 /// A GitHub or Gitea push: one change per listed commit; a push listing
@@ -62,7 +62,7 @@ fn github_like_pr(v: &Value, accepted: &[&str]) -> R<Outcome> {
         )));
     }
     let pr = object_at(v, "pull_request")
-        .ok_or_else(|| HookError::bad("missing object `pull_request`"))?;
+        .ok_or_else(|| ApiError::bad("missing object `pull_request`"))?;
     let number = match at(v, "number") {
         Some(_) => req_int(v, "", "number")?,
         None => req_int(pr, "pull_request", "number")?,

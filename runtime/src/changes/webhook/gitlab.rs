@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::payload::*;
 use super::R;
-use crate::changes::HookError;
+use crate::api_error::ApiError;
 use crate::store::{NewChange, Properties};
 
 pub fn gitlab(event: &str, v: &Value) -> R<Outcome> {
@@ -52,7 +52,7 @@ fn gitlab_push(v: &Value) -> R<Outcome> {
 fn gitlab_mr(v: &Value) -> R<Outcome> {
     let base = "object_attributes";
     let oa =
-        object_at(v, base).ok_or_else(|| HookError::bad("missing object `object_attributes`"))?;
+        object_at(v, base).ok_or_else(|| ApiError::bad("missing object `object_attributes`"))?;
     let action = opt_str(oa, "action");
     let state = opt_str(oa, "state");
     // Older GitLab versions send no action: the state tells.

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::payload::*;
 use super::{MAX_JSON_CHANGES, R};
-use crate::changes::HookError;
+use crate::api_error::ApiError;
 use crate::store::NewChange;
 
 /// The generic JSON webhook: one change object or an array of them, with
@@ -19,20 +19,20 @@ pub fn json_changes(v: &Value) -> R<Outcome> {
             .collect(),
         Value::Object(_) => vec![(String::new(), v)],
         _ => {
-            return Err(HookError::bad(
+            return Err(ApiError::bad(
                 "the body must be a change object or an array of change objects",
             ))
         }
     };
     if items.len() > MAX_JSON_CHANGES {
-        return Err(HookError::bad(format!(
+        return Err(ApiError::bad(format!(
             "{} changes in one delivery; at most {MAX_JSON_CHANGES}",
             items.len()
         )));
     }
     let mut out = Vec::new();
     for (at_, item) in items {
-        out.push(json_change(item).map_err(|e| HookError::bad(format!("{at_}{}", e.1)))?);
+        out.push(json_change(item).map_err(|e| ApiError::bad(format!("{at_}{}", e.1)))?);
     }
     Ok(Outcome::Changes(out))
 }
@@ -53,16 +53,16 @@ const JSON_FIELDS: &[&str] = &[
 
 fn json_change(v: &Value) -> R<NewChange> {
     let Some(o) = v.as_object() else {
-        return Err(HookError::bad("a change must be a JSON object"));
+        return Err(ApiError::bad("a change must be a JSON object"));
     };
     for k in o.keys() {
         if k == "source" {
-            return Err(HookError::bad(
+            return Err(ApiError::bad(
                 "`source` is not accepted: it is always the change source's name",
             ));
         }
         if !JSON_FIELDS.contains(&k.as_str()) {
-            return Err(HookError::bad(format!(
+            return Err(ApiError::bad(format!(
                 "unknown field `{k}`; the fields are: {}",
                 JSON_FIELDS.join(", ")
             )));
@@ -72,7 +72,7 @@ fn json_change(v: &Value) -> R<NewChange> {
         match o.get(k) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(HookError::bad(format!("field `{k}` must be a string"))),
+            Some(_) => Err(ApiError::bad(format!("field `{k}` must be a string"))),
         }
     };
     let mut c = NewChange {
@@ -87,7 +87,7 @@ fn json_change(v: &Value) -> R<NewChange> {
         ..NewChange::default()
     };
     if c.branch.is_empty() && c.revision.is_empty() {
-        return Err(HookError::bad(
+        return Err(ApiError::bad(
             "a change needs a `branch` or a `revision` (or both)",
         ));
     }
@@ -98,20 +98,20 @@ fn json_change(v: &Value) -> R<NewChange> {
                 match f.as_str() {
                     Some(f) => c.files.push(f.to_string()),
                     None => {
-                        return Err(HookError::bad(format!(
+                        return Err(ApiError::bad(format!(
                             "field `files[{i}]` must be a string"
                         )))
                     }
                 }
             }
         }
-        Some(_) => return Err(HookError::bad("field `files` must be an array of strings")),
+        Some(_) => return Err(ApiError::bad("field `files` must be an array of strings")),
     }
     match o.get("when") {
         None | Some(Value::Null) => {}
         Some(w) => {
             c.when = w.as_i64().ok_or_else(|| {
-                HookError::bad("field `when` must be an integer (milliseconds since the epoch)")
+                ApiError::bad("field `when` must be an integer (milliseconds since the epoch)")
             })?
         }
     }
@@ -127,7 +127,7 @@ fn json_change(v: &Value) -> R<NewChange> {
                         None => Scalar::Float(n.as_f64().unwrap_or(0.0)),
                     },
                     _ => {
-                        return Err(HookError::bad(format!(
+                        return Err(ApiError::bad(format!(
                             "property `{k}` must be a string, a number or a boolean"
                         )))
                     }
@@ -135,7 +135,7 @@ fn json_change(v: &Value) -> R<NewChange> {
                 c.properties.insert(k.clone(), v);
             }
         }
-        Some(_) => return Err(HookError::bad("field `properties` must be an object")),
+        Some(_) => return Err(ApiError::bad("field `properties` must be an object")),
     }
     Ok(c)
 }

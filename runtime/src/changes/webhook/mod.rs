@@ -16,12 +16,12 @@ use axum::Json;
 use bbc_graph::ChangeSourceKind;
 use serde_json::{json, Value};
 
-use super::HookError;
+use crate::api_error::ApiError;
 // Named here as well: the integration tests sign deliveries with it.
 pub use crate::auth::hmac_sha256_hex;
 use crate::state::{now_ms, Shared};
 
-type R<T> = Result<T, HookError>;
+type R<T> = Result<T, ApiError>;
 
 /// At most this many changes per JSON delivery: each is a durable write.
 pub const MAX_JSON_CHANGES: usize = 1000;
@@ -49,7 +49,7 @@ fn event_header(headers: &HeaderMap, names: &[&str]) -> R<String> {
         }
     }
     let first = names.first().copied().unwrap_or("event");
-    Err(HookError::bad(format!("missing header {first}")))
+    Err(ApiError::bad(format!("missing header {first}")))
 }
 
 /// The body as JSON, whatever the content type says (`curl -d` labels
@@ -59,11 +59,11 @@ fn parse_json(headers: &HeaderMap, body: &[u8]) -> R<Value> {
         let form = header(headers, "content-type")
             .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
         if form && body.starts_with(b"payload=") {
-            HookError::bad(
+            ApiError::bad(
                 "form-encoded deliveries are not supported: set the webhook's content type to application/json",
             )
         } else {
-            HookError::bad(format!("invalid JSON: {e}"))
+            ApiError::bad(format!("invalid JSON: {e}"))
         }
     })
 }
@@ -76,7 +76,7 @@ pub(crate) async fn receive(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
     // Too large or unreadable: answered in the API's error shape too.
-    let body = body.map_err(|e| HookError::new(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let src = super::find_source(&s, &name)?;
     let (secret, auth) = match &src.kind {
         ChangeSourceKind::GithubWebhook { secret } => (
@@ -107,7 +107,7 @@ pub(crate) async fn receive(
             },
         ),
         ChangeSourceKind::GitPoller { .. } => {
-            return Err(HookError::new(
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("change source `{name}` is a git poller, not a webhook"),
             ))
@@ -117,7 +117,7 @@ pub(crate) async fn receive(
         // Fail closed: a secret the master could not resolve accepts nothing.
         let secrets = s.secrets();
         let Some(value) = secrets.get(cred) else {
-            return Err(HookError::new(
+            return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the secret of change source `{name}` is not available to the master"),
             ));

@@ -6,7 +6,7 @@ use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::R;
-use crate::changes::HookError;
+use crate::api_error::ApiError;
 use crate::store::{Millis, NewChange, Properties};
 
 pub(super) fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -34,15 +34,15 @@ pub(super) fn join(base: &str, path: &str) -> String {
 pub(super) fn req_str(v: &Value, base: &str, path: &str) -> R<String> {
     match at(v, path) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(HookError::bad(format!(
+        Some(Value::String(_)) => Err(ApiError::bad(format!(
             "field `{}` is empty",
             join(base, path)
         ))),
-        Some(_) => Err(HookError::bad(format!(
+        Some(_) => Err(ApiError::bad(format!(
             "field `{}` must be a string",
             join(base, path)
         ))),
-        None => Err(HookError::bad(format!(
+        None => Err(ApiError::bad(format!(
             "missing field `{}`",
             join(base, path)
         ))),
@@ -64,7 +64,7 @@ pub(super) fn first_str(v: &Value, paths: &[&str]) -> R<String> {
         Some((first, rest)) => format!("missing field {first} (or {})", rest.join(", ")),
         None => "missing field".to_string(),
     };
-    Err(HookError::bad(msg))
+    Err(ApiError::bad(msg))
 }
 
 /// An optional string field (absent or not a string: empty).
@@ -78,9 +78,9 @@ pub(super) fn opt_str(v: &Value, path: &str) -> String {
 pub(super) fn req_int(v: &Value, base: &str, path: &str) -> R<i64> {
     match at(v, path) {
         Some(x) => x.as_i64().ok_or_else(|| {
-            HookError::bad(format!("field `{}` must be an integer", join(base, path)))
+            ApiError::bad(format!("field `{}` must be an integer", join(base, path)))
         }),
-        None => Err(HookError::bad(format!(
+        None => Err(ApiError::bad(format!(
             "missing field `{}`",
             join(base, path)
         ))),
@@ -92,7 +92,7 @@ pub(super) fn opt_array<'a>(v: &'a Value, base: &str, path: &str) -> R<&'a [Valu
     match at(v, path) {
         None => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(HookError::bad(format!(
+        Some(_) => Err(ApiError::bad(format!(
             "field `{}` must be an array",
             join(base, path)
         ))),
@@ -159,7 +159,7 @@ pub(super) fn prop(p: &mut Properties, k: &str, v: impl Into<String>) {
 /// removed). `base` is its path in the payload, for error messages.
 pub(super) fn commit_change(c: &Value, base: &str) -> R<NewChange> {
     if !c.is_object() {
-        return Err(HookError::bad(format!("`{base}` must be an object")));
+        return Err(ApiError::bad(format!("`{base}` must be an object")));
     }
     let mut files: Vec<String> = Vec::new();
     for key in ["added", "modified", "removed"] {

@@ -4,8 +4,8 @@
 use axum::http::{HeaderMap, StatusCode};
 
 use super::R;
+use crate::api_error::ApiError;
 use crate::auth::{constant_time_eq, hmac_matches};
-use crate::changes::HookError;
 
 pub(super) enum Auth {
     /// HMAC of the body in this header, hex, after an optional prefix.
@@ -51,15 +51,15 @@ pub(super) fn verify(auth: &Auth, secret: &str, headers: &HeaderMap, body: &[u8]
     if ok {
         Ok(())
     } else {
-        Err(HookError::new(
+        Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("the {name} header does not match this change source's secret"),
         ))
     }
 }
 
-pub(super) fn missing_signature(h: &str) -> HookError {
-    HookError::new(
+pub(super) fn missing_signature(h: &str) -> ApiError {
+    ApiError::new(
         StatusCode::UNAUTHORIZED,
         format!(
             "missing {h} header: this change source has a secret, so deliveries must be signed"
