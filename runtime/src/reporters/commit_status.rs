@@ -12,8 +12,9 @@ use std::sync::Arc;
 use bbc_graph::{BuildResult, Graph, Reporter, Scalar};
 use serde_json::json;
 
+use super::delivery::{deliver, post};
 use super::message::{self, Templates, CONTEXT};
-use super::{deliver, post, BuildEvent, Phase};
+use crate::state::events::{BuildEvent, Phase};
 use crate::state::Shared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
