@@ -1,6 +1,8 @@
 //! Builders: listing (with each one's newest build), forcing a build
 //! with validated parameters, and the schedulers.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -8,11 +10,13 @@ use bbc_graph::{ParamType, Scalar, SchedulerKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::builds::build_json;
-use super::{bad, not_found, page, ApiError, R, S};
+use super::builds::{build_json, page};
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::Control;
-use crate::state::now_ms;
+use crate::state::{now_ms, Shared};
 use crate::store::{BuildFilter, NewBuildSet, Properties, SourceStamp};
+
+type S = State<Arc<Shared>>;
 
 #[derive(Deserialize)]
 pub(super) struct BuildersQuery {
@@ -72,7 +76,7 @@ pub(super) async fn builder(State(s): S, Path(name): Path<String>) -> R<Json<Val
     let g = s.graph();
     let b = g
         .builder(&name)
-        .ok_or_else(|| not_found(format!("no builder named `{name}`")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no builder named `{name}`")))?;
     Ok(Json(json!({"builder": b})))
 }
 
@@ -104,7 +108,7 @@ pub(super) fn validate_params(
     for k in given.keys() {
         if !params.iter().any(|p| &p.name == k) {
             let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-            return Err(bad(format!(
+            return Err(ApiError::bad(format!(
                 "unknown parameter `{k}`; this scheduler takes: {}",
                 names.join(", ")
             )));
@@ -115,13 +119,14 @@ pub(super) fn validate_params(
             None | Some(Value::Null) => match &p.default {
                 Some(d) => d.clone(),
                 None if p.required => {
-                    return Err(bad(format!("parameter `{}` is required", p.name)))
+                    return Err(ApiError::bad(format!("parameter `{}` is required", p.name)))
                 }
                 None => continue,
             },
             Some(v) => {
-                let wrong =
-                    |want: &str| bad(format!("parameter `{}` must be {want}, got {v}", p.name));
+                let wrong = |want: &str| {
+                    ApiError::bad(format!("parameter `{}` must be {want}, got {v}", p.name))
+                };
                 match p.ty {
                     ParamType::String => {
                         Scalar::String(v.as_str().ok_or_else(|| wrong("a string"))?.to_string())
@@ -145,7 +150,7 @@ pub(super) fn validate_params(
                     ParamType::Choice => {
                         let s = v.as_str().ok_or_else(|| wrong("a string"))?;
                         if !p.choices.iter().any(|c| c == s) {
-                            return Err(bad(format!(
+                            return Err(ApiError::bad(format!(
                                 "parameter `{}` must be one of {}, got \"{s}\"",
                                 p.name,
                                 p.choices.join(", ")
@@ -157,7 +162,7 @@ pub(super) fn validate_params(
             }
         };
         if p.required && matches!(&v, Scalar::String(s) if s.is_empty()) {
-            return Err(bad(format!("parameter `{}` is required", p.name)));
+            return Err(ApiError::bad(format!("parameter `{}` is required", p.name)));
         }
         out.insert(p.name.clone(), v);
     }
@@ -171,14 +176,13 @@ pub(super) async fn force(
     body: Option<Json<Value>>,
 ) -> R<(StatusCode, Json<Value>)> {
     let body: ForceBody = match body {
-        Some(Json(v)) => {
-            serde_json::from_value(v).map_err(|e| bad(format!("invalid force request: {e}")))?
-        }
+        Some(Json(v)) => serde_json::from_value(v)
+            .map_err(|e| ApiError::bad(format!("invalid force request: {e}")))?,
         None => ForceBody::default(),
     };
     let g = s.graph();
     if g.builder(&name).is_none() {
-        return Err(not_found(format!("no builder named `{name}`")));
+        return Err(ApiError::not_found(format!("no builder named `{name}`")));
     }
     let candidates: Vec<_> = g
         .schedulers
@@ -199,11 +203,11 @@ pub(super) async fn force(
         }
         many => {
             let names: Vec<&str> = many.iter().map(|s| s.name.as_str()).collect();
-            return Err(bad(format!("several force schedulers name `{name}` ({}); say which with \"scheduler\"", names.join(", "))));
+            return Err(ApiError::bad(format!("several force schedulers name `{name}` ({}); say which with \"scheduler\"", names.join(", "))));
         }
     };
     let SchedulerKind::Force { params } = &sched.kind else {
-        return Err(bad("not a force scheduler"));
+        return Err(ApiError::bad("not a force scheduler"));
     };
     let props = validate_params(params, &body.properties)?;
     let reason = body

@@ -11,10 +11,12 @@ use bbc_graph::BuildResult;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{bad, not_found, page, ApiError, R, S};
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::Control;
 use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildFilter, Page, RequestFilter, RequestState};
+
+type S = State<Arc<Shared>>;
 
 #[derive(Deserialize)]
 pub(super) struct BuildsQuery {
@@ -30,7 +32,7 @@ pub(super) fn parse_result(s: &str) -> R<BuildResult> {
         .iter()
         .find(|(n, _)| *n == s)
         .map(|(_, r)| *r)
-        .ok_or_else(|| bad(format!("unknown result `{s}`; one of success, warnings, skipped, failure, exception, retry, cancelled")))
+        .ok_or_else(|| ApiError::bad(format!("unknown result `{s}`; one of success, warnings, skipped, failure, exception, retry, cancelled")))
 }
 
 /// Expected duration of a builder's builds: the mean of its last ten
@@ -110,7 +112,7 @@ pub(super) async fn builds(State(s): S, Query(q): Query<BuildsQuery>) -> R<Json<
 
 pub(super) async fn build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
     let (b, steps) = s.db(move |st| Ok((st.build(id)?, st.steps(id)?))).await?;
-    let b = b.ok_or_else(|| not_found(format!("no build {id}")))?;
+    let b = b.ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
     let (total, per_step) = if b.finished_at.is_none() {
         history(&s, b.build.builder.clone()).await
     } else {
@@ -165,18 +167,18 @@ pub(super) async fn log(
             Ok((b, steps, data, len))
         })
         .await?;
-    let b = b.ok_or_else(|| not_found(format!("no build {id}")))?;
+    let b = b.ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
     let rec = steps
         .iter()
         .find(|x| x.index == step)
-        .ok_or_else(|| not_found(format!("build {id} has no step {step} (yet)")))?;
+        .ok_or_else(|| ApiError::not_found(format!("build {id} has no step {step} (yet)")))?;
     let complete = rec.finished_at.is_some() || b.finished_at.is_some();
     let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
         "text/plain; charset=utf-8"
             .parse()
-            .map_err(|_| bad("header"))?,
+            .map_err(|_| ApiError::bad("header"))?,
     );
     h.insert("x-log-length", len.into());
     h.insert(
@@ -186,7 +188,7 @@ pub(super) async fn log(
         } else {
             "false".parse()
         }
-        .map_err(|_| bad("header"))?,
+        .map_err(|_| ApiError::bad("header"))?,
     );
     Ok((h, data).into_response())
 }
@@ -208,7 +210,7 @@ pub(super) async fn requests(State(s): S, Query(q): Query<RequestsQuery>) -> R<J
         Some("complete") => Some(RequestState::Complete),
         Some("cancelled") => Some(RequestState::Cancelled),
         Some(x) => {
-            return Err(bad(format!(
+            return Err(ApiError::bad(format!(
                 "unknown state `{x}`; one of pending, claimed, complete, cancelled"
             )))
         }
@@ -257,4 +259,11 @@ pub(super) async fn cancel_build(_: Control, State(s): S, Path(id): Path<u64>) -
         ));
     }
     Ok(Json(json!({"cancelling": id})))
+}
+
+pub(super) fn page(before: Option<u64>, limit: Option<usize>) -> Page {
+    Page {
+        before,
+        limit: limit.unwrap_or(50).clamp(1, 1000),
+    }
 }

@@ -1,15 +1,20 @@
 //! Changes: listing and submitting one through the API.
 
+use std::sync::Arc;
+
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{bad, page, R, S};
+use super::builds::page;
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::Control;
-use crate::state::now_ms;
+use crate::state::{now_ms, Shared};
 use crate::store::NewChange;
+
+type S = State<Arc<Shared>>;
 
 #[derive(Deserialize)]
 pub(super) struct PageQuery {
@@ -28,7 +33,8 @@ pub(super) async fn add_change(
     State(s): S,
     body: Result<Json<NewChange>, axum::extract::rejection::JsonRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
-    let Json(mut c) = body.map_err(|e| bad(format!("invalid change: {}", e.body_text())))?;
+    let Json(mut c) =
+        body.map_err(|e| ApiError::bad(format!("invalid change: {}", e.body_text())))?;
     if c.source.is_empty() {
         c.source = "api".into();
     }

@@ -1,16 +1,21 @@
 //! The running config: reading it (credentials masked) with its
 //! history, and applying a new one (admin token).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{bad, ApiError, R, S};
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::refuse_unless_admin;
 use crate::master::apply::{self, ApplyError};
 use crate::state::config::AppliedRecord;
+use crate::state::Shared;
+
+type S = State<Arc<Shared>>;
 
 /// The largest graph `POST /api/v1/config` reads (a 10,000-builder graph is
 /// about 30 MB). Read only after the token is checked.
@@ -91,7 +96,7 @@ pub(super) async fn post_config(
     .await;
     let graph = match parsed {
         Ok(Ok(g)) => g,
-        Ok(Err(e)) => return bad(e).into_response(),
+        Ok(Err(e)) => return ApiError::bad(e).into_response(),
         Err(e) => {
             return ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }

@@ -1,9 +1,13 @@
 //! The event stream: build events as server-sent events.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use serde_json::json;
 
-use super::S;
+use crate::state::Shared;
+
+type S = State<Arc<Shared>>;
 
 /// `GET /api/v1/events`: Server-Sent Events, so a page (or a script) learns
 /// at once that a build started or finished, a change arrived or a build

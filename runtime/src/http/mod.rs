@@ -14,7 +14,6 @@ mod workers;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -29,19 +28,6 @@ use workers::workers;
 
 pub use crate::api_error::ApiError;
 use crate::state::Shared;
-use crate::store::Page;
-
-type S = State<Arc<Shared>>;
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn not_found(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, msg.into())
-}
-
-type R<T> = Result<T, ApiError>;
 
 /// The API's routes, with `extra` ones (the change sources' receivers and
 /// listing, which their service defines) and the web UI.
@@ -64,7 +50,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/config", get(get_config).post(post_config))
         .merge(extra)
         .merge(crate::web::router())
-        .fallback(|| async { not_found("no such API endpoint; see docs/api.md") })
+        .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
         .with_state(shared)
 }
 
@@ -74,16 +60,9 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, extra: Router<Arc
     }
 }
 
-async fn index(State(s): S) -> Json<Value> {
+async fn index(State(s): State<Arc<Shared>>) -> Json<Value> {
     let g = s.graph();
     Json(
         json!({"title": g.master.title, "url": g.master.url, "version": env!("CARGO_PKG_VERSION")}),
     )
-}
-
-fn page(before: Option<u64>, limit: Option<usize>) -> Page {
-    Page {
-        before,
-        limit: limit.unwrap_or(50).clamp(1, 1000),
-    }
 }

@@ -1,11 +1,15 @@
 //! Workers: configured and connected, with what they run.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{R, S};
-use crate::state::now_ms;
+use crate::api_error::ApiResult as R;
+use crate::state::{now_ms, Shared};
+
+type S = State<Arc<Shared>>;
 
 pub(super) async fn workers(State(s): S) -> R<Json<Value>> {
     let g = s.graph();
