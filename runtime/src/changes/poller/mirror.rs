@@ -6,8 +6,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{PollerConfig, MAX_CHANGES_PER_BRANCH};
 use crate::store::NewChange;
+
+/// At most this many changes per branch and poll: a new branch or a
+/// force-push onto unrelated history must not flood the schedulers.
+pub const MAX_CHANGES_PER_BRANCH: usize = 100;
+
+/// What the configuration says about one poller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollerConfig {
+    pub repo: String,
+    pub branches: Vec<String>,
+    pub poll_interval_ms: u64,
+    pub only_tags: bool,
+}
 
 /// A fetch slower than this is abandoned (and counts as a failed poll).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(600);

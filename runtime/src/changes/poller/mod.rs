@@ -10,6 +10,8 @@
 //! Every git command is a child process awaited by tokio (the async
 //! runtime is never blocked), with a timeout and no terminal prompt.
 
+mod mirror;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-mod mirror;
+pub use mirror::{PollerConfig, MAX_CHANGES_PER_BRANCH};
 
 use mirror::{commit_exists, describe_commit, ensure_mirror, fetch, new_commits, read_heads};
 
@@ -33,21 +35,8 @@ use crate::auth::Control;
 use crate::state::{now_ms, Shared};
 use crate::store::{Millis, NewChange};
 
-/// At most this many changes per branch and poll: a new branch or a
-/// force-push onto unrelated history must not flood the schedulers.
-pub const MAX_CHANGES_PER_BRANCH: usize = 100;
-
 /// The longest back-off between failing polls, whatever the interval.
 const MAX_BACKOFF_MS: u64 = 3_600_000;
-
-/// What the configuration says about one poller.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PollerConfig {
-    pub repo: String,
-    pub branches: Vec<String>,
-    pub poll_interval_ms: u64,
-    pub only_tags: bool,
-}
 
 /// The result of one poll.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -5,8 +5,7 @@ use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::payload::*;
-use super::R;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::store::{NewChange, Properties};
 
 /// A GitHub or Gitea push: one change per listed commit; a push listing

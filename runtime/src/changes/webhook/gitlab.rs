@@ -4,8 +4,7 @@ use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::payload::*;
-use super::R;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::store::{NewChange, Properties};
 
 pub fn gitlab(event: &str, v: &Value) -> R<Outcome> {

@@ -4,9 +4,11 @@ use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::payload::*;
-use super::{MAX_JSON_CHANGES, R};
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::store::NewChange;
+
+/// At most this many changes per JSON delivery: each is a durable write.
+pub const MAX_JSON_CHANGES: usize = 1000;
 
 /// The generic JSON webhook: one change object or an array of them, with
 /// `NewChange`'s fields (all optional but a `branch` or a `revision`).

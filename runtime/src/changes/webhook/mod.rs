@@ -21,10 +21,7 @@ use crate::api_error::ApiError;
 pub use crate::auth::hmac_sha256_hex;
 use crate::state::{now_ms, Shared};
 
-type R<T> = Result<T, ApiError>;
-
-/// At most this many changes per JSON delivery: each is a durable write.
-pub const MAX_JSON_CHANGES: usize = 1000;
+use crate::api_error::ApiResult as R;
 
 mod github;
 mod gitlab;
@@ -34,7 +31,7 @@ mod signature;
 
 pub use github::{gitea, github};
 pub use gitlab::gitlab;
-pub use json::json_changes;
+pub use json::{json_changes, MAX_JSON_CHANGES};
 pub use payload::Outcome;
 use signature::{header, verify, Auth};
 

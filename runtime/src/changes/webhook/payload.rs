@@ -5,8 +5,7 @@
 use bbc_graph::Scalar;
 use serde_json::Value;
 
-use super::R;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::store::{Millis, NewChange, Properties};
 
 pub(super) fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {

@@ -3,8 +3,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 
-use super::R;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::{constant_time_eq, hmac_matches};
 
 pub(super) enum Auth {
