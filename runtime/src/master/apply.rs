@@ -36,13 +36,9 @@ use bbc_graph::{ChangeSourceKind, Graph, SchedulerKind, StepKind};
 use serde::{Deserialize, Serialize};
 
 use crate::secrets::Secrets;
-use crate::state::config::{record, AppliedRecord, ConfigEvent, ConfigInfo};
+use crate::state::config::{self, record, AppliedRecord, ConfigEvent, ConfigInfo};
 use crate::state::{now_ms, Shared};
 use crate::store::{Millis, Page};
-
-// Where the history and the config types used to live (the `bbc` binary
-// and the API read them here).
-pub use crate::state::config::{history, HISTORY_KEY};
 
 /// What one entity's change does to the running master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -569,6 +565,11 @@ fn secrets_dir(
     })
 }
 
+/// The stored history of applied configs, newest first.
+pub async fn history(shared: &Arc<Shared>) -> crate::store::Result<Vec<AppliedRecord>> {
+    shared.db(config::history).await
+}
+
 impl Shared {
     /// Replaces the running configuration by `new` and reconciles the
     /// master with it (module docs). `via` says who asked ("api",
@@ -674,7 +675,7 @@ impl Shared {
         let ev = Arc::new(ConfigEvent::new(old, new, newest_change, applied_at));
         // No listener (a master without services, as in some tests) is fine.
         let sent_to = self.configs.send(ev.clone()).unwrap_or(0);
-        ev.all_reconciled(self, sent_to).await;
+        ev.all_reconciled(&self.configs, sent_to).await;
         let report = ApplyReport {
             hash,
             previous_hash: old_info.hash.clone(),

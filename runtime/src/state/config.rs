@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bbc_graph::Graph;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::Sender;
 use tokio::sync::Notify;
 
-use super::Shared;
 use crate::store::{Millis, Store};
 
 /// Store state key of the list of applied configs (newest last).
@@ -32,7 +32,7 @@ pub struct ConfigInfo {
     pub restart_needed: Vec<String>,
 }
 
-/// Broadcast on [`Shared::configs`] when a config with changes is applied.
+/// Broadcast on `Shared::configs` when a config with changes is applied.
 /// Every service listening reconciles itself with `graph`, then calls
 /// [`ConfigEvent::reconciled`]; the apply answers only once they all did,
 /// so a client that sees the answer sees the services on the new config.
@@ -75,9 +75,9 @@ impl ConfigEvent {
     /// Waits until the `sent_to` listeners the event reached said they
     /// reconciled, or fewer when some have stopped listening since
     /// (a service that ended, the master shutting down).
-    pub async fn all_reconciled(&self, shared: &Shared, sent_to: usize) {
+    pub async fn all_reconciled(&self, configs: &Sender<Arc<ConfigEvent>>, sent_to: usize) {
         loop {
-            let listening = shared.configs.receiver_count();
+            let listening = configs.receiver_count();
             if self.reconciled.load(Ordering::Acquire) >= sent_to.min(listening) {
                 return;
             }
@@ -140,12 +140,16 @@ impl StartSettings {
     }
 }
 
+/// The stored history of applied configs, oldest first.
+fn stored(s: &dyn Store) -> crate::store::Result<Vec<AppliedRecord>> {
+    Ok(s.get_state(HISTORY_KEY)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default())
+}
+
 /// Appends to the stored history of applied configs.
 pub(crate) fn record(s: &dyn Store, rec: AppliedRecord) -> crate::store::Result<()> {
-    let mut list: Vec<AppliedRecord> = s
-        .get_state(HISTORY_KEY)?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut list = stored(s)?;
     list.push(rec);
     let extra = list.len().saturating_sub(HISTORY_MAX);
     list.drain(..extra);
@@ -154,14 +158,8 @@ pub(crate) fn record(s: &dyn Store, rec: AppliedRecord) -> crate::store::Result<
 }
 
 /// The stored history, newest first.
-pub async fn history(shared: &Arc<Shared>) -> crate::store::Result<Vec<AppliedRecord>> {
-    let mut list: Vec<AppliedRecord> = shared
-        .db(|s| {
-            Ok(s.get_state(HISTORY_KEY)?
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default())
-        })
-        .await?;
+pub fn history(s: &dyn Store) -> crate::store::Result<Vec<AppliedRecord>> {
+    let mut list = stored(s)?;
     list.reverse();
     Ok(list)
 }
