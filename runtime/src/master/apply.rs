@@ -1,6 +1,7 @@
 //! Hot reload: [`Shared::apply`] replaces the running configuration with a
-//! new graph and brings what runs in line with it, without interrupting a
-//! build.
+//! new graph without interrupting a build. It validates, swaps, records and
+//! broadcasts ([`ConfigEvent`] on `Shared::configs`); each service then
+//! reconciles itself, and the apply answers once they all said so.
 //!
 //! What happens to each kind of entity (docs/operations.md says the same
 //! for operators):

@@ -2,7 +2,7 @@
 //! workers (honouring max-builds, locks, downtime and priority), runs
 //! builds, and serves the HTTP API.
 //!
-//! [`start`] (in `start.rs`) wires the services together over the shared
+//! [`start()`] (in `start.rs`) wires the services together over the shared
 //! state of `crate::state`; see there for the layering.
 
 pub mod apply;

@@ -7,7 +7,7 @@
 //! own task (started by [`spawn`]) that receives every event through a
 //! broadcast channel, keeps those of its `builders`, evaluates `when`,
 //! renders its templates and delivers, retrying failed deliveries with a
-//! back-off ([`deliver`]).
+//! back-off ([`delivery::deliver`]).
 //!
 //! Architecture invariant: a reporter never delays or fails a build.
 //! Publishing never waits (a broadcast send); a reporter that falls behind

@@ -22,7 +22,7 @@ const HISTORY_MAX: usize = 100;
 #[derive(Debug, Clone)]
 pub struct ConfigInfo {
     pub graph: Arc<Graph>,
-    /// [`config_hash`] of the graph.
+    /// `master::apply::config_hash` of the graph.
     pub hash: String,
     pub applied_at: Millis,
     /// "start", "api" or "sighup".
