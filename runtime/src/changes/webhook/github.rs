@@ -12,23 +12,11 @@ use crate::store::{NewChange, Properties};
 /// none (a new branch or a tag at an existing commit) is one change for
 /// `head_commit`, or for `after`.
 fn github_like_push(v: &Value, repo_paths: &[&str]) -> R<Outcome> {
-    let r = req_str(v, "", "ref")?;
-    let repository = first_str(v, repo_paths)?;
-    let (branch, event) = split_ref(&r);
-    let after = opt_str(v, "after");
+    let (r, ctx, after) = push_head(v, repo_paths, "repository.full_name")?;
     if at(v, "deleted").and_then(Value::as_bool) == Some(true) || is_zero_sha(&after) {
         return Ok(Outcome::Nothing(format!("`{r}` was deleted")));
     }
-    let ctx = PushCtx {
-        repository,
-        project: opt_str(v, "repository.full_name"),
-        branch,
-        event,
-    };
-    let mut changes = Vec::new();
-    for (i, c) in opt_array(v, "", "commits")?.iter().enumerate() {
-        changes.push(commit_change(c, &format!("commits[{i}]"))?);
-    }
+    let mut changes = listed_commits(v)?;
     if changes.is_empty() {
         if let Some(head) = object_at(v, "head_commit") {
             changes.push(commit_change(head, "head_commit")?);

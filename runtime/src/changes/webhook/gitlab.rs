@@ -18,23 +18,15 @@ pub fn gitlab(event: &str, v: &Value) -> R<Outcome> {
 }
 
 fn gitlab_push(v: &Value) -> R<Outcome> {
-    let r = req_str(v, "", "ref")?;
-    let repository = first_str(v, &["project.git_http_url", "repository.git_http_url"])?;
-    let (branch, event) = split_ref(&r);
-    let after = opt_str(v, "after");
+    let (r, ctx, after) = push_head(
+        v,
+        &["project.git_http_url", "repository.git_http_url"],
+        "project.path_with_namespace",
+    )?;
     if is_zero_sha(&after) {
         return Ok(Outcome::Nothing(format!("`{r}` was deleted")));
     }
-    let ctx = PushCtx {
-        repository,
-        project: opt_str(v, "project.path_with_namespace"),
-        branch,
-        event,
-    };
-    let mut changes = Vec::new();
-    for (i, c) in opt_array(v, "", "commits")?.iter().enumerate() {
-        changes.push(commit_change(c, &format!("commits[{i}]"))?);
-    }
+    let mut changes = listed_commits(v)?;
     if changes.is_empty() {
         // A tag push, or a branch made at an existing commit.
         let rev = first_str(v, &["checkout_sha", "after"])?;

@@ -204,6 +204,36 @@ pub(super) struct PushCtx {
     pub(super) event: &'static str,
 }
 
+/// What every forge's push starts with: its ref, where it went (`repo_paths`
+/// and `project_path` name the forge's fields) and the commit it moved the
+/// ref to (`after`, all zeros when the ref was deleted).
+pub(super) fn push_head(
+    v: &Value,
+    repo_paths: &[&str],
+    project_path: &str,
+) -> R<(String, PushCtx, String)> {
+    let r = req_str(v, "", "ref")?;
+    let repository = first_str(v, repo_paths)?;
+    let (branch, event) = split_ref(&r);
+    let after = opt_str(v, "after");
+    let ctx = PushCtx {
+        repository,
+        project: opt_str(v, project_path),
+        branch,
+        event,
+    };
+    Ok((r, ctx, after))
+}
+
+/// One change per commit a push lists.
+pub(super) fn listed_commits(v: &Value) -> R<Vec<NewChange>> {
+    let mut changes = Vec::new();
+    for (i, c) in opt_array(v, "", "commits")?.iter().enumerate() {
+        changes.push(commit_change(c, &format!("commits[{i}]"))?);
+    }
+    Ok(changes)
+}
+
 pub(super) fn finish_push(ctx: &PushCtx, mut changes: Vec<NewChange>) -> Outcome {
     for c in &mut changes {
         c.repository = ctx.repository.clone();
