@@ -98,36 +98,24 @@ pub struct Shared {
 
 impl Shared {
     pub fn graph(&self) -> Arc<Graph> {
-        match self.graph.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        current(&self.graph)
     }
 
     /// Swaps the graph in use, as one value. Running builds keep the
     /// builder definition they started with. Only [`Shared::apply`] calls
     /// it: it then tells the services, which reconcile themselves.
     pub(crate) fn swap_graph(&self, g: Arc<Graph>) {
-        match self.graph.write() {
-            Ok(mut w) => *w = g,
-            Err(p) => *p.into_inner() = g,
-        }
+        replace(&self.graph, g);
         self.wake.notify_one();
     }
 
     /// The secrets of the running config (and the admin token).
     pub fn secrets(&self) -> Arc<Secrets> {
-        match self.secrets.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        current(&self.secrets)
     }
 
     pub(crate) fn set_secrets(&self, s: Arc<Secrets>) {
-        match self.secrets.write() {
-            Ok(mut w) => *w = s,
-            Err(p) => *p.into_inner() = s,
-        }
+        replace(&self.secrets, s);
     }
 
     /// Keeps a task started after start-up, so shutdown aborts it.
@@ -257,16 +245,27 @@ impl Shared {
 
     /// The running configuration with its hash and origin.
     pub fn config_info(&self) -> Arc<ConfigInfo> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        current(&self.config)
     }
 
     pub(crate) fn set_config_info(&self, info: Arc<ConfigInfo>) {
-        match self.config.write() {
-            Ok(mut c) => *c = info,
-            Err(p) => *p.into_inner() = info,
-        }
+        replace(&self.config, info);
+    }
+}
+
+/// The value swapped in last. A panic while the lock was held cannot leave
+/// a half-written `Arc` behind, so a poisoned lock is read all the same.
+fn current<T: ?Sized>(l: &RwLock<Arc<T>>) -> Arc<T> {
+    match l.read() {
+        Ok(v) => v.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Swaps in a new value (see [`current`] for poisoning).
+fn replace<T: ?Sized>(l: &RwLock<Arc<T>>, v: Arc<T>) {
+    match l.write() {
+        Ok(mut w) => *w = v,
+        Err(p) => *p.into_inner() = v,
     }
 }
