@@ -11,16 +11,18 @@
 //!   waiting for the poll interval).
 
 pub mod poller;
+mod source;
 pub mod webhook;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bbc_graph::{ChangeSource, ChangeSourceKind};
 use serde_json::{json, Value};
+
+use source::{find_source, kind_name};
 
 use crate::api_error::ApiError;
 use crate::state::Shared;
@@ -40,31 +42,6 @@ pub fn router(pollers: Arc<poller::Pollers>) -> Router<Arc<Shared>> {
         .route("/api/v1/change_sources/{name}/poll", post(poller::poll_now))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(Extension(pollers))
-}
-
-pub(crate) fn find_source(shared: &Shared, name: &str) -> Result<ChangeSource, ApiError> {
-    shared
-        .graph()
-        .change_sources
-        .iter()
-        .find(|c| c.name == name)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no change source named `{name}`"),
-            )
-        })
-}
-
-pub(crate) fn kind_name(k: &ChangeSourceKind) -> &'static str {
-    match k {
-        ChangeSourceKind::GitPoller { .. } => "git-poller",
-        ChangeSourceKind::GithubWebhook { .. } => "github-webhook",
-        ChangeSourceKind::GitlabWebhook { .. } => "gitlab-webhook",
-        ChangeSourceKind::GiteaWebhook { .. } => "gitea-webhook",
-        ChangeSourceKind::JsonWebhook { .. } => "json-webhook",
-    }
 }
 
 /// What the API shows of a source. Secrets are never shown, not even a

@@ -343,13 +343,13 @@ pub(crate) async fn poll_now(
     Extension(pollers): Extension<Arc<Pollers>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let c = super::find_source(&s, &name)?;
+    let c = super::source::find_source(&s, &name)?;
     if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "change source `{name}` is a {}, not a git poller",
-                super::kind_name(&c.kind)
+                super::source::kind_name(&c.kind)
             ),
         ));
     }

@@ -74,7 +74,7 @@ pub(crate) async fn receive(
 ) -> R<(StatusCode, Json<Value>)> {
     // Too large or unreadable: answered in the API's error shape too.
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let src = super::find_source(&s, &name)?;
+    let src = super::source::find_source(&s, &name)?;
     let (secret, auth) = match &src.kind {
         ChangeSourceKind::GithubWebhook { secret } => (
             secret,
