@@ -10,6 +10,7 @@ mod test_examples;
 mod test_faults;
 mod test_fmt;
 mod test_golden;
+mod test_graph_fixtures;
 mod test_no_panic;
 mod test_reporters;
 mod test_runtime;

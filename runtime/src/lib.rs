@@ -2,6 +2,12 @@
 //! it — the master (worker listener, build queue, builds, HTTP API, store)
 //! and the worker.
 
+#[cfg(test)]
+#[macro_use]
+mod fixtures;
+
+pub mod api_error;
+pub mod auth;
 pub mod changes;
 pub mod glob;
 pub mod http;
@@ -9,6 +15,7 @@ pub mod master;
 pub mod protocol;
 pub mod reporters;
 pub mod secrets;
+pub mod state;
 pub mod store;
 pub mod web;
 pub mod worker;

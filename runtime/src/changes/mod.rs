@@ -11,102 +11,42 @@
 //!   waiting for the poll interval).
 
 pub mod poller;
+mod source;
 pub mod webhook;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use bbc_graph::{ChangeSource, ChangeSourceKind};
 use serde_json::{json, Value};
 
-use crate::master::Shared;
+use source::{find_source, kind_name};
+
+use crate::api_error::ApiError;
+use crate::state::Shared;
 
 /// Forges send at most a few MiB (GitHub caps deliveries at 25 MB, but a
 /// push lists at most 20 commits); anything larger is refused before it is
 /// buffered, so a client cannot make the master hold huge bodies.
 const MAX_BODY: usize = 16 << 20;
 
-/// Starts one polling task per `git-poller` change source.
-///
-/// Idempotent: a source whose poller is already running is skipped.
-/// `Shared::apply` starts pollers of new sources and stops removed ones
-/// through `poller::reconcile`.
-pub fn spawn_pollers(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
-    poller::spawn_all(shared)
-}
-
 /// Routes for the change sources: webhook receivers, the source listing and
-/// the poll trigger.
-pub fn webhook_router() -> Router<Arc<Shared>> {
+/// the poll trigger. `pollers` is the registry the poller task keeps.
+pub fn router(pollers: Arc<poller::Pollers>) -> Router<Arc<Shared>> {
     Router::new()
         .route("/change_hook/{name}", post(webhook::receive))
         .route("/api/v1/change_sources", get(list))
         .route("/api/v1/change_sources/{name}", get(show))
         .route("/api/v1/change_sources/{name}/poll", post(poller::poll_now))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-}
-
-/// An error answer in the API's shape: `{"error": {"status", "message"}}`.
-#[derive(Debug)]
-pub struct HookError(pub StatusCode, pub String);
-
-impl HookError {
-    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
-        HookError(status, msg.into())
-    }
-    pub fn bad(msg: impl Into<String>) -> Self {
-        HookError(StatusCode::BAD_REQUEST, msg.into())
-    }
-}
-
-impl IntoResponse for HookError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            Json(json!({"error": {"status": self.0.as_u16(), "message": self.1}})),
-        )
-            .into_response()
-    }
-}
-
-impl From<crate::store::StoreError> for HookError {
-    fn from(e: crate::store::StoreError) -> Self {
-        HookError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
-
-pub(crate) fn find_source(shared: &Shared, name: &str) -> Result<ChangeSource, HookError> {
-    shared
-        .graph()
-        .change_sources
-        .iter()
-        .find(|c| c.name == name)
-        .cloned()
-        .ok_or_else(|| {
-            HookError::new(
-                StatusCode::NOT_FOUND,
-                format!("no change source named `{name}`"),
-            )
-        })
-}
-
-pub(crate) fn kind_name(k: &ChangeSourceKind) -> &'static str {
-    match k {
-        ChangeSourceKind::GitPoller { .. } => "git-poller",
-        ChangeSourceKind::GithubWebhook { .. } => "github-webhook",
-        ChangeSourceKind::GitlabWebhook { .. } => "gitlab-webhook",
-        ChangeSourceKind::GiteaWebhook { .. } => "gitea-webhook",
-        ChangeSourceKind::JsonWebhook { .. } => "json-webhook",
-    }
+        .layer(Extension(pollers))
 }
 
 /// What the API shows of a source. Secrets are never shown, not even a
 /// plain-text one: only whether deliveries must be signed.
-fn describe(shared: &Shared, c: &ChangeSource) -> Value {
+fn describe(pollers: &poller::Pollers, c: &ChangeSource) -> Value {
     let mut v = json!({"name": c.name, "kind": kind_name(&c.kind), "hash": c.hash});
     let o = match v.as_object_mut() {
         Some(o) => o,
@@ -123,7 +63,7 @@ fn describe(shared: &Shared, c: &ChangeSource) -> Value {
             o.insert("branches".into(), json!(branches));
             o.insert("poll_interval_ms".into(), json!(poll_interval_ms));
             o.insert("only_tags".into(), json!(only_tags));
-            o.insert("status".into(), poller::status_json(shared, &c.name));
+            o.insert("status".into(), poller::status_json(pollers, &c.name));
         }
         ChangeSourceKind::GithubWebhook { secret }
         | ChangeSourceKind::GitlabWebhook { secret }
@@ -136,18 +76,26 @@ fn describe(shared: &Shared, c: &ChangeSource) -> Value {
     v
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> Json<Value> {
+async fn list(
+    State(s): State<Arc<Shared>>,
+    Extension(pollers): Extension<Arc<poller::Pollers>>,
+) -> Json<Value> {
     let g = s.graph();
-    let v: Vec<Value> = g.change_sources.iter().map(|c| describe(&s, c)).collect();
+    let v: Vec<Value> = g
+        .change_sources
+        .iter()
+        .map(|c| describe(&pollers, c))
+        .collect();
     Json(json!({ "change_sources": v }))
 }
 
 async fn show(
     State(s): State<Arc<Shared>>,
+    Extension(pollers): Extension<Arc<poller::Pollers>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, HookError> {
+) -> Result<Json<Value>, ApiError> {
     let c = find_source(&s, &name)?;
-    let mut v = describe(&s, &c);
+    let mut v = describe(&pollers, &c);
     if matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
         // What the poller last saw (null before its first poll): which
         // branches it tracks and where it will report from.

@@ -1,6 +1,7 @@
 //! Hot reload: [`Shared::apply`] replaces the running configuration with a
-//! new graph and brings what runs in line with it, without interrupting a
-//! build.
+//! new graph without interrupting a build. It validates, swaps, records and
+//! broadcasts ([`ConfigEvent`] on `Shared::configs`); each service then
+//! reconciles itself, and the apply answers once they all said so.
 //!
 //! What happens to each kind of entity (docs/operations.md says the same
 //! for operators):
@@ -18,7 +19,7 @@
 //! - **schedulers**: removed ones stop and their saved state is dropped (a
 //!   scheduler that comes back later starts from "now"); new ones start from
 //!   "now"; changed ones restart, keeping what still applies
-//!   ([`super::schedulers::Engine::reconcile`]).
+//!   (`schedulers::Engine::reconcile`).
 //! - **change sources**: pollers of removed sources stop, changed ones poll
 //!   at once with their new settings, new ones start; webhooks read the
 //!   config at each delivery.
@@ -30,95 +31,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bbc_graph::diff::pairs;
 use bbc_graph::{ChangeSourceKind, Graph, SchedulerKind, StepKind};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, Shared};
 use crate::secrets::Secrets;
+use crate::state::config::{self, record, AppliedRecord, ConfigEvent, ConfigInfo};
+use crate::state::{now_ms, Shared};
 use crate::store::{Millis, Page};
-
-/// Store state key of the list of applied configs (newest last).
-pub const HISTORY_KEY: &str = "config:history";
-/// Applied configs remembered in the store.
-const HISTORY_MAX: usize = 100;
-
-/// The configuration the master runs, with where it came from.
-#[derive(Debug, Clone)]
-pub struct ConfigInfo {
-    pub graph: Arc<Graph>,
-    /// [`config_hash`] of the graph.
-    pub hash: String,
-    pub applied_at: Millis,
-    /// "start", "api" or "sighup".
-    pub via: String,
-    /// Settings of this config that differ from the ones the master started
-    /// with and that only a restart applies.
-    pub restart_needed: Vec<String>,
-}
-
-/// Sent to the scheduler task when a config with changes is applied.
-#[derive(Debug)]
-pub struct ConfigEvent {
-    pub graph: Arc<Graph>,
-    /// The newest stored change when the config was applied: schedulers
-    /// new in this config start after it.
-    pub newest_change: u64,
-    pub at: Millis,
-}
-
-/// One entry of the stored history of applied configs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppliedRecord {
-    pub hash: String,
-    pub applied_at: Millis,
-    pub via: String,
-}
-
-/// What the master read once at start and keeps until it restarts.
-#[derive(Debug, Clone)]
-pub struct StartSettings {
-    pub worker_listen: String,
-    pub http_listen: String,
-    pub state_dir: String,
-}
-
-impl StartSettings {
-    pub fn of(g: &Graph) -> StartSettings {
-        StartSettings {
-            worker_listen: g.master.worker_listen.clone(),
-            http_listen: g.master.http_listen.clone(),
-            state_dir: g.master.state_dir.clone(),
-        }
-    }
-
-    /// The settings `g` changes that need a restart, described.
-    pub fn restart_needed(&self, g: &Graph) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut check = |what: &str, started: &str, now: &str| {
-            if started != now {
-                out.push(format!(
-                    "{what}: \"{started}\" in the config the master started with, \"{now}\" now; \
-                     it changes only when the master restarts"
-                ));
-            }
-        };
-        check(
-            "worker listen address",
-            &self.worker_listen,
-            &g.master.worker_listen,
-        );
-        check(
-            "HTTP listen address",
-            &self.http_listen,
-            &g.master.http_listen,
-        );
-        check("state directory", &self.state_dir, &g.master.state_dir);
-        out
-    }
-}
 
 /// What one entity's change does to the running master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -399,190 +320,235 @@ fn scheduler_effect(old: &SchedulerKind, new: &SchedulerKind) -> String {
     }
 }
 
-fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
-    let mut out = Vec::new();
-    for (o, n) in pairs(&old.workers, &new.workers, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let running = snap.running_by_worker.get(name).copied().unwrap_or(0);
-        let connected = snap.connected.contains(name);
-        let effect = match (o, n) {
-            (None, Some(_)) => "can connect now".to_string(),
-            (Some(_), None) if connected && running > 0 => format!(
-                "takes no new builds; disconnected once {}",
-                count(running, "running build", ("has ended", "have ended"))
-            ),
-            (Some(_), None) if connected => {
-                "disconnected (it ran no build); it is refused if it connects again".into()
-            }
-            (Some(_), None) => "it is refused if it connects".into(),
-            (Some(a), Some(b)) => {
-                let mut now = Vec::new();
-                let mut next = Vec::new();
-                if a.max_builds != b.max_builds {
-                    now.push("max-builds");
-                }
-                if a.properties != b.properties {
-                    now.push("properties");
-                }
-                if a.downtime != b.downtime {
-                    now.push("downtime");
-                }
-                if a.missing_timeout_ms != b.missing_timeout_ms {
-                    now.push("missing-timeout");
-                }
-                if a.password != b.password {
-                    next.push("password");
-                }
-                if a.keepalive_ms != b.keepalive_ms {
-                    next.push("keepalive");
-                }
-                let mut parts = Vec::new();
-                if !now.is_empty() {
-                    parts.push(format!("{}: apply to new builds", now.join(", ")));
-                }
-                if !next.is_empty() {
-                    parts.push(format!(
-                        "{}: at its next connection{}",
-                        next.join(", "),
-                        if connected {
-                            " (the current one stays)"
-                        } else {
-                            ""
-                        }
-                    ));
-                }
-                parts.join("; ")
-            }
-            (None, None) => String::new(),
-        };
-        out.push(entry("worker", name, o.is_some(), n.is_some(), effect));
+/// The names of the fields flagged as changed, in order.
+fn changed<'a>(fields: &[(&'a str, bool)]) -> Vec<&'a str> {
+    fields.iter().filter(|(_, c)| *c).map(|(n, _)| *n).collect()
+}
+
+/// One report per entity of one kind that was added, removed or changed
+/// (by hash) from `old` to `new`; `effect` tells what that does, from the
+/// entity's name and its old and new definitions.
+fn report_each<'a, T>(
+    out: &mut Vec<EntityReport>,
+    kind: &str,
+    (old, new): (&'a [T], &'a [T]),
+    name: impl Fn(&T) -> &str,
+    hash: impl Fn(&T) -> &str,
+    effect: impl Fn(&str, Option<&'a T>, Option<&'a T>) -> String,
+) {
+    for (o, n) in pairs(old, new, &name, hash) {
+        let nm = o.or(n).map(&name).unwrap_or_default();
+        out.push(entry(kind, nm, o.is_some(), n.is_some(), effect(nm, o, n)));
     }
-    for (o, n) in pairs(&old.locks, &new.locks, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let effect = match (o, n) {
-            (Some(_), None) => "removed: builds already holding it keep it until they release it",
-            _ => "applies to builds and steps taking it from now on",
-        };
-        out.push(entry("lock", name, o.is_some(), n.is_some(), effect.into()));
+}
+
+fn worker_effect(
+    name: &str,
+    o: Option<&bbc_graph::Worker>,
+    n: Option<&bbc_graph::Worker>,
+    snap: &Snapshot,
+) -> String {
+    let running = snap.running_by_worker.get(name).copied().unwrap_or(0);
+    let connected = snap.connected.contains(name);
+    match (o, n) {
+        (None, Some(_)) => "can connect now".to_string(),
+        (Some(_), None) if connected && running > 0 => format!(
+            "takes no new builds; disconnected once {}",
+            count(running, "running build", ("has ended", "have ended"))
+        ),
+        (Some(_), None) if connected => {
+            "disconnected (it ran no build); it is refused if it connects again".into()
+        }
+        (Some(_), None) => "it is refused if it connects".into(),
+        (Some(a), Some(b)) => {
+            let now = changed(&[
+                ("max-builds", a.max_builds != b.max_builds),
+                ("properties", a.properties != b.properties),
+                ("downtime", a.downtime != b.downtime),
+                (
+                    "missing-timeout",
+                    a.missing_timeout_ms != b.missing_timeout_ms,
+                ),
+            ]);
+            let next = changed(&[
+                ("password", a.password != b.password),
+                ("keepalive", a.keepalive_ms != b.keepalive_ms),
+            ]);
+            let mut parts = Vec::new();
+            if !now.is_empty() {
+                parts.push(format!("{}: apply to new builds", now.join(", ")));
+            }
+            if !next.is_empty() {
+                parts.push(format!(
+                    "{}: at its next connection{}",
+                    next.join(", "),
+                    if connected {
+                        " (the current one stays)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            parts.join("; ")
+        }
+        (None, None) => String::new(),
     }
-    for (o, n) in pairs(
-        &old.change_sources,
-        &new.change_sources,
-        |x| &x.name,
-        |x| &x.hash,
-    ) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let poller = |c: Option<&bbc_graph::ChangeSource>| {
-            c.is_some_and(|c| matches!(c.kind, ChangeSourceKind::GitPoller { .. }))
-        };
-        let effect = match (poller(o), poller(n), o.is_some(), n.is_some()) {
-            (_, true, false, true) => "poller started".to_string(),
-            (true, _, true, false) => "poller stopped".to_string(),
-            (true, true, _, _) => "poller restarted with the new settings (it polls now)".into(),
-            (true, false, _, _) => {
-                format!("poller stopped; deliveries to /change_hook/{name} are accepted")
-            }
-            (false, true, _, _) => "poller started; webhook deliveries are refused".into(),
-            (false, false, false, true) => {
-                format!("deliveries to /change_hook/{name} are accepted")
-            }
-            (false, false, true, false) => {
-                format!("deliveries to /change_hook/{name} are refused (404)")
-            }
-            _ => "applies to the next delivery".into(),
-        };
-        out.push(entry(
-            "change-source",
-            name,
-            o.is_some(),
-            n.is_some(),
-            effect,
+}
+
+fn change_source_effect(
+    name: &str,
+    o: Option<&bbc_graph::ChangeSource>,
+    n: Option<&bbc_graph::ChangeSource>,
+) -> String {
+    let poller = |c: Option<&bbc_graph::ChangeSource>| {
+        c.is_some_and(|c| matches!(c.kind, ChangeSourceKind::GitPoller { .. }))
+    };
+    match (poller(o), poller(n), o.is_some(), n.is_some()) {
+        (_, true, false, true) => "poller started".to_string(),
+        (true, _, true, false) => "poller stopped".to_string(),
+        (true, true, _, _) => "poller restarted with the new settings (it polls now)".into(),
+        (true, false, _, _) => {
+            format!("poller stopped; deliveries to /change_hook/{name} are accepted")
+        }
+        (false, true, _, _) => "poller started; webhook deliveries are refused".into(),
+        (false, false, false, true) => format!("deliveries to /change_hook/{name} are accepted"),
+        (false, false, true, false) => {
+            format!("deliveries to /change_hook/{name} are refused (404)")
+        }
+        _ => "applies to the next delivery".into(),
+    }
+}
+
+fn builder_effect(
+    name: &str,
+    o: Option<&bbc_graph::Builder>,
+    n: Option<&bbc_graph::Builder>,
+    snap: &Snapshot,
+) -> String {
+    let running = snap.running_by_builder.get(name).copied().unwrap_or(0);
+    let pending = snap.pending_by_builder.get(name).copied().unwrap_or(0);
+    let mut effect = match (o, n) {
+        (None, Some(_)) if pending > 0 => format!(
+            "can build now ({} from before)",
+            count(pending, "pending request", ("runs", "run"))
+        ),
+        (None, Some(_)) => "can build now".to_string(),
+        (Some(_), None) => format!(
+            "{} pending (run if the builder comes back)",
+            count(pending, "pending request", ("stays", "stay"))
+        ),
+        _ => "new builds use the new definition".to_string(),
+    };
+    if running > 0 {
+        effect.push_str(&format!(
+            "; {} on the old definition",
+            count(running, "running build", ("finishes", "finish"))
         ));
     }
-    for (o, n) in pairs(&old.schedulers, &new.schedulers, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let effect = match (o, n) {
+    if let (Some(a), Some(b)) = (o, n) {
+        if a.priority != b.priority && pending > 0 {
+            effect.push_str(&format!(
+                "; {} with priority {}",
+                count(pending, "pending request", ("now queues", "now queue")),
+                b.priority
+            ));
+        }
+    }
+    effect
+}
+
+fn master_effect(a: &bbc_graph::Master, b: &bbc_graph::Master) -> String {
+    let live = changed(&[
+        ("title", a.title != b.title),
+        ("url", a.url != b.url),
+        ("properties (for new builds)", a.properties != b.properties),
+    ]);
+    let mut effect = if live.is_empty() {
+        String::new()
+    } else {
+        format!("{}: apply now", live.join(", "))
+    };
+    if a.worker_listen != b.worker_listen
+        || a.http_listen != b.http_listen
+        || a.state_dir != b.state_dir
+    {
+        if !effect.is_empty() {
+            effect.push_str("; ");
+        }
+        effect.push_str("listen addresses and the state directory need a restart");
+    }
+    effect
+}
+
+fn describe(old: &Graph, new: &Graph, snap: &Snapshot) -> Vec<EntityReport> {
+    let mut out = Vec::new();
+    report_each(
+        &mut out,
+        "worker",
+        (&old.workers, &new.workers),
+        |x| &x.name,
+        |x| &x.hash,
+        |name, o, n| worker_effect(name, o, n, snap),
+    );
+    report_each(
+        &mut out,
+        "lock",
+        (&old.locks, &new.locks),
+        |x| &x.name,
+        |x| &x.hash,
+        |_, o, n| match (o, n) {
+            (Some(_), None) => {
+                "removed: builds already holding it keep it until they release it".into()
+            }
+            _ => "applies to builds and steps taking it from now on".into(),
+        },
+    );
+    report_each(
+        &mut out,
+        "change-source",
+        (&old.change_sources, &new.change_sources),
+        |x| &x.name,
+        |x| &x.hash,
+        change_source_effect,
+    );
+    report_each(
+        &mut out,
+        "scheduler",
+        (&old.schedulers, &new.schedulers),
+        |x| &x.name,
+        |x| &x.hash,
+        |_, o, n| match (o, n) {
             (None, Some(_)) => "started (from now: changes stored before it are not its)".into(),
             (Some(_), None) => "stopped; its saved state is dropped".into(),
             (Some(a), Some(b)) => scheduler_effect(&a.kind, &b.kind),
             (None, None) => String::new(),
-        };
-        out.push(entry("scheduler", name, o.is_some(), n.is_some(), effect));
-    }
-    for (o, n) in pairs(&old.builders, &new.builders, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        let running = snap.running_by_builder.get(name).copied().unwrap_or(0);
-        let pending = snap.pending_by_builder.get(name).copied().unwrap_or(0);
-        let mut effect = match (o, n) {
-            (None, Some(_)) if pending > 0 => format!(
-                "can build now ({} from before)",
-                count(pending, "pending request", ("runs", "run"))
-            ),
-            (None, Some(_)) => "can build now".to_string(),
-            (Some(_), None) => format!(
-                "{} pending (run if the builder comes back)",
-                count(pending, "pending request", ("stays", "stay"))
-            ),
-            _ => "new builds use the new definition".to_string(),
-        };
-        if running > 0 {
-            effect.push_str(&format!(
-                "; {} on the old definition",
-                count(running, "running build", ("finishes", "finish"))
-            ));
-        }
-        if let (Some(a), Some(b)) = (o, n) {
-            if a.priority != b.priority && pending > 0 {
-                effect.push_str(&format!(
-                    "; {} with priority {}",
-                    count(pending, "pending request", ("now queues", "now queue")),
-                    b.priority
-                ));
-            }
-        }
-        out.push(entry("builder", name, o.is_some(), n.is_some(), effect));
-    }
-    for (o, n) in pairs(&old.reporters, &new.reporters, |x| &x.name, |x| &x.hash) {
-        let name = o.or(n).map(|x| x.name.as_str()).unwrap_or_default();
-        out.push(entry(
-            "reporter",
-            name,
-            o.is_some(),
-            n.is_some(),
+        },
+    );
+    report_each(
+        &mut out,
+        "builder",
+        (&old.builders, &new.builders),
+        |x| &x.name,
+        |x| &x.hash,
+        |name, o, n| builder_effect(name, o, n, snap),
+    );
+    report_each(
+        &mut out,
+        "reporter",
+        (&old.reporters, &new.reporters),
+        |x| &x.name,
+        |x| &x.hash,
+        |_, o, n| {
             match (o.is_some(), n.is_some()) {
                 (false, true) => "started",
                 (true, false) => "stopped",
                 _ => "restarted with the new settings",
             }
-            .into(),
-        ));
-    }
+            .into()
+        },
+    );
     if old.master.hash != new.master.hash {
-        let (a, b) = (&old.master, &new.master);
-        let mut live = Vec::new();
-        if a.title != b.title {
-            live.push("title");
-        }
-        if a.url != b.url {
-            live.push("url");
-        }
-        if a.properties != b.properties {
-            live.push("properties (for new builds)");
-        }
-        let mut effect = if live.is_empty() {
-            String::new()
-        } else {
-            format!("{}: apply now", live.join(", "))
-        };
-        if a.worker_listen != b.worker_listen
-            || a.http_listen != b.http_listen
-            || a.state_dir != b.state_dir
-        {
-            if !effect.is_empty() {
-                effect.push_str("; ");
-            }
-            effect.push_str("listen addresses and the state directory need a restart");
-        }
+        let effect = master_effect(&old.master, &new.master);
         out.push(entry("master", "master", true, true, effect));
     }
     out
@@ -600,82 +566,12 @@ fn secrets_dir(
     })
 }
 
-/// Appends to the stored history of applied configs.
-pub(crate) fn record(s: &dyn crate::store::Store, rec: AppliedRecord) -> crate::store::Result<()> {
-    let mut list: Vec<AppliedRecord> = s
-        .get_state(HISTORY_KEY)?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    list.push(rec);
-    let extra = list.len().saturating_sub(HISTORY_MAX);
-    list.drain(..extra);
-    let bytes = serde_json::to_vec(&list).unwrap_or_default();
-    s.put_state(HISTORY_KEY, &bytes)
-}
-
-/// The stored history, newest first.
+/// The stored history of applied configs, newest first.
 pub async fn history(shared: &Arc<Shared>) -> crate::store::Result<Vec<AppliedRecord>> {
-    let mut list: Vec<AppliedRecord> = shared
-        .db(|s| {
-            Ok(s.get_state(HISTORY_KEY)?
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default())
-        })
-        .await?;
-    list.reverse();
-    Ok(list)
-}
-
-/// How long a retiring worker's check waits at most between looks (builds
-/// ending wake it earlier).
-const RETIRE_RECHECK: Duration = Duration::from_secs(30);
-
-/// Disconnects a worker that is no longer configured once it runs no build.
-/// Returns at once if the worker is (again) in the config or not connected.
-pub(crate) async fn retire(shared: Arc<Shared>, name: String) {
-    loop {
-        let finished = shared.build_finished.notified();
-        if shared.graph().worker(&name).is_some() {
-            return;
-        }
-        let conn = shared
-            .workers
-            .lock()
-            .ok()
-            .and_then(|w| w.get(&name).cloned());
-        let Some(conn) = conn.filter(|c| !c.is_closed()) else {
-            return;
-        };
-        let running = shared
-            .queue
-            .lock()
-            .map(|q| q.running_on(&name))
-            .unwrap_or(0);
-        if running == 0 {
-            tracing::info!(worker = %name, "disconnecting the worker: it is no longer in the configuration");
-            conn.disconnect(format!(
-                "worker `{name}` is no longer in the master's configuration"
-            ));
-            return;
-        }
-        let mut closed = conn.closed_watch();
-        tokio::select! {
-            _ = finished => {}
-            _ = closed.changed() => {}
-            _ = tokio::time::sleep(RETIRE_RECHECK) => {}
-        }
-    }
+    shared.db(config::history).await
 }
 
 impl Shared {
-    /// The running configuration with its hash and origin.
-    pub fn config_info(&self) -> Arc<ConfigInfo> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
     /// Replaces the running configuration by `new` and reconciles the
     /// master with it (module docs). `via` says who asked ("api",
     /// "sighup"); with `expect`, the apply is refused unless the running
@@ -766,36 +662,21 @@ impl Shared {
             via: via.to_string(),
             restart_needed: restart_needed.clone(),
         });
-        match self.config.write() {
-            Ok(mut c) => *c = info,
-            Err(p) => *p.into_inner() = info,
-        }
+        self.set_config_info(info);
         if let Ok(mut q) = self.queue.lock() {
             q.reprioritize(&new);
         }
 
-        // Reconciliation.
-        let pollers = crate::changes::poller::reconcile(self, &old, &new);
-        for h in pollers {
-            self.track(h);
-        }
-        for h in crate::reporters::reconcile(self) {
-            self.track(h);
-        }
-        for w in &old.workers {
-            if new.worker(&w.name).is_none() {
-                let h = tokio::spawn(retire(self.clone(), w.name.clone()));
-                self.track(h);
-            }
-        }
-        // No receiver (no scheduler task, as in some tests) is fine.
-        let _ = self.configs.send(Arc::new(ConfigEvent {
-            graph: new.clone(),
-            newest_change,
-            at: applied_at,
-        }));
         self.wake.notify_one();
         self.locks_released.notify_waiters();
+
+        // Each service (schedulers, pollers, reporters, workers) reconciles
+        // itself; the answer waits until they all have, so a client that
+        // reads it finds removed reporters stopped and new pollers running.
+        let ev = Arc::new(ConfigEvent::new(old, new, newest_change, applied_at));
+        // No listener (a master without services, as in some tests) is fine.
+        let sent_to = self.configs.send(ev.clone()).unwrap_or(0);
+        ev.all_reconciled(&self.configs, sent_to).await;
         let report = ApplyReport {
             hash,
             previous_hash: old_info.hash.clone(),

@@ -37,8 +37,8 @@ use std::sync::Arc;
 use bbc_graph::{BuildResult, ChangeFilter, Graph, Scheduler, SchedulerKind};
 use serde::{Deserialize, Serialize};
 
-use super::{now_ms, Shared};
 use crate::glob::Globs;
+use crate::state::{now_ms, ConfigEvent, Shared};
 use crate::store::{BuildSet, Change, Millis, NewBuildSet, Page, Properties, SourceStamp};
 
 pub trait Clock: Send + Sync {
@@ -730,7 +730,7 @@ pub struct Prepared {
     newest: u64,
     changes_rx: tokio::sync::broadcast::Receiver<Change>,
     sets_rx: tokio::sync::broadcast::Receiver<BuildSet>,
-    configs_rx: tokio::sync::broadcast::Receiver<Arc<super::apply::ConfigEvent>>,
+    configs_rx: tokio::sync::broadcast::Receiver<Arc<ConfigEvent>>,
 }
 
 /// Loads the schedulers' states. The master awaits this before it accepts
@@ -799,7 +799,7 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
         mut configs_rx,
     } = prepared;
     // An applied config received while waiting.
-    let mut received: Option<Arc<super::apply::ConfigEvent>> = None;
+    let mut received: Option<Arc<ConfigEvent>> = None;
     loop {
         // Configs applied since the last look, in order.
         let mut events: Vec<_> = received.take().into_iter().collect();
@@ -820,6 +820,7 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
                 ev.at,
             )
             .await;
+            ev.reconciled();
         }
         // Missed events (lagged): catch up with the graph in force.
         let latest = shared.graph();

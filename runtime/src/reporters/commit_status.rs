@@ -12,9 +12,10 @@ use std::sync::Arc;
 use bbc_graph::{BuildResult, Graph, Reporter, Scalar};
 use serde_json::json;
 
+use super::delivery::{deliver, post};
 use super::message::{self, Templates, CONTEXT};
-use super::{deliver, post, BuildEvent, Phase};
-use crate::master::Shared;
+use crate::state::events::{BuildEvent, Phase};
+use crate::state::Shared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forge {
@@ -255,7 +256,7 @@ impl Status<'_> {
         ev: &BuildEvent,
     ) {
         let b = &ev.build;
-        let facts = ev.facts(shared).await;
+        let facts = message::facts(shared, ev).await;
         let cx = message::context(g, shared.reporters.http_addr(), r, ev, &facts);
         let context = templates
             .render(CONTEXT, &cx)

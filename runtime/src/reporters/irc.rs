@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{AnyDelimiterCodec, Framed};
 
-use super::install_crypto_provider;
+use super::delivery::install_crypto_provider;
 use super::mail::split_host_port;
 
 /// Reports waiting while the bot is (re)connecting; more are dropped.

@@ -15,8 +15,8 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::Value;
 
+use super::delivery::{deliver, error_chain, install_crypto_provider, Failure};
 use super::message::{Templates, BODY, SUBJECT};
-use super::{deliver, error_chain, install_crypto_provider, Failure};
 
 /// One mail reporter's settings, with its password resolved.
 pub struct Mail<'a> {

@@ -9,63 +9,57 @@ use bbc_graph::{BuildResult, Graph, Reporter, ReporterKind, Scalar};
 use handlebars::Handlebars;
 use serde_json::{json, Map, Value};
 
-use super::{BuildEvent, Phase};
-use crate::master::Shared;
-use crate::store::{BuildFilter, Change, Page, StepRecord, Store};
+use crate::state::events::{BuildEvent, Facts, Phase};
+use crate::state::Shared;
+use crate::store::{BuildFilter, Page, Store};
 
 /// At most this many changes of a build set are shown to templates.
 const MAX_CHANGES: usize = 50;
 
-/// What reporters need beyond the event itself, read once per event.
-#[derive(Debug, Default)]
-pub struct Facts {
-    pub steps: Vec<StepRecord>,
-    /// The result of the builder's previous finished build (ignoring
-    /// builds that ended as `retry`); only looked up for finished builds.
-    pub previous: Option<BuildResult>,
-    pub changes: Vec<Change>,
+/// What reporters need beyond the event itself, read once per event
+/// (by the first reporter that needs it).
+pub async fn facts(shared: &Arc<Shared>, ev: &BuildEvent) -> Arc<Facts> {
+    ev.facts(|| load(shared, ev)).await
 }
 
-impl Facts {
-    pub async fn load(shared: &Arc<Shared>, ev: &BuildEvent) -> Arc<Facts> {
-        let id = ev.build.id;
-        let builder = ev.build.build.builder.clone();
-        let finished = ev.phase == Phase::Finished;
-        let change_ids: Vec<u64> = ev
-            .set
-            .set
-            .changes
-            .iter()
-            .take(MAX_CHANGES)
-            .copied()
-            .collect();
-        let loaded = shared
-            .db(move |s| {
-                let steps = s.steps(id)?;
-                let previous = if finished {
-                    previous_result(s, &builder, id)?
-                } else {
-                    None
-                };
-                let mut changes = Vec::with_capacity(change_ids.len());
-                for c in change_ids {
-                    if let Some(c) = s.change(c)? {
-                        changes.push(c);
-                    }
+async fn load(shared: &Arc<Shared>, ev: &BuildEvent) -> Arc<Facts> {
+    let id = ev.build.id;
+    let builder = ev.build.build.builder.clone();
+    let finished = ev.phase == Phase::Finished;
+    let change_ids: Vec<u64> = ev
+        .set
+        .set
+        .changes
+        .iter()
+        .take(MAX_CHANGES)
+        .copied()
+        .collect();
+    let loaded = shared
+        .db(move |s| {
+            let steps = s.steps(id)?;
+            let previous = if finished {
+                previous_result(s, &builder, id)?
+            } else {
+                None
+            };
+            let mut changes = Vec::with_capacity(change_ids.len());
+            for c in change_ids {
+                if let Some(c) = s.change(c)? {
+                    changes.push(c);
                 }
-                Ok(Facts {
-                    steps,
-                    previous,
-                    changes,
-                })
-            })
-            .await;
-        match loaded {
-            Ok(f) => Arc::new(f),
-            Err(e) => {
-                tracing::warn!(build = id, "reporters cannot read the build's details: {e}");
-                Arc::new(Facts::default())
             }
+            Ok(Facts {
+                steps,
+                previous,
+                changes,
+            })
+        })
+        .await;
+    match loaded {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            tracing::warn!(build = id, "reporters cannot read the build's details: {e}");
+            Arc::new(Facts::default())
         }
     }
 }
@@ -318,7 +312,9 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Build, BuildSet, NewBuild, NewBuildSet, NewChange, SourceStamp};
+    use crate::store::{
+        Build, BuildSet, Change, NewBuild, NewBuildSet, NewChange, SourceStamp, StepRecord,
+    };
 
     fn graph(url: Option<&str>) -> Graph {
         let mut g: Graph = Graph {

@@ -2,12 +2,12 @@
 //! commit statuses on GitHub, GitLab and Gitea, IRC).
 //!
 //! The master publishes a [`BuildEvent`] when the store has recorded the
-//! start or the end of a build ([`Hub::publish`]); nothing is published
-//! when no reporter listens. Each reporter of the graph has its own task
-//! (started by [`spawn_all`]) that receives every event through a
+//! start or the end of a build (`state::events::Hub::publish`); nothing is
+//! published when no reporter listens. Each reporter of the graph has its
+//! own task (started by [`spawn`]) that receives every event through a
 //! broadcast channel, keeps those of its `builders`, evaluates `when`,
 //! renders its templates and delivers, retrying failed deliveries with a
-//! back-off ([`deliver`]).
+//! back-off ([`delivery::deliver`]).
 //!
 //! Architecture invariant: a reporter never delays or fails a build.
 //! Publishing never waits (a broadcast send); a reporter that falls behind
@@ -15,141 +15,72 @@
 //! log, never in the build.
 
 pub mod commit_status;
+pub mod delivery;
 pub mod irc;
 pub mod mail;
 pub mod message;
 pub mod push;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bbc_graph::{BuildResult, Graph, Reporter, ReporterKind, When};
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::broadcast;
 
-use crate::master::Shared;
-use crate::store::{Build, BuildSet};
-
-/// Events a reporter may have waiting; past that its oldest ones are
-/// dropped (with a warning), so a slow endpoint never holds builds back.
-pub const QUEUE: usize = 1024;
-
-/// Pauses between the attempts of one delivery: four attempts in all.
-pub const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_secs(1),
-    Duration::from_secs(4),
-    Duration::from_secs(16),
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Started,
-    Finished,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Started => "started",
-            Phase::Finished => "finished",
-        }
-    }
-}
-
-/// A build that started or finished, as the store recorded it.
-pub struct BuildEvent {
-    pub phase: Phase,
-    pub build: Build,
-    pub set: Arc<BuildSet>,
-    /// What the reporters read from the store about the build, loaded by
-    /// the first one that needs it.
-    facts: OnceCell<Arc<message::Facts>>,
-}
-
-impl BuildEvent {
-    pub fn new(phase: Phase, build: Build, set: Arc<BuildSet>) -> BuildEvent {
-        BuildEvent {
-            phase,
-            build,
-            set,
-            facts: OnceCell::new(),
-        }
-    }
-
-    /// Steps, the previous build's result and the changes, read once.
-    pub async fn facts(&self, shared: &Arc<Shared>) -> Arc<message::Facts> {
-        self.facts
-            .get_or_init(|| message::Facts::load(shared, self))
-            .await
-            .clone()
-    }
-}
+use crate::state::events::{BuildEvent, Phase};
+use crate::state::Shared;
+// The `bbc` binary installs the TLS provider at start through this path.
+pub use delivery::install_crypto_provider;
 
 struct Running {
     hash: String,
     task: tokio::task::AbortHandle,
 }
 
-/// The reporters' side of the master: the event channel and the running
-/// reporter tasks. One field of `Shared`.
-pub struct Hub {
-    events: broadcast::Sender<Arc<BuildEvent>>,
-    /// Where the API listens, for build links when the master has no `url`.
-    http_addr: SocketAddr,
-    running: Mutex<HashMap<String, Running>>,
+/// Starts one task per reporter of the current graph, then the task that
+/// keeps them in line with every applied config (from [`Shared::configs`],
+/// like every service): the tasks of reporters that were removed or
+/// changed stop (what they still had queued is dropped; an IRC reporter
+/// leaves its server), then the new and changed ones start.
+pub fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    // Subscribed before the graph is read: no applied config is missed.
+    let mut configs = shared.configs.subscribe();
+    let mut running = HashMap::new();
+    spawn_missing(&shared, &mut running);
+    tokio::spawn(async move {
+        loop {
+            let ev = match configs.recv().await {
+                Ok(ev) => ev,
+                // Applies wait for every listener, so none is missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            running.retain(|name: &String, r: &mut Running| {
+                let keep = find(&ev.graph, name).is_some_and(|x| x.hash == r.hash);
+                if !keep {
+                    r.task.abort();
+                }
+                keep
+            });
+            spawn_missing(&shared, &mut running);
+            ev.reconciled();
+        }
+    })
 }
 
-impl Hub {
-    pub fn new(http_addr: SocketAddr) -> Hub {
-        Hub {
-            events: broadcast::channel(QUEUE).0,
-            http_addr,
-            running: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-    }
-
-    /// Build events from now on (the API's event stream listens here too).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BuildEvent>> {
-        self.events.subscribe()
-    }
-
-    /// Tells the reporters about a build; never waits. Call it after the
-    /// store has recorded the start or the end.
-    pub fn publish(&self, phase: Phase, build: &Build, set: &Arc<BuildSet>) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
-        let ev = BuildEvent::new(phase, build.clone(), set.clone());
-        let _ = self.events.send(Arc::new(ev));
-    }
-}
-
-/// Starts one task per reporter of the current graph.
-///
-/// Idempotent: a reporter whose task runs with the same definition (hash)
-/// is skipped, so a caller that swapped the graph may call it again; the
-/// task of a reporter that was removed or changed stops at its next event.
-pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts a task for each reporter of the current graph that has none
+/// running with the same definition (hash). Tasks are kept by
+/// `Shared::track`, so shutdown stops them.
+fn spawn_missing(shared: &Arc<Shared>, running: &mut HashMap<String, Running>) {
     let g = shared.graph();
-    let mut tasks = Vec::new();
     for r in &g.reporters {
-        let Ok(mut running) = shared.reporters.running.lock() else {
-            tracing::error!(reporter = %r.name, "reporter registry poisoned; not reporting");
-            continue;
-        };
         if running
             .get(&r.name)
             .is_some_and(|x| x.hash == r.hash && !x.task.is_finished())
         {
             continue;
         }
-        let rx = shared.reporters.events.subscribe();
+        let rx = shared.reporters.subscribe();
         let task = tokio::spawn(run(shared.clone(), r.name.clone(), r.hash.clone(), rx));
         running.insert(
             r.name.clone(),
@@ -158,26 +89,8 @@ pub fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
                 task: task.abort_handle(),
             },
         );
-        tasks.push(task);
+        shared.track(task);
     }
-    tasks
-}
-
-/// After the graph was swapped: stops the tasks of reporters that were
-/// removed or changed (what they still had queued is dropped; an IRC
-/// reporter leaves its server), then starts the new and changed ones.
-pub fn reconcile(shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
-    let g = shared.graph();
-    if let Ok(mut running) = shared.reporters.running.lock() {
-        running.retain(|name, r| {
-            let keep = find(&g, name).is_some_and(|x| x.hash == r.hash);
-            if !keep {
-                r.task.abort();
-            }
-            keep
-        });
-    }
-    spawn_all(shared.clone())
 }
 
 fn find<'a>(g: &'a Graph, name: &str) -> Option<&'a Reporter> {
@@ -269,7 +182,7 @@ async fn report(
                 return;
             }
             let Some(result) = b.result else { return };
-            let facts = ev.facts(shared).await;
+            let facts = message::facts(shared, ev).await;
             if !wanted(when, result, facts.previous) {
                 tracing::debug!(
                     reporter = %r.name, builder = %b.build.builder, number = b.number,
@@ -372,160 +285,6 @@ pub fn wanted(when: &[When], result: BuildResult, previous: Option<BuildResult>)
     })
 }
 
-/// Why one attempt of a delivery failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// Worth another try: the network, a timeout, a 5xx, a 429.
-    Transient(String),
-    /// Another try would fail the same way: a 4xx, a bad address.
-    Permanent(String),
-}
-
-/// Runs `attempt` until it succeeds, fails permanently or has failed
-/// `RETRY_DELAYS.len() + 1` times, pausing between tries; every failure is
-/// logged, none is returned (a reporter failure never reaches a build).
-pub async fn deliver<F, Fut>(reporter: &str, what: &str, attempt: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), Failure>>,
-{
-    deliver_with(&RETRY_DELAYS, reporter, what, attempt).await
-}
-
-async fn deliver_with<F, Fut>(
-    delays: &[Duration],
-    reporter: &str,
-    what: &str,
-    mut attempt: F,
-) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), Failure>>,
-{
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Ok(()) => {
-                tracing::debug!(reporter, tries, "{what} delivered");
-                return true;
-            }
-            Err(Failure::Permanent(e)) => {
-                tracing::error!(reporter, tries, "{what} refused, not retried: {e}");
-                return false;
-            }
-            Err(Failure::Transient(e)) => match delays.get(tries - 1) {
-                Some(pause) => {
-                    tracing::warn!(reporter, tries, "{what} failed, retrying in {pause:?}: {e}");
-                    tokio::time::sleep(*pause).await;
-                }
-                None => {
-                    tracing::error!(reporter, tries, "{what} failed, dropped: {e}");
-                    return false;
-                }
-            },
-        }
-    }
-}
-
-/// Installs ring as the process's rustls crypto provider, once (the HTTP
-/// client and the SMTP client both take it from there).
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Err: a provider is installed already, which is all we need.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-/// The HTTP client every reporter shares (connection pool, TLS config).
-pub fn http_client() -> Option<&'static reqwest::Client> {
-    static CLIENT: OnceLock<Option<reqwest::Client>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            install_crypto_provider();
-            match reqwest::Client::builder()
-                .user_agent(concat!("bbc/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .build()
-            {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::error!("cannot set up the HTTP client for reporters: {e}");
-                    None
-                }
-            }
-        })
-        .as_ref()
-}
-
-/// POSTs `body` with `headers`; the answer's status decides whether
-/// another try makes sense. Errors never show the URL (it may hold
-/// credentials) nor the headers.
-pub async fn post(
-    url: &str,
-    headers: &[(&str, &str)],
-    content_type: &str,
-    body: String,
-) -> Result<(), Failure> {
-    let Some(client) = http_client() else {
-        return Err(Failure::Permanent("no HTTP client".into()));
-    };
-    let mut req = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let e = e.without_url();
-            let permanent = e.is_builder();
-            let text = error_chain(&e);
-            return Err(if permanent {
-                Failure::Permanent(text)
-            } else {
-                Failure::Transient(text)
-            });
-        }
-    };
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    // A little of the answer helps to see why (a forge says which field
-    // it did not like); never more.
-    let text = resp.text().await.unwrap_or_default();
-    let mut snippet: String = text.chars().take(200).collect();
-    if snippet.len() < text.len() {
-        snippet.push('…');
-    }
-    let msg = format!("HTTP {status}: {}", snippet.trim());
-    if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
-        Err(Failure::Transient(msg))
-    } else {
-        Err(Failure::Permanent(msg))
-    }
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,41 +331,5 @@ mod tests {
             Some(R::Success)
         ));
         assert!(!w(&[], R::Failure, None));
-    }
-
-    #[tokio::test]
-    async fn deliver_retries_transient_failures_then_gives_up() {
-        let delays = [Duration::ZERO; 3];
-        let mut n = 0;
-        let ok = deliver_with(&delays, "r", "test", || {
-            n += 1;
-            let fail = n < 3;
-            async move {
-                if fail {
-                    Err(Failure::Transient("down".into()))
-                } else {
-                    Ok(())
-                }
-            }
-        })
-        .await;
-        assert!(ok);
-        assert_eq!(n, 3);
-        let mut n = 0;
-        let ok = deliver_with(&delays, "r", "test", || {
-            n += 1;
-            async { Err(Failure::Transient("down".into())) }
-        })
-        .await;
-        assert!(!ok);
-        assert_eq!(n, delays.len() + 1);
-        let mut n = 0;
-        let ok = deliver_with(&delays, "r", "test", || {
-            n += 1;
-            async { Err(Failure::Permanent("bad".into())) }
-        })
-        .await;
-        assert!(!ok);
-        assert_eq!(n, 1);
     }
 }

@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 
+use super::delivery::{deliver, post};
 use super::message::{Templates, TEMPLATE};
-use super::{deliver, post};
 
 /// The body and its content type.
 pub fn body(templates: &Templates, cx: &Value) -> Option<(String, &'static str)> {

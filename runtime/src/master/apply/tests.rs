@@ -3,25 +3,7 @@
 
 use super::*;
 use crate::master::{start, MasterConfig};
-
-fn compile(src: &str) -> Graph {
-    let c = bbc_compiler::compile_source("t.kdl", src.to_string());
-    assert_eq!(c.errors(), 0, "{:?}", c.diagnostics);
-    c.graph.unwrap_or_else(|| panic!("no graph"))
-}
-
-const BASE: &str = r#"worker "w" password=(secret)"w"
-builder "b" {
-    workers "w"
-    steps {
-        shell "true"
-    }
-}
-"#;
-
-fn with(extra: &str) -> Graph {
-    compile(&format!("{BASE}{extra}"))
-}
+use std::time::Duration;
 
 async fn master(dir: &std::path::Path, g: Graph) -> crate::master::MasterHandle {
     let secrets = dir.join("secrets");
@@ -53,7 +35,7 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 
 #[test]
 fn validate_finds_what_the_compiler_would_have() {
-    let good = with("");
+    let good = fixture!("apply_base");
     assert_eq!(validate(&good), Ok(()));
     let mut g = good.clone();
     g.version = 99;
@@ -81,12 +63,10 @@ fn validate_finds_what_the_compiler_would_have() {
 
 #[test]
 fn plain_credentials_are_masked_and_hashes_kept() {
-    let mut g = compile(
-        "worker \"w\" password=\"plain-pw\"\nbuilder \"b\" {\n workers \"w\"\n steps {\n shell \"true\"\n }\n}\n",
-    );
+    let mut g = fixture!("plain_worker_password");
     let hash = g.workers[0].hash.clone();
     assert!(has_plain_credentials(&g));
-    assert!(!has_plain_credentials(&with("")));
+    assert!(!has_plain_credentials(&fixture!("apply_base")));
     redact_credentials(&mut g);
     assert_eq!(
         g.workers[0].password,
@@ -98,22 +78,14 @@ fn plain_credentials_are_masked_and_hashes_kept() {
 #[tokio::test]
 async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let poller = r#"change-source "repo" kind="git-poller" {
-    repo "/nonexistent/bbc-test-repo.git"
-    poll-interval "1h"
-}
-"#;
-    let h = master(dir.path(), with(poller)).await;
+    let h = master(dir.path(), fixture!("apply_with_poller")).await;
     let s = h.shared.clone();
-    let state = s.state_dir.clone();
-    assert!(crate::changes::poller::is_running(&state, "repo"));
+    assert!(h.pollers.is_running("repo"));
     let first = s.config_info();
     assert_eq!(first.via, "start");
 
     // A secret the master does not have: refused, naming it; nothing changes.
-    let missing = with(&format!(
-        "{poller}worker \"w2\" password=(secret)\"w2-secret\"\n"
-    ));
+    let missing = fixture!("apply_with_missing_secret");
     let e = s.apply(missing, "api", None).await.err();
     assert!(
         matches!(&e, Some(ApplyError::Secrets(m)) if m.contains("w2-secret")),
@@ -122,12 +94,15 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
     assert_eq!(s.config_info().hash, first.hash);
 
     // Planned against another config: refused.
-    let e = s.apply(with(""), "api", Some("0000")).await.err();
+    let e = s
+        .apply(fixture!("apply_base"), "api", Some("0000"))
+        .await
+        .err();
     assert!(matches!(e, Some(ApplyError::Stale { .. })), "{e:?}");
 
     // The same config again: nothing changes.
     let r = s
-        .apply(with(poller), "api", Some(&first.hash))
+        .apply(fixture!("apply_with_poller"), "api", Some(&first.hash))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!r.changed);
@@ -135,7 +110,7 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
 
     // Without the poller: it stops (it would otherwise sleep for an hour).
     let r = s
-        .apply(with(""), "api", Some(&first.hash))
+        .apply(fixture!("apply_base"), "api", Some(&first.hash))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.changed);
@@ -146,20 +121,17 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
             && e.effect == "poller stopped"),
         "{r:?}"
     );
-    until("the poller to stop", || {
-        !crate::changes::poller::is_running(&state, "repo")
-    })
-    .await;
+    until("the poller to stop", || !h.pollers.is_running("repo")).await;
     assert_eq!(s.graph().change_sources.len(), 0);
     assert_eq!(s.config_info().via, "api");
 
     // Back again: it starts.
     let r = s
-        .apply(with(poller), "sighup", None)
+        .apply(fixture!("apply_with_poller"), "sighup", None)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(r.changed);
-    assert!(crate::changes::poller::is_running(&state, "repo"));
+    assert!(h.pollers.is_running("repo"));
 
     let hist = history(&s).await.unwrap_or_else(|e| panic!("{e}"));
     let vias: Vec<&str> = hist.iter().map(|h| h.via.as_str()).collect();
@@ -171,10 +143,8 @@ async fn apply_checks_secrets_records_history_and_reconciles_pollers() {
 #[tokio::test]
 async fn listen_addresses_and_state_need_a_restart() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let h = master(dir.path(), with("")).await;
-    let g = compile(&format!(
-        "master {{\n    listen workers=\"127.0.0.1:1\" http=\"127.0.0.1:2\"\n    title \"new\"\n}}\n{BASE}"
-    ));
+    let h = master(dir.path(), fixture!("apply_base")).await;
+    let g = fixture!("apply_master_listen_changed");
     let r = h
         .shared
         .apply(g, "api", None)

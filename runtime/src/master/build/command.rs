@@ -6,8 +6,8 @@ use bbc_graph::{BuildResult, Step};
 
 use super::log::{LineCounter, LogWriter, LOG_BATCH};
 use super::{Ctx, Outcome};
-use crate::master::conn::CmdEvent;
 use crate::protocol::{Frame, Message, Stopped, WireCommand};
+use crate::state::connection::CmdEvent;
 
 /// A command step's start record waits at most this long for the step's
 /// first log bytes (or its end) to be stored with them.

@@ -22,11 +22,12 @@ use bbc_graph::eval::{eval, render, truthy};
 use bbc_graph::{BuildResult, Builder, Command, Scalar, Step, StepKind};
 use tokio::sync::watch;
 
-use super::conn::WorkerConn;
+use super::properties::worst;
 use super::queue::{self, HeldLocks, Wake};
-use super::{now_ms, worst, Shared};
 use crate::protocol::WireCommand;
 use crate::secrets::Redactor;
+use crate::state::connection::WorkerConn;
+use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildSet, Properties, StepRecord};
 use record::{StepEnd, StepStart, StepWrite};
 
@@ -131,7 +132,7 @@ pub async fn run(
             b.build.properties = std::mem::take(&mut cx.props);
             shared
                 .reporters
-                .publish(crate::reporters::Phase::Finished, b, &set);
+                .publish(crate::state::events::Phase::Finished, b, &set);
         }
         Err(e) => tracing::error!("cannot record the end of build {id}: {e}"),
     }

@@ -9,8 +9,8 @@ use bbc_graph::{BuildResult, Step};
 use bytes::Bytes;
 
 use super::{Ctx, Outcome};
-use crate::master::conn::{CmdEvent, WorkerConn};
 use crate::protocol::{Frame, Message, CHUNK};
+use crate::state::connection::{CmdEvent, WorkerConn};
 
 impl Ctx {
     /// The worker of a transfer and the master-side path (`what` is

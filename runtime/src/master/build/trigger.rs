@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use bbc_graph::{BuildResult, Scalar, SchedulerKind};
 
 use super::{Ctx, Outcome};
-use crate::master::{now_ms, worst};
+use crate::master::properties::worst;
+use crate::state::now_ms;
 use crate::store::{NewBuildSet, Properties};
 use bbc_graph::eval::render;
 

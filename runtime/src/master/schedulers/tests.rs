@@ -5,15 +5,6 @@ use crate::store::NewChange;
 
 const MIN: i64 = 60_000;
 
-fn graph(schedulers: &str) -> Graph {
-    let src = format!(
-        "worker \"w\" password=(secret)\"w\"\nbuilder \"b\" {{\n workers \"w\"\n steps {{\n shell \"true\"\n }}\n}}\nbuilder \"d\" {{\n workers \"w\"\n steps {{\n shell \"true\"\n }}\n}}\n{schedulers}"
-    );
-    let c = bbc_compiler::compile_source("t.kdl", src);
-    assert_eq!(c.errors(), 0, "{:?}", c.diagnostics);
-    c.graph.unwrap_or_else(|| panic!("no graph"))
-}
-
 fn change(id: u64, branch: &str, files: &[&str]) -> Change {
     Change {
         id,
@@ -39,7 +30,7 @@ fn started(g: &Graph, now: Millis) -> Engine {
 
 #[test]
 fn tree_stable_timer_collects_changes_into_one_build() {
-    let g = graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"2m\"\n builders \"b\"\n}\n");
+    let g = fixture!("single_branch_tree_stable_2m");
     let mut e = started(&g, 0);
     assert!(e
         .on_change(&g, &change(1, "main", &["a.rs"]), 10 * MIN)
@@ -73,8 +64,7 @@ fn tree_stable_timer_collects_changes_into_one_build() {
 
 #[test]
 fn no_timer_builds_at_once() {
-    let g =
-        graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n");
+    let g = fixture!("single_branch_no_timer");
     let mut e = started(&g, 0);
     let out = e.on_change(&g, &change(1, "main", &[]), 5);
     assert_eq!(out.len(), 1);
@@ -83,10 +73,7 @@ fn no_timer_builds_at_once() {
 
 #[test]
 fn file_filters_and_importance() {
-    let g = graph(
-        "scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n files \"src/**\" \"docs/**\"\n files-important \"src/**\"\n builders \"b\"\n}\n\
-         scheduler \"strict\" kind=\"single-branch\" {\n branch \"main\"\n files-important \"src/**\"\n only-important #true\n builders \"d\"\n}\n",
-    );
+    let g = fixture!("file_filters_and_importance");
     let mut e = started(&g, 0);
     // Outside `files`: ignored entirely.
     assert!(e
@@ -119,7 +106,7 @@ fn file_filters_and_importance() {
 
 #[test]
 fn any_branch_keeps_a_timer_per_branch() {
-    let g = graph("scheduler \"rel\" kind=\"any-branch\" {\n branches \"release/*\"\n tree-stable-timer \"1m\"\n builders \"b\"\n}\n");
+    let g = fixture!("any_branch_release_timer");
     let mut e = started(&g, 0);
     e.on_change(&g, &change(1, "release/1.0", &[]), 0);
     e.on_change(&g, &change(2, "release/2.0", &[]), 30_000);
@@ -141,7 +128,7 @@ fn at(s: &str) -> Millis {
 
 #[test]
 fn nightly_fires_at_its_slot_once_even_across_a_restart() {
-    let g = graph("scheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n tz \"Europe/Prague\"\n branch \"main\"\n builders \"b\"\n}\n");
+    let g = fixture!("nightly_prague");
     let mut e = started(&g, at("2026-11-25T12:00:00Z"));
     // 03:00 in Prague (UTC+1 in November) is 02:00 UTC.
     assert_eq!(e.next_deadline(&g), Some(at("2026-11-26T02:00:00Z")));
@@ -165,7 +152,7 @@ fn nightly_fires_at_its_slot_once_even_across_a_restart() {
 
 #[test]
 fn nightly_only_if_changed() {
-    let g = graph("scheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n branch \"main\"\n only-if-changed #true\n builders \"b\"\n}\n");
+    let g = fixture!("nightly_only_if_changed");
     let mut e = started(&g, at("2026-11-25T12:00:00Z"));
     assert!(
         e.on_tick(&g, at("2026-11-26T03:00:00Z")).is_empty(),
@@ -181,7 +168,7 @@ fn nightly_only_if_changed() {
 
 #[test]
 fn periodic_fires_each_interval_and_once_after_a_pause() {
-    let g = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"1h\"\n builders \"b\"\n}\n");
+    let g = fixture!("periodic_hourly");
     let h = 60 * MIN;
     let mut e = started(&g, 0);
     assert!(e.on_tick(&g, h - 1).is_empty());
@@ -197,10 +184,7 @@ fn periodic_fires_each_interval_and_once_after_a_pause() {
 
 #[test]
 fn dependent_runs_after_upstream_success_only() {
-    let g = graph(
-        "scheduler \"up\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n\
-         scheduler \"after\" kind=\"dependent\" {\n upstream \"up\"\n builders \"d\"\n}\n",
-    );
+    let g = fixture!("dependent_on_single_branch");
     let mut e = started(&g, 0);
     let set = |id: u64, result: Option<BuildResult>| BuildSet {
         id,
@@ -237,8 +221,7 @@ fn dependent_runs_after_upstream_success_only() {
 
 #[test]
 fn a_new_scheduler_does_not_build_old_changes() {
-    let g =
-        graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n");
+    let g = fixture!("single_branch_no_timer");
     let mut e = Engine::default();
     // The store already holds changes up to 41 when the scheduler appears.
     e.state("ci", 41, 0);
@@ -252,12 +235,8 @@ fn by_id(cs: &[Change]) -> HashMap<u64, Change> {
 
 #[test]
 fn reconcile_starts_new_schedulers_from_now_and_drops_removed_ones() {
-    let old = graph(
-        "scheduler \"gone\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n",
-    );
-    let new = graph(
-        "scheduler \"fresh\" kind=\"single-branch\" {\n branch \"main\"\n builders \"b\"\n}\n",
-    );
+    let old = fixture!("reconcile_old_gone");
+    let new = fixture!("reconcile_new_fresh");
     let mut e = started(&old, 0);
     e.states.insert("gone".into(), SchedState::default());
     let dropped = e.reconcile(&old, &new, 7, 5 * MIN, &HashMap::new());
@@ -273,8 +252,8 @@ fn reconcile_starts_new_schedulers_from_now_and_drops_removed_ones() {
 
 #[test]
 fn reconcile_refilters_collected_changes_and_restarts_the_timer() {
-    let old = graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"10m\"\n builders \"b\"\n}\n");
-    let new = graph("scheduler \"ci\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"2m\"\n files \"src/**\"\n builders \"b\"\n}\n");
+    let old = fixture!("single_branch_timer_10m");
+    let new = fixture!("single_branch_timer_2m_src_files");
     let mut e = started(&old, 0);
     let cs = [
         change(1, "main", &["src/a.rs"]),
@@ -301,8 +280,8 @@ fn reconcile_refilters_collected_changes_and_restarts_the_timer() {
 #[test]
 fn reconcile_keeps_what_still_applies() {
     // Only the builders change: the state is kept as is.
-    let old = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"1h\"\n builders \"b\"\n}\nscheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n builders \"b\"\n}\nscheduler \"dep\" kind=\"dependent\" {\n upstream \"p\"\n builders \"d\"\n}\n");
-    let new = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"2h\"\n builders \"b\"\n}\nscheduler \"n\" kind=\"nightly\" {\n cron \"0 5 * * *\"\n builders \"b\"\n}\nscheduler \"dep\" kind=\"dependent\" {\n upstream \"n\"\n builders \"d\"\n}\n");
+    let old = fixture!("reconcile_three_kinds_before");
+    let new = fixture!("reconcile_three_kinds_after");
     let mut e = started(&old, 0);
     if let Some(s) = e.states.get_mut("p") {
         s.last_slot = Some(10 * MIN);
@@ -322,7 +301,7 @@ fn reconcile_keeps_what_still_applies() {
     // Dependent with a new upstream: the old upstream's sets are dropped.
     assert!(e.states["dep"].watching.is_empty());
 
-    let same_kind = graph("scheduler \"p\" kind=\"periodic\" {\n interval \"1h\"\n builders \"d\"\n}\nscheduler \"n\" kind=\"nightly\" {\n cron \"0 3 * * *\"\n builders \"b\"\n}\nscheduler \"dep\" kind=\"dependent\" {\n upstream \"p\"\n builders \"d\"\n}\n");
+    let same_kind = fixture!("reconcile_three_kinds_builders_swapped");
     let mut e = started(&old, 0);
     if let Some(s) = e.states.get_mut("p") {
         s.last_slot = Some(10 * MIN);
@@ -334,8 +313,8 @@ fn reconcile_keeps_what_still_applies() {
 
 #[test]
 fn reconcile_of_a_new_kind_starts_afresh() {
-    let old = graph("scheduler \"s\" kind=\"single-branch\" {\n branch \"main\"\n tree-stable-timer \"10m\"\n builders \"b\"\n}\n");
-    let new = graph("scheduler \"s\" kind=\"periodic\" {\n interval \"1h\"\n builders \"b\"\n}\n");
+    let old = fixture!("kind_change_old_single_branch");
+    let new = fixture!("kind_change_new_periodic");
     let mut e = started(&old, 0);
     assert!(e.on_change(&old, &change(3, "main", &[]), MIN).is_empty());
     e.reconcile(&old, &new, 3, 2 * MIN, &HashMap::new());
@@ -343,4 +322,21 @@ fn reconcile_of_a_new_kind_starts_afresh() {
     assert!(st.pending.is_empty());
     assert_eq!(st.last_change, 3);
     assert_eq!(st.last_slot, Some(2 * MIN));
+}
+
+/// `*` in a branch or file glob stays within one path segment, as the
+/// language reference says and the poller matches: `release/*` is not
+/// `release/1.0/hotfix`, `src/*.rs` is not `src/net/tcp.rs`.
+#[test]
+fn globs_stay_within_one_path_segment() {
+    let g = fixture!("any_branch_segment_globs");
+    let s = &g.schedulers[0];
+    let SchedulerKind::AnyBranch { filter, .. } = &s.kind else {
+        panic!("not any-branch")
+    };
+    let m = Filter::new(s, filter);
+    let c = |branch: &str, file: &str| classify(&m, s, filter, &change(1, branch, &[file]));
+    assert_eq!(c("release/1.0", "src/main.rs"), Some(true));
+    assert_eq!(c("release/1.0/hotfix", "src/main.rs"), None);
+    assert_eq!(c("release/1.0", "src/net/tcp.rs"), None);
 }

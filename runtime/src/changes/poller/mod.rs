@@ -10,42 +10,33 @@
 //! Every git command is a child process awaited by tokio (the async
 //! runtime is never blocked), with a timeout and no terminal prompt.
 
+mod mirror;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
+use axum::Extension;
 use axum::Json;
 use bbc_graph::{ChangeSourceKind, Scalar};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::HookError;
-use crate::master::{now_ms, Shared};
+pub use mirror::{PollerConfig, MAX_CHANGES_PER_BRANCH};
+
+use mirror::{commit_exists, describe_commit, ensure_mirror, fetch, new_commits, read_heads};
+
+use crate::api_error::ApiError;
+use crate::auth::Control;
+use crate::state::{now_ms, Shared};
 use crate::store::{Millis, NewChange};
 
-/// At most this many changes per branch and poll: a new branch or a
-/// force-push onto unrelated history must not flood the schedulers.
-pub const MAX_CHANGES_PER_BRANCH: usize = 100;
-
-/// A fetch slower than this is abandoned (and counts as a failed poll).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
-/// Local git commands on the mirror.
-const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest back-off between failing polls, whatever the interval.
 const MAX_BACKOFF_MS: u64 = 3_600_000;
-
-/// What the configuration says about one poller.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PollerConfig {
-    pub repo: String,
-    pub branches: Vec<String>,
-    pub poll_interval_ms: u64,
-    pub only_tags: bool,
-}
 
 /// The result of one poll.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -79,17 +70,21 @@ struct Handle {
     nudge: tokio::sync::Notify,
 }
 
-/// Running pollers, keyed by their mirror path (unique per state directory
-/// and source), so the HTTP handlers can reach the task of a source.
-/// `Shared` has no slot for it, and a global keyed this way stays correct
-/// when several masters run in one process (tests, `bbc run`).
-fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Handle>>> {
-    static R: OnceLock<Mutex<HashMap<PathBuf, Arc<Handle>>>> = OnceLock::new();
-    R.get_or_init(|| Mutex::new(HashMap::new()))
-}
+/// The running pollers of one master, by source name. The poller task
+/// starts and stops them; the change-source routes reach them through it
+/// (status, poll now).
+#[derive(Default)]
+pub struct Pollers(Mutex<HashMap<String, Arc<Handle>>>);
 
-fn lookup(key: &Path) -> Option<Arc<Handle>> {
-    registry().lock().ok()?.get(key).cloned()
+impl Pollers {
+    fn get(&self, name: &str) -> Option<Arc<Handle>> {
+        self.0.lock().ok()?.get(name).cloned()
+    }
+
+    /// Whether the poller task of source `name` runs.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|h| !h.tx.is_closed())
+    }
 }
 
 /// The mirror of a source: `STATE/gitpoller/<name>.git`. Names are free
@@ -142,19 +137,40 @@ fn config_of(shared: &Shared, name: &str) -> Option<PollerConfig> {
         })
 }
 
-pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts the pollers of the current graph, then the task that keeps
+/// them in line with every applied config (from [`Shared::configs`], like
+/// every service).
+pub(crate) fn spawn(shared: Arc<Shared>, pollers: Arc<Pollers>) -> tokio::task::JoinHandle<()> {
+    // Subscribed before the graph is read: no applied config is missed.
+    let mut configs = shared.configs.subscribe();
+    spawn_missing(&shared, &pollers);
+    tokio::spawn(async move {
+        loop {
+            let ev = match configs.recv().await {
+                Ok(ev) => ev,
+                // Applies wait for every listener, so none is missed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            reconcile(&shared, &pollers, &ev.previous, &ev.graph);
+            ev.reconciled();
+        }
+    })
+}
+
+/// Starts one polling task per `git-poller` change source that has none
+/// running (tasks are kept by `Shared::track`, so shutdown stops them).
+fn spawn_missing(shared: &Arc<Shared>, pollers: &Arc<Pollers>) {
     let g = shared.graph();
-    let mut tasks = Vec::new();
     for c in &g.change_sources {
         if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
             continue;
         }
-        let key = mirror_path(&shared.state_dir, &c.name);
-        let Ok(mut reg) = registry().lock() else {
+        let Ok(mut reg) = pollers.0.lock() else {
             tracing::error!(source = %c.name, "poller registry poisoned; not polling");
             continue;
         };
-        if reg.get(&key).is_some_and(|h| !h.tx.is_closed()) {
+        if reg.get(&c.name).is_some_and(|h| !h.tx.is_closed()) {
             continue;
         }
         // Room for a few queued poll requests; more wait for a slot.
@@ -167,28 +183,31 @@ pub(crate) fn spawn_all(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>>
             }),
             nudge: tokio::sync::Notify::new(),
         });
-        reg.insert(key.clone(), handle.clone());
+        reg.insert(c.name.clone(), handle.clone());
         drop(reg);
-        tasks.push(tokio::spawn(run(
+        let mirror = mirror_path(&shared.state_dir, &c.name);
+        let task = tokio::spawn(run(
             shared.clone(),
+            pollers.clone(),
             c.name.clone(),
-            key,
+            mirror,
             handle,
             rx,
-        )));
+        ));
+        shared.track(task);
     }
-    tasks
 }
 
 /// After a config is applied: pollers whose source was removed (or is no
 /// longer a git poller) stop, pollers whose settings changed poll at once
-/// with the new ones, pollers of new sources start (their tasks are
-/// returned). A poll in progress finishes first.
-pub(crate) fn reconcile(
+/// with the new ones, pollers of new sources start. A poll in progress
+/// finishes first.
+fn reconcile(
     shared: &Arc<Shared>,
+    pollers: &Arc<Pollers>,
     old: &bbc_graph::Graph,
     new: &bbc_graph::Graph,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) {
     for c in &old.change_sources {
         if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
             continue;
@@ -199,18 +218,12 @@ pub(crate) fn reconcile(
             .find(|n| n.name == c.name)
             .is_some_and(|n| n.hash == c.hash);
         if !same {
-            if let Some(h) = lookup(&mirror_path(&shared.state_dir, &c.name)) {
+            if let Some(h) = pollers.get(&c.name) {
                 h.nudge.notify_one();
             }
         }
     }
-    spawn_all(shared.clone())
-}
-
-/// Whether the poller task of source `name` of the master whose state is
-/// in `state_dir` runs.
-pub fn is_running(state_dir: &Path, name: &str) -> bool {
-    lookup(&mirror_path(state_dir, name)).is_some_and(|h| !h.tx.is_closed())
+    spawn_missing(shared, pollers)
 }
 
 /// Delay before the next poll after `failures` failed polls in a row:
@@ -228,6 +241,7 @@ pub fn next_delay_ms(interval_ms: u64, failures: u32) -> u64 {
 
 async fn run(
     shared: Arc<Shared>,
+    pollers: Arc<Pollers>,
     name: String,
     key: PathBuf,
     handle: Arc<Handle>,
@@ -300,16 +314,15 @@ async fn run(
         st.running = false;
         st.next_poll_at = None;
     }
-    if let Ok(mut reg) = registry().lock() {
-        if reg.get(&key).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
-            reg.remove(&key);
+    if let Ok(mut reg) = pollers.0.lock() {
+        if reg.get(&name).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+            reg.remove(&name);
         }
     }
 }
 
-pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
-    let key = mirror_path(&shared.state_dir, name);
-    let status = lookup(&key).and_then(|h| {
+pub(crate) fn status_json(pollers: &Pollers, name: &str) -> Value {
+    let status = pollers.get(name).and_then(|h| {
         let mut s = h.status.lock().ok()?.clone();
         // An aborted task (master shut down) never cleared its flag.
         s.running &= !h.tx.is_closed();
@@ -325,27 +338,28 @@ pub(crate) fn status_json(shared: &Shared, name: &str) -> Value {
 /// poll to end and answers with the changes it stored (502 when git
 /// failed, with git's message).
 pub(crate) async fn poll_now(
-    _: crate::http::Control,
+    _: Control,
     State(s): State<Arc<Shared>>,
+    Extension(pollers): Extension<Arc<Pollers>>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<Value>, HookError> {
-    let c = super::find_source(&s, &name)?;
+) -> Result<Json<Value>, ApiError> {
+    let c = super::source::find_source(&s, &name)?;
     if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
-        return Err(HookError::new(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "change source `{name}` is a {}, not a git poller",
-                super::kind_name(&c.kind)
+                super::source::kind_name(&c.kind)
             ),
         ));
     }
     let not_running = || {
-        HookError::new(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the poller of `{name}` is not running"),
         )
     };
-    let h = lookup(&mirror_path(&s.state_dir, &name)).ok_or_else(not_running)?;
+    let h = pollers.get(&name).ok_or_else(not_running)?;
     let (tx, rx) = oneshot::channel();
     h.tx.send(tx).await.map_err(|_| not_running())?;
     match rx.await {
@@ -354,7 +368,7 @@ pub(crate) async fn poll_now(
             "changes": r.changes,
             "initialized": r.initialized,
         }))),
-        Ok(Err(e)) => Err(HookError::new(
+        Ok(Err(e)) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("polling `{name}` failed: {e}"),
         )),
@@ -445,268 +459,6 @@ impl BranchFilter {
             Some(set) => set.is_match(branch),
         }
     }
-}
-
-/// Runs git on the mirror and returns its stdout, or git's last lines of
-/// stderr as the error.
-async fn git(
-    git_dir: Option<&Path>,
-    args: &[&str],
-    stdin: Option<String>,
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new("git");
-    if let Some(d) = git_dir {
-        cmd.arg("--git-dir").arg(d);
-    }
-    cmd.args(args)
-        // Never wait for a password nobody will type.
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GCM_INTERACTIVE", "never")
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
-        // ssh would otherwise ask for a passphrase or host confirmation.
-        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
-    }
-    let what = args.first().copied().unwrap_or("git");
-    let run = async {
-        let mut child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // rev-list reads all its input before writing anything, so
-            // writing first cannot deadlock.
-            pipe.write_all(input.as_bytes())
-                .await
-                .map_err(|e| format!("git {what}: writing its input: {e}"))?;
-            drop(pipe);
-        }
-        child
-            .wait_with_output()
-            .await
-            .map_err(|e| format!("git {what}: {e}"))
-    };
-    let out = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| format!("git {what} took longer than {}s", timeout.as_secs()))??;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
-        Err(format!("git {what} failed ({}): {tail}", out.status))
-    }
-}
-
-async fn ensure_mirror(mirror: &Path) -> Result<(), String> {
-    if mirror.join("HEAD").is_file() {
-        return Ok(());
-    }
-    tokio::fs::create_dir_all(mirror)
-        .await
-        .map_err(|e| format!("cannot create {}: {e}", mirror.display()))?;
-    let path = mirror.to_string_lossy().into_owned();
-    // Re-running init on a half-made directory is safe.
-    git(
-        None,
-        &["init", "--bare", "--quiet", &path],
-        None,
-        LOCAL_TIMEOUT,
-    )
-    .await?;
-    Ok(())
-}
-
-/// Branch (or tag) name → commit, as the mirror has them now.
-async fn read_heads(mirror: &Path, only_tags: bool) -> Result<BTreeMap<String, String>, String> {
-    let prefix = if only_tags {
-        "refs/tags/"
-    } else {
-        "refs/heads/"
-    };
-    let out = git(
-        Some(mirror),
-        &[
-            "for-each-ref",
-            "--format=%(objectname) %(*objectname) %(refname)",
-            prefix,
-        ],
-        None,
-        LOCAL_TIMEOUT,
-    )
-    .await?;
-    let mut heads = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out).lines() {
-        // "<object> <peeled or empty> <refname>": an annotated tag names
-        // the commit it points to as its peeled object.
-        let mut it = line.splitn(3, ' ');
-        let (Some(obj), Some(peeled), Some(refname)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        let Some(short) = refname.strip_prefix(prefix) else {
-            continue;
-        };
-        let sha = if peeled.is_empty() { obj } else { peeled };
-        heads.insert(short.to_string(), sha.to_string());
-    }
-    Ok(heads)
-}
-
-async fn fetch(mirror: &Path, cfg: &PollerConfig) -> Result<(), String> {
-    let refspec = if cfg.only_tags {
-        "+refs/tags/*:refs/tags/*"
-    } else {
-        "+refs/heads/*:refs/heads/*"
-    };
-    git(
-        Some(mirror),
-        &[
-            "fetch",
-            "--quiet",
-            "--prune",
-            "--no-tags",
-            "--no-write-fetch-head",
-            "--end-of-options",
-            &cfg.repo,
-            refspec,
-        ],
-        None,
-        FETCH_TIMEOUT,
-    )
-    .await
-    .map(|_| ())
-}
-
-async fn commit_exists(mirror: &Path, sha: &str) -> bool {
-    let spec = format!("{sha}^{{commit}}");
-    git(
-        Some(mirror),
-        &["cat-file", "-e", &spec],
-        None,
-        LOCAL_TIMEOUT,
-    )
-    .await
-    .is_ok()
-}
-
-/// Commits to report for a branch now at `new`, oldest first, at most
-/// [`MAX_CHANGES_PER_BRANCH`] (the newest ones). `exclude` are commits
-/// already reported: the branch's old head when it still exists,
-/// otherwise every head known before this poll.
-async fn new_commits(
-    mirror: &Path,
-    new: &str,
-    exclude: &[String],
-    branch: &str,
-) -> Result<Vec<String>, String> {
-    let mut input = format!("{new}\n");
-    for e in exclude {
-        if e != new {
-            input.push('^');
-            input.push_str(e);
-            input.push('\n');
-        }
-    }
-    let max = format!("--max-count={}", MAX_CHANGES_PER_BRANCH + 1);
-    // --topo-order puts parents before children once reversed, so a head
-    // advanced to any listed commit never skips an unlisted ancestor.
-    let out = git(
-        Some(mirror),
-        &[
-            "rev-list",
-            "--reverse",
-            "--topo-order",
-            &max,
-            "--ignore-missing",
-            "--stdin",
-        ],
-        Some(input),
-        LOCAL_TIMEOUT,
-    )
-    .await?;
-    let mut shas: Vec<String> = String::from_utf8_lossy(&out)
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if shas.len() > MAX_CHANGES_PER_BRANCH {
-        let dropped = shas.len() - MAX_CHANGES_PER_BRANCH;
-        shas.drain(..dropped);
-        tracing::info!(
-            branch,
-            "more than {MAX_CHANGES_PER_BRANCH} new commits; only the newest {MAX_CHANGES_PER_BRANCH} become changes"
-        );
-    }
-    Ok(shas)
-}
-
-/// Author, committer, message, time and files of one commit.
-async fn describe_commit(mirror: &Path, sha: &str) -> Result<NewChange, String> {
-    let spec = format!("{sha}^{{commit}}");
-    let out = git(
-        Some(mirror),
-        &[
-            "show",
-            "-s",
-            "--format=%an%x00%ae%x00%cn%x00%ce%x00%ct%x00%B",
-            &spec,
-            "--",
-        ],
-        None,
-        LOCAL_TIMEOUT,
-    )
-    .await?;
-    let text = String::from_utf8_lossy(&out);
-    let parts: Vec<&str> = text.splitn(6, '\0').collect();
-    let get = |i: usize| parts.get(i).copied().unwrap_or("");
-    let person = |n: &str, e: &str| {
-        if e.is_empty() {
-            n.to_string()
-        } else {
-            format!("{n} <{e}>")
-        }
-    };
-    let when = get(4).trim().parse::<i64>().map(|s| s * 1000).unwrap_or(0);
-    let files_out = git(
-        Some(mirror),
-        &[
-            "diff-tree",
-            "--no-commit-id",
-            "--name-only",
-            "-r",
-            "-m",
-            "--root",
-            "-z",
-            sha,
-        ],
-        None,
-        LOCAL_TIMEOUT,
-    )
-    .await?;
-    let mut files: Vec<String> = Vec::new();
-    for f in String::from_utf8_lossy(&files_out).split('\0') {
-        // -m lists a merge's files once per parent.
-        if !f.is_empty() && !files.iter().any(|x| x == f) {
-            files.push(f.to_string());
-        }
-    }
-    Ok(NewChange {
-        author: person(get(0), get(1)),
-        committer: person(get(2), get(3)),
-        when,
-        comments: get(5).trim_end().to_string(),
-        files,
-        revision: sha.to_string(),
-        ..NewChange::default()
-    })
 }
 
 /// One poll: fetch, compare with the stored heads, store one change per

@@ -1,0 +1,170 @@
+//! Webhook receivers: `POST /change_hook/{name}` for the GitHub, GitLab,
+//! Gitea and generic JSON change sources (`docs/changes.md`).
+//!
+//! A delivery is authenticated before its body is parsed: when the source
+//! has a secret, a missing signature is 401 and a wrong one 403, and
+//! nothing is stored. Payloads are read as untyped JSON and every field
+//! used is looked up by path, so a malformed delivery gets a 400 naming the
+//! field instead of a panic or a generic decode error.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use bbc_graph::ChangeSourceKind;
+use serde_json::{json, Value};
+
+use crate::api_error::ApiError;
+// Named here as well: the integration tests sign deliveries with it.
+pub use crate::auth::hmac_sha256_hex;
+use crate::state::{now_ms, Shared};
+
+use crate::api_error::ApiResult as R;
+
+mod github;
+mod gitlab;
+mod json;
+mod payload;
+mod signature;
+
+pub use github::{gitea, github};
+pub use gitlab::gitlab;
+pub use json::{json_changes, MAX_JSON_CHANGES};
+pub use payload::Outcome;
+use signature::{header, verify, Auth};
+
+// --- the route
+
+fn event_header(headers: &HeaderMap, names: &[&str]) -> R<String> {
+    for n in names {
+        if let Some(v) = header(headers, n) {
+            if !v.is_empty() {
+                return Ok(v.to_string());
+            }
+        }
+    }
+    let first = names.first().copied().unwrap_or("event");
+    Err(ApiError::bad(format!("missing header {first}")))
+}
+
+/// The body as JSON, whatever the content type says (`curl -d` labels
+/// JSON as a form); a real form delivery gets a hint about the setting.
+fn parse_json(headers: &HeaderMap, body: &[u8]) -> R<Value> {
+    serde_json::from_slice(body).map_err(|e| {
+        let form = header(headers, "content-type")
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        if form && body.starts_with(b"payload=") {
+            ApiError::bad(
+                "form-encoded deliveries are not supported: set the webhook's content type to application/json",
+            )
+        } else {
+            ApiError::bad(format!("invalid JSON: {e}"))
+        }
+    })
+}
+
+/// `POST /change_hook/{name}`.
+pub(crate) async fn receive(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> R<(StatusCode, Json<Value>)> {
+    // Too large or unreadable: answered in the API's error shape too.
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let src = super::source::find_source(&s, &name)?;
+    let (secret, auth) = match &src.kind {
+        ChangeSourceKind::GithubWebhook { secret } => (
+            secret,
+            Auth::Hmac {
+                headers: &["X-Hub-Signature-256"],
+                prefix: "sha256=",
+            },
+        ),
+        ChangeSourceKind::GiteaWebhook { secret } => (
+            secret,
+            Auth::Hmac {
+                headers: &["X-Gitea-Signature", "X-Forgejo-Signature"],
+                prefix: "",
+            },
+        ),
+        ChangeSourceKind::GitlabWebhook { secret } => (
+            secret,
+            Auth::Token {
+                header: "X-Gitlab-Token",
+            },
+        ),
+        ChangeSourceKind::JsonWebhook { secret } => (
+            secret,
+            Auth::Hmac {
+                headers: &["X-BBC-Signature-256"],
+                prefix: "sha256=",
+            },
+        ),
+        ChangeSourceKind::GitPoller { .. } => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("change source `{name}` is a git poller, not a webhook"),
+            ))
+        }
+    };
+    if let Some(cred) = secret {
+        // Fail closed: a secret the master could not resolve accepts nothing.
+        let secrets = s.secrets();
+        let Some(value) = secrets.get(cred) else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the secret of change source `{name}` is not available to the master"),
+            ));
+        };
+        if let Err(e) = verify(&auth, value, &headers, &body) {
+            tracing::warn!(source = %name, "webhook delivery refused: {}", e.1);
+            return Err(e);
+        }
+    }
+    let outcome = match &src.kind {
+        ChangeSourceKind::GithubWebhook { .. } => {
+            let ev = event_header(&headers, &["X-GitHub-Event"])?;
+            github(&ev, &parse_json(&headers, &body)?)?
+        }
+        ChangeSourceKind::GiteaWebhook { .. } => {
+            let ev = event_header(&headers, &["X-Gitea-Event", "X-Forgejo-Event"])?;
+            gitea(&ev, &parse_json(&headers, &body)?)?
+        }
+        ChangeSourceKind::GitlabWebhook { .. } => {
+            let ev = event_header(&headers, &["X-Gitlab-Event"])?;
+            gitlab(&ev, &parse_json(&headers, &body)?)?
+        }
+        _ => json_changes(&parse_json(&headers, &body)?)?,
+    };
+    match outcome {
+        Outcome::Changes(changes) => {
+            let mut ids = Vec::new();
+            for mut c in changes {
+                c.source = name.clone();
+                if c.when == 0 {
+                    c.when = now_ms();
+                }
+                ids.push(s.add_change(c).await?.id);
+            }
+            tracing::info!(source = %name, "webhook delivery: {} change(s)", ids.len());
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({"source": name, "changes": ids})),
+            ))
+        }
+        Outcome::Nothing(why) => Ok((
+            StatusCode::OK,
+            Json(json!({"source": name, "changes": [], "ignored": why})),
+        )),
+        Outcome::Ignored(why) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"source": name, "changes": [], "ignored": why})),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! Builds and build requests: listing, one build with its steps and
+//! estimates, step logs, cancelling.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bbc_graph::BuildResult;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api_error::{ApiError, ApiResult as R};
+use crate::auth::Control;
+use crate::state::{now_ms, Shared};
+use crate::store::{Build, BuildFilter, Page, RequestFilter, RequestState};
+
+type S = State<Arc<Shared>>;
+
+#[derive(Deserialize)]
+pub(super) struct BuildsQuery {
+    builder: Option<String>,
+    result: Option<String>,
+    running: Option<bool>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) fn parse_result(s: &str) -> R<BuildResult> {
+    BuildResult::ALL
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| ApiError::bad(format!("unknown result `{s}`; one of success, warnings, skipped, failure, exception, retry, cancelled")))
+}
+
+/// Expected duration of a builder's builds: the mean of its last ten
+/// finished ones (and of each step's), as Buildbot estimates.
+pub(super) async fn history(s: &Arc<Shared>, builder: String) -> (Option<i64>, Vec<Option<i64>>) {
+    let r = s
+        .db(move |st| {
+            let f = BuildFilter {
+                builder: Some(builder),
+                result: Some(BuildResult::Success),
+                running: false,
+            };
+            let builds = st.builds(
+                &f,
+                Page {
+                    before: None,
+                    limit: 10,
+                },
+            )?;
+            let mut steps: Vec<Vec<i64>> = Vec::new();
+            let mut totals = Vec::new();
+            for b in &builds {
+                if let Some(end) = b.finished_at {
+                    totals.push(end - b.build.started_at);
+                }
+                for step in st.steps(b.id)? {
+                    if let (Some(a), Some(e)) = (step.started_at, step.finished_at) {
+                        let i = step.index as usize;
+                        if steps.len() <= i {
+                            steps.resize(i + 1, Vec::new());
+                        }
+                        steps[i].push(e - a);
+                    }
+                }
+            }
+            Ok((totals, steps))
+        })
+        .await;
+    let mean = |v: &[i64]| (!v.is_empty()).then(|| v.iter().sum::<i64>() / v.len() as i64);
+    match r {
+        Ok((t, st)) => (mean(&t), st.iter().map(|v| mean(v)).collect()),
+        Err(_) => (None, Vec::new()),
+    }
+}
+
+pub(super) fn build_json(b: &Build, eta: Option<i64>) -> Value {
+    let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("eta".into(), json!(eta));
+        o.insert("complete".into(), json!(b.finished_at.is_some()));
+    }
+    v
+}
+
+pub(super) async fn builds(State(s): S, Query(q): Query<BuildsQuery>) -> R<Json<Value>> {
+    let f = BuildFilter {
+        builder: q.builder,
+        result: q.result.as_deref().map(parse_result).transpose()?,
+        running: q.running.unwrap_or(false),
+    };
+    let p = page(q.before, q.limit);
+    let list = s.db(move |st| st.builds(&f, p)).await?;
+    let mut out = Vec::new();
+    for b in &list {
+        let eta = if b.finished_at.is_none() {
+            history(&s, b.build.builder.clone())
+                .await
+                .0
+                .map(|d| b.build.started_at + d)
+        } else {
+            None
+        };
+        out.push(build_json(b, eta));
+    }
+    Ok(Json(json!({ "builds": out })))
+}
+
+pub(super) async fn build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+    let (b, steps) = s.db(move |st| Ok((st.build(id)?, st.steps(id)?))).await?;
+    let b = b.ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let (total, per_step) = if b.finished_at.is_none() {
+        history(&s, b.build.builder.clone()).await
+    } else {
+        (None, Vec::new())
+    };
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|st| {
+            let mut v = serde_json::to_value(st).unwrap_or(Value::Null);
+            let eta = match (
+                st.started_at,
+                st.finished_at,
+                per_step.get(st.index as usize).copied().flatten(),
+            ) {
+                (Some(a), None, Some(d)) => Some(a + d),
+                _ => None,
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.insert("eta".into(), json!(eta));
+            }
+            v
+        })
+        .collect();
+    let mut v = build_json(&b, total.map(|d| b.build.started_at + d));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("steps".into(), json!(steps));
+    }
+    Ok(Json(json!({ "build": v })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct LogQuery {
+    offset: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Raw log bytes from `offset`; headers say the total length and whether
+/// the step is still running, so a client can follow a live log.
+pub(super) async fn log(
+    State(s): S,
+    Path((id, step)): Path<(u64, u32)>,
+    Query(q): Query<LogQuery>,
+) -> R<Response> {
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1 << 20).clamp(1, 8 << 20);
+    let (b, steps, data, len) = s
+        .db(move |st| {
+            let b = st.build(id)?;
+            let steps = st.steps(id)?;
+            let len = st.log_len(id, step)?;
+            let data = st.read_log(id, step, offset, limit)?;
+            Ok((b, steps, data, len))
+        })
+        .await?;
+    let b = b.ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let rec = steps
+        .iter()
+        .find(|x| x.index == step)
+        .ok_or_else(|| ApiError::not_found(format!("build {id} has no step {step} (yet)")))?;
+    let complete = rec.finished_at.is_some() || b.finished_at.is_some();
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8"
+            .parse()
+            .map_err(|_| ApiError::bad("header"))?,
+    );
+    h.insert("x-log-length", len.into());
+    h.insert(
+        "x-log-complete",
+        if complete {
+            "true".parse()
+        } else {
+            "false".parse()
+        }
+        .map_err(|_| ApiError::bad("header"))?,
+    );
+    Ok((h, data).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct RequestsQuery {
+    builder: Option<String>,
+    state: Option<String>,
+    buildset: Option<u64>,
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn requests(State(s): S, Query(q): Query<RequestsQuery>) -> R<Json<Value>> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some("pending") => Some(RequestState::Pending),
+        Some("claimed") => Some(RequestState::Claimed),
+        Some("complete") => Some(RequestState::Complete),
+        Some("cancelled") => Some(RequestState::Cancelled),
+        Some(x) => {
+            return Err(ApiError::bad(format!(
+                "unknown state `{x}`; one of pending, claimed, complete, cancelled"
+            )))
+        }
+    };
+    let f = RequestFilter {
+        builder: q.builder,
+        buildset: q.buildset,
+        state,
+    };
+    let p = page(q.before, q.limit);
+    let v = s.db(move |st| st.requests(&f, p)).await?;
+    Ok(Json(json!({ "requests": v })))
+}
+
+pub(super) async fn cancel_request(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+    let ok = s.db(move |st| st.cancel_request(id, now_ms())).await?;
+    if !ok {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("request {id} is not pending (or does not exist)"),
+        ));
+    }
+    if let Ok(mut q) = s.queue.lock() {
+        q.remove(id);
+    }
+    s.build_finished.notify_waiters();
+    Ok(Json(json!({"cancelled": id})))
+}
+
+pub(super) async fn cancel_build(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+    let found = s
+        .queue
+        .lock()
+        .map(|q| {
+            q.running()
+                .find(|r| r.build_id == Some(id))
+                .map(|r| r.cancel.send(true).is_ok())
+                .is_some()
+        })
+        .unwrap_or(false);
+    if !found {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("build {id} is not running"),
+        ));
+    }
+    Ok(Json(json!({"cancelling": id})))
+}
+
+pub(super) fn page(before: Option<u64>, limit: Option<usize>) -> Page {
+    Page {
+        before,
+        limit: limit.unwrap_or(50).clamp(1, 1000),
+    }
+}

@@ -1,0 +1,68 @@
+//! The REST API under `/api/v1` (documented in `docs/api.md`).
+//!
+//! Errors are JSON `{"error": {"status": N, "message": "…"}}` with a
+//! fitting HTTP status; input from clients is validated like the compiler
+//! validates config (force parameters by type, choices, required).
+
+mod builders;
+mod builds;
+mod changes;
+mod config;
+mod events;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use builders::{builder, builders, force, schedulers};
+use builds::{build, builds, cancel_build, cancel_request, log, requests};
+use changes::{add_change, changes};
+use config::{get_config, post_config};
+use events::events;
+use workers::workers;
+
+pub use crate::api_error::ApiError;
+use crate::state::Shared;
+
+/// The API's routes, with `extra` ones (the change sources' receivers and
+/// listing, which their service defines) and the web UI.
+pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
+    Router::new()
+        .route("/api/v1", get(index))
+        .route("/api/v1/builders", get(builders))
+        .route("/api/v1/builders/{name}", get(builder))
+        .route("/api/v1/builders/{name}/force", post(force))
+        .route("/api/v1/builds", get(builds))
+        .route("/api/v1/builds/{id}", get(build))
+        .route("/api/v1/builds/{id}/cancel", post(cancel_build))
+        .route("/api/v1/builds/{id}/steps/{step}/log", get(log))
+        .route("/api/v1/workers", get(workers))
+        .route("/api/v1/requests", get(requests))
+        .route("/api/v1/requests/{id}/cancel", post(cancel_request))
+        .route("/api/v1/changes", get(changes).post(add_change))
+        .route("/api/v1/schedulers", get(schedulers))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/config", get(get_config).post(post_config))
+        .merge(extra)
+        .merge(crate::web::router())
+        .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .with_state(shared)
+}
+
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, extra: Router<Arc<Shared>>) {
+    if let Err(e) = axum::serve(listener, router(shared, extra)).await {
+        tracing::error!("HTTP server stopped: {e}");
+    }
+}
+
+async fn index(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let g = s.graph();
+    Json(
+        json!({"title": g.master.title, "url": g.master.url, "version": env!("CARGO_PKG_VERSION")}),
+    )
+}

@@ -1,0 +1,197 @@
+//! Starting a master: the one place that knows every service. It opens
+//! the store, builds the shared state, recovers what a previous master
+//! left, and spawns the worker listener, the assignment loop, the HTTP API
+//! (with the change sources' routes), the pollers, the reporters and the
+//! schedulers. Nothing else imports more than one service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bbc_graph::Graph;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+use super::{apply, queue, schedulers, workers};
+use crate::changes::poller::Pollers;
+use crate::secrets::Secrets;
+use crate::state::config::{record, AppliedRecord, ConfigInfo, StartSettings};
+use crate::state::events::Hub;
+use crate::state::{now_ms, MasterConfig, Shared};
+use crate::store::Store;
+
+pub struct MasterHandle {
+    pub worker_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    /// The git pollers' registry (tests look at it).
+    pub pollers: Arc<Pollers>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl MasterHandle {
+    /// Stops accepting work and waits for the listeners to end.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.shared.wake.notify_waiters();
+        let later: Vec<_> = match self.shared.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in self.tasks.into_iter().chain(later) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the store, resolves secrets, recovers interrupted builds and
+/// starts the listeners and the assignment loop.
+pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, String> {
+    let secrets_dir = cfg.secrets_dir.clone().or_else(|| {
+        let d = Secrets::default_dir(&cfg.state_dir);
+        d.is_dir().then_some(d)
+    });
+    let secrets = Secrets::resolve(&graph, secrets_dir.as_deref())?;
+    apply::validate(&graph).map_err(|e| format!("invalid graph: {e}"))?;
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+        format!(
+            "cannot create state directory {}: {e}",
+            cfg.state_dir.display()
+        )
+    })?;
+    let state_dir = cfg.state_dir.clone();
+    let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || crate::store::open(&state_dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot open the store in {}: {e}", cfg.state_dir.display()))?;
+    // Builds a previous master left running end as interrupted; their
+    // requests run again.
+    let now = now_ms();
+    let s2 = store.clone();
+    let (interrupted, pending) = tokio::task::spawn_blocking(move || {
+        let i = s2.interrupt_running(now)?;
+        let mut p = Vec::new();
+        let mut sets: HashMap<u64, Arc<crate::store::BuildSet>> = HashMap::new();
+        for r in s2.pending_requests()? {
+            let set = match sets.get(&r.buildset) {
+                Some(s) => s.clone(),
+                None => match s2.buildset(r.buildset)? {
+                    Some(s) => {
+                        let s = Arc::new(s);
+                        sets.insert(r.buildset, s.clone());
+                        s
+                    }
+                    None => continue,
+                },
+            };
+            p.push((r, set));
+        }
+        Ok::<_, crate::store::StoreError>((i, p))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    if !interrupted.is_empty() {
+        tracing::warn!(builds = ?interrupted, "builds interrupted by the previous master stop will run again");
+    }
+    let worker_listen = cfg
+        .worker_listen
+        .clone()
+        .unwrap_or_else(|| graph.master.worker_listen.clone());
+    let http_listen = cfg
+        .http_listen
+        .clone()
+        .unwrap_or_else(|| graph.master.http_listen.clone());
+    let wl = TcpListener::bind(&worker_listen)
+        .await
+        .map_err(|e| format!("cannot listen for workers on {worker_listen}: {e}"))?;
+    let hl = TcpListener::bind(&http_listen)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {http_listen}: {e}"))?;
+    let worker_addr = wl.local_addr().map_err(|e| e.to_string())?;
+    let http_addr = hl.local_addr().map_err(|e| e.to_string())?;
+    let (stop, shutdown) = watch::channel(false);
+    let mut q = queue::Queue::default();
+    for (r, set) in pending {
+        q.add(r, set);
+    }
+    // The queue orders by the priorities of the config in force.
+    q.reprioritize(&graph);
+    let graph = Arc::new(graph);
+    let g2 = graph.clone();
+    let hash = tokio::task::spawn_blocking(move || apply::config_hash(&g2))
+        .await
+        .map_err(|e| e.to_string())?;
+    let applied_at = now_ms();
+    let rec = AppliedRecord {
+        hash: hash.clone(),
+        applied_at,
+        via: "start".into(),
+    };
+    let s2 = store.clone();
+    tokio::task::spawn_blocking(move || record(s2.as_ref(), rec))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot record the config in the store: {e}"))?;
+    let shared = Arc::new(Shared {
+        config: RwLock::new(Arc::new(ConfigInfo {
+            graph: graph.clone(),
+            hash,
+            applied_at,
+            via: "start".into(),
+            restart_needed: Vec::new(),
+        })),
+        started_with: StartSettings::of(&graph),
+        graph: RwLock::new(graph),
+        store,
+        secrets: RwLock::new(Arc::new(secrets)),
+        secrets_dir: cfg.secrets_dir.clone(),
+        apply_lock: tokio::sync::Mutex::new(()),
+        configs: tokio::sync::broadcast::channel(16).0,
+        tasks: Mutex::new(Vec::new()),
+        state_dir: cfg.state_dir.clone(),
+        workers: Mutex::new(BTreeMap::new()),
+        queue: Mutex::new(q),
+        wake: Notify::new(),
+        build_finished: Notify::new(),
+        locks_released: Notify::new(),
+        changes: tokio::sync::broadcast::channel(1024).0,
+        buildsets: tokio::sync::broadcast::channel(1024).0,
+        reporters: Hub::new(http_addr),
+        next_id: AtomicU64::new(1),
+        shutdown,
+    });
+    // Schedulers first: their starting points are saved before any change
+    // can arrive.
+    let clock = Arc::new(schedulers::SystemClock);
+    let prepared = schedulers::prepare(&shared, clock.as_ref()).await;
+    // The change sources' routes join the API; their pollers' registry is
+    // shared between those routes and the poller task, and no one else.
+    let pollers = Arc::new(Pollers::default());
+    let routes = crate::changes::router(pollers.clone());
+    let mut tasks = vec![
+        tokio::spawn(workers::accept_workers(shared.clone(), wl)),
+        workers::spawn_retirer(shared.clone()),
+        tokio::spawn(queue::assign_loop(shared.clone())),
+        tokio::spawn(crate::http::serve(shared.clone(), hl, routes)),
+        crate::changes::poller::spawn(shared.clone(), pollers.clone()),
+        crate::reporters::spawn(shared.clone()),
+    ];
+    tasks.push(tokio::spawn(schedulers::run(
+        shared.clone(),
+        clock,
+        prepared,
+    )));
+    tracing::info!(%worker_addr, %http_addr, "master started");
+    Ok(MasterHandle {
+        worker_addr,
+        http_addr,
+        shared,
+        pollers,
+        stop,
+        tasks,
+    })
+}

@@ -1,0 +1,193 @@
+//! The workers' side of the master: the listener, the handshake (protocol
+//! version, name and password), the connection's life in
+//! `Shared::workers`, and retiring workers an applied config removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+use crate::auth::constant_time_eq;
+use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
+use crate::state::connection;
+use crate::state::{now_ms, ConfigEvent, Shared};
+
+pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accepting a worker connection failed: {e}");
+                continue;
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let s = shared.clone();
+        tokio::spawn(async move {
+            if let Err(why) = handshake(s, sock).await {
+                tracing::warn!(%peer, "worker connection refused: {why}");
+            }
+        });
+    }
+}
+
+async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
+    let mut framed = Framed::new(sock, FrameCodec);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
+        .await
+        .map_err(|_| "no hello within 30 s".to_string())?;
+    let (name, password, protocol, info) = match first {
+        Some(Ok(Frame::Message(Message::Hello {
+            protocol,
+            name,
+            password,
+            info,
+        }))) => (name, password, protocol, info),
+        Some(Ok(_)) => return Err("first frame is not a hello".into()),
+        Some(Err(e)) => return Err(format!("bad first frame: {e}")),
+        None => return Err("closed before hello".into()),
+    };
+    let refuse = |reason: String| Frame::Message(Message::Refused { reason });
+    if protocol != PROTOCOL_VERSION {
+        let why = format!(
+            "protocol version {protocol} is not supported (this master speaks {PROTOCOL_VERSION})"
+        );
+        let _ = framed.send(refuse(why.clone())).await;
+        return Err(format!("worker `{name}`: {why}"));
+    }
+    let g = shared.graph();
+    let expected = g
+        .worker(&name)
+        .and_then(|w| shared.secrets().get(&w.password).map(str::to_string));
+    // Unknown name and wrong password get the same answer.
+    let ok = match &expected {
+        Some(p) => constant_time_eq(p, &password),
+        None => {
+            let _ = constant_time_eq("unknown-worker-password", &password);
+            false
+        }
+    };
+    if !ok {
+        let _ = framed
+            .send(refuse("wrong worker name or password".into()))
+            .await;
+        return Err(format!("worker `{name}`: wrong name or password"));
+    }
+    let keepalive_ms = g.worker(&name).map_or(60_000, |w| w.keepalive_ms);
+    // One connection per worker name: a second one replaces the first
+    // only after the first is gone.
+    let taken = shared
+        .workers
+        .lock()
+        .map(|w| w.get(&name).is_some_and(|c| !c.is_closed()))
+        .unwrap_or(true);
+    if taken {
+        let _ = framed
+            .send(refuse(format!("worker `{name}` is already connected")))
+            .await;
+        return Err(format!("worker `{name}` is already connected"));
+    }
+    framed
+        .send(Frame::Message(Message::Welcome {
+            protocol: PROTOCOL_VERSION,
+            keepalive_ms,
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (conn, task) = connection::spawn(framed, name.clone(), info.clone(), keepalive_ms);
+    if let Ok(mut w) = shared.workers.lock() {
+        w.insert(name.clone(), conn.clone());
+    }
+    // A config applied while this worker was being checked may have removed
+    // it; the apply's retiring pass may not have seen this connection.
+    if shared.graph().worker(&name).is_none() {
+        conn.disconnect(format!(
+            "worker `{name}` is no longer in the master's configuration"
+        ));
+    }
+    let n2 = name.clone();
+    let _ = shared
+        .db(move |s| s.worker_connected(&n2, &info, now_ms()))
+        .await;
+    tracing::info!(worker = %name, "worker connected");
+    shared.wake.notify_one();
+    let reason = task.await.unwrap_or_else(|e| e.to_string());
+    tracing::info!(worker = %name, "worker disconnected: {reason}");
+    if let Ok(mut w) = shared.workers.lock() {
+        if w.get(&name).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+            w.remove(&name);
+        }
+    }
+    let n2 = name.clone();
+    let _ = shared
+        .db(move |s| s.worker_disconnected(&n2, now_ms()))
+        .await;
+    shared.wake.notify_one();
+    Ok(())
+}
+
+/// Retires the workers each applied config removes: from
+/// [`Shared::configs`], like every service.
+pub(crate) fn spawn_retirer(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    let mut configs = shared.configs.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let ev: Arc<ConfigEvent> = match configs.recv().await {
+                Ok(ev) => ev,
+                // Applies wait for every listener, so none is missed.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            for w in &ev.previous.workers {
+                if ev.graph.worker(&w.name).is_none() {
+                    let h = tokio::spawn(retire(shared.clone(), w.name.clone()));
+                    shared.track(h);
+                }
+            }
+            ev.reconciled();
+        }
+    })
+}
+
+/// How long a retiring worker's check waits at most between looks (builds
+/// ending wake it earlier).
+const RETIRE_RECHECK: Duration = Duration::from_secs(30);
+
+/// Disconnects a worker that is no longer configured once it runs no build.
+/// Returns at once if the worker is (again) in the config or not connected.
+async fn retire(shared: Arc<Shared>, name: String) {
+    loop {
+        let finished = shared.build_finished.notified();
+        if shared.graph().worker(&name).is_some() {
+            return;
+        }
+        let conn = shared
+            .workers
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&name).cloned());
+        let Some(conn) = conn.filter(|c| !c.is_closed()) else {
+            return;
+        };
+        let running = shared
+            .queue
+            .lock()
+            .map(|q| q.running_on(&name))
+            .unwrap_or(0);
+        if running == 0 {
+            tracing::info!(worker = %name, "disconnecting the worker: it is no longer in the configuration");
+            conn.disconnect(format!(
+                "worker `{name}` is no longer in the master's configuration"
+            ));
+            return;
+        }
+        let mut closed = conn.closed_watch();
+        tokio::select! {
+            _ = finished => {}
+            _ = closed.changed() => {}
+            _ = tokio::time::sleep(RETIRE_RECHECK) => {}
+        }
+    }
+}
