@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::expr::{self, Env, Error, Out, Val};
-use crate::interp::StrMap;
+use crate::interp::{RunPart, RunParts, StrMap};
 use crate::source::{FileId, Origin, SourceMap, SpanMap};
 use crate::syntax::{Children, Document, Entry, Ident, Node, Span, Value};
 
@@ -114,6 +114,8 @@ pub struct Expander<'a> {
     resolving: RefCell<Vec<String>>,
     depth: RefCell<usize>,
     notes: RefCell<HashMap<String, Rc<str>>>,
+    /// The run-time expressions left in strings, for the decoder.
+    run_parts: RefCell<RunParts>,
 }
 
 /// Where names come from while evaluating.
@@ -257,11 +259,16 @@ impl<'a> Expander<'a> {
             resolving: RefCell::new(Vec::new()),
             depth: RefCell::new(0),
             notes: RefCell::new(HashMap::new()),
+            run_parts: RefCell::new(HashMap::new()),
         }
     }
 
-    pub fn finish(self) -> (SpanMap, Vec<Diagnostic>) {
-        (self.spans.into_inner(), self.diags.into_inner())
+    pub fn finish(self) -> (SpanMap, Vec<Diagnostic>, RunParts) {
+        (
+            self.spans.into_inner(),
+            self.diags.into_inner(),
+            self.run_parts.into_inner(),
+        )
     }
 
     fn emit(&self, d: Diagnostic) {
@@ -630,7 +637,7 @@ impl<'a> Expander<'a> {
             return None;
         }
         match &e.value {
-            Value::String(s) => match self.interp(s, e.value_span, scope) {
+            Value::String(s) => match self.interp(s, e.value_span, scope, None) {
                 Ok(Some(v)) => Some(v),
                 Ok(None) => Some(Val::str(s.as_str())),
                 Err(_) => None,
@@ -741,7 +748,17 @@ impl<'a> Expander<'a> {
 
     /// Substitutes compile-time values into `s`. `Ok(None)`: unchanged.
     /// A string that is exactly one `${{ … }}` gets the expression's value.
-    fn interp(&self, s: &str, token: Span, scope: &Scope) -> Result<Option<Val>, String> {
+    ///
+    /// A part that depends on a build property stays in the string as text
+    /// (what settings that are not run-time strings see) and, given
+    /// `parts`, is recorded there as the run-time expression it stands for.
+    fn interp(
+        &self,
+        s: &str,
+        token: Span,
+        scope: &Scope,
+        mut parts: Option<&mut Vec<RunPart>>,
+    ) -> Result<Option<Val>, String> {
         if !s.contains("${{") {
             return Ok(None);
         }
@@ -779,6 +796,24 @@ impl<'a> Expander<'a> {
                 }
             };
             if ast.uses_props() && !ast.uses_names() && scope.runtime {
+                if let Some(parts) = parts.as_deref_mut() {
+                    let mut props = Vec::new();
+                    // A mistake is left for the decoder, which reports it
+                    // where the string is read as a run-time one.
+                    if let Ok(e) = expr::to_runtime(&ast, body, &mut props) {
+                        let shift = out.len() + 3;
+                        for p in &mut props {
+                            p.start += shift;
+                            p.end += shift;
+                        }
+                        parts.push(RunPart {
+                            at: out.len(),
+                            bare: false,
+                            expr: e,
+                            props,
+                        });
+                    }
+                }
                 out.push_str(&s[open..rest]);
                 continue;
             }
@@ -808,9 +843,13 @@ impl<'a> Expander<'a> {
                     }
                 }
                 Ok(Out::Run(e)) => {
+                    let at = out.len();
                     out.push_str("${{ ");
                     out.push_str(&expr::print_runtime(&e));
                     out.push_str(" }}");
+                    if let Some(parts) = parts.as_deref_mut() {
+                        parts.push(RunPart::evaluated(at, out.len(), false, e));
+                    }
                 }
                 Err(e) => {
                     self.report(e, &map, body_start);
@@ -890,7 +929,7 @@ impl<'a> Expander<'a> {
 
     /// A run-time condition written bare (`do-step-if="os == 'x' && …"`):
     /// compile-time names are substituted, the rest is left for run time.
-    fn runtime_condition(&self, e: &mut Entry, scope: &Scope) {
+    fn runtime_condition(&self, e: &mut Entry, scope: &Scope, parts: &mut Vec<RunPart>) {
         let Value::String(s) = &e.value else { return };
         if s.contains("${{") {
             return;
@@ -930,7 +969,11 @@ impl<'a> Expander<'a> {
                 };
                 e.value = Value::String(text);
             }
-            Ok(Out::Run(x)) => e.value = Value::String(expr::print_runtime(&x)),
+            Ok(Out::Run(x)) => {
+                let text = expr::print_runtime(&x);
+                parts.push(RunPart::evaluated(0, text.len(), true, x));
+                e.value = Value::String(text);
+            }
             Err(err) => {
                 self.report(err, &map, 0);
                 e.value = Value::String("false".into());
@@ -987,11 +1030,12 @@ impl<'a> Expander<'a> {
                 .name
                 .as_ref()
                 .is_some_and(|k| k.value == "do-step-if" || k.value == "hide-step-if");
+            let mut parts = Vec::new();
             if cond {
-                self.runtime_condition(&mut e, scope);
+                self.runtime_condition(&mut e, scope, &mut parts);
             }
             if let Value::String(s) = &e.value {
-                let v = match self.interp(s, e.value_span, scope) {
+                let v = match self.interp(s, e.value_span, scope, Some(&mut parts)) {
                     Ok(v) => v,
                     Err(text) => {
                         e.value = Value::String(text);
@@ -1026,6 +1070,9 @@ impl<'a> Expander<'a> {
                         },
                     }
                 }
+            }
+            if !parts.is_empty() {
+                self.run_parts.borrow_mut().insert(e.value_span, parts);
             }
             kept.push(e);
         }

@@ -100,7 +100,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
         ex.declare(d);
     }
     let doc = ex.expand(docs);
-    let (spans, mut ediags) = ex.finish();
+    let (spans, mut ediags, run_parts) = ex.finish();
     diags.append(&mut ediags);
     let mut cx = reader::Cx {
         file: FileId(0),
@@ -109,6 +109,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
             spans: &spans,
         },
         diags: Vec::new(),
+        run_parts: &run_parts,
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking.

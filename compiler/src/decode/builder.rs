@@ -47,13 +47,7 @@ pub(super) fn env(
 }
 
 pub(super) fn interp(cx: &mut Cx, props: &mut Vec<PropRef>, s: &str, span: Span) -> Text {
-    let mut i = Interp {
-        file: cx.file,
-        source: cx.source,
-        diags: &mut cx.diags,
-        props,
-    };
-    i.text(s, span)
+    crate::interp::text(cx, props, s, span)
 }
 
 pub(super) fn builder(

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::diagnostic::{did_you_mean, Code};
 use crate::graph::*;
-use crate::interp::{Interp, PropRef};
+use crate::interp::PropRef;
 use crate::reader::{Cx, NodeReader};
 use crate::syntax::{Document, Entry, Node, Span};
 

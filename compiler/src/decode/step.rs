@@ -337,13 +337,7 @@ pub(super) fn step(
     let always_run = flag(cx, &mut r, "always-run", false);
     let mut cond = |cx: &mut Cx, r: &mut NodeReader, k: &'static str| {
         let e = r.prop(cx, k)?;
-        let mut i = Interp {
-            file: cx.file,
-            source: cx.source,
-            diags: &mut cx.diags,
-            props,
-        };
-        i.condition(e)
+        crate::interp::condition(cx, props, e)
     };
     let do_step_if = cond(cx, &mut r, "do-step-if");
     let hide_step_if = cond(cx, &mut r, "hide-step-if");
