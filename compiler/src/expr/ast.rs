@@ -2,6 +2,7 @@
 
 use super::Val;
 use crate::diagnostic::Code;
+use crate::graph::Expr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bin {
@@ -22,7 +23,25 @@ pub enum Bin {
     Coalesce,
 }
 
+/// Builds a run-time binary expression from its operands.
+pub(super) type MakeExpr = fn(Box<[Expr; 2]>) -> Expr;
+
 impl Bin {
+    /// The run-time expression this operator builds, where it has one
+    /// (comparisons, `&&`, `||`).
+    pub(super) fn runtime(self) -> Option<MakeExpr> {
+        Some(match self {
+            Bin::And => Expr::And,
+            Bin::Or => Expr::Or,
+            Bin::Eq => Expr::Eq,
+            Bin::Ne => Expr::Ne,
+            Bin::Lt => Expr::Lt,
+            Bin::Le => Expr::Le,
+            Bin::Gt => Expr::Gt,
+            Bin::Ge => Expr::Ge,
+            _ => return None,
+        })
+    }
     pub(super) fn token(self) -> &'static str {
         match self {
             Bin::Or => "||",

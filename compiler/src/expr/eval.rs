@@ -150,16 +150,7 @@ pub fn eval(a: &Ast, env: &dyn Env) -> Result<Out, Error> {
             Val::Int(i) => i
                 .checked_neg()
                 .map(|v| Out::Val(Val::Int(v)))
-                .ok_or_else(|| {
-                    Error::new(
-                        Code::Arithmetic,
-                        a.start,
-                        a.end,
-                        "integer overflow",
-                        "overflows",
-                        "use smaller numbers",
-                    )
-                }),
+                .ok_or_else(|| overflow(a)),
             v => Err(type_err(
                 inner,
                 format!("`-` needs an integer, found {}", v.type_name()),
@@ -184,6 +175,17 @@ pub fn eval(a: &Ast, env: &dyn Env) -> Result<Out, Error> {
         }
         Kind::Bin(op, l, r) => binary(a, *op, l, r, env),
     }
+}
+
+fn overflow(a: &Ast) -> Error {
+    Error::new(
+        Code::Arithmetic,
+        a.start,
+        a.end,
+        "integer overflow",
+        "overflows",
+        "use smaller numbers",
+    )
 }
 
 fn run_only(a: &Ast, what: &str) -> Error {
@@ -266,14 +268,9 @@ fn binary(a: &Ast, op: Bin, l: &Ast, r: &Ast, env: &dyn Env) -> Result<Out, Erro
     let (lv, rv) = match (lo, ro) {
         (Out::Val(x), Out::Val(y)) => (x, y),
         (lo, ro) => {
-            let mk: fn(Box<[Expr; 2]>) -> Expr = match op {
-                Bin::Eq => Expr::Eq,
-                Bin::Ne => Expr::Ne,
-                Bin::Lt => Expr::Lt,
-                Bin::Le => Expr::Le,
-                Bin::Gt => Expr::Gt,
-                Bin::Ge => Expr::Ge,
-                _ => return Err(run_only(a, &format!("`{}`", op.token()))),
+            // `&&` and `||` were handled above: only comparisons get here.
+            let Some(mk) = op.runtime() else {
+                return Err(run_only(a, &format!("`{}`", op.token())));
             };
             let side = |o: Out, ast: &Ast| -> Result<Expr, Error> {
                 match o {
@@ -292,16 +289,7 @@ fn binary(a: &Ast, op: Bin, l: &Ast, r: &Ast, env: &dyn Env) -> Result<Out, Erro
             return Ok(Out::Run(mk(Box::new([le, re]))));
         }
     };
-    let overflow = || {
-        Error::new(
-            Code::Arithmetic,
-            a.start,
-            a.end,
-            "integer overflow",
-            "overflows",
-            "use smaller numbers",
-        )
-    };
+    let overflow = || overflow(a);
     let v = match (op, &lv, &rv) {
         (Bin::Eq, x, y) | (Bin::Ne, x, y) => {
             let comparable = std::mem::discriminant(x) == std::mem::discriminant(y)

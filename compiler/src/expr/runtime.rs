@@ -2,7 +2,7 @@
 //! a build to evaluate, as a [`crate::graph::Expr`].
 
 use super::parse::{EMPTY_HELP, GRAMMAR_HELP};
-use super::{parse, Ast, Bin, Error, Kind, Val};
+use super::{parse, Ast, Error, Kind, Val};
 use crate::diagnostic::Code;
 use crate::graph::{Expr, Scalar};
 use crate::interp::BUILTIN_PROPERTIES;
@@ -80,16 +80,8 @@ pub fn to_runtime(a: &Ast, src: &str, props: &mut Vec<PropUse>) -> Result<Expr, 
         Kind::Not(x) => Ok(Expr::Not(Box::new(to_runtime(x, src, props)?))),
         Kind::Bin(op, l, r) => {
             let le = to_runtime(l, src, props)?;
-            let mk: fn(Box<[Expr; 2]>) -> Expr = match op {
-                Bin::And => Expr::And,
-                Bin::Or => Expr::Or,
-                Bin::Eq => Expr::Eq,
-                Bin::Ne => Expr::Ne,
-                Bin::Lt => Expr::Lt,
-                Bin::Le => Expr::Le,
-                Bin::Gt => Expr::Gt,
-                Bin::Ge => Expr::Ge,
-                _ => return Err(unexpected(l.end)),
+            let Some(mk) = op.runtime() else {
+                return Err(unexpected(l.end));
             };
             let re = to_runtime(r, src, props)?;
             Ok(mk(Box::new([le, re])))
