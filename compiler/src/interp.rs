@@ -8,11 +8,14 @@
 //! a run-time expression, which expansion hands to the decoder as a value
 //! ([`RunPart`]) in a side table keyed by the span of the string it belongs
 //! to ([`RunParts`]). A side table, not a new kind of KDL value, because the
-//! string itself must stay what it was for every setting that is not a
-//! run-time string (names, descriptions: there a run-time part is ordinary
-//! text), and because only the few strings with run-time parts pay for it.
-//! Spans are unique keys: every expanded copy of a template body or matrix
-//! child gets its own range of offsets.
+//! string must stay a string for every setting that is not a run-time one
+//! (names, descriptions: there a run-time part is ordinary text, which
+//! expansion writes in its place), and because only the few strings with
+//! run-time parts pay for it: no KDL value grows, and the decoder looks a
+//! string up only when it meets a `${{` in it. Spans are unique keys: every
+//! expanded copy of a template body or matrix child gets its own range of
+//! offsets (only past 4 GiB of copies would copies share spans, and then
+//! their diagnostics would already be ambiguous).
 //!
 //! The decoder reads a run-time string ([`text`], [`condition`]) by
 //! splitting it at `${{ … }}` as it is written after expansion: a part
@@ -128,9 +131,9 @@ fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
     cx.emit(d);
 }
 
-fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, uses: Vec<PropUse>) {
-    props.extend(uses.into_iter().map(|u| PropRef {
-        name: u.name,
+fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, uses: &[PropUse]) {
+    props.extend(uses.iter().map(|u| PropRef {
+        name: u.name.clone(),
         span: map.span(offset + u.start, offset + u.end),
     }));
 }
@@ -146,13 +149,13 @@ fn expr(
     offset: usize,
 ) -> Option<Expr> {
     if let Some(p) = part {
-        record(props, map, 0, p.props.clone());
+        record(props, map, 0, &p.props);
         return Some(p.expr.clone());
     }
     let mut uses = Vec::new();
     match expr::parse_runtime(src).and_then(|a| expr::to_runtime(&a, src, &mut uses)) {
         Ok(e) => {
-            record(props, map, offset, uses);
+            record(props, map, offset, &uses);
             Some(e)
         }
         Err(e) => {
@@ -166,7 +169,8 @@ fn expr(
 pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> Text {
     let map = StrMap::new(cx.source, token, value);
     let table = cx.run_parts;
-    let recorded: &[RunPart] = table.get(&token).map_or(&[], Vec::as_slice);
+    // Looked up at the first `${{`: most run-time strings have none.
+    let mut recorded: Option<&[RunPart]> = None;
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = 0;
@@ -190,6 +194,8 @@ pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> 
             break;
         };
         let body_end = body_start + close;
+        let recorded =
+            *recorded.get_or_insert_with(|| table.get(&token).map_or(&[], Vec::as_slice));
         let part = recorded.iter().find(|p| p.at == open && !p.bare);
         let src = &value[body_start..body_end];
         if let Some(e) = expr(cx, props, &map, part, src, body_start) {
