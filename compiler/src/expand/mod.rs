@@ -3,7 +3,9 @@
 //! It reads `let`, `template` and `import` declarations, substitutes
 //! compile-time values into every string (`${{ name }}`), evaluates `when=`,
 //! and expands `use` and `matrix` into plain nodes. The result is an
-//! ordinary document that `decode` reads as if it had been written out.
+//! ordinary document that `decode` reads as if it had been written out,
+//! plus the run-time expressions left in its strings, as values
+//! ([`crate::interp::RunParts`], which says why a side table).
 //!
 //! Expanded copies keep spans into the text they were copied from: every
 //! copy gets a fresh range of the global offset space ([`SpanMap`]) that
