@@ -131,9 +131,9 @@ fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
     cx.emit(d);
 }
 
-fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, uses: &[PropUse]) {
-    props.extend(uses.iter().map(|u| PropRef {
-        name: u.name.clone(),
+fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, uses: Vec<PropUse>) {
+    props.extend(uses.into_iter().map(|u| PropRef {
+        name: u.name,
         span: map.span(offset + u.start, offset + u.end),
     }));
 }
@@ -144,18 +144,18 @@ fn expr(
     cx: &mut Cx,
     props: &mut Vec<PropRef>,
     map: &StrMap,
-    part: Option<&RunPart>,
+    part: Option<RunPart>,
     src: &str,
     offset: usize,
 ) -> Option<Expr> {
     if let Some(p) = part {
-        record(props, map, 0, &p.props);
-        return Some(p.expr.clone());
+        record(props, map, 0, p.props);
+        return Some(p.expr);
     }
     let mut uses = Vec::new();
     match expr::parse_runtime(src).and_then(|a| expr::to_runtime(&a, src, &mut uses)) {
         Ok(e) => {
-            record(props, map, offset, &uses);
+            record(props, map, offset, uses);
             Some(e)
         }
         Err(e) => {
@@ -168,9 +168,10 @@ fn expr(
 /// Splits a run-time string into literal text and `${{ expr }}` parts.
 pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> Text {
     let map = StrMap::new(cx.source, token, value);
-    let table = cx.run_parts;
-    // Looked up at the first `${{`: most run-time strings have none.
-    let mut recorded: Option<&[RunPart]> = None;
+    // Taken at the first `${{` (most run-time strings have none), and
+    // taken out of the table: a string is read once, and what it holds
+    // moves into the graph. The parts are in the order of the string.
+    let mut recorded: Option<std::iter::Peekable<std::vec::IntoIter<RunPart>>> = None;
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = 0;
@@ -194,9 +195,12 @@ pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> 
             break;
         };
         let body_end = body_start + close;
-        let recorded =
-            *recorded.get_or_insert_with(|| table.get(&token).map_or(&[], Vec::as_slice));
-        let part = recorded.iter().find(|p| p.at == open && !p.bare);
+        let recorded = recorded.get_or_insert_with(|| {
+            let parts = cx.run_parts.remove(&token).unwrap_or_default();
+            parts.into_iter().peekable()
+        });
+        while recorded.next_if(|p| p.at < open || p.bare).is_some() {}
+        let part = recorded.next_if(|p| p.at == open);
         let src = &value[body_start..body_end];
         if let Some(e) = expr(cx, props, &map, part, src, body_start) {
             if !lit.is_empty() {
@@ -232,8 +236,7 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
         return None;
     };
     let map = StrMap::new(cx.source, entry.value_span, s);
-    let table = cx.run_parts;
-    let recorded: &[RunPart] = table.get(&entry.value_span).map_or(&[], Vec::as_slice);
+    let recorded = cx.run_parts.remove(&entry.value_span).unwrap_or_default();
     let trimmed = s.trim();
     let lead = s.len() - s.trim_start().len();
     if let Some(inner) = trimmed
@@ -241,11 +244,11 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
         .and_then(|t| t.strip_suffix("}}"))
     {
         if !inner.contains("${{") {
-            let part = recorded.iter().find(|p| p.at == lead && !p.bare);
+            let part = recorded.into_iter().find(|p| p.at == lead && !p.bare);
             return expr(cx, props, &map, part, inner, lead + 3);
         }
     }
-    let part = recorded.iter().find(|p| p.bare);
+    let part = recorded.into_iter().find(|p| p.bare);
     expr(cx, props, &map, part, s, 0)
 }
 

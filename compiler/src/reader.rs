@@ -15,8 +15,9 @@ pub struct Cx<'a> {
     pub file: FileId,
     pub source: SrcText<'a>,
     pub diags: Vec<Diagnostic>,
-    /// The run-time parts expansion left in strings.
-    pub run_parts: &'a RunParts,
+    /// The run-time parts expansion left in strings; each is taken out
+    /// when its string is read.
+    pub run_parts: RunParts,
 }
 
 impl Cx<'_> {
