@@ -5,6 +5,10 @@ use crate::diagnostic::Code;
 
 pub(super) const EMPTY_HELP: &str = "write an expression, e.g. `prop.branch` or a variable name";
 
+pub(super) const NO_FIELD: &str = "expected a field name after `.`";
+
+pub(super) const PROP_PATH: &str = "a property reference is `prop.NAME`";
+
 pub(super) const GRAMMAR_HELP: &str = "an expression is a name, a field (`b.version`), a property (`prop.NAME`), a literal ('text', 42, true, [1, 2]) or operators: == != < <= > >= in + - * / % ! && || ?? and `if … then … else …`";
 
 pub fn parse(src: &str) -> Result<Ast, Error> {
@@ -250,7 +254,7 @@ impl<'s> Parser<'s> {
             self.pos += 1;
             let name = self.ident();
             if name.is_empty() {
-                return Err(self.err(dot, dot + 1, "expected a field name after `.`"));
+                return Err(self.err(dot, dot + 1, NO_FIELD));
             }
             let end = self.pos;
             if let Kind::Name(root) = &e.kind {
@@ -260,7 +264,7 @@ impl<'s> Parser<'s> {
                             Code::InvalidExpression,
                             start,
                             self.pos + 1,
-                            "a property reference is `prop.NAME`",
+                            PROP_PATH,
                             "here",
                             "name one property, e.g. `prop.branch`",
                         ));

@@ -1,7 +1,7 @@
 //! The run-time part of the language: what is left of an expression for
 //! a build to evaluate, as a [`crate::graph::Expr`].
 
-use super::parse::{EMPTY_HELP, GRAMMAR_HELP};
+use super::parse::{EMPTY_HELP, GRAMMAR_HELP, NO_FIELD, PROP_PATH};
 use super::{parse, Ast, Error, Kind, Val};
 use crate::diagnostic::Code;
 use crate::graph::{Expr, Scalar};
@@ -20,17 +20,71 @@ pub struct PropUse {
 }
 
 /// [`parse`] for a run-time expression: the same grammar, with mistakes
-/// worded for the run-time part of the language.
+/// worded for the run-time part of the language, and the first mistake in
+/// source order reported (a run-time one before a syntax error wins).
 pub fn parse_runtime(src: &str) -> Result<Ast, Error> {
-    parse(src).map_err(|mut e| {
-        if e.help == GRAMMAR_HELP {
-            e.help = RUNTIME_HELP.into();
-        } else if e.help == EMPTY_HELP {
-            e.help = "write an expression, e.g. `prop.branch`".into();
+    parse(src).map_err(|e| {
+        if e.message == NO_FIELD {
+            // `prop.` or `name.`: a dotted name that ends in its dot.
+            let start = src[..e.start]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                .map_or(0, |i| i + 1);
+            if src[start..].starts_with("prop.") {
+                let e = Error::new(Code::InvalidExpression, start, e.end, PROP_PATH, "", "");
+                return runtime_wording(src, e);
+            }
+            return runtime_unknown(src, start, e.end);
         }
-        e.label = "here".into();
-        e
+        let e = runtime_wording(src, e);
+        // What comes before the syntax error may already be wrong at run
+        // time (`prop.a == os ?`: `os` is the first mistake).
+        let Some(prefix) = src.get(..e.start).filter(|p| !p.trim().is_empty()) else {
+            return e;
+        };
+        match parse(prefix).map(|a| to_runtime(&a, prefix, &mut Vec::new())) {
+            Ok(Err(first)) if first.start < e.start => first,
+            _ => e,
+        }
     })
+}
+
+fn runtime_wording(src: &str, mut e: Error) -> Error {
+    if e.help == GRAMMAR_HELP {
+        e.help = RUNTIME_HELP.into();
+    } else if e.help == EMPTY_HELP {
+        e.help = "write an expression, e.g. `prop.branch`".into();
+    }
+    if e.message == PROP_PATH {
+        e.help = "name one property, e.g. `prop.branch`".into();
+        // The whole dotted name is the mistake.
+        let path = src.get(e.start..).unwrap_or("");
+        e.end = e.start
+            + path
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'.')
+                .count();
+    }
+    e.label = "here".into();
+    e
+}
+
+/// The innermost `(` still open at `at`, outside string literals.
+fn open_paren(src: &str, at: usize) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut quote = None;
+    for (i, b) in src.bytes().enumerate().take(at) {
+        match (quote, b) {
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(b),
+            (None, b'(') => open.push(i),
+            (None, b')') => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 /// The run-time expression an expression over build properties only stands
@@ -45,6 +99,17 @@ pub fn to_runtime(a: &Ast, src: &str, props: &mut Vec<PropUse>) -> Result<Expr, 
     let unexpected = |from: usize| {
         let rest = src.get(from..).unwrap_or("");
         let at = from + (rest.len() - rest.trim_start().len());
+        // Inside `( … )` the group is what is left unfinished.
+        if let Some(p) = open_paren(src, at) {
+            return Error::new(
+                Code::InvalidExpression,
+                p,
+                p + 1,
+                "`(` is never closed",
+                "here",
+                "add a `)`",
+            );
+        }
         let n = src[at..].chars().next().map_or(0, char::len_utf8);
         Error::new(
             Code::InvalidExpression,
