@@ -21,7 +21,7 @@ mod tests;
 pub use ast::{Ast, Bin, Error, Kind};
 pub use eval::{eval, unknown_name, Env, Out};
 pub use parse::parse;
-pub use runtime::{parse_runtime, print_runtime, to_runtime, PropUse, RUNTIME_HELP};
+pub use runtime::{parse_runtime, print_runtime, to_runtime, PropUse};
 
 /// A compile-time value.
 #[derive(Debug, Clone, PartialEq)]

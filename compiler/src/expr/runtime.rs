@@ -9,7 +9,7 @@ use crate::interp::BUILTIN_PROPERTIES;
 
 /// The help for a mistake in a run-time expression: only the run-time part
 /// of the language exists there.
-pub const RUNTIME_HELP: &str = "an expression is a property (`prop.NAME`), a literal ('text', 42, true) or a comparison joined with && and ||";
+const RUNTIME_HELP: &str = "an expression is a property (`prop.NAME`), a literal ('text', 42, true) or a comparison joined with && and ||";
 
 /// A `prop.NAME` in a run-time expression, at `start..end` of its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +201,10 @@ fn runtime_unknown(src: &str, start: usize, end: usize) -> Error {
     )
 }
 
-/// Prints a run-time condition in the run-time expression syntax.
+/// Prints a run-time condition in the run-time expression syntax: the text
+/// expansion leaves in its place in a string, which is what a setting that
+/// is not a run-time string (a name, a description) shows. Nothing reads it
+/// back: run-time settings get the expression itself ([`crate::interp`]).
 pub fn print_runtime(e: &Expr) -> String {
     let mut s = String::new();
     print(e, &mut s);

@@ -1,4 +1,6 @@
 use super::*;
+use crate::diagnostic::Code;
+use crate::graph::{Expr, Scalar};
 
 struct E;
 impl Env for E {
@@ -52,4 +54,39 @@ fn partial() {
     assert_eq!(print_runtime(&e), "(prop.branch) == ('mac')");
     assert!(ev("false && prop.x == 1").is_ok());
     assert!(ev("prop.x + 1").is_err());
+}
+
+fn rt(s: &str) -> Result<Expr, Error> {
+    to_runtime(&parse_runtime(s)?, s, &mut Vec::new())
+}
+
+#[test]
+fn runtime_expressions_are_kept_as_written() {
+    // Not folded: a run-time condition is evaluated per build as written.
+    let e = rt("prop.a == 'x' && true").unwrap();
+    let Expr::And(b) = e else { panic!() };
+    assert_eq!(b[1], Expr::Lit(Scalar::Bool(true)));
+    let mut uses = Vec::new();
+    let src = "!prop.a == 'x' || prop.b < 3";
+    to_runtime(&parse_runtime(src).unwrap(), src, &mut uses).unwrap();
+    let names: Vec<&str> = uses.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(&src[uses[0].start..uses[0].end], "prop.a");
+}
+
+#[test]
+fn runtime_mistakes_are_the_first_in_source_order() {
+    let e = rt("prop.a + 1 > 3").unwrap_err();
+    assert_eq!(
+        (e.message.as_str(), e.start),
+        ("unexpected text in expression", 7)
+    );
+    let e = rt("(prop.a + 1) == 2").unwrap_err();
+    assert_eq!((e.message.as_str(), e.start), ("`(` is never closed", 0));
+    let e = rt("prop.a == os ?").unwrap_err();
+    assert_eq!(e.message, "unknown name `os` in expression");
+    assert_eq!(e.code, Code::UnknownReference);
+    let e = rt("prop.a.b == 1").unwrap_err();
+    assert_eq!((e.start, e.end), (0, 8));
+    assert_eq!(rt("prop.").unwrap_err().end, 5);
 }
