@@ -237,19 +237,24 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
     };
     let map = StrMap::new(cx.source, entry.value_span, s);
     let recorded = cx.run_parts.remove(&entry.value_span).unwrap_or_default();
-    let trimmed = s.trim();
+    let (src, offset) = condition_body(s);
+    // Wrapped in `${{ }}`, the part is at its `${{`; bare, it is the string.
+    let part = if offset == 0 {
+        recorded.into_iter().find(|p| p.bare)
+    } else {
+        recorded.into_iter().find(|p| p.at == offset - 3 && !p.bare)
+    };
+    expr(cx, props, &map, part, src, offset)
+}
+
+/// The expression of a condition and its offset in the string: the inside
+/// of a string that is one `${{ … }}`, or the whole string, bare.
+pub fn condition_body(s: &str) -> (&str, usize) {
     let lead = s.len() - s.trim_start().len();
-    if let Some(inner) = trimmed
-        .strip_prefix("${{")
-        .and_then(|t| t.strip_suffix("}}"))
-    {
-        if !inner.contains("${{") {
-            let part = recorded.into_iter().find(|p| p.at == lead && !p.bare);
-            return expr(cx, props, &map, part, inner, lead + 3);
-        }
+    match s.trim().strip_prefix("${{").and_then(|t| t.strip_suffix("}}")) {
+        Some(inner) if !inner.contains("${{") => (inner, lead + 3),
+        _ => (s, 0),
     }
-    let part = recorded.into_iter().find(|p| p.bare);
-    expr(cx, props, &map, part, s, 0)
 }
 
 /// Names users reach for that are build properties (`prop.NAME`).

@@ -330,12 +330,7 @@ impl Expander<'_> {
             return None;
         };
         let map = self.strmap(e.value_span, s);
-        let t = s.trim();
-        let lead = s.len() - s.trim_start().len();
-        let (body, off) = match t.strip_prefix("${{").and_then(|x| x.strip_suffix("}}")) {
-            Some(inner) if !inner.contains("${{") => (inner, lead + 3),
-            _ => (s.as_str(), 0),
-        };
+        let (body, off) = crate::interp::condition_body(s);
         let scope = Scope {
             ex: self,
             locals: scope.locals,
