@@ -78,6 +78,39 @@ pub struct PropRef {
     pub span: Span,
 }
 
+/// A `${{ … }}` in a string.
+pub struct Interpolation<'s> {
+    /// Offset of its `${{`.
+    pub open: usize,
+    /// The text between the braces (at `open + 3`); `None` when the `${{`
+    /// is never closed, and then the rest of the string is text.
+    pub body: Option<&'s str>,
+    /// Offset after its `}}`.
+    pub end: usize,
+}
+
+/// The `${{ … }}` of a string, in order. The expression ends at the first
+/// `}}`; an unclosed `${{` is the last one.
+pub fn interpolations(s: &str) -> impl Iterator<Item = Interpolation<'_>> {
+    let mut rest = 0;
+    std::iter::from_fn(move || {
+        let open = rest + s.get(rest..)?.find("${{")?;
+        let body_start = open + 3;
+        let body = s[body_start..].find("}}").map(|close| {
+            rest = body_start + close + 2;
+            &s[body_start..body_start + close]
+        });
+        if body.is_none() {
+            rest = s.len();
+        }
+        Some(Interpolation {
+            open,
+            body,
+            end: rest,
+        })
+    })
+}
+
 /// A run-time expression expansion left in a string.
 #[derive(Debug, Clone)]
 pub struct RunPart {
@@ -175,11 +208,10 @@ pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> 
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = 0;
-    while let Some(found) = value[rest..].find("${{") {
-        let open = rest + found;
+    for i in interpolations(value) {
+        let open = i.open;
         lit.push_str(&value[rest..open]);
-        let body_start = open + 3;
-        let Some(close) = value[body_start..].find("}}") else {
+        let Some(src) = i.body else {
             cx.emit(
                 Diagnostic::new(
                     Code::InvalidExpression,
@@ -194,21 +226,19 @@ pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> 
             rest = value.len();
             break;
         };
-        let body_end = body_start + close;
         let recorded = recorded.get_or_insert_with(|| {
             let parts = cx.run_parts.remove(&token).unwrap_or_default();
             parts.into_iter().peekable()
         });
         while recorded.next_if(|p| p.at < open || p.bare).is_some() {}
         let part = recorded.next_if(|p| p.at == open);
-        let src = &value[body_start..body_end];
-        if let Some(e) = expr(cx, props, &map, part, src, body_start) {
+        if let Some(e) = expr(cx, props, &map, part, src, open + 3) {
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));
             }
             parts.push(Part::Expr(e));
         }
-        rest = body_end + 2;
+        rest = i.end;
     }
     lit.push_str(&value[rest..]);
     if !lit.is_empty() || parts.is_empty() {
@@ -251,7 +281,11 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
 /// of a string that is one `${{ … }}`, or the whole string, bare.
 pub fn condition_body(s: &str) -> (&str, usize) {
     let lead = s.len() - s.trim_start().len();
-    match s.trim().strip_prefix("${{").and_then(|t| t.strip_suffix("}}")) {
+    match s
+        .trim()
+        .strip_prefix("${{")
+        .and_then(|t| t.strip_suffix("}}"))
+    {
         Some(inner) if !inner.contains("${{") => (inner, lead + 3),
         _ => (s, 0),
     }

@@ -2,6 +2,7 @@
 //! evaluation of `${{ … }}` in strings and conditions.
 
 use super::*;
+use crate::interp::interpolations;
 
 impl Expander<'_> {
     pub(super) fn global(
@@ -217,16 +218,13 @@ impl Expander<'_> {
             let t = s.trim();
             t.starts_with("${{") && t.ends_with("}}") && t[3..].find("}}") == Some(t.len() - 5)
         };
-        while let Some(found) = s[rest..].find("${{") {
-            let open = rest + found;
-            let body_start = open + 3;
-            let Some(close) = s[body_start..].find("}}") else {
-                break;
-            };
-            let body_end = body_start + close;
-            let body = &s[body_start..body_end];
+        for i in interpolations(s) {
+            // An unclosed `${{` is text here; the decoder reports it in a
+            // run-time string.
+            let Some(body) = i.body else { break };
+            let (open, body_start) = (i.open, i.open + 3);
             out.push_str(&s[rest..open]);
-            rest = body_end + 2;
+            rest = i.end;
             let ast = match expr::parse(body) {
                 Ok(a) => a,
                 Err(e) => {
