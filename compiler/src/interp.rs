@@ -12,7 +12,7 @@
 //! (names, descriptions: there a run-time part is ordinary text, which
 //! expansion writes in its place), and because only the few strings with
 //! run-time parts pay for it: no KDL value grows, and the decoder looks a
-//! string up only when it meets a `${{` in it. Spans are unique keys: every
+//! part up only when it meets its `${{`. Spans are unique keys: every
 //! expanded copy of a template body or matrix child gets its own range of
 //! offsets (only past 4 GiB of copies would copies share spans, and then
 //! their diagnostics would already be ambiguous).
@@ -114,14 +114,8 @@ pub fn interpolations(s: &str) -> impl Iterator<Item = Interpolation<'_>> {
 /// A run-time expression expansion left in a string.
 #[derive(Debug, Clone)]
 pub struct RunPart {
-    /// Byte offset of its `${{` in the expanded string (0 for a bare
-    /// condition).
-    pub at: usize,
-    /// The whole string is the expression, written without `${{ }}` (a
-    /// bare `do-step-if="…"`).
-    pub bare: bool,
     pub expr: Expr,
-    /// Its `prop.NAME` uses, at offsets in the expanded string.
+    /// Where its `prop.NAME` uses are, at offsets in the expanded string.
     pub props: Vec<PropUse>,
 }
 
@@ -129,28 +123,22 @@ impl RunPart {
     /// What evaluating a part left at `at..end` of a string for run time.
     /// Its property uses have no place of their own there (the string no
     /// longer reads as written): they point at the whole part.
-    pub fn evaluated(at: usize, end: usize, bare: bool, expr: Expr) -> RunPart {
+    pub fn evaluated(at: usize, end: usize, expr: Expr) -> RunPart {
         let mut names = Vec::new();
         props_in(&expr, &mut names);
-        let props = names
-            .into_iter()
-            .map(|name| PropUse {
-                name: name.to_string(),
-                start: at,
-                end,
-            })
-            .collect();
-        RunPart {
-            at,
-            bare,
-            expr,
-            props,
-        }
+        let props = vec![PropUse { start: at, end }; names.len()];
+        RunPart { expr, props }
     }
 }
 
-/// The run-time parts of expanded strings, by the span of the string.
-pub type RunParts = HashMap<Span, Vec<RunPart>>;
+/// The run-time parts of expanded strings, by the span of the string and
+/// the offset of the part's `${{` in it ([`BARE`] for a condition written
+/// without `${{ }}`, whose part is the whole string). One key a part, so
+/// that a string costs nothing more than its parts.
+pub type RunParts = HashMap<(Span, usize), RunPart>;
+
+/// The offset key of a bare condition's part.
+pub const BARE: usize = usize::MAX;
 
 fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
     let d = Diagnostic::new(
@@ -164,9 +152,11 @@ fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
     cx.emit(d);
 }
 
-fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, uses: Vec<PropUse>) {
-    props.extend(uses.into_iter().map(|u| PropRef {
-        name: u.name,
+fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses: &[PropUse]) {
+    let mut names = Vec::new();
+    props_in(e, &mut names);
+    props.extend(names.into_iter().zip(uses).map(|(name, u)| PropRef {
+        name: name.to_string(),
         span: map.span(offset + u.start, offset + u.end),
     }));
 }
@@ -182,13 +172,13 @@ fn expr(
     offset: usize,
 ) -> Option<Expr> {
     if let Some(p) = part {
-        record(props, map, 0, p.props);
+        record(props, map, 0, &p.expr, &p.props);
         return Some(p.expr);
     }
     let mut uses = Vec::new();
     match expr::parse_runtime(src).and_then(|a| expr::to_runtime(&a, src, &mut uses)) {
         Ok(e) => {
-            record(props, map, offset, uses);
+            record(props, map, offset, &e, &uses);
             Some(e)
         }
         Err(e) => {
@@ -201,10 +191,6 @@ fn expr(
 /// Splits a run-time string into literal text and `${{ expr }}` parts.
 pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> Text {
     let map = StrMap::new(cx.source, token, value);
-    // Taken at the first `${{` (most run-time strings have none), and
-    // taken out of the table: a string is read once, and what it holds
-    // moves into the graph. The parts are in the order of the string.
-    let mut recorded: Option<std::iter::Peekable<std::vec::IntoIter<RunPart>>> = None;
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = 0;
@@ -226,12 +212,9 @@ pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> 
             rest = value.len();
             break;
         };
-        let recorded = recorded.get_or_insert_with(|| {
-            let parts = cx.run_parts.remove(&token).unwrap_or_default();
-            parts.into_iter().peekable()
-        });
-        while recorded.next_if(|p| p.at < open || p.bare).is_some() {}
-        let part = recorded.next_if(|p| p.at == open);
+        // Taken out of the table: a string is read once, and what the part
+        // holds moves into the graph.
+        let part = cx.run_parts.remove(&(token, open));
         if let Some(e) = expr(cx, props, &map, part, src, open + 3) {
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -266,14 +249,10 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
         return None;
     };
     let map = StrMap::new(cx.source, entry.value_span, s);
-    let recorded = cx.run_parts.remove(&entry.value_span).unwrap_or_default();
     let (src, offset) = condition_body(s);
     // Wrapped in `${{ }}`, the part is at its `${{`; bare, it is the string.
-    let part = if offset == 0 {
-        recorded.into_iter().find(|p| p.bare)
-    } else {
-        recorded.into_iter().find(|p| p.at == offset - 3 && !p.bare)
-    };
+    let at = if offset == 0 { BARE } else { offset - 3 };
+    let part = cx.run_parts.remove(&(entry.value_span, at));
     expr(cx, props, &map, part, src, offset)
 }
 

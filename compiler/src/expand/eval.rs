@@ -84,7 +84,7 @@ impl Expander<'_> {
             return None;
         }
         match &e.value {
-            Value::String(s) => match self.interp(s, e.value_span, scope, None) {
+            Value::String(s) => match self.interp(s, e.value_span, scope, false) {
                 Ok(Some(v)) => Some(v),
                 Ok(None) => Some(Val::str(s.as_str())),
                 Err(_) => None,
@@ -198,13 +198,13 @@ impl Expander<'_> {
     ///
     /// A part that depends on a build property stays in the string as text
     /// (what settings that are not run-time strings see) and, given
-    /// `parts`, is recorded there as the run-time expression it stands for.
+    /// `record`, is recorded as the run-time expression it stands for.
     pub(super) fn interp(
         &self,
         s: &str,
         token: Span,
         scope: &Scope,
-        mut parts: Option<&mut Vec<RunPart>>,
+        record: bool,
     ) -> Result<Option<Val>, String> {
         if !s.contains("${{") {
             return Ok(None);
@@ -240,7 +240,7 @@ impl Expander<'_> {
                 }
             };
             if ast.uses_props() && !ast.uses_names() && scope.runtime {
-                if let Some(parts) = parts.as_deref_mut() {
+                if record {
                     let mut props = Vec::new();
                     // A mistake is left for the decoder, which reports it
                     // where the string is read as a run-time one.
@@ -250,12 +250,8 @@ impl Expander<'_> {
                             p.start += shift;
                             p.end += shift;
                         }
-                        parts.push(RunPart {
-                            at: out.len(),
-                            bare: false,
-                            expr: e,
-                            props,
-                        });
+                        let part = RunPart { expr: e, props };
+                        self.run_parts.borrow_mut().insert((token, out.len()), part);
                     }
                 }
                 out.push_str(&s[open..rest]);
@@ -291,8 +287,9 @@ impl Expander<'_> {
                     out.push_str("${{ ");
                     out.push_str(&expr::print_runtime(&e));
                     out.push_str(" }}");
-                    if let Some(parts) = parts.as_deref_mut() {
-                        parts.push(RunPart::evaluated(at, out.len(), false, e));
+                    if record {
+                        let part = RunPart::evaluated(at, out.len(), e);
+                        self.run_parts.borrow_mut().insert((token, at), part);
                     }
                 }
                 Err(e) => {
@@ -368,7 +365,7 @@ impl Expander<'_> {
 
     /// A run-time condition written bare (`do-step-if="os == 'x' && …"`):
     /// compile-time names are substituted, the rest is left for run time.
-    pub(super) fn runtime_condition(&self, e: &mut Entry, scope: &Scope, parts: &mut Vec<RunPart>) {
+    pub(super) fn runtime_condition(&self, e: &mut Entry, scope: &Scope) {
         let Value::String(s) = &e.value else { return };
         if s.contains("${{") {
             return;
@@ -410,7 +407,10 @@ impl Expander<'_> {
             }
             Ok(Out::Run(x)) => {
                 let text = expr::print_runtime(&x);
-                parts.push(RunPart::evaluated(0, text.len(), true, x));
+                let part = RunPart::evaluated(0, text.len(), x);
+                self.run_parts
+                    .borrow_mut()
+                    .insert((e.value_span, BARE), part);
                 e.value = Value::String(text);
             }
             Err(err) => {

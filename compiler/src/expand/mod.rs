@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::expr::{self, Env, Error, Out, Val};
-use crate::interp::{RunPart, RunParts, StrMap};
+use crate::interp::{RunPart, RunParts, StrMap, BARE};
 use crate::source::{FileId, Origin, SourceMap, SpanMap};
 use crate::syntax::{Children, Document, Entry, Ident, Node, Span, Value};
 
@@ -224,12 +224,11 @@ impl<'a> Expander<'a> {
                 .name
                 .as_ref()
                 .is_some_and(|k| k.value == "do-step-if" || k.value == "hide-step-if");
-            let mut parts = Vec::new();
             if cond {
-                self.runtime_condition(&mut e, scope, &mut parts);
+                self.runtime_condition(&mut e, scope);
             }
             if let Value::String(s) = &e.value {
-                let v = match self.interp(s, e.value_span, scope, Some(&mut parts)) {
+                let v = match self.interp(s, e.value_span, scope, true) {
                     Ok(v) => v,
                     Err(text) => {
                         e.value = Value::String(text);
@@ -264,9 +263,6 @@ impl<'a> Expander<'a> {
                         },
                     }
                 }
-            }
-            if !parts.is_empty() {
-                self.run_parts.borrow_mut().insert(e.value_span, parts);
             }
             kept.push(e);
         }

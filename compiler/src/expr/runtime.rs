@@ -11,10 +11,11 @@ use crate::interp::BUILTIN_PROPERTIES;
 /// of the language exists there.
 const RUNTIME_HELP: &str = "an expression is a property (`prop.NAME`), a literal ('text', 42, true) or a comparison joined with && and ||";
 
-/// A `prop.NAME` in a run-time expression, at `start..end` of its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a `prop.NAME` of a run-time expression is written: `start..end`
+/// of its text. The uses of an expression are in the order of its
+/// properties (the name is in the expression).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PropUse {
-    pub name: String,
     pub start: usize,
     pub end: usize,
 }
@@ -127,7 +128,6 @@ pub fn to_runtime(a: &Ast, src: &str, props: &mut Vec<PropUse>) -> Result<Expr, 
                 return Err(unexpected(a.start + "prop.".len() + i));
             }
             props.push(PropUse {
-                name: p.clone(),
                 start: a.start,
                 end: a.end,
             });

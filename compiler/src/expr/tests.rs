@@ -68,9 +68,11 @@ fn runtime_expressions_are_kept_as_written() {
     assert_eq!(b[1], Expr::Lit(Scalar::Bool(true)));
     let mut uses = Vec::new();
     let src = "!prop.a == 'x' || prop.b < 3";
-    to_runtime(&parse_runtime(src).unwrap(), src, &mut uses).unwrap();
-    let names: Vec<&str> = uses.iter().map(|u| u.name.as_str()).collect();
+    let e = to_runtime(&parse_runtime(src).unwrap(), src, &mut uses).unwrap();
+    let mut names = Vec::new();
+    crate::interp::props_in(&e, &mut names);
     assert_eq!(names, ["a", "b"]);
+    assert_eq!(uses.len(), 2);
     assert_eq!(&src[uses[0].start..uses[0].end], "prop.a");
 }
 
