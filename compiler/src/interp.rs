@@ -24,8 +24,6 @@
 //! parsed here, and its mistakes are reported here, where the string is
 //! known to be a run-time one.
 
-use std::collections::HashMap;
-
 use crate::diagnostic::{Code, Diagnostic};
 use crate::expr::{self, PropUse};
 use crate::graph::{Expr, Part, Text};
@@ -124,18 +122,43 @@ impl RunPart {
     /// Its property uses have no place of their own there (the string no
     /// longer reads as written): they point at the whole part.
     pub fn evaluated(at: usize, end: usize, expr: Expr) -> RunPart {
-        let mut names = Vec::new();
-        props_in(&expr, &mut names);
-        let props = vec![PropUse { start: at, end }; names.len()];
+        let mut n = 0;
+        each_prop(&expr, &mut |_| n += 1);
+        let props = vec![PropUse { start: at, end }; n];
         RunPart { expr, props }
     }
 }
 
 /// The run-time parts of expanded strings, by the span of the string and
 /// the offset of the part's `${{` in it ([`BARE`] for a condition written
-/// without `${{ }}`, whose part is the whole string). One key a part, so
-/// that a string costs nothing more than its parts.
-pub type RunParts = HashMap<(Span, usize), RunPart>;
+/// without `${{ }}`, whose part is the whole string).
+///
+/// Filled in expansion order, sorted once ([`RunParts::seal`]), then read
+/// by binary search: cheaper than hashing every key twice, and a string
+/// costs nothing more than its parts.
+#[derive(Debug, Default)]
+pub struct RunParts {
+    parts: Vec<((Span, usize), Option<RunPart>)>,
+}
+
+impl RunParts {
+    pub fn insert(&mut self, span: Span, at: usize, part: RunPart) {
+        self.parts.push(((span, at), Some(part)));
+    }
+    /// Makes what was inserted readable by [`RunParts::take`].
+    pub fn seal(&mut self) {
+        self.parts.sort_unstable_by_key(|(k, _)| *k);
+    }
+    /// The part at `at` of the string at `span`, taken out: a string is
+    /// read once, and what the part holds moves into the graph.
+    pub fn take(&mut self, span: Span, at: usize) -> Option<RunPart> {
+        let i = self
+            .parts
+            .binary_search_by_key(&(span, at), |(k, _)| *k)
+            .ok()?;
+        self.parts[i].1.take()
+    }
+}
 
 /// The offset key of a bare condition's part.
 pub const BARE: usize = usize::MAX;
@@ -153,12 +176,15 @@ fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
 }
 
 fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses: &[PropUse]) {
-    let mut names = Vec::new();
-    props_in(e, &mut names);
-    props.extend(names.into_iter().zip(uses).map(|(name, u)| PropRef {
-        name: name.to_string(),
-        span: map.span(offset + u.start, offset + u.end),
-    }));
+    let mut uses = uses.iter();
+    each_prop(e, &mut |name| {
+        if let Some(u) = uses.next() {
+            props.push(PropRef {
+                name: name.to_string(),
+                span: map.span(offset + u.start, offset + u.end),
+            });
+        }
+    });
 }
 
 /// The run-time expression `src` (at `offset` of the string): the part
@@ -212,9 +238,7 @@ pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> 
             rest = value.len();
             break;
         };
-        // Taken out of the table: a string is read once, and what the part
-        // holds moves into the graph.
-        let part = cx.run_parts.remove(&(token, open));
+        let part = cx.run_parts.take(token, open);
         if let Some(e) = expr(cx, props, &map, part, src, open + 3) {
             if !lit.is_empty() {
                 parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -252,7 +276,7 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
     let (src, offset) = condition_body(s);
     // Wrapped in `${{ }}`, the part is at its `${{`; bare, it is the string.
     let at = if offset == 0 { BARE } else { offset - 3 };
-    let part = cx.run_parts.remove(&(entry.value_span, at));
+    let part = cx.run_parts.take(entry.value_span, at);
     expr(cx, props, &map, part, src, offset)
 }
 
@@ -305,10 +329,15 @@ pub fn props_of(text: &Text) -> Vec<&str> {
 
 /// The `prop.NAME` uses of a run-time expression, in order.
 pub fn props_in<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
+    each_prop(e, &mut |p| out.push(p));
+}
+
+/// Calls `f` with the name of each `prop.NAME` of `e`, in order.
+pub fn each_prop<'a>(e: &'a Expr, f: &mut impl FnMut(&'a str)) {
     match e {
-        Expr::Prop(p) => out.push(p),
+        Expr::Prop(p) => f(p),
         Expr::Lit(_) => {}
-        Expr::Not(e) => props_in(e, out),
+        Expr::Not(e) => each_prop(e, f),
         Expr::And(b)
         | Expr::Or(b)
         | Expr::Eq(b)
@@ -317,8 +346,8 @@ pub fn props_in<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
         | Expr::Le(b)
         | Expr::Gt(b)
         | Expr::Ge(b) => {
-            props_in(&b[0], out);
-            props_in(&b[1], out);
+            each_prop(&b[0], f);
+            each_prop(&b[1], f);
         }
     }
 }

@@ -251,7 +251,7 @@ impl Expander<'_> {
                             p.end += shift;
                         }
                         let part = RunPart { expr: e, props };
-                        self.run_parts.borrow_mut().insert((token, out.len()), part);
+                        self.run_parts.borrow_mut().insert(token, out.len(), part);
                     }
                 }
                 out.push_str(&s[open..rest]);
@@ -289,7 +289,7 @@ impl Expander<'_> {
                     out.push_str(" }}");
                     if record {
                         let part = RunPart::evaluated(at, out.len(), e);
-                        self.run_parts.borrow_mut().insert((token, at), part);
+                        self.run_parts.borrow_mut().insert(token, at, part);
                     }
                 }
                 Err(e) => {
@@ -408,9 +408,7 @@ impl Expander<'_> {
             Ok(Out::Run(x)) => {
                 let text = expr::print_runtime(&x);
                 let part = RunPart::evaluated(0, text.len(), x);
-                self.run_parts
-                    .borrow_mut()
-                    .insert((e.value_span, BARE), part);
+                self.run_parts.borrow_mut().insert(e.value_span, BARE, part);
                 e.value = Value::String(text);
             }
             Err(err) => {

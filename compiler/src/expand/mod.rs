@@ -129,16 +129,16 @@ impl<'a> Expander<'a> {
             resolving: RefCell::new(Vec::new()),
             depth: RefCell::new(0),
             notes: RefCell::new(HashMap::new()),
-            run_parts: RefCell::new(HashMap::new()),
+            run_parts: RefCell::new(RunParts::default()),
         }
     }
 
     pub fn finish(self) -> (SpanMap, Vec<Diagnostic>, RunParts) {
-        (
-            self.spans.into_inner(),
-            self.diags.into_inner(),
-            self.run_parts.into_inner(),
-        )
+        (self.spans.into_inner(), self.diags.into_inner(), {
+            let mut parts = self.run_parts.into_inner();
+            parts.seal();
+            parts
+        })
     }
 
     fn emit(&self, d: Diagnostic) {
