@@ -7,7 +7,7 @@
 //! every `${{ … }}` while compiling; what depends on a build property stays
 //! a run-time expression, which expansion hands to the decoder as a value
 //! ([`RunPart`]) in a side table keyed by the span of the string it belongs
-//! to ([`RunParts`]). A side table, not a new kind of KDL value, because the
+//! to and the offset of its `${{` there ([`RunParts`]). A side table, not a new kind of KDL value, because the
 //! string must stay a string for every setting that is not a run-time one
 //! (names, descriptions: there a run-time part is ordinary text, which
 //! expansion writes in its place), and because only the few strings with
@@ -20,7 +20,8 @@
 //! The decoder reads a run-time string ([`text`], [`condition`]) by
 //! splitting it at `${{ … }}` as it is written after expansion: a part
 //! expansion recorded is taken as it is; any other one (text that reached
-//! the string through a compile-time value, or a part with a mistake) is
+//! the string through a compile-time value, such as a template argument
+//! `x="${{ prop.branch }}"`, or a part with a mistake) is
 //! parsed here, and its mistakes are reported here, where the string is
 //! known to be a run-time one.
 
