@@ -1,11 +1,35 @@
-//! `${{ … }}` interpolation and the small expression language inside it.
+//! Run-time strings: `${{ … }}` interpolation of build properties.
 //!
 //! Only `${{` starts an interpolation: shell syntax (`$VAR`, `${VAR}`,
 //! `$(cmd)`) is ordinary text and reaches the worker verbatim.
+//!
+//! There is one expression grammar, [`crate::expr`]. Expansion evaluates
+//! every `${{ … }}` while compiling; what depends on a build property stays
+//! a run-time expression, which expansion hands to the decoder as a value
+//! ([`RunPart`]) in a side table keyed by the span of the string it belongs
+//! to and the offset of its `${{` there ([`RunParts`]). A side table, not a new kind of KDL value, because the
+//! string must stay a string for every setting that is not a run-time one
+//! (names, descriptions: there a run-time part is ordinary text, which
+//! expansion writes in its place), and because only the few strings with
+//! run-time parts pay for it: no KDL value grows, and the decoder looks a
+//! part up only when it meets its `${{`. Spans are unique keys: every
+//! expanded copy of a template body or matrix child gets its own range of
+//! offsets (only past 4 GiB of copies would copies share spans, and then
+//! their diagnostics would already be ambiguous).
+//!
+//! The decoder reads a run-time string ([`text`], [`condition`]) by
+//! splitting it at `${{ … }}` as it is written after expansion: a part
+//! expansion recorded is taken as it is; any other one (text that reached
+//! the string through a compile-time value, such as a template argument
+//! `x="${{ prop.branch }}"`, or a part with a mistake) is
+//! parsed here, and its mistakes are reported here, where the string is
+//! known to be a run-time one.
 
 use crate::diagnostic::{Code, Diagnostic};
-use crate::graph::{Expr, Part, Scalar, Text};
-use crate::source::{FileId, SrcText};
+use crate::expr::{self, PropUse};
+use crate::graph::{Expr, Part, Text};
+use crate::reader::Cx;
+use crate::source::SrcText;
 use crate::syntax::{Entry, Span, Value};
 
 /// Maps byte offsets inside a string value back to the source.
@@ -53,154 +77,222 @@ pub struct PropRef {
     pub span: Span,
 }
 
-pub struct Interp<'a> {
-    pub file: FileId,
-    pub source: SrcText<'a>,
-    pub diags: &'a mut Vec<Diagnostic>,
-    pub props: &'a mut Vec<PropRef>,
+/// A `${{ … }}` in a string.
+pub struct Interpolation<'s> {
+    /// Offset of its `${{`.
+    pub open: usize,
+    /// The text between the braces (at `open + 3`); `None` when the `${{`
+    /// is never closed, and then the rest of the string is text.
+    pub body: Option<&'s str>,
+    /// Offset after its `}}`.
+    pub end: usize,
 }
 
-impl Interp<'_> {
-    /// Splits a string into literal text and `${{ expr }}` parts.
-    pub fn text(&mut self, value: &str, token: Span) -> Text {
-        let map = StrMap::new(self.source, token, value);
-        let mut parts = Vec::new();
-        let mut lit = String::new();
-        let mut rest = 0;
-        while let Some(found) = value[rest..].find("${{") {
-            let open = rest + found;
-            lit.push_str(&value[rest..open]);
-            let body_start = open + 3;
-            let Some(close) = value[body_start..].find("}}") else {
-                self.diags.push(
-                    Diagnostic::new(
-                        Code::InvalidExpression,
-                        self.file,
-                        map.span(open, open + 3),
-                        "`${{` is never closed",
-                    )
-                    .label("interpolation starts here")
-                    .help("close it with `}}`, e.g. `${{ prop.branch }}`"),
-                );
-                lit.push_str(&value[open..]);
-                rest = value.len();
-                break;
-            };
-            let body_end = body_start + close;
-            if let Some(e) = self.expr(&value[body_start..body_end], body_start, &map) {
-                if !lit.is_empty() {
-                    parts.push(Part::Lit(std::mem::take(&mut lit)));
-                }
-                parts.push(Part::Expr(e));
-            }
-            rest = body_end + 2;
+/// The `${{ … }}` of a string, in order. The expression ends at the first
+/// `}}`; an unclosed `${{` is the last one.
+pub fn interpolations(s: &str) -> impl Iterator<Item = Interpolation<'_>> {
+    let mut rest = 0;
+    std::iter::from_fn(move || {
+        let open = rest + s.get(rest..)?.find("${{")?;
+        let body_start = open + 3;
+        let body = s[body_start..].find("}}").map(|close| {
+            rest = body_start + close + 2;
+            &s[body_start..body_start + close]
+        });
+        if body.is_none() {
+            rest = s.len();
         }
-        lit.push_str(&value[rest..]);
-        if !lit.is_empty() || parts.is_empty() {
-            parts.push(Part::Lit(lit));
-        }
-        Text(parts)
-    }
+        Some(Interpolation {
+            open,
+            body,
+            end: rest,
+        })
+    })
+}
 
-    /// A condition: `${{ expr }}`, or the bare expression.
-    pub fn condition(&mut self, entry: &Entry) -> Option<Expr> {
-        let Value::String(s) = &entry.value else {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::WrongType,
-                    self.file,
-                    entry.value_span,
-                    format!(
-                        "expected a condition string, found {}",
-                        entry.value.kind_name()
-                    ),
-                )
-                .label("not a string")
-                .help("write a condition such as \"${{ prop.branch == 'main' }}\""),
-            );
-            return None;
-        };
-        let map = StrMap::new(self.source, entry.value_span, s);
-        let trimmed = s.trim();
-        let lead = s.len() - s.trim_start().len();
-        if let Some(inner) = trimmed
-            .strip_prefix("${{")
-            .and_then(|t| t.strip_suffix("}}"))
-        {
-            if !inner.contains("${{") {
-                return self.expr(inner, lead + 3, &map);
-            }
-        }
-        self.expr(s, 0, &map)
-    }
+/// A run-time expression expansion left in a string.
+#[derive(Debug, Clone)]
+pub struct RunPart {
+    pub expr: Expr,
+    /// Where its `prop.NAME` uses are, at offsets in the expanded string.
+    pub props: Vec<PropUse>,
+}
 
-    fn expr(&mut self, src: &str, offset: usize, map: &StrMap) -> Option<Expr> {
-        let mut p = Parser {
-            src,
-            pos: 0,
-            offset,
-            map,
-            err: None,
-            props: Vec::new(),
-        };
-        p.ws();
-        let e = if p.pos >= src.len() {
-            p.fail(
-                0,
-                src.len(),
-                "empty `${{ }}`",
-                "write an expression, e.g. `prop.branch`",
-            );
-            None
-        } else {
-            let e = p.or();
-            p.ws();
-            if e.is_some() && p.err.is_none() && p.pos < src.len() {
-                let at = p.pos;
-                p.fail(
-                    at,
-                    at + p.char_len(),
-                    "unexpected text in expression",
-                    "an expression is a property (`prop.NAME`), a literal ('text', 42, true) or a comparison joined with && and ||",
-                );
-            }
-            e
-        };
-        match p.err {
-            Some(d) => {
-                self.diags.push(d.into_diag(self.file));
-                None
-            }
-            None => {
-                self.props.extend(p.props);
-                e
-            }
-        }
+impl RunPart {
+    /// What evaluating a part left at `at..end` of a string for run time.
+    /// Its property uses have no place of their own there (the string no
+    /// longer reads as written): they point at the whole part.
+    pub fn evaluated(at: usize, end: usize, expr: Expr) -> RunPart {
+        let mut n = 0;
+        each_prop(&expr, &mut |_| n += 1);
+        let props = vec![PropUse { start: at, end }; n];
+        RunPart { expr, props }
     }
 }
 
-struct PendingError {
-    span: Span,
-    code: Code,
-    message: String,
-    help: String,
+/// The run-time parts of expanded strings, by the span of the string and
+/// the offset of the part's `${{` in it ([`BARE`] for a condition written
+/// without `${{ }}`, whose part is the whole string).
+///
+/// Filled in expansion order, sorted once ([`RunParts::seal`]), then read
+/// by binary search: cheaper than hashing every key twice, and a string
+/// costs nothing more than its parts.
+#[derive(Debug, Default)]
+pub struct RunParts {
+    parts: Vec<((Span, usize), Option<RunPart>)>,
 }
 
-impl PendingError {
-    fn into_diag(self, file: FileId) -> Diagnostic {
-        Diagnostic::new(self.code, file, self.span, self.message)
-            .label("here")
-            .help(self.help)
+impl RunParts {
+    pub fn insert(&mut self, span: Span, at: usize, part: RunPart) {
+        self.parts.push(((span, at), Some(part)));
+    }
+    /// Makes what was inserted readable by [`RunParts::take`].
+    pub fn seal(&mut self) {
+        self.parts.sort_unstable_by_key(|(k, _)| *k);
+    }
+    /// The part at `at` of the string at `span`, taken out: a string is
+    /// read once, and what the part holds moves into the graph.
+    pub fn take(&mut self, span: Span, at: usize) -> Option<RunPart> {
+        let i = self
+            .parts
+            .binary_search_by_key(&(span, at), |(k, _)| *k)
+            .ok()?;
+        self.parts[i].1.take()
     }
 }
 
-struct Parser<'s, 'm> {
-    src: &'s str,
-    pos: usize,
+/// The offset key of a bare condition's part.
+pub const BARE: usize = usize::MAX;
+
+fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
+    let d = Diagnostic::new(
+        e.code,
+        cx.file,
+        map.span(offset + e.start, offset + e.end),
+        e.message,
+    )
+    .label("here")
+    .help(e.help);
+    cx.emit(d);
+}
+
+fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses: &[PropUse]) {
+    let mut uses = uses.iter();
+    each_prop(e, &mut |name| {
+        if let Some(u) = uses.next() {
+            props.push(PropRef {
+                name: name.to_string(),
+                span: map.span(offset + u.start, offset + u.end),
+            });
+        }
+    });
+}
+
+/// The run-time expression `src` (at `offset` of the string): the part
+/// expansion recorded there, or `src` parsed.
+fn expr(
+    cx: &mut Cx,
+    props: &mut Vec<PropRef>,
+    map: &StrMap,
+    part: Option<RunPart>,
+    src: &str,
     offset: usize,
-    map: &'m StrMap,
-    err: Option<PendingError>,
-    props: Vec<PropRef>,
+) -> Option<Expr> {
+    if let Some(p) = part {
+        record(props, map, 0, &p.expr, &p.props);
+        return Some(p.expr);
+    }
+    let mut uses = Vec::new();
+    match expr::parse_runtime(src).and_then(|a| expr::to_runtime(&a, src, &mut uses)) {
+        Ok(e) => {
+            record(props, map, offset, &e, &uses);
+            Some(e)
+        }
+        Err(e) => {
+            report(cx, map, offset, e);
+            None
+        }
+    }
+}
+
+/// Splits a run-time string into literal text and `${{ expr }}` parts.
+pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> Text {
+    let map = StrMap::new(cx.source, token, value);
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut rest = 0;
+    for i in interpolations(value) {
+        let open = i.open;
+        lit.push_str(&value[rest..open]);
+        let Some(src) = i.body else {
+            cx.emit(
+                Diagnostic::new(
+                    Code::InvalidExpression,
+                    cx.file,
+                    map.span(open, open + 3),
+                    "`${{` is never closed",
+                )
+                .label("interpolation starts here")
+                .help("close it with `}}`, e.g. `${{ prop.branch }}`"),
+            );
+            lit.push_str(&value[open..]);
+            rest = value.len();
+            break;
+        };
+        let part = cx.run_parts.take(token, open);
+        if let Some(e) = expr(cx, props, &map, part, src, open + 3) {
+            if !lit.is_empty() {
+                parts.push(Part::Lit(std::mem::take(&mut lit)));
+            }
+            parts.push(Part::Expr(e));
+        }
+        rest = i.end;
+    }
+    lit.push_str(&value[rest..]);
+    if !lit.is_empty() || parts.is_empty() {
+        parts.push(Part::Lit(lit));
+    }
+    Text(parts)
+}
+
+/// A condition: `${{ expr }}`, or the bare expression.
+pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option<Expr> {
+    let Value::String(s) = &entry.value else {
+        cx.emit(
+            Diagnostic::new(
+                Code::WrongType,
+                cx.file,
+                entry.value_span,
+                format!(
+                    "expected a condition string, found {}",
+                    entry.value.kind_name()
+                ),
+            )
+            .label("not a string")
+            .help("write a condition such as \"${{ prop.branch == 'main' }}\""),
+        );
+        return None;
+    };
+    let map = StrMap::new(cx.source, entry.value_span, s);
+    let (src, offset) = condition_body(s);
+    // Wrapped in `${{ }}`, the part is at its `${{`; bare, it is the string.
+    let at = if offset == 0 { BARE } else { offset - 3 };
+    let part = cx.run_parts.take(entry.value_span, at);
+    expr(cx, props, &map, part, src, offset)
+}
+
+/// The expression of a condition and its offset in the string: the inside
+/// of a string that is one `${{ … }}`, or the whole string, bare.
+pub fn condition_body(s: &str) -> (&str, usize) {
+    let lead = s.len() - s.trim_start().len();
+    match s
+        .trim()
+        .strip_prefix("${{")
+        .and_then(|t| t.strip_suffix("}}"))
+    {
+        Some(inner) if !inner.contains("${{") => (inner, lead + 3),
+        _ => (s, 0),
+    }
 }
 
 /// Names users reach for that are build properties (`prop.NAME`).
@@ -225,248 +317,38 @@ pub const BUILTIN_PROPERTIES: &[&str] = &[
     "pr_target_branch",
 ];
 
-impl Parser<'_, '_> {
-    fn span(&self, a: usize, b: usize) -> Span {
-        self.map.span(self.offset + a, self.offset + b)
-    }
-    fn fail(&mut self, a: usize, b: usize, msg: &str, help: &str) {
-        self.fail_code(
-            Code::InvalidExpression,
-            a,
-            b,
-            msg.to_string(),
-            help.to_string(),
-        );
-    }
-    fn fail_code(&mut self, code: Code, a: usize, b: usize, msg: String, help: String) {
-        if self.err.is_none() {
-            self.err = Some(PendingError {
-                span: self.span(a, b),
-                code,
-                message: msg,
-                help,
-            });
-        }
-    }
-    fn char_len(&self) -> usize {
-        self.src[self.pos..]
-            .chars()
-            .next()
-            .map(char::len_utf8)
-            .unwrap_or(0)
-    }
-    fn ws(&mut self) {
-        while self.pos < self.src.len() && self.src.as_bytes()[self.pos].is_ascii_whitespace() {
-            self.pos += 1;
-        }
-    }
-    fn eat(&mut self, tok: &str) -> bool {
-        self.ws();
-        if self.src[self.pos..].starts_with(tok) {
-            self.pos += tok.len();
-            true
-        } else {
-            false
-        }
-    }
-    fn or(&mut self) -> Option<Expr> {
-        let mut l = self.and()?;
-        while self.eat("||") {
-            let r = self.and()?;
-            l = Expr::Or(Box::new([l, r]));
-        }
-        Some(l)
-    }
-    fn and(&mut self) -> Option<Expr> {
-        let mut l = self.not()?;
-        while self.eat("&&") {
-            let r = self.not()?;
-            l = Expr::And(Box::new([l, r]));
-        }
-        Some(l)
-    }
-    fn not(&mut self) -> Option<Expr> {
-        self.ws();
-        if self.src[self.pos..].starts_with('!') && !self.src[self.pos..].starts_with("!=") {
-            self.pos += 1;
-            let e = self.not()?;
-            return Some(Expr::Not(Box::new(e)));
-        }
-        self.cmp()
-    }
-    fn cmp(&mut self) -> Option<Expr> {
-        let l = self.atom()?;
-        type Mk = fn(Box<[Expr; 2]>) -> Expr;
-        let ops: [(&str, Mk); 6] = [
-            ("==", Expr::Eq),
-            ("!=", Expr::Ne),
-            ("<=", Expr::Le),
-            (">=", Expr::Ge),
-            ("<", Expr::Lt),
-            (">", Expr::Gt),
-        ];
-        for (tok, mk) in ops {
-            if self.eat(tok) {
-                let r = self.atom()?;
-                return Some(mk(Box::new([l, r])));
-            }
-        }
-        self.ws();
-        if self.src[self.pos..].starts_with('=') {
-            let at = self.pos;
-            self.fail(at, at + 1, "`=` is not a comparison", "compare with `==`");
-            return None;
-        }
-        Some(l)
-    }
-    fn atom(&mut self) -> Option<Expr> {
-        self.ws();
-        let start = self.pos;
-        let bytes = self.src.as_bytes();
-        let Some(&c) = bytes.get(start) else {
-            self.fail(
-                start,
-                start,
-                "expression ends too early",
-                "something is missing after the operator",
-            );
-            return None;
-        };
-        match c {
-            b'(' => {
-                self.pos += 1;
-                let e = self.or()?;
-                if !self.eat(")") {
-                    self.fail(start, start + 1, "`(` is never closed", "add a `)`");
-                    return None;
-                }
-                Some(e)
-            }
-            b'\'' | b'"' => {
-                let body = start + 1;
-                match self.src[body..].find(c as char) {
-                    Some(n) => {
-                        self.pos = body + n + 1;
-                        Some(Expr::Lit(Scalar::String(
-                            self.src[body..body + n].to_string(),
-                        )))
-                    }
-                    None => {
-                        self.fail(
-                            start,
-                            start + 1,
-                            "unterminated string in expression",
-                            "close the string with the same quote",
-                        );
-                        None
-                    }
-                }
-            }
-            b'0'..=b'9' | b'-' => {
-                let mut end = start + 1;
-                while end < bytes.len() && bytes[end].is_ascii_digit() {
-                    end += 1;
-                }
-                self.pos = end;
-                match self.src[start..end].parse::<i64>() {
-                    Ok(n) => Some(Expr::Lit(Scalar::Int(n))),
-                    Err(_) => {
-                        self.fail(
-                            start,
-                            end,
-                            "invalid number",
-                            "write a whole number such as 42",
-                        );
-                        None
-                    }
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let mut end = start;
-                while end < bytes.len()
-                    && (bytes[end].is_ascii_alphanumeric()
-                        || bytes[end] == b'_'
-                        || bytes[end] == b'.')
-                {
-                    end += 1;
-                }
-                self.pos = end;
-                let path = &self.src[start..end];
-                match path {
-                    "true" => return Some(Expr::Lit(Scalar::Bool(true))),
-                    "false" => return Some(Expr::Lit(Scalar::Bool(false))),
-                    _ => {}
-                }
-                if let Some(name) = path.strip_prefix("prop.") {
-                    if name.is_empty() || name.contains('.') {
-                        self.fail(
-                            start,
-                            end,
-                            "a property reference is `prop.NAME`",
-                            "name one property, e.g. `prop.branch`",
-                        );
-                        return None;
-                    }
-                    let sp = self.span(start, end);
-                    self.props.push(PropRef {
-                        name: name.to_string(),
-                        span: sp,
-                    });
-                    return Some(Expr::Prop(name.to_string()));
-                }
-                let help = if BUILTIN_PROPERTIES.contains(&path) {
-                    format!("build properties are written `prop.{path}`")
-                } else {
-                    "build properties are written `prop.NAME`; compile-time variables are declared with `let NAME=…`".to_string()
-                };
-                self.fail_code(
-                    Code::UnknownReference,
-                    start,
-                    end,
-                    format!("unknown name `{path}` in expression"),
-                    help,
-                );
-                None
-            }
-            _ => {
-                let n = self.char_len();
-                self.fail(
-                    start,
-                    start + n,
-                    "unexpected character in expression",
-                    "an expression is a property (`prop.NAME`), a literal ('text', 42, true) or a comparison joined with && and ||",
-                );
-                None
-            }
-        }
-    }
-}
-
 /// Collects the `prop.NAME` uses of an already-lowered text (for tests and tools).
 pub fn props_of(text: &Text) -> Vec<&str> {
-    fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
-        match e {
-            Expr::Prop(p) => out.push(p),
-            Expr::Lit(_) => {}
-            Expr::Not(e) => walk(e, out),
-            Expr::And(b)
-            | Expr::Or(b)
-            | Expr::Eq(b)
-            | Expr::Ne(b)
-            | Expr::Lt(b)
-            | Expr::Le(b)
-            | Expr::Gt(b)
-            | Expr::Ge(b) => {
-                walk(&b[0], out);
-                walk(&b[1], out);
-            }
-        }
-    }
     let mut out = Vec::new();
     for p in &text.0 {
         if let Part::Expr(e) = p {
-            walk(e, &mut out);
+            props_in(e, &mut out);
         }
     }
     out
+}
+
+/// The `prop.NAME` uses of a run-time expression, in order.
+pub fn props_in<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
+    each_prop(e, &mut |p| out.push(p));
+}
+
+/// Calls `f` with the name of each `prop.NAME` of `e`, in order.
+pub fn each_prop<'a>(e: &'a Expr, f: &mut impl FnMut(&'a str)) {
+    match e {
+        Expr::Prop(p) => f(p),
+        Expr::Lit(_) => {}
+        Expr::Not(e) => each_prop(e, f),
+        Expr::And(b)
+        | Expr::Or(b)
+        | Expr::Eq(b)
+        | Expr::Ne(b)
+        | Expr::Lt(b)
+        | Expr::Le(b)
+        | Expr::Gt(b)
+        | Expr::Ge(b) => {
+            each_prop(&b[0], f);
+            each_prop(&b[1], f);
+        }
+    }
 }

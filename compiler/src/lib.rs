@@ -100,7 +100,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
         ex.declare(d);
     }
     let doc = ex.expand(docs);
-    let (spans, mut ediags) = ex.finish();
+    let (spans, mut ediags, run_parts) = ex.finish();
     diags.append(&mut ediags);
     let mut cx = reader::Cx {
         file: FileId(0),
@@ -109,10 +109,13 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
             spans: &spans,
         },
         diags: Vec::new(),
+        run_parts,
     };
     let model = decode::decode(&mut cx, &doc);
-    // The tree is the largest structure; free it before checking.
+    // The tree is the largest structure; free it before checking, with the
+    // run-time parts of strings no run-time setting read.
     drop(doc);
+    drop(std::mem::take(&mut cx.run_parts));
     diags.append(&mut cx.diags);
     check::check(FileId(0), &model, &mut diags);
     let errors = diags.iter().any(|d| d.severity == Severity::Error);

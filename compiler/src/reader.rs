@@ -7,6 +7,7 @@
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::graph::{Credential, Scalar};
+use crate::interp::RunParts;
 use crate::source::{FileId, SrcText};
 use crate::syntax::{Entry, Node, Span, Value};
 
@@ -14,6 +15,9 @@ pub struct Cx<'a> {
     pub file: FileId,
     pub source: SrcText<'a>,
     pub diags: Vec<Diagnostic>,
+    /// The run-time parts expansion left in strings; each is taken out
+    /// when its string is read.
+    pub run_parts: RunParts,
 }
 
 impl Cx<'_> {

@@ -1,0 +1,212 @@
+//! Reporters and the build results they report.
+
+use super::*;
+
+pub(super) fn when_list(cx: &mut Cx, r: &mut NodeReader, default: &[When]) -> Vec<When> {
+    let mut out = Vec::new();
+    for n in r.kids("when") {
+        let mut wr = NodeReader::new(n);
+        for e in wr.rest_args(0) {
+            if let Some(w) = cx.choice(e, "`when` value", &When::ALL) {
+                if !out.contains(&w) {
+                    out.push(w);
+                }
+            }
+        }
+        wr.finish(cx);
+    }
+    if out.is_empty() {
+        out.extend_from_slice(default);
+    }
+    out
+}
+
+pub(super) fn reporter(
+    cx: &mut Cx,
+    r: &mut NodeReader,
+    name: String,
+    name_span: Span,
+) -> Option<ReporterDecl> {
+    #[derive(Clone, Copy)]
+    enum K {
+        Mail,
+        Http,
+        Github,
+        Gitlab,
+        Gitea,
+        Irc,
+    }
+    let k = kind_of(
+        cx,
+        r,
+        "reporter",
+        &[
+            ("mail", K::Mail),
+            ("http", K::Http),
+            ("github-status", K::Github),
+            ("gitlab-status", K::Gitlab),
+            ("gitea-status", K::Gitea),
+            ("irc", K::Irc),
+        ],
+    );
+    let selector = selector(cx, r);
+    let k = k?;
+    let require = |cx: &mut Cx, r: &NodeReader, what: &str, example: &str| {
+        if !has_kid(r.node, what) {
+            cx.err(
+                Code::MissingValue,
+                r.node.name.span,
+                format!("this reporter needs `{what}`"),
+            )
+            .label(format!("no `{what}`"))
+            .help(format!("add `{example}` inside the block"))
+            .emit();
+        }
+    };
+    let kind = match k {
+        K::Mail => {
+            let smtp = r.kid_with(cx, "smtp", "smtp \"127.0.0.1:25\"", |cx, e| {
+                host_port(cx, e, "SMTP server", "smtp.example.org:587")
+            });
+            require(cx, r, "smtp", "smtp \"smtp.example.org:587\"");
+            let from = r.kid_string(cx, "from").map(|s| s.0);
+            require(cx, r, "from", "from \"ci@example.org\"");
+            let to: Vec<String> = r.kid_strings(cx, "to").into_iter().map(|s| s.0).collect();
+            require(cx, r, "to", "to \"dev@example.org\"");
+            let when = when_list(cx, r, &[When::Failing]);
+            let subject = r
+                .kid_with(
+                    cx,
+                    "subject",
+                    "subject \"{{builder}}: {{result}}\"",
+                    handlebars_template,
+                )
+                .unwrap_or_else(|| "{{builder}}: {{result}} on {{branch}}".into());
+            let body = r
+                .kid_with(cx, "body", "body \"…\"", handlebars_template)
+                .unwrap_or_else(|| {
+                    "Build {{number}} of {{builder}} finished: {{result}}.\n{{url}}\n".into()
+                });
+            let username = r.kid_string(cx, "username").map(|s| s.0);
+            let password = r.kid_with(cx, "password", "password (secret)\"smtp\"", |cx, e| {
+                credential(cx, e, "the SMTP password")
+            });
+            ReporterKind::Mail {
+                smtp: smtp.unwrap_or_default(),
+                from: from.unwrap_or_default(),
+                to,
+                when,
+                subject,
+                body,
+                username,
+                password,
+            }
+        }
+        K::Http => {
+            let url = r.kid_with(
+                cx,
+                "url",
+                "url \"https://hooks.example.org/ci\"",
+                |cx, e| http_url(cx, e, "push URL"),
+            );
+            require(cx, r, "url", "url \"https://hooks.example.org/ci\"");
+            let template = r.kid_with(
+                cx,
+                "template",
+                "template \"{\\\"text\\\": \\\"{{builder}}\\\"}\"",
+                handlebars_template,
+            );
+            let when = when_list(cx, r, &[When::All]);
+            ReporterKind::HttpPush {
+                url: url.unwrap_or_default(),
+                template,
+                when,
+            }
+        }
+        K::Github | K::Gitlab | K::Gitea => {
+            let token = r.kid_with(cx, "token", "token (secret)\"api-token\"", |cx, e| {
+                credential(cx, e, "the API token")
+            });
+            require(cx, r, "token", "token (secret)\"api-token\"");
+            let api = r.kid_with(
+                cx,
+                "api-url",
+                "api-url \"https://gitea.example.org/api/v1\"",
+                |cx, e| http_url(cx, e, "API URL"),
+            );
+            let context = r
+                .kid_string(cx, "context")
+                .map(|s| s.0)
+                .unwrap_or_else(|| "bbc/{{builder}}".into());
+            let token = token.unwrap_or(Credential::Secret {
+                secret: String::new(),
+            });
+            match k {
+                K::Github => ReporterKind::GithubStatus {
+                    token,
+                    api_url: api.unwrap_or_else(|| "https://api.github.com".into()),
+                    context,
+                },
+                K::Gitlab => ReporterKind::GitlabStatus {
+                    token,
+                    api_url: api.unwrap_or_else(|| "https://gitlab.com/api/v4".into()),
+                    context,
+                },
+                _ => {
+                    require(
+                        cx,
+                        r,
+                        "api-url",
+                        "api-url \"https://gitea.example.org/api/v1\"",
+                    );
+                    ReporterKind::GiteaStatus {
+                        token,
+                        api_url: api.unwrap_or_default(),
+                        context,
+                    }
+                }
+            }
+        }
+        K::Irc => {
+            let server = r.kid_with(cx, "server", "server \"irc.libera.chat:6697\"", |cx, e| {
+                host_port(cx, e, "IRC server", "irc.libera.chat:6697")
+            });
+            require(cx, r, "server", "server \"irc.libera.chat:6697\"");
+            let nick = r
+                .kid_string(cx, "nick")
+                .map(|s| s.0)
+                .unwrap_or_else(|| "bbc".into());
+            let channels: Vec<String> = r
+                .kid_strings(cx, "channel")
+                .into_iter()
+                .map(|s| s.0)
+                .collect();
+            require(cx, r, "channel", "channel \"#project\"");
+            let when = when_list(cx, r, &[When::Failing, When::Change]);
+            let password = r.kid_with(cx, "password", "password (secret)\"irc\"", |cx, e| {
+                credential(cx, e, "the IRC password")
+            });
+            let tls = r
+                .kid_with(cx, "tls", "tls #true", |cx, e| cx.boolean(e))
+                .unwrap_or(true);
+            ReporterKind::Irc {
+                server: server.unwrap_or_default(),
+                nick,
+                channels,
+                when,
+                password,
+                tls,
+            }
+        }
+    };
+    Some(ReporterDecl {
+        item: Reporter {
+            name,
+            builders: vec![],
+            kind,
+            hash: String::new(),
+        },
+        name_span,
+        selector,
+    })
+}

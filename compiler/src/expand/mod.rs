@@ -1,0 +1,296 @@
+//! Expansion: the pre-pass between parsing and decoding.
+//!
+//! It reads `let`, `template` and `import` declarations, substitutes
+//! compile-time values into every string (`${{ name }}`), evaluates `when=`,
+//! and expands `use` and `matrix` into plain nodes. The result is an
+//! ordinary document that `decode` reads as if it had been written out,
+//! plus the run-time expressions left in its strings, as values
+//! ([`crate::interp::RunParts`], which says why a side table).
+//!
+//! Expanded copies keep spans into the text they were copied from: every
+//! copy gets a fresh range of the global offset space ([`SpanMap`]) that
+//! maps back to the template body or matrix child and remembers the call
+//! site, so a diagnostic inside a template points at the body *and* the use.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::diagnostic::{did_you_mean, Code, Diagnostic};
+use crate::expr::{self, Env, Error, Out, Val};
+use crate::interp::{RunPart, RunParts, StrMap, BARE};
+use crate::source::{FileId, Origin, SourceMap, SpanMap};
+use crate::syntax::{Children, Document, Entry, Ident, Node, Span, Value};
+
+/// Names that are declarations, not entities.
+pub const DECLARATIONS: &[&str] = &["import", "let", "template", "matrix", "use"];
+
+/// At most this many matrix combinations (a typo guard, not a limit of the
+/// compiler: expansion is linear).
+pub const MAX_COMBINATIONS: usize = 100_000;
+/// Template uses nest at most this deep.
+const MAX_DEPTH: usize = 32;
+
+mod copy;
+mod decl;
+mod eval;
+mod matrix;
+mod merge;
+mod template;
+
+use decl::*;
+pub use merge::merge;
+
+pub struct Expander<'a> {
+    sources: &'a SourceMap,
+    spans: RefCell<SpanMap>,
+    diags: RefCell<Vec<Diagnostic>>,
+    lets: RefCell<HashMap<String, LetState>>,
+    let_order: Vec<String>,
+    templates: std::collections::BTreeMap<String, Template>,
+    resolved: RefCell<HashMap<String, Option<Rc<Resolved>>>>,
+    resolving: RefCell<Vec<String>>,
+    depth: RefCell<usize>,
+    notes: RefCell<HashMap<String, Rc<str>>>,
+    /// The run-time expressions left in strings, for the decoder.
+    run_parts: RefCell<RunParts>,
+}
+
+/// Where names come from while evaluating.
+struct Scope<'e, 'a> {
+    ex: &'e Expander<'a>,
+    locals: &'e [(String, Val)],
+    runtime: bool,
+}
+
+impl Env for Scope<'_, '_> {
+    fn lookup(&self, name: &str, start: usize, end: usize) -> Result<Val, Error> {
+        if let Some((_, v)) = self.locals.iter().rev().find(|(n, _)| n == name) {
+            return Ok(v.clone());
+        }
+        self.ex.global(name, start, end, self)
+    }
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.locals.iter().map(|(n, _)| n.clone()).collect();
+        v.extend(self.ex.let_order.iter().cloned());
+        v
+    }
+    fn runtime_ok(&self) -> bool {
+        self.runtime
+    }
+}
+
+fn string_of(e: &Entry) -> Option<&str> {
+    match &e.value {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn args(n: &Node) -> impl Iterator<Item = &Entry> {
+    n.entries.iter().filter(|e| e.name.is_none())
+}
+
+fn prop<'n>(n: &'n Node, name: &str) -> Option<&'n Entry> {
+    n.entries
+        .iter()
+        .rev()
+        .find(|e| e.name.as_ref().is_some_and(|k| k.value == name))
+}
+
+fn kids(n: &Node) -> &[Node] {
+    n.children
+        .as_ref()
+        .map(|c| c.nodes.as_slice())
+        .unwrap_or(&[])
+}
+
+fn to_value(v: &Val) -> Option<Value> {
+    Some(match v {
+        Val::Null => Value::Null,
+        // Text: the reader takes an interpolated "4" where an integer goes.
+        Val::Bool(b) => Value::String(b.to_string()),
+        Val::Int(i) => Value::String(i.to_string()),
+        Val::Str(s) => Value::String(s.to_string()),
+        _ => return None,
+    })
+}
+
+impl<'a> Expander<'a> {
+    pub fn new(sources: &'a SourceMap, spans: SpanMap) -> Self {
+        Expander {
+            sources,
+            spans: RefCell::new(spans),
+            diags: RefCell::new(Vec::new()),
+            lets: RefCell::new(HashMap::new()),
+            let_order: Vec::new(),
+            templates: Default::default(),
+            resolved: RefCell::new(HashMap::new()),
+            resolving: RefCell::new(Vec::new()),
+            depth: RefCell::new(0),
+            notes: RefCell::new(HashMap::new()),
+            run_parts: RefCell::new(RunParts::default()),
+        }
+    }
+
+    pub fn finish(self) -> (SpanMap, Vec<Diagnostic>, RunParts) {
+        (self.spans.into_inner(), self.diags.into_inner(), {
+            let mut parts = self.run_parts.into_inner();
+            parts.seal();
+            parts
+        })
+    }
+
+    fn emit(&self, d: Diagnostic) {
+        self.diags.borrow_mut().push(d);
+    }
+
+    fn err(&self, code: Code, span: Span, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(code, FileId(0), span, msg)
+    }
+
+    fn strmap(&self, token: Span, value: &str) -> StrMap {
+        let text = self.spans.borrow().slice(self.sources, token);
+        StrMap::from_token_text(text, token, value)
+    }
+
+    fn report(&self, e: Error, map: &StrMap, offset: usize) {
+        if e.silent {
+            return;
+        }
+        let d = self
+            .err(
+                e.code,
+                map.span(offset + e.start, offset + e.end),
+                e.message,
+            )
+            .label(e.label)
+            .help(e.help);
+        self.emit(d);
+    }
+
+    fn note(&self, text: String) -> Rc<str> {
+        self.notes
+            .borrow_mut()
+            .entry(text)
+            .or_insert_with_key(|k| Rc::from(k.as_str()))
+            .clone()
+    }
+
+    /// Expands a whole document (all files, in load order) into plain nodes.
+    pub fn expand(&self, docs: Vec<Document>) -> Document {
+        self.force_lets();
+        let mut out = Vec::new();
+        let scope = Scope {
+            ex: self,
+            locals: &[],
+            runtime: true,
+        };
+        for doc in docs {
+            for n in doc.nodes {
+                match n.name.value.as_str() {
+                    "let" | "template" | "import" => {}
+                    "matrix" => self.matrix(&n, &scope, &mut out),
+                    _ => self.node(n, &scope, &mut out, None),
+                }
+            }
+        }
+        Document { nodes: out }
+    }
+
+    fn node(&self, mut n: Node, scope: &Scope, out: &mut Vec<Node>, parent: Option<&str>) {
+        if let Some(i) = n
+            .entries
+            .iter()
+            .position(|e| e.name.as_ref().is_some_and(|k| k.value == "when"))
+        {
+            let e = n.entries.remove(i);
+            if self.condition(&e, scope) == Some(false) {
+                return;
+            }
+        }
+        if n.name.value == "use" && (parent.is_none() || parent == Some("steps")) {
+            self.use_template(&n, scope, out, parent);
+            return;
+        }
+        if parent.is_none() && n.name.value == "matrix" {
+            self.matrix(&n, scope, out);
+            return;
+        }
+        let entries = std::mem::take(&mut n.entries);
+        let mut kept = Vec::with_capacity(entries.len());
+        for mut e in entries {
+            let cond = e
+                .name
+                .as_ref()
+                .is_some_and(|k| k.value == "do-step-if" || k.value == "hide-step-if");
+            if cond {
+                self.runtime_condition(&mut e, scope);
+            }
+            if let Value::String(s) = &e.value {
+                let v = match self.interp(s, e.value_span, scope, true) {
+                    Ok(v) => v,
+                    Err(text) => {
+                        e.value = Value::String(text);
+                        None
+                    }
+                };
+                if let Some(v) = v {
+                    match (&v, e.name.is_none()) {
+                        // `${{ optional }}` that is null: the entry is left out.
+                        (Val::Null, _) => continue,
+                        // A list as an argument: one argument per item.
+                        (Val::List(items), true) => {
+                            for i in items.iter() {
+                                let mut x = e.clone();
+                                match to_value(i) {
+                                    Some(val) => x.value = val,
+                                    None => {
+                                        self.list_as_value(&e, i);
+                                        continue;
+                                    }
+                                }
+                                kept.push(x);
+                            }
+                            continue;
+                        }
+                        _ => match to_value(&v) {
+                            Some(x) => e.value = x,
+                            None => {
+                                self.list_as_value(&e, &v);
+                                e.value = Value::String(String::new());
+                            }
+                        },
+                    }
+                }
+            }
+            kept.push(e);
+        }
+        n.entries = kept;
+        if let Some(c) = &mut n.children {
+            let name = n.name.value.as_str();
+            let nodes = std::mem::take(&mut c.nodes);
+            let mut kept = Vec::with_capacity(nodes.len());
+            for k in nodes {
+                self.node(k, scope, &mut kept, Some(name));
+            }
+            c.nodes = kept;
+        }
+        out.push(n);
+    }
+
+    fn list_as_value(&self, e: &Entry, v: &Val) {
+        self.emit(
+            self.err(Code::TypeMismatch, e.value_span, format!("{} cannot be used as a value here", v.type_name()))
+                .label("not a scalar")
+                .help("interpolate a field (`${{ b.name }}`); a list spreads into several arguments only as a whole argument, and not as a property"),
+        );
+    }
+}
+
+fn expr_keyword(s: &str) -> bool {
+    matches!(
+        s,
+        "if" | "then" | "else" | "in" | "true" | "false" | "null" | "prop"
+    )
+}
