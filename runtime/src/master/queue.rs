@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bbc_graph::Builder;
 use tokio::sync::watch;
 
-pub use crate::state::queue::{in_downtime, update, Entry, HeldLocks, Queue, Running, Wake};
+use crate::state::queue::{in_downtime, update, Entry, Running};
 use crate::state::{now_ms, Shared};
 use crate::store::{Millis, NewBuild, StoreError};
 
@@ -262,7 +262,8 @@ fn still_pending(store: &dyn crate::store::Store, ids: &[u64]) -> crate::store::
 
 #[cfg(test)]
 mod tests {
-    use super::{still_pending, HeldLocks, Queue, Wake};
+    use super::still_pending;
+    use crate::state::queue::{HeldLocks, Queue, Wake};
     use crate::store::conformance::TempDir;
     use crate::store::{NewBuild, NewBuildSet, RedbStore, Store, StoreError};
 

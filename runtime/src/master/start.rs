@@ -114,7 +114,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     let worker_addr = wl.local_addr().map_err(|e| e.to_string())?;
     let http_addr = hl.local_addr().map_err(|e| e.to_string())?;
     let (stop, shutdown) = watch::channel(false);
-    let mut q = queue::Queue::default();
+    let mut q = crate::state::queue::Queue::default();
     for (r, set) in pending {
         q.add(r, set);
     }

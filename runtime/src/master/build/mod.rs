@@ -23,10 +23,10 @@ use bbc_graph::{BuildResult, Builder, Command, Scalar, Step, StepKind};
 use tokio::sync::watch;
 
 use super::properties::worst;
-use super::queue::{self, HeldLocks, Wake};
 use crate::protocol::WireCommand;
 use crate::secrets::Redactor;
 use crate::state::connection::WorkerConn;
+use crate::state::queue::{self, HeldLocks, Wake};
 use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildSet, Properties, StepRecord};
 use record::{StepEnd, StepStart, StepWrite};
