@@ -2,7 +2,9 @@
 //! it — the master (worker listener, build queue, builds, HTTP API, store)
 //! and the worker.
 
+pub mod backup;
 pub mod changes;
+pub mod control;
 pub mod glob;
 pub mod http;
 pub mod master;

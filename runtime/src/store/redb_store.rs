@@ -27,6 +27,7 @@ use super::{
     Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store, StoreError,
     WorkerRecord,
 };
+use super::BackupReport;
 use commit::Group;
 use records::{
     builder_ids_desc, collect_page, db_err, decode, encode, get_record, ids_desc, must_get,
@@ -37,6 +38,7 @@ use tables::{
     REQUESTS_BY_BUILDER, REQUESTS_BY_BUILDSET, RUNNING, STATE, STEPS, WORKERS,
 };
 
+mod backup;
 mod commit;
 mod logs;
 mod pending;
@@ -619,5 +621,9 @@ impl Store for RedbStore {
             }
             Ok(())
         })
+    }
+
+    fn backup(&self, out: &Path) -> Result<BackupReport> {
+        backup::backup(self, out)
     }
 }
