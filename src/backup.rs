@@ -65,7 +65,10 @@ fn print_report(out: &Path, by: &str, r: &BackupReport) {
         "  logs:   {} step logs, {} bytes ({} of steps running at the snapshot, copied as far as written)",
         r.logs, r.log_bytes, r.logs_running
     );
-    println!("  files:  {} uploaded files, {} bytes", r.files, r.file_bytes);
+    println!(
+        "  files:  {} uploaded files, {} bytes",
+        r.files, r.file_bytes
+    );
     println!(
         "restore: start a master with `--state {}` (secrets are not in the backup)",
         out.display()

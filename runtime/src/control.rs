@@ -35,11 +35,17 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "kebab-case")]
 pub enum Answer {
-    Done { report: BackupReport },
+    Done {
+        report: BackupReport,
+    },
     /// The request cannot be carried out as asked (nothing was done).
-    Refused { error: String },
+    Refused {
+        error: String,
+    },
     /// It failed on the way (nothing was left behind).
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 impl From<Result<BackupReport, BackupError>> for Answer {
@@ -145,11 +151,8 @@ async fn handle(
     let (r, mut w) = sock.into_split();
     let mut line = String::new();
     let mut r = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_LINE));
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        r.read_line(&mut line),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(30), r.read_line(&mut line)).await;
     let answer = match read {
         Err(_) => Answer::Refused {
             error: "no request within 30 s".into(),
@@ -171,7 +174,9 @@ async fn handle(
                 .await
                 .unwrap_or_else(|e| Err(BackupError::Failed(format!("backup task failed: {e}"))));
                 match &r {
-                    Ok(rep) => tracing::info!(out = %out.display(), builds = rep.builds, logs = rep.logs, "backup done"),
+                    Ok(rep) => {
+                        tracing::info!(out = %out.display(), builds = rep.builds, logs = rep.logs, "backup done")
+                    }
                     Err(e) => tracing::warn!(out = %out.display(), "backup not taken: {e}"),
                 }
                 r.into()
@@ -210,7 +215,9 @@ pub fn request(state_dir: &Path, req: &Request) -> Result<Answer, ClientError> {
             )))
         }
     };
-    let io = |e: std::io::Error| ClientError::Io(format!("talking to the master at {}: {e}", path.display()));
+    let io = |e: std::io::Error| {
+        ClientError::Io(format!("talking to the master at {}: {e}", path.display()))
+    };
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Io(e.to_string()))?;
     line.push('\n');
     sock.write_all(line.as_bytes()).map_err(io)?;

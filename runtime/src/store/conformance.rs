@@ -60,10 +60,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("workers: connected, disconnected, reconnected", workers),
     ("scheduler state: get and put", state),
     ("persistence: everything survives a reopen", persistence),
-    (
-        "backup: a consistent copy that opens as a store",
-        backup,
-    ),
+    ("backup: a consistent copy that opens as a store", backup),
 ];
 
 /// Runs every check, each against a fresh store in its own empty directory.
@@ -985,18 +982,32 @@ fn backup(open: Open<'_>, dir: &Path) {
     assert_eq!(got.0.len(), 2, "changes as of the backup");
     assert_eq!(got.3.len(), 2);
     let running = got.3.iter().find(|b| b.id == 2).unwrap();
-    assert_eq!(running.state_string, "running test", "a waiting build state is copied");
+    assert_eq!(
+        running.state_string, "running test",
+        "a waiting build state is copied"
+    );
     assert_eq!(got.4 .0[0].finished_at, Some(15));
     assert_eq!(got.4 .1[0].name, "test", "a waiting step record is copied");
-    assert_eq!(got.5 .0, b"done\n", "a finished step's log, cut at its length");
-    assert_eq!(got.5 .1, b"half a log", "a running step's log as written then");
+    assert_eq!(
+        got.5 .0, b"done\n",
+        "a finished step's log, cut at its length"
+    );
+    assert_eq!(
+        got.5 .1, b"half a log",
+        "a running step's log as written then"
+    );
     assert_eq!(got.6.len(), 1);
     assert_eq!(
         copy.get_state("scheduler:ci").unwrap().as_deref(),
         Some(&b"{\"collected\":[1]}"[..])
     );
     assert_eq!(
-        (report.builds, report.logs, report.log_bytes, report.logs_running),
+        (
+            report.builds,
+            report.logs,
+            report.log_bytes,
+            report.logs_running
+        ),
         (2, 2, 15, 1)
     );
     assert!(report.records > 0);

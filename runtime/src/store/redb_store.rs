@@ -22,12 +22,12 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use bbc_graph::BuildResult;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::BackupReport;
 use super::{
     Build, BuildFilter, BuildRequest, BuildSet, Change, Millis, NewBuild, NewBuildSet, NewChange,
     Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store, StoreError,
     WorkerRecord,
 };
-use super::BackupReport;
 use commit::Group;
 use records::{
     builder_ids_desc, collect_page, db_err, decode, encode, get_record, ids_desc, must_get,

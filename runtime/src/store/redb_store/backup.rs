@@ -14,8 +14,8 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-    Value, WriteTransaction,
+    Database, Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle, Value, WriteTransaction,
 };
 
 use super::records::{db_err, decode};
@@ -115,7 +115,12 @@ fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64> {
             )));
         }
     }
-    if from.list_multimap_tables().map_err(db_err)?.next().is_some() {
+    if from
+        .list_multimap_tables()
+        .map_err(db_err)?
+        .next()
+        .is_some()
+    {
         return Err(StoreError::Corrupt(
             "the store has a multimap table this bbc does not know; it cannot back it up".into(),
         ));
@@ -191,13 +196,8 @@ fn copy_log(
             .map_err(|e| io("reading the length of", &src, e))?
             .len(),
     };
-    let copied = std::io::copy(&mut file.take(limit), &mut to).map_err(|e| {
-        io(
-            &format!("copying {} to", src.display()),
-            &dst,
-            e,
-        )
-    })?;
+    let copied = std::io::copy(&mut file.take(limit), &mut to)
+        .map_err(|e| io(&format!("copying {} to", src.display()), &dst, e))?;
     to.sync_all().map_err(|e| io("syncing", &dst, e))?;
     report.logs += 1;
     report.log_bytes += copied;
@@ -217,7 +217,9 @@ fn sync_tree(dir: &Path) -> Result<()> {
     };
     for entry in entries {
         let entry = entry.map_err(|e| io("reading", dir, e))?;
-        let ty = entry.file_type().map_err(|e| io("reading", &entry.path(), e))?;
+        let ty = entry
+            .file_type()
+            .map_err(|e| io("reading", &entry.path(), e))?;
         if ty.is_dir() {
             sync_tree(&entry.path())?;
         }
