@@ -125,6 +125,23 @@ fn a_backup_taken_while_the_master_runs_restores_into_a_new_master() {
     });
 
     let state = dir.join("state");
+    // The control socket: only the master's user may connect; a line that
+    // is not a request is answered with a refusal, not a dropped connection.
+    {
+        use std::io::{BufRead, Write};
+        use std::os::unix::fs::PermissionsExt;
+        let sock = state.join("control.sock");
+        let mode = std::fs::metadata(&sock).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o600));
+        let mut c =
+            std::os::unix::net::UnixStream::connect(&sock).unwrap_or_else(|e| panic!("{e}"));
+        c.write_all(b"hello\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut answer = String::new();
+        std::io::BufReader::new(c)
+            .read_line(&mut answer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(answer.contains(r#""answer":"refused""#), "{answer}");
+    }
     let restored = temp_dir("backup-live-restored");
     let out = restored.join("state");
     let o = backup(&state, &out);
