@@ -26,6 +26,9 @@ use super::tables::{
 use super::{RedbStore, DB_FILE};
 use crate::store::{BackupReport, Result, StepRecord, StoreError};
 
+/// redb cache of the copy being written.
+const COPY_CACHE: usize = 32 << 20;
+
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
@@ -57,7 +60,13 @@ pub(super) fn backup(store: &RedbStore, out: &Path) -> Result<BackupReport> {
     let snapshot = store.read()?;
     let mut report = BackupReport::default();
     let db_path = out.join(DB_FILE);
-    let copy = Database::builder().create(&db_path).map_err(db_err)?;
+    // A small cache: the copy is written once and never read here, and
+    // its memory is the running master's (redb's default is 1 GiB, and
+    // it spills dirty pages to the file past its share of the cache).
+    let copy = Database::builder()
+        .set_cache_size(COPY_CACHE)
+        .create(&db_path)
+        .map_err(db_err)?;
     let txn = copy.begin_write().map_err(db_err)?;
     report.records = copy_tables(&snapshot, &txn)?;
     let logs = logs_of(&snapshot, &mut report)?;
