@@ -228,6 +228,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: DiffFormat,
     },
+    /// Copy a master's state (store, step logs, uploads) while it runs
+    Backup {
+        /// The master's state directory
+        state: String,
+        /// A new directory for the copy (must not exist)
+        out: String,
+    },
     /// Builders, running builds with ETA, workers
     Status {
         #[arg(long, default_value_t = crate::client::default_url())]
@@ -334,6 +341,7 @@ pub fn run() -> ExitCode {
             props: &props,
         }),
         Command::Status { url } => crate::client::status(&url),
+        Command::Backup { state, out } => crate::backup::backup(&state, &out),
         Command::Apply {
             config,
             master,

@@ -4,6 +4,7 @@
 //! The benchmarks are a separate binary, `bbc-bench` (bench/).
 
 mod apply;
+mod backup;
 mod check;
 mod cli;
 mod client;

@@ -8,7 +8,9 @@ mod fixtures;
 
 pub mod api_error;
 pub mod auth;
+pub mod backup;
 pub mod changes;
+pub mod control;
 pub mod glob;
 pub mod http;
 pub mod master;

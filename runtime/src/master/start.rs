@@ -185,6 +185,13 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         clock,
         prepared,
     )));
+    // The control socket (`bbc backup`; control.rs). The store is open, so
+    // a socket file already there is a dead master's. A master without it
+    // still runs: `bbc backup` then says it cannot reach it.
+    match crate::control::bind(&cfg.state_dir) {
+        Ok(l) => tasks.push(tokio::spawn(crate::control::serve(shared.clone(), l))),
+        Err(e) => tracing::warn!("no control socket in {}: {e}", cfg.state_dir.display()),
+    }
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {
         worker_addr,

@@ -60,6 +60,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("workers: connected, disconnected, reconnected", workers),
     ("scheduler state: get and put", state),
     ("persistence: everything survives a reopen", persistence),
+    ("backup: a consistent copy that opens as a store", backup),
 ];
 
 /// Runs every check, each against a fresh store in its own empty directory.
@@ -924,4 +925,99 @@ fn persistence(open: Open<'_>, dir: &Path) {
     let s = open(dir);
     assert_eq!(req(s.as_ref(), 1).state, RequestState::Pending);
     assert_eq!(s.build(3).unwrap().unwrap().state_string, "interrupted");
+}
+
+fn backup(open: Open<'_>, dir: &Path) {
+    let s = open(dir);
+    for n in 1..=2 {
+        s.add_change(change(n), n).unwrap();
+    }
+    s.add_buildset(buildset("a", 1), &builders(&["lin", "win"]))
+        .unwrap(); // requests 1, 2
+    s.start_build(new_build("lin", &[1], 10)).unwrap(); // 1: finished
+    s.start_build(new_build("win", &[2], 10)).unwrap(); // 2: running
+    s.append_log(1, 0, b"done\n").unwrap();
+    let mut done = step(0, "compile");
+    done.finished_at = Some(15);
+    done.result = Some(BuildResult::Success);
+    done.log_len = 5;
+    s.put_step(1, &done).unwrap();
+    s.finish_build(1, BuildResult::Success, 20).unwrap();
+    // Bytes past the length the finished step's record gives are not part
+    // of the snapshot (they cannot happen in a master; here they show
+    // where the copy cuts).
+    s.append_log(1, 0, b"stray").unwrap();
+    // A running build: its step record and state wait to be stored
+    // (a backend may keep them in memory); its log is being written.
+    s.put_step(2, &step(0, "test")).unwrap();
+    s.set_build_state(2, "running test", &props(&[("n", Scalar::Int(1))]))
+        .unwrap();
+    s.append_log(2, 0, b"half a log").unwrap();
+    s.worker_connected("w1", &BTreeMap::new(), 5).unwrap();
+    s.put_state("scheduler:ci", b"{\"collected\":[1]}").unwrap();
+
+    let out = TempDir::new();
+    let report = s.backup(out.path()).unwrap();
+    // Afterwards the original goes on; the copy does not follow.
+    s.append_log(2, 0, b", and more").unwrap();
+    s.add_change(change(3), 3).unwrap();
+    s.put_state("scheduler:ci", b"later").unwrap();
+    let snapshot = |s: &dyn Store| {
+        (
+            s.changes(Page::default()).unwrap(),
+            s.buildset(1).unwrap(),
+            s.requests(&RequestFilter::default(), Page::default())
+                .unwrap(),
+            s.builds(&BuildFilter::default(), Page::default()).unwrap(),
+            (s.steps(1).unwrap(), s.steps(2).unwrap()),
+            (
+                s.read_log(1, 0, 0, 100).unwrap(),
+                s.read_log(2, 0, 0, 100).unwrap(),
+            ),
+            s.workers().unwrap(),
+        )
+    };
+    let copy = open(out.path());
+    let got = snapshot(copy.as_ref());
+    assert_eq!(got.0.len(), 2, "changes as of the backup");
+    assert_eq!(got.3.len(), 2);
+    let running = got.3.iter().find(|b| b.id == 2).unwrap();
+    assert_eq!(
+        running.state_string, "running test",
+        "a waiting build state is copied"
+    );
+    assert_eq!(got.4 .0[0].finished_at, Some(15));
+    assert_eq!(got.4 .1[0].name, "test", "a waiting step record is copied");
+    assert_eq!(
+        got.5 .0, b"done\n",
+        "a finished step's log, cut at its length"
+    );
+    assert_eq!(
+        got.5 .1, b"half a log",
+        "a running step's log as written then"
+    );
+    assert_eq!(got.6.len(), 1);
+    assert_eq!(
+        copy.get_state("scheduler:ci").unwrap().as_deref(),
+        Some(&b"{\"collected\":[1]}"[..])
+    );
+    assert_eq!(
+        (
+            report.builds,
+            report.logs,
+            report.log_bytes,
+            report.logs_running
+        ),
+        (2, 2, 15, 1)
+    );
+    assert!(report.records > 0);
+    // The copy is a store of its own: counters and numbers go on from the
+    // snapshot, and its running build is there to be interrupted.
+    assert_eq!(copy.add_change(change(9), 9).unwrap().id, 3);
+    assert_eq!(copy.interrupt_running(30).unwrap(), [2]);
+    assert_eq!(req(copy.as_ref(), 2).state, RequestState::Pending);
+    drop(copy);
+    // Taking the backup changed nothing in the original.
+    assert_eq!(s.changes(Page::default()).unwrap().len(), 3);
+    assert_eq!(s.read_log(2, 0, 0, 100).unwrap(), b"half a log, and more");
 }

@@ -238,6 +238,28 @@ pub struct RequestFilter {
     pub state: Option<RequestState>,
 }
 
+/// What [`Store::backup`] copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    /// Records copied, over every table (indexes included).
+    pub records: u64,
+    /// Builds in the copy.
+    pub builds: u64,
+    /// Size of the copied database file.
+    pub db_bytes: u64,
+    /// Step logs copied, and their bytes.
+    pub logs: u64,
+    pub log_bytes: u64,
+    /// Logs of steps still running at the snapshot: copied as far as they
+    /// were written then (the restored master ends their builds as
+    /// interrupted).
+    pub logs_running: u64,
+    /// Uploaded files (`STATE/files/`) copied, and their bytes; filled in
+    /// by the caller that copies them (`crate::backup`), not by the store.
+    pub files: u64,
+    pub file_bytes: u64,
+}
+
 pub trait Store: Send + Sync + 'static {
     // --- changes
     fn add_change(&self, change: NewChange, now: Millis) -> Result<Change>;
@@ -317,4 +339,15 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    // --- backup
+    /// Writes a consistent copy of the store into the directory `out`
+    /// (existing and empty), in the same layout, so that opening `out` as
+    /// a state directory gives the store as it was at one instant: every
+    /// record of one snapshot, and each step log cut at the length that
+    /// snapshot gives it (a log still being written at that instant: what
+    /// was written then). Runs while the store is in use and does not hold
+    /// up its writers. Everything written is durable (synced) when this
+    /// returns `Ok`, so the caller can rename `out` into place.
+    fn backup(&self, out: &std::path::Path) -> Result<BackupReport>;
 }

@@ -22,6 +22,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use bbc_graph::BuildResult;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::BackupReport;
 use super::{
     Build, BuildFilter, BuildRequest, BuildSet, Change, Millis, NewBuild, NewBuildSet, NewChange,
     Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store, StoreError,
@@ -37,6 +38,7 @@ use tables::{
     REQUESTS_BY_BUILDER, REQUESTS_BY_BUILDSET, RUNNING, STATE, STEPS, WORKERS,
 };
 
+mod backup;
 mod commit;
 mod logs;
 mod pending;
@@ -619,5 +621,9 @@ impl Store for RedbStore {
             }
             Ok(())
         })
+    }
+
+    fn backup(&self, out: &Path) -> Result<BackupReport> {
+        backup::backup(self, out)
     }
 }
