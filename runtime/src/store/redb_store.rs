@@ -185,7 +185,7 @@ impl RedbStore {
     /// must drop the old `Database`) waits for every write under way, and
     /// none of them straddles two databases: a commit that returned `Ok`
     /// was durable in the one that is closed, and so is in the new one.
-    /// Lock order: this, then `pending`, then `group`; a holder never
+    /// Lock order: this before `pending` and `group`; a holder never
     /// takes it again (a reopen waiting for it would block that).
     pub(super) fn db(&self) -> Result<Db<'_>> {
         if self.reopen.load(Ordering::Acquire) {
