@@ -253,6 +253,21 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Fills the disk to the last byte with the file `name`; returns its
+    /// path.
+    fn fill(&self, name: &str) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join(name);
+        let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+        for chunk in [1 << 20, 4096, 1] {
+            let buf = vec![0u8; chunk];
+            while f.write_all(&buf).is_ok() {}
+        }
+        path
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
@@ -330,6 +345,110 @@ builder "b" {{
     assert_eq!(
         reports, 1,
         "one line for the lost log, not one per chunk:\n{text}"
+    );
+    drop(m);
+}
+
+/// POSTs a force of builder `b`; returns the status and the build set id.
+fn force(m: &Master, body: &str) -> (u16, Option<u64>) {
+    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some(body));
+    let set = serde_json::from_str::<serde_json::Value>(&resp)
+        .ok()
+        .and_then(|v| v["buildset"]["id"].as_u64());
+    (status, set)
+}
+
+/// The state disk fills while a build runs, so that the store cannot
+/// record the build's end. That build used to stay "running" for ever, and
+/// the store refused every later write ("Previous I/O error occurred.
+/// Please close and re-open the database.") until the master restarted,
+/// space or not: forces got 500. Now the build's end is tried again until
+/// the disk has room, the store reopens its database by itself, and
+/// nothing acknowledged is lost.
+#[test]
+fn a_build_ending_on_a_full_disk_is_recorded_once_space_returns() {
+    let dir = temp_dir("full_disk_store");
+    let Some(disk) = SmallDisk::mount(&dir.join("state"), "24m") else {
+        return;
+    };
+    write_secret(&dir, "w", "pw-full-store-1234");
+    let go = dir.join("go");
+    let config = format!(
+        r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {{
+    builders "b"
+}}
+builder "b" {{
+    workers "w"
+    steps {{
+        shell "echo started; while [ ! -e {go} ]; do sleep 0.05; done" name="wait"
+    }}
+}}
+"#,
+        go = go.display()
+    );
+    let mut m = Master::start_logged(&dir, &config);
+    let _w = m.worker("w", "pw-full-store-1234");
+    m.wait_connected("w");
+    // The build's end rewrites its build set, whose 1.5 MB reason needs a
+    // large block of new pages: a commit that small could fit in pages the
+    // database file already holds, this one cannot, so it fails for
+    // certain once the disk is full.
+    let body = serde_json::json!({ "reason": "r".repeat(1_500_000) }).to_string();
+    let (status, first) = force(&m, &body);
+    assert_eq!(status, 201);
+    let first = first.unwrap_or_else(|| panic!("no build set"));
+    let build = wait_for("the build to start", || {
+        let r = get_json(&m.http, &format!("/api/v1/requests?buildset={first}"));
+        r["requests"].as_array()?.first()?["build"].as_u64()
+    });
+    wait_for("the step's output in its log", || {
+        let (status, body) = http(
+            "GET",
+            &m.http,
+            &format!("/api/v1/builds/{build}/steps/0/log"),
+            None,
+        );
+        (status == 200 && body.contains("started\n")).then_some(())
+    });
+    // Acknowledged before the disk fills, waiting behind the first build.
+    let mut acked = vec![first];
+    for _ in 0..3 {
+        let (status, set) = force(&m, "{}");
+        assert_eq!(status, 201);
+        acked.extend(set);
+    }
+
+    let ballast = disk.fill("ballast");
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.join("master.log");
+    let failed = format!("cannot record the end of build {build}");
+    wait_for("the master to fail to record the build's end", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains(&failed).then_some(text)
+    });
+    std::fs::remove_file(&ballast).unwrap_or_else(|e| panic!("{e}"));
+
+    // (a) The build ends, with its result.
+    let b = m.wait_buildset(first);
+    assert_eq!(b["id"].as_u64(), Some(build), "{b}");
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["state_string"], "build successful", "{b}");
+    assert_eq!(b["steps"][0]["result"], "success", "{b}");
+    // (b) The same master takes a force again.
+    let after = m.force_and_wait("b", "{}");
+    assert_eq!(after["result"], "success", "{after}");
+    // (c) Every request acknowledged before the disk filled ran.
+    for set in acked {
+        let b = m.wait_buildset(set);
+        assert_eq!(b["result"], "success", "build set {set}: {b}");
+    }
+    assert!(matches!(m.proc.0.try_wait(), Ok(None)), "the master exited");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("the disk is full ("), "{text}");
+    assert!(
+        text.contains(&format!("recorded the end of build {build}")),
+        "{text}"
     );
     drop(m);
 }

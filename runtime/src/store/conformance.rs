@@ -61,6 +61,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("scheduler state: get and put", state),
     ("persistence: everything survives a reopen", persistence),
     ("backup: a consistent copy that opens as a store", backup),
+    ("health: Ok on a working store, conflicts included", health),
 ];
 
 /// Runs every check, each against a fresh store in its own empty directory.
@@ -360,6 +361,25 @@ fn start_build_claims(open: Open<'_>, dir: &Path) {
     );
     let b5 = s.start_build(new_build("mac", &[], 14)).unwrap();
     assert_eq!((b5.id, b5.number), (5, 1));
+}
+
+/// `health` speaks of the disk and database, not of refused operations:
+/// a conflict is the caller's mistake, and the store still writes. (How a
+/// backend reports a disk that cannot write is tested with the backend,
+/// on a real full disk.)
+fn health(open: Open<'_>, dir: &Path) {
+    let s = open(dir);
+    s.health().unwrap();
+    s.add_buildset(buildset("a", 1), &builders(&["lin"]))
+        .unwrap();
+    s.start_build(new_build("lin", &[1], 10)).unwrap();
+    assert!(is_conflict(s.start_build(new_build("lin", &[1], 20))));
+    assert!(is_conflict(s.finish_build(99, BuildResult::Success, 30)));
+    s.health().unwrap();
+    s.finish_build(1, BuildResult::Success, 40).unwrap();
+    s.health().unwrap();
+    drop(s);
+    open(dir).health().unwrap();
 }
 
 fn claim_conflict(open: Open<'_>, dir: &Path) {

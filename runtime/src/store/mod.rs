@@ -350,4 +350,17 @@ pub trait Store: Send + Sync + 'static {
     /// up its writers. Everything written is durable (synced) when this
     /// returns `Ok`, so the caller can rename `out` into place.
     fn backup(&self, out: &std::path::Path) -> Result<BackupReport>;
+
+    // --- health
+    /// `Ok` when the store can write, else why not (the disk is full, the
+    /// database could not be reopened, …).
+    ///
+    /// `Err` while the last write failed and none has succeeded since.
+    /// Then it tries a write of its own (storing what waits, if anything,
+    /// see `put_step`), so it turns `Ok` as soon as the disk lets writes
+    /// through again, without waiting for real work to try. A store whose
+    /// last write succeeded answers `Ok` without touching the disk: a
+    /// disk that filled since shows with the next write. The backend
+    /// recovers by itself from a failed write: nothing needs a restart.
+    fn health(&self) -> Result<()>;
 }

@@ -11,13 +11,23 @@
 //! state with the commit, so that reopening after a crash takes
 //! milliseconds instead of a walk over the whole file.
 //!
+//! A failed write does not leave the store broken. After an I/O error
+//! (typically a full disk) redb refuses every later call ("previous I/O
+//! error") until the database is closed and opened again; the store does
+//! that itself on its next call, once no write is under way (see
+//! [`RedbStore::db`]), and calls succeed again as soon as the disk lets
+//! them. Opening again recovers the last durable commit, so nothing that
+//! returned `Ok` is lost; what a failed write did is gone, as its `Err`
+//! said.
+//!
 //! This file opens the store and implements [`Store`] on it; the tables
 //! and the multi-table updates are in `tables.rs`, how records are encoded
 //! and paged in `records.rs`, the group commit in `commit.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use bbc_graph::BuildResult;
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -40,6 +50,8 @@ use tables::{
 
 mod backup;
 mod commit;
+#[cfg(test)]
+mod full_disk_tests;
 mod logs;
 mod pending;
 mod records;
@@ -52,8 +64,25 @@ pub use tables::SCHEMA_VERSION;
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "bbc.redb";
 
+/// The file [`Store::health`] reserves space in, briefly, after a failed
+/// write, and how much: room for a few large records.
+const PROBE_FILE: &str = "health-probe";
+const PROBE_BYTES: libc::off_t = 1 << 20;
+
 pub struct RedbStore {
-    db: Database,
+    /// The open database. Read-locked by every call while it uses the
+    /// `Database` (a write for its whole transaction, up to its
+    /// durability), write-locked only to reopen it; `None` while reopening
+    /// fails.
+    db: RwLock<Option<Database>>,
+    /// The database file.
+    path: PathBuf,
+    /// Set when a call met an I/O error: redb then fails every later call
+    /// until the database is reopened, which the next call does.
+    reopen: AtomicBool,
+    /// Why the last write failed, while no write has succeeded since: what
+    /// [`Store::health`] reports.
+    failure: Mutex<Option<String>>,
     logs: logs::LogFiles,
     dir: PathBuf,
     group: Mutex<Group>,
@@ -91,29 +120,12 @@ impl RedbStore {
         let logs_dir = state_dir.join("logs");
         std::fs::create_dir_all(&logs_dir).map_err(|e| io("creating logs in", e))?;
         let path = state_dir.join(DB_FILE);
-        // redb's debug builds assert on some damage it finds while opening,
-        // where release builds return an error: either way the caller gets
-        // an error, never a panic.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Database::builder().create(&path)
-        }));
-        let db = match opened {
-            Ok(r) => r.map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Io(format!(
-                    "{} is already open (is another master running?)",
-                    path.display()
-                )),
-                e => db_err(e),
-            })?,
-            Err(_) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{} could not be opened",
-                    path.display()
-                )))
-            }
-        };
+        let db = open_db(&path)?;
         let store = RedbStore {
-            db,
+            db: RwLock::new(Some(db)),
+            path,
+            reopen: AtomicBool::new(false),
+            failure: Mutex::new(None),
             logs: logs::LogFiles::new(logs_dir),
             dir: state_dir.to_path_buf(),
             group: Mutex::new(Group::default()),
@@ -157,12 +169,182 @@ impl RedbStore {
 
     /// A read snapshot and the build states not yet in it.
     fn read_with_states(&self) -> Result<(redb::ReadTransaction, HashMap<u64, pending::State>)> {
+        // The database before the waiting writes, as in every path: a
+        // writer holds it while it takes them (see `RedbStore::db`).
+        let db = self.db()?;
         let p = lock(&self.pending);
-        Ok((self.read()?, p.states()))
+        Ok((begin_read(&db)?, p.states()))
     }
 
     fn read(&self) -> Result<redb::ReadTransaction> {
-        self.db.begin_read().map_err(db_err)
+        begin_read(&*self.db()?)
+    }
+
+    /// The open database, reopened first if an I/O error left it unusable.
+    ///
+    /// Held for as long as a call uses the `Database` — a write from
+    /// `begin_write` to knowing its commit durable — so a reopen (which
+    /// must drop the old `Database`) waits for every write under way, and
+    /// none of them straddles two databases: a commit that returned `Ok`
+    /// was durable in the one that is closed, and so is in the new one.
+    /// Lock order: this before `pending` and `group`; a holder never
+    /// takes it again (a reopen waiting for it would block that).
+    pub(super) fn db(&self) -> Result<Db<'_>> {
+        if self.reopen.load(Ordering::Acquire) {
+            self.reopen_db()?;
+        }
+        let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            // Another call's reopen failed after this one's check.
+            return Err(self.unusable());
+        }
+        Ok(Db(g))
+    }
+
+    /// Closes the database and opens it again; `Err` (and tried again by
+    /// the next call) while it cannot be opened.
+    fn reopen_db(&self) -> Result<()> {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.reopen.load(Ordering::Acquire) {
+            // Another call reopened it while this one waited.
+            return Ok(());
+        }
+        if let Some(old) = g.take() {
+            // Closing a database that failed reports that failure again;
+            // its file is left for the open below to recover.
+            if let Err(e) = old.close() {
+                tracing::debug!("closing the failed database: {e}");
+            }
+        }
+        match open_db(&self.path) {
+            Ok(db) => {
+                *g = Some(db);
+                self.reopen.store(false, Ordering::Release);
+                tracing::warn!(
+                    "reopened the database {} after an I/O error",
+                    self.path.display()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let e = StoreError::Io(format!(
+                    "the database could not be reopened after an I/O error: {e}"
+                ));
+                self.write_failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the state directory's file system has room for
+    /// [`PROBE_BYTES`]: reserves them in a file (`posix_fallocate`, which
+    /// fails with ENOSPC where a write would) and removes it.
+    fn probe_room(&self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let path = self.dir.join(PROBE_FILE);
+        let what = format!("probing for free space with {}", path.display());
+        let file = std::fs::File::create(&path)
+            .map_err(|e| StoreError::Io(records::io_message(&what, &e)))?;
+        // SAFETY: posix_fallocate on a file descriptor this function owns
+        // (kept open by `file` for the call).
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, PROBE_BYTES) };
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        if rc != 0 {
+            let e = std::io::Error::from_raw_os_error(rc);
+            return Err(StoreError::Io(records::io_message(&what, &e)));
+        }
+        Ok(())
+    }
+
+    /// The error of a call that finds no open database.
+    fn unusable(&self) -> StoreError {
+        let why = lock(&self.failure)
+            .clone()
+            .unwrap_or_else(|| "an I/O error".to_string());
+        StoreError::Io(format!(
+            "the database is not open after an I/O error ({why}); the next call tries to reopen it"
+        ))
+    }
+
+    /// Notes a failed write (for `health`, and to reopen the database if
+    /// redb failed) and logs it: the first failure after a success as an
+    /// error, later ones as warnings, each with the store's reason.
+    pub(super) fn write_failed(&self, e: &StoreError) {
+        let (Some(first), StoreError::Io(msg)) = (self.note_failure(e), e) else {
+            return;
+        };
+        if first {
+            tracing::error!(
+                "the store cannot write: {msg} (that write did not happen; the database is \
+                 reopened on the next call, and each later write tries again)"
+            );
+        } else {
+            tracing::warn!("a store write failed again: {msg}");
+        }
+    }
+
+    /// Notes a failed write without logging it; `Some(first)` for an I/O
+    /// failure (whether it is the first since a success), `None` for a
+    /// conflict or bad data, which say nothing about the disk.
+    fn note_failure(&self, e: &StoreError) -> Option<bool> {
+        let StoreError::Io(msg) = e else {
+            return None;
+        };
+        // A spurious reopen is harmless; a missed one leaves every later
+        // call failing.
+        self.reopen.store(true, Ordering::Release);
+        Some(lock(&self.failure).replace(msg.clone()).is_none())
+    }
+
+    /// Notes a write that succeeded.
+    pub(super) fn write_succeeded(&self) {
+        if lock(&self.failure).take().is_some() {
+            tracing::warn!("the store writes again");
+        }
+    }
+}
+
+/// The open database, read-locked (see [`RedbStore::db`]).
+pub(super) struct Db<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        match self.0.as_ref() {
+            Some(db) => db,
+            // `RedbStore::db` never hands out an empty one.
+            None => unreachable!("an empty database guard"),
+        }
+    }
+}
+
+fn begin_read(db: &Database) -> Result<redb::ReadTransaction> {
+    db.begin_read().map_err(db_err)
+}
+
+/// Opens (creating if needed) the database file. Opening a file that a
+/// failed process or a failed `Database` left behind recovers its last
+/// durable commit.
+fn open_db(path: &Path) -> Result<Database> {
+    // redb's debug builds assert on some damage it finds while opening,
+    // where release builds return an error: either way the caller gets
+    // an error, never a panic.
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Database::builder().create(path)
+    }));
+    match opened {
+        Ok(r) => r.map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Io(format!(
+                "{} is already open (is another master running?)",
+                path.display()
+            )),
+            e => db_err(e),
+        }),
+        Err(_) => Err(StoreError::Corrupt(format!(
+            "{} could not be opened",
+            path.display()
+        ))),
     }
 }
 
@@ -393,8 +575,9 @@ impl Store for RedbStore {
 
     fn build(&self, id: u64) -> Result<Option<Build>> {
         let (txn, state) = {
+            let db = self.db()?;
             let p = lock(&self.pending);
-            (self.read()?, p.state(id))
+            (begin_read(&db)?, p.state(id))
         };
         let build = get_record::<Build>(&open_ro(&txn, BUILDS)?, id)?;
         Ok(build.map(|b| with_state(b, state)))
@@ -485,8 +668,9 @@ impl Store for RedbStore {
 
     fn steps(&self, build: u64) -> Result<Vec<StepRecord>> {
         let (txn, waiting) = {
+            let db = self.db()?;
             let p = lock(&self.pending);
-            (self.read()?, p.steps_of(build))
+            (begin_read(&db)?, p.steps_of(build))
         };
         let steps = open_ro(&txn, STEPS)?;
         let mut out: Vec<StepRecord> = Vec::new();
@@ -625,5 +809,28 @@ impl Store for RedbStore {
 
     fn backup(&self, out: &Path) -> Result<BackupReport> {
         backup::backup(self, out)
+    }
+
+    fn health(&self) -> Result<()> {
+        if lock(&self.failure).is_none() {
+            return Ok(());
+        }
+        // The probe: room for a sizeable write on the disk, then a durable
+        // commit of no changes (but what waits), which reopens the
+        // database first if needed. The room is checked apart because a
+        // commit of nothing fits in pages the database file already holds
+        // while every real write fails. Not logged when it fails: the
+        // failure it repeats was, and a monitor may ask every few seconds.
+        let r = self.probe_room().and_then(|()| {
+            let db = self.db()?;
+            self.write_in(&db, |_, _| Ok(()))
+        });
+        match &r {
+            Ok(()) => self.write_succeeded(),
+            Err(e) => {
+                self.note_failure(e);
+            }
+        }
+        r
     }
 }

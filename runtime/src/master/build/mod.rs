@@ -111,38 +111,148 @@ pub async fn run(
     let props = cx.props.clone();
     let last = cx.pending_end.take();
     let finished_at = now_ms();
-    let state2 = state.clone();
-    // One trip: the last step's end, the final state (both waiting in the
-    // store) and the end of the build (durable, which makes them durable).
-    let recorded = shared
-        .db(move |s| {
-            if let Some(end) = last {
-                end.store(s, id);
-            }
-            let _ = s.set_build_state(id, &state2, &props);
-            s.finish_build(id, result, finished_at)
-        })
-        .await;
-    match recorded {
-        Ok(()) => {
-            let b = &mut cx.build;
-            b.result = Some(result);
-            b.finished_at = Some(finished_at);
-            b.state_string = state;
-            b.build.properties = std::mem::take(&mut cx.props);
-            shared
-                .reporters
-                .publish(crate::state::events::Phase::Finished, b, &set);
-        }
-        Err(e) => tracing::error!("cannot record the end of build {id}: {e}"),
+    let end = BuildEnd {
+        id,
+        result,
+        state: state.clone(),
+        props,
+        finished_at,
+        step: None,
+    };
+    let recorded = record_end(&shared, last, end).await;
+    if recorded {
+        let b = &mut cx.build;
+        b.result = Some(result);
+        b.finished_at = Some(finished_at);
+        b.state_string = state;
+        b.build.properties = std::mem::take(&mut cx.props);
+        shared
+            .reporters
+            .publish(crate::state::events::Phase::Finished, b, &set);
     }
     let mut wake = queue::update(&shared, |q| q.end(slot));
-    if result == BuildResult::Retry {
+    if recorded && result == BuildResult::Retry {
         // The requests are pending again in the store; put them back in
         // the queue (one wake for both).
         wake = wake.and(requeue(&shared, &cx.build).await);
     }
     wake.send(&shared);
+}
+
+/// What the store records when a build ends.
+#[derive(Clone)]
+struct BuildEnd {
+    id: u64,
+    result: BuildResult,
+    state: String,
+    props: Properties,
+    finished_at: crate::store::Millis,
+    /// The last step's end record, put again with each retry: the first
+    /// trip's put may have failed with the store.
+    step: Option<StepRecord>,
+}
+
+impl BuildEnd {
+    /// The build's final state (waiting in the store) and its end
+    /// (durable, which makes the state durable too).
+    fn store(&self, s: &dyn crate::store::Store) -> crate::store::Result<()> {
+        if let Some(rec) = &self.step {
+            s.put_step(self.id, rec)?;
+        }
+        s.set_build_state(self.id, &self.state, &self.props)?;
+        s.finish_build(self.id, self.result, self.finished_at)
+    }
+}
+
+/// The first wait before recording a build's end again, and the longest.
+const END_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const END_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Records a build's end: the last step's end (log included) and the
+/// build's, in one trip. A store that cannot write (a full disk) is tried
+/// again, 1 s after, then twice as long each time up to 30 s, until it
+/// takes it: a build whose end was lost would stay "running" for ever,
+/// its requests claimed. Each build waits in its own task, holding only
+/// its worker slot (its end is not recorded, so its requests are not
+/// free to run elsewhere); other builds start and end meanwhile.
+///
+/// Returns whether the end is recorded. It is not when the store's
+/// answer will never change (a conflict, bad data), or when the master
+/// stops first: then the build stays running in the store, and the next
+/// master marks it interrupted at start and runs its requests again
+/// (`interrupt_running`), which is the right outcome for a build whose
+/// result could not be kept.
+async fn record_end(shared: &Arc<Shared>, last: Option<StepWrite>, end: BuildEnd) -> bool {
+    let id = end.id;
+    let first = end.clone();
+    let tried = shared
+        .db(move |s| {
+            let step = last.and_then(|w| w.store(s, id).end);
+            let r = first.store(s);
+            Ok((step, r))
+        })
+        .await;
+    let (step, mut r) = match tried {
+        Ok(v) => v,
+        Err(e) => (None, Err(e)),
+    };
+    let end = BuildEnd { step, ..end };
+    let mut wait = END_RETRY_FIRST;
+    let mut attempts = 1u32;
+    loop {
+        let e = match r {
+            Ok(()) => {
+                if attempts > 1 {
+                    tracing::warn!("recorded the end of build {id} (attempt {attempts})");
+                }
+                return true;
+            }
+            Err(e) => e,
+        };
+        match &e {
+            crate::store::StoreError::Io(_) => {}
+            crate::store::StoreError::Conflict(_) if attempts > 1 => {
+                // "Already finished": an earlier try that reported a
+                // failure went through after all.
+                if let Ok(Some(b)) = shared.db(move |s| s.build(id)).await {
+                    if b.finished_at.is_some() {
+                        return true;
+                    }
+                }
+                tracing::error!("cannot record the end of build {id}: {e}");
+                return false;
+            }
+            _ => {
+                tracing::error!("cannot record the end of build {id}: {e}");
+                return false;
+            }
+        }
+        if shared.is_shutting_down() {
+            tracing::error!(
+                "cannot record the end of build {id}: {e}; the master stops, and the next start \
+                 marks the build interrupted and runs its requests again"
+            );
+            return false;
+        }
+        if attempts == 1 {
+            tracing::error!(
+                "cannot record the end of build {id}: {e}; trying again in {}s, then less \
+                 often (up to every {}s) until the store takes it",
+                wait.as_secs(),
+                END_RETRY_MAX.as_secs()
+            );
+        } else {
+            tracing::warn!(
+                "still cannot record the end of build {id} (attempt {attempts}): {e}; next try in {}s",
+                wait.as_secs()
+            );
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(END_RETRY_MAX);
+        attempts += 1;
+        let again = end.clone();
+        r = shared.db(move |s| again.store(s)).await;
+    }
 }
 
 fn builder_deadline(builder: &Builder) -> Option<tokio::time::Instant> {

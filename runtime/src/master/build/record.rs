@@ -84,6 +84,7 @@ impl StepWrite {
             }
             log.clear();
         }
+        let mut end_rec = None;
         if let Some(StepEnd { mut rec, ran }) = end {
             if let Some(e) = &log_error {
                 tracing::error!(
@@ -100,10 +101,12 @@ impl StepWrite {
             if let Err(e) = s.put_step(build, &rec) {
                 tracing::error!("cannot record a step of build {build}: {e}");
             }
+            end_rec = Some(rec);
         }
         Stored {
             buf: log,
             log_error,
+            end: end_rec,
         }
     }
 
@@ -120,6 +123,9 @@ pub(super) struct Stored {
     pub buf: Vec<u8>,
     /// Why its log bytes could not be stored.
     pub log_error: Option<String>,
+    /// The step's end record as it was put, to put again should the store
+    /// have lost it (see the build's end in `run`).
+    pub end: Option<StepRecord>,
 }
 
 /// Marks a step whose output was not all stored: `exception`, with the

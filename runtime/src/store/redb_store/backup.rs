@@ -260,9 +260,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = RedbStore::open(dir.path()).unwrap();
         let extra: TableDefinition<u64, u64> = TableDefinition::new("from_a_newer_bbc");
-        let txn = s.db.begin_write().unwrap();
+        let db = s.db().unwrap();
+        let txn = db.begin_write().unwrap();
         txn.open_table(extra).unwrap().insert(1, 2).unwrap();
         txn.commit().unwrap();
+        drop(db);
         let out = tempfile::tempdir().unwrap();
         match s.backup(out.path()) {
             Err(StoreError::Corrupt(e)) => assert!(e.contains("from_a_newer_bbc"), "{e}"),

@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use redb::{Durability, WriteTransaction};
+use redb::{Database, Durability, WriteTransaction};
 
 use super::records::{db_err, encode, get_record, put_record};
 use super::tables::W;
@@ -45,12 +45,31 @@ impl RedbStore {
     /// waits until a later durable commit covers it (doing one itself, with
     /// no changes, if no one else is left to). Under load many writers
     /// share one durable commit; alone, a writer commits durably at once.
+    ///
+    /// A failure is noted (see [`RedbStore::write_failed`]): an I/O error
+    /// has the next call reopen the database.
     pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>,
     ) -> Result<T> {
+        // Held to the end, durability included: a reopen waits for it.
+        // A failure to reopen has been noted already.
+        let db = self.db()?;
+        let r = self.write_in(&db, f);
+        match &r {
+            Ok(_) => self.write_succeeded(),
+            Err(e) => self.write_failed(e),
+        }
+        r
+    }
+
+    pub(super) fn write_in<T>(
+        &self,
+        db: &Database,
+        f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>,
+    ) -> Result<T> {
         lock_group(&self.group).writers += 1;
-        let mut txn = match self.db.begin_write() {
+        let mut txn = match db.begin_write() {
             Ok(t) => t,
             Err(e) => {
                 self.leave_queue();
@@ -103,8 +122,11 @@ impl RedbStore {
             Err(seq) => {
                 set_durability(&mut txn, Durability::None)?;
                 txn.commit().map_err(db_err)?;
+                self.wait_durable(db, seq)?;
+                // Only now: a commit that never becomes durable is lost
+                // when the database is reopened after a failure, and what
+                // it applied must then still wait for the next write.
                 lock(&self.pending).forget(&applied);
-                self.wait_durable(seq)?;
                 Ok(v)
             }
         }
@@ -183,7 +205,7 @@ impl RedbStore {
 
     /// Waits until the non-durable commit `seq` is durable, committing
     /// durably (with no changes) when nobody else will.
-    fn wait_durable(&self, seq: u64) -> Result<()> {
+    fn wait_durable(&self, db: &Database, seq: u64) -> Result<()> {
         let mut g = lock_group(&self.group);
         loop {
             if g.durable >= seq {
@@ -192,7 +214,7 @@ impl RedbStore {
             if g.writers == 0 && g.flushing == 0 {
                 g.flushing += 1;
                 drop(g);
-                let r = self.flush();
+                let r = self.flush(db);
                 self.flushed(r.as_ref().copied().unwrap_or(0), r.is_ok());
                 r?;
                 g = lock_group(&self.group);
@@ -207,8 +229,8 @@ impl RedbStore {
 
     /// A durable commit with no changes: makes every earlier commit
     /// durable. Returns the sequence number it covers.
-    pub(super) fn flush(&self) -> Result<u64> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+    pub(super) fn flush(&self, db: &Database) -> Result<u64> {
+        let mut txn = db.begin_write().map_err(db_err)?;
         let covers = lock_group(&self.group).assigned;
         let applied = W::open(&txn).and_then(|mut w| self.apply_pending(&mut w))?;
         txn.set_quick_repair(true);
@@ -231,8 +253,13 @@ impl Drop for RedbStore {
             g.assigned > g.durable || !lock(&self.pending).is_empty()
         };
         if pending {
-            if let Err(e) = self.flush() {
-                tracing::error!("closing the store: {e}");
+            // Reopened first if a failure left it unusable: the disk may
+            // have room again.
+            match self.db().and_then(|db| self.flush(&db)) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("closing the store: what was waiting could not be stored: {e}")
+                }
             }
         }
     }

@@ -61,7 +61,10 @@ struct Lru {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what} {}: {e}", path.display()))
+    StoreError::Io(super::records::io_message(
+        &format!("{what} {}", path.display()),
+        &e,
+    ))
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the

@@ -25,7 +25,24 @@ pub(super) fn db_err(e: impl Into<redb::Error>) -> StoreError {
         redb::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
             StoreError::Corrupt(format!("database: {e}"))
         }
+        redb::Error::Io(ref io) => StoreError::Io(io_message("database", io)),
+        // redb's own text asks the caller to close and reopen the
+        // database, which the store does by itself (see `RedbStore::db`).
+        redb::Error::PreviousIo => StoreError::Io(
+            "database: an earlier I/O error stopped the database; it is reopened on the next call"
+                .to_string(),
+        ),
         _ => StoreError::Io(format!("database: {e}")),
+    }
+}
+
+/// An I/O error as the store reports it: a full disk (or quota) said in so
+/// many words, since that is what an operator can act on.
+pub(super) fn io_message(what: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => format!("the disk is full ({what}: {e})"),
+        std::io::ErrorKind::QuotaExceeded => format!("the disk quota is exceeded ({what}: {e})"),
+        _ => format!("{what}: {e}"),
     }
 }
 

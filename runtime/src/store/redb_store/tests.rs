@@ -37,7 +37,7 @@ fn raw_put(dir: &Path, def: TableDefinition<u64, &[u8]>, key: u64, value: &[u8])
     txn.commit().unwrap();
 }
 
-fn set(reason: &str) -> NewBuildSet {
+pub(super) fn set(reason: &str) -> NewBuildSet {
     NewBuildSet {
         scheduler: "s".into(),
         reason: reason.into(),
@@ -49,7 +49,7 @@ fn set(reason: &str) -> NewBuildSet {
     }
 }
 
-fn build_of(builder: &str, requests: Vec<u64>) -> NewBuild {
+pub(super) fn build_of(builder: &str, requests: Vec<u64>) -> NewBuild {
     NewBuild {
         builder: builder.into(),
         builder_hash: "h".into(),
