@@ -217,8 +217,8 @@ impl Master {
         });
     }
 
-    /// Forces a build and waits for its end; returns the build JSON (with steps).
-    pub fn force_and_wait(&self, builder: &str, body: &str) -> serde_json::Value {
+    /// Forces a build; returns its build set's id once acknowledged (201).
+    pub fn force(&self, builder: &str, body: &str) -> u64 {
         let (status, resp) = http(
             "POST",
             &self.http,
@@ -227,9 +227,14 @@ impl Master {
         );
         assert_eq!(status, 201, "force {builder}: {resp}");
         let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
-        let set = v["buildset"]["id"]
+        v["buildset"]["id"]
             .as_u64()
-            .unwrap_or_else(|| panic!("no buildset in {v}"));
+            .unwrap_or_else(|| panic!("no buildset in {v}"))
+    }
+
+    /// Forces a build and waits for its end; returns the build JSON (with steps).
+    pub fn force_and_wait(&self, builder: &str, body: &str) -> serde_json::Value {
+        let set = self.force(builder, body);
         self.wait_buildset(set)
     }
 

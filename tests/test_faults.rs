@@ -100,12 +100,7 @@ builder "b" {{
     let m = Master::start(&dir, &config);
     let mut w = m.worker("w", "pw-orphans-1234");
     m.wait_connected("w");
-    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some("{}"));
-    assert_eq!(status, 201, "{resp}");
-    let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
-    let set = v["buildset"]["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{v}"));
+    let set = m.force("b", "{}");
     let sleeper: i32 = wait_for("the step to start its sleeper", || {
         std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()
     });
@@ -152,12 +147,7 @@ builder "b" {{
     let m = Master::start(&dir, &config);
     let _w = m.worker("w", &token);
     m.wait_connected("w");
-    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some("{}"));
-    assert_eq!(status, 201, "{resp}");
-    let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
-    let set = v["buildset"]["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{v}"));
+    let set = m.force("b", "{}");
     let build = wait_for("the build to start", || {
         let r = get_json(&m.http, &format!("/api/v1/requests?buildset={set}"));
         r["requests"].as_array()?.first()?["build"].as_u64()
@@ -311,12 +301,7 @@ builder "b" {{
     let keep = 4 << 20;
     let size = disk.free_bytes().saturating_sub(keep);
     std::fs::write(&ballast, vec![0u8; size as usize]).unwrap_or_else(|e| panic!("{e}"));
-    let (status, resp) = http("POST", &m.http, "/api/v1/builders/b/force", Some("{}"));
-    assert_eq!(status, 201, "{resp}");
-    let v: serde_json::Value = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{e}"));
-    let set = v["buildset"]["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{v}"));
+    let set = m.force("b", "{}");
     let log = dir.join("master.log");
     wait_for("the master to report the lost log", || {
         std::fs::read_to_string(&log)

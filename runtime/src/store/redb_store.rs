@@ -209,6 +209,9 @@ impl RedbStore {
             // Another call reopened it while this one waited.
             return Ok(());
         }
+        // Non-durable commits of the failed database are lost with it:
+        // what they stored waits again for the next write.
+        lock(&self.pending).restore();
         if let Some(old) = g.take() {
             // Closing a database that failed reports that failure again;
             // its file is left for the open below to recover.

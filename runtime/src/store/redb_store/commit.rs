@@ -122,11 +122,12 @@ impl RedbStore {
             Err(seq) => {
                 set_durability(&mut txn, Durability::None)?;
                 txn.commit().map_err(db_err)?;
+                // Parked, not forgotten: a commit that never becomes
+                // durable is lost when the database is reopened after a
+                // failure, and what it applied must then wait again.
+                lock(&self.pending).park(&applied, seq);
                 self.wait_durable(db, seq)?;
-                // Only now: a commit that never becomes durable is lost
-                // when the database is reopened after a failure, and what
-                // it applied must then still wait for the next write.
-                lock(&self.pending).forget(&applied);
+                lock(&self.pending).confirm(seq);
                 Ok(v)
             }
         }

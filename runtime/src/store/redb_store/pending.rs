@@ -30,6 +30,19 @@ pub(super) struct Pending {
     version: u64,
     steps: BTreeMap<(u64, u32), (u64, StepRecord)>,
     states: HashMap<u64, (u64, State)>,
+    /// Entries a non-durable commit stored, by that commit's sequence
+    /// number, until a durable commit covers it. They are out of `steps`
+    /// and `states` (so later transactions do not store them again: under
+    /// a burst that made every commit rewrite every waiting record) but
+    /// kept here: if the database has to be reopened after a failed write,
+    /// such a commit is lost, and [`Pending::restore`] puts them back.
+    parked: Vec<(u64, Parked)>,
+}
+
+#[derive(Default)]
+struct Parked {
+    steps: Vec<((u64, u32), (u64, StepRecord))>,
+    states: Vec<(u64, (u64, State))>,
 }
 
 /// A copy of everything waiting: step records (with their build) and
@@ -107,6 +120,49 @@ impl Pending {
         }
     }
 
+    /// Like [`Pending::forget`], for a commit that is not durable yet
+    /// (sequence number `seq`): what it stored is kept aside until
+    /// [`Pending::confirm`] says a durable commit covers `seq`.
+    pub fn park(&mut self, applied: &Applied, seq: u64) {
+        let mut parked = Parked::default();
+        for (k, v) in &applied.steps {
+            if self.steps.get(k).is_some_and(|(now, _)| now == v) {
+                if let Some(e) = self.steps.remove(k) {
+                    parked.steps.push((*k, e));
+                }
+            }
+        }
+        for (k, v) in &applied.states {
+            if self.states.get(k).is_some_and(|(now, _)| now == v) {
+                if let Some(e) = self.states.remove(k) {
+                    parked.states.push((*k, e));
+                }
+            }
+        }
+        if !parked.steps.is_empty() || !parked.states.is_empty() {
+            self.parked.push((seq, parked));
+        }
+    }
+
+    /// Drops what commits up to `durable` stored: it is durable now.
+    pub fn confirm(&mut self, durable: u64) {
+        self.parked.retain(|(seq, _)| *seq > durable);
+    }
+
+    /// Puts back what non-durable commits stored, for a database reopened
+    /// after a failure (those commits are lost with it); an entry written
+    /// again meanwhile keeps its newer value.
+    pub fn restore(&mut self) {
+        for (_, p) in std::mem::take(&mut self.parked) {
+            for (k, e) in p.steps {
+                self.steps.entry(k).or_insert(e);
+            }
+            for (k, e) in p.states {
+                self.states.entry(k).or_insert(e);
+            }
+        }
+    }
+
     pub fn state(&self, build: u64) -> Option<State> {
         self.states.get(&build).map(|(_, s)| s.clone())
     }
@@ -123,5 +179,52 @@ impl Pending {
             .range((build, 0)..=(build, u32::MAX))
             .map(|(_, (_, s))| s.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(index: u32, state: &str) -> StepRecord {
+        StepRecord {
+            index,
+            state_string: state.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A non-durable commit's records leave the waiting set (later
+    /// transactions do not store them again), are dropped once durable,
+    /// and come back if the database had to be reopened — unless written
+    /// again meanwhile.
+    #[test]
+    fn parked_records_wait_for_durability_and_come_back_after_a_failure() {
+        let mut p = Pending::default();
+        p.put_step(1, step(0, "a"));
+        p.put_step(1, step(1, "b"));
+        let first = p.copy();
+        p.park(&first.applied, 7);
+        assert!(p.is_empty() && p.copy().steps.is_empty());
+        p.confirm(6);
+        p.restore();
+        assert_eq!(p.steps_of(1).len(), 2, "not durable yet: restored");
+
+        let again = p.copy();
+        p.park(&again.applied, 8);
+        p.put_step(1, step(1, "newer"));
+        p.restore();
+        let states: Vec<String> = p.steps_of(1).into_iter().map(|s| s.state_string).collect();
+        assert_eq!(
+            states,
+            ["a", "newer"],
+            "a newer write wins over a restored one"
+        );
+
+        let third = p.copy();
+        p.park(&third.applied, 9);
+        p.confirm(9);
+        p.restore();
+        assert!(p.is_empty(), "durable: nothing to restore");
     }
 }
