@@ -32,6 +32,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[derive(Debug, Clone)]
 pub struct ErrorMessage(pub String);
 
+/// Set on a 5xx answer whose route logs its failures itself (the health
+/// check logs when it starts and stops failing, not at every poll), so the
+/// HTTP layer does not log it again.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedByRoute;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (

@@ -10,21 +10,40 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::api_error::ErrorMessage;
+use crate::api_error::LoggedByRoute;
 use crate::state::Shared;
 
 pub(super) async fn health(State(s): State<Arc<Shared>>) -> Response {
-    match s.db(|st| st.health()).await {
+    let r = s.db(|st| st.health()).await;
+    // Logged when the failure starts, changes or ends: a monitor or an
+    // open web page asks every few seconds.
+    if let Ok(mut last) = s.health_logged.lock() {
+        match &r {
+            Err(e) => {
+                let reason = e.to_string();
+                if last.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(
+                        "GET /api/v1/health answers 503: the store is failing: {reason}"
+                    );
+                    *last = Some(reason);
+                }
+            }
+            Ok(()) => {
+                if last.take().is_some() {
+                    tracing::info!("GET /api/v1/health answers 200 again: the store can write");
+                }
+            }
+        }
+    }
+    match r {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),
         Err(e) => {
-            let reason = e.to_string();
             let mut r = (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "failing", "store": reason})),
+                Json(json!({"status": "failing", "store": e.to_string()})),
             )
                 .into_response();
-            r.extensions_mut()
-                .insert(ErrorMessage(format!("the store is failing: {reason}")));
+            r.extensions_mut().insert(LoggedByRoute);
             r
         }
     }

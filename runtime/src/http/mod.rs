@@ -30,7 +30,7 @@ use events::events;
 use workers::workers;
 
 pub use crate::api_error::ApiError;
-use crate::api_error::ErrorMessage;
+use crate::api_error::{ErrorMessage, LoggedByRoute};
 use crate::state::Shared;
 
 /// The API's routes, with `extra` ones (the change sources' receivers and
@@ -67,7 +67,7 @@ async fn log_server_errors(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let r = next.run(req).await;
-    if r.status().is_server_error() {
+    if r.status().is_server_error() && r.extensions().get::<LoggedByRoute>().is_none() {
         let why = r
             .extensions()
             .get::<ErrorMessage>()

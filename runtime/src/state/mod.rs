@@ -83,6 +83,10 @@ pub struct Shared {
     /// `missing-timeout`), with when they went away. Only the missing-worker
     /// timer writes it; `GET /api/v1/workers` reads it.
     pub missing: Mutex<BTreeMap<String, Millis>>,
+    /// The store failure `GET /api/v1/health` last logged, so that a
+    /// monitor polling it logs a line when the failure starts, changes or
+    /// ends, not at every poll.
+    pub(crate) health_logged: Mutex<Option<String>>,
     pub queue: Mutex<Queue>,
     /// Wakes the assignment loop: a request, worker, slot or lock changed.
     pub wake: Notify,
