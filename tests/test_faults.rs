@@ -210,10 +210,10 @@ builder "b" {
 /// A small file system mounted for one test (tmpfs: root only), unmounted
 /// when dropped. `None` where mounting is not allowed: the test says it
 /// skipped, unless `BBC_REQUIRE_MOUNT` is set (CI), where that fails.
-struct SmallDisk(std::path::PathBuf);
+pub(crate) struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
-    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+    pub(crate) fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -246,7 +246,7 @@ impl SmallDisk {
 impl SmallDisk {
     /// Fills the disk to the last byte with the file `name`; returns its
     /// path.
-    fn fill(&self, name: &str) -> std::path::PathBuf {
+    pub(crate) fn fill(&self, name: &str) -> std::path::PathBuf {
         use std::io::Write;
         let path = self.0.join(name);
         let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
