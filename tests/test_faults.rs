@@ -210,10 +210,10 @@ builder "b" {
 /// A small file system mounted for one test (tmpfs: root only), unmounted
 /// when dropped. `None` where mounting is not allowed: the test says it
 /// skipped, unless `BBC_REQUIRE_MOUNT` is set (CI), where that fails.
-struct SmallDisk(std::path::PathBuf);
+pub(crate) struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
-    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+    pub(crate) fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
         std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -246,7 +246,7 @@ impl SmallDisk {
 impl SmallDisk {
     /// Fills the disk to the last byte with the file `name`; returns its
     /// path.
-    fn fill(&self, name: &str) -> std::path::PathBuf {
+    pub(crate) fn fill(&self, name: &str) -> std::path::PathBuf {
         use std::io::Write;
         let path = self.0.join(name);
         let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -435,5 +435,72 @@ builder "b" {{
         text.contains(&format!("recorded the end of build {build}")),
         "{text}"
     );
+    drop(m);
+}
+
+/// `GET /api/v1/health` says whether the store can write: 503 with the
+/// reason while the state disk is full, 200 again once space returns, with
+/// no restart. A force refused with 500 meanwhile used to leave no trace
+/// in the master's log; every 5xx answer is logged now.
+#[test]
+fn health_fails_while_the_state_disk_is_full_and_recovers() {
+    let dir = temp_dir("full_disk_health");
+    let Some(disk) = SmallDisk::mount(&dir.join("state"), "24m") else {
+        return;
+    };
+    write_secret(&dir, "w", "pw-health-1234");
+    // The worker never connects: the forced builds only wait in the queue.
+    let config = r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w"
+    steps {
+        shell "true"
+    }
+}
+"#;
+    let mut m = Master::start_logged(&dir, config);
+    let health = || {
+        let (status, body) = http("GET", &m.http, "/api/v1/health", None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        (status, v)
+    };
+    let (status, v) = health();
+    assert_eq!((status, &v["status"]), (200, &"ok".into()), "{v}");
+
+    let ballast = disk.fill("ballast");
+    // A commit this large needs new pages, which a full disk refuses (see
+    // a_build_ending_on_a_full_disk_is_recorded_once_space_returns).
+    let body = serde_json::json!({ "reason": "r".repeat(1_500_000) }).to_string();
+    let (status, _) = force(&m, &body);
+    assert_eq!(status, 500);
+    let failing = wait_for("health to fail", || {
+        let (status, v) = health();
+        (status == 503).then_some(v)
+    });
+    assert_eq!(failing["status"], "failing", "{failing}");
+    assert!(
+        failing["store"].as_str().is_some_and(|s| !s.is_empty()),
+        "{failing}"
+    );
+    let log = dir.join("master.log");
+    let text = wait_for("the 500 in the log", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("POST /api/v1/builders/b/force answered 500")
+            .then_some(text)
+    });
+    assert!(text.contains("ERROR"), "{text}");
+
+    std::fs::remove_file(&ballast).unwrap_or_else(|e| panic!("{e}"));
+    wait_for("health to recover", || {
+        let (status, v) = health();
+        (status == 200 && v["status"] == "ok").then_some(())
+    });
+    // The same master takes a force again.
+    let (status, _) = force(&m, "{}");
+    assert_eq!(status, 201);
+    assert!(matches!(m.proc.0.try_wait(), Ok(None)), "the master exited");
     drop(m);
 }

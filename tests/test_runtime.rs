@@ -1027,3 +1027,90 @@ builder "b" {
         "the set comes before its build starts: {seen:?}"
     );
 }
+
+/// The missing-timeout used to be read and never acted on: a worker that
+/// went away was never reported. Now, past its timeout, the master logs
+/// one WARN line and `GET /api/v1/workers` marks it missing; when it comes
+/// back, one INFO line and the mark goes.
+#[test]
+fn a_worker_away_past_its_missing_timeout_is_reported_until_it_returns() {
+    let dir = temp_dir("missing_worker");
+    write_secret(&dir, "w", "pw-missing-1234");
+    let config = r#"worker "w" password=(secret)"w" missing-timeout="1s"
+worker "w2" password=(secret)"w" missing-timeout="1s"
+worker "far" password=(secret)"w" missing-timeout="1h"
+builder "b" {
+    workers "w" "w2" "far"
+    steps {
+        shell "true"
+    }
+}
+"#;
+    let m = Master::start_logged(&dir, config);
+    let worker = |v: &serde_json::Value, name: &str| -> Option<serde_json::Value> {
+        v["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+    };
+    let w = m.worker("w", "pw-missing-1234");
+    let w2 = m.worker("w2", "pw-missing-1234");
+    // Connected and not (or no longer: a slow start may exceed 1 s) missing.
+    wait_for("both workers up and not missing", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        ["w", "w2"]
+            .iter()
+            .all(|n| worker(&v, n).is_some_and(|x| x["connected"] == true && x["missing"] == false))
+            .then_some(())
+    });
+    let log = dir.join("master.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Only lines from here on count.
+    let from = read().len();
+    let tail = || read().get(from..).unwrap_or_default().to_string();
+
+    drop(w);
+    let gone = wait_for("w to be reported missing", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        worker(&v, "w").filter(|x| x["missing"] == true)
+    });
+    assert_eq!(gone["connected"], false, "{gone}");
+    assert!(gone["missing_since"].as_i64().is_some(), "{gone}");
+    // Another worker going away wakes the timer again: w is not reported
+    // a second time.
+    drop(w2);
+    wait_for("w2 to be reported missing", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        worker(&v, "w2").filter(|x| x["missing"] == true)
+    });
+    let text = tail();
+    assert_eq!(
+        text.matches("worker w has been missing for").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("WARN"), "{text}");
+    // Never connected, but well within its timeout.
+    let far = worker(&get_json(&m.http, "/api/v1/workers"), "far");
+    assert_eq!(
+        far.as_ref().map(|x| x["missing"].clone()),
+        Some(false.into()),
+        "{far:?}"
+    );
+
+    let _w = m.worker("w", "pw-missing-1234");
+    let back = wait_for("w back and no longer missing", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        worker(&v, "w").filter(|x| x["connected"] == true && x["missing"] == false)
+    });
+    assert!(back["missing_since"].is_null(), "{back}");
+    let text = tail();
+    assert_eq!(
+        text.matches("worker w is back after being missing for")
+            .count(),
+        1,
+        "{text}"
+    );
+    drop(m);
+}

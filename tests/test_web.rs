@@ -516,3 +516,69 @@ builder "slow" {{
     });
     (m, w, id)
 }
+
+/// The workers page marks a worker away past its missing-timeout, and
+/// every page carries a banner while `GET /api/v1/health` fails (here: the
+/// state disk is full), gone once it is healthy again.
+#[test]
+fn missing_workers_and_a_failing_store_are_shown() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web_health");
+    let Some(disk) = crate::test_faults::SmallDisk::mount(&dir.join("state"), "24m") else {
+        return;
+    };
+    write_secret(&dir, "w1", "pw-web-health-1234");
+    // `gone` never connects: missing a quarter of a second after the start.
+    let config = r#"worker "w1" password=(secret)"w1"
+worker "gone" password=(secret)"w1" missing-timeout="250ms"
+scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w1" "gone"
+    steps {
+        shell "true"
+    }
+}
+"#;
+    let m = Master::start(&dir, config);
+    let profile = dir.join("profile");
+    let base = format!("http://{}/", m.http);
+    crate::common::wait_for("gone to be missing", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/workers");
+        v["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == "gone" && w["missing"] == true)
+            .map(|_| ())
+    });
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/workers"));
+    assert!(dom.contains(">missing<"), "{dom}");
+    assert!(
+        dom.contains(r#"<div id="health" role="alert" hidden="">"#),
+        "no banner while healthy: {dom}"
+    );
+
+    let ballast = disk.fill("ballast");
+    // Large enough to need new pages, which the full disk refuses.
+    let body = serde_json::json!({ "reason": "r".repeat(1_500_000) }).to_string();
+    let (status, _) = http("POST", &m.http, "/api/v1/builders/b/force", Some(&body));
+    assert_eq!(status, 500);
+    crate::common::wait_for("health to fail", || {
+        (http("GET", &m.http, "/api/v1/health", None).0 == 503).then_some(())
+    });
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/"));
+    assert!(dom.contains("its store cannot write"), "{dom}");
+    assert!(
+        !dom.contains(r#"<div id="health" role="alert" hidden="">"#),
+        "{dom}"
+    );
+
+    std::fs::remove_file(&ballast).unwrap_or_else(|e| panic!("{e}"));
+    crate::common::wait_for("health to recover", || {
+        (http("GET", &m.http, "/api/v1/health", None).0 == 200).then_some(())
+    });
+    let dom = dump_dom(&browser, &profile, &format!("{base}#/"));
+    assert!(!dom.contains("its store cannot write"), "{dom}");
+    drop(m);
+}

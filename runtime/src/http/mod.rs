@@ -9,11 +9,14 @@ mod builds;
 mod changes;
 mod config;
 mod events;
+mod health;
 mod workers;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -27,6 +30,7 @@ use events::events;
 use workers::workers;
 
 pub use crate::api_error::ApiError;
+use crate::api_error::{ErrorMessage, LoggedByRoute};
 use crate::state::Shared;
 
 /// The API's routes, with `extra` ones (the change sources' receivers and
@@ -48,10 +52,29 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/schedulers", get(schedulers))
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
+        .route("/api/v1/health", get(health::health))
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(middleware::from_fn(log_server_errors))
         .with_state(shared)
+}
+
+/// Logs every 5xx answer, of every route, in this one place: a client
+/// that gets one (a force refused by a full disk) may not say, and the
+/// operator needs to know.
+async fn log_server_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let r = next.run(req).await;
+    if r.status().is_server_error() && r.extensions().get::<LoggedByRoute>().is_none() {
+        let why = r
+            .extensions()
+            .get::<ErrorMessage>()
+            .map_or("(no message)", |m| m.0.as_str());
+        tracing::error!(%method, %path, status = r.status().as_u16(), "{method} {path} answered {}: {why}", r.status());
+    }
+    r
 }
 
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, extra: Router<Arc<Shared>>) {

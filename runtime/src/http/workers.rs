@@ -27,6 +27,7 @@ pub(super) async fn workers(State(s): S) -> R<Json<Value>> {
                 .collect()
         })
         .unwrap_or_default();
+    let missing = s.missing.lock().map(|m| m.clone()).unwrap_or_default();
     let records = s.db(|st| st.workers()).await?;
     let mut v: Vec<Value> = g
         .workers
@@ -47,6 +48,10 @@ pub(super) async fn workers(State(s): S) -> R<Json<Value>> {
                 "in_downtime": crate::state::queue::in_downtime(&w.downtime, now_ms()),
                 "last_connected": rec.map(|r| r.last_connected),
                 "info": rec.map(|r| r.info.clone()),
+                // Away longer than its missing-timeout (master/missing.rs),
+                // and since when it has been away.
+                "missing": missing.contains_key(&w.name),
+                "missing_since": missing.get(&w.name),
             })
         })
         .collect();
@@ -63,6 +68,8 @@ pub(super) async fn workers(State(s): S) -> R<Json<Value>> {
             "name": name,
             "connected": true,
             "state": "removed",
+            "missing": false,
+            "missing_since": null,
             "running": busy,
             "last_connected": rec.map(|r| r.last_connected),
             "info": rec.map(|r| r.info.clone()),

@@ -13,7 +13,7 @@ use bbc_graph::Graph;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use super::{apply, queue, schedulers, workers};
+use super::{apply, missing, queue, schedulers, workers};
 use crate::changes::poller::Pollers;
 use crate::secrets::Secrets;
 use crate::state::config::{record, AppliedRecord, ConfigInfo, StartSettings};
@@ -154,6 +154,9 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         tasks: Mutex::new(Vec::new()),
         state_dir: cfg.state_dir.clone(),
         workers: Mutex::new(BTreeMap::new()),
+        workers_changed: Notify::new(),
+        missing: Mutex::new(BTreeMap::new()),
+        health_logged: Mutex::new(None),
         queue: Mutex::new(q),
         wake: Notify::new(),
         build_finished: Notify::new(),
@@ -175,6 +178,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     let mut tasks = vec![
         tokio::spawn(workers::accept_workers(shared.clone(), wl)),
         workers::spawn_retirer(shared.clone()),
+        missing::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
         tokio::spawn(crate::http::serve(shared.clone(), hl, routes)),
         crate::changes::poller::spawn(shared.clone(), pollers.clone()),

@@ -113,6 +113,7 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
         .await;
     tracing::info!(worker = %name, "worker connected");
     shared.wake.notify_one();
+    shared.workers_changed.notify_waiters();
     let reason = task.await.unwrap_or_else(|e| e.to_string());
     tracing::info!(worker = %name, "worker disconnected: {reason}");
     if let Ok(mut w) = shared.workers.lock() {
@@ -120,6 +121,7 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
             w.remove(&name);
         }
     }
+    shared.workers_changed.notify_waiters();
     let n2 = name.clone();
     let _ = shared
         .db(move |s| s.worker_disconnected(&n2, now_ms()))

@@ -76,6 +76,17 @@ pub struct Shared {
     /// workers); aborted at shutdown with the others.
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub workers: Mutex<BTreeMap<String, Arc<WorkerConn>>>,
+    /// Notified (to all waiters) whenever a worker connects or disconnects:
+    /// the missing-worker timer re-checks then (master/missing.rs).
+    pub workers_changed: Notify,
+    /// Configured workers reported missing (away longer than their
+    /// `missing-timeout`), with when they went away. Only the missing-worker
+    /// timer writes it; `GET /api/v1/workers` reads it.
+    pub missing: Mutex<BTreeMap<String, Millis>>,
+    /// The store failure `GET /api/v1/health` last logged, so that a
+    /// monitor polling it logs a line when the failure starts, changes or
+    /// ends, not at every poll.
+    pub(crate) health_logged: Mutex<Option<String>>,
     pub queue: Mutex<Queue>,
     /// Wakes the assignment loop: a request, worker, slot or lock changed.
     pub wake: Notify,

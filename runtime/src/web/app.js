@@ -74,6 +74,30 @@ function showError(e) {
   }
 }
 
+// The banner shown while GET /api/v1/health fails (the store cannot
+// write, e.g. a full disk): builds and changes may not be recorded then,
+// whatever page is open. A master that does not answer at all is the
+// error box's business, not this one.
+async function checkHealth() {
+  const box = document.getElementById("health");
+  let body = null;
+  let status = 0;
+  try {
+    const r = await fetch("/api/v1/health");
+    status = r.status;
+    body = await r.json();
+  } catch (_) {
+    return;
+  }
+  if (status === 503 && body && body.status === "failing") {
+    box.textContent = "The master is failing: its store cannot write (" + String(body.store || "no reason given") +
+      "). New builds, results and changes may not be recorded until this is fixed.";
+    box.hidden = false;
+  } else if (status === 200) {
+    box.hidden = true;
+  }
+}
+
 function time(ms) {
   if (!ms) return "";
   return new Date(ms).toLocaleString();
@@ -393,7 +417,10 @@ async function workersView() {
       ["worker", "state", "running", "max builds", "downtime", "last connected"],
       workers.map((w) => [
         w.name,
-        el("span", { class: "result " + (w.state === "offline" ? "cancelled" : w.state === "busy" ? "running" : "success"), text: w.state }),
+        // A missing worker (away longer than its missing-timeout) stands out.
+        w.missing
+          ? el("span", { class: "result missing", title: "missing since " + time(w.missing_since), text: "missing" })
+          : el("span", { class: "result " + (w.state === "offline" ? "cancelled" : w.state === "busy" ? "running" : "success"), text: w.state }),
         (w.running || []).map((r) => el("a", { href: "#/builds/" + r.build, text: r.builder + " (" + r.build + ") " })),
         String(w.max_builds === undefined ? "" : w.max_builds),
         w.in_downtime ? "in downtime" : "",
@@ -440,6 +467,8 @@ function route() {
 }
 
 async function refresh() {
+  // On the same cadence as the page: the timer and the event stream.
+  checkHealth();
   try {
     await route()();
     showError(null);
