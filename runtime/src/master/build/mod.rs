@@ -127,7 +127,7 @@ pub async fn run(
             number = b.number,
             build_id = id,
             worker = %b.build.worker,
-            result = result.name(),
+            result = %result.name(),
             duration_ms = finished_at.saturating_sub(b.build.started_at),
             "build finished"
         );
