@@ -279,10 +279,7 @@ async fn start(shared: &Arc<Shared>, d: Decision, backoff: &Mutex<StartBackoff>)
         Ok(build) => {
             let failed = lock_backoff(backoff).succeeded();
             if failed > 0 {
-                tracing::warn!(
-                    failed,
-                    "the store starts builds again (after {failed} failed tries)"
-                );
+                tracing::warn!(failed_tries = failed, "the store starts builds again");
             }
             // For `bbc bench run` (request → start latency in µs, finer
             // than the store's ms); off unless BBC_LOG enables `bbc_timing`.
