@@ -56,8 +56,8 @@ struct MasterOpts {
 /// what it shows).
 #[derive(clap::Args)]
 struct LogOpts {
-    /// `text` (lines for people) or `json` (one object per line, for log
-    /// collectors)
+    /// How the log (standard error) is written; `BBC_LOG` says what it
+    /// shows (default: info)
     #[arg(long, value_enum, default_value = "text", env = "BBC_LOG_FORMAT")]
     log_format: crate::serve::LogFormat,
 }

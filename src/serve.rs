@@ -13,10 +13,10 @@ use crate::command_error::CommandError;
 /// error): lines for people, or one JSON object per line for collectors.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// `2026-01-02T03:04:05.678Z  INFO build started builder=b number=1 …`
+    /// Lines for people: `… INFO build started builder=b number=1 …`
     #[default]
     Text,
-    /// `{"timestamp":"…","level":"INFO","message":"build started","builder":"b",…}`
+    /// One JSON object per line, for log collectors
     Json,
 }
 
