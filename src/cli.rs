@@ -48,6 +48,18 @@ struct MasterOpts {
     /// Override the config's HTTP listen address
     #[arg(long)]
     http_listen: Option<String>,
+    #[command(flatten)]
+    log: LogOpts,
+}
+
+/// The log of the long-running commands (standard error; `BBC_LOG` sets
+/// what it shows).
+#[derive(clap::Args)]
+struct LogOpts {
+    /// How the log (standard error) is written; `BBC_LOG` says what it
+    /// shows (default: info)
+    #[arg(long, value_enum, default_value = "text", env = "BBC_LOG_FORMAT")]
+    log_format: crate::serve::LogFormat,
 }
 
 impl MasterOpts {
@@ -59,6 +71,7 @@ impl MasterOpts {
             secrets: self.secrets.as_deref(),
             worker_listen: self.worker_listen.as_deref(),
             http_listen: self.http_listen.as_deref(),
+            log_format: self.log.log_format,
         }
     }
 }
@@ -150,6 +163,8 @@ enum Command {
         password_file: String,
         #[arg(long)]
         basedir: String,
+        #[command(flatten)]
+        log: LogOpts,
     },
     /// A master and local workers together: the quickest way to try bbc
     Up {
@@ -295,11 +310,13 @@ pub fn run() -> ExitCode {
             name,
             password_file,
             basedir,
+            log,
         } => crate::serve::worker(crate::serve::WorkerArgs {
             master: &master,
             name: &name,
             password_file: &password_file,
             basedir: &basedir,
+            log_format: log.log_format,
         }),
         Command::Up { opts, force } => crate::serve::up(opts.args(), &force),
         Command::Force {

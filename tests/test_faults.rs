@@ -502,5 +502,69 @@ builder "b" {
     let (status, _) = force(&m, "{}");
     assert_eq!(status, 201);
     assert!(matches!(m.proc.0.try_wait(), Ok(None)), "the master exited");
+
+/// The disk fills while a request waits for a worker. Every try to start
+/// its build failed, gave the worker back and woke the assignment loop,
+/// which tried again straight away: one "cannot start a build" line per
+/// try, as fast as the store could fail (thousands a second when it fails
+/// fast), for as long as the disk stayed full. Now the loop backs off (100 ms, doubling up to 5 s), says so
+/// once per step, and starts the build once space returns.
+#[test]
+fn starting_builds_on_a_full_disk_backs_off_until_space_returns() {
+    let dir = temp_dir("full_disk_start");
+    let Some(disk) = SmallDisk::mount(&dir.join("state"), "24m") else {
+        return;
+    };
+    write_secret(&dir, "w", "pw-full-start-1234");
+    let m = Master::start_logged(&dir, CONFIG);
+    // No worker yet: the request waits. The build's properties hold the
+    // 1.5 MB reason, so its start is a commit that needs a large block of
+    // new pages: it fails for certain once the disk is full.
+    let body = serde_json::json!({ "reason": "r".repeat(1_500_000) }).to_string();
+    let (status, set) = force(&m, &body);
+    assert_eq!(status, 201);
+    let set = set.unwrap_or_else(|| panic!("no build set"));
+    let ballast = disk.fill("ballast");
+    // A free worker for the pending request. While the disk is full, wait
+    // on the log only (the API reads the store).
+    let _w = m.worker("w", "pw-full-start-1234");
+    let log = dir.join("master.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let tries = |text: &str| text.matches("cannot start a build of b").count();
+    // Four back-off steps: the loop tries again 100, 200, then 400 ms
+    // after a failure, and says so once each time. Without the back-off,
+    // each try followed the last at once, with a line each.
+    let step_800 = "next try in 800 ms";
+    let text = wait_for(
+        "the loop to back off to 800 ms (or to try 20 times)",
+        || {
+            let text = read();
+            (text.contains(step_800) || tries(&text) >= 20).then_some(text)
+        },
+    );
+    let upto = text.find(step_800).map_or(text.as_str(), |at| &text[..at]);
+    assert_eq!(
+        tries(upto),
+        4,
+        "one line per back-off step (100, 200, 400, 800 ms):\n{text}"
+    );
+    assert!(
+        text.contains("starting no builds for 100 ms"),
+        "the first failure says the loop backs off:\n{text}"
+    );
+    assert!(!text.contains("build started"), "{text}");
+    std::fs::remove_file(&ballast).unwrap_or_else(|e| panic!("{e}"));
+
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "success", "{b}");
+    let text = wait_for("the build's end in the log", || {
+        let text = read();
+        text.contains("build finished").then_some(text)
+    });
+    assert!(
+        text.contains("the store starts builds again"),
+        "the end of the back-off is logged:\n{text}"
+    );
+    assert_eq!(text.matches("build started").count(), 1, "{text}");
     drop(m);
 }

@@ -10,10 +10,12 @@
 //! - with `collapse-requests`, every pending request of the builder for the
 //!   same source (repository, branch, revision) is satisfied by one build.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bbc_graph::Builder;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::state::queue::{in_downtime, update, Entry, Running};
 use crate::state::{now_ms, Shared};
@@ -156,13 +158,98 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
     out
 }
 
+/// The first pause after the store failed to start a build, and the
+/// longest: while the disk is full, a free worker with pending requests
+/// would otherwise try again at once, thousands of times a second.
+const START_BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const START_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The assignment loop's back-off while the store cannot start builds
+/// (an I/O error, data it cannot read; not a conflict, which is about one
+/// request): after a failure the loop starts nothing for 100 ms, then
+/// twice as long after each failed try, up to 5 s; a start that succeeds
+/// ends it. Shared by the loop and the start tasks it spawns.
+#[derive(Debug, Default)]
+struct StartBackoff {
+    /// The pause of the current step; zero while starts succeed.
+    pause: Duration,
+    /// The end of the current step's pause.
+    until: Option<Instant>,
+    /// Failed starts since the last one that succeeded.
+    failures: u64,
+}
+
+/// A new back-off step: what to log (once per step, not per try).
+#[derive(Debug, PartialEq, Eq)]
+struct BackoffStep {
+    pause: Duration,
+    failures: u64,
+}
+
+impl StartBackoff {
+    /// A start failed at `now`. A new step (the pause doubled) when the
+    /// last one is over; `None` when the failure falls within the current
+    /// pause (a start decided with the one that failed first): the step
+    /// counts it already.
+    fn failed(&mut self, now: Instant) -> Option<BackoffStep> {
+        self.failures += 1;
+        if self.until.is_some_and(|u| now < u) {
+            return None;
+        }
+        self.pause = if self.pause.is_zero() {
+            START_BACKOFF_FIRST
+        } else {
+            (self.pause * 2).min(START_BACKOFF_MAX)
+        };
+        self.until = Some(now + self.pause);
+        Some(BackoffStep {
+            pause: self.pause,
+            failures: self.failures,
+        })
+    }
+
+    /// A start succeeded: the back-off is over. Returns how many starts
+    /// failed before it (0 when none did).
+    fn succeeded(&mut self) -> u64 {
+        self.pause = Duration::ZERO;
+        self.until = None;
+        std::mem::take(&mut self.failures)
+    }
+
+    /// Until when the loop starts nothing, if it is backing off at `now`.
+    fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.until.filter(|u| now < *u)
+    }
+}
+
+fn lock_backoff(b: &Mutex<StartBackoff>) -> std::sync::MutexGuard<'_, StartBackoff> {
+    // Plain data, consistent after every method: a panic elsewhere while
+    // it was held leaves nothing half-written.
+    b.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub async fn assign_loop(shared: Arc<Shared>) {
+    let backoff = Arc::new(Mutex::new(StartBackoff::default()));
     loop {
+        // The store failed to start a build: nothing starts until the
+        // pause ends (wake-ups meanwhile only bring the loop back here).
+        let paused = lock_backoff(&backoff).paused_until(Instant::now());
+        if let Some(until) = paused {
+            if shared.is_shutting_down() {
+                return;
+            }
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+            continue;
+        }
         // Each start is a durable commit: started side by side, the store
         // commits them together (group commit) instead of one after another.
         for d in decide(&shared) {
             let s = shared.clone();
-            tokio::spawn(async move { start(&s, d).await });
+            let b = backoff.clone();
+            tokio::spawn(async move { start(&s, d, &b).await });
         }
         if shared.is_shutting_down() {
             return;
@@ -175,7 +262,7 @@ pub async fn assign_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn start(shared: &Arc<Shared>, d: Decision) {
+async fn start(shared: &Arc<Shared>, d: Decision, backoff: &Mutex<StartBackoff>) {
     let g = shared.graph();
     let requests: Vec<u64> = d.entries.iter().map(|e| e.req.id).collect();
     let set = d.entries[0].set.clone();
@@ -190,6 +277,10 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
     };
     match shared.db(move |s| s.start_build(nb)).await {
         Ok(build) => {
+            let failed = lock_backoff(backoff).succeeded();
+            if failed > 0 {
+                tracing::warn!(failed_tries = failed, "the store starts builds again");
+            }
             // For `bbc bench run` (request → start latency in µs, finer
             // than the store's ms); off unless BBC_LOG enables `bbc_timing`.
             tracing::debug!(
@@ -206,6 +297,13 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
             let Some(cancel_rx) = cancel_rx else {
                 return;
             };
+            tracing::info!(
+                builder = %build.build.builder,
+                number = build.number,
+                build_id = build.id,
+                worker = %build.build.worker,
+                "build started"
+            );
             let conn = shared
                 .workers
                 .lock()
@@ -222,8 +320,26 @@ async fn start(shared: &Arc<Shared>, d: Decision) {
         Err(e) => {
             // Conflict: a request was cancelled meanwhile. Anything else is
             // a store failure; the requests stay pending for a later try.
+            // The loop backs off (and says so once per step, not per try).
             if !matches!(e, StoreError::Conflict(_)) {
-                tracing::error!("cannot start a build of {}: {e}", d.builder.name);
+                let step = lock_backoff(backoff).failed(Instant::now());
+                match step {
+                    Some(BackoffStep { pause, failures: 1 }) => tracing::error!(
+                        "cannot start a build of {}: {e}; starting no builds for {} ms, then \
+                         trying again less and less often (up to every {} s) until the store \
+                         takes one",
+                        d.builder.name,
+                        pause.as_millis(),
+                        START_BACKOFF_MAX.as_secs()
+                    ),
+                    Some(BackoffStep { pause, failures }) => tracing::warn!(
+                        "still cannot start a build of {} ({failures} failed tries): {e}; next \
+                         try in {} ms",
+                        d.builder.name,
+                        pause.as_millis()
+                    ),
+                    None => {}
+                }
             }
             // On a conflict, the requests still pending (a collapsed build
             // may have met one cancelled request among several) go back to
@@ -262,7 +378,7 @@ fn still_pending(store: &dyn crate::store::Store, ids: &[u64]) -> crate::store::
 
 #[cfg(test)]
 mod tests {
-    use super::still_pending;
+    use super::{still_pending, BackoffStep, StartBackoff, START_BACKOFF_FIRST, START_BACKOFF_MAX};
     use crate::state::queue::{HeldLocks, Queue, Wake};
     use crate::store::conformance::TempDir;
     use crate::store::{NewBuild, NewBuildSet, RedbStore, Store, StoreError};
@@ -324,5 +440,60 @@ mod tests {
         }
         .and(end);
         assert!(both.assign && both.builds && both.locks, "{both:?}");
+    }
+
+    #[test]
+    fn store_failures_back_off_doubling_up_to_the_limit_and_reset_on_success() {
+        use std::time::Duration;
+        use tokio::time::Instant;
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut b = StartBackoff::default();
+        assert_eq!(b.paused_until(t0), None);
+        // The first failure: a pause of 100 ms, logged.
+        assert_eq!(
+            b.failed(t0),
+            Some(BackoffStep {
+                pause: START_BACKOFF_FIRST,
+                failures: 1
+            })
+        );
+        assert_eq!(b.paused_until(t0), Some(t0 + START_BACKOFF_FIRST));
+        // Starts decided together fail within that pause: counted, no new
+        // step, nothing to log.
+        assert_eq!(b.failed(t0 + ms(1)), None);
+        assert_eq!(b.paused_until(t0 + ms(1)), Some(t0 + START_BACKOFF_FIRST));
+        // The pause is over: the loop tries again.
+        assert_eq!(b.paused_until(t0 + START_BACKOFF_FIRST), None);
+        // Each later failure doubles the pause…
+        let mut now = t0 + START_BACKOFF_FIRST;
+        let mut pauses = Vec::new();
+        for _ in 0..9 {
+            let step = b
+                .failed(now)
+                .unwrap_or_else(|| panic!("a new step at {now:?}"));
+            pauses.push(step.pause.as_millis());
+            now += step.pause;
+        }
+        // …up to 5 s.
+        assert_eq!(
+            pauses,
+            [200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000],
+            "{b:?}"
+        );
+        assert_eq!(START_BACKOFF_MAX, ms(5000));
+        // One start that succeeds ends it, saying how many failed.
+        b.failed(now);
+        assert_eq!(b.succeeded(), 12);
+        assert_eq!(b.paused_until(now), None);
+        assert_eq!(b.succeeded(), 0);
+        // The next failure starts over at 100 ms.
+        assert_eq!(
+            b.failed(now),
+            Some(BackoffStep {
+                pause: START_BACKOFF_FIRST,
+                failures: 1
+            })
+        );
     }
 }

@@ -122,6 +122,15 @@ pub async fn run(
     let recorded = record_end(&shared, last, end).await;
     if recorded {
         let b = &mut cx.build;
+        tracing::info!(
+            builder = %b.build.builder,
+            number = b.number,
+            build_id = id,
+            worker = %b.build.worker,
+            result = %result.name(),
+            duration_ms = finished_at.saturating_sub(b.build.started_at),
+            "build finished"
+        );
         b.result = Some(result);
         b.finished_at = Some(finished_at);
         b.state_string = state;
