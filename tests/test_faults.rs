@@ -502,6 +502,8 @@ builder "b" {
     let (status, _) = force(&m, "{}");
     assert_eq!(status, 201);
     assert!(matches!(m.proc.0.try_wait(), Ok(None)), "the master exited");
+    drop(m);
+}
 
 /// The disk fills while a request waits for a worker. Every try to start
 /// its build failed, gave the worker back and woke the assignment loop,
