@@ -18,6 +18,46 @@ pub struct Cx<'a> {
     /// The run-time parts expansion left in strings; each is taken out
     /// when its string is read.
     pub run_parts: RunParts,
+    /// Verdicts of value checks that cost (regexes, globs, time zones, cron
+    /// expressions), keyed by kind and text: a large config repeats the same
+    /// few patterns thousands of times, and compiling each occurrence again
+    /// dominated `bbc check`. Per compilation, so nothing outlives it.
+    pub checked: Checked,
+}
+
+/// Which value check a [`Checked`] verdict belongs to.
+#[derive(Clone, Copy)]
+pub enum CheckKind {
+    Regex = 0,
+    Glob = 1,
+    TimeZone = 2,
+    Cron = 3,
+}
+
+/// The outcome of each distinct checked text: `None` when valid, otherwise
+/// the error text the diagnostic is built from (the diagnostic itself is
+/// emitted at every occurrence, with that occurrence's span).
+#[derive(Default)]
+pub struct Checked([std::collections::HashMap<String, Option<String>>; 4]);
+
+impl Checked {
+    /// The verdict for `text`, computing it with `check` the first time.
+    pub fn get(
+        &mut self,
+        kind: CheckKind,
+        text: &str,
+        check: impl FnOnce(&str) -> Option<String>,
+    ) -> Option<String> {
+        let map = &mut self.0[kind as usize];
+        // One map per kind, so a hit is looked up by `&str` without
+        // allocating a key.
+        if let Some(v) = map.get(text) {
+            return v.clone();
+        }
+        let v = check(text);
+        map.insert(text.to_string(), v.clone());
+        v
+    }
 }
 
 impl Cx<'_> {
