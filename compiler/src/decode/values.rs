@@ -114,7 +114,9 @@ pub(super) fn git_repo(cx: &mut Cx, e: &Entry) -> Option<String> {
 
 pub(super) fn glob(cx: &mut Cx, s: &str, span: Span) -> bool {
     let verdict = cx.checked.get(CheckKind::Glob, s, |s| {
-        globset::Glob::new(s).err().map(|err| err.kind().to_string())
+        globset::Glob::new(s)
+            .err()
+            .map(|err| err.kind().to_string())
     });
     match verdict {
         None => true,
