@@ -403,6 +403,8 @@ pub struct NodeReader<'n> {
     args_what: &'static str,
     /// The children block was consumed as a whole (e.g. `steps`).
     kids_all: bool,
+    /// Every property was consumed as a map entry (e.g. `env NAME="…"`).
+    props_all: bool,
     /// Unknown properties and children are not reported.
     lenient: bool,
 }
@@ -416,6 +418,7 @@ impl<'n> NodeReader<'n> {
             args_max: 0,
             args_what: "",
             kids_all: false,
+            props_all: false,
             lenient: false,
         }
     }
@@ -529,6 +532,17 @@ impl<'n> NodeReader<'n> {
             .unwrap_or(&[])
     }
 
+    /// Every property, in order, read by the caller as a map of names to
+    /// values rather than as settings.
+    pub fn all_props(&mut self) -> Vec<&'n Entry> {
+        self.props_all = true;
+        self.node
+            .entries
+            .iter()
+            .filter(|e| e.name.is_some())
+            .collect()
+    }
+
     /// `name "value"` child with one string argument.
     pub fn kid_string(&mut self, cx: &mut Cx, name: &'static str) -> Option<(String, Span)> {
         let n = self.kid(cx, name)?;
@@ -615,7 +629,7 @@ impl<'n> NodeReader<'n> {
         if self.lenient {
             return;
         }
-        for e in &node.entries {
+        for e in node.entries.iter().filter(|_| !self.props_all) {
             let Some(n) = &e.name else { continue };
             if self.props_asked.contains(&n.value.as_str()) {
                 continue;
