@@ -7,6 +7,7 @@ mod test_backup;
 mod test_changes;
 mod test_check_cli;
 mod test_docs;
+mod test_env;
 mod test_examples;
 mod test_faults;
 mod test_fmt;

@@ -61,3 +61,60 @@ pub fn trivial_config(builders: usize, max_builds: usize) -> String {
     s.push_str("\n}\n");
     s
 }
+
+/// The shape of issue 12's production master: `builders` builders of 7
+/// steps, each compile/test/shell step with a `warning-pattern` that is one
+/// of 12 shared ~600-character regexes (`patterns`), or none at all (to
+/// compare against). The patterns avoid `\` and `"` so they need no KDL
+/// escaping.
+pub fn generate_patterns(builders: usize, patterns: bool) -> String {
+    let regexes: Vec<String> = (0..12).map(warning_regex).collect();
+    let mut s = String::with_capacity(builders * if patterns { 6000 } else { 900 });
+    s.push_str("master {\n    title \"bench patterns\"\n}\n");
+    for w in 1..=4 {
+        s.push_str(&format!(
+            "worker \"w{w}\" password=(secret)\"w{w}\" max-builds=4\n"
+        ));
+    }
+    let steps = [
+        ("compile", "make -j4"),
+        ("test", "make check"),
+        ("shell", "make lint"),
+        ("shell", "make docs"),
+        ("test", "make integration"),
+        ("shell", "make package"),
+    ];
+    for i in 0..builders {
+        s.push_str(&format!(
+            "builder \"b-{i}\" {{\n    workers \"w1\" \"w2\" \"w3\" \"w4\"\n    steps {{\n        git repo=\"https://git.example.org/project-{i}.git\"\n"
+        ));
+        for (k, (kind, cmd)) in steps.iter().enumerate() {
+            s.push_str(&format!("        {kind} \"{cmd}\" name=\"s{k}\""));
+            if patterns {
+                let r = &regexes[(i + k) % regexes.len()];
+                s.push_str(&format!(" warning-pattern=\"{r}\""));
+            }
+            s.push('\n');
+        }
+        s.push_str("    }\n}\n");
+    }
+    s.push_str("scheduler \"force\" kind=\"force\" {\n    builders");
+    for i in 0..builders {
+        s.push_str(&format!(" \"b-{i}\""));
+    }
+    s.push_str("\n}\n");
+    s
+}
+
+/// Warning regex number `k`: an alternation of compiler-style warning
+/// lines, about 600 characters.
+fn warning_regex(k: usize) -> String {
+    let tools = ["gcc", "clang", "rustc", "javac", "tsc", "pylint"];
+    let alts: Vec<String> = tools
+        .iter()
+        .map(|t| {
+            format!("{t}-{k}: (?:warning|deprecated|note)[: ]+[A-Za-z_][A-Za-z0-9_]*(?:[.][a-z]+)? at line [0-9]+(?:, col [0-9]+)?")
+        })
+        .collect();
+    format!("(?im)^(?:{})", alts.join("|"))
+}

@@ -110,6 +110,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
         },
         diags: Vec::new(),
         run_parts,
+        checked: Default::default(),
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking, with the

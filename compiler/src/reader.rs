@@ -18,6 +18,46 @@ pub struct Cx<'a> {
     /// The run-time parts expansion left in strings; each is taken out
     /// when its string is read.
     pub run_parts: RunParts,
+    /// Verdicts of value checks that cost (regexes, globs, time zones, cron
+    /// expressions), keyed by kind and text: a large config repeats the same
+    /// few patterns thousands of times, and compiling each occurrence again
+    /// dominated `bbc check`. Per compilation, so nothing outlives it.
+    pub checked: Checked,
+}
+
+/// Which value check a [`Checked`] verdict belongs to.
+#[derive(Clone, Copy)]
+pub enum CheckKind {
+    Regex = 0,
+    Glob = 1,
+    TimeZone = 2,
+    Cron = 3,
+}
+
+/// The outcome of each distinct checked text: `None` when valid, otherwise
+/// the error text the diagnostic is built from (the diagnostic itself is
+/// emitted at every occurrence, with that occurrence's span).
+#[derive(Default)]
+pub struct Checked([std::collections::HashMap<String, Option<String>>; 4]);
+
+impl Checked {
+    /// The verdict for `text`, computing it with `check` the first time.
+    pub fn get(
+        &mut self,
+        kind: CheckKind,
+        text: &str,
+        check: impl FnOnce(&str) -> Option<String>,
+    ) -> Option<String> {
+        let map = &mut self.0[kind as usize];
+        // One map per kind, so a hit is looked up by `&str` without
+        // allocating a key.
+        if let Some(v) = map.get(text) {
+            return v.clone();
+        }
+        let v = check(text);
+        map.insert(text.to_string(), v.clone());
+        v
+    }
 }
 
 impl Cx<'_> {
@@ -363,6 +403,8 @@ pub struct NodeReader<'n> {
     args_what: &'static str,
     /// The children block was consumed as a whole (e.g. `steps`).
     kids_all: bool,
+    /// Every property was consumed as a map entry (e.g. `env NAME="…"`).
+    props_all: bool,
     /// Unknown properties and children are not reported.
     lenient: bool,
 }
@@ -376,6 +418,7 @@ impl<'n> NodeReader<'n> {
             args_max: 0,
             args_what: "",
             kids_all: false,
+            props_all: false,
             lenient: false,
         }
     }
@@ -489,6 +532,17 @@ impl<'n> NodeReader<'n> {
             .unwrap_or(&[])
     }
 
+    /// Every property, in order, read by the caller as a map of names to
+    /// values rather than as settings.
+    pub fn all_props(&mut self) -> Vec<&'n Entry> {
+        self.props_all = true;
+        self.node
+            .entries
+            .iter()
+            .filter(|e| e.name.is_some())
+            .collect()
+    }
+
     /// `name "value"` child with one string argument.
     pub fn kid_string(&mut self, cx: &mut Cx, name: &'static str) -> Option<(String, Span)> {
         let n = self.kid(cx, name)?;
@@ -575,7 +629,7 @@ impl<'n> NodeReader<'n> {
         if self.lenient {
             return;
         }
-        for e in &node.entries {
+        for e in node.entries.iter().filter(|_| !self.props_all) {
             let Some(n) = &e.name else { continue };
             if self.props_asked.contains(&n.value.as_str()) {
                 continue;

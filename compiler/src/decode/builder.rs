@@ -12,38 +12,56 @@ pub(super) fn env(
         return out;
     };
     let mut er = NodeReader::new(n);
+    // Both forms, `env NAME="value"` and `env { NAME "value" }`, fill the
+    // same map, so they lower to the same graph; properties come first, as
+    // they come first in the text, so "set twice" points at the later one.
+    for e in er.all_props() {
+        let Some(name) = &e.name else { continue };
+        env_var(cx, ip, &mut out, &name.value, name.span, Some(e));
+    }
     for var in er.all_kids() {
         let mut vr = NodeReader::new(var);
         let val = vr.req_arg(cx, 0, "a value", "env { CC \"clang\" }");
-        let name = &var.name.value;
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            cx.err(
-                Code::InvalidChoice,
-                var.name.span,
-                "invalid environment variable name",
-            )
-            .label("not a variable name")
-            .help("a variable name cannot be empty or contain `=`")
-            .emit();
-        } else if let Some(e) = val {
-            if let Some(s) = cx.string(e) {
-                let t = interp(cx, ip, &s, e.value_span);
-                if out.insert(name.clone(), t).is_some() {
-                    cx.err(
-                        Code::DuplicateSetting,
-                        var.name.span,
-                        format!("`{name}` is set twice"),
-                    )
-                    .label("set again here")
-                    .help("remove one of them")
-                    .emit();
-                }
-            }
-        }
+        env_var(cx, ip, &mut out, &var.name.value, var.name.span, val);
         vr.finish(cx);
     }
     er.finish(cx);
     out
+}
+
+/// One variable of an `env` map, from either form.
+fn env_var(
+    cx: &mut Cx,
+    ip: &mut Vec<PropRef>,
+    out: &mut BTreeMap<String, Text>,
+    name: &str,
+    name_span: Span,
+    val: Option<&Entry>,
+) {
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        cx.err(
+            Code::InvalidChoice,
+            name_span,
+            "invalid environment variable name",
+        )
+        .label("not a variable name")
+        .help("a variable name cannot be empty or contain `=`")
+        .emit();
+    } else if let Some(e) = val {
+        if let Some(s) = cx.string(e) {
+            let t = interp(cx, ip, &s, e.value_span);
+            if out.insert(name.to_string(), t).is_some() {
+                cx.err(
+                    Code::DuplicateSetting,
+                    name_span,
+                    format!("`{name}` is set twice"),
+                )
+                .label("set again here")
+                .help("remove one of them")
+                .emit();
+            }
+        }
+    }
 }
 
 pub(super) fn interp(cx: &mut Cx, props: &mut Vec<PropRef>, s: &str, span: Span) -> Text {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::diagnostic::{did_you_mean, Code};
 use crate::graph::*;
 use crate::interp::PropRef;
-use crate::reader::{Cx, NodeReader};
+use crate::reader::{CheckKind, Cx, NodeReader};
 use crate::syntax::{Document, Entry, Node, Span};
 
 mod builder;

@@ -211,9 +211,12 @@ pub(super) fn scheduler(
         K::Nightly => {
             let cron = r.kid_with(cx, "cron", "cron \"0 3 * * *\"", |cx, e| {
                 let s = cx.string(e)?;
-                match s.parse::<croner::Cron>() {
-                    Ok(_) => Some(s),
-                    Err(err) => {
+                let verdict = cx.checked.get(CheckKind::Cron, &s, |s| {
+                    s.parse::<croner::Cron>().err().map(|err| err.to_string())
+                });
+                match verdict {
+                    None => Some(s),
+                    Some(err) => {
                         cx.err(Code::InvalidCron, e.value_span, format!("invalid cron expression \"{s}\": {err}"))
                             .label("not a cron expression")
                             .help("five fields: minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\" (03:00 every day) or \"30 2 * * 1-5\"")

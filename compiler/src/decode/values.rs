@@ -113,13 +113,18 @@ pub(super) fn git_repo(cx: &mut Cx, e: &Entry) -> Option<String> {
 }
 
 pub(super) fn glob(cx: &mut Cx, s: &str, span: Span) -> bool {
-    match globset::Glob::new(s) {
-        Ok(_) => true,
-        Err(err) => {
+    let verdict = cx.checked.get(CheckKind::Glob, s, |s| {
+        globset::Glob::new(s)
+            .err()
+            .map(|err| err.kind().to_string())
+    });
+    match verdict {
+        None => true,
+        Some(kind) => {
             cx.err(
                 Code::InvalidPattern,
                 span,
-                format!("invalid glob \"{s}\": {}", err.kind()),
+                format!("invalid glob \"{s}\": {kind}"),
             )
             .label("not a glob")
             .help("globs use `*` (within a path segment), `**` (across segments), `?`, `[abc]` and `{a,b}`")
@@ -139,11 +144,17 @@ pub(super) fn globs(cx: &mut Cx, items: Vec<(String, Span)>) -> Vec<String> {
 
 pub(super) fn regex(cx: &mut Cx, e: &Entry) -> Option<String> {
     let s = cx.string(e)?;
-    match regex::Regex::new(&s) {
-        Ok(_) => Some(s),
-        Err(err) => {
+    // Only the last line of the error is kept: the first lines repeat the
+    // pattern, which the diagnostic already points at.
+    let verdict = cx.checked.get(CheckKind::Regex, &s, |s| {
+        regex::Regex::new(s).err().map(|err| {
             let msg = err.to_string();
-            let last = msg.lines().last().unwrap_or("").trim().to_string();
+            msg.lines().last().unwrap_or("").trim().to_string()
+        })
+    });
+    match verdict {
+        None => Some(s),
+        Some(last) => {
             cx.err(
                 Code::InvalidPattern,
                 e.value_span,
@@ -159,7 +170,10 @@ pub(super) fn regex(cx: &mut Cx, e: &Entry) -> Option<String> {
 
 pub(super) fn time_zone(cx: &mut Cx, e: &Entry) -> Option<String> {
     let s = cx.string(e)?;
-    if jiff::tz::TimeZone::get(&s).is_ok() {
+    let verdict = cx.checked.get(CheckKind::TimeZone, &s, |s| {
+        jiff::tz::TimeZone::get(s).err().map(|_| String::new())
+    });
+    if verdict.is_none() {
         return Some(s);
     }
     cx.err(
