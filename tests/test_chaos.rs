@@ -67,6 +67,11 @@ impl Client {
         let mut n = 0u64;
         while !self.stop.load(Ordering::SeqCst) {
             let addr = self.addr.lock().map(|a| a.clone()).unwrap_or_default();
+            if addr.is_empty() {
+                // Between a kill and the next start.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
             n += 1;
             let body = format!(r#"{{"reason": "chaos {n}"}}"#);
             match try_post(&addr, "/api/v1/builders/b/force", &body) {
@@ -165,6 +170,11 @@ fn every_acknowledged_request_builds_once_across_repeated_sigkills() {
             let v = get_json(&m.http, "/api/v1/builds?running=true");
             (!v["builds"].as_array()?.is_empty()).then_some(())
         });
+        // No new request to the dead master's address: its port may be
+        // given to another test's master meanwhile.
+        if let Ok(mut a) = client.addr.lock() {
+            a.clear();
+        }
         let _ = m.proc.0.kill(); // SIGKILL
         let _ = m.proc.0.wait();
         interrupted_at_kill += 1;
