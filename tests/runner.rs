@@ -5,6 +5,7 @@ mod common;
 mod test_apply;
 mod test_backup;
 mod test_changes;
+mod test_chaos;
 mod test_check_cli;
 mod test_docs;
 mod test_env;

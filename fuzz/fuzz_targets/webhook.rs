@@ -1,0 +1,39 @@
+//! The webhook payload parsers (GitHub, Gitea, GitLab, generic JSON) on
+//! arbitrary bodies: the first byte picks the forge and event, the rest is
+//! the body, read as `POST /change_hook/{name}` reads it. A malformed
+//! delivery must be an error (a 400), never a panic.
+#![no_main]
+
+use bbc_runtime::changes::webhook::{gitea, github, gitlab, json_changes};
+use libfuzzer_sys::fuzz_target;
+
+const GITHUB: &[&str] = &["push", "pull_request", "ping", "create"];
+const GITEA: &[&str] = &[
+    "push",
+    "pull_request",
+    "pull_request_sync",
+    "pull_request_label",
+    "create",
+];
+const GITLAB: &[&str] = &[
+    "Push Hook",
+    "Tag Push Hook",
+    "Merge Request Hook",
+    "Note Hook",
+];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let ev = |events: &[&'static str]| events[(pick >> 2) as usize % events.len()];
+    let _ = match pick % 4 {
+        0 => github(ev(GITHUB), &v),
+        1 => gitea(ev(GITEA), &v),
+        2 => gitlab(ev(GITLAB), &v),
+        _ => json_changes(&v),
+    };
+});
