@@ -16,6 +16,15 @@ builder "b" {
 }
 "#;
 
+/// The shape most of these tests use: worker `w` (password from the secret
+/// `w`), a force scheduler, and builder `b` on `w` with `settings` and
+/// `steps` (KDL lines).
+fn one_builder(settings: &str, steps: &str) -> String {
+    format!(
+        "worker \"w\" password=(secret)\"w\"\nscheduler \"force\" kind=\"force\" {{\n    builders \"b\"\n}}\nbuilder \"b\" {{\n    workers \"w\"\n    {settings}\n    steps {{\n        {steps}\n    }}\n}}\n"
+    )
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: plain kill(2) on a child this test started and still owns.
     let r = unsafe { libc::kill(pid as libc::pid_t, sig) };
@@ -82,20 +91,13 @@ fn processes_left_by_a_sigkilled_worker_die_before_the_rerun() {
     write_secret(&dir, "w", "pw-orphans-1234");
     let pidfile = dir.join("sleeper.pid");
     let marker = dir.join("first-run");
-    let config = format!(
-        r#"worker "w" password=(secret)"w"
-scheduler "force" kind="force" {{
-    builders "b"
-}}
-builder "b" {{
-    workers "w"
-    steps {{
-        shell "if [ -e {marker} ]; then echo rerun; else touch {marker}; sleep 300 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait; fi" name="work"
-    }}
-}}
-"#,
-        marker = marker.display(),
-        pidfile = pidfile.display(),
+    let config = one_builder(
+        "",
+        &format!(
+            r#"shell "if [ -e {marker} ]; then echo rerun; else touch {marker}; sleep 300 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait; fi" name="work""#,
+            marker = marker.display(),
+            pidfile = pidfile.display()
+        ),
     );
     let m = Master::start(&dir, &config);
     let mut w = m.worker("w", "pw-orphans-1234");
@@ -130,19 +132,12 @@ fn a_quiet_step_shows_its_last_line_while_it_waits() {
     let token = "0123456789abcdef".repeat(4);
     write_secret(&dir, "w", &token);
     let go = dir.join("go");
-    let config = format!(
-        r#"worker "w" password=(secret)"w"
-scheduler "force" kind="force" {{
-    builders "b"
-}}
-builder "b" {{
-    workers "w"
-    steps {{
-        shell "echo waiting-for-go; while [ ! -e {go} ]; do sleep 0.05; done" name="wait"
-    }}
-}}
-"#,
-        go = go.display()
+    let config = one_builder(
+        "",
+        &format!(
+            r#"shell "echo waiting-for-go; while [ ! -e {go} ]; do sleep 0.05; done" name="wait""#,
+            go = go.display()
+        ),
     );
     let m = Master::start(&dir, &config);
     let _w = m.worker("w", &token);
@@ -172,21 +167,13 @@ builder "b" {{
 fn builder_max_time_limits_the_whole_build() {
     let dir = temp_dir("build_max_time");
     write_secret(&dir, "w", "pw-max-time-1234");
-    let config = r#"worker "w" password=(secret)"w"
-scheduler "force" kind="force" {
-    builders "b"
-}
-builder "b" {
-    workers "w"
-    max-time "1s"
-    steps {
-        shell "sleep 0.7" name="one"
-        shell "sleep 0.7" name="two"
-        shell "sleep 0.7" name="three"
-        shell "echo cleanup" name="cleanup" always-run=#true
-    }
-}
-"#;
+    let config = &one_builder(
+        r#"max-time "1s""#,
+        r#"shell "sleep 0.7" name="one"
+shell "sleep 0.7" name="two"
+shell "sleep 0.7" name="three"
+shell "echo cleanup" name="cleanup" always-run=#true"#,
+    );
     let m = Master::start(&dir, config);
     let _w = m.worker("w", "pw-max-time-1234");
     m.wait_connected("w");
@@ -279,19 +266,12 @@ fn a_log_cut_short_by_a_full_disk_is_reported() {
     };
     write_secret(&dir, "w", "pw-full-disk-1234");
     let go = dir.join("go");
-    let config = format!(
-        r#"worker "w" password=(secret)"w"
-scheduler "force" kind="force" {{
-    builders "b"
-}}
-builder "b" {{
-    workers "w"
-    steps {{
-        shell "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 30000000; while [ ! -e {go} ]; do sleep 0.05; done" name="loud"
-    }}
-}}
-"#,
-        go = go.display()
+    let config = one_builder(
+        "",
+        &format!(
+            r#"shell "yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 30000000; while [ ! -e {go} ]; do sleep 0.05; done" name="loud""#,
+            go = go.display()
+        ),
     );
     let m = Master::start_logged(&dir, &config);
     let _w = m.worker("w", "pw-full-disk-1234");
@@ -358,19 +338,12 @@ fn a_build_ending_on_a_full_disk_is_recorded_once_space_returns() {
     };
     write_secret(&dir, "w", "pw-full-store-1234");
     let go = dir.join("go");
-    let config = format!(
-        r#"worker "w" password=(secret)"w"
-scheduler "force" kind="force" {{
-    builders "b"
-}}
-builder "b" {{
-    workers "w"
-    steps {{
-        shell "echo started; while [ ! -e {go} ]; do sleep 0.05; done" name="wait"
-    }}
-}}
-"#,
-        go = go.display()
+    let config = one_builder(
+        "",
+        &format!(
+            r#"shell "echo started; while [ ! -e {go} ]; do sleep 0.05; done" name="wait""#,
+            go = go.display()
+        ),
     );
     let mut m = Master::start_logged(&dir, &config);
     let _w = m.worker("w", "pw-full-store-1234");
@@ -450,17 +423,7 @@ fn health_fails_while_the_state_disk_is_full_and_recovers() {
     };
     write_secret(&dir, "w", "pw-health-1234");
     // The worker never connects: the forced builds only wait in the queue.
-    let config = r#"worker "w" password=(secret)"w"
-scheduler "force" kind="force" {
-    builders "b"
-}
-builder "b" {
-    workers "w"
-    steps {
-        shell "true"
-    }
-}
-"#;
+    let config = &one_builder("", r#"shell "true""#);
     let mut m = Master::start_logged(&dir, config);
     let health = || {
         let (status, body) = http("GET", &m.http, "/api/v1/health", None);
