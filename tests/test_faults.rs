@@ -2,6 +2,8 @@
 //! against the docs, reproduced with real processes: each test failed
 //! before its fix.
 
+pub(crate) use bbc_testkit::SmallDisk;
+
 use crate::common::{get_json, http, temp_dir, wait_for, write_secret, Master};
 
 const CONFIG: &str = r#"worker "w" password=(secret)"w" keepalive="1s"
@@ -194,66 +196,6 @@ shell "echo cleanup" name="cleanup" always-run=#true"#,
     assert_eq!(steps[3]["result"], "success", "cleanup still runs: {b}");
 }
 
-/// A small file system mounted for one test (tmpfs: root only), unmounted
-/// when dropped. `None` where mounting is not allowed: the test says it
-/// skipped, unless `BBC_REQUIRE_MOUNT` is set (CI), where that fails.
-pub(crate) struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    pub(crate) fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{e}"));
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(
-                std::env::var_os("BBC_REQUIRE_MOUNT").is_none(),
-                "cannot mount a tmpfs (BBC_REQUIRE_MOUNT is set)"
-            );
-            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-
-    fn free_bytes(&self) -> u64 {
-        let path = std::ffi::CString::new(self.0.to_string_lossy().as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        // SAFETY: statvfs writes into the zeroed struct we pass; the path
-        // is a valid NUL-terminated string.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
-        assert_eq!(r, 0, "statvfs");
-        st.f_bavail as u64 * st.f_frsize as u64
-    }
-}
-
-impl SmallDisk {
-    /// Fills the disk to the last byte with the file `name`; returns its
-    /// path.
-    pub(crate) fn fill(&self, name: &str) -> std::path::PathBuf {
-        use std::io::Write;
-        let path = self.0.join(name);
-        let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
-        for chunk in [1 << 20, 4096, 1] {
-            let buf = vec![0u8; chunk];
-            while f.write_all(&buf).is_ok() {}
-        }
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .args(["-l"])
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A step whose output does not fit on the disk: the log used to be
 /// reported complete and the step successful, with one identical error
 /// line per output chunk. Now the step ends as `exception` saying how much
@@ -277,10 +219,7 @@ fn a_log_cut_short_by_a_full_disk_is_reported() {
     let _w = m.worker("w", "pw-full-disk-1234");
     m.wait_connected("w");
     // Leave about 4 MB: the 30 MB of output cannot fit.
-    let ballast = dir.join("state").join("ballast");
-    let keep = 4 << 20;
-    let size = disk.free_bytes().saturating_sub(keep);
-    std::fs::write(&ballast, vec![0u8; size as usize]).unwrap_or_else(|e| panic!("{e}"));
+    let ballast = disk.fill_but("ballast", 4 << 20);
     let set = m.force("b", "{}");
     let log = dir.join("master.log");
     wait_for("the master to report the lost log", || {

@@ -1,6 +1,12 @@
 //! Real `bbc` processes for the integration tests and the benchmarks. Both
 //! start `bbc master` on ports the kernel picks and learn them from the
-//! first line it prints, so that parsing lives here once.
+//! first line it prints, so that parsing lives here once. `SmallDisk`
+//! (a tmpfs that fills up) serves the full-disk tests of both the runtime
+//! and the integration tests.
+
+mod disk;
+
+pub use disk::SmallDisk;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,55 +2,10 @@
 //! tmpfs (mounting needs root; without it the tests say they skipped,
 //! unless `BBC_REQUIRE_MOUNT` is set, as in CI).
 
-use std::path::{Path, PathBuf};
-
 use super::tests::{build_of, set};
 use super::*;
 use crate::store::conformance::TempDir;
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            assert!(
-                std::env::var_os("BBC_REQUIRE_MOUNT").is_none(),
-                "cannot mount a tmpfs (BBC_REQUIRE_MOUNT is set)"
-            );
-            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
-            return None;
-        }
-        Some(SmallDisk(at.to_path_buf()))
-    }
-
-    /// Fills the disk to the last byte with a file; returns its path.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.0.join("ballast");
-        let mut f = std::fs::File::create(&path).unwrap();
-        for chunk in [1 << 20, 4096, 1] {
-            let buf = vec![0u8; chunk];
-            while f.write_all(&buf).is_ok() {}
-        }
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
+use bbc_testkit::SmallDisk;
 
 fn big_set(tag: &str) -> NewBuildSet {
     NewBuildSet {
@@ -101,13 +56,13 @@ fn the_store_recovers_when_a_full_disk_has_room_again() {
     let Some(disk) = SmallDisk::mount(&tmp.path().join("disk"), "8m") else {
         return;
     };
-    let dir = disk.0.join("state");
+    let dir = disk.path().join("state");
     let s = RedbStore::open(&dir).unwrap();
     let (first, _) = s.add_buildset(set("before"), &[("b".into(), 0)]).unwrap();
     let build = s.start_build(build_of("b", vec![1])).unwrap();
     s.health().unwrap();
 
-    let ballast = disk.fill();
+    let ballast = disk.fill("ballast");
     // Several writers at once, so that some wait in the group commit for a
     // durable commit that fails.
     let results: Vec<(Vec<(u64, String)>, StoreError)> = std::thread::scope(|sc| {
@@ -166,11 +121,11 @@ fn waiting_step_records_survive_a_failed_write() {
     let Some(disk) = SmallDisk::mount(&tmp.path().join("disk"), "8m") else {
         return;
     };
-    let dir = disk.0.join("state");
+    let dir = disk.path().join("state");
     let s = RedbStore::open(&dir).unwrap();
     s.add_buildset(set("x"), &[("b".into(), 0)]).unwrap();
     let build = s.start_build(build_of("b", vec![1])).unwrap();
-    let ballast = disk.fill();
+    let ballast = disk.fill("ballast");
     let mut last = String::new();
     let mut failed = None;
     for i in 0..400 {
