@@ -166,6 +166,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         reporters: Hub::new(http_addr),
         next_id: AtomicU64::new(1),
         shutdown,
+        patterns: Mutex::new(Default::default()),
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.

@@ -19,7 +19,7 @@ pub mod connection;
 pub mod events;
 pub mod queue;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -103,9 +103,32 @@ pub struct Shared {
     pub reporters: Hub,
     pub(crate) next_id: AtomicU64,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Warning patterns compiled once each: a dozen long regexes shared by
+    /// thousands of steps were compiled again for every command run.
+    pub(crate) patterns: Mutex<HashMap<String, Option<Arc<regex::bytes::Regex>>>>,
 }
 
 impl Shared {
+    /// The compiled warning pattern (`None` for one that does not compile:
+    /// the compiler refused those, a graph from elsewhere might not have).
+    pub(crate) fn pattern(&self, p: &str) -> Option<Arc<regex::bytes::Regex>> {
+        let mut m = match self.patterns.lock() {
+            Ok(m) => m,
+            Err(e) => e.into_inner(),
+        };
+        if let Some(re) = m.get(p) {
+            return re.clone();
+        }
+        // Patterns come from configs: bounded by what applies bring; a
+        // master that saw very many starts over rather than grow.
+        if m.len() >= 1024 {
+            m.clear();
+        }
+        let re = regex::bytes::Regex::new(p).ok().map(Arc::new);
+        m.insert(p.to_string(), re.clone());
+        re
+    }
+
     pub fn graph(&self) -> Arc<Graph> {
         current(&self.graph)
     }

@@ -67,7 +67,7 @@ impl Ctx {
             self.pending_start = start;
             return Outcome::of(BuildResult::Retry, "worker lost");
         }
-        let re = warning_pattern.and_then(|p| regex::bytes::Regex::new(p).ok());
+        let re = warning_pattern.and_then(|p| self.shared.pattern(p));
         let mut lines = LineCounter::default();
         let mut batch: Vec<u8> = Vec::new();
         let mut captured: Option<Vec<u8>> = capture.then(Vec::new);
