@@ -52,6 +52,7 @@ mod backup;
 mod commit;
 #[cfg(test)]
 mod full_disk_tests;
+mod incident;
 mod logs;
 mod pending;
 mod records;
@@ -83,6 +84,8 @@ pub struct RedbStore {
     /// Why the last write failed, while no write has succeeded since: what
     /// [`Store::health`] reports.
     failure: Mutex<Option<String>>,
+    /// What the log has said of the failures (see `incident.rs`).
+    incident: Mutex<incident::Incident>,
     logs: logs::LogFiles,
     dir: PathBuf,
     group: Mutex<Group>,
@@ -126,6 +129,7 @@ impl RedbStore {
             path,
             reopen: AtomicBool::new(false),
             failure: Mutex::new(None),
+            incident: Mutex::new(incident::Incident::default()),
             logs: logs::LogFiles::new(logs_dir),
             dir: state_dir.to_path_buf(),
             group: Mutex::new(Group::default()),
@@ -223,10 +227,15 @@ impl RedbStore {
             Ok(db) => {
                 *g = Some(db);
                 self.reopen.store(false, Ordering::Release);
-                tracing::warn!(
-                    "reopened the database {} after an I/O error",
-                    self.path.display()
-                );
+                // While the disk stays full each probe reopens it again.
+                if lock(&self.incident).reopened() {
+                    tracing::warn!(
+                        "reopened the database {} after an I/O error",
+                        self.path.display()
+                    );
+                } else {
+                    tracing::debug!("reopened the database {} again", self.path.display());
+                }
                 Ok(())
             }
             Err(e) => {
@@ -272,18 +281,25 @@ impl RedbStore {
 
     /// Notes a failed write (for `health`, and to reopen the database if
     /// redb failed) and logs it: the first failure after a success as an
-    /// error, later ones as warnings, each with the store's reason.
+    /// error, another reason as a warning, the same one at most once a
+    /// minute with how many were not logged (`incident.rs`).
     pub(super) fn write_failed(&self, e: &StoreError) {
-        let (Some(first), StoreError::Io(msg)) = (self.note_failure(e), e) else {
+        let (Some(_), StoreError::Io(msg)) = (self.note_failure(e), e) else {
             return;
         };
-        if first {
-            tracing::error!(
+        let say = lock(&self.incident).failed(msg, std::time::Instant::now());
+        match say {
+            incident::Say::First => tracing::error!(
                 "the store cannot write: {msg} (that write did not happen; the database is \
                  reopened on the next call, and each later write tries again)"
-            );
-        } else {
-            tracing::warn!("a store write failed again: {msg}");
+            ),
+            incident::Say::Changed => tracing::warn!("a store write failed again: {msg}"),
+            incident::Say::Again { unlogged } => tracing::warn!(
+                "a store write failed again: {msg} ({unlogged} more such failures in the last \
+                 {} s were not logged)",
+                incident::REPEAT_EVERY.as_secs()
+            ),
+            incident::Say::Nothing => {}
         }
     }
 
@@ -303,7 +319,10 @@ impl RedbStore {
     /// Notes a write that succeeded.
     pub(super) fn write_succeeded(&self) {
         if lock(&self.failure).take().is_some() {
-            tracing::warn!("the store writes again");
+            match lock(&self.incident).ended() {
+                Some(n) => tracing::warn!("the store writes again, after {n} failed writes"),
+                None => tracing::warn!("the store writes again"),
+            }
         }
     }
 }
