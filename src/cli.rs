@@ -163,6 +163,14 @@ enum Command {
         password_file: String,
         #[arg(long)]
         basedir: String,
+        /// Connect with TLS; trust the master's certificate if it chains
+        /// to a CA in this PEM file (and names the --master host)
+        #[arg(long, value_name = "FILE")]
+        master_ca: Option<String>,
+        /// Connect with TLS; trust the master's certificate with this
+        /// SHA-256 fingerprint (as `bbc cert` prints it)
+        #[arg(long, value_name = "SHA256")]
+        master_fingerprint: Option<String>,
         #[command(flatten)]
         log: LogOpts,
     },
@@ -243,6 +251,26 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: DiffFormat,
     },
+    /// Make a self-signed TLS certificate and key for the master, and
+    /// print the fingerprint workers pin (`--master-fingerprint`)
+    Cert {
+        /// Where to write the certificate (PEM)
+        #[arg(long, default_value = "master.crt")]
+        cert: String,
+        /// Where to write the private key (PEM, mode 0600)
+        #[arg(long, default_value = "master.key")]
+        key: String,
+        /// A DNS name or IP address workers reach the master at
+        /// (repeatable; default: localhost, 127.0.0.1, ::1 and this host's name)
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// How long the certificate is valid
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+        /// Replace files that exist
+        #[arg(long)]
+        force: bool,
+    },
     /// Copy a master's state (store, step logs, uploads) while it runs
     Backup {
         /// The master's state directory
@@ -310,12 +338,16 @@ pub fn run() -> ExitCode {
             name,
             password_file,
             basedir,
+            master_ca,
+            master_fingerprint,
             log,
         } => crate::serve::worker(crate::serve::WorkerArgs {
             master: &master,
             name: &name,
             password_file: &password_file,
             basedir: &basedir,
+            master_ca: master_ca.as_deref(),
+            master_fingerprint: master_fingerprint.as_deref(),
             log_format: log.log_format,
         }),
         Command::Up { opts, force } => crate::serve::up(opts.args(), &force),
@@ -358,6 +390,13 @@ pub fn run() -> ExitCode {
             props: &props,
         }),
         Command::Status { url } => crate::client::status(&url),
+        Command::Cert {
+            cert,
+            key,
+            names,
+            days,
+            force,
+        } => crate::cert::cert(&cert, &key, &names, days, force),
         Command::Backup { state, out } => crate::backup::backup(&state, &out),
         Command::Apply {
             config,

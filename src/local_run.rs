@@ -113,6 +113,7 @@ pub fn run(
                 secrets_dir: None,
                 worker_listen: Some("127.0.0.1:0".into()),
                 http_listen: Some("127.0.0.1:0".into()),
+                config_dir: PathBuf::new(),
             },
         )
         .await
@@ -125,6 +126,7 @@ pub fn run(
                 password,
                 basedir: basedir.clone(),
                 info: bbc_runtime::worker::default_info(),
+                tls: None,
             },
             async move {
                 let _ = stop_rx.wait_for(|v| *v).await;

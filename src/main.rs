@@ -5,6 +5,7 @@
 
 mod apply;
 mod backup;
+mod cert;
 mod check;
 mod cli;
 mod client;

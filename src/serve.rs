@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use bbc_compiler::graph::{Credential, Graph};
 use bbc_runtime::master::{self, MasterConfig};
 use bbc_runtime::secrets::{self, Secrets};
-use bbc_runtime::worker::{run_worker, WorkerConfig};
+use bbc_runtime::tls::{self, Trust};
+use bbc_runtime::worker::{run_worker, WorkerConfig, WorkerTls};
 
 use crate::command_error::CommandError;
 
@@ -130,6 +131,7 @@ async fn start_master(
         secrets_dir: a.secrets.map(PathBuf::from),
         worker_listen: a.worker_listen.map(str::to_string),
         http_listen: a.http_listen.map(str::to_string),
+        config_dir: base.to_path_buf(),
     };
     let h = master::start(g, cfg).await.map_err(CommandError::Usage)?;
     // Tests and scripts read this line to find the ports.
@@ -243,6 +245,10 @@ pub struct WorkerArgs<'a> {
     pub name: &'a str,
     pub password_file: &'a str,
     pub basedir: &'a str,
+    /// Trust the master's certificate if it chains to this CA (PEM).
+    pub master_ca: Option<&'a str>,
+    /// Trust the master's certificate with this SHA-256 fingerprint.
+    pub master_fingerprint: Option<&'a str>,
     pub log_format: LogFormat,
 }
 
@@ -257,12 +263,29 @@ pub fn worker(a: WorkerArgs) -> Result<(), CommandError> {
         })?
         .trim_end_matches(['\n', '\r'])
         .to_string();
+    let trust = match (a.master_ca, a.master_fingerprint) {
+        (Some(_), Some(_)) => {
+            return Err(CommandError::Usage(
+                "give either --master-ca or --master-fingerprint, not both".into(),
+            ))
+        }
+        (Some(ca), None) => Some(Trust::Ca(PathBuf::from(ca))),
+        (None, Some(fp)) => Some(Trust::Fingerprint(
+            tls::parse_fingerprint(fp).map_err(CommandError::Usage)?,
+        )),
+        (None, None) => None,
+    };
+    let tls = match &trust {
+        Some(t) => Some(WorkerTls::new(t, a.master).map_err(CommandError::Usage)?),
+        None => None,
+    };
     let cfg = WorkerConfig {
         master: a.master.to_string(),
         name: a.name.to_string(),
         password,
         basedir: PathBuf::from(a.basedir),
         info: bbc_runtime::worker::default_info(),
+        tls,
     };
     runtime()?.block_on(async {
         run_worker(cfg, stop_signal())
@@ -286,6 +309,41 @@ fn random_token() -> String {
         b[..8].copy_from_slice(&t.to_le_bytes());
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `bbc up` with TLS on the worker port: makes a self-signed pair where
+/// the config names files that do not exist yet (a fresh checkout), and
+/// has the local workers pin that certificate's fingerprint.
+fn up_tls(g: &Graph, base: &Path) -> Result<Option<WorkerTls>, CommandError> {
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let mut made = Vec::new();
+    for t in [&g.master.worker_tls, &g.master.http_tls]
+        .into_iter()
+        .flatten()
+    {
+        let cert = base.join(&t.cert);
+        if tls::ensure_self_signed(&cert, &base.join(&t.key), &names, 3650)
+            .map_err(CommandError::Usage)?
+        {
+            made.push(cert);
+        }
+    }
+    for cert in made {
+        let fp = tls::fingerprint_of_file(&cert).map_err(CommandError::Usage)?;
+        println!(
+            "bbc up: made a self-signed certificate {} ({fp})",
+            cert.display()
+        );
+    }
+    let Some(t) = &g.master.worker_tls else {
+        return Ok(None);
+    };
+    let fp = tls::fingerprint_of_file(&base.join(&t.cert)).map_err(CommandError::Usage)?;
+    let trust = Trust::Fingerprint(tls::parse_fingerprint(&fp).map_err(CommandError::Usage)?);
+    // The local workers connect to 127.0.0.1 whatever the listen address.
+    WorkerTls::new(&trust, "127.0.0.1:0")
+        .map(Some)
+        .map_err(CommandError::Usage)
 }
 
 /// A master and one in-process worker per configured worker: the quickest
@@ -319,6 +377,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         };
         passwords.push((w.name.clone(), pw));
     }
+    let local_tls = up_tls(&g, &base)?;
     runtime()?.block_on(async {
         let mut hangup = Hangup::install()?;
         let h = start_master(&a, g, &base).await?;
@@ -332,6 +391,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
                 password,
                 basedir: state.join("workers").join(&name),
                 info: bbc_runtime::worker::default_info(),
+                tls: local_tls.clone(),
             };
             let mut rx = stop_rx.clone();
             workers.push(tokio::spawn(async move {

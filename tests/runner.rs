@@ -19,4 +19,5 @@ mod test_no_panic;
 mod test_reporters;
 mod test_runtime;
 mod test_schedulers;
+mod test_tls;
 mod test_web;

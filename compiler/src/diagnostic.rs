@@ -93,6 +93,7 @@ codes! {
     UnusedLock = "W0505", "unused-lock", "No builder or step takes this lock.";
     EmptySelection = "W0506", "empty-selection", "A `builders tag=…` selector matches no builder.";
     ReporterWithoutUrl = "W0507", "reporter-without-url", "Reporters would link to the master's listen address because `master` sets no `url`.";
+    PlaintextWorkerPort = "W0508", "plaintext-worker-port", "The worker port listens beyond loopback without TLS: worker passwords and build output would cross the network in clear.";
 }
 
 impl Code {

@@ -204,7 +204,22 @@ pub struct Master {
     /// State directory, as written (relative paths are relative to the config file).
     pub state_dir: String,
     pub properties: BTreeMap<String, Scalar>,
+    /// TLS on the worker port; `None`: plain TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_tls: Option<Tls>,
+    /// TLS on the HTTP port (HTTPS); `None`: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_tls: Option<Tls>,
     pub hash: String,
+}
+
+/// A listener's certificate chain and private key: PEM files, as written
+/// (relative paths are relative to the config file). Paths only: the key
+/// itself never enters the graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
 }
 
 impl Default for Master {
@@ -216,6 +231,8 @@ impl Default for Master {
             http_listen: "127.0.0.1:8010".into(),
             state_dir: "state".into(),
             properties: BTreeMap::new(),
+            worker_tls: None,
+            http_tls: None,
             hash: String::new(),
         }
     }

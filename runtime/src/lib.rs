@@ -19,5 +19,6 @@ pub mod reporters;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod web;
 pub mod worker;

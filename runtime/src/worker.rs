@@ -24,7 +24,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
+
+use crate::tls::Stream;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -46,6 +48,26 @@ pub struct WorkerConfig {
     pub basedir: PathBuf,
     /// Sent in `hello` (see [`default_info`]).
     pub info: BTreeMap<String, String>,
+    /// TLS to the master (`--master-ca`, `--master-fingerprint`); `None`:
+    /// plain TCP.
+    pub tls: Option<WorkerTls>,
+}
+
+/// How the worker speaks TLS to its master: whom it trusts, and the name
+/// the master's certificate must carry (the host of `master`).
+#[derive(Clone)]
+pub struct WorkerTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl WorkerTls {
+    pub fn new(trust: &crate::tls::Trust, master: &str) -> Result<WorkerTls, String> {
+        Ok(WorkerTls {
+            config: crate::tls::client_config(trust)?,
+            server_name: crate::tls::server_name(master)?,
+        })
+    }
 }
 
 // By hand, so that logging a configuration never shows the password.
@@ -57,6 +79,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("password", &"<redacted>")
             .field("basedir", &self.basedir)
             .field("info", &self.info)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -254,8 +277,8 @@ async fn session<S: Future + ?Sized>(
     end
 }
 
-type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type Reader = FramedRead<ReadHalf<Stream>, FrameCodec>;
+type Writer = FramedWrite<WriteHalf<Stream>, FrameCodec>;
 
 /// Connects and says hello; returns the framed halves and the keepalive
 /// interval from `welcome` (`None`: keepalive disabled).
@@ -281,7 +304,13 @@ async fn handshake(cfg: &WorkerConfig) -> Result<(Reader, Writer, Option<Duratio
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!("cannot set TCP_NODELAY: {err}");
     }
-    let (read_half, write_half) = stream.into_split();
+    let stream = match &cfg.tls {
+        None => Stream::Plain(stream),
+        Some(tls) => Stream::connect(stream, tls.config.clone(), tls.server_name.clone())
+            .await
+            .map_err(|e| SessionEnd::Failed(format!("connecting to {}: {e}", cfg.master)))?,
+    };
+    let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read_half, FrameCodec);
     let mut writer = FramedWrite::new(write_half, FrameCodec);
 
@@ -302,6 +331,17 @@ async fn handshake(cfg: &WorkerConfig) -> Result<(Reader, Writer, Option<Duratio
                 "the master did not answer hello in {} s",
                 HANDSHAKE_TIMEOUT.as_secs()
             )))
+        }
+        // A TLS record (type 0x15 alert or 0x16 handshake, version 3.x)
+        // read as a frame length: the master wants TLS on this port.
+        Ok(Err(ProtocolError::TooLong { len }))
+            if cfg.tls.is_none() && matches!(len >> 16, 0x1503 | 0x1603) =>
+        {
+            return Err(SessionEnd::Failed(
+                "the master speaks TLS on this port: start the worker with --master-ca FILE \
+                 or --master-fingerprint SHA256"
+                    .into(),
+            ))
         }
         Ok(Err(err)) => return Err(SessionEnd::Failed(format!("during the handshake: {err}"))),
         Ok(Ok(None)) => {

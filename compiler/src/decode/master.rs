@@ -11,12 +11,20 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
     m.url = r.kid_with(cx, "url", "url \"https://ci.example.org/\"", |cx, e| {
         http_url(cx, e, "master URL")
     });
+    // Where the worker address was written, for the plaintext lint, and
+    // whether plain TCP beyond loopback was chosen on purpose.
+    let mut workers_at = None;
+    let mut plaintext = false;
     if let Some(l) = r.kid(cx, "listen") {
         let mut lr = NodeReader::new(l);
         if let Some(e) = lr.prop(cx, "workers") {
             if let Some(a) = socket_addr(cx, e, "worker listen") {
                 m.worker_listen = a;
+                workers_at = Some(e.value_span);
             }
+        }
+        if let Some(e) = lr.prop(cx, "plaintext") {
+            plaintext = cx.boolean(e).unwrap_or(false);
         }
         if let Some(e) = lr.prop(cx, "http") {
             if let Some(a) = socket_addr(cx, e, "HTTP listen") {
@@ -35,7 +43,84 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
             m.state_dir = s;
         }
     }
+    if let Some(t) = r.kid(cx, "tls") {
+        tls(cx, t, &mut m);
+    }
     m.properties = properties(cx, &mut r);
     r.finish(cx);
+    if let Some(span) = workers_at {
+        plaintext_lint(cx, &m, span, plaintext);
+    }
     m
+}
+
+/// `tls cert="…" key="…" [workers=#false] [http=#false]`: one certificate
+/// for both ports unless a port is turned off.
+fn tls(cx: &mut Cx, node: &Node, m: &mut Master) {
+    let mut r = NodeReader::new(node);
+    let example = "tls cert=\"tls/master.crt\" key=\"tls/master.key\"";
+    let file = |cx: &mut Cx, r: &mut NodeReader, name: &'static str, what: &str| {
+        let Some(e) = r.prop(cx, name) else {
+            cx.err(
+                Code::MissingValue,
+                node.name.span,
+                format!("`tls` needs `{name}=`, the {what}"),
+            )
+            .label(format!("{name}= missing"))
+            .help(format!("for example: {example}"))
+            .emit();
+            return None;
+        };
+        let s = cx.string(e)?;
+        if s.trim().is_empty() {
+            cx.err(
+                Code::MissingValue,
+                e.value_span,
+                format!("empty {what} path"),
+            )
+            .label("empty path")
+            .help(format!("for example: {example}"))
+            .emit();
+            return None;
+        }
+        Some(s)
+    };
+    let cert = file(cx, &mut r, "cert", "certificate chain (PEM)");
+    let key = file(cx, &mut r, "key", "private key (PEM)");
+    let on = |cx: &mut Cx, r: &mut NodeReader, name: &'static str| {
+        r.prop(cx, name)
+            .is_none_or(|e| cx.boolean(e).unwrap_or(true))
+    };
+    let workers = on(cx, &mut r, "workers");
+    let http = on(cx, &mut r, "http");
+    r.finish(cx);
+    if let (Some(cert), Some(key)) = (cert, key) {
+        let t = Tls { cert, key };
+        m.worker_tls = workers.then(|| t.clone());
+        m.http_tls = http.then_some(t);
+    }
+}
+
+/// W0508: worker passwords (in `hello`) and all build output cross the
+/// network in clear when the worker port listens beyond loopback without
+/// TLS. Plain TCP stays possible, but only as a choice written down.
+fn plaintext_lint(cx: &mut Cx, m: &Master, span: Span, chosen: bool) {
+    let loopback = m
+        .worker_listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if loopback || chosen || m.worker_tls.is_some() {
+        return;
+    }
+    cx.err(
+        Code::PlaintextWorkerPort,
+        span,
+        format!(
+            "workers connect to {} without TLS: their passwords and build output cross the network in clear",
+            m.worker_listen
+        ),
+    )
+    .label("plain TCP beyond loopback")
+    .help("add `tls cert=\"…\" key=\"…\"` to `master` (`bbc cert` makes a pair), or write `plaintext=#true` on `listen` if the network is trusted")
+    .emit();
 }

@@ -111,6 +111,10 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     let hl = TcpListener::bind(&http_listen)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {http_listen}: {e}"))?;
+    let worker_tls = match &graph.master.worker_tls {
+        Some(t) => Some(load_tls(&cfg.config_dir, t, "worker port")?),
+        None => None,
+    };
     let worker_addr = wl.local_addr().map_err(|e| e.to_string())?;
     let http_addr = hl.local_addr().map_err(|e| e.to_string())?;
     let (stop, shutdown) = watch::channel(false);
@@ -177,7 +181,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     let pollers = Arc::new(Pollers::default());
     let routes = crate::changes::router(pollers.clone());
     let mut tasks = vec![
-        tokio::spawn(workers::accept_workers(shared.clone(), wl)),
+        tokio::spawn(workers::accept_workers(shared.clone(), wl, worker_tls)),
         workers::spawn_retirer(shared.clone()),
         missing::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
@@ -205,5 +209,19 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         pollers,
         stop,
         tasks,
+    })
+}
+
+/// The server side of TLS for one port, from the graph's PEM paths
+/// (relative to the config file's directory).
+fn load_tls(
+    config_dir: &std::path::Path,
+    t: &bbc_graph::Tls,
+    port: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let cert = config_dir.join(&t.cert);
+    let key = config_dir.join(&t.key);
+    crate::tls::server_config(&cert, &key).map_err(|e| {
+        format!("cannot set up TLS on the {port}: {e} (`bbc cert` makes a self-signed pair)")
     })
 }

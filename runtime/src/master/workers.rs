@@ -6,15 +6,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
 use crate::auth::constant_time_eq;
 use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
 use crate::state::connection;
 use crate::state::{now_ms, ConfigEvent, Shared};
+use crate::tls::Stream;
 
-pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
+/// Accepts workers on `listener`, with TLS when `tls` is given (the
+/// handshake runs in the connection's own task, so a slow or silent client
+/// holds up nobody else).
+pub(crate) async fn accept_workers(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -25,7 +33,20 @@ pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
         };
         let _ = sock.set_nodelay(true);
         let s = shared.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let sock = match tls {
+                None => Stream::Plain(sock),
+                Some(config) => match Stream::accept(sock, config).await {
+                    Ok(s) => s,
+                    Err(why) => {
+                        // A plaintext worker on a TLS port, a wrong CA on
+                        // the worker's side, a port scanner.
+                        tracing::warn!(%peer, "worker connection refused: {why}");
+                        return;
+                    }
+                },
+            };
             if let Err(why) = handshake(s, sock).await {
                 tracing::warn!(%peer, "worker connection refused: {why}");
             }
@@ -33,7 +54,7 @@ pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
+async fn handshake(shared: Arc<Shared>, sock: Stream) -> Result<(), String> {
     let mut framed = Framed::new(sock, FrameCodec);
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
         .await

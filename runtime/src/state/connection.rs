@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
@@ -110,7 +109,7 @@ impl WorkerConn {
 /// Runs an authenticated connection until it closes. `on_close` is called
 /// once, after every waiting command has been told `Lost`.
 pub fn spawn(
-    framed: Framed<TcpStream, FrameCodec>,
+    framed: Framed<crate::tls::Stream, FrameCodec>,
     name: String,
     info: BTreeMap<String, String>,
     keepalive_ms: u64,
@@ -170,6 +169,14 @@ pub fn spawn(
                 }
                 inc = stream.next() => match inc {
                     None => break "worker closed the connection".to_string(),
+                    // A worker that dies (or is killed) ends its TLS
+                    // session without close_notify: that is a close, not
+                    // a bad frame.
+                    Some(Err(crate::protocol::ProtocolError::Io(e)))
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        break "worker closed the connection".to_string()
+                    }
                     Some(Err(e)) => break format!("bad frame from worker: {e}"),
                     Some(Ok(frame)) => {
                         unanswered = 0;

@@ -51,6 +51,9 @@ pub struct MasterConfig {
     /// Overrides the graph's listen addresses (tests bind port 0).
     pub worker_listen: Option<String>,
     pub http_listen: Option<String>,
+    /// The config file's directory: relative paths in the graph (TLS
+    /// files) are relative to it. Empty: the current directory.
+    pub config_dir: PathBuf,
 }
 
 /// State shared by every task of a running master.

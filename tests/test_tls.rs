@@ -1,0 +1,234 @@
+//! TLS between real `bbc master` and `bbc worker` processes: what crosses
+//! the wire (read by a recording proxy between them), and every way the
+//! worker's trust can fail (wrong CA, wrong fingerprint, an expired
+//! certificate, a plaintext worker on a TLS port).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+
+const PASSWORD: &str = "pw-on-the-wire-5b1f0c";
+const OUTPUT: &str = "build-output-on-the-wire-9d2e";
+
+fn config(tls: &str) -> String {
+    format!(
+        "master {{\n    {tls}\n}}\nworker \"w\" password=(secret)\"w\"\nscheduler \"force\" kind=\"force\" {{\n    builders \"b\"\n}}\nbuilder \"b\" {{\n    workers \"w\"\n    steps {{\n        shell \"echo {OUTPUT}\"\n    }}\n}}\n"
+    )
+}
+
+const TLS: &str = r#"tls cert="master.crt" key="master.key" http=#false"#;
+
+/// `bbc cert` in `dir`; returns the fingerprint it printed.
+fn make_cert(dir: &Path, prefix: &str) -> String {
+    let o = bbc()
+        .current_dir(dir)
+        .args(["cert", "--name", "127.0.0.1"])
+        .args(["--cert", &format!("{prefix}.crt"), "--key"])
+        .arg(format!("{prefix}.key"))
+        .output()
+        .unwrap_or_else(|e| panic!("bbc cert: {e}"));
+    assert!(o.status.success(), "bbc cert: {}", stderr(&o));
+    let out = stdout(&o);
+    out.lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
+        .to_string()
+}
+
+/// A worker with extra arguments, its standard error in `DIR/NAME.log`.
+fn worker(m: &Master, master: &str, extra: &[&str], log: &str) -> (Proc, PathBuf) {
+    let pw = m.dir.join("w.password");
+    std::fs::write(&pw, PASSWORD).unwrap_or_else(|e| panic!("{e}"));
+    let log = m.dir.join(log);
+    let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let child = bbc_testkit::worker_args(&mut bbc(), master, "w", &pw, &m.dir)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn worker: {e}"));
+    (Proc(child), log)
+}
+
+fn wait_line(path: &Path, needle: &str) -> String {
+    wait_for(&format!("`{needle}` in {}", path.display()), || {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.contains(needle).then_some(text)
+    })
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A TCP proxy on 127.0.0.1 that forwards to `to` and records every byte
+/// in both directions.
+fn recording_proxy(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for client in l.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (client.try_clone(), server.try_clone()),
+                (server.try_clone(), client.try_clone()),
+            ]
+            .into_iter()
+            .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+            {
+                let seen = s2.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if let Ok(mut s) = seen.lock() {
+                            s.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+/// Runs one build through a recording proxy; returns what crossed it.
+fn build_through_proxy(name: &str, tls: &str, trust: &[&str]) -> Vec<u8> {
+    let dir = temp_dir(name);
+    if !tls.is_empty() {
+        make_cert(&dir, "master");
+    }
+    write_secret(&dir, "w", PASSWORD);
+    let m = Master::start(&dir, &config(tls));
+    let (proxy, seen) = recording_proxy(m.workers.clone());
+    let fp;
+    let mut extra = trust.to_vec();
+    if extra == ["--master-fingerprint"] {
+        fp = bbc_runtime::tls::fingerprint_of_file(&dir.join("master.crt"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        extra.push(&fp);
+    }
+    let (_w, _) = worker(&m, &proxy, &extra, "worker.log");
+    m.wait_connected("w");
+    let b = m.force_and_wait("b", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    let id = b["id"].as_u64().unwrap_or_default();
+    assert!(m.log(id, 0).contains(OUTPUT), "the step did not run");
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    seen
+}
+
+/// The password (in `hello`) and the build's output cross the wire in
+/// clear without TLS, and not at all with it.
+#[test]
+fn tls_hides_the_worker_password_and_build_output_on_the_wire() {
+    let plain = build_through_proxy("tls_wire_plain", "", &[]);
+    assert!(contains(&plain, PASSWORD), "the proxy saw no password");
+    assert!(contains(&plain, OUTPUT), "the proxy saw no output");
+
+    let tls = build_through_proxy("tls_wire_tls", TLS, &["--master-fingerprint"]);
+    assert!(tls.len() > 1000, "only {} bytes crossed", tls.len());
+    assert!(!contains(&tls, PASSWORD), "the password crossed in clear");
+    assert!(!contains(&tls, OUTPUT), "build output crossed in clear");
+}
+
+#[test]
+fn a_worker_trusting_the_ca_connects_and_builds() {
+    let dir = temp_dir("tls_ca");
+    make_cert(&dir, "master");
+    write_secret(&dir, "w", PASSWORD);
+    let m = Master::start(&dir, &config(TLS));
+    let ca = dir.join("master.crt");
+    let ca = ca.to_string_lossy();
+    let (_w, _) = worker(&m, &m.workers, &["--master-ca", &ca], "worker.log");
+    m.wait_connected("w");
+    let b = m.force_and_wait("b", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+}
+
+/// Every failed trust ends the same way: the worker says why and retries,
+/// the master refuses the connection and logs it, no session starts.
+#[test]
+fn wrong_trust_and_plaintext_workers_are_refused() {
+    let dir = temp_dir("tls_refused");
+    make_cert(&dir, "master");
+    let other = make_cert(&dir, "other");
+    write_secret(&dir, "w", PASSWORD);
+    let m = Master::start_logged(&dir, &config(TLS));
+    let master_log = dir.join("master.log");
+
+    let other_ca = dir.join("other.crt");
+    let other_ca = other_ca.to_string_lossy().to_string();
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "wrong-ca",
+            vec!["--master-ca", &other_ca],
+            "invalid peer certificate",
+        ),
+        (
+            "wrong-fingerprint",
+            vec!["--master-fingerprint", &other],
+            "not the pinned one",
+        ),
+        // No TLS at all: the master's TLS handshake fails on the hello.
+        ("plaintext", vec![], "the master speaks TLS on this port"),
+    ];
+    for (name, args, says) in cases {
+        let (w, log) = worker(&m, &m.workers, &args, &format!("{name}.log"));
+        let text = wait_line(&log, says);
+        assert!(text.contains("reconnecting in"), "{name}: {text}");
+        drop(w);
+        let v = get_json(&m.http, "/api/v1/workers");
+        assert_eq!(v["workers"][0]["connected"], false, "{name}: {v}");
+    }
+    let text = wait_line(&master_log, "TLS handshake failed");
+    assert!(text.contains("worker connection refused"), "{text}");
+}
+
+/// A CA-trusting worker refuses a master whose certificate has expired.
+#[test]
+fn an_expired_certificate_is_refused() {
+    let dir = temp_dir("tls_expired");
+    let names = ["127.0.0.1".to_string()];
+    let (cert, key) = bbc_runtime::tls::self_signed(&names, -10).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("master.crt"), cert).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("master.key"), key).unwrap_or_else(|e| panic!("{e}"));
+    write_secret(&dir, "w", PASSWORD);
+    let m = Master::start(&dir, &config(TLS));
+    let ca = dir.join("master.crt");
+    let ca = ca.to_string_lossy();
+    let (_w, log) = worker(&m, &m.workers, &["--master-ca", &ca], "worker.log");
+    let text = wait_line(&log, "certificate expired");
+    assert!(text.contains("TLS handshake failed"), "{text}");
+}
+
+/// A master whose TLS files cannot be read does not start, and says why.
+#[test]
+fn a_missing_certificate_stops_the_master_with_a_clear_error() {
+    let dir = temp_dir("tls_missing");
+    write_secret(&dir, "w", PASSWORD);
+    std::fs::write(dir.join("master.kdl"), config(TLS)).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = bbc();
+    let cfg = dir.join("master.kdl");
+    let o = bbc_testkit::master_args(&mut cmd, &cfg, &dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot set up TLS on the worker port"),
+        "{err}"
+    );
+    assert!(err.contains("master.crt"), "{err}");
+    assert!(err.contains("bbc cert"), "{err}");
+}
