@@ -377,6 +377,20 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         };
         passwords.push((w.name.clone(), pw));
     }
+    // Other secrets (tokens in steps' env, reporters' passwords) that are
+    // not there get a random value for this run, so an example runs on a
+    // fresh checkout; the value is never printed.
+    let dir = a
+        .secrets
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Secrets::default_dir(&state));
+    for name in bbc_compiler::graph::credentials::secret_names(&g) {
+        if secrets::lookup(&name, Some(&dir)).is_none() {
+            // SAFETY: single-threaded here, before the runtime starts.
+            std::env::set_var(secrets::env_var_name(&name), random_token());
+            println!("bbc up: secret `{name}` is not set; using a random value for this run");
+        }
+    }
     let local_tls = up_tls(&g, &base)?;
     runtime()?.block_on(async {
         let mut hangup = Hangup::install()?;

@@ -169,11 +169,20 @@ impl Master {
         Master::spawn(dir, config, true)
     }
 
+    /// A master whose worker port listens on `worker_listen`.
+    pub fn start_on(dir: &Path, config: &str, worker_listen: &str) -> Master {
+        Master::spawn_on(dir, config, false, worker_listen)
+    }
+
     fn spawn(dir: &Path, config: &str, logged: bool) -> Master {
+        Master::spawn_on(dir, config, logged, "127.0.0.1:0")
+    }
+
+    fn spawn_on(dir: &Path, config: &str, logged: bool, worker_listen: &str) -> Master {
         let cfg = dir.join("master.kdl");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = bbc();
-        bbc_testkit::master_args(&mut cmd, &cfg, dir).stderr(if logged {
+        bbc_testkit::master_args_on(&mut cmd, &cfg, dir, worker_listen).stderr(if logged {
             std::fs::File::create(dir.join("master.log"))
                 .map(std::process::Stdio::from)
                 .unwrap_or_else(|e| panic!("master.log: {e}"))

@@ -19,5 +19,6 @@ mod test_no_panic;
 mod test_reporters;
 mod test_runtime;
 mod test_schedulers;
+mod test_secrets;
 mod test_tls;
 mod test_web;

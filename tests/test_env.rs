@@ -126,21 +126,47 @@ fn a_name_given_in_both_forms_is_set_twice() {
     assert!(c.graph.is_none());
 }
 
+/// A secret is a value of its own kind in both forms: the graph holds its
+/// name apart from the plain variables (the master resolves it), the same
+/// whichever form was written; it cannot mix with a plain variable of the
+/// same name, and a secret with a plain string is not a secret.
 #[test]
-fn secrets_are_refused_in_both_forms() {
+fn secrets_are_accepted_in_both_forms_and_kept_apart() {
+    let mut graphs = Vec::new();
     for (b, s) in [
-        (r#"env A=(secret)"tok""#, ""),
-        (r#"env { A (secret)"tok" }"#, ""),
-        ("", r#"env A=(secret)"tok""#),
-        ("", r#"env { A (secret)"tok" }"#),
+        (r#"env A=(secret)"tok" B="1""#, ""),
+        (r#"env { A (secret)"tok"; B "1"; }"#, ""),
+        ("", r#"env A=(secret)"tok" B="1""#),
+        ("", r#"env { A (secret)"tok"; B "1"; }"#),
     ] {
         let c = compile(&config(b, s));
-        assert_eq!(
-            codes(&c),
-            vec![(Code::WrongType, "a secret cannot be used here".to_string())],
-            "{b}{s}"
-        );
+        assert_eq!(codes(&c), vec![], "{b}{s}");
+        let g = c.graph.unwrap_or_else(|| panic!("no graph for {b}{s}"));
+        let builder = &g.builders[0];
+        let (vars, secrets) = if b.is_empty() {
+            let step = &builder.steps[0];
+            (&step.env, &step.env_secrets)
+        } else {
+            (&builder.env, &builder.env_secrets)
+        };
+        assert_eq!(vars.keys().collect::<Vec<_>>(), vec!["B"], "{b}{s}");
+        let json = serde_json::to_string(secrets).unwrap_or_default();
+        assert_eq!(json, r#"{"A":{"secret":"tok"}}"#, "{b}{s}");
+        graphs.push((builder.hash.clone(), b.is_empty()));
     }
+    // The two forms make the same builder.
+    assert_eq!(graphs[0].0, graphs[1].0);
+    assert_eq!(graphs[2].0, graphs[3].0);
+    let c = compile(&config(r#"env A=(secret)"tok" { A "1"; }"#, ""));
+    assert_eq!(
+        codes(&c),
+        vec![(Code::DuplicateSetting, "`A` is set twice".to_string())]
+    );
+    let c = compile(&config(r#"env A=(secret)"" "#, ""));
+    assert_eq!(
+        codes(&c),
+        vec![(Code::MissingValue, "empty secret name".to_string())]
+    );
 }
 
 #[test]

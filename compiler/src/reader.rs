@@ -82,7 +82,7 @@ impl Cx<'_> {
                     "a secret cannot be used here",
                 )
                 .label("secret reference")
-                .help("secrets are for passwords, tokens and webhook secrets; they are resolved only by the running master")
+                .help("secrets are for passwords, tokens, webhook secrets and `env` values; they are resolved only by the running master")
                 .emit();
                 false
             }

@@ -11,6 +11,16 @@ macro_rules! visitor {
             for w in & $($mut_)? g.workers {
                 f(& $($mut_)? w.password);
             }
+            for b in & $($mut_)? g.builders {
+                for c in & $($mut_)? b.env_secrets {
+                    f(c.1);
+                }
+                for s in & $($mut_)? b.steps {
+                    for c in & $($mut_)? s.env_secrets {
+                        f(c.1);
+                    }
+                }
+            }
             for c in & $($mut_)? g.change_sources {
                 match & $($mut_)? c.kind {
                     ChangeSourceKind::GithubWebhook { secret }

@@ -425,6 +425,10 @@ pub struct Builder {
     pub workers: Vec<String>,
     pub tags: Vec<String>,
     pub env: BTreeMap<String, Text>,
+    /// Variables whose value is a secret (`env { TOKEN (secret)"NAME" }`):
+    /// the name only; the master resolves it when a step starts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, Credential>,
     pub properties: BTreeMap<String, Scalar>,
     /// Directory under the worker's basedir; defaults to the builder name.
     pub workdir: String,
@@ -456,6 +460,10 @@ pub struct Step {
     /// Time between SIGTERM and SIGKILL when a command is stopped.
     pub sigterm_time_ms: u64,
     pub env: BTreeMap<String, Text>,
+    /// As [`Builder::env_secrets`]; a step's variable overrides the
+    /// builder's of the same name, secret or not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, Credential>,
     pub workdir: Option<Text>,
     /// Exit code → result; codes not listed: 0 success, others failure.
     pub decode_rc: BTreeMap<i32, BuildResult>,

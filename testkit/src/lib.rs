@@ -55,6 +55,16 @@ pub fn http_addr_in(line: &str) -> Option<String> {
 /// its state in `DIR/state` and its secrets in `DIR/secrets`, to a command
 /// that runs `bbc`.
 pub fn master_args<'a>(cmd: &'a mut Command, config: &Path, dir: &Path) -> &'a mut Command {
+    master_args_on(cmd, config, dir, "127.0.0.1:0")
+}
+
+/// As [`master_args`], with the worker port on `worker_listen`.
+pub fn master_args_on<'a>(
+    cmd: &'a mut Command,
+    config: &Path,
+    dir: &Path,
+    worker_listen: &str,
+) -> &'a mut Command {
     cmd.arg("master")
         .arg(config)
         .arg("--state")
@@ -63,7 +73,7 @@ pub fn master_args<'a>(cmd: &'a mut Command, config: &Path, dir: &Path) -> &'a m
         .arg(dir.join("secrets"))
         .args([
             "--worker-listen",
-            "127.0.0.1:0",
+            worker_listen,
             "--http-listen",
             "127.0.0.1:0",
         ])

@@ -2,12 +2,16 @@
 
 use super::*;
 
-pub(super) fn env(
-    cx: &mut Cx,
-    r: &mut NodeReader,
-    ip: &mut Vec<PropRef>,
-) -> BTreeMap<String, Text> {
-    let mut out = BTreeMap::new();
+/// A builder's or step's `env`: plain values (with `${…}` interpolation)
+/// and secret references, apart so a secret's value never meets the graph.
+#[derive(Default)]
+pub(super) struct Env {
+    pub vars: BTreeMap<String, Text>,
+    pub secrets: BTreeMap<String, Credential>,
+}
+
+pub(super) fn env(cx: &mut Cx, r: &mut NodeReader, ip: &mut Vec<PropRef>) -> Env {
+    let mut out = Env::default();
     let Some(n) = r.kid(cx, "env") else {
         return out;
     };
@@ -33,7 +37,7 @@ pub(super) fn env(
 fn env_var(
     cx: &mut Cx,
     ip: &mut Vec<PropRef>,
-    out: &mut BTreeMap<String, Text>,
+    out: &mut Env,
     name: &str,
     name_span: Span,
     val: Option<&Entry>,
@@ -47,20 +51,29 @@ fn env_var(
         .label("not a variable name")
         .help("a variable name cannot be empty or contain `=`")
         .emit();
-    } else if let Some(e) = val {
-        if let Some(s) = cx.string(e) {
-            let t = interp(cx, ip, &s, e.value_span);
-            if out.insert(name.to_string(), t).is_some() {
-                cx.err(
-                    Code::DuplicateSetting,
-                    name_span,
-                    format!("`{name}` is set twice"),
-                )
-                .label("set again here")
-                .help("remove one of them")
-                .emit();
-            }
-        }
+        return;
+    }
+    let Some(e) = val else { return };
+    let added = if e.ty.as_ref().is_some_and(|t| t.value == "secret") {
+        // `(secret)"NAME"`: resolved by the master when the step starts.
+        let Some((c, _)) = cx.credential(e) else {
+            return;
+        };
+        !out.vars.contains_key(name) && out.secrets.insert(name.to_string(), c).is_none()
+    } else {
+        let Some(s) = cx.string(e) else { return };
+        let t = interp(cx, ip, &s, e.value_span);
+        !out.secrets.contains_key(name) && out.vars.insert(name.to_string(), t).is_none()
+    };
+    if !added {
+        cx.err(
+            Code::DuplicateSetting,
+            name_span,
+            format!("`{name}` is set twice"),
+        )
+        .label("set again here")
+        .help("remove one of them")
+        .emit();
     }
 }
 
@@ -81,6 +94,7 @@ pub(super) fn builder(
             workers: vec![],
             tags: vec![],
             env: BTreeMap::new(),
+            env_secrets: BTreeMap::new(),
             properties: BTreeMap::new(),
             workdir: name.clone(),
             collapse_requests: false,
@@ -118,7 +132,9 @@ pub(super) fn builder(
     d.item.tags = tags;
     d.item.description = r.kid_string(cx, "description").map(|s| s.0);
     let mut builder_props = Vec::new();
-    d.item.env = env(cx, r, &mut builder_props);
+    let e = env(cx, r, &mut builder_props);
+    d.item.env = e.vars;
+    d.item.env_secrets = e.secrets;
     d.item.properties = properties(cx, r);
     if let Some((w, sp)) = r.kid_string(cx, "workdir") {
         if w.trim().is_empty() || w.starts_with('/') || w.split('/').any(|p| p == "..") {

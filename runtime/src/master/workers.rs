@@ -35,6 +35,8 @@ pub(crate) async fn accept_workers(
         let s = shared.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Secrets in a step's env go only where nobody reads along.
+            let secure = tls.is_some() || peer.ip().is_loopback();
             let sock = match tls {
                 None => Stream::Plain(sock),
                 Some(config) => match Stream::accept(sock, config).await {
@@ -47,14 +49,14 @@ pub(crate) async fn accept_workers(
                     }
                 },
             };
-            if let Err(why) = handshake(s, sock).await {
+            if let Err(why) = handshake(s, sock, secure).await {
                 tracing::warn!(%peer, "worker connection refused: {why}");
             }
         });
     }
 }
 
-async fn handshake(shared: Arc<Shared>, sock: Stream) -> Result<(), String> {
+async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<(), String> {
     let mut framed = Framed::new(sock, FrameCodec);
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
         .await
@@ -117,7 +119,7 @@ async fn handshake(shared: Arc<Shared>, sock: Stream) -> Result<(), String> {
         }))
         .await
         .map_err(|e| e.to_string())?;
-    let (conn, task) = connection::spawn(framed, name.clone(), info.clone(), keepalive_ms);
+    let (conn, task) = connection::spawn(framed, name.clone(), info.clone(), keepalive_ms, secure);
     if let Ok(mut w) = shared.workers.lock() {
         w.insert(name.clone(), conn.clone());
     }

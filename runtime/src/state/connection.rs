@@ -39,6 +39,9 @@ pub enum CmdEvent {
 pub struct WorkerConn {
     pub name: String,
     pub info: BTreeMap<String, String>,
+    /// Whether what is sent cannot be read on the way: TLS, or a worker on
+    /// this host (loopback). Secrets in a step's `env` go only to these.
+    pub secure: bool,
     tx: mpsc::Sender<Frame>,
     waiting: Mutex<HashMap<u64, mpsc::Sender<CmdEvent>>>,
     /// Set when the connection closed.
@@ -113,6 +116,7 @@ pub fn spawn(
     name: String,
     info: BTreeMap<String, String>,
     keepalive_ms: u64,
+    secure: bool,
 ) -> (Arc<WorkerConn>, tokio::task::JoinHandle<String>) {
     let (tx, mut rx) = mpsc::channel::<Frame>(256);
     let (closed, _) = tokio::sync::watch::channel(false);
@@ -120,6 +124,7 @@ pub fn spawn(
     let conn = Arc::new(WorkerConn {
         name,
         info,
+        secure,
         tx,
         waiting: Mutex::new(HashMap::new()),
         closed,

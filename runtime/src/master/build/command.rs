@@ -27,6 +27,10 @@ impl Ctx {
         let Some(conn) = self.conn.clone() else {
             return Outcome::of(BuildResult::Retry, "worker lost");
         };
+        let env = match self.env(step, Some(&conn)) {
+            Ok(env) => env,
+            Err(why) => return Outcome::of(BuildResult::Exception, why),
+        };
         let header = match &cmd {
             WireCommand::Shell(s) => format!("$ {s}\n"),
             WireCommand::Argv(v) => format!("$ {}\n", v.join(" ")),
@@ -53,7 +57,7 @@ impl Ctx {
             builder_dir: self.builder.workdir.clone(),
             workdir,
             command: cmd,
-            env: self.env(step),
+            env,
             timeout_ms: step.timeout_ms,
             max_time_ms: match (step.max_time_ms, build_left) {
                 (Some(a), Some(b)) => Some(a.min(b)),

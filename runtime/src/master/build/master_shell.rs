@@ -20,6 +20,10 @@ impl Ctx {
             .state_dir
             .join("master-work")
             .join(&self.builder.workdir);
+        let env = match self.env(step, None) {
+            Ok(env) => env,
+            Err(why) => return Outcome::of(BuildResult::Exception, why),
+        };
         if let Err(e) = tokio::fs::create_dir_all(&dir).await {
             return Outcome::of(
                 BuildResult::Exception,
@@ -45,7 +49,7 @@ impl Ctx {
             }
         };
         c.current_dir(&dir)
-            .envs(self.env(step))
+            .envs(env)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

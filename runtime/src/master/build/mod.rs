@@ -490,19 +490,51 @@ impl Ctx {
         queue::update(&self.shared, |q| q.release(held)).send(&self.shared);
     }
 
-    fn env(&self, step: &Step) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = self
-            .builder
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), render(v, &self.props)))
-            .collect();
-        env.extend(
-            step.env
-                .iter()
-                .map(|(k, v)| (k.clone(), render(v, &self.props))),
-        );
-        env
+    /// The step's environment: the builder's, then the step's (a step's
+    /// variable overrides the builder's), with secrets resolved. `over`:
+    /// the connection it will be sent on (`None`: it stays on the master);
+    /// secrets go only over TLS or loopback.
+    fn env(
+        &self,
+        step: &Step,
+        over: Option<&WorkerConn>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let secrets = self.shared.secrets();
+        let mut env = BTreeMap::new();
+        let mut secret_vars = Vec::new();
+        for (vars, hidden) in [
+            (&self.builder.env, &self.builder.env_secrets),
+            (&step.env, &step.env_secrets),
+        ] {
+            for (k, v) in vars {
+                env.insert(k.clone(), render(v, &self.props));
+            }
+            for (k, c) in hidden {
+                let Some(v) = secrets.get(c) else {
+                    let name = match c {
+                        bbc_graph::Credential::Secret { secret } => secret.as_str(),
+                        bbc_graph::Credential::Plain(_) => "?",
+                    };
+                    return Err(format!(
+                        "secret `{name}` (for ${k}) is not available to the master"
+                    ));
+                };
+                env.insert(k.clone(), v.to_string());
+                secret_vars.push(k.as_str());
+            }
+        }
+        if let Some(conn) = over {
+            if !conn.secure && !secret_vars.is_empty() {
+                return Err(format!(
+                    "not sent: the environment holds secrets (${}) and worker `{}` is connected \
+                     over plain TCP from another host; secrets go only over TLS or loopback \
+                     (docs/security.md)",
+                    secret_vars.join(", $"),
+                    conn.name
+                ));
+            }
+        }
+        Ok(env)
     }
 
     fn workdir(&self, step: &Step) -> String {
