@@ -364,7 +364,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
                     .secrets
                     .map(PathBuf::from)
                     .unwrap_or_else(|| Secrets::default_dir(&state));
-                match secrets::lookup(secret, Some(&dir)) {
+                match secrets::lookup_with(secret, Some(&dir), &g.master.secrets_command).ok() {
                     Some(v) => v,
                     None => {
                         let v = random_token();
@@ -385,7 +385,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| Secrets::default_dir(&state));
     for name in bbc_compiler::graph::credentials::secret_names(&g) {
-        if secrets::lookup(&name, Some(&dir)).is_none() {
+        if secrets::lookup_with(&name, Some(&dir), &g.master.secrets_command).is_err() {
             // SAFETY: single-threaded here, before the runtime starts.
             std::env::set_var(secrets::env_var_name(&name), random_token());
             println!("bbc up: secret `{name}` is not set; using a random value for this run");

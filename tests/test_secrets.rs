@@ -146,3 +146,55 @@ fn secrets_are_not_sent_over_plain_tcp_beyond_loopback() {
     assert!(why.contains("secrets go only over TLS or loopback"), "{b}");
     assert!(why.contains("$TOKEN"), "{b}");
 }
+
+/// `secrets-command` answers for secrets found in neither the secrets
+/// directory nor the environment: here the worker's password and the
+/// step's token come from a script playing a password manager, which is
+/// asked once per secret.
+#[test]
+fn secrets_come_from_a_command_when_not_in_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("secret_command");
+    let script = dir.join("vault.sh");
+    let asked = dir.join("asked");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $BBC_SECRET_NAME\" >> {asked}\ncase \"$1\" in\n  w) echo pw-from-command-1;;\n  deploy-token) echo {SECRET};;\n  *) echo \"$1 is not in the store\" >&2; exit 1;;\nesac\n",
+            asked = asked.display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = format!(
+        "master {{\n    secrets-command \"{}\" \"{{name}}\"\n}}\n{}",
+        script.display(),
+        config()
+    );
+    let m = Master::start(&dir, &cfg);
+    let _w = m.worker("w", "pw-from-command-1");
+    m.wait_connected("w");
+    let b = m.force_and_wait("b", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    let id = b["id"].as_u64().unwrap_or_default();
+    assert!(m.log(id, 0).contains(&hex_sha256(SECRET)));
+    let asked = std::fs::read_to_string(&asked).unwrap_or_default();
+    let mut lines: Vec<&str> = asked.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["deploy-token deploy-token", "w w"]);
+
+    // A secret the command does not know stops the master with its name
+    // and the command's own words.
+    let dir2 = temp_dir("secret_command_missing");
+    let cfg2 = cfg.replace(r#"(secret)"deploy-token""#, r#"(secret)"nowhere""#);
+    std::fs::write(dir2.join("master.kdl"), &cfg2).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = bbc();
+    let o = bbc_testkit::master_args(&mut cmd, &dir2.join("master.kdl"), &dir2)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("nowhere"), "{err}");
+    assert!(err.contains("nowhere is not in the store"), "{err}");
+}

@@ -210,6 +210,11 @@ pub struct Master {
     /// TLS on the HTTP port (HTTPS); `None`: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_tls: Option<Tls>,
+    /// A command that prints a secret's value (`{name}` in an argument is
+    /// the secret's name), asked for secrets found in neither the secrets
+    /// directory nor the environment: `pass show bbc/{name}`, a vault CLI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets_command: Vec<String>,
     pub hash: String,
 }
 
@@ -233,6 +238,7 @@ impl Default for Master {
             properties: BTreeMap::new(),
             worker_tls: None,
             http_tls: None,
+            secrets_command: Vec::new(),
             hash: String::new(),
         }
     }

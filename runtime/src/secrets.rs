@@ -1,6 +1,7 @@
 //! Secrets: resolved only by the running master, from a secrets directory
-//! (one file per secret, as Docker and Kubernetes mount them) or from the
-//! environment (`BBC_SECRET_<NAME>`, upper-cased, `-` and `.` as `_`).
+//! (one file per secret, as Docker and Kubernetes mount them), from the
+//! environment (`BBC_SECRET_<NAME>`, upper-cased, `-` and `.` as `_`), or
+//! from the config's `secrets-command` (a password manager, a vault CLI).
 //! Never written to the graph, the store or a log: [`Redactor`] masks every
 //! secret value in log output.
 
@@ -50,6 +51,85 @@ pub fn lookup(name: &str, dir: Option<&Path>) -> Option<String> {
         .or_else(|| std::env::var(env_var_name(name)).ok())
 }
 
+/// How long `secrets-command` may take for one secret.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One secret from `dir`, the environment, or else `command` (`{name}` in
+/// an argument replaced by the secret's name; also in `BBC_SECRET_NAME`).
+/// `Err` says why the command gave nothing. Blocking.
+pub fn lookup_with(name: &str, dir: Option<&Path>, command: &[String]) -> Result<String, String> {
+    if let Some(v) = lookup(name, dir) {
+        return Ok(v);
+    }
+    let Some((prog, args)) = command.split_first() else {
+        return Err(String::new());
+    };
+    let args: Vec<String> = args.iter().map(|a| a.replace("{name}", name)).collect();
+    let prog = prog.replace("{name}", name);
+    let mut child = std::process::Command::new(&prog)
+        .args(&args)
+        .env("BBC_SECRET_NAME", name)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("secrets-command `{prog}` cannot start: {e}"))?;
+    // Read on threads so a chatty command cannot block on a full pipe.
+    let read = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = std::io::Read::read_to_end(&mut p, &mut buf);
+            }
+            buf
+        })
+    };
+    let out = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if started.elapsed() < COMMAND_TIMEOUT => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "secrets-command `{prog}` gave no answer in {} s",
+                    COMMAND_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("secrets-command `{prog}`: {e}")),
+        }
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    if !status.success() {
+        // Its first line of errors only: what a password manager says
+        // ("not in the password store"), never what it printed on stdout.
+        let first = String::from_utf8_lossy(&err);
+        let first: String = first
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(format!(
+            "secrets-command `{prog}` failed ({status}): {first}"
+        ));
+    }
+    let v = String::from_utf8(out)
+        .map_err(|_| format!("secrets-command `{prog}` printed a value that is not UTF-8"))?;
+    let v = v.trim_end_matches(['\n', '\r']).to_string();
+    if v.is_empty() {
+        return Err(format!("secrets-command `{prog}` printed nothing"));
+    }
+    Ok(v)
+}
+
 pub fn env_var_name(secret: &str) -> String {
     let mut s = String::from("BBC_SECRET_");
     s.extend(secret.chars().map(|c| {
@@ -72,12 +152,13 @@ impl Secrets {
     pub fn resolve(g: &Graph, dir: Option<&Path>) -> Result<Secrets, String> {
         let mut values = BTreeMap::new();
         let mut missing = Vec::new();
+        let command = &g.master.secrets_command;
         for name in names(g) {
-            match lookup(&name, dir) {
-                Some(v) => {
+            match lookup_with(&name, dir, command) {
+                Ok(v) => {
                     values.insert(name, v);
                 }
-                None => missing.push(name),
+                Err(why) => missing.push((name, why)),
             }
         }
         if missing.is_empty() {
@@ -103,9 +184,14 @@ impl Secrets {
         };
         let list: Vec<String> = missing
             .iter()
-            .map(|n| {
+            .map(|(n, why)| {
+                let why = if why.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {why}")
+                };
                 format!(
-                    "  {n}: {where_} the environment variable {}",
+                    "  {n}: {where_} the environment variable {}{why}",
                     env_var_name(n)
                 )
             })

@@ -46,6 +46,18 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
     if let Some(t) = r.kid(cx, "tls") {
         tls(cx, t, &mut m);
     }
+    if let Some(n) = r.kid(cx, "secrets-command") {
+        let mut cr = NodeReader::new(n);
+        let example = "secrets-command \"pass\" \"show\" \"bbc/{name}\"";
+        if cr.req_arg(cx, 0, "a program", example).is_some() {
+            for e in cr.rest_args(0) {
+                if let Some(s) = cx.string(e) {
+                    m.secrets_command.push(s);
+                }
+            }
+        }
+        cr.finish(cx);
+    }
     m.properties = properties(cx, &mut r);
     r.finish(cx);
     if let Some(span) = workers_at {
