@@ -134,7 +134,8 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-fn scrape(addr: &str) -> BTreeMap<String, f64> {
+/// The samples of `GET /metrics` (other tests check theirs with it).
+pub(crate) fn scrape(addr: &str) -> BTreeMap<String, f64> {
     parse(&scrape_raw(addr).1)
 }
 
