@@ -15,6 +15,7 @@ mod test_fmt;
 mod test_golden;
 mod test_graph_fixtures;
 mod test_logging;
+mod test_metrics;
 mod test_no_panic;
 mod test_reporters;
 mod test_runtime;

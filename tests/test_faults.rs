@@ -387,6 +387,13 @@ fn health_fails_while_the_state_disk_is_full_and_recovers() {
         failing["store"].as_str().is_some_and(|s| !s.is_empty()),
         "{failing}"
     );
+    // The metrics make the same check.
+    let healthy = || {
+        crate::test_metrics::scrape(&m.http)
+            .get("bbc_store_healthy")
+            .copied()
+    };
+    assert_eq!(healthy(), Some(0.0));
     let log = dir.join("master.log");
     let text = wait_for("the 500 in the log", || {
         let text = std::fs::read_to_string(&log).ok()?;
@@ -400,6 +407,7 @@ fn health_fails_while_the_state_disk_is_full_and_recovers() {
         let (status, v) = health();
         (status == 200 && v["status"] == "ok").then_some(())
     });
+    assert_eq!(healthy(), Some(1.0));
     // The same master takes a force again.
     let (status, _) = force(&m, "{}");
     assert_eq!(status, 201);

@@ -878,6 +878,17 @@ reporter "chat" kind="irc" {{
             ),
         ]
     );
+    // Both lines counted as delivered (the count follows the write the
+    // watcher may see first), none as failed.
+    let ok = r#"bbc_reporter_deliveries_total{reporter="chat",result="ok"}"#;
+    let metrics = wait_for("the IRC deliveries counted", || {
+        let s = crate::test_metrics::scrape(&m.http);
+        (s.get(ok).copied() >= Some(2.0)).then_some(s)
+    });
+    assert_eq!(metrics.get(ok), Some(&2.0));
+    // Its counters exist from the bot's start, at 0.
+    let failed = r#"bbc_reporter_deliveries_total{reporter="chat",result="failed"}"#;
+    assert_eq!(metrics.get(failed), Some(&0.0));
     drop(m);
     // The master stopped: the bot is gone.
     watcher.until(|l| l.starts_with(":bbc-ci!") && l.contains(" QUIT"));

@@ -1,4 +1,5 @@
-//! The REST API under `/api/v1` (documented in `docs/api.md`).
+//! The REST API under `/api/v1` (documented in `docs/api.md`) and the
+//! metrics at `/metrics`.
 //!
 //! Errors are JSON `{"error": {"status": N, "message": "…"}}` with a
 //! fitting HTTP status; input from clients is validated like the compiler
@@ -10,6 +11,7 @@ mod changes;
 mod config;
 mod events;
 mod health;
+mod metrics;
 mod workers;
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })

@@ -297,6 +297,11 @@ async fn start(shared: &Arc<Shared>, d: Decision, backoff: &Mutex<StartBackoff>)
             let Some(cancel_rx) = cancel_rx else {
                 return;
             };
+            shared.metrics.build_started(
+                &build.build.builder,
+                build.build.started_at,
+                d.entries.iter().map(|e| e.req.submitted_at),
+            );
             tracing::info!(
                 builder = %build.build.builder,
                 number = build.number,

@@ -171,6 +171,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         next_id: AtomicU64::new(1),
         shutdown,
         patterns: Mutex::new(Default::default()),
+        metrics: Default::default(),
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.

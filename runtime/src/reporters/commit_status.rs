@@ -247,6 +247,8 @@ impl Status<'_> {
         })
     }
 
+    /// Whether the status was delivered; `None` when the build has none
+    /// to report (no revision on a known forge).
     pub async fn report(
         &self,
         shared: &Arc<Shared>,
@@ -254,7 +256,7 @@ impl Status<'_> {
         r: &Reporter,
         templates: &Templates,
         ev: &BuildEvent,
-    ) {
+    ) -> Option<bool> {
         let b = &ev.build;
         let facts = message::facts(shared, ev).await;
         let cx = message::context(g, shared.reporters.http_addr(), r, ev, &facts);
@@ -269,7 +271,7 @@ impl Status<'_> {
                     reporter = self.reporter, builder = %b.build.builder, number = b.number,
                     "no commit status: {why}"
                 );
-                return;
+                return None;
             }
         };
         let body = body.to_string();
@@ -279,12 +281,13 @@ impl Status<'_> {
             b.build.builder,
             b.number
         );
-        deliver(self.reporter, &what, || {
+        let ok = deliver(self.reporter, &what, || {
             let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let (url, body) = (url.clone(), body.clone());
             async move { post(&url, &hs, "application/json", body).await }
         })
         .await;
+        Some(ok)
     }
 }
 

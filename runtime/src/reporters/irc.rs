@@ -17,6 +17,7 @@ use tokio_util::codec::{AnyDelimiterCodec, Framed};
 
 use super::delivery::install_crypto_provider;
 use super::mail::split_host_port;
+use crate::state::metrics::Counter;
 
 /// Reports waiting while the bot is (re)connecting; more are dropped.
 const QUEUE: usize = 64;
@@ -38,25 +39,37 @@ pub struct Config {
     pub channels: Vec<String>,
     pub password: Option<String>,
     pub tls: bool,
+    /// The reporter's delivery counters: a line said in every channel is
+    /// delivered; one dropped (queue full, connection lost while saying
+    /// it) failed.
+    pub delivered: Counter,
+    pub failed: Counter,
 }
 
 /// The handle of a running client; dropping it makes the client quit.
 pub struct Bot {
     reporter: String,
     tx: mpsc::Sender<String>,
+    failed: Counter,
 }
 
 impl Bot {
     pub fn spawn(cfg: Config) -> Bot {
         let (tx, rx) = mpsc::channel(QUEUE);
         let reporter = cfg.reporter.clone();
+        let failed = cfg.failed.clone();
         tokio::spawn(connection(cfg, rx));
-        Bot { reporter, tx }
+        Bot {
+            reporter,
+            tx,
+            failed,
+        }
     }
 
     /// Queues a message for every channel; never waits.
     pub fn say(&self, text: String) {
         if let Err(e) = self.tx.try_send(text) {
+            self.failed.inc();
             tracing::warn!(reporter = %self.reporter, "IRC message dropped: {e}");
         }
     }
@@ -275,9 +288,22 @@ async fn session(
                     let _ = send(&mut conn, "QUIT :bbc reporter stopped").await;
                     return Ok(());
                 };
-                for l in text.lines().filter(|l| !l.trim().is_empty()) {
+                let mut said = Ok(());
+                'lines: for l in text.lines().filter(|l| !l.trim().is_empty()) {
                     for ch in &cfg.channels {
-                        send(&mut conn, &format!("PRIVMSG {ch} :{}", truncate(l, MAX_TEXT))).await?;
+                        said = send(&mut conn, &format!("PRIVMSG {ch} :{}", truncate(l, MAX_TEXT))).await;
+                        if said.is_err() {
+                            break 'lines;
+                        }
+                    }
+                }
+                match said {
+                    Ok(()) => {
+                        cfg.delivered.inc();
+                    }
+                    Err(e) => {
+                        cfg.failed.inc();
+                        return Err(e);
                     }
                 }
             }

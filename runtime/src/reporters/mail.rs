@@ -100,7 +100,8 @@ impl Mail<'_> {
         Ok(b.build())
     }
 
-    pub async fn send(&self, templates: &Templates, cx: &Value) {
+    /// Whether the mail was delivered.
+    pub async fn send(&self, templates: &Templates, cx: &Value) -> bool {
         let what = format!(
             "mail about {} #{}",
             cx["builder"].as_str().unwrap_or(""),
@@ -114,7 +115,7 @@ impl Mail<'_> {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(reporter = self.reporter, "{what} not sent: {e}");
-                return;
+                return false;
             }
         };
         deliver(self.reporter, &what, || {
@@ -129,7 +130,7 @@ impl Mail<'_> {
                 }
             }
         })
-        .await;
+        .await
     }
 }
 

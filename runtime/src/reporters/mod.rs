@@ -153,7 +153,10 @@ fn irc_bot(shared: &Shared, r: &Reporter) -> Option<irc::Bot> {
     else {
         return None;
     };
+    let (delivered, failed) = shared.metrics.deliveries(&r.name);
     Some(irc::Bot::spawn(irc::Config {
+        delivered,
+        failed,
         reporter: r.name.clone(),
         server: server.clone(),
         nick: nick.clone(),
@@ -215,10 +218,12 @@ async fn report(
                         to,
                         login,
                     };
-                    m.send(templates, &cx).await;
+                    let ok = m.send(templates, &cx).await;
+                    shared.metrics.delivery(&r.name, ok);
                 }
                 ReporterKind::HttpPush { url, .. } => {
-                    push::send(&r.name, url, templates, &cx).await;
+                    let ok = push::send(&r.name, url, templates, &cx).await;
+                    shared.metrics.delivery(&r.name, ok);
                 }
                 ReporterKind::Irc { .. } => {
                     if let Some(bot) = bot {
@@ -252,6 +257,7 @@ async fn report(
             let secrets = shared.secrets();
             let Some(token) = secrets.get(token) else {
                 tracing::error!(reporter = %r.name, "the API token's secret is not available; status not sent");
+                shared.metrics.delivery(&r.name, false);
                 return;
             };
             let status = commit_status::Status {
@@ -261,7 +267,9 @@ async fn report(
                 token,
                 context,
             };
-            status.report(shared, g, r, templates, ev).await;
+            if let Some(ok) = status.report(shared, g, r, templates, ev).await {
+                shared.metrics.delivery(&r.name, ok);
+            }
         }
     }
 }

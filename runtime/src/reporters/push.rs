@@ -22,16 +22,18 @@ pub fn body(templates: &Templates, cx: &Value) -> Option<(String, &'static str)>
     Some((text, ct))
 }
 
-pub async fn send(reporter: &str, url: &str, templates: &Templates, cx: &Value) {
+/// Whether the report was delivered (a template that fails to render
+/// delivers nothing).
+pub async fn send(reporter: &str, url: &str, templates: &Templates, cx: &Value) -> bool {
     let Some((text, ct)) = body(templates, cx) else {
-        return;
+        return false;
     };
     let what = format!(
         "report of {} #{}",
         cx["builder"].as_str().unwrap_or(""),
         cx["number"]
     );
-    deliver(reporter, &what, || post(url, &[], ct, text.clone())).await;
+    deliver(reporter, &what, || post(url, &[], ct, text.clone())).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! What every task of a running master shares: the graph in use, the store,
 //! secrets, the queue's book-keeping, the connected workers, and the
 //! channels the services talk through (wake-ups, changes, build sets, build
-//! events, applied configs).
+//! events, applied configs), and the metrics every service records.
 //!
 //! Layering: this module is the bottom of the master. It imports only the
 //! store, secrets, the protocol and bbc_graph; the services (HTTP API,
@@ -17,6 +17,7 @@
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod metrics;
 pub mod queue;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,7 @@ use crate::store::{BuildRequest, Millis, NewBuildSet, Store};
 pub use config::{ConfigEvent, ConfigInfo, StartSettings};
 pub use connection::WorkerConn;
 pub use events::Hub;
+pub use metrics::Metrics;
 use queue::Queue;
 
 pub fn now_ms() -> Millis {
@@ -109,6 +111,8 @@ pub struct Shared {
     /// Warning patterns compiled once each: a dozen long regexes shared by
     /// thousands of steps were compiled again for every command run.
     pub(crate) patterns: Mutex<HashMap<String, Option<Arc<regex::bytes::Regex>>>>,
+    /// What `GET /metrics` serves: every service records here.
+    pub metrics: Metrics,
 }
 
 impl Shared {

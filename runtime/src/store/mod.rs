@@ -21,10 +21,12 @@ use serde::{Deserialize, Serialize};
 // Test code: built for this crate's tests, and for another crate's (a future
 // backend's) when it enables the `conformance` feature; never shipped in a
 // release build.
+pub mod commit_times;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod redb_store;
 
+pub use commit_times::{CommitTimes, CommitTimesSnapshot};
 pub use redb_store::RedbStore;
 
 /// Opens the store of a state directory (the redb backend).
@@ -363,4 +365,11 @@ pub trait Store: Send + Sync + 'static {
     /// disk that filled since shows with the next write. The backend
     /// recovers by itself from a failed write: nothing needs a restart.
     fn health(&self) -> Result<()>;
+
+    // --- metrics
+    /// How long this backend's write transactions took, if it measures
+    /// them (read by the master's metrics at each scrape).
+    fn commit_times(&self) -> Option<&CommitTimes> {
+        None
+    }
 }

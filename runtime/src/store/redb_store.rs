@@ -34,9 +34,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::BackupReport;
 use super::{
-    Build, BuildFilter, BuildRequest, BuildSet, Change, Millis, NewBuild, NewBuildSet, NewChange,
-    Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store, StoreError,
-    WorkerRecord,
+    Build, BuildFilter, BuildRequest, BuildSet, Change, CommitTimes, Millis, NewBuild, NewBuildSet,
+    NewChange, Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store,
+    StoreError, WorkerRecord,
 };
 use commit::Group;
 use records::{
@@ -95,6 +95,8 @@ pub struct RedbStore {
     /// Step records and build states waiting for the next write
     /// transaction (see `pending.rs`).
     pending: Mutex<pending::Pending>,
+    /// How long successful writes took (`bbc_store_commit_seconds`).
+    commit_times: CommitTimes,
 }
 
 /// A poisoned lock only means another thread panicked while holding it;
@@ -135,6 +137,7 @@ impl RedbStore {
             group: Mutex::new(Group::default()),
             group_changed: Condvar::new(),
             pending: Mutex::new(pending::Pending::default()),
+            commit_times: CommitTimes::default(),
         };
         store.init_schema()?;
         Ok(store)
@@ -854,5 +857,9 @@ impl Store for RedbStore {
             }
         }
         r
+    }
+
+    fn commit_times(&self) -> Option<&CommitTimes> {
+        Some(&self.commit_times)
     }
 }

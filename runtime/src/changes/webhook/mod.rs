@@ -13,12 +13,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use bbc_graph::ChangeSourceKind;
+use bbc_graph::{ChangeSource, ChangeSourceKind};
 use serde_json::{json, Value};
 
 use crate::api_error::ApiError;
 // Named here as well: the integration tests sign deliveries with it.
 pub use crate::auth::hmac_sha256_hex;
+use crate::state::metrics::WebhookResult;
 use crate::state::{now_ms, Shared};
 
 use crate::api_error::ApiResult as R;
@@ -65,16 +66,36 @@ fn parse_json(headers: &HeaderMap, body: &[u8]) -> R<Value> {
     })
 }
 
-/// `POST /change_hook/{name}`.
+/// `POST /change_hook/{name}`. Deliveries to a configured source are
+/// counted by how they were answered (`bbc_webhook_deliveries_total`);
+/// those to a name the config lacks are not, so that no client can make
+/// up label values.
 pub(crate) async fn receive(
     State(s): State<Arc<Shared>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
+    let src = super::source::find_source(&s, &name)?;
+    let r = deliver(&s, &src, &name, &headers, body).await;
+    let status = match &r {
+        Ok((st, _)) => *st,
+        Err(e) => e.0,
+    };
+    s.metrics
+        .webhook(&name, WebhookResult::of_status(status.as_u16()));
+    r
+}
+
+async fn deliver(
+    s: &Arc<Shared>,
+    src: &ChangeSource,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> R<(StatusCode, Json<Value>)> {
     // Too large or unreadable: answered in the API's error shape too.
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let src = super::source::find_source(&s, &name)?;
     let (secret, auth) = match &src.kind {
         ChangeSourceKind::GithubWebhook { secret } => (
             secret,
@@ -119,31 +140,31 @@ pub(crate) async fn receive(
                 format!("the secret of change source `{name}` is not available to the master"),
             ));
         };
-        if let Err(e) = verify(&auth, value, &headers, &body) {
+        if let Err(e) = verify(&auth, value, headers, &body) {
             tracing::warn!(source = %name, "webhook delivery refused: {}", e.1);
             return Err(e);
         }
     }
     let outcome = match &src.kind {
         ChangeSourceKind::GithubWebhook { .. } => {
-            let ev = event_header(&headers, &["X-GitHub-Event"])?;
-            github(&ev, &parse_json(&headers, &body)?)?
+            let ev = event_header(headers, &["X-GitHub-Event"])?;
+            github(&ev, &parse_json(headers, &body)?)?
         }
         ChangeSourceKind::GiteaWebhook { .. } => {
-            let ev = event_header(&headers, &["X-Gitea-Event", "X-Forgejo-Event"])?;
-            gitea(&ev, &parse_json(&headers, &body)?)?
+            let ev = event_header(headers, &["X-Gitea-Event", "X-Forgejo-Event"])?;
+            gitea(&ev, &parse_json(headers, &body)?)?
         }
         ChangeSourceKind::GitlabWebhook { .. } => {
-            let ev = event_header(&headers, &["X-Gitlab-Event"])?;
-            gitlab(&ev, &parse_json(&headers, &body)?)?
+            let ev = event_header(headers, &["X-Gitlab-Event"])?;
+            gitlab(&ev, &parse_json(headers, &body)?)?
         }
-        _ => json_changes(&parse_json(&headers, &body)?)?,
+        _ => json_changes(&parse_json(headers, &body)?)?,
     };
     match outcome {
         Outcome::Changes(changes) => {
             let mut ids = Vec::new();
             for mut c in changes {
-                c.source = name.clone();
+                c.source = name.to_string();
                 if c.when == 0 {
                     c.when = now_ms();
                 }

@@ -37,7 +37,12 @@ impl Ctx {
         };
         let mut redact = self.redactor();
         let mut head = redact.push(header.as_bytes());
-        let mut writer = LogWriter::new(self.shared.store.clone(), self.build.id, index);
+        let mut writer = LogWriter::new(
+            self.shared.store.clone(),
+            self.build.id,
+            index,
+            self.log_bytes.clone(),
+        );
         // The step's start is stored with the first log bytes: the header
         // (not awaited: the command starts meanwhile), else the first
         // output, else after START_DELAY, else (a quick command) with the

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::record::{StepStart, StepWrite, Stored};
+use crate::state::metrics::Counter;
 use crate::store::Store;
 
 /// Log bytes are written to the store in batches of about this size.
@@ -16,6 +17,8 @@ pub(super) struct LogWriter {
     store: Arc<dyn Store>,
     build: u64,
     step: u32,
+    /// The builder's count of stored log bytes.
+    logged: Counter,
     inflight: Option<tokio::task::JoinHandle<Stored>>,
     /// The size of the append under way.
     inflight_len: u64,
@@ -33,11 +36,12 @@ pub(super) struct LostLog {
 }
 
 impl LogWriter {
-    pub fn new(store: Arc<dyn Store>, build: u64, step: u32) -> LogWriter {
+    pub fn new(store: Arc<dyn Store>, build: u64, step: u32, logged: Counter) -> LogWriter {
         LogWriter {
             store,
             build,
             step,
+            logged,
             inflight: None,
             inflight_len: 0,
             spare: Vec::new(),
@@ -66,7 +70,7 @@ impl LogWriter {
             log: std::mem::replace(buf, std::mem::take(&mut self.spare)),
             end: None,
         };
-        self.inflight = Some(w.spawn(self.store.clone(), self.build));
+        self.inflight = Some(w.spawn(self.store.clone(), self.build, self.logged.clone()));
     }
 
     /// Waits for the append under way.

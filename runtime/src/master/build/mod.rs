@@ -26,6 +26,7 @@ use super::properties::worst;
 use crate::protocol::WireCommand;
 use crate::secrets::Redactor;
 use crate::state::connection::WorkerConn;
+use crate::state::metrics::Counter;
 use crate::state::queue::{self, HeldLocks, Wake};
 use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildSet, Properties, StepRecord};
@@ -50,6 +51,9 @@ pub struct Ctx {
     /// When the builder's `max-time` runs out: a limit on the whole build,
     /// so each command gets what is left of it.
     deadline: Option<tokio::time::Instant>,
+    /// The builder's count of stored log bytes (`bbc_log_bytes_total`),
+    /// looked up once for the build.
+    log_bytes: Counter,
 }
 
 struct Outcome {
@@ -89,6 +93,7 @@ pub async fn run(
     let mut props = build.build.properties.clone();
     props.insert("buildnumber".into(), Scalar::Int(build.number as i64));
     let deadline = builder_deadline(&builder);
+    let log_bytes = shared.metrics.log_bytes(&builder.name);
     let mut cx = Ctx {
         shared: shared.clone(),
         build,
@@ -100,6 +105,7 @@ pub async fn run(
         pending_start: None,
         pending_end: None,
         deadline,
+        log_bytes,
     };
     let result = cx.steps().await;
     let id = cx.build.id;
@@ -119,9 +125,14 @@ pub async fn run(
         finished_at,
         step: None,
     };
-    let recorded = record_end(&shared, last, end).await;
+    let recorded = record_end(&shared, last, end, &cx.log_bytes).await;
     if recorded {
         let b = &mut cx.build;
+        shared.metrics.build_finished(
+            &b.build.builder,
+            result,
+            finished_at.saturating_sub(b.build.started_at),
+        );
         tracing::info!(
             builder = %b.build.builder,
             number = b.number,
@@ -191,12 +202,18 @@ const END_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// master marks it interrupted at start and runs its requests again
 /// (`interrupt_running`), which is the right outcome for a build whose
 /// result could not be kept.
-async fn record_end(shared: &Arc<Shared>, last: Option<StepWrite>, end: BuildEnd) -> bool {
+async fn record_end(
+    shared: &Arc<Shared>,
+    last: Option<StepWrite>,
+    end: BuildEnd,
+    log_bytes: &Counter,
+) -> bool {
     let id = end.id;
     let first = end.clone();
+    let logged = log_bytes.clone();
     let tried = shared
         .db(move |s| {
-            let step = last.and_then(|w| w.store(s, id).end);
+            let step = last.and_then(|w| w.store(s, id, &logged).end);
             let r = first.store(s);
             Ok((step, r))
         })

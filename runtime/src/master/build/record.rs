@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::Ctx;
+use crate::state::metrics::Counter;
 use crate::store::{Properties, StepRecord, Store};
 
 /// What the store records when a step starts: its record, and the
@@ -63,7 +64,9 @@ impl StepWrite {
     /// records). Gives back the log buffer, emptied, for reuse, and why its
     /// bytes could not be stored, if they could not. A step's end stored
     /// with log bytes that failed says so itself (`exception`, `log_lost`).
-    pub fn store(self, s: &dyn Store, build: u64) -> Stored {
+    ///
+    /// Log bytes stored are added to `logged`.
+    pub fn store(self, s: &dyn Store, build: u64, logged: &Counter) -> Stored {
         let StepWrite {
             step,
             start,
@@ -79,8 +82,11 @@ impl StepWrite {
         let mut log_error = None;
         let lost = log.len() as u64;
         if !log.is_empty() {
-            if let Err(e) = s.append_log(build, step, &log) {
-                log_error = Some(e.to_string());
+            match s.append_log(build, step, &log) {
+                Ok(_) => {
+                    logged.inc_by(log.len() as u64);
+                }
+                Err(e) => log_error = Some(e.to_string()),
             }
             log.clear();
         }
@@ -112,8 +118,8 @@ impl StepWrite {
 
     /// Stores it on a blocking thread (disk work never blocks the async
     /// runtime).
-    pub fn spawn(self, store: Arc<dyn Store>, build: u64) -> JoinHandle<Stored> {
-        tokio::task::spawn_blocking(move || self.store(store.as_ref(), build))
+    pub fn spawn(self, store: Arc<dyn Store>, build: u64, logged: Counter) -> JoinHandle<Stored> {
+        tokio::task::spawn_blocking(move || self.store(store.as_ref(), build, &logged))
     }
 }
 
@@ -147,7 +153,10 @@ impl Ctx {
             return;
         }
         let id = self.build.id;
-        match w.spawn(self.shared.store.clone(), id).await {
+        match w
+            .spawn(self.shared.store.clone(), id, self.log_bytes.clone())
+            .await
+        {
             Ok(Stored {
                 log_error: Some(e), ..
             }) => tracing::error!("cannot store log of build {id}: {e}"),

@@ -3,6 +3,7 @@
 //! (`pending.rs`) stored by whichever commits next.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use redb::{Database, Durability, WriteTransaction};
 
@@ -52,12 +53,18 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&WriteTransaction, &mut W<'_>) -> Result<T>,
     ) -> Result<T> {
+        // Timed from the call: waiting for redb's write lock and for a
+        // group's durable commit is what a caller's write costs.
+        let began = Instant::now();
         // Held to the end, durability included: a reopen waits for it.
         // A failure to reopen has been noted already.
         let db = self.db()?;
         let r = self.write_in(&db, f);
         match &r {
-            Ok(_) => self.write_succeeded(),
+            Ok(_) => {
+                self.commit_times.observe(began.elapsed());
+                self.write_succeeded()
+            }
             Err(e) => self.write_failed(e),
         }
         r
