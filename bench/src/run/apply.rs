@@ -41,7 +41,7 @@ pub fn apply(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     write_secrets(dir, &names)?;
     let token = "bench-password-bbc-admin-token";
     let token_file = dir.join("secrets").join("bbc-admin-token");
-    let mut m = start_master(exe, dir, &config, "apply")?;
+    let mut m = start_master(exe, dir, &config, "apply", false)?;
     let (rss0, _) = mem_kib(m.proc.pid());
     let c = Client::new(&m.http);
     let rt = rt()?;

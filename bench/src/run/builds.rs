@@ -58,7 +58,7 @@ pub fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     let config = dir.join("master.kdl");
     std::fs::write(&config, trivial_config(builders, a.max_builds.max(1)))?;
     write_secrets(dir, &["w1".into(), "w2".into()])?;
-    let mut m = start_master(exe, dir, &config, "builds")?;
+    let mut m = start_master(exe, dir, &config, "builds", a.tls)?;
     let mut w1 = start_worker(exe, dir, &m, "w1")?;
     let mut w2 = start_worker(exe, dir, &m, "w2")?;
     let c = Client::new(&m.http);

@@ -23,7 +23,7 @@ pub fn idle(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     let mut hwm = Vec::new();
     let runs = a.starts.max(1);
     for i in 0..runs {
-        let mut m = start_master(exe, dir, &config, &format!("idle-{i}"))?;
+        let mut m = start_master(exe, dir, &config, &format!("idle-{i}"), false)?;
         let ms = m.started_in.as_secs_f64() * 1000.0;
         if i == 0 {
             first = ms;

@@ -25,7 +25,7 @@ pub fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
         ),
     )?;
     write_secrets(dir, &["w1".into()])?;
-    let mut m = start_master(exe, dir, &config, "log")?;
+    let mut m = start_master(exe, dir, &config, "log", a.tls)?;
     let w1 = start_worker(exe, dir, &m, "w1")?;
     let c = Client::new(&m.http);
     let rt = rt()?;

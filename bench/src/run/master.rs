@@ -53,6 +53,45 @@ pub struct Master {
     pub started_in: Duration,
     /// Its standard error.
     pub log: PathBuf,
+    /// With TLS on the worker port: the certificate's fingerprint, which
+    /// the workers pin.
+    pub fingerprint: Option<String>,
+}
+
+/// Makes a self-signed pair in `dir` with `bbc cert` (once) and puts TLS
+/// on the worker port of `config` (whose first line opens `master {`);
+/// returns the fingerprint.
+fn with_tls(exe: &Path, dir: &Path, config: &Path) -> Result<String, BenchError> {
+    let cert = dir.join("master.crt");
+    let o = Command::new(exe)
+        .args(["cert", "--force", "--name", "127.0.0.1", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(dir.join("master.key"))
+        .output()?;
+    if !o.status.success() {
+        return Err(err(format!(
+            "bbc cert failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    let out = String::from_utf8_lossy(&o.stdout);
+    let fp = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .ok_or_else(|| err(format!("no fingerprint in {out}")))?
+        .to_string();
+    let text = std::fs::read_to_string(config)?;
+    let Some(rest) = text.strip_prefix("master {\n") else {
+        return Err(err("the scenario's config does not start with `master {`"));
+    };
+    let tls = format!(
+        "master {{\n    tls cert=\"{}\" key=\"{}\" http=#false\n",
+        cert.display(),
+        dir.join("master.key").display()
+    );
+    std::fs::write(config, tls + rest)?;
+    Ok(fp)
 }
 
 pub fn start_master(
@@ -60,7 +99,13 @@ pub fn start_master(
     dir: &Path,
     config: &Path,
     tag: &str,
+    tls: bool,
 ) -> Result<Master, BenchError> {
+    let fingerprint = if tls {
+        Some(with_tls(exe, dir, config)?)
+    } else {
+        None
+    };
     let log = dir.join(format!("master-{tag}.log"));
     let stderr = std::fs::File::create(&log)?;
     let t = Instant::now();
@@ -89,6 +134,7 @@ pub fn start_master(
         http: ports.http,
         started_in,
         log,
+        fingerprint,
     })
 }
 
@@ -101,6 +147,13 @@ pub fn start_worker(exe: &Path, dir: &Path, m: &Master, name: &str) -> Result<Pr
         name,
         &password,
         dir,
+    )
+    .args(
+        m.fingerprint
+            .as_deref()
+            .map(|fp| ["--master-fingerprint", fp])
+            .into_iter()
+            .flatten(),
     )
     .env("BBC_LOG", "warn")
     .stdin(Stdio::null())
