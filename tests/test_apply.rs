@@ -352,7 +352,9 @@ fn the_config_endpoint_needs_the_admin_token() {
     let (status, body) = http_with("POST", &m.http, path, &auth, Some("{not json"));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not a graph file"), "{body}");
-    let v99 = graph.replacen("\"version\": 1,", "\"version\": 99,", 1);
+    let current = format!("\"version\": {},", bbc_graph::VERSION);
+    let v99 = graph.replacen(&current, "\"version\": 99,", 1);
+    assert_ne!(v99, graph, "the edit must apply");
     let (status, body) = http_with("POST", &m.http, path, &auth, Some(&v99));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("version Some(99) is not supported"), "{body}");

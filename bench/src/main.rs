@@ -55,7 +55,14 @@ enum Command {
     /// The runtime: a `bbc master` and `bbc worker` processes on 127.0.0.1
     Run(run::RunArgs),
     /// Write a generated benchmark config to standard output
-    Generate { builders: usize },
+    Generate {
+        builders: usize,
+        /// Issue 12's shape instead (7 steps per builder, no schedulers but
+        /// one force scheduler): `with` 12 shared ~600-character
+        /// warning-patterns, `without` them
+        #[arg(long, value_parser = ["with", "without"])]
+        patterns: Option<String>,
+    },
     /// (internal) one measured compile in this process
     #[command(hide = true)]
     One { file: String },
@@ -97,10 +104,16 @@ fn main() -> ExitCode {
             bbc_exe().and_then(|bbc| changes::run(&bbc, changes, samples))
         }
         Command::Run(args) => bbc_exe().and_then(|bbc| run::run(&bbc, &args)),
-        Command::Generate { builders } => std::io::stdout()
-            .lock()
-            .write_all(workload::generate(builders).as_bytes())
-            .map_err(BenchError::from),
+        Command::Generate { builders, patterns } => {
+            let text = match patterns.as_deref() {
+                None => workload::generate(builders),
+                Some(p) => workload::generate_patterns(builders, p == "with"),
+            };
+            std::io::stdout()
+                .lock()
+                .write_all(text.as_bytes())
+                .map_err(BenchError::from)
+        }
         Command::One { file } => check::one(&file),
     };
     match result {

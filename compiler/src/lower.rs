@@ -96,6 +96,112 @@ mod tests {
         );
     }
 
+    /// Three builders whose steps share long warning patterns, as in issue
+    /// 12's production config; `edit` changes the text of the config.
+    fn patterns_graph(edit: impl Fn(String) -> String) -> crate::graph::Graph {
+        let pattern =
+            |k: usize| format!("(?im)^tool-{k}: (?:warning|note)[: ]+[a-z_]+ at line [0-9]+");
+        let mut src = String::from("worker \"w\" password=(secret)\"w\"\n");
+        for b in 0..3 {
+            src.push_str(&format!(
+                "builder \"b{b}\" {{\n    workers \"w\"\n    steps {{\n"
+            ));
+            for k in 0..3 {
+                src.push_str(&format!(
+                    "        compile \"make {k}\" name=\"s{k}\" warning-pattern=\"{}\"\n",
+                    pattern(k)
+                ));
+            }
+            src.push_str("    }\n}\n");
+        }
+        let c = crate::compile_source("t.kdl", edit(src));
+        match c.graph {
+            Some(g) => g,
+            None => panic!("does not compile: {:?}", c.diagnostics),
+        }
+    }
+
+    #[test]
+    fn a_builder_hash_changes_with_one_character_of_one_step_and_only_its_own() {
+        let g = patterns_graph(|s| s);
+        assert_eq!(verify_hashes(&g), Ok(()));
+        // Identical steps (the same pattern in every builder) hash the
+        // same; the builders differ by name, so their hashes do not.
+        assert_eq!(g.builders[0].steps[1].hash, g.builders[2].steps[1].hash);
+        assert_ne!(g.builders[0].hash, g.builders[2].hash);
+        // One character of one step's pattern in builder b1.
+        let e = patterns_graph(|s| {
+            let at = s.find("builder \"b1\"").unwrap_or(0);
+            let (head, tail) = s.split_at(at);
+            format!("{head}{}", tail.replacen("tool-2: ", "tool-2; ", 1))
+        });
+        assert_eq!(verify_hashes(&e), Ok(()));
+        for (i, (old, new)) in g.builders.iter().zip(&e.builders).enumerate() {
+            assert_eq!(old.name, new.name);
+            if i == 1 {
+                assert_ne!(old.hash, new.hash, "the edited builder's hash changes");
+                assert_ne!(old.steps[2].hash, new.steps[2].hash, "so does its step's");
+                assert_eq!(old.steps[0].hash, new.steps[0].hash);
+                assert_eq!(old.steps[1].hash, new.steps[1].hash);
+            } else {
+                assert_eq!(old, new, "builder {} is untouched", old.name);
+            }
+        }
+        assert_eq!(g.workers, e.workers);
+        assert_ne!(graph_hash(&g), graph_hash(&e));
+        // A step edited in a graph from outside is caught on the builder,
+        // whether or not its recorded hash was updated, and whatever it is.
+        let mut stale = g.clone();
+        if let bbc_graph::StepKind::Compile {
+            warning_pattern: Some(p),
+            ..
+        } = &mut stale.builders[1].steps[2].kind
+        {
+            p.push('x');
+        } else {
+            panic!("not a compile step with a pattern")
+        }
+        let err = verify_hashes(&stale).err().unwrap_or_default();
+        assert!(
+            err.contains("builder `b1`") && err.contains("1 content hash"),
+            "{err}"
+        );
+        let mut rehashed = stale.clone();
+        let st = &mut rehashed.builders[1].steps[2];
+        st.hash.clear();
+        st.hash = bbc_graph::hash::content_hash(&*st);
+        let err = verify_hashes(&rehashed).err().unwrap_or_default();
+        assert!(
+            err.contains("builder `b1`"),
+            "the builder's hash covers it: {err}"
+        );
+    }
+
+    /// The builder hash is what docs/graph.md says: SHA-256 (16 bytes, hex)
+    /// of the builder's compact JSON with each step replaced by its hash
+    /// and `hash` empty.
+    #[test]
+    fn a_builder_hash_is_taken_over_its_step_hashes() {
+        use sha2::{Digest, Sha256};
+        let g = patterns_graph(|s| s);
+        for b in &g.builders {
+            let mut shell = b.clone();
+            shell.steps.clear();
+            shell.hash.clear();
+            let json = serde_json::to_string(&shell).unwrap_or_default();
+            let steps: Vec<String> = b.steps.iter().map(|s| format!("\"{}\"", s.hash)).collect();
+            let json = json.replacen(
+                "\"steps\":[]",
+                &format!("\"steps\":[{}]", steps.join(",")),
+                1,
+            );
+            assert!(json.contains(&b.steps[0].hash));
+            let digest = Sha256::digest(json.as_bytes());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(b.hash, hex, "builder {}", b.name);
+        }
+    }
+
     #[test]
     fn the_graph_hash_follows_every_entity() {
         let g = graph();

@@ -37,8 +37,15 @@ pub enum CheckKind {
 /// The outcome of each distinct checked text: `None` when valid, otherwise
 /// the error text the diagnostic is built from (the diagnostic itself is
 /// emitted at every occurrence, with that occurrence's span).
+///
+/// Keyed with foldhash rather than std's SipHash: every occurrence hashes
+/// its whole text, and SipHash over thousands of ~600-character patterns
+/// cost about as much as the lookups saved (docs/perf.md). A fixed seed is
+/// enough: the texts come from the config's own author.
 #[derive(Default)]
-pub struct Checked([std::collections::HashMap<String, Option<String>>; 4]);
+pub struct Checked(
+    [std::collections::HashMap<String, Option<String>, foldhash::fast::FixedState>; 4],
+);
 
 impl Checked {
     /// The verdict for `text`, computing it with `check` the first time.

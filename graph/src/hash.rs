@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::Graph;
+use crate::{Builder, Graph};
 
 /// Sets every entity's (and step's) content hash, each taken with its own
 /// `hash` field empty; a builder's covers its steps' hashes.
@@ -34,7 +34,7 @@ pub fn set_hashes(g: &mut Graph) {
         for st in &mut b.steps {
             rehash(st, |x| &mut x.hash);
         }
-        rehash(b, |x| &mut x.hash);
+        b.hash = builder_hash(b);
     }
     for r in &mut g.reporters {
         rehash(r, |x| &mut x.hash);
@@ -78,17 +78,13 @@ pub fn verify_hashes(g: &Graph) -> Result<(), String> {
     each!(schedulers, "scheduler");
     each!(reporters, "reporter");
     for b in &g.builders {
-        // A builder's hash covers its steps' hashes: recompute those first.
-        let mut copy = b.clone();
-        let mut steps_ok = true;
-        for st in &mut copy.steps {
-            let given = std::mem::take(&mut st.hash);
-            st.hash = content_hash(st);
-            steps_ok &= given == st.hash;
-        }
-        copy.hash.clear();
-        let real = content_hash(&copy);
-        if !steps_ok || real != b.hash {
+        // A builder's hash covers its steps' hashes: check those first, then
+        // the builder over them.
+        let steps_ok = b
+            .steps
+            .iter()
+            .all(|st| st.hash == fresh(st, |x| &mut x.hash));
+        if !steps_ok || builder_hash(b) != b.hash {
             wrong.push(format!("builder `{}`", b.name));
         }
     }
@@ -102,6 +98,65 @@ pub fn verify_hashes(g: &Graph) -> Result<(), String> {
         wrong.join(", "),
         if n > 5 { ", …" } else { "" }
     ))
+}
+
+/// A builder's content hash: of its serialisation with each step replaced
+/// by the step's hash (and its own `hash` empty). The step hashes already
+/// cover the steps' content, so each step is serialised and hashed once,
+/// not a second time inside its builder: in a config where thousands of
+/// steps carry ~600-character warning patterns that was a fifth of `bbc
+/// check` (docs/perf.md). Takes the step hashes as they stand: set them
+/// first.
+pub fn builder_hash(b: &Builder) -> String {
+    /// `Builder` with `steps` as their hashes. Field for field in the order
+    /// of `Builder`; the destructuring below is exhaustive, so a field
+    /// added to `Builder` does not compile until it is added here too.
+    #[derive(Serialize)]
+    struct View<'a> {
+        name: &'a String,
+        description: &'a Option<String>,
+        workers: &'a Vec<String>,
+        tags: &'a Vec<String>,
+        env: &'a std::collections::BTreeMap<String, crate::Text>,
+        properties: &'a std::collections::BTreeMap<String, crate::Scalar>,
+        workdir: &'a String,
+        collapse_requests: bool,
+        priority: i64,
+        locks: &'a Vec<crate::LockUse>,
+        max_time_ms: Option<u64>,
+        steps: Vec<&'a str>,
+        hash: &'a str,
+    }
+    let Builder {
+        name,
+        description,
+        workers,
+        tags,
+        env,
+        properties,
+        workdir,
+        collapse_requests,
+        priority,
+        locks,
+        max_time_ms,
+        steps,
+        hash: _,
+    } = b;
+    content_hash(&View {
+        name,
+        description,
+        workers,
+        tags,
+        env,
+        properties,
+        workdir,
+        collapse_requests: *collapse_requests,
+        priority: *priority,
+        locks,
+        max_time_ms: *max_time_ms,
+        steps: steps.iter().map(|s| s.hash.as_str()).collect(),
+        hash: "",
+    })
 }
 
 /// The content hash of a whole graph, from its entities' hashes (each of

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 /// The `format` field of every graph file.
 pub const FORMAT: &str = "bbc-graph";
 /// Bumped on any incompatible change to this module's serialised form.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Graph {
