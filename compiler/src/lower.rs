@@ -106,6 +106,14 @@ mod tests {
             src.push_str(&format!(
                 "builder \"b{b}\" {{\n    workers \"w\"\n    steps {{\n"
             ));
+            if b == 1 {
+                // A secret in `env`: part of the builder's hash (its name).
+                src = src.replacen(
+                    "builder \"b1\" {\n",
+                    "builder \"b1\" {\n    env { T (secret)\"t\"; }\n",
+                    1,
+                );
+            }
             for k in 0..3 {
                 src.push_str(&format!(
                     "        compile \"make {k}\" name=\"s{k}\" warning-pattern=\"{}\"\n",

@@ -118,6 +118,9 @@ pub fn builder_hash(b: &Builder) -> String {
         workers: &'a Vec<String>,
         tags: &'a Vec<String>,
         env: &'a std::collections::BTreeMap<String, crate::Text>,
+        // As `Builder` serialises it: absent when empty.
+        #[serde(skip_serializing_if = "no_secrets")]
+        env_secrets: &'a std::collections::BTreeMap<String, crate::Credential>,
         properties: &'a std::collections::BTreeMap<String, crate::Scalar>,
         workdir: &'a String,
         collapse_requests: bool,
@@ -127,12 +130,16 @@ pub fn builder_hash(b: &Builder) -> String {
         steps: Vec<&'a str>,
         hash: &'a str,
     }
+    fn no_secrets(m: &&std::collections::BTreeMap<String, crate::Credential>) -> bool {
+        m.is_empty()
+    }
     let Builder {
         name,
         description,
         workers,
         tags,
         env,
+        env_secrets,
         properties,
         workdir,
         collapse_requests,
@@ -148,6 +155,7 @@ pub fn builder_hash(b: &Builder) -> String {
         workers,
         tags,
         env,
+        env_secrets,
         properties,
         workdir,
         collapse_requests: *collapse_requests,
