@@ -133,13 +133,23 @@ async fn start_master(
         http_listen: a.http_listen.map(str::to_string),
         config_dir: base.to_path_buf(),
     };
+    let scheme = scheme(&g);
     let h = master::start(g, cfg).await.map_err(CommandError::Usage)?;
     // Tests and scripts read this line to find the ports.
     println!(
-        "bbc master: workers on {}, http on http://{}/",
+        "bbc master: workers on {}, http on {scheme}://{}/",
         h.worker_addr, h.http_addr
     );
     Ok(h)
+}
+
+/// How the HTTP port is reached: `https` with TLS on it.
+fn scheme(g: &Graph) -> &'static str {
+    if g.master.http_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// SIGHUP, for `ExecReload=kill -HUP $MAINPID`. Installed before the
@@ -314,7 +324,11 @@ fn random_token() -> String {
 /// `bbc up` with TLS on the worker port: makes a self-signed pair where
 /// the config names files that do not exist yet (a fresh checkout), and
 /// has the local workers pin that certificate's fingerprint.
-fn up_tls(g: &Graph, base: &Path) -> Result<Option<WorkerTls>, CommandError> {
+/// Also the TLS setup `bbc up --force` posts with over HTTPS.
+fn up_tls(
+    g: &Graph,
+    base: &Path,
+) -> Result<(Option<WorkerTls>, Option<std::sync::Arc<tls::ClientConfig>>), CommandError> {
     let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let mut made = Vec::new();
     for t in [&g.master.worker_tls, &g.master.http_tls]
@@ -330,20 +344,29 @@ fn up_tls(g: &Graph, base: &Path) -> Result<Option<WorkerTls>, CommandError> {
     }
     for cert in made {
         let fp = tls::fingerprint_of_file(&cert).map_err(CommandError::Usage)?;
-        println!(
+        // On standard error: the first line of standard output announces
+        // the ports.
+        eprintln!(
             "bbc up: made a self-signed certificate {} ({fp})",
             cert.display()
         );
     }
-    let Some(t) = &g.master.worker_tls else {
-        return Ok(None);
+    let pin = |t: &bbc_compiler::graph::Tls| -> Result<Trust, CommandError> {
+        let fp = tls::fingerprint_of_file(&base.join(&t.cert)).map_err(CommandError::Usage)?;
+        Ok(Trust::Fingerprint(
+            tls::parse_fingerprint(&fp).map_err(CommandError::Usage)?,
+        ))
     };
-    let fp = tls::fingerprint_of_file(&base.join(&t.cert)).map_err(CommandError::Usage)?;
-    let trust = Trust::Fingerprint(tls::parse_fingerprint(&fp).map_err(CommandError::Usage)?);
-    // The local workers connect to 127.0.0.1 whatever the listen address.
-    WorkerTls::new(&trust, "127.0.0.1:0")
-        .map(Some)
-        .map_err(CommandError::Usage)
+    let workers = match &g.master.worker_tls {
+        // The local workers connect to 127.0.0.1 whatever the listen address.
+        Some(t) => Some(WorkerTls::new(&pin(t)?, "127.0.0.1:0").map_err(CommandError::Usage)?),
+        None => None,
+    };
+    let http = match &g.master.http_tls {
+        Some(t) => Some(tls::client_config(&pin(t)?).map_err(CommandError::Usage)?),
+        None => None,
+    };
+    Ok((workers, http))
 }
 
 /// A master and one in-process worker per configured worker: the quickest
@@ -388,10 +411,11 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         if secrets::lookup_with(&name, Some(&dir), &g.master.secrets_command).is_err() {
             // SAFETY: single-threaded here, before the runtime starts.
             std::env::set_var(secrets::env_var_name(&name), random_token());
-            println!("bbc up: secret `{name}` is not set; using a random value for this run");
+            eprintln!("bbc up: secret `{name}` is not set; using a random value for this run");
         }
     }
-    let local_tls = up_tls(&g, &base)?;
+    let (local_tls, http_tls) = up_tls(&g, &base)?;
+    let scheme = scheme(&g);
     runtime()?.block_on(async {
         let mut hangup = Hangup::install()?;
         let h = start_master(&a, g, &base).await?;
@@ -417,9 +441,15 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
                 }
             }));
         }
+        let client = match &http_tls {
+            Some(c) => reqwest::Client::builder().use_preconfigured_tls((**c).clone()),
+            None => reqwest::Client::builder(),
+        }
+        .build()
+        .map_err(|e| CommandError::Usage(format!("an HTTP client: {e}")))?;
         for b in force {
-            let url = format!("http://{}/api/v1/builders/{b}/force", h.http_addr);
-            match reqwest::Client::new()
+            let url = format!("{scheme}://{}/api/v1/builders/{b}/force", h.http_addr);
+            match client
                 .post(&url)
                 .json(&serde_json::json!({"reason": "bbc up --force"}))
                 .send()
@@ -431,7 +461,7 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
             }
         }
         println!(
-            "bbc up: the web UI is at http://{}/ ; press Ctrl-C to stop",
+            "bbc up: the web UI is at {scheme}://{}/ ; press Ctrl-C to stop",
             h.http_addr
         );
         // SIGHUP reloads the config as `bbc master` does; the local workers

@@ -44,11 +44,14 @@ impl Ports {
     }
 }
 
-/// The HTTP address (host:port) in a master's first line.
+/// The HTTP address (host:port) in a master's first line (`http://` or,
+/// with TLS, `https://`).
 pub fn http_addr_in(line: &str) -> Option<String> {
-    line.split("http://")
-        .nth(1)
-        .map(|r| r.trim().trim_end_matches('/').to_string())
+    let url = line.split("http on ").nth(1)?.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    Some(rest.trim_end_matches('/').to_string())
 }
 
 /// Adds the arguments of `bbc master CONFIG` on ephemeral loopback ports,
