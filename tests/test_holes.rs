@@ -91,7 +91,79 @@ builder "b" {
     assert!(hits.is_empty(), "the secret is stored in {hits:?}");
 }
 
-#[allow(dead_code)]
-fn unused(_: &str) -> serde_json::Value {
-    get_json("", "")
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
+}
+
+/// `POST /api/v1/changes` used to take the caller's `source` (a change
+/// "from github" without any signature) and any field serde ignored; it now
+/// reads changes exactly as the JSON webhook does, and its source is `api`.
+#[test]
+fn a_change_submitted_through_the_api_is_checked_and_its_source_is_api() {
+    let dir = temp_dir("holes-changes");
+    let m = Master::start(&dir, r#"worker "w1" password="pw-plain-1""#);
+    for (body, status, why) in [
+        (
+            r#"{"source": "github", "branch": "main"}"#,
+            400,
+            "field `source` is not accepted",
+        ),
+        (
+            r#"{"branch": "main", "colour": "red"}"#,
+            400,
+            "unknown field `colour`",
+        ),
+        (r#"{}"#, 400, "needs a `branch` or a `revision`"),
+        (
+            r#"{"author": "ann"}"#,
+            400,
+            "needs a `branch` or a `revision`",
+        ),
+        (
+            r#"{"branch": "ma\u0000in"}"#,
+            400,
+            "field `branch` contains a NUL byte",
+        ),
+        (
+            r#"{"branch": "main", "files": ["a", 3]}"#,
+            400,
+            "field `files[1]` must be a string",
+        ),
+        (
+            r#"{"branch": "main", "properties": {"p": {}}}"#,
+            400,
+            "field `properties.p` must be a string, a number or a boolean",
+        ),
+        (
+            r#"[{"branch": "main"}]"#,
+            400,
+            "the body must be a change object",
+        ),
+        (r#"{"branch": "#, 400, "invalid JSON"),
+    ] {
+        let (st, resp) = http("POST", &m.http, "/api/v1/changes", Some(body));
+        assert_eq!(st, status, "{body}: {resp}");
+        let v = json(&resp);
+        assert_eq!(v["error"]["status"], status, "{resp}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(why), "{body}: {msg}");
+    }
+    let listed = get_json(&m.http, "/api/v1/changes");
+    assert_eq!(listed["changes"], serde_json::json!([]), "{listed}");
+    let (st, resp) = http(
+        "POST",
+        &m.http,
+        "/api/v1/changes",
+        Some(r#"{"branch": "main", "revision": "abc", "author": "ann"}"#),
+    );
+    assert_eq!(st, 201, "{resp}");
+    assert_eq!(json(&resp)["change"]["source"], "api", "{resp}");
+    // Larger than the body limit: 413, not 400, and in the error shape.
+    let big = format!(
+        r#"{{"branch": "main", "comments": "{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    let (st, resp) = http("POST", &m.http, "/api/v1/changes", Some(&big));
+    assert_eq!(st, 413, "{resp}");
+    assert_eq!(json(&resp)["error"]["status"], 413, "{resp}");
 }
