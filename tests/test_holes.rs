@@ -30,6 +30,22 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// Every file called `name` under `dir`.
+fn files_named(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                _ if e.file_name() == name => hits.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    hits
+}
+
 const SECRET: &str = "pw-one-1234";
 
 /// `set-property command=` used to store the command's raw stdout: a
@@ -166,4 +182,94 @@ fn a_change_submitted_through_the_api_is_checked_and_its_source_is_api() {
     let (st, resp) = http("POST", &m.http, "/api/v1/changes", Some(&big));
     assert_eq!(st, 413, "{resp}");
     assert_eq!(json(&resp)["error"]["status"], 413, "{resp}");
+}
+
+/// Upload destinations were checked lexically only: a symbolic link inside
+/// `STATE/files` was followed, so an upload could write (and a download
+/// read) outside the state directory.
+#[test]
+fn transfers_do_not_follow_a_link_out_of_the_files_directory() {
+    let dir = temp_dir("holes-symlink");
+    write_secret(&dir, "w1", SECRET);
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("private.txt"), "not for workers\n").unwrap();
+    let files = dir.join("state/files");
+    std::fs::create_dir_all(files.join("tree")).unwrap();
+    std::os::unix::fs::symlink(&outside, files.join("link")).unwrap();
+    std::os::unix::fs::symlink(&outside, files.join("tree/sub")).unwrap();
+    std::os::unix::fs::symlink(outside.join("private.txt"), files.join("file-link")).unwrap();
+    let m = Master::start(
+        &dir,
+        r#"worker "w1" password=(secret)"w1"
+scheduler "force" kind="force" {
+    builders "inside" "file" "tree" "over" "down"
+}
+builder "inside" {
+    workers "w1"
+    steps {
+        shell "mkdir -p o/sub && echo payload > o/a.txt && echo b > o/sub/b.txt"
+        upload "o/a.txt" to="ok/a.txt"
+        upload "o" to="ok/tree" directory=#true
+    }
+}
+builder "file" {
+    workers "w1"
+    steps {
+        shell "mkdir -p o/sub && echo payload > o/a.txt && echo b > o/sub/b.txt"
+        upload "o/a.txt" to="link/a.txt"
+    }
+}
+builder "tree" {
+    workers "w1"
+    steps {
+        shell "mkdir -p o/sub && echo payload > o/a.txt && echo b > o/sub/b.txt"
+        upload "o" to="tree" directory=#true
+    }
+}
+builder "over" {
+    workers "w1"
+    steps {
+        shell "mkdir -p o/sub && echo payload > o/a.txt && echo b > o/sub/b.txt"
+        upload "o/a.txt" to="file-link"
+    }
+}
+builder "down" {
+    workers "w1"
+    steps {
+        download "link/private.txt" to="got.txt"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w1", SECRET);
+    m.wait_connected("w1");
+    let b = m.force_and_wait("inside", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    assert!(files.join("ok/a.txt").is_file() && files.join("ok/tree/sub/b.txt").is_file());
+    for builder in ["file", "tree", "over", "down"] {
+        let b = m.force_and_wait(builder, "{}");
+        assert_eq!(b["result"], "exception", "{builder}: {b}");
+        let last = b["steps"].as_array().and_then(|s| s.last()).cloned();
+        let state = last
+            .as_ref()
+            .and_then(|s| s["state_string"].as_str())
+            .unwrap_or("");
+        assert!(
+            state.contains("through a symbolic link"),
+            "{builder}: {state}"
+        );
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&outside)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["private.txt"], "written outside the state directory");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("private.txt")).unwrap(),
+        "not for workers\n"
+    );
+    assert!(files_named(&dir.join("workers"), "got.txt").is_empty());
 }
