@@ -117,7 +117,8 @@ fn json(body: &str) -> serde_json::Value {
 #[test]
 fn a_change_submitted_through_the_api_is_checked_and_its_source_is_api() {
     let dir = temp_dir("holes-changes");
-    let m = Master::start(&dir, r#"worker "w1" password="pw-plain-1""#);
+    write_secret(&dir, "w1", SECRET);
+    let m = Master::start(&dir, r#"worker "w1" password=(secret)"w1""#);
     for (body, status, why) in [
         (
             r#"{"source": "github", "branch": "main"}"#,
@@ -272,4 +273,259 @@ builder "down" {
         "not for workers\n"
     );
     assert!(files_named(&dir.join("workers"), "got.txt").is_empty());
+}
+
+/// One raw HTTP/1.1 exchange (`Connection: close`): the status, the
+/// headers (names lower-cased) and the body.
+fn raw(addr: &str, request: &[u8]) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    // The server may close before reading a body it refuses (413): what it
+    // answered is still there to read.
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn request(method: &str, path: &str, headers: &[&str], body: &str) -> Vec<u8> {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Every error of every route is `{"error": {"status", "message"}}` with a
+/// fitting status, the framework's own rejections included (they were
+/// plain text); `bearer` is accepted in any case; page limits outside
+/// 1–1000 are refused.
+#[test]
+fn every_error_is_json_with_a_fitting_status() {
+    let dir = temp_dir("holes-errors");
+    write_secret(&dir, "w1", SECRET);
+    write_secret(&dir, "bbc-control-token", "ctl-token-0001");
+    let m = Master::start(
+        &dir,
+        r#"worker "w1" password=(secret)"w1"
+scheduler "force" kind="force" {
+    builders "b"
+}
+builder "b" {
+    workers "w1"
+    steps {
+        shell "true"
+    }
+}
+"#,
+    );
+    let json_ct = "Content-Type: application/json";
+    let auth = "Authorization: bearer ctl-token-0001";
+    let big = format!(r#"{{"reason": "{}"}}"#, "x".repeat(3 << 20));
+    let cases: Vec<(&str, String, Vec<&str>, &str, u16, &str)> = vec![
+        (
+            "GET",
+            "/api/v1/nope".into(),
+            vec![],
+            "",
+            404,
+            "no such API endpoint",
+        ),
+        (
+            "GET",
+            "/nope/at/all".into(),
+            vec![],
+            "",
+            404,
+            "no such API endpoint",
+        ),
+        (
+            "DELETE",
+            "/api/v1/builds".into(),
+            vec![],
+            "",
+            405,
+            "is not allowed on",
+        ),
+        (
+            "POST",
+            "/api/v1/events".into(),
+            vec![],
+            "",
+            405,
+            "is not allowed on",
+        ),
+        ("GET", "/api/v1/builds/abc".into(), vec![], "", 400, "parse"),
+        (
+            "GET",
+            "/api/v1/builds/99999999999999999999999".into(),
+            vec![],
+            "",
+            400,
+            "parse",
+        ),
+        (
+            "GET",
+            "/api/v1/builds/1/steps/x/log".into(),
+            vec![],
+            "",
+            400,
+            "parse",
+        ),
+        (
+            "GET",
+            "/api/v1/builds?limit=0".into(),
+            vec![],
+            "",
+            400,
+            "limit=0 is out of range",
+        ),
+        (
+            "GET",
+            "/api/v1/builds?limit=100000".into(),
+            vec![],
+            "",
+            400,
+            "limit=100000 is out of range",
+        ),
+        (
+            "GET",
+            "/api/v1/builds?limit=ten".into(),
+            vec![],
+            "",
+            400,
+            "limit",
+        ),
+        (
+            "GET",
+            "/api/v1/changes?limit=1001".into(),
+            vec![],
+            "",
+            400,
+            "1 to 1000",
+        ),
+        (
+            "GET",
+            "/api/v1/requests?limit=0".into(),
+            vec![],
+            "",
+            400,
+            "1 to 1000",
+        ),
+        (
+            "GET",
+            "/api/v1/builds?running=maybe".into(),
+            vec![],
+            "",
+            400,
+            "running",
+        ),
+        (
+            "POST",
+            "/api/v1/builders/b/force".into(),
+            vec![auth, "Content-Type: text/plain"],
+            "{}",
+            415,
+            "Content-Type",
+        ),
+        (
+            "POST",
+            "/api/v1/builders/b/force".into(),
+            vec![auth, json_ct],
+            "{",
+            400,
+            "JSON",
+        ),
+        (
+            "POST",
+            "/api/v1/builders/b/force".into(),
+            vec![auth, json_ct],
+            &big,
+            413,
+            "too large",
+        ),
+        (
+            "POST",
+            "/api/v1/changes".into(),
+            vec![auth, json_ct],
+            &big,
+            413,
+            "too large",
+        ),
+        (
+            "POST",
+            "/api/v1/builders/b/force".into(),
+            vec![json_ct],
+            "{}",
+            401,
+            "needs a token",
+        ),
+        (
+            "POST",
+            "/api/v1/builders/b/force".into(),
+            vec!["Authorization: bearer wrong", json_ct],
+            "{}",
+            401,
+            "wrong token",
+        ),
+        (
+            "POST",
+            "/api/v1/config".into(),
+            vec![json_ct],
+            "{}",
+            403,
+            "admin token",
+        ),
+    ];
+    for (method, path, headers, body, status, why) in &cases {
+        let (st, hdrs, resp) = raw(&m.http, &request(method, path, headers, body));
+        let what = format!("{method} {path}");
+        assert_eq!(st, *status, "{what}: {resp}");
+        let ct = hdrs
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(ct, Some("application/json"), "{what}: {hdrs:?}");
+        let v = json(&resp);
+        assert_eq!(v["error"]["status"], *status, "{what}: {resp}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(why), "{what}: {msg}");
+        if *status == 405 {
+            let allow = hdrs
+                .iter()
+                .find(|(k, _)| k == "allow")
+                .map(|(_, v)| v.as_str());
+            assert_eq!(allow, Some("GET,HEAD"), "{what}: {hdrs:?}");
+        }
+    }
+    // Within the bounds, and with the scheme in any case, it works.
+    for path in [
+        "/api/v1/builds?limit=1",
+        "/api/v1/builds?limit=1000",
+        "/api/v1/changes",
+    ] {
+        let (st, _, resp) = raw(&m.http, &request("GET", path, &[], ""));
+        assert_eq!(st, 200, "{path}: {resp}");
+    }
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let a = format!("Authorization: {scheme} ctl-token-0001");
+        let (st, _, resp) = raw(
+            &m.http,
+            &request("POST", "/api/v1/builders/b/force", &[&a, json_ct], "{}"),
+        );
+        assert_eq!(st, 201, "{scheme}: {resp}");
+    }
 }

@@ -25,7 +25,7 @@ pub(super) struct PageQuery {
 }
 
 pub(super) async fn changes(State(s): S, Query(q): Query<PageQuery>) -> R<Json<Value>> {
-    let p = page(q.before, q.limit);
+    let p = page(q.before, q.limit)?;
     let v = s.db(move |st| st.changes(p)).await?;
     Ok(Json(json!({ "changes": v })))
 }
@@ -40,8 +40,13 @@ pub(super) async fn add_change(
     body: Result<Bytes, BytesRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
     // Too large (413) or unreadable: the rejection's own status.
-    let body =
-        body.map_err(|e| ApiError::new(e.status(), format!("invalid change: {}", e.body_text())))?;
+    let body = body.map_err(|e| {
+        let why = match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large",
+            _ => "invalid change",
+        };
+        ApiError::new(e.status(), format!("{why}: {}", e.body_text()))
+    })?;
     let v: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad(format!("invalid change: invalid JSON: {e}")))?;
     let mut c = change_json::read(&v, "", "`api` for a change submitted through the API")?;

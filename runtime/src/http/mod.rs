@@ -56,6 +56,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(middleware::from_fn(crate::api_error::json_errors))
         .layer(middleware::from_fn(log_server_errors))
         .with_state(shared)
 }
