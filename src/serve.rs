@@ -117,6 +117,7 @@ pub struct MasterArgs<'a> {
     pub secrets: Option<&'a str>,
     pub worker_listen: Option<&'a str>,
     pub http_listen: Option<&'a str>,
+    pub http_limits: master::HttpLimits,
     pub log_format: LogFormat,
 }
 
@@ -130,6 +131,7 @@ async fn start_master(
         secrets_dir: a.secrets.map(PathBuf::from),
         worker_listen: a.worker_listen.map(str::to_string),
         http_listen: a.http_listen.map(str::to_string),
+        http_limits: a.http_limits,
     };
     let h = master::start(g, cfg).await.map_err(CommandError::Usage)?;
     // Tests and scripts read this line to find the ports.

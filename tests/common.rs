@@ -169,17 +169,28 @@ impl Master {
         Master::spawn(dir, config, true)
     }
 
+    /// [`Master::start_logged`] with extra arguments to `bbc master`.
+    pub fn start_logged_with(dir: &Path, config: &str, args: &[&str]) -> Master {
+        Master::spawn_with(dir, config, true, args)
+    }
+
     fn spawn(dir: &Path, config: &str, logged: bool) -> Master {
+        Master::spawn_with(dir, config, logged, &[])
+    }
+
+    fn spawn_with(dir: &Path, config: &str, logged: bool, args: &[&str]) -> Master {
         let cfg = dir.join("master.kdl");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = bbc();
-        bbc_testkit::master_args(&mut cmd, &cfg, dir).stderr(if logged {
-            std::fs::File::create(dir.join("master.log"))
-                .map(std::process::Stdio::from)
-                .unwrap_or_else(|e| panic!("master.log: {e}"))
-        } else {
-            std::process::Stdio::inherit()
-        });
+        bbc_testkit::master_args(&mut cmd, &cfg, dir)
+            .args(args)
+            .stderr(if logged {
+                std::fs::File::create(dir.join("master.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|e| panic!("master.log: {e}"))
+            } else {
+                std::process::Stdio::inherit()
+            });
         let started =
             bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn master: {e}"));
         let ports = started.ports();

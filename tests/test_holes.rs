@@ -529,3 +529,105 @@ builder "b" {
         assert_eq!(st, 201, "{scheme}: {resp}");
     }
 }
+
+/// Reads until the server closes the connection; what it sent. A bound on
+/// the wait keeps a broken server from hanging the test (it fails then).
+fn until_closed(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+}
+
+/// Slow clients used to hold their connections forever: a hundred clients
+/// sending a byte of header a second all stayed open. Now a request's
+/// headers have a deadline (`--http-header-timeout`), which closes idle
+/// kept-alive connections too.
+#[test]
+fn slow_and_idle_http_clients_are_disconnected() {
+    use std::io::Write;
+    let dir = temp_dir("holes-slowloris");
+    write_secret(&dir, "w1", SECRET);
+    let m = Master::start_logged_with(
+        &dir,
+        r#"worker "w1" password=(secret)"w1""#,
+        &["--http-header-timeout", "1"],
+    );
+    // Each trickles a header a byte at a time, never finishing it, until
+    // the server closes the connection.
+    let slow: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&m.http).unwrap();
+            s.write_all(b"GET /api/v1 HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            let mut w = s.try_clone().unwrap();
+            let trickle = std::thread::spawn(move || {
+                while w.write_all(b"a").is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+            (s, trickle)
+        })
+        .collect();
+    for (mut s, trickle) in slow {
+        let got = until_closed(&mut s);
+        // Never answered as a request (hyper may say 408 first).
+        assert!(!String::from_utf8_lossy(&got).contains(" 200 "), "{got:?}");
+        trickle.join().unwrap();
+    }
+    // A kept-alive connection is answered, then closed once idle.
+    let mut s = std::net::TcpStream::connect(&m.http).unwrap();
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let got = String::from_utf8_lossy(&until_closed(&mut s)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // The master still serves.
+    assert_eq!(get_json(&m.http, "/api/v1/health")["status"], "ok");
+}
+
+/// Connections over `--http-max-connections` are answered 503 at once
+/// (in the API's error shape); once one closes, the next is served.
+#[test]
+fn http_connections_over_the_cap_are_refused_with_503() {
+    let dir = temp_dir("holes-conncap");
+    write_secret(&dir, "w1", SECRET);
+    let m = Master::start_logged_with(
+        &dir,
+        r#"worker "w1" password=(secret)"w1""#,
+        &[
+            "--http-max-connections",
+            "2",
+            "--http-header-timeout",
+            "3600",
+        ],
+    );
+    // Two idle connections take both places (the listener accepts in the
+    // order of connecting, so they are taken before the third).
+    let a = std::net::TcpStream::connect(&m.http).unwrap();
+    let _b = std::net::TcpStream::connect(&m.http).unwrap();
+    let (st, _, body) = raw(&m.http, &request("GET", "/api/v1/health", &[], ""));
+    assert_eq!(st, 503, "{body}");
+    let v = json(&body);
+    assert_eq!(v["error"]["status"], 503, "{body}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 2"),
+        "{body}"
+    );
+    drop(a);
+    crate::common::wait_for("a place to free", || {
+        let (st, _, _) = raw(&m.http, &request("GET", "/api/v1/health", &[], ""));
+        (st == 200).then_some(())
+    });
+}

@@ -8,6 +8,7 @@ mod builders;
 mod builds;
 mod changes;
 mod config;
+mod connections;
 mod events;
 mod health;
 mod workers;
@@ -31,7 +32,7 @@ use workers::workers;
 
 pub use crate::api_error::ApiError;
 use crate::api_error::{ErrorMessage, LoggedByRoute};
-use crate::state::Shared;
+use crate::state::{HttpLimits, Shared};
 
 /// The API's routes, with `extra` ones (the change sources' receivers and
 /// listing, which their service defines) and the web UI.
@@ -78,10 +79,13 @@ async fn log_server_errors(req: Request, next: Next) -> Response {
     r
 }
 
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, extra: Router<Arc<Shared>>) {
-    if let Err(e) = axum::serve(listener, router(shared, extra)).await {
-        tracing::error!("HTTP server stopped: {e}");
-    }
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    extra: Router<Arc<Shared>>,
+    limits: HttpLimits,
+) {
+    connections::serve(listener, router(shared, extra), limits).await
 }
 
 async fn index(State(s): State<Arc<Shared>>) -> Json<Value> {

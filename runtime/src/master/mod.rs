@@ -15,5 +15,5 @@ pub mod start;
 pub mod workers;
 
 // The paths the `bbc` binary and older callers use.
-pub use crate::state::{now_ms, MasterConfig, Shared, WorkerConn};
+pub use crate::state::{now_ms, HttpLimits, MasterConfig, Shared, WorkerConn};
 pub use start::{start, MasterHandle};

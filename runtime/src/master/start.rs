@@ -181,7 +181,12 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         workers::spawn_retirer(shared.clone()),
         missing::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
-        tokio::spawn(crate::http::serve(shared.clone(), hl, routes)),
+        tokio::spawn(crate::http::serve(
+            shared.clone(),
+            hl,
+            routes,
+            cfg.http_limits,
+        )),
         crate::changes::poller::spawn(shared.clone(), pollers.clone()),
         crate::reporters::spawn(shared.clone()),
     ];

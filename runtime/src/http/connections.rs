@@ -1,0 +1,80 @@
+//! The HTTP listener: each connection served by hyper with a deadline for
+//! a request's headers, at most so many connections at once.
+//!
+//! `axum::serve` has neither: a client sending a byte of header a second
+//! held its connection (and a task) forever, and a hundred of them held a
+//! hundred. Here a request's headers must arrive within
+//! [`HttpLimits::header_timeout`] of the connection being ready for them —
+//! its opening, or the end of the previous answer on a kept-alive
+//! connection, so the same deadline closes idle connections — and a
+//! connection over [`HttpLimits::max_connections`] is answered 503 at once
+//! instead of waiting unseen in the kernel's backlog.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::state::HttpLimits;
+
+/// How long a refused connection is read (and discarded) after its 503, so
+/// that closing it does not reset the connection before the client has
+/// read the answer.
+const DRAIN: Duration = Duration::from_secs(1);
+
+pub(super) async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    loop {
+        let (sock, _peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, typically: retrying at once
+                // would spin.
+                tracing::warn!("accepting an HTTP connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(sock, limits.max_connections));
+            continue;
+        };
+        let conn = h1.serve_connection(TokioIo::new(sock), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            // A timed-out or broken connection is the client's business.
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP connection ended: {e}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it.
+async fn refuse(mut sock: TcpStream, max: usize) {
+    let body = format!(
+        r#"{{"error":{{"status":503,"message":"the master serves at most {max} HTTP connections at once; try again"}}}}"#
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if sock.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = sock.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(DRAIN, async {
+        while matches!(sock.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
