@@ -631,3 +631,96 @@ fn http_connections_over_the_cap_are_refused_with_503() {
         (st == 200).then_some(())
     });
 }
+
+/// One worker `hello` over a fresh connection: "welcome", or the master's
+/// refusal reason.
+fn hello(addr: &str, name: &str, password: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let msg = serde_json::json!({"type": "hello", "protocol": 1, "name": name,
+                                 "password": password, "info": {}})
+    .to_string();
+    let mut frame = ((msg.len() + 1) as u32).to_be_bytes().to_vec();
+    frame.push(1);
+    frame.extend_from_slice(msg.as_bytes());
+    s.write_all(&frame).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    assert_eq!(body[0], 1, "not a message frame");
+    let v = json(&String::from_utf8_lossy(&body[1..]));
+    match v["type"].as_str() {
+        Some("welcome") => "welcome".into(),
+        Some("refused") => v["reason"].as_str().unwrap_or("").to_string(),
+        _ => panic!("unexpected answer {v}"),
+    }
+}
+
+/// Wrong worker passwords could be tried as fast as the network allowed
+/// (1,000 in 0.18 s), with a log line each. Now failures back off: after a
+/// few, hellos are refused unchecked, the log has one line and a count,
+/// and a worker that logged in from this address before still gets in.
+#[test]
+fn failed_worker_logins_back_off_and_are_logged_once() {
+    let dir = temp_dir("holes-logins");
+    write_secret(&dir, "w1", SECRET);
+    write_secret(&dir, "w2", "pw-two-5678");
+    let m = Master::start_logged(
+        &dir,
+        r#"worker "w1" password=(secret)"w1"
+worker "w2" password=(secret)"w2"
+"#,
+    );
+    // w1 has logged in from here before.
+    let w = m.worker("w1", SECRET);
+    m.wait_connected("w1");
+    drop(w);
+    crate::common::wait_for("w1 to be gone", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        let w1 = v["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == "w1")?
+            .clone();
+        (w1["connected"] == false).then_some(())
+    });
+    let reasons: Vec<String> = (0..50)
+        .map(|i| hello(&m.workers, "intruder", &format!("guess-{i}")))
+        .collect();
+    assert_eq!(reasons[0], "wrong worker name or password");
+    let checked = reasons
+        .iter()
+        .filter(|r| *r == "wrong worker name or password")
+        .count();
+    let throttled = reasons
+        .iter()
+        .filter(|r| r.starts_with("too many failed logins; the next attempt is checked in"))
+        .count();
+    assert_eq!(checked + throttled, 50, "{reasons:?}");
+    assert!(throttled > 0 && checked < 10, "{reasons:?}");
+    // Another worker's right password from this address is not even
+    // looked at while the address is blocked...
+    let w2 = hello(&m.workers, "w2", "pw-two-5678");
+    assert!(w2.starts_with("too many failed logins"), "{w2}");
+    // ... but the worker that logged in from here before gets in.
+    assert_eq!(hello(&m.workers, "w1", SECRET), "welcome");
+    // One line for the first failure; the rest are counted for a summary.
+    let first = "wrong name or password for `intruder` from 127.0.0.1";
+    let log = crate::common::wait_for("the first failure's log line", || {
+        let log = std::fs::read_to_string(dir.join("master.log")).ok()?;
+        log.contains(first).then_some(log)
+    });
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("failed logins") || l.contains("wrong name or password"))
+        .collect();
+    assert_eq!(
+        failed.iter().filter(|l| l.contains(first)).count(),
+        1,
+        "{failed:#?}"
+    );
+    assert!(failed.len() < 5, "{failed:#?}");
+}

@@ -1,22 +1,42 @@
 //! The workers' side of the master: the listener, the handshake (protocol
-//! version, name and password), the connection's life in
+//! version, name and password, failed logins throttled by
+//! [`Logins`]), the connection's life in
 //! `Shared::workers`, and retiring workers an applied config removed.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
+use super::logins::{Admission, Logins, Policy};
 use crate::auth::constant_time_eq;
 use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
 use crate::state::connection;
 use crate::state::{now_ms, ConfigEvent, Shared};
+use crate::store::Millis;
+
+/// Why a connection was refused, to log; `None` when the refusal was
+/// counted in a summary of failed logins instead ([`Logins`]).
+type Refusal = Option<String>;
 
 pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
+    let logins = Arc::new(Mutex::new(Logins::new(Policy::default())));
     loop {
-        let (sock, peer) = match listener.accept().await {
+        let due = logins.lock().ok().and_then(|l| l.next_due());
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = sleep_until_ms(due) => {
+                let lines = logins.lock().map(|mut l| l.flush(now_ms())).unwrap_or_default();
+                for line in lines {
+                    tracing::warn!("{line}");
+                }
+                continue;
+            }
+        };
+        let (sock, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accepting a worker connection failed: {e}");
@@ -25,15 +45,32 @@ pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
         };
         let _ = sock.set_nodelay(true);
         let s = shared.clone();
+        let l = logins.clone();
         tokio::spawn(async move {
-            if let Err(why) = handshake(s, sock).await {
+            if let Err(Some(why)) = handshake(s, sock, peer, l).await {
                 tracing::warn!(%peer, "worker connection refused: {why}");
             }
         });
     }
 }
 
-async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
+/// Sleeps until the wall-clock time `at` (ms); forever without one.
+async fn sleep_until_ms(at: Option<Millis>) {
+    match at {
+        Some(at) => {
+            let ms = u64::try_from(at - now_ms()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn handshake(
+    shared: Arc<Shared>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    logins: Arc<Mutex<Logins>>,
+) -> Result<(), Refusal> {
     let mut framed = Framed::new(sock, FrameCodec);
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
         .await
@@ -45,9 +82,9 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
             password,
             info,
         }))) => (name, password, protocol, info),
-        Some(Ok(_)) => return Err("first frame is not a hello".into()),
-        Some(Err(e)) => return Err(format!("bad first frame: {e}")),
-        None => return Err("closed before hello".into()),
+        Some(Ok(_)) => return Err(Some("first frame is not a hello".into())),
+        Some(Err(e)) => return Err(Some(format!("bad first frame: {e}"))),
+        None => return Err(Some("closed before hello".into())),
     };
     let refuse = |reason: String| Frame::Message(Message::Refused { reason });
     if protocol != PROTOCOL_VERSION {
@@ -55,7 +92,20 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
             "protocol version {protocol} is not supported (this master speaks {PROTOCOL_VERSION})"
         );
         let _ = framed.send(refuse(why.clone())).await;
-        return Err(format!("worker `{name}`: {why}"));
+        return Err(Some(format!("worker `{name}`: {why}")));
+    }
+    // Throttled: after failed logins, the password is not even looked at
+    // until the back-off has passed.
+    let ip = peer.ip().to_canonical();
+    let admission = logins
+        .lock()
+        .map(|mut l| l.admit(&name, ip, now_ms()))
+        .unwrap_or(Admission::Check);
+    if let Admission::Refuse { retry_at, log } = admission {
+        let secs = ((retry_at - now_ms()).max(0) + 999) / 1000;
+        let why = format!("too many failed logins; the next attempt is checked in {secs} s");
+        let _ = framed.send(refuse(why)).await;
+        return Err(log);
     }
     let g = shared.graph();
     let expected = g
@@ -70,10 +120,17 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
         }
     };
     if !ok {
+        let log = logins
+            .lock()
+            .ok()
+            .and_then(|mut l| l.failed(&name, ip, now_ms()));
         let _ = framed
             .send(refuse("wrong worker name or password".into()))
             .await;
-        return Err(format!("worker `{name}`: wrong name or password"));
+        return Err(log);
+    }
+    if let Ok(mut l) = logins.lock() {
+        l.succeeded(&name, ip);
     }
     let keepalive_ms = g.worker(&name).map_or(60_000, |w| w.keepalive_ms);
     // One connection per worker name: a second one replaces the first
@@ -87,7 +144,7 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
         let _ = framed
             .send(refuse(format!("worker `{name}` is already connected")))
             .await;
-        return Err(format!("worker `{name}` is already connected"));
+        return Err(Some(format!("worker `{name}` is already connected")));
     }
     framed
         .send(Frame::Message(Message::Welcome {
@@ -95,7 +152,7 @@ async fn handshake(shared: Arc<Shared>, sock: TcpStream) -> Result<(), String> {
             keepalive_ms,
         }))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Some(e.to_string()))?;
     let (conn, task) = connection::spawn(framed, name.clone(), info.clone(), keepalive_ms);
     if let Ok(mut w) = shared.workers.lock() {
         w.insert(name.clone(), conn.clone());
