@@ -29,7 +29,7 @@ pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = sleep_until_ms(due) => {
-                let lines = logins.lock().map(|mut l| l.flush(now_ms())).unwrap_or_default();
+                let lines = logins.lock().map(|mut l| l.flush(clock())).unwrap_or_default();
                 for line in lines {
                     tracing::warn!("{line}");
                 }
@@ -54,11 +54,19 @@ pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// Sleeps until the wall-clock time `at` (ms); forever without one.
+/// The time of the login throttle: monotonic milliseconds, so that a
+/// wall clock set back cannot stretch a block.
+fn clock() -> Millis {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    Millis::try_from(start.elapsed().as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// Sleeps until [`clock`] reads `at`; forever without one.
 async fn sleep_until_ms(at: Option<Millis>) {
     match at {
         Some(at) => {
-            let ms = u64::try_from(at - now_ms()).unwrap_or(0);
+            let ms = u64::try_from(at - clock()).unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         None => std::future::pending().await,
@@ -99,10 +107,10 @@ async fn handshake(
     let ip = peer.ip().to_canonical();
     let admission = logins
         .lock()
-        .map(|mut l| l.admit(&name, ip, now_ms()))
+        .map(|mut l| l.admit(&name, ip, clock()))
         .unwrap_or(Admission::Check);
     if let Admission::Refuse { retry_at, log } = admission {
-        let secs = ((retry_at - now_ms()).max(0) + 999) / 1000;
+        let secs = ((retry_at - clock()).max(0) + 999) / 1000;
         let why = format!("too many failed logins; the next attempt is checked in {secs} s");
         let _ = framed.send(refuse(why)).await;
         return Err(log);
@@ -123,7 +131,7 @@ async fn handshake(
         let log = logins
             .lock()
             .ok()
-            .and_then(|mut l| l.failed(&name, ip, now_ms()));
+            .and_then(|mut l| l.failed(&name, ip, clock()));
         let _ = framed
             .send(refuse("wrong worker name or password".into()))
             .await;
