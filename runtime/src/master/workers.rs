@@ -23,9 +23,17 @@ use crate::store::Millis;
 type Refusal = Option<String>;
 
 pub(crate) async fn accept_workers(shared: Arc<Shared>, listener: TcpListener) {
-    let logins = Arc::new(Mutex::new(Logins::new(Policy::default())));
+    let policy = Policy::default();
+    let logins = Arc::new(Mutex::new(Logins::new(policy)));
     loop {
-        let due = logins.lock().ok().and_then(|l| l.next_due());
+        // A summary started by a handshake after this look is due no
+        // earlier than a period from now: waking then at the latest finds it.
+        let next_look = clock() + policy.summary_ms;
+        let due = logins
+            .lock()
+            .ok()
+            .and_then(|l| l.next_due())
+            .map_or(next_look, |d| d.min(next_look));
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = sleep_until_ms(due) => {
@@ -62,15 +70,10 @@ fn clock() -> Millis {
     Millis::try_from(start.elapsed().as_millis()).unwrap_or(Millis::MAX)
 }
 
-/// Sleeps until [`clock`] reads `at`; forever without one.
-async fn sleep_until_ms(at: Option<Millis>) {
-    match at {
-        Some(at) => {
-            let ms = u64::try_from(at - clock()).unwrap_or(0);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        None => std::future::pending().await,
-    }
+/// Sleeps until [`clock`] reads `at`.
+async fn sleep_until_ms(at: Millis) {
+    let ms = u64::try_from(at - clock()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 async fn handshake(
