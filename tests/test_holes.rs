@@ -548,7 +548,8 @@ fn until_closed(s: &mut std::net::TcpStream) -> Vec<u8> {
 /// Slow clients used to hold their connections forever: a hundred clients
 /// sending a byte of header a second all stayed open. Now a request's
 /// headers have a deadline (`--http-header-timeout`), which closes idle
-/// kept-alive connections too.
+/// kept-alive connections too, and a body that stops coming for that long
+/// fails.
 #[test]
 fn slow_and_idle_http_clients_are_disconnected() {
     use std::io::Write;
@@ -587,6 +588,19 @@ fn slow_and_idle_http_clients_are_disconnected() {
         .unwrap();
     let got = String::from_utf8_lossy(&until_closed(&mut s)).into_owned();
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // A body that stops coming fails the route's read of it.
+    let mut s = std::net::TcpStream::connect(&m.http).unwrap();
+    s.write_all(
+        b"POST /api/v1/changes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"branch\": ",
+    )
+    .unwrap();
+    let got = String::from_utf8_lossy(&until_closed(&mut s)).into_owned();
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(
+        got.contains("no part of the request body arrived for 1 s"),
+        "{got}"
+    );
+    assert!(get_json(&m.http, "/api/v1/changes")["changes"] == serde_json::json!([]));
     // The master still serves.
     assert_eq!(get_json(&m.http, "/api/v1/health")["status"], "ok");
 }

@@ -8,11 +8,19 @@
 //! its opening, or the end of the previous answer on a kept-alive
 //! connection, so the same deadline closes idle connections — and a
 //! connection over [`HttpLimits::max_connections`] is answered 503 at once
-//! instead of waiting unseen in the kernel's backlog.
+//! instead of waiting unseen in the kernel's backlog. A request's body,
+//! too, must keep coming: a pause of that same time while a route reads it
+//! fails the read ([`BodyDeadline`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,6 +37,10 @@ use crate::state::HttpLimits;
 const DRAIN: Duration = Duration::from_secs(1);
 
 pub(super) async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
+    let idle = limits.header_timeout;
+    let app = app.layer(axum::middleware::map_request(
+        move |req: Request| async move { req.map(|body| Body::new(BodyDeadline::new(body, idle))) },
+    ));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
@@ -77,4 +89,68 @@ async fn refuse(mut sock: TcpStream, max: usize) {
         while matches!(sock.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// A request body whose reader gets an error when no part of it arrives
+/// for `idle`: a client that sends headers and then trickles (or stops)
+/// its body would otherwise hold its connection for as long as the route
+/// waits. Only reading is timed: a route that does not read the body, or
+/// has read it, is not affected.
+struct BodyDeadline {
+    inner: Body,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline runs from the first read, not from the request (a
+    /// client expecting `100 Continue` sends nothing before it).
+    reading: bool,
+}
+
+impl BodyDeadline {
+    fn new(inner: Body, idle: Duration) -> BodyDeadline {
+        BodyDeadline {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            reading: false,
+        }
+    }
+}
+
+impl http_body::Body for BodyDeadline {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if !this.reading {
+            this.reading = true;
+            let first = tokio::time::Instant::now() + this.idle;
+            this.sleep.as_mut().reset(first);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.sleep.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(format!(
+                    "no part of the request body arrived for {} s",
+                    this.idle.as_secs()
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
