@@ -48,6 +48,13 @@ struct MasterOpts {
     /// Override the config's HTTP listen address
     #[arg(long)]
     http_listen: Option<String>,
+    /// Seconds a client has to send a request's headers, from opening the
+    /// connection or from the previous answer (idle keep-alive)
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout: u64,
+    /// HTTP connections served at once; more are answered 503
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    http_max_connections: u64,
     #[command(flatten)]
     log: LogOpts,
 }
@@ -71,6 +78,10 @@ impl MasterOpts {
             secrets: self.secrets.as_deref(),
             worker_listen: self.worker_listen.as_deref(),
             http_listen: self.http_listen.as_deref(),
+            http_limits: bbc_runtime::master::HttpLimits {
+                header_timeout: std::time::Duration::from_secs(self.http_header_timeout),
+                max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+            },
             log_format: self.log.log_format,
         }
     }

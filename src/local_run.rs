@@ -113,7 +113,7 @@ pub fn run(
                 secrets_dir: None,
                 worker_listen: Some("127.0.0.1:0".into()),
                 http_listen: Some("127.0.0.1:0".into()),
-                config_dir: PathBuf::new(),
+                ..MasterConfig::default()
             },
         )
         .await

@@ -118,6 +118,7 @@ pub struct MasterArgs<'a> {
     pub secrets: Option<&'a str>,
     pub worker_listen: Option<&'a str>,
     pub http_listen: Option<&'a str>,
+    pub http_limits: master::HttpLimits,
     pub log_format: LogFormat,
 }
 
@@ -132,6 +133,7 @@ async fn start_master(
         worker_listen: a.worker_listen.map(str::to_string),
         http_listen: a.http_listen.map(str::to_string),
         config_dir: base.to_path_buf(),
+        http_limits: a.http_limits,
     };
     let scheme = scheme(&g);
     let h = master::start(g, cfg).await.map_err(CommandError::Usage)?;

@@ -171,24 +171,37 @@ impl Master {
 
     /// A master whose worker port listens on `worker_listen`.
     pub fn start_on(dir: &Path, config: &str, worker_listen: &str) -> Master {
-        Master::spawn_on(dir, config, false, worker_listen)
+        Master::spawn_with(dir, config, false, worker_listen, &[])
+    }
+
+    /// [`Master::start_logged`] with extra arguments to `bbc master`.
+    pub fn start_logged_with(dir: &Path, config: &str, args: &[&str]) -> Master {
+        Master::spawn_with(dir, config, true, "127.0.0.1:0", args)
     }
 
     fn spawn(dir: &Path, config: &str, logged: bool) -> Master {
-        Master::spawn_on(dir, config, logged, "127.0.0.1:0")
+        Master::spawn_with(dir, config, logged, "127.0.0.1:0", &[])
     }
 
-    fn spawn_on(dir: &Path, config: &str, logged: bool, worker_listen: &str) -> Master {
+    fn spawn_with(
+        dir: &Path,
+        config: &str,
+        logged: bool,
+        worker_listen: &str,
+        args: &[&str],
+    ) -> Master {
         let cfg = dir.join("master.kdl");
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = bbc();
-        bbc_testkit::master_args_on(&mut cmd, &cfg, dir, worker_listen).stderr(if logged {
-            std::fs::File::create(dir.join("master.log"))
-                .map(std::process::Stdio::from)
-                .unwrap_or_else(|e| panic!("master.log: {e}"))
-        } else {
-            std::process::Stdio::inherit()
-        });
+        bbc_testkit::master_args_on(&mut cmd, &cfg, dir, worker_listen)
+            .args(args)
+            .stderr(if logged {
+                std::fs::File::create(dir.join("master.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|e| panic!("master.log: {e}"))
+            } else {
+                std::process::Stdio::inherit()
+            });
         let started =
             bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn master: {e}"));
         let ports = started.ports();

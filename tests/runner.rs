@@ -14,6 +14,7 @@ mod test_faults;
 mod test_fmt;
 mod test_golden;
 mod test_graph_fixtures;
+mod test_holes;
 mod test_logging;
 mod test_metrics;
 mod test_no_panic;

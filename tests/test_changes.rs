@@ -882,13 +882,13 @@ fn json_webhook() {
         (r#"{"author": "x"}"#, "`branch` or a `revision`"),
         (
             r#"[{"branch": "a"}, {"branch": 3}]"#,
-            "change 1: field `branch` must be a string",
+            "field `[1].branch` must be a string",
         ),
         (r#"{"branch": "a", "files": "x"}"#, "`files`"),
         (r#"{"branch": "a", "when": "yesterday"}"#, "`when`"),
         (
             r#"{"branch": "a", "properties": {"p": [1]}}"#,
-            "property `p`",
+            "field `properties.p`",
         ),
         (r#"{"branch": "a", "source": "me"}"#, "`source`"),
     ] {

@@ -2,7 +2,9 @@
 //! routes, the token checks): JSON `{"error": {"status": N, "message": "…"}}`
 //! with a fitting HTTP status.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -54,4 +56,49 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
+}
+
+/// The longest message kept from a framework's error answer: its
+/// rejections are one line, and nothing unbounded is buffered here.
+const MAX_MESSAGE: usize = 16 << 10;
+
+/// Puts every error answer in the shape above, whoever made it: the
+/// routes answer with [`ApiError`] already, but the framework's own
+/// rejections (415 without a JSON content type, 413 over the body limit,
+/// 405, a path or query parameter of the wrong type, JSON syntax) are plain
+/// text. Their status is kept and their text becomes the message; headers
+/// such as `WWW-Authenticate` are kept too.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let r = next.run(req).await;
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, MAX_MESSAGE)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        // The router adds `Allow` after this layer has run.
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            format!("{method} is not allowed on {path} (the `Allow` header lists what is)")
+        }
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => format!("the request body is too large: {text}"),
+        (_, false) => text,
+        (_, true) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut out = ApiError(status, message).into_response();
+    for (k, v) in &parts.headers {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().append(k.clone(), v.clone());
+        }
+    }
+    out
 }

@@ -74,12 +74,16 @@ pub fn hmac_matches(secret: &str, body: &[u8], given_hex: &str) -> bool {
 
 // --- API tokens
 
+/// The token of `Authorization: Bearer TOKEN`. The scheme is matched
+/// without regard to case (RFC 7235: `bearer`, `BEARER` are the same).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let v = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim_start();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn unauthorized(msg: &str) -> Response {
@@ -164,6 +168,16 @@ mod tests {
         assert!(!hmac_matches("s", b"body", "zz"));
         assert!(!hmac_matches("s", b"body", &sig[..10]));
         assert!(constant_time_eq("tok", "tok"));
+        let auth = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, header::HeaderValue::from_static(v));
+            bearer(&h).map(str::to_string)
+        };
+        for v in ["Bearer tok", "bearer tok", "BEARER  tok ", "BeArEr tok"] {
+            assert_eq!(auth(v).as_deref(), Some("tok"), "{v}");
+        }
+        assert_eq!(auth("Basic dG9rOg=="), None);
+        assert_eq!(auth("Bearertok"), None);
         assert!(!constant_time_eq("tok", "tok2"));
     }
 }

@@ -231,6 +231,20 @@ impl Secrets {
         }
     }
 
+    /// `text` with every secret masked, in one piece: for values that are
+    /// stored whole (a property set from a command's output).
+    pub fn redact(&self, text: &str) -> String {
+        let mut r = self.redactor();
+        if r.is_empty() {
+            return text.to_string();
+        }
+        let mut out = r.push(text.as_bytes());
+        out.extend(r.finish());
+        // Masks replace whole secrets (valid UTF-8 themselves), so only
+        // a secret that is not UTF-8 could split a character here.
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     pub fn default_dir(state_dir: &Path) -> PathBuf {
         state_dir.join("secrets")
     }

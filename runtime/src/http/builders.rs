@@ -10,7 +10,7 @@ use bbc_graph::{ParamType, Scalar, SchedulerKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::builds::{build_json, page};
+use super::builds::build_json;
 use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::Control;
 use crate::state::{now_ms, Shared};
@@ -45,7 +45,11 @@ pub(super) async fn builders(State(s): S, Query(q): Query<BuildersQuery>) -> R<J
                             builder: Some(n.clone()),
                             ..BuildFilter::default()
                         };
-                        Ok(st.builds(&f, page(None, Some(1)))?.pop())
+                        let newest = crate::store::Page {
+                            before: None,
+                            limit: 1,
+                        };
+                        Ok(st.builds(&f, newest)?.pop())
                     })
                     .collect::<crate::store::Result<Vec<_>>>()
             })

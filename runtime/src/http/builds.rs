@@ -93,7 +93,7 @@ pub(super) async fn builds(State(s): S, Query(q): Query<BuildsQuery>) -> R<Json<
         result: q.result.as_deref().map(parse_result).transpose()?,
         running: q.running.unwrap_or(false),
     };
-    let p = page(q.before, q.limit);
+    let p = page(q.before, q.limit)?;
     let list = s.db(move |st| st.builds(&f, p)).await?;
     let mut out = Vec::new();
     for b in &list {
@@ -220,7 +220,7 @@ pub(super) async fn requests(State(s): S, Query(q): Query<RequestsQuery>) -> R<J
         buildset: q.buildset,
         state,
     };
-    let p = page(q.before, q.limit);
+    let p = page(q.before, q.limit)?;
     let v = s.db(move |st| st.requests(&f, p)).await?;
     Ok(Json(json!({ "requests": v })))
 }
@@ -260,9 +260,16 @@ pub(super) async fn cancel_build(_: Control, State(s): S, Path(id): Path<u64>) -
     Ok(Json(json!({"cancelling": id})))
 }
 
-pub(super) fn page(before: Option<u64>, limit: Option<usize>) -> Page {
-    Page {
-        before,
-        limit: limit.unwrap_or(50).clamp(1, 1000),
+/// The largest page a list answers.
+const MAX_LIMIT: usize = 1000;
+
+/// A page of a list: `limit` 1–1000 (default 50); anything else is refused
+/// rather than quietly changed, so a client learns the bound.
+pub(super) fn page(before: Option<u64>, limit: Option<usize>) -> R<Page> {
+    match limit.unwrap_or(50) {
+        limit @ 1..=MAX_LIMIT => Ok(Page { before, limit }),
+        n => Err(ApiError::bad(format!(
+            "limit={n} is out of range: a page holds 1 to {MAX_LIMIT} items"
+        ))),
     }
 }

@@ -9,6 +9,7 @@ mod builders;
 mod builds;
 mod changes;
 mod config;
+mod connections;
 mod events;
 mod health;
 mod metrics;
@@ -33,7 +34,7 @@ use workers::workers;
 
 pub use crate::api_error::ApiError;
 use crate::api_error::{ErrorMessage, LoggedByRoute};
-use crate::state::Shared;
+use crate::state::{HttpLimits, Shared};
 
 /// The API's routes, with `extra` ones (the change sources' receivers and
 /// listing, which their service defines) and the web UI.
@@ -59,6 +60,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(middleware::from_fn(crate::api_error::json_errors))
         .layer(middleware::from_fn(log_server_errors))
         .with_state(shared)
 }
@@ -80,10 +82,14 @@ async fn log_server_errors(req: Request, next: Next) -> Response {
     r
 }
 
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, extra: Router<Arc<Shared>>) {
-    if let Err(e) = axum::serve(listener, router(shared, extra)).await {
-        tracing::error!("HTTP server stopped: {e}");
-    }
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    extra: Router<Arc<Shared>>,
+    limits: HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    connections::serve(listener, router(shared, extra), limits, tls).await
 }
 
 async fn index(State(s): State<Arc<Shared>>) -> Json<Value> {

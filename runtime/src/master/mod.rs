@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+mod logins;
 mod missing;
 pub mod properties;
 pub mod queue;
@@ -15,5 +16,5 @@ pub mod start;
 pub mod workers;
 
 // The paths the `bbc` binary and older callers use.
-pub use crate::state::{now_ms, MasterConfig, Shared, WorkerConn};
+pub use crate::state::{now_ms, HttpLimits, MasterConfig, Shared, WorkerConn};
 pub use start::{start, MasterHandle};

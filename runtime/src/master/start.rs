@@ -115,6 +115,10 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         Some(t) => Some(load_tls(&cfg.config_dir, t, "worker port")?),
         None => None,
     };
+    let http_tls = match &graph.master.http_tls {
+        Some(t) => Some(load_tls(&cfg.config_dir, t, "HTTP port")?),
+        None => None,
+    };
     let worker_addr = wl.local_addr().map_err(|e| e.to_string())?;
     let http_addr = hl.local_addr().map_err(|e| e.to_string())?;
     let (stop, shutdown) = watch::channel(false);
@@ -186,7 +190,13 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         workers::spawn_retirer(shared.clone()),
         missing::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
-        tokio::spawn(crate::http::serve(shared.clone(), hl, routes)),
+        tokio::spawn(crate::http::serve(
+            shared.clone(),
+            hl,
+            routes,
+            cfg.http_limits,
+            http_tls,
+        )),
         crate::changes::poller::spawn(shared.clone(), pollers.clone()),
         crate::reporters::spawn(shared.clone()),
     ];

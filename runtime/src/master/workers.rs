@@ -1,21 +1,29 @@
 //! The workers' side of the master: the listener, the handshake (protocol
-//! version, name and password), the connection's life in
+//! version, name and password, failed logins throttled by
+//! [`Logins`]), the connection's life in
 //! `Shared::workers`, and retiring workers an applied config removed.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
+use super::logins::{Admission, Logins, Policy};
 use crate::auth::constant_time_eq;
 use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
 use crate::state::connection;
 use crate::state::{now_ms, ConfigEvent, Shared};
+use crate::store::Millis;
 use crate::tls::Stream;
 
-/// Accepts workers on `listener`, with TLS when `tls` is given (the
+/// Why a connection was refused, to log; `None` when the refusal was
+/// counted in a summary of failed logins instead ([`Logins`]).
+type Refusal = Option<String>;
+
+/// Accepts workers on `listener`, with TLS when `tls` is given (the TLS
 /// handshake runs in the connection's own task, so a slow or silent client
 /// holds up nobody else).
 pub(crate) async fn accept_workers(
@@ -23,8 +31,28 @@ pub(crate) async fn accept_workers(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let policy = Policy::default();
+    let logins = Arc::new(Mutex::new(Logins::new(policy)));
     loop {
-        let (sock, peer) = match listener.accept().await {
+        // A summary started by a handshake after this look is due no
+        // earlier than a period from now: waking then at the latest finds it.
+        let next_look = clock() + policy.summary_ms;
+        let due = logins
+            .lock()
+            .ok()
+            .and_then(|l| l.next_due())
+            .map_or(next_look, |d| d.min(next_look));
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = sleep_until_ms(due) => {
+                let lines = logins.lock().map(|mut l| l.flush(clock())).unwrap_or_default();
+                for line in lines {
+                    tracing::warn!("{line}");
+                }
+                continue;
+            }
+        };
+        let (sock, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accepting a worker connection failed: {e}");
@@ -33,6 +61,7 @@ pub(crate) async fn accept_workers(
         };
         let _ = sock.set_nodelay(true);
         let s = shared.clone();
+        let l = logins.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             // Secrets in a step's env go only where nobody reads along.
@@ -49,14 +78,34 @@ pub(crate) async fn accept_workers(
                     }
                 },
             };
-            if let Err(why) = handshake(s, sock, secure).await {
+            if let Err(Some(why)) = handshake(s, sock, peer, secure, l).await {
                 tracing::warn!(%peer, "worker connection refused: {why}");
             }
         });
     }
 }
 
-async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<(), String> {
+/// The time of the login throttle: monotonic milliseconds, so that a
+/// wall clock set back cannot stretch a block.
+fn clock() -> Millis {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    Millis::try_from(start.elapsed().as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// Sleeps until [`clock`] reads `at`.
+async fn sleep_until_ms(at: Millis) {
+    let ms = u64::try_from(at - clock()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn handshake(
+    shared: Arc<Shared>,
+    sock: Stream,
+    peer: SocketAddr,
+    secure: bool,
+    logins: Arc<Mutex<Logins>>,
+) -> Result<(), Refusal> {
     let mut framed = Framed::new(sock, FrameCodec);
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
         .await
@@ -68,9 +117,9 @@ async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<()
             password,
             info,
         }))) => (name, password, protocol, info),
-        Some(Ok(_)) => return Err("first frame is not a hello".into()),
-        Some(Err(e)) => return Err(format!("bad first frame: {e}")),
-        None => return Err("closed before hello".into()),
+        Some(Ok(_)) => return Err(Some("first frame is not a hello".into())),
+        Some(Err(e)) => return Err(Some(format!("bad first frame: {e}"))),
+        None => return Err(Some("closed before hello".into())),
     };
     let refuse = |reason: String| Frame::Message(Message::Refused { reason });
     if protocol != PROTOCOL_VERSION {
@@ -78,7 +127,20 @@ async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<()
             "protocol version {protocol} is not supported (this master speaks {PROTOCOL_VERSION})"
         );
         let _ = framed.send(refuse(why.clone())).await;
-        return Err(format!("worker `{name}`: {why}"));
+        return Err(Some(format!("worker `{name}`: {why}")));
+    }
+    // Throttled: after failed logins, the password is not even looked at
+    // until the back-off has passed.
+    let ip = peer.ip().to_canonical();
+    let admission = logins
+        .lock()
+        .map(|mut l| l.admit(&name, ip, clock()))
+        .unwrap_or(Admission::Check);
+    if let Admission::Refuse { retry_at, log } = admission {
+        let secs = ((retry_at - clock()).max(0) + 999) / 1000;
+        let why = format!("too many failed logins; the next attempt is checked in {secs} s");
+        let _ = framed.send(refuse(why)).await;
+        return Err(log);
     }
     let g = shared.graph();
     let expected = g
@@ -93,10 +155,17 @@ async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<()
         }
     };
     if !ok {
+        let log = logins
+            .lock()
+            .ok()
+            .and_then(|mut l| l.failed(&name, ip, clock()));
         let _ = framed
             .send(refuse("wrong worker name or password".into()))
             .await;
-        return Err(format!("worker `{name}`: wrong name or password"));
+        return Err(log);
+    }
+    if let Ok(mut l) = logins.lock() {
+        l.succeeded(&name, ip);
     }
     let keepalive_ms = g.worker(&name).map_or(60_000, |w| w.keepalive_ms);
     // One connection per worker name: a second one replaces the first
@@ -110,7 +179,7 @@ async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<()
         let _ = framed
             .send(refuse(format!("worker `{name}` is already connected")))
             .await;
-        return Err(format!("worker `{name}` is already connected"));
+        return Err(Some(format!("worker `{name}` is already connected")));
     }
     framed
         .send(Frame::Message(Message::Welcome {
@@ -118,7 +187,7 @@ async fn handshake(shared: Arc<Shared>, sock: Stream, secure: bool) -> Result<()
             keepalive_ms,
         }))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Some(e.to_string()))?;
     let (conn, task) = connection::spawn(framed, name.clone(), info.clone(), keepalive_ms, secure);
     if let Ok(mut w) = shared.workers.lock() {
         w.insert(name.clone(), conn.clone());

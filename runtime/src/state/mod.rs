@@ -56,6 +56,28 @@ pub struct MasterConfig {
     /// The config file's directory: relative paths in the graph (TLS
     /// files) are relative to it. Empty: the current directory.
     pub config_dir: PathBuf,
+    /// Timeouts and the connection cap of the HTTP listener.
+    pub http_limits: HttpLimits,
+}
+
+/// What the HTTP listener allows a client (`bbc master --http-…`,
+/// docs/operations.md "HTTP timeouts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's headers must arrive within this time of the connection
+    /// being ready for them (opened, or idle after an answer).
+    pub header_timeout: std::time::Duration,
+    /// Connections served at once; more are answered 503.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// State shared by every task of a running master.

@@ -16,7 +16,7 @@ async fn master(dir: &std::path::Path, g: Graph) -> crate::master::MasterHandle 
             secrets_dir: Some(secrets),
             worker_listen: Some("127.0.0.1:0".into()),
             http_listen: Some("127.0.0.1:0".into()),
-            ..Default::default()
+            ..MasterConfig::default()
         },
     )
     .await

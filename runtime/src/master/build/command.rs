@@ -13,6 +13,10 @@ use crate::state::connection::CmdEvent;
 /// first log bytes (or its end) to be stored with them.
 const START_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// At most this much of a command's stdout is kept for `set-property
+/// command=…` (beyond it the rest is dropped).
+const MAX_CAPTURE: usize = 1 << 20;
+
 impl Ctx {
     /// Runs a command on the worker, streaming its output into the step's log.
     pub(super) async fn command(
@@ -80,6 +84,11 @@ impl Ctx {
         let mut lines = LineCounter::default();
         let mut batch: Vec<u8> = Vec::new();
         let mut captured: Option<Vec<u8>> = capture.then(Vec::new);
+        // What is captured becomes a build property, stored and served
+        // whole: it is redacted like the log, by a redactor of its own
+        // (the log's mixes stdout with stderr), before the bound cuts it,
+        // so no part of a secret survives the cut.
+        let mut capture_redact = self.redactor();
         let mut interrupted = false;
         let finished = loop {
             let ev = tokio::select! {
@@ -100,8 +109,8 @@ impl Ctx {
                 Some(CmdEvent::Output(stream, data)) => {
                     if let (Some(c), crate::protocol::Stream::Stdout) = (captured.as_mut(), stream)
                     {
-                        if c.len() < 1 << 20 {
-                            c.extend_from_slice(&data);
+                        if c.len() < MAX_CAPTURE {
+                            c.extend_from_slice(&capture_redact.push(&data));
                         }
                     }
                     if let Some(re) = &re {
@@ -126,6 +135,9 @@ impl Ctx {
             }
         };
         batch.extend(redact.finish());
+        if let Some(c) = captured.as_mut().filter(|c| c.len() < MAX_CAPTURE) {
+            c.extend(capture_redact.finish());
+        }
         if let Some(re) = &re {
             lines.finish(re);
         }

@@ -651,6 +651,9 @@ impl Ctx {
     }
 
     async fn set_prop(&mut self, name: &str, value: String) {
+        // Every property a step sets is stored and served by the API: no
+        // secret in it, whatever the step's output held.
+        let value = self.shared.secrets().redact(&value);
         self.props.insert(name.to_string(), Scalar::String(value));
         let id = self.build.id;
         let p = self.props.clone();

@@ -16,16 +16,17 @@ impl Ctx {
     /// The worker of a transfer and the master-side path (`what` is
     /// "source" or "destination"), which must stay inside the master's
     /// files directory.
-    fn transfer_ends(&self, path: &str, what: &str) -> Result<(Arc<WorkerConn>, PathBuf), Outcome> {
+    async fn transfer_ends(
+        &self,
+        path: &str,
+        what: &str,
+    ) -> Result<(Arc<WorkerConn>, PathBuf), Outcome> {
         let Some(conn) = self.conn.clone() else {
             return Err(Outcome::of(BuildResult::Retry, "worker lost"));
         };
-        match master_path(&self.shared.state_dir, path) {
-            Some(p) => Ok((conn, p)),
-            None => Err(Outcome::of(
-                BuildResult::Exception,
-                format!("{what} `{path}` leaves the master's files directory"),
-            )),
+        match resolve(&self.shared.state_dir, path, what == "destination").await {
+            Ok(p) => Ok((conn, p)),
+            Err(why) => Err(Outcome::of(BuildResult::Exception, format!("{what} {why}"))),
         }
     }
 
@@ -58,7 +59,7 @@ impl Ctx {
         dest: String,
         directory: bool,
     ) -> Outcome {
-        let (conn, dest_path) = match self.transfer_ends(&dest, "destination") {
+        let (conn, dest_path) = match self.transfer_ends(&dest, "destination").await {
             Ok(ends) => ends,
             Err(o) => return o,
         };
@@ -81,14 +82,20 @@ impl Ctx {
             match rx.recv().await {
                 Some(CmdEvent::FileBegin { path, .. }) => {
                     let target = if directory {
-                        match safe_join(&dest_path, &path) {
-                            Some(p) => p,
+                        // Each file is resolved again: a directory already
+                        // under the destination may be a link out.
+                        let rel = match safe_join(Path::new(&dest), &path) {
+                            Some(p) => p.to_string_lossy().into_owned(),
                             None => {
                                 return Outcome::of(
                                     BuildResult::Exception,
                                     format!("worker sent a bad path `{path}`"),
                                 )
                             }
+                        };
+                        match resolve(&self.shared.state_dir, &rel, true).await {
+                            Ok(p) => p,
+                            Err(why) => return Outcome::of(BuildResult::Exception, why),
                         }
                     } else {
                         dest_path.clone()
@@ -96,7 +103,7 @@ impl Ctx {
                     if let Some(parent) = target.parent() {
                         let _ = tokio::fs::create_dir_all(parent).await;
                     }
-                    file = match tokio::fs::File::create(&target).await {
+                    file = match create_nofollow(&target).await {
                         Ok(f) => Some(f),
                         Err(e) => {
                             return Outcome::of(
@@ -145,7 +152,7 @@ impl Ctx {
         dest: String,
         directory: bool,
     ) -> Outcome {
-        let (conn, src_path) = match self.transfer_ends(&src, "source") {
+        let (conn, src_path) = match self.transfer_ends(&src, "source").await {
             Ok(ends) => ends,
             Err(o) => return o,
         };
@@ -176,7 +183,12 @@ impl Ctx {
         let mut bytes = 0u64;
         for (rel, path) in &files {
             use tokio::io::AsyncReadExt;
-            let mut f = match tokio::fs::File::open(path).await {
+            let opened = tokio::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .await;
+            let mut f = match opened {
                 Ok(f) => f,
                 Err(e) => {
                     let _ = conn
@@ -246,9 +258,61 @@ impl Ctx {
     }
 }
 
-/// `rel` under the master's files directory, refusing anything that leaves it.
-pub fn master_path(state_dir: &Path, rel: &str) -> Option<PathBuf> {
-    safe_join(&state_dir.join("files"), rel)
+/// `rel` under the master's files directory, refusing anything that leaves
+/// it: lexically (`..`, an absolute path) or through a symbolic link there.
+/// Links are resolved: the deepest part of the path that exists is
+/// canonicalized and must still be inside the (canonical) files directory;
+/// what does not exist yet holds no link. The path returned is the resolved
+/// one, so writing to it follows no link. Blocking (it reads the file
+/// system); `create` makes the files directory when it is missing.
+pub fn master_path(state_dir: &Path, rel: &str, create: bool) -> Result<PathBuf, String> {
+    let leaves = || format!("`{rel}` leaves the master's files directory");
+    let root = state_dir.join("files");
+    let joined = safe_join(&root, rel).ok_or_else(leaves)?;
+    if create {
+        std::fs::create_dir_all(&root)
+            .map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    }
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
+    // The deepest ancestor that exists (`symlink_metadata` sees a dangling
+    // link too: it exists, and resolving it fails below).
+    let mut existing = joined.as_path();
+    let mut rest = Vec::new();
+    while existing.symlink_metadata().is_err() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) if existing != root => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let real = existing
+        .canonicalize()
+        .map_err(|e| format!("`{rel}`: cannot resolve {}: {e}", existing.display()))?;
+    if !real.starts_with(&real_root) {
+        return Err(format!(
+            "`{rel}` leaves the master's files directory through a symbolic link ({} is {})",
+            existing.display(),
+            real.display()
+        ));
+    }
+    Ok(rest.iter().rev().fold(real, |p, n| p.join(n)))
+}
+
+/// Opens a file to write an upload to, refusing a symbolic link as its
+/// last component: one made after `master_path` looked must not be
+/// followed either.
+async fn create_nofollow(path: &Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .await
 }
 
 fn safe_join(base: &Path, rel: &str) -> Option<PathBuf> {
@@ -287,6 +351,14 @@ fn list_files(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// [`master_path`] on a blocking thread.
+async fn resolve(state_dir: &Path, rel: &str, create: bool) -> Result<PathBuf, String> {
+    let (dir, r) = (state_dir.to_path_buf(), rel.to_string());
+    tokio::task::spawn_blocking(move || master_path(&dir, &r, create))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
 /// Sends a transfer request; its events arrive on the returned channel.
 async fn open_transfer(
     conn: &WorkerConn,
@@ -298,5 +370,44 @@ async fn open_transfer(
         Ok(rx)
     } else {
         Err(Outcome::of(BuildResult::Retry, "worker lost"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::master_path;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_path_may_not_leave_the_files_directory_lexically_or_through_a_link() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let out = t.path().join("out");
+        std::fs::create_dir_all(state.join("files/in")).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        symlink(&out, state.join("files/away")).unwrap();
+        symlink(state.join("files/in"), state.join("files/near")).unwrap();
+        symlink(t.path().join("nothing"), state.join("files/dangling")).unwrap();
+        let files = state.join("files").canonicalize().unwrap();
+        let ok = |rel: &str| master_path(&state, rel, true).unwrap();
+        assert_eq!(ok("a/b.txt"), files.join("a/b.txt"));
+        assert_eq!(ok(""), files);
+        // A link that stays inside is resolved to where it points.
+        assert_eq!(ok("near/x/y"), files.join("in/x/y"));
+        for (rel, why) in [
+            ("../x", "leaves the master's files directory"),
+            ("/etc/passwd", "leaves the master's files directory"),
+            ("away/x", "through a symbolic link"),
+            ("away", "through a symbolic link"),
+            ("away/deeper/x", "through a symbolic link"),
+            ("dangling", "cannot resolve"),
+        ] {
+            let e = master_path(&state, rel, true).unwrap_err();
+            assert!(e.contains(why), "{rel}: {e}");
+        }
+        // Reading: a missing files directory is an error, not created.
+        let other = t.path().join("empty-state");
+        assert!(master_path(&other, "x", false).is_err());
+        assert!(!other.join("files").exists());
     }
 }
