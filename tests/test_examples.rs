@@ -157,3 +157,56 @@ fn bbc_up_runs_the_local_example_and_reloads_on_sighup() {
     let status = proc.0.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "bbc up exited with {status}");
 }
+
+/// `bbc up examples/secure.kdl` on a fresh checkout: it makes a
+/// self-signed certificate where the config names one, its local worker
+/// pins it, the forced deploy gets its token through `env` over TLS, and
+/// the API answers over HTTPS to a client that trusts that certificate.
+#[test]
+fn bbc_up_runs_the_secure_example_over_tls() {
+    let dir = crate::common::temp_dir("up-secure");
+    let config = dir.join("secure.kdl");
+    let text = std::fs::read_to_string(root().join("examples/secure.kdl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = crate::common::bbc();
+    cmd.current_dir(&dir)
+        .args(["up", "secure.kdl", "--force", "deploy"])
+        .args([
+            "--worker-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::null());
+    let started =
+        bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn bbc up: {e}"));
+    let _proc = crate::common::Proc(started.child);
+    assert!(started.first_line.contains("https://"), "{}", started.first_line);
+    let http = crate::common::http_addr_in(&started.first_line);
+    let cert = dir.join("secure-state/tls/master.crt");
+    assert!(cert.is_file(), "no certificate made at {}", cert.display());
+    let cert = cert.to_string_lossy().to_string();
+    let get = |path: &str| -> Option<serde_json::Value> {
+        let o = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "30", "--cacert", &cert])
+            .arg(format!("https://{http}{path}"))
+            .output()
+            .ok()?;
+        serde_json::from_slice(&o.stdout).ok()
+    };
+    let b = crate::common::wait_for("the forced deploy to finish", || {
+        let v = get("/api/v1/builds?builder=deploy")?;
+        let b = v["builds"].as_array()?.first()?.clone();
+        b["finished_at"].as_u64().map(|_| b)
+    });
+    assert_eq!(b["result"], "success", "{b}");
+    let id = b["id"].as_u64().unwrap_or_default();
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &cert])
+        .arg(format!("https://{http}/api/v1/builds/{id}/steps/0/log"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = String::from_utf8_lossy(&o.stdout);
+    assert!(log.contains("token received: [secret]"), "{log}");
+}

@@ -232,3 +232,44 @@ fn a_missing_certificate_stops_the_master_with_a_clear_error() {
     assert!(err.contains("master.crt"), "{err}");
     assert!(err.contains("bbc cert"), "{err}");
 }
+
+/// curl (a real HTTPS client) against the master: `args` before the URL.
+fn curl(args: &[&str], url: &str) -> (bool, String) {
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let text = String::from_utf8_lossy(&o.stdout).to_string()
+        + &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), text)
+}
+
+/// With `tls` on the HTTP port the API answers over HTTPS to a client that
+/// trusts the certificate, and plain HTTP on that port gets nothing.
+#[test]
+fn https_serves_the_api_to_clients_that_trust_the_certificate() {
+    let dir = temp_dir("tls_https");
+    make_cert(&dir, "master");
+    write_secret(&dir, "w", PASSWORD);
+    let m = Master::start(
+        &dir,
+        &config(r#"tls cert="master.crt" key="master.key" workers=#false"#),
+    );
+    let ca = dir.join("master.crt");
+    let ca = ca.to_string_lossy();
+    let url = format!("https://{}/api/v1/builders", m.http);
+    let (ok, body) = curl(&["--cacert", &ca], &url);
+    assert!(ok, "{body}");
+    assert!(body.contains("\"b\""), "{body}");
+    // Without trust in the certificate: refused by the client.
+    let (ok, body) = curl(&[], &url);
+    assert!(!ok, "curl trusted a self-signed certificate: {body}");
+    // Plain HTTP on the HTTPS port: no answer.
+    let (ok, body) = curl(&[], &format!("http://{}/api/v1/builders", m.http));
+    assert!(!ok || !body.contains("builders"), "{body}");
+    // The master still serves after both.
+    let (ok, body) = curl(&["--cacert", &ca], &url);
+    assert!(ok, "{body}");
+}
