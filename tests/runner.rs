@@ -17,6 +17,7 @@ mod test_graph_fixtures;
 mod test_logging;
 mod test_no_panic;
 mod test_reporters;
+mod test_retention;
 mod test_runtime;
 mod test_schedulers;
 mod test_web;

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+mod janitor;
 mod missing;
 pub mod properties;
 pub mod queue;

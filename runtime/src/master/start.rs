@@ -13,7 +13,7 @@ use bbc_graph::Graph;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use super::{apply, missing, queue, schedulers, workers};
+use super::{apply, janitor, missing, queue, schedulers, workers};
 use crate::changes::poller::Pollers;
 use crate::secrets::Secrets;
 use crate::state::config::{record, AppliedRecord, ConfigInfo, StartSettings};
@@ -180,6 +180,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         tokio::spawn(workers::accept_workers(shared.clone(), wl)),
         workers::spawn_retirer(shared.clone()),
         missing::spawn(shared.clone()),
+        janitor::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
         tokio::spawn(crate::http::serve(shared.clone(), hl, routes)),
         crate::changes::poller::spawn(shared.clone(), pollers.clone()),
