@@ -806,3 +806,67 @@ fn a_sealing_cut_short_leaves_the_log_readable() {
     assert!(sealed.is_file());
     assert_eq!(s.read_log(1, 0, 0, usize::MAX).unwrap(), log);
 }
+
+#[test]
+#[ignore = "benchmark: cargo test -p bbc-runtime --release -- --ignored seal_bench --nocapture"]
+fn seal_bench() {
+    // Beside the test binary, as store_bench.
+    let base = std::env::var_os("BBC_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        });
+    let mb = 200;
+    let line = format!("{}\n", "x".repeat(99));
+    let logs: [(&str, Vec<u8>); 2] = [
+        ("compiler-like", conformance::compiler_like_log(mb << 20)),
+        (
+            "bench log (`yes` of 99 x)",
+            line.as_bytes().repeat((mb << 20) / line.len()),
+        ),
+    ];
+    for (what, log) in logs {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        let b = s
+            .start_build(crate::store::NewBuild {
+                builder: "b".into(),
+                builder_hash: String::new(),
+                worker: "w".into(),
+                requests: vec![],
+                properties: Properties::new(),
+                started_at: 1,
+            })
+            .unwrap()
+            .id;
+        for chunk in log.chunks(64 * 1024) {
+            s.append_log(b, 0, chunk).unwrap();
+        }
+        s.sync_log(b, 0).unwrap();
+        s.finish_build(b, bbc_graph::BuildResult::Success, 2)
+            .unwrap();
+        let t = Instant::now();
+        let sealed = s.seal_logs(b).unwrap();
+        let seal_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut at = 0u64;
+        while at < sealed.raw {
+            at += s.read_log(b, 0, at, 1 << 20).unwrap().len() as u64;
+        }
+        let read_s = t.elapsed().as_secs_f64();
+        let raw_mb = sealed.raw as f64 / 1e6;
+        println!(
+            "{what}: {:.1} MB → {:.2} MB ({:.1} % of it, {:.0}× smaller); sealed at {:.0} MB/s, read back in 1 MiB reads at {:.0} MB/s",
+            raw_mb,
+            sealed.stored as f64 / 1e6,
+            100.0 * sealed.stored as f64 / sealed.raw as f64,
+            sealed.raw as f64 / sealed.stored as f64,
+            raw_mb / seal_s,
+            raw_mb / read_s
+        );
+    }
+}
