@@ -1,7 +1,9 @@
 //! The janitor: deletes what `master { retention { … } }` lets go, every
 //! `every`, in the background. One task per master, reconciled from
 //! config events like every service (a new retention or period applies
-//! from the next run; a config without retention stops it).
+//! from the next run; a config without retention stops it). Each run is a
+//! task of its own, so a reload is acknowledged at once even while a long
+//! run is under way.
 //!
 //! A run walks the builds oldest first through [`Store::prune`]: each
 //! call looks at a few hundred builds in a read snapshot and deletes at
@@ -36,26 +38,45 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
         // The start, then the end of the last run.
         let mut since = Instant::now();
         let mut ran = false;
+        // A run under way, in a task of its own: a reload is acknowledged
+        // at once (it applies from the next run), not after a long run.
+        let mut running: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let retention = shared.graph().master.retention.clone();
             if let Some(ev) = applied.take() {
                 ev.reconciled();
             }
-            let due = retention.as_ref().map(|r| {
-                let every = Duration::from_millis(r.every_ms.max(1));
-                since + if ran { every } else { every.min(FIRST_RUN) }
-            });
+            let due = match (&retention, &running) {
+                (Some(r), None) => {
+                    let every = Duration::from_millis(r.every_ms.max(1));
+                    Some(since + if ran { every } else { every.min(FIRST_RUN) })
+                }
+                _ => None,
+            };
             let sleep = async {
                 match due {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
+            let done = async {
+                match running.as_mut() {
+                    Some(h) => {
+                        if let Err(e) = h.await {
+                            tracing::error!("a retention run failed: {e}");
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = sleep => {
-                    if let Some(r) = &retention {
-                        run(&shared, r).await;
+                    if let Some(r) = retention {
+                        running = Some(tokio::spawn(run(shared.clone(), r)));
                     }
+                }
+                _ = done => {
+                    running = None;
                     since = Instant::now();
                     ran = true;
                 }
@@ -81,9 +102,9 @@ pub(crate) fn policy(r: &Retention, now: crate::store::Millis) -> crate::store::
 }
 
 /// One run: everything the retention lets go now, in small steps.
-async fn run(shared: &Arc<Shared>, r: &Retention) {
+async fn run(shared: Arc<Shared>, r: Retention) {
     let now = now_ms();
-    let policy = policy(r, now);
+    let policy = policy(&r, now);
     let started = Instant::now();
     let mut total = crate::store::Pruned::default();
     let mut after = 0;
