@@ -214,3 +214,43 @@ fn old_logs_then_old_builds_go_keeping_the_newest_and_running_ones() {
     let (status, _) = http("GET", &m.http, "/api/v1/builders/nobody/usage", None);
     assert_eq!(status, 404);
 }
+
+#[test]
+fn logs_of_a_build_interrupted_by_a_kill_are_compressed_at_the_next_start() {
+    let dir = temp_dir("retention-interrupted");
+    let go = dir.join("go");
+    write_secret(&dir, "w1", "pw1");
+    let cfg = config("        keep-last 5", &go);
+    let mut m = Master::start(&dir, &cfg);
+    let mut w = m.worker("w1", "pw1");
+    m.wait_connected("w1");
+    m.force("slow", "{}");
+    let id = wait_for("the slow build to start", || {
+        builds(&m, "slow").first()?["id"].as_u64()
+    });
+    wait_for("its output", || {
+        log_of(&m, id).1.contains("waiting").then_some(())
+    });
+    let before = log_of(&m, id).1;
+    let _ = m.proc.0.kill();
+    let _ = m.proc.0.wait();
+    let _ = w.0.kill();
+    let _ = w.0.wait();
+    let plain = dir.join(format!("state/logs/0/{id}/0.log"));
+    assert!(plain.is_file(), "{}", plain.display());
+
+    // No worker this time: the build stays interrupted, its request pending.
+    let m = Master::start(&dir, &cfg);
+    let sealed = dir.join(format!("state/logs/0/{id}/0.log.zst"));
+    wait_for("the interrupted build's log to be compressed", || {
+        (sealed.is_file() && !plain.exists()).then_some(())
+    });
+    let b = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+    assert_eq!(b["state_string"], "interrupted", "{b}");
+    // Its step record waited in memory and died with the master (the
+    // store's documented loss after kill -9), so the API has no step to
+    // serve; the usage shows the log whole, from the compressed file.
+    let u = usage(&m, "slow");
+    assert_eq!(u["logs"].as_u64(), Some(1), "{u}");
+    assert_eq!(u["log_bytes"].as_u64(), Some(before.len() as u64), "{u}");
+}

@@ -198,6 +198,11 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         Ok(l) => tasks.push(tokio::spawn(crate::control::serve(shared.clone(), l))),
         Err(e) => tracing::warn!("no control socket in {}: {e}", cfg.state_dir.display()),
     }
+    // Builds the previous master left running are finished now: their
+    // logs are compressed like those of any ended build.
+    for id in interrupted {
+        super::build::seal_logs(&shared, id);
+    }
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {
         worker_addr,

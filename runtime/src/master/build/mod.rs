@@ -158,7 +158,7 @@ static SEALING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 /// task of its own: nothing waits for it, reads of its logs return the
 /// same bytes before, during and after, and a log left plain (the master
 /// stopped first) stays readable as it is.
-fn seal_logs(shared: &Arc<Shared>, id: u64) {
+pub(crate) fn seal_logs(shared: &Arc<Shared>, id: u64) {
     let shared = shared.clone();
     tokio::spawn(async move {
         let Ok(_turn) = SEALING.acquire().await else {
