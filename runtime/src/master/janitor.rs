@@ -147,3 +147,36 @@ async fn run(shared: Arc<Shared>, r: Retention) {
         total.log_bytes
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_become_cutoffs_without_overflow() {
+        let r = Retention {
+            builds_ms: Some(180 * 86_400_000),
+            logs_ms: None,
+            keep_last: 20,
+            every_ms: 3_600_000,
+        };
+        let now = 1_800_000_000_000;
+        let p = policy(&r, now);
+        assert_eq!(p.builds_before, Some(now - 180 * 86_400_000));
+        assert_eq!(p.logs_before, None, "no logs age: kept with their build");
+        assert_eq!(p.keep_last, 20);
+        // An age beyond the epoch (or beyond i64) keeps everything.
+        let r = Retention {
+            builds_ms: Some(u64::MAX),
+            logs_ms: Some(0),
+            ..r
+        };
+        let p = policy(&r, now);
+        assert!(p.builds_before.is_some_and(|t| t < 0));
+        assert_eq!(
+            p.logs_before,
+            Some(now),
+            "0s: everything finished before now"
+        );
+    }
+}
