@@ -19,6 +19,7 @@ mod test_logging;
 mod test_metrics;
 mod test_no_panic;
 mod test_reporters;
+mod test_retention;
 mod test_runtime;
 mod test_schedulers;
 mod test_secrets;

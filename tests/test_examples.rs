@@ -182,7 +182,11 @@ fn bbc_up_runs_the_secure_example_over_tls() {
     let started =
         bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn bbc up: {e}"));
     let _proc = crate::common::Proc(started.child);
-    assert!(started.first_line.contains("https://"), "{}", started.first_line);
+    assert!(
+        started.first_line.contains("https://"),
+        "{}",
+        started.first_line
+    );
     let http = crate::common::http_addr_in(&started.first_line);
     let cert = dir.join("secure-state/tls/master.crt");
     assert!(cert.is_file(), "no certificate made at {}", cert.display());

@@ -241,8 +241,7 @@ fn curl(args: &[&str], url: &str) -> (bool, String) {
         .arg(url)
         .output()
         .unwrap_or_else(|e| panic!("curl: {e}"));
-    let text = String::from_utf8_lossy(&o.stdout).to_string()
-        + &String::from_utf8_lossy(&o.stderr);
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     (o.status.success(), text)
 }
 

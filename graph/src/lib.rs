@@ -215,6 +215,10 @@ pub struct Master {
     /// directory nor the environment: `pass show bbc/{name}`, a vault CLI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets_command: Vec<String>,
+    /// What the janitor deletes, and how often it looks (`retention { … }`);
+    /// `None` keeps everything (graphs from before retention have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
     pub hash: String,
 }
 
@@ -225,6 +229,28 @@ pub struct Master {
 pub struct Tls {
     pub cert: String,
     pub key: String,
+}
+
+/// `master { retention { … } }`. Ages count from a build's end; running
+/// builds are never touched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Builds (records, steps, logs) finished longer ago than this are
+    /// deleted; `None`: kept.
+    pub builds_ms: Option<u64>,
+    /// Logs of builds finished longer ago than this are deleted, their
+    /// records kept; `None`: kept as long as their build.
+    pub logs_ms: Option<u64>,
+    /// Per builder, the newest this many finished builds are kept (logs
+    /// included) whatever their age.
+    pub keep_last: u64,
+    /// How often the janitor runs.
+    pub every_ms: u64,
+}
+
+impl Retention {
+    /// The janitor's default period.
+    pub const DEFAULT_EVERY_MS: u64 = 3_600_000;
 }
 
 impl Default for Master {
@@ -239,6 +265,7 @@ impl Default for Master {
             worker_tls: None,
             http_tls: None,
             secrets_command: Vec::new(),
+            retention: None,
             hash: String::new(),
         }
     }

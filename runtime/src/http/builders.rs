@@ -84,6 +84,28 @@ pub(super) async fn builder(State(s): S, Path(name): Path<String>) -> R<Json<Val
     Ok(Json(json!({"builder": b})))
 }
 
+/// The disk a builder's stored builds take (docs/api.md): counted when
+/// asked, on a blocking thread, from the builder's index and its builds'
+/// log directories.
+pub(super) async fn usage(State(s): S, Path(name): Path<String>) -> R<Json<Value>> {
+    let g = s.graph();
+    let key = name.clone();
+    let u = s.db(move |st| st.builder_usage(&key)).await?;
+    // A builder the config dropped still has its builds until retention
+    // deletes them.
+    if u.builds == 0 && g.builder(&name).is_none() {
+        return Err(ApiError::not_found(format!("no builder named `{name}`")));
+    }
+    Ok(Json(json!({
+        "builder": name,
+        "builds": u.builds,
+        "logs": u.logs,
+        "log_bytes": u.log_bytes,
+        "log_bytes_stored": u.log_bytes_stored,
+        "retention": g.master.retention,
+    })))
+}
+
 pub(super) async fn schedulers(State(s): S) -> Json<Value> {
     let g = s.graph();
     Json(json!({ "schedulers": g.schedulers }))

@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use builders::{builder, builders, force, schedulers};
+use builders::{builder, builders, force, schedulers, usage};
 use builds::{build, builds, cancel_build, cancel_request, log, requests};
 use changes::{add_change, changes};
 use config::{get_config, post_config};
@@ -44,6 +44,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/builders", get(builders))
         .route("/api/v1/builders/{name}", get(builder))
         .route("/api/v1/builders/{name}/force", post(force))
+        .route("/api/v1/builders/{name}/usage", get(usage))
         .route("/api/v1/builds", get(builds))
         .route("/api/v1/builds/{id}", get(build))
         .route("/api/v1/builds/{id}/cancel", post(cancel_build))

@@ -462,6 +462,10 @@ fn master_effect(a: &bbc_graph::Master, b: &bbc_graph::Master) -> String {
         ("title", a.title != b.title),
         ("url", a.url != b.url),
         ("properties (for new builds)", a.properties != b.properties),
+        (
+            "retention (from the janitor's next run)",
+            a.retention != b.retention,
+        ),
     ]);
     let mut effect = if live.is_empty() {
         String::new()

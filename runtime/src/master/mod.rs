@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+mod janitor;
 mod logins;
 mod missing;
 pub mod properties;

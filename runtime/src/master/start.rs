@@ -13,7 +13,7 @@ use bbc_graph::Graph;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use super::{apply, missing, queue, schedulers, workers};
+use super::{apply, janitor, missing, queue, schedulers, workers};
 use crate::changes::poller::Pollers;
 use crate::secrets::Secrets;
 use crate::state::config::{record, AppliedRecord, ConfigInfo, StartSettings};
@@ -189,6 +189,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         tokio::spawn(workers::accept_workers(shared.clone(), wl, worker_tls)),
         workers::spawn_retirer(shared.clone()),
         missing::spawn(shared.clone()),
+        janitor::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
         tokio::spawn(crate::http::serve(
             shared.clone(),
@@ -211,6 +212,11 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     match crate::control::bind(&cfg.state_dir) {
         Ok(l) => tasks.push(tokio::spawn(crate::control::serve(shared.clone(), l))),
         Err(e) => tracing::warn!("no control socket in {}: {e}", cfg.state_dir.display()),
+    }
+    // Builds the previous master left running are finished now: their
+    // logs are compressed like those of any ended build.
+    for id in interrupted {
+        super::build::seal_logs(&shared, id);
     }
     tracing::info!(%worker_addr, %http_addr, "master started");
     Ok(MasterHandle {

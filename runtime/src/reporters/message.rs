@@ -360,6 +360,7 @@ mod tests {
             finished_at: result.map(|_| 1_700_000_065_500),
             result,
             state_string: "failed test".into(),
+            logs_deleted_at: None,
         };
         let set = BuildSet {
             id: 2,

@@ -173,6 +173,10 @@ pub struct Build {
     pub result: Option<BuildResult>,
     /// Short human text: "running test", "failed test", "interrupted".
     pub state_string: String,
+    /// When retention deleted the build's logs (its record and steps are
+    /// kept; `master { retention { logs … } }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_deleted_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -262,6 +266,61 @@ pub struct BackupReport {
     pub file_bytes: u64,
 }
 
+/// What retention lets go (`master { retention { … } }`, run by the
+/// janitor through [`Store::prune`]). Only finished builds are ever let go,
+/// measured from their end, and never one that a pending or claimed
+/// request names (its requests may still need it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Builds finished before this instant are deleted: record, steps and
+    /// logs.
+    pub builds_before: Option<Millis>,
+    /// Logs of builds finished before this instant are deleted; the
+    /// records stay (with `logs_deleted_at`).
+    pub logs_before: Option<Millis>,
+    /// Per builder, the newest `keep_last` finished builds are kept,
+    /// logs included, whatever their age.
+    pub keep_last: u64,
+}
+
+/// What one [`Store::prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Builds looked at.
+    pub scanned: u64,
+    /// Builds deleted (records, steps and logs).
+    pub builds: u64,
+    /// Builds whose logs were deleted (their records kept).
+    pub logs: u64,
+    /// Bytes of log files removed from the disk (by both).
+    pub log_bytes: u64,
+    /// The build id to go on after; `None` when no later build can be
+    /// let go yet.
+    pub next: Option<u64>,
+}
+
+/// What a step log takes once sealed ([`Store::seal_logs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Sealed {
+    /// Logs sealed.
+    pub logs: u64,
+    /// Their bytes, and the bytes of their compressed files.
+    pub raw: u64,
+    pub stored: u64,
+}
+
+/// The disk a builder's builds take ([`Store::builder_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BuilderUsage {
+    /// Builds stored (records kept by retention, running ones included).
+    pub builds: u64,
+    /// Step logs stored, their bytes (uncompressed) and the bytes their
+    /// files take (compressed for sealed logs).
+    pub logs: u64,
+    pub log_bytes: u64,
+    pub log_bytes_stored: u64,
+}
+
 pub trait Store: Send + Sync + 'static {
     // --- changes
     fn add_change(&self, change: NewChange, now: Millis) -> Result<Change>;
@@ -318,6 +377,32 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `max` bytes from `offset` (empty at or past the end).
     fn read_log(&self, build: u64, step: u32, offset: u64, max: usize) -> Result<Vec<u8>>;
     fn log_len(&self, build: u64, step: u32) -> Result<u64>;
+    /// Compresses the finished logs of a finished build at rest (each step
+    /// log that is not yet); reads go on returning the same bytes, and
+    /// nothing can be appended to them any more. Durable when it returns.
+    /// Slow (it compresses): call it away from anything that waits.
+    fn seal_logs(&self, build: u64) -> Result<Sealed>;
+
+    // --- retention
+    /// One small step of retention at most `limit` builds long: looks at
+    /// up to `scan` builds after id `after`, oldest first, and deletes
+    /// what `policy` lets go among them (see [`Retention`]), each write a
+    /// short transaction so that builds go on committing meanwhile. Call
+    /// it again from `next` until that is `None`. `now` is recorded as
+    /// `logs_deleted_at`.
+    fn prune(
+        &self,
+        policy: &Retention,
+        now: Millis,
+        after: u64,
+        scan: usize,
+        limit: usize,
+    ) -> Result<Pruned>;
+    /// What a builder's stored builds take: their number and their logs'
+    /// bytes. Walks the builder's builds and lists their log directories
+    /// (no record is decoded): meant for an occasional request, not a
+    /// hot path.
+    fn builder_usage(&self, builder: &str) -> Result<BuilderUsage>;
 
     // --- workers
     fn worker_connected(

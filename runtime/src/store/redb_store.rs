@@ -56,6 +56,8 @@ mod incident;
 mod logs;
 mod pending;
 mod records;
+mod retention;
+mod sealed;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -534,6 +536,7 @@ impl Store for RedbStore {
             finished_at: None,
             result: None,
             state_string: "starting".to_string(),
+            logs_deleted_at: None,
         };
         storable(&mut build.build.properties);
         // Any error below aborts the transaction: either every request is
@@ -550,7 +553,14 @@ impl Store for RedbStore {
                 Some(entry) => entry.map_err(db_err)?.0.value().1,
                 None => 0,
             };
-            build.number = last_number + 1;
+            // Retention may have deleted the builder's newest builds: their
+            // numbers are never given again.
+            let deleted = w
+                .counters
+                .get(tables::number_key(builder).as_str())
+                .map_err(db_err)?
+                .map_or(0, |v| v.value());
+            build.number = last_number.max(deleted) + 1;
             for &rid in &build.build.requests {
                 let Some(mut req) = get_record::<BuildRequest>(&w.requests, rid)? else {
                     return Err(StoreError::Conflict(format!(
@@ -745,6 +755,25 @@ impl Store for RedbStore {
 
     fn log_len(&self, build: u64, step: u32) -> Result<u64> {
         self.logs.len(build, step)
+    }
+
+    fn seal_logs(&self, build: u64) -> Result<super::Sealed> {
+        retention::seal_logs(self, build)
+    }
+
+    fn prune(
+        &self,
+        policy: &super::Retention,
+        now: Millis,
+        after: u64,
+        scan: usize,
+        limit: usize,
+    ) -> Result<super::Pruned> {
+        retention::prune(self, policy, now, after, scan, limit)
+    }
+
+    fn builder_usage(&self, builder: &str) -> Result<super::BuilderUsage> {
+        retention::builder_usage(self, builder)
     }
 
     fn worker_connected(

@@ -149,6 +149,7 @@ pub async fn run(
         shared
             .reporters
             .publish(crate::state::events::Phase::Finished, b, &set);
+        seal_logs(&shared, id);
     }
     let mut wake = queue::update(&shared, |q| q.end(slot));
     if recorded && result == BuildResult::Retry {
@@ -157,6 +158,35 @@ pub async fn run(
         wake = wake.and(requeue(&shared, &cx.build).await);
     }
     wake.send(&shared);
+}
+
+/// One build's logs compressed at a time, whatever the number of builds
+/// ending at once: compressing is CPU work on a blocking thread, and the
+/// builds still running must keep their share of the cores.
+static SEALING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Compresses a finished build's logs at rest (`Store::seal_logs`), in a
+/// task of its own: nothing waits for it, reads of its logs return the
+/// same bytes before, during and after, and a log left plain (the master
+/// stopped first) stays readable as it is.
+pub(crate) fn seal_logs(shared: &Arc<Shared>, id: u64) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Ok(_turn) = SEALING.acquire().await else {
+            return;
+        };
+        match shared.db(move |s| s.seal_logs(id)).await {
+            Ok(s) if s.logs > 0 => tracing::debug!(
+                build_id = id,
+                logs = s.logs,
+                raw = s.raw,
+                stored = s.stored,
+                "logs compressed"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the logs of build {id} stay uncompressed: {e}"),
+        }
+    });
 }
 
 /// What the store records when a build ends.

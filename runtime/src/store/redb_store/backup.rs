@@ -182,14 +182,28 @@ fn copy_log(
     log: &LogToCopy,
     report: &mut BackupReport,
 ) -> Result<()> {
-    let src = log_path(state_dir, log.build, log.step);
+    let mut src = log_path(state_dir, log.build, log.step);
+    let mut dst = log_path(out, log.build, log.step);
+    let mut sealed = false;
     let file = match File::open(&src) {
         Ok(f) => f,
-        // A step that printed nothing has no file.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // Sealed (compressed at rest, `sealed.rs`): a finished log,
+            // copied whole as it is. Sealing renames the sealed file into
+            // place before removing the plain one, so one of them is there.
+            src.set_extension("log.zst");
+            dst.set_extension("log.zst");
+            sealed = true;
+            match File::open(&src) {
+                Ok(f) => f,
+                // A step that printed nothing has no file, nor has one
+                // whose logs retention deleted.
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io("opening", &src, e)),
+            }
+        }
         Err(e) => return Err(io("opening", &src, e)),
     };
-    let dst = log_path(out, log.build, log.step);
     if let Some(dir) = dst.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     }
@@ -199,8 +213,8 @@ fn copy_log(
     // A running step's log: its length now, so that a copy never chases a
     // writer that keeps appending.
     let limit = match log.len {
-        Some(len) => len,
-        None => file
+        Some(len) if !sealed => len,
+        _ => file
             .metadata()
             .map_err(|e| io("reading the length of", &src, e))?
             .len(),

@@ -5,7 +5,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use super::records::{db_err, encode, get_record, put_record};
 use super::tables::W;
@@ -155,6 +155,11 @@ impl RedbStore {
             p.copy()
         };
         for (build, step) in steps {
+            // Retention may have deleted the build since the step was
+            // checked: its steps must not come back as orphans.
+            if w.builds.get(build).map_err(db_err)?.is_none() {
+                continue;
+            }
             let bytes = encode("step", &step)?;
             w.steps
                 .insert((build, step.index), bytes.as_slice())

@@ -38,6 +38,27 @@ pub(super) struct LogFiles {
     /// Directories this process created whose entry in their parent has
     /// not been synced yet.
     new_dirs: Mutex<HashSet<PathBuf>>,
+    /// Held by whatever replaces or removes log files (sealing a log,
+    /// deleting a build's logs), so the two never meet in one directory.
+    /// Appends and reads do not take it.
+    maintenance: Mutex<()>,
+}
+
+/// What sealing a log did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sealed {
+    /// Bytes of log, and of the file that now holds them.
+    pub raw: u64,
+    pub stored: u64,
+}
+
+/// The log files of one build, as [`LogFiles::usage`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub logs: u64,
+    /// Bytes of log (uncompressed) and bytes on disk.
+    pub raw: u64,
+    pub stored: u64,
 }
 
 struct LogFile {
@@ -82,6 +103,7 @@ impl LogFiles {
                 files: HashMap::new(),
             }),
             new_dirs: Mutex::new(HashSet::new()),
+            maintenance: Mutex::new(()),
         }
     }
 
@@ -94,6 +116,11 @@ impl LogFiles {
 
     fn path(&self, build: u64, step: u32) -> PathBuf {
         self.build_dir(build).join(format!("{step}.log"))
+    }
+
+    /// Where the log is once sealed (`sealed.rs`).
+    fn sealed_path(&self, build: u64, step: u32) -> PathBuf {
+        self.build_dir(build).join(format!("{step}.log.zst"))
     }
 
     /// The open file of a log; `None` when it does not exist and `create`
@@ -118,6 +145,13 @@ impl LogFiles {
             Ok(f) => (f, false),
             Err(e) if e.kind() == ErrorKind::NotFound && !create => return Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => {
+                // A sealed log is finished: nothing appends to it, and a
+                // new file beside it would hide it.
+                if self.sealed_path(build, step).exists() {
+                    return Err(StoreError::Conflict(format!(
+                        "log {build}/{step} is finished and sealed; nothing can be appended"
+                    )));
+                }
                 self.create_dirs(build)?;
                 let f = options
                     .create(true)
@@ -247,14 +281,30 @@ impl LogFiles {
         let path = self.path(build, step);
         match std::fs::metadata(&path) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let path = self.sealed_path(build, step);
+                match File::open(&path) {
+                    Ok(f) => super::sealed::len(&f, &path),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+                    Err(e) => Err(io("opening", &path, e)),
+                }
+            }
             Err(e) => Err(io("reading the length of", &path, e)),
         }
     }
 
     pub(super) fn read(&self, build: u64, step: u32, offset: u64, max: usize) -> Result<Vec<u8>> {
         let Some(log) = self.get(build, step, false)? else {
-            return Ok(Vec::new());
+            // Sealing renames the sealed file into place before it
+            // removes the plain one: a log is always in one of the two.
+            let path = self.sealed_path(build, step);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io("opening", &path, e)),
+            };
+            let idx = super::sealed::index(&file, &path)?;
+            return super::sealed::read(&file, &path, &idx, offset, max);
         };
         let len = *lock(&log.len);
         if offset >= len || max == 0 {
@@ -276,6 +326,137 @@ impl LogFiles {
         }
         buf.truncate(got);
         Ok(buf)
+    }
+
+    /// Compresses a finished log into its sealed file (`sealed.rs`) and
+    /// removes the plain one; `None` when there is no plain log (none was
+    /// written, it is sealed already, or its build was deleted).
+    ///
+    /// Crash safety: the sealed file is written under a temporary name,
+    /// synced, renamed into place and its directory synced before the
+    /// plain file goes, so a crash leaves the plain log, or both (reads
+    /// take the plain one, and sealing again finishes the job), never
+    /// neither. A reader holding the plain file open keeps reading it.
+    pub(super) fn seal(&self, build: u64, step: u32) -> Result<Option<Sealed>> {
+        let _m = lock(&self.maintenance);
+        let path = self.path(build, step);
+        let src = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("opening", &path, e)),
+        };
+        let raw = src
+            .metadata()
+            .map_err(|e| io("reading the length of", &path, e))?
+            .len();
+        let sealed = self.sealed_path(build, step);
+        let tmp = self.build_dir(build).join(format!("{step}.log.zst.tmp"));
+        let dst = File::create(&tmp).map_err(|e| io("creating", &tmp, e))?;
+        let written = super::sealed::write(&src, &path, raw, &dst, &tmp).and_then(|n| {
+            dst.sync_data().map_err(|e| io("syncing", &tmp, e))?;
+            std::fs::rename(&tmp, &sealed).map_err(|e| io("renaming", &tmp, e))?;
+            sync_dir(&self.build_dir(build))?;
+            Ok(n)
+        });
+        let stored = match written {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        // Out of the cache first: a later read opens the sealed file.
+        lock(&self.open).files.remove(&(build, step));
+        std::fs::remove_file(&path).map_err(|e| io("removing", &path, e))?;
+        Ok(Some(Sealed { raw, stored }))
+    }
+
+    /// The steps of a build that have a plain (unsealed) log, ascending.
+    pub(super) fn plain_steps(&self, build: u64) -> Result<Vec<u32>> {
+        let dir = self.build_dir(build);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("reading", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io("reading", &dir, e))?;
+            let name = entry.file_name();
+            if let Some(step) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                out.push(step);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Deletes every log of a build (its directory); returns what they
+    /// held.
+    pub(super) fn remove_build(&self, build: u64) -> Result<Usage> {
+        let _m = lock(&self.maintenance);
+        let usage = self.usage_locked(build)?;
+        lock(&self.open).files.retain(|k, _| k.0 != build);
+        let dir = self.build_dir(build);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &dir, e)),
+        }
+        lock(&self.new_dirs).remove(&dir);
+        Ok(usage)
+    }
+
+    /// What a build's logs hold and take on disk: one directory listing,
+    /// and a 16-byte read per sealed log (its length).
+    pub(super) fn usage(&self, build: u64) -> Result<Usage> {
+        let _m = lock(&self.maintenance);
+        self.usage_locked(build)
+    }
+
+    fn usage_locked(&self, build: u64) -> Result<Usage> {
+        let dir = self.build_dir(build);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Usage::default()),
+            Err(e) => return Err(io("reading", &dir, e)),
+        };
+        let mut u = Usage::default();
+        for entry in entries {
+            let entry = entry.map_err(|e| io("reading", &dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            let stored = || -> Result<u64> {
+                Ok(entry
+                    .metadata()
+                    .map_err(|e| io("reading the length of", &path, e))?
+                    .len())
+            };
+            if name.ends_with(".log") {
+                let n = stored()?;
+                u.logs += 1;
+                u.raw += n;
+                u.stored += n;
+            } else if let Some(step) = name.strip_suffix(".log.zst") {
+                u.stored += stored()?;
+                // Both files exist only after a crash in the middle of
+                // sealing: the log is counted once.
+                if !dir.join(format!("{step}.log")).exists() {
+                    let f = File::open(&path).map_err(|e| io("opening", &path, e))?;
+                    u.logs += 1;
+                    u.raw += super::sealed::len(&f, &path)?;
+                }
+            } else {
+                // A temporary file of a sealing cut short.
+                u.stored += stored()?;
+            }
+        }
+        Ok(u)
     }
 
     #[cfg(test)]

@@ -17,7 +17,9 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// "schema_version" → SCHEMA_VERSION.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// "change" | "buildset" | "request" | "build" → the last id issued.
+/// "change" | "buildset" | "request" | "build" → the last id issued;
+/// "build-number/<builder>" → the highest number of the builder's builds
+/// that retention deleted (see [`number_key`]).
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// change id → Change.
 pub(super) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
@@ -49,6 +51,13 @@ pub(super) const STEPS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::ne
 pub(super) const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
 /// scheduler state key → opaque bytes.
 pub(super) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("scheduler_state");
+
+/// The `counters` key of the highest build number of `builder` that
+/// retention deleted, so that numbers are never given twice even when a
+/// builder's newest builds are gone.
+pub(super) fn number_key(builder: &str) -> String {
+    format!("build-number/{builder}")
+}
 
 /// The tables of one write transaction, opened once (redb refuses to open
 /// a table twice in a transaction).

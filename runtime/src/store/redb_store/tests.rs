@@ -695,3 +695,178 @@ fn store_build_cycle_bench() {
         );
     }
 }
+
+/// A finished build 1 whose step 0 logged `log`, sealed; the sealed file.
+fn sealed_store(dir: &Path, log: &[u8]) -> (RedbStore, std::path::PathBuf) {
+    let s = RedbStore::open(dir).unwrap();
+    let b = s
+        .start_build(crate::store::NewBuild {
+            builder: "b".into(),
+            builder_hash: String::new(),
+            worker: "w".into(),
+            requests: vec![],
+            properties: Properties::new(),
+            started_at: 1,
+        })
+        .unwrap()
+        .id;
+    s.append_log(b, 0, log).unwrap();
+    s.finish_build(b, bbc_graph::BuildResult::Success, 2)
+        .unwrap();
+    assert_eq!(s.seal_logs(b).unwrap().logs, 1);
+    let path = dir.join("logs/0/1/0.log.zst");
+    assert!(path.is_file());
+    assert!(
+        !dir.join("logs/0/1/0.log").exists(),
+        "the plain log is gone"
+    );
+    (s, path)
+}
+
+#[test]
+fn sealed_logs_are_plain_zstd_streams() {
+    // `zstd -dc 0.log.zst` gives the log: the seek table is a skippable
+    // frame, which every zstd decoder passes over.
+    let dir = TempDir::new();
+    let log = conformance::compiler_like_log(2_500_000);
+    let (_s, path) = sealed_store(dir.path(), &log);
+    let decoded = zstd::stream::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(decoded, log);
+}
+
+#[test]
+fn damaged_sealed_logs_are_errors_not_panics() {
+    let dir = TempDir::new();
+    let log = conformance::compiler_like_log(2_200_000);
+    let (s, path) = sealed_store(dir.path(), &log);
+    let good = std::fs::read(&path).unwrap();
+    let mut damaged = 0;
+    let mut check = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        let len = s.log_len(1, 0);
+        let read = s.read_log(1, 0, 0, usize::MAX);
+        if let Ok(data) = &read {
+            // Damage the checks cannot see (inside a frame's literal
+            // bytes) may give other bytes; never more than the length.
+            assert!(data.len() as u64 <= len.unwrap_or(u64::MAX));
+        } else {
+            damaged += 1;
+        }
+        for off in [0u64, 1 << 20, 2_100_000] {
+            let _ = s.read_log(1, 0, off, 100_000);
+        }
+    };
+    // Cut at every length class: inside the table, the trailer, a frame.
+    for cut in [
+        0,
+        1,
+        10,
+        16,
+        20,
+        100,
+        good.len() / 2,
+        good.len() - 17,
+        good.len() - 1,
+    ] {
+        check(&good[..cut]);
+    }
+    // Single flipped bytes all over the file, and in the table's end.
+    for at in (0..good.len())
+        .step_by(good.len() / 40)
+        .chain(good.len() - 40..good.len())
+    {
+        let mut b = good.clone();
+        b[at] ^= 0x5a;
+        check(&b);
+    }
+    assert!(damaged > 20, "most damage is seen: {damaged}");
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(s.read_log(1, 0, 0, usize::MAX).unwrap(), log);
+}
+
+#[test]
+fn a_sealing_cut_short_leaves_the_log_readable() {
+    let dir = TempDir::new();
+    let log = conformance::compiler_like_log(1_100_000);
+    let (s, sealed) = sealed_store(dir.path(), &log);
+    let plain = dir.path().join("logs/0/1/0.log");
+    // A crash between the rename and the removal: both files. The plain
+    // one is read, and sealing again finishes the job.
+    std::fs::write(&plain, &log).unwrap();
+    assert_eq!(s.read_log(1, 0, 0, usize::MAX).unwrap(), log);
+    assert_eq!(s.log_len(1, 0).unwrap(), log.len() as u64);
+    let usage = s.builder_usage("b").unwrap();
+    assert_eq!((usage.logs, usage.log_bytes), (1, log.len() as u64));
+    // A crash while writing the sealed file: a temporary file, which the
+    // next sealing overwrites.
+    std::fs::write(dir.path().join("logs/0/1/0.log.zst.tmp"), b"partial").unwrap();
+    assert_eq!(s.seal_logs(1).unwrap().logs, 1);
+    assert!(!plain.exists());
+    assert!(!dir.path().join("logs/0/1/0.log.zst.tmp").exists());
+    assert!(sealed.is_file());
+    assert_eq!(s.read_log(1, 0, 0, usize::MAX).unwrap(), log);
+}
+
+#[test]
+#[ignore = "benchmark: cargo test -p bbc-runtime --release -- --ignored seal_bench --nocapture"]
+fn seal_bench() {
+    // Beside the test binary, as store_bench.
+    let base = std::env::var_os("BBC_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        });
+    let mb = 200;
+    let line = format!("{}\n", "x".repeat(99));
+    let logs: [(&str, Vec<u8>); 2] = [
+        ("compiler-like", conformance::compiler_like_log(mb << 20)),
+        (
+            "bench log (`yes` of 99 x)",
+            line.as_bytes().repeat((mb << 20) / line.len()),
+        ),
+    ];
+    for (what, log) in logs {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let s = RedbStore::open(dir.path()).unwrap();
+        let b = s
+            .start_build(crate::store::NewBuild {
+                builder: "b".into(),
+                builder_hash: String::new(),
+                worker: "w".into(),
+                requests: vec![],
+                properties: Properties::new(),
+                started_at: 1,
+            })
+            .unwrap()
+            .id;
+        for chunk in log.chunks(64 * 1024) {
+            s.append_log(b, 0, chunk).unwrap();
+        }
+        s.sync_log(b, 0).unwrap();
+        s.finish_build(b, bbc_graph::BuildResult::Success, 2)
+            .unwrap();
+        let t = Instant::now();
+        let sealed = s.seal_logs(b).unwrap();
+        let seal_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut at = 0u64;
+        while at < sealed.raw {
+            at += s.read_log(b, 0, at, 1 << 20).unwrap().len() as u64;
+        }
+        let read_s = t.elapsed().as_secs_f64();
+        let raw_mb = sealed.raw as f64 / 1e6;
+        println!(
+            "{what}: {:.1} MB → {:.2} MB ({:.1} % of it, {:.0}× smaller); sealed at {:.0} MB/s, read back in 1 MiB reads at {:.0} MB/s",
+            raw_mb,
+            sealed.stored as f64 / 1e6,
+            100.0 * sealed.stored as f64 / sealed.raw as f64,
+            sealed.raw as f64 / sealed.stored as f64,
+            raw_mb / seal_s,
+            raw_mb / read_s
+        );
+    }
+}
