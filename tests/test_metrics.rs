@@ -205,8 +205,8 @@ reporter "refusing" kind="http" {{
     );
     let before = parse(&text);
     assert_eq!(get(&before, "bbc_workers_connected"), 1.0);
-    assert_eq!(get(&before, r#"bbc_worker_connected{worker="w1"}"#), 1.0);
-    assert_eq!(get(&before, r#"bbc_worker_connected{worker="w2"}"#), 0.0);
+    assert_eq!(get(&before, r#"bbc_worker_up{worker="w1"}"#), 1.0);
+    assert_eq!(get(&before, r#"bbc_worker_up{worker="w2"}"#), 0.0);
     assert_eq!(get(&before, "bbc_store_healthy"), 1.0);
     assert_eq!(get(&before, r#"bbc_queue_requests{builder="job"}"#), 0.0);
     // Opening the store and recording the config were commits.
@@ -307,7 +307,7 @@ reporter "refusing" kind="http" {{
     is(r#"bbc_queue_requests{builder="job"}"#, 0.0);
     is(r#"bbc_queue_oldest_age_seconds{builder="job"}"#, 0.0);
     is(r#"bbc_queue_requests{builder="stuck"}"#, 1.0);
-    is(r#"bbc_worker_connected{worker="w2"}"#, 0.0);
+    is(r#"bbc_worker_up{worker="w2"}"#, 0.0);
     is("bbc_store_healthy", 1.0);
     // Every write since: two builds' starts and ends, the change, the
     // requests.

@@ -317,7 +317,7 @@ impl Metrics {
             .set(i64::from(*c));
         }
         r.register(
-            "worker_connected",
+            "worker_up",
             "Whether each configured worker is connected (1) or not (0)",
             up,
         );
@@ -593,8 +593,8 @@ mod tests {
         has(r#"bbc_queue_oldest_age_seconds{builder="b\"1"}"#, 1.5);
         has("bbc_builds_running", 2.0);
         has("bbc_workers_connected", 1.0);
-        has(r#"bbc_worker_connected{worker="w1"}"#, 1.0);
-        has(r#"bbc_worker_connected{worker="w2"}"#, 0.0);
+        has(r#"bbc_worker_up{worker="w1"}"#, 1.0);
+        has(r#"bbc_worker_up{worker="w2"}"#, 0.0);
         has("bbc_store_healthy", 1.0);
         has(r#"bbc_store_commit_seconds_bucket{le="0.0025"}"#, 0.0);
         has(r#"bbc_store_commit_seconds_bucket{le="0.005"}"#, 1.0);
