@@ -2,6 +2,7 @@
 //! one area, all sharing the helpers in `common`.
 
 mod common;
+mod recorder;
 mod test_apply;
 mod test_backup;
 mod test_changes;

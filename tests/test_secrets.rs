@@ -6,10 +6,16 @@
 use std::path::Path;
 
 use crate::common::*;
+use crate::recorder::Recorder;
 
 const SECRET: &str = "deploy-token-7c1e9a4b2f66d0";
 
 fn config() -> String {
+    config_reporting("")
+}
+
+/// The config, with `reporter` (a reporter node) appended.
+fn config_reporting(reporter: &str) -> String {
     r#"worker "w" password=(secret)"w"
 scheduler "force" kind="force" {
     builders "b"
@@ -24,10 +30,12 @@ builder "b" {
         shell "printf %s \"$STEP_TOKEN\" | sha256sum" name="step-env" {
             env STEP_TOKEN=(secret)"deploy-token"
         }
+        set-property "leaked" command="echo x-$TOKEN-y"
     }
 }
 "#
     .to_string()
+        + reporter
 }
 
 /// The digest `sha256sum` prints for `s` (what the steps print).
@@ -76,7 +84,14 @@ fn a_secret_in_env_reaches_the_step_and_nothing_else() {
     let dir = temp_dir("secret_env");
     write_secret(&dir, "w", "pw-secret-env-1");
     write_secret(&dir, "deploy-token", SECRET);
-    let m = Master::start(&dir, &config());
+    // A reporter whose message carries the property a step set from the
+    // secret's output.
+    let hook = Recorder::start();
+    let reporter = format!(
+        "reporter \"push\" kind=\"http\" {{\n    url \"http://{}/push\"\n    template \"{{\\\"leaked\\\": \\\"{{{{properties.leaked}}}}\\\"}}\"\n    when \"all\"\n}}\n",
+        hook.addr
+    );
+    let m = Master::start(&dir, &config_reporting(&reporter));
     let _w = m.worker("w", "pw-secret-env-1");
     m.wait_connected("w");
     let b = m.force_and_wait("b", "{}");
@@ -88,6 +103,15 @@ fn a_secret_in_env_reaches_the_step_and_nothing_else() {
     assert!(log0.contains(&want), "builder env not received: {log0}");
     assert!(log0.contains("token=[secret]"), "{log0}");
     assert!(m.log(id, 1).contains(&want), "step env not received");
+    // The property and the reporter's message say [secret], not the value.
+    assert_eq!(b["properties"]["leaked"], "x-[secret]-y", "{b}");
+    let sent = hook.wait_n("/push", 1);
+    let body = &sent[0].body;
+    assert!(body.contains("x-[secret]-y"), "{body}");
+    assert!(
+        !body.contains(SECRET),
+        "the reporter's message holds the secret"
+    );
 
     // Nothing shown or stored holds it.
     let mut answers = String::new();
