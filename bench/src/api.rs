@@ -22,6 +22,25 @@ impl Client {
         }
     }
 
+    /// The client for `m`: HTTPS pinning its certificate when it has TLS.
+    pub fn of(m: &crate::run::master::Master) -> Result<Client, BenchError> {
+        let Some(fp) = &m.fingerprint else {
+            return Ok(Client::new(&m.http));
+        };
+        let trust = bbc_runtime::tls::Trust::Fingerprint(
+            bbc_runtime::tls::parse_fingerprint(fp).map_err(err)?,
+        );
+        let config = bbc_runtime::tls::client_config(&trust).map_err(err)?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*config).clone())
+            .build()
+            .map_err(|e| err(format!("an HTTPS client: {e}")))?;
+        Ok(Client {
+            http,
+            base: format!("https://{}", m.http),
+        })
+    }
+
     /// Sends `req` (`what` names it in errors) and reads the JSON answer,
     /// which must have a status `ok` accepts.
     pub async fn call(

@@ -40,8 +40,8 @@ pub struct RunArgs {
     /// Keep the working directory (logs, state) afterwards
     #[arg(long)]
     pub keep: bool,
-    /// TLS on the worker port (builds and log scenarios): a self-signed
-    /// certificate the workers pin
+    /// TLS on both ports (builds and log scenarios): a self-signed
+    /// certificate the workers and the bench's HTTPS client pin
     #[arg(long)]
     pub tls: bool,
 }

@@ -61,7 +61,7 @@ pub fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     let mut m = start_master(exe, dir, &config, "builds", a.tls)?;
     let mut w1 = start_worker(exe, dir, &m, "w1")?;
     let mut w2 = start_worker(exe, dir, &m, "w2")?;
-    let c = Client::new(&m.http);
+    let c = Client::of(&m)?;
     let rt = rt()?;
     println!();
     println!(

@@ -27,7 +27,7 @@ pub fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     write_secrets(dir, &["w1".into()])?;
     let mut m = start_master(exe, dir, &config, "log", a.tls)?;
     let w1 = start_worker(exe, dir, &m, "w1")?;
-    let c = Client::new(&m.http);
+    let c = Client::of(&m)?;
     let rt = rt()?;
     rt.block_on(c.wait_workers(1))?;
     let pid = m.proc.pid();

@@ -59,7 +59,7 @@ pub struct Master {
 }
 
 /// Makes a self-signed pair in `dir` with `bbc cert` (once) and puts TLS
-/// on the worker port of `config` (whose first line opens `master {`);
+/// on both ports of `config` (whose first line opens `master {`);
 /// returns the fingerprint.
 fn with_tls(exe: &Path, dir: &Path, config: &Path) -> Result<String, BenchError> {
     let cert = dir.join("master.crt");
@@ -86,7 +86,7 @@ fn with_tls(exe: &Path, dir: &Path, config: &Path) -> Result<String, BenchError>
         return Err(err("the scenario's config does not start with `master {`"));
     };
     let tls = format!(
-        "master {{\n    tls cert=\"{}\" key=\"{}\" http=#false\n",
+        "master {{\n    tls cert=\"{}\" key=\"{}\"\n",
         cert.display(),
         dir.join("master.key").display()
     );

@@ -29,7 +29,7 @@ mod args;
 mod builds;
 mod idle;
 mod log;
-mod master;
+pub(crate) mod master;
 
 pub use args::RunArgs;
 
