@@ -89,13 +89,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn unauthorized(msg: &str) -> Response {
-    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"bbc\""),
-    );
-    r
+/// 401; [`ApiError`] adds `WWW-Authenticate: Bearer realm="bbc"`.
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError(StatusCode::UNAUTHORIZED, msg.into())
 }
 
 /// Who is calling, as far as the request shows. Never holds a token: the
@@ -217,7 +213,7 @@ pub fn decide(
 /// anonymous, a token matching nothing is refused (401). Every known token
 /// is compared, in constant time, whatever matched first, so the time
 /// taken says nothing about which token (or user) came close.
-pub fn identify(g: &Graph, secrets: &Secrets, headers: &HeaderMap) -> Result<Caller, Response> {
+pub fn identify(g: &Graph, secrets: &Secrets, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let Some(given) = bearer(headers) else {
         return Ok(Caller::Anonymous);
     };
@@ -266,7 +262,7 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
         let caller = match identify(&g, &secrets, &parts.headers) {
             Ok(c) => c,
             Err(_) if open => Caller::Anonymous,
-            Err(r) => return Err(r),
+            Err(e) => return Err(e.into_response()),
         };
         Ok(Control {
             caller,
@@ -326,7 +322,7 @@ fn refusal(
 /// /api/v1/audit`): the admin token, or a user with `admin`. Answers with
 /// the caller, or the refusal; `what` ("applying a config") says what is
 /// disabled on a master with neither.
-pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, Response> {
+pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, ApiError> {
     let secrets = s.secrets();
     let g = s.graph();
     if secrets.admin_token().is_none() && !g.master.access.has_users() {
@@ -340,8 +336,7 @@ pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, Resp
                  or give a `user` a role with the `admin` grant",
                 env_var_name(ADMIN_TOKEN)
             ),
-        )
-        .into_response());
+        ));
     }
     let caller = match identify(&g, &secrets, headers) {
         Ok(c) => c,
@@ -361,8 +356,7 @@ pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, Resp
         Decision::Forbidden => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("`{}` lacks the `admin` grant", caller.name()),
-        )
-        .into_response()),
+        )),
     }
 }
 
@@ -391,7 +385,7 @@ pub async fn private_reads(
     let secrets = s.secrets();
     let caller = match identify(&g, &secrets, req.headers()) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let control_set = secrets.control_token().is_some();
     if let Err(e) = refusal(

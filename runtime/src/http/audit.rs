@@ -109,8 +109,8 @@ pub(super) async fn audit(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    if let Err(r) = auth::admin(&s, &headers, "reading the audit log") {
-        return r;
+    if let Err(e) = auth::admin(&s, &headers, "reading the audit log") {
+        return e.into_response();
     }
     let p = match page(q.before, q.limit) {
         Ok(p) => p,

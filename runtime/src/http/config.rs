@@ -74,7 +74,7 @@ pub(super) async fn post_config(
 ) -> Response {
     let _caller = match auth::admin(&s, &headers, "applying a config") {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let bytes = match axum::body::to_bytes(body, MAX_CONFIG_BODY).await {
         Ok(b) => b,

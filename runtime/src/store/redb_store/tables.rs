@@ -17,7 +17,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// "schema_version" → SCHEMA_VERSION.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// "change" | "buildset" | "request" | "build" → the last id issued;
+/// "change" | "buildset" | "request" | "build" | "audit" → the last id issued;
 /// "build-number/<builder>" → the highest number of the builder's builds
 /// that retention deleted (see [`number_key`]).
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
