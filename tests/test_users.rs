@@ -262,3 +262,63 @@ fn a_private_master_answers_only_viewers() {
         }
     }
 }
+
+/// Cancelling a running build checks `cancel` on that build's builder.
+/// Each build is held by a step waiting for a file that never comes,
+/// until its cancel interrupts it.
+#[test]
+fn cancelling_a_running_build_needs_cancel_on_its_builder() {
+    let dir = temp_dir("users-cancel");
+    let gate = dir.join("never");
+    let held = format!(
+        r#"shell "while [ ! -f {} ]; do sleep 0.05; done""#,
+        gate.display()
+    );
+    let text = config(false).replace(r#"shell "true""#, &held).replace(
+        r#"password=(secret)"w""#,
+        r#"password=(secret)"w" max-builds=2"#,
+    );
+    write_secret(&dir, "w", "worker-pw-0008");
+    write_secret(&dir, "bbc-control-token", CONTROL);
+    for (name, tok) in USERS {
+        write_secret(&dir, &format!("{name}-token"), tok);
+    }
+    let m = Master::start(&dir, &text);
+    let _w = m.worker("w", "worker-pw-0008");
+    m.wait_connected("w");
+    let mut c = Client {
+        m: &m,
+        seen: vec![],
+    };
+    let running = |c: &mut Client, builder: &str| -> u64 {
+        let req = c.pending(builder);
+        crate::common::wait_for("the build to start", || {
+            let (_, r) = c.call("control", "GET", "/api/v1/requests?state=claimed", None);
+            r["requests"].as_array()?.iter().find(|x| x["id"] == req)?["build"].as_u64()
+        })
+    };
+    for (builder, refused, allowed) in [
+        (
+            "core-linux",
+            &[("anonymous", 401), ("vic", 403), ("carol", 403)][..],
+            "alice",
+        ),
+        ("web", &[("anonymous", 401), ("vic", 403)][..], "carol"),
+    ] {
+        let build = running(&mut c, builder);
+        let path = format!("/api/v1/builds/{build}/cancel");
+        for (caller, want) in refused {
+            let (st, v) = c.call(caller, "POST", &path, None);
+            assert_eq!(st, *want, "cancel {builder} by {caller}: {v}");
+        }
+        let (st, v) = c.call(allowed, "POST", &path, None);
+        assert_eq!(st, 200, "cancel {builder} by {allowed}: {v}");
+        let b = crate::common::wait_for("the cancelled build to end", || {
+            let (_, v) = c.call("control", "GET", &format!("/api/v1/builds/{build}"), None);
+            v["build"]["finished_at"]
+                .as_u64()
+                .map(|_| v["build"].clone())
+        });
+        assert_eq!(b["result"], "cancelled", "{b}");
+    }
+}
