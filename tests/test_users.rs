@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::common::{http_with, run, stdout, temp_dir, write_secret, Master};
+use crate::common::{git, http_with, run, stdout, temp_dir, write_secret, Master};
 
 const CONTROL: &str = "control-tok-0001";
 const ADMIN: &str = "admin-tok-0002";
@@ -23,12 +23,17 @@ const USERS: &[(&str, &str)] = &[
 ];
 const WRONG: &str = "wrong-tok-0007";
 
-fn config(private: bool) -> String {
+/// The config; `repo` is a git repository the poller `repo` polls.
+fn config(private: bool, repo: &Path) -> String {
     format!(
         r#"master {{
     private #{private}
 }}
 worker "w" password=(secret)"w"
+change-source "repo" kind="git-poller" {{
+    repo "{}"
+    poll-interval "1h"
+}}
 scheduler "force" kind="force" {{
     builders "core-linux" "web"
 }}
@@ -52,8 +57,18 @@ user "vic" token=(secret)"vic-token" roles="viewer"
 user "carol" token=(secret)"carol-token" roles="webdev"
 user "alice" token=(secret)"alice-token" roles="developer"
 user "bob" token=(secret)"bob-token" roles="ops"
-"#
+"#,
+        repo.display()
     )
+}
+
+/// A git repository with one commit on `main`.
+fn repo(dir: &Path) -> std::path::PathBuf {
+    let r = dir.join("repo");
+    std::fs::create_dir_all(&r).unwrap_or_else(|e| panic!("{e}"));
+    git(&r, &["init", "-q", "-b", "main"]);
+    git(&r, &["commit", "-q", "--allow-empty", "-m", "first"]);
+    r
 }
 
 fn start(dir: &Path, private: bool) -> (Master, String) {
@@ -63,7 +78,7 @@ fn start(dir: &Path, private: bool) -> (Master, String) {
     for (name, tok) in USERS {
         write_secret(dir, &format!("{name}-token"), tok);
     }
-    let text = config(private);
+    let text = config(private, &repo(dir));
     let file = dir.join("master.kdl");
     std::fs::write(&file, &text).unwrap_or_else(|e| panic!("{e}"));
     let compiled = run(&["compile", &file.to_string_lossy()]);
@@ -156,6 +171,7 @@ fn every_mutating_endpoint_by_every_caller() {
         ),
         ("cancel web", [401, 401, 403, 200, 200, 200, 200, 200]),
         ("change", [401, 401, 403, 403, 201, 201, 201, 201]),
+        ("poll", [401, 401, 403, 403, 200, 200, 200, 200]),
         ("config", [401, 401, 403, 403, 403, 200, 403, 200]),
         ("audit", [401, 401, 403, 403, 403, 200, 403, 200]),
     ];
@@ -173,6 +189,7 @@ fn every_mutating_endpoint_by_every_caller() {
                     c.call(caller, "POST", &path, None)
                 }
                 "change" => c.call(caller, "POST", "/api/v1/changes", Some(change)),
+                "poll" => c.call(caller, "POST", "/api/v1/change_sources/repo/poll", None),
                 "config" => c.call(caller, "POST", "/api/v1/config", Some(&graph)),
                 _ => c.call(caller, "GET", "/api/v1/audit?limit=5", None),
             };
@@ -274,10 +291,12 @@ fn cancelling_a_running_build_needs_cancel_on_its_builder() {
         r#"shell "while [ ! -f {} ]; do sleep 0.05; done""#,
         gate.display()
     );
-    let text = config(false).replace(r#"shell "true""#, &held).replace(
-        r#"password=(secret)"w""#,
-        r#"password=(secret)"w" max-builds=2"#,
-    );
+    let text = config(false, &repo(&dir))
+        .replace(r#"shell "true""#, &held)
+        .replace(
+            r#"password=(secret)"w""#,
+            r#"password=(secret)"w" max-builds=2"#,
+        );
     write_secret(&dir, "w", "worker-pw-0008");
     write_secret(&dir, "bbc-control-token", CONTROL);
     for (name, tok) in USERS {
