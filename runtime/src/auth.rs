@@ -360,8 +360,9 @@ pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, ApiE
     }
 }
 
-/// Private masters: every read of the API needs `view` (the health check
-/// stays open for load balancers). Writes check their own grants; the
+/// Private masters: every read of the API and the metrics (builder and
+/// worker names) need `view`; the health check stays open for load
+/// balancers. Writes check their own grants; the
 /// change sources' webhooks are POSTs signed with their own secrets.
 pub async fn private_reads(
     axum::extract::State(s): axum::extract::State<Arc<Shared>>,
@@ -376,7 +377,7 @@ pub async fn private_reads(
     );
     if !g.master.access.private
         || !read
-        || !(path == "/api/v1" || path.starts_with("/api/v1/"))
+        || !(path == "/api/v1" || path.starts_with("/api/v1/") || path == "/metrics")
         || path == "/api/v1/health"
     {
         drop(g);

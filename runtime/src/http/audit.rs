@@ -21,9 +21,12 @@ use crate::store::NewAuditEntry;
 
 /// Records each request that may change something: every method but
 /// GET, HEAD and OPTIONS under `/api/v1/` (the webhooks, under
-/// `/change_hook/`, are signed and recorded as changes). Refused requests
-/// (401, 403) are recorded too: they are what an audit looks for. The
-/// caller is named, never its token.
+/// `/change_hook/`, are signed and recorded as changes). Requests refused
+/// with 403 (an identified caller without the grant) are recorded too:
+/// they are what an audit looks for. 401s are not: an unidentified client
+/// changed nothing, and recording its every request would let anyone
+/// fill the state disk with durable writes. The caller is named, never
+/// its token.
 pub(super) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || !req.uri().path().starts_with("/api/v1/")
@@ -45,6 +48,9 @@ pub(super) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
         .map(|c| c.0.to_string());
     let (builder, build) = target(&path);
     let r = next.run(req).await;
+    if r.status() == axum::http::StatusCode::UNAUTHORIZED {
+        return r;
+    }
     let entry = NewAuditEntry {
         who,
         method,
