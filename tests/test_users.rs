@@ -343,3 +343,36 @@ fn cancelling_a_running_build_needs_cancel_on_its_builder() {
         assert_eq!(b["result"], "cancelled", "{b}");
     }
 }
+
+/// Users and roles change with the config: an apply that removes a user
+/// takes its token away at once, and says what changed.
+#[test]
+fn an_apply_without_a_user_takes_its_token_away() {
+    let dir = temp_dir("users-apply");
+    let (m, _) = start(&dir, false);
+    let mut c = Client {
+        m: &m,
+        seen: vec![],
+    };
+    let force = "/api/v1/builders/web/force";
+    let (st, v) = c.call("carol", "POST", force, Some("{}"));
+    assert_eq!(st, 201, "{v}");
+    let text = std::fs::read_to_string(dir.join("master.kdl")).unwrap_or_else(|e| panic!("{e}"));
+    let without = text.replace(
+        "user \"carol\" token=(secret)\"carol-token\" roles=\"webdev\"\n",
+        "",
+    );
+    assert_ne!(text, without, "carol's line is in the config");
+    let file = dir.join("without-carol.kdl");
+    std::fs::write(&file, &without).unwrap_or_else(|e| panic!("{e}"));
+    let compiled = run(&["compile", &file.to_string_lossy()]);
+    assert_eq!(compiled.status.code(), Some(0), "{compiled:?}");
+    let (st, report) = c.call("bob", "POST", "/api/v1/config", Some(&stdout(&compiled)));
+    assert_eq!(st, 200, "{report}");
+    let said = report["report"].to_string();
+    assert!(said.contains("users, roles and privacy"), "{report}");
+    let (st, v) = c.call("carol", "POST", force, Some("{}"));
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = c.call("alice", "POST", force, Some("{}"));
+    assert_eq!(st, 201, "{v}");
+}
