@@ -537,4 +537,47 @@ mod tests {
             Decision::Unauthenticated
         );
     }
+
+    #[test]
+    fn identify_names_the_caller_never_by_a_prefix() {
+        let g = fixture!("users_and_roles");
+        let dir = std::env::temp_dir().join(format!("bbc-auth-identify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, value) in [
+            ("w", "pw"),
+            ("alice-token", "tok-alice"),
+            ("bob-token", "tok-bob"),
+            ("bbc-control-token", "tok-control"),
+            ("bbc-admin-token", "tok-admin"),
+        ] {
+            std::fs::write(dir.join(name), value).unwrap();
+        }
+        let secrets = Secrets::resolve(&g, Some(&dir)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let who = |auth: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = auth {
+                h.insert(header::AUTHORIZATION, header::HeaderValue::from_static(v));
+            }
+            identify(&g, &secrets, &h).map_err(|e| e.0)
+        };
+        assert_eq!(who(None), Ok(Caller::Anonymous));
+        assert_eq!(who(Some("Basic dG9rOg==")), Ok(Caller::Anonymous));
+        assert_eq!(
+            who(Some("Bearer tok-alice")),
+            Ok(Caller::User("alice".into()))
+        );
+        assert_eq!(who(Some("bearer tok-bob")), Ok(Caller::User("bob".into())));
+        assert_eq!(who(Some("Bearer tok-control")), Ok(Caller::ControlToken));
+        assert_eq!(who(Some("Bearer tok-admin")), Ok(Caller::AdminToken));
+        for wrong in [
+            "Bearer tok-alic",
+            "Bearer tok-alice2",
+            "Bearer ",
+            "Bearer pw",
+        ] {
+            assert_eq!(who(Some(wrong)), Err(StatusCode::UNAUTHORIZED), "{wrong}");
+        }
+    }
 }
