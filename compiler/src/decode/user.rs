@@ -11,15 +11,14 @@ pub struct UserDecl {
 }
 
 /// The words of a space-separated list, each with the span of the whole
-/// value (the diagnostics point at the property that holds it).
-fn words(cx: &mut Cx, e: &Entry) -> Vec<(String, Span)> {
-    cx.string(e)
-        .map(|s| {
-            s.split_whitespace()
-                .map(|w| (w.to_string(), e.value_span))
-                .collect()
-        })
-        .unwrap_or_default()
+/// value (the diagnostics point at the property that holds it); `None`
+/// when the value is not a string (reported once, here).
+fn words(cx: &mut Cx, e: &Entry) -> Option<Vec<(String, Span)>> {
+    cx.string(e).map(|s| {
+        s.split_whitespace()
+            .map(|w| (w.to_string(), e.value_span))
+            .collect()
+    })
 }
 
 pub(super) fn role(cx: &mut Cx, r: &mut NodeReader, name: String) -> Role {
@@ -28,7 +27,7 @@ pub(super) fn role(cx: &mut Cx, r: &mut NodeReader, name: String) -> Role {
     match r.prop(cx, "grant") {
         Some(e) => {
             let ws = words(cx, e);
-            if ws.is_empty() && cx.string(e).is_some() {
+            if ws.as_ref().is_some_and(Vec::is_empty) {
                 cx.err(
                     Code::MissingValue,
                     e.value_span,
@@ -38,7 +37,7 @@ pub(super) fn role(cx: &mut Cx, r: &mut NodeReader, name: String) -> Role {
                 .help(format!("list what it may do, for example: {example}"))
                 .emit();
             }
-            for (w, span) in ws {
+            for (w, span) in ws.unwrap_or_default() {
                 match Grant::ALL.iter().find(|(k, _)| *k == w) {
                     Some((_, g)) => grants.push(*g),
                     None => cx
@@ -67,7 +66,7 @@ pub(super) fn role(cx: &mut Cx, r: &mut NodeReader, name: String) -> Role {
     grants.dedup();
     let builders = match r.prop(cx, "builders") {
         Some(e) => {
-            let ws = words(cx, e);
+            let ws = words(cx, e).unwrap_or_default();
             globs(cx, ws)
         }
         None => Vec::new(),
@@ -98,6 +97,7 @@ pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Spa
     };
     let roles: Vec<Named> = match r.prop(cx, "roles") {
         Some(e) => words(cx, e)
+            .unwrap_or_default()
             .into_iter()
             .map(|(name, span)| Named { name, span })
             .collect(),
