@@ -25,4 +25,5 @@ mod test_runtime;
 mod test_schedulers;
 mod test_secrets;
 mod test_tls;
+mod test_users;
 mod test_web;

@@ -582,3 +582,26 @@ builder "b" {
     assert!(!dom.contains("its store cannot write"), "{dom}");
     drop(m);
 }
+
+/// A private master answers the page's reads with 401: the page asks for
+/// a token once and shows the builders with a viewer's.
+#[test]
+fn a_private_master_asks_the_page_for_a_token() {
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("web-private");
+    write_secret(&dir, "w1", "pw-web-1234");
+    write_secret(&dir, "vic-token", "vic-web-0003");
+    let config = CONFIG.replace(
+        "    title \"web test\"\n",
+        "    title \"web test\"\n    private #true\n",
+    ) + "role \"viewer\" grant=\"view\"\nuser \"vic\" token=(secret)\"vic-token\" roles=\"viewer\"\n";
+    let m = Master::start(&dir, &config);
+    assert_eq!(http("GET", &m.http, "/api/v1/builders", None).0, 401);
+    let Some(d) = Driver::start(&browser, &dir.join("chromium")) else {
+        return;
+    };
+    d.go(&format!("http://{}/", m.http));
+    let question = d.answer_prompt("vic-web-0003");
+    assert!(question.contains("private"), "{question}");
+    d.element(r##"a[href="#/builders/app"]"##);
+}

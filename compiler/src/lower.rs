@@ -32,10 +32,16 @@ pub fn lower(m: Model) -> Graph {
         })
         .collect();
     drop(ix);
+    let mut master = m.master;
+    master.access.roles = m.roles.into_iter().map(|d| d.item).collect();
+    master.access.users = m.users.into_iter().map(|d| d.item).collect();
+    // Sorted by name, like every entity list, so lookups can bisect.
+    master.access.roles.sort_by(|a, b| a.name.cmp(&b.name));
+    master.access.users.sort_by(|a, b| a.name.cmp(&b.name));
     let mut g = Graph {
         format: FORMAT.to_string(),
         version: VERSION,
-        master: m.master,
+        master,
         workers: m.workers.into_iter().map(|d| d.item).collect(),
         locks: m.locks.into_iter().map(|d| d.item).collect(),
         change_sources: m.change_sources.into_iter().map(|d| d.item).collect(),

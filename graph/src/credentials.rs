@@ -47,6 +47,9 @@ macro_rules! visitor {
                     ReporterKind::HttpPush { .. } => {}
                 }
             }
+            for u in & $($mut_)? g.master.access.users {
+                f(& $($mut_)? u.token);
+            }
         }
     };
 }

@@ -219,7 +219,88 @@ pub struct Master {
     /// `None` keeps everything (graphs from before retention have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Users, roles and whether anonymous callers may read (`user`,
+    /// `role`, `master { private }`); empty for graphs without them.
+    #[serde(default, skip_serializing_if = "Access::is_empty")]
+    pub access: Access,
     pub hash: String,
+}
+
+/// Who may do what through the API. Part of the master (its hash covers
+/// it), so a reload that changes users or roles is seen as a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Anonymous callers see nothing: reads need the `view` grant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<User>,
+}
+
+impl Access {
+    pub fn is_empty(&self) -> bool {
+        !self.private && self.roles.is_empty() && self.users.is_empty()
+    }
+    /// Whether the config names anyone: then mutating endpoints need an
+    /// identified caller with the grant.
+    pub fn has_users(&self) -> bool {
+        !self.roles.is_empty() || !self.users.is_empty()
+    }
+    pub fn role(&self, name: &str) -> Option<&Role> {
+        find(&self.roles, name, |r| &r.name)
+    }
+}
+
+/// `role "NAME" grant="view force" builders="core-*"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Role {
+    pub name: String,
+    pub grants: Vec<Grant>,
+    /// Globs limiting force, cancel and rebuild to matching builders;
+    /// empty: every builder. `view` and `admin` are never limited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builders: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    View,
+    Force,
+    Cancel,
+    Rebuild,
+    /// Everything, on every builder.
+    Admin,
+}
+
+impl Grant {
+    pub const ALL: [(&'static str, Grant); 5] = [
+        ("view", Grant::View),
+        ("force", Grant::Force),
+        ("cancel", Grant::Cancel),
+        ("rebuild", Grant::Rebuild),
+        ("admin", Grant::Admin),
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::View => "view",
+            Grant::Force => "force",
+            Grant::Cancel => "cancel",
+            Grant::Rebuild => "rebuild",
+            Grant::Admin => "admin",
+        }
+    }
+}
+
+/// `user "NAME" token=(secret)"…" roles="a b"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    /// The user's API token, sent as `Authorization: Bearer TOKEN`.
+    pub token: Credential,
+    pub roles: Vec<String>,
 }
 
 /// A listener's certificate chain and private key: PEM files, as written
@@ -266,6 +347,7 @@ impl Default for Master {
             http_tls: None,
             secrets_command: Vec::new(),
             retention: None,
+            access: Access::default(),
             hash: String::new(),
         }
     }

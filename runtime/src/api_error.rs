@@ -47,6 +47,13 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"status": self.0.as_u16(), "message": self.1}})),
         )
             .into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 says how to authenticate.
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"bbc\""),
+            );
+        }
         r.extensions_mut().insert(ErrorMessage(self.1));
         r
     }

@@ -9,8 +9,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{KeyInit, Mac};
 
+use bbc_graph::{Access, Grant, Graph};
+
 use crate::api_error::ApiError;
-use crate::secrets::{env_var_name, ADMIN_TOKEN};
+use crate::glob::Globs;
+use crate::secrets::{env_var_name, Secrets, ADMIN_TOKEN};
 use crate::state::Shared;
 
 /// Compares two secrets in time independent of their contents.
@@ -86,20 +89,165 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn unauthorized(msg: &str) -> Response {
-    let mut r = ApiError(StatusCode::UNAUTHORIZED, msg.into()).into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"bbc\""),
-    );
-    r
+/// 401; [`ApiError`] adds `WWW-Authenticate: Bearer realm="bbc"`.
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError(StatusCode::UNAUTHORIZED, msg.into())
 }
 
+/// Who is calling, as far as the request shows. Never holds a token: the
+/// audit log and error messages name callers with [`Caller::name`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    /// A `user` of the config, identified by its token.
+    User(String),
+    /// The control token `bbc-control-token`.
+    ControlToken,
+    /// The admin token `bbc-admin-token`.
+    AdminToken,
+}
+
+impl Caller {
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Anonymous => "anonymous",
+            Caller::User(n) => n,
+            Caller::ControlToken => "control-token",
+            Caller::AdminToken => "admin-token",
+        }
+    }
+}
+
+/// What an action applies to, for roles limited with `builders=`.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// One builder (force, cancel).
+    Builder(&'a str),
+    /// Every builder: submitting a change or polling starts builds on
+    /// whichever builders the schedulers pick, so a limited role is not
+    /// enough; also `view` and `admin`, which are never limited.
+    Everything,
+    /// At least one builder: used only to tell "you may not" from "no
+    /// such thing" before the builder is known.
+    SomeBuilder,
+}
+
+/// The answer of [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// 401: identify yourself.
+    Unauthenticated,
+    /// 403: identified, but without the grant.
+    Forbidden,
+}
+
+/// Whether `caller` may do what `grant` covers on `scope`, under the
+/// config's users and roles. Pure, so every rule is unit-tested:
+///
+/// - `view`: everyone unless the master is private; then a user with
+///   `view` (or `admin`), or either token.
+/// - `force`, `cancel`, `rebuild`: the control and admin tokens; a user
+///   with a role granting it for the builder. Anonymous callers only when
+///   the config has no users or roles and the master no control token
+///   (today's open master).
+/// - `admin`: the admin token, or a user with `admin`.
+pub fn decide(
+    access: &Access,
+    control_token_set: bool,
+    caller: &Caller,
+    grant: Grant,
+    scope: Scope,
+) -> Decision {
+    let user_may = |name: &str| {
+        let Some(u) = access.users.iter().find(|u| u.name == name) else {
+            return false;
+        };
+        u.roles.iter().filter_map(|r| access.role(r)).any(|role| {
+            if role.grants.contains(&Grant::Admin) {
+                return true;
+            }
+            if !role.grants.contains(&grant) {
+                return false;
+            }
+            if grant == Grant::View || role.builders.is_empty() {
+                return true;
+            }
+            match scope {
+                Scope::Builder(b) => Globs::new(&role.builders).is_match(b),
+                Scope::Everything => false,
+                Scope::SomeBuilder => true,
+            }
+        })
+    };
+    let by_user = |name: &str| {
+        if user_may(name) {
+            Decision::Allow
+        } else {
+            Decision::Forbidden
+        }
+    };
+    match grant {
+        Grant::View if !access.private => Decision::Allow,
+        Grant::View => match caller {
+            Caller::Anonymous => Decision::Unauthenticated,
+            Caller::ControlToken | Caller::AdminToken => Decision::Allow,
+            Caller::User(n) => by_user(n),
+        },
+        Grant::Admin => match caller {
+            Caller::AdminToken => Decision::Allow,
+            Caller::Anonymous => Decision::Unauthenticated,
+            Caller::ControlToken => Decision::Forbidden,
+            Caller::User(n) => by_user(n),
+        },
+        Grant::Force | Grant::Cancel | Grant::Rebuild => match caller {
+            Caller::ControlToken | Caller::AdminToken => Decision::Allow,
+            Caller::Anonymous if !access.has_users() && !control_token_set => Decision::Allow,
+            Caller::Anonymous => Decision::Unauthenticated,
+            Caller::User(n) => by_user(n),
+        },
+    }
+}
+
+/// Identifies the caller from `Authorization: Bearer TOKEN`: no header is
+/// anonymous, a token matching nothing is refused (401). Every known token
+/// is compared, in constant time, whatever matched first, so the time
+/// taken says nothing about which token (or user) came close.
+pub fn identify(g: &Graph, secrets: &Secrets, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let Some(given) = bearer(headers) else {
+        return Ok(Caller::Anonymous);
+    };
+    let mut found = None;
+    let mut check = |value: Option<&str>, who: Caller| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            if constant_time_eq(given, v) && found.is_none() {
+                found = Some(who);
+            }
+        }
+    };
+    check(secrets.admin_token(), Caller::AdminToken);
+    check(secrets.control_token(), Caller::ControlToken);
+    for u in &g.master.access.users {
+        check(secrets.get(&u.token), Caller::User(u.name.clone()));
+    }
+    found.ok_or_else(|| unauthorized("wrong token"))
+}
+
+const NEEDS_TOKEN: &str =
+    "this master needs a token for this action: send `Authorization: Bearer TOKEN` \
+     (`bbc force` and `bbc sendchange` read it from $BBC_TOKEN)";
+
 /// Taken by the handlers that act on builds (force, cancel, submit a
-/// change, poll now): when the master has a control token, the request
-/// must carry it (or the admin token) as `Authorization: Bearer TOKEN`;
-/// without one, these actions are open.
-pub struct Control;
+/// change, poll now): identifies the caller, who the handler then checks
+/// with [`Control::allow`] once it knows the builder. A wrong token is
+/// refused here already — except on an open master (no users, roles or
+/// control token), which never looked at tokens.
+pub struct Control {
+    pub caller: Caller,
+    /// The peer's address, for the audit log (absent in tests that call
+    /// the router without a listener).
+    pub peer: Option<std::net::SocketAddr>,
+}
 
 impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
     type Rejection = Response;
@@ -108,47 +256,150 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
         parts: &mut axum::http::request::Parts,
         s: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
+        let g = s.graph();
         let secrets = s.secrets();
-        let Some(control) = secrets.control_token() else {
-            return Ok(Control);
+        let open = !g.master.access.has_users() && secrets.control_token().is_none();
+        let caller = match identify(&g, &secrets, &parts.headers) {
+            Ok(c) => c,
+            Err(_) if open => Caller::Anonymous,
+            Err(e) => return Err(e.into_response()),
         };
-        let eq = constant_time_eq;
-        match bearer(&parts.headers) {
-            Some(g) if eq(g, control) || secrets.admin_token().is_some_and(|a| eq(g, a)) => {
-                Ok(Control)
-            }
-            Some(_) => Err(unauthorized("wrong token")),
-            None => Err(unauthorized(
-                "this master needs a token for this action: send `Authorization: Bearer TOKEN` \
-                 (`bbc force` and `bbc sendchange` read it from $BBC_TOKEN)",
-            )),
+        Ok(Control {
+            caller,
+            peer: peer(parts),
+        })
+    }
+}
+
+/// The peer address the listener recorded on the request.
+pub fn peer(parts: &axum::http::request::Parts) -> Option<std::net::SocketAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+}
+
+impl Control {
+    /// Whether the caller may do `grant` on `scope`: the refusal (401 or
+    /// 403, JSON) otherwise.
+    pub fn allow(&self, s: &Shared, grant: Grant, scope: Scope) -> Result<(), ApiError> {
+        let g = s.graph();
+        let control_set = s.secrets().control_token().is_some();
+        refusal(&g.master.access, control_set, &self.caller, grant, scope)
+    }
+}
+
+fn refusal(
+    access: &Access,
+    control_set: bool,
+    caller: &Caller,
+    grant: Grant,
+    scope: Scope,
+) -> Result<(), ApiError> {
+    match decide(access, control_set, caller, grant, scope) {
+        Decision::Allow => Ok(()),
+        Decision::Unauthenticated => Err(ApiError(StatusCode::UNAUTHORIZED, NEEDS_TOKEN.into())),
+        Decision::Forbidden => {
+            let on = match scope {
+                Scope::Builder(b) => format!(" on builder `{b}`"),
+                Scope::Everything if matches!(grant, Grant::View | Grant::Admin) => String::new(),
+                Scope::Everything => " on every builder".into(),
+                Scope::SomeBuilder => String::new(),
+            };
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "`{}` lacks the `{}` grant{on}",
+                    caller.name(),
+                    grant.as_str()
+                ),
+            ))
         }
     }
 }
 
-/// Checks `Authorization: Bearer TOKEN` against the admin token; the
-/// refusal to answer when it does not match.
-pub fn refuse_unless_admin(s: &Shared, headers: &HeaderMap) -> Option<Response> {
+/// The check of the admin endpoints (`POST /api/v1/config`, `GET
+/// /api/v1/audit`): the admin token, or a user with `admin`. Answers with
+/// the caller, or the refusal; `what` ("applying a config") says what is
+/// disabled on a master with neither.
+pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, ApiError> {
     let secrets = s.secrets();
-    let Some(token) = secrets.admin_token() else {
-        return Some(ApiError::new(
+    let g = s.graph();
+    if secrets.admin_token().is_none() && !g.master.access.has_users() {
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "applying a config through the API is disabled: the master has no admin token. \
+                "{what} through the API is disabled: the master has no admin token. \
                  Put one in the secret `{ADMIN_TOKEN}` (a file of that name in the master's secrets \
                  directory, or the environment variable {}), reload the master (SIGHUP) or restart it, \
-                 then send it as `Authorization: Bearer TOKEN` (`bbc apply --token-file FILE`)",
+                 then send it as `Authorization: Bearer TOKEN` (`bbc apply --token-file FILE`), \
+                 or give a `user` a role with the `admin` grant",
                 env_var_name(ADMIN_TOKEN)
             ),
-        )
-        .into_response());
+        ));
+    }
+    let caller = match identify(&g, &secrets, headers) {
+        Ok(c) => c,
+        Err(_) => return Err(unauthorized("wrong admin token")),
     };
-    let msg = match bearer(headers) {
-        Some(g) if constant_time_eq(g, token) => return None,
-        Some(_) => "wrong admin token",
-        None => "this endpoint needs the admin token: send `Authorization: Bearer TOKEN`",
+    match decide(
+        &g.master.access,
+        secrets.control_token().is_some(),
+        &caller,
+        Grant::Admin,
+        Scope::Everything,
+    ) {
+        Decision::Allow => Ok(caller),
+        Decision::Unauthenticated => Err(unauthorized(
+            "this endpoint needs the admin token: send `Authorization: Bearer TOKEN`",
+        )),
+        Decision::Forbidden => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("`{}` lacks the `admin` grant", caller.name()),
+        )),
+    }
+}
+
+/// Private masters: every read of the API and the metrics (builder and
+/// worker names) need `view`; the health check stays open for load
+/// balancers. Writes check their own grants; the
+/// change sources' webhooks are POSTs signed with their own secrets.
+pub async fn private_reads(
+    axum::extract::State(s): axum::extract::State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let g = s.graph();
+    let path = req.uri().path();
+    let read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !g.master.access.private
+        || !read
+        || !(path == "/api/v1" || path.starts_with("/api/v1/") || path == "/metrics")
+        || path == "/api/v1/health"
+    {
+        drop(g);
+        return next.run(req).await;
+    }
+    let secrets = s.secrets();
+    let caller = match identify(&g, &secrets, req.headers()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
     };
-    Some(unauthorized(msg))
+    let control_set = secrets.control_token().is_some();
+    if let Err(e) = refusal(
+        &g.master.access,
+        control_set,
+        &caller,
+        Grant::View,
+        Scope::Everything,
+    ) {
+        return e.into_response();
+    }
+    drop((g, secrets));
+    next.run(req).await
 }
 
 #[cfg(test)]
@@ -179,5 +430,154 @@ mod tests {
         assert_eq!(auth("Basic dG9rOg=="), None);
         assert_eq!(auth("Bearertok"), None);
         assert!(!constant_time_eq("tok", "tok2"));
+    }
+
+    fn access(private: bool) -> Access {
+        use bbc_graph::{Credential, Role, User};
+        let role = |name: &str, grants: &[Grant], builders: &[&str]| Role {
+            name: name.into(),
+            grants: grants.to_vec(),
+            builders: builders.iter().map(|b| b.to_string()).collect(),
+        };
+        let user = |name: &str, roles: &[&str]| User {
+            name: name.into(),
+            token: Credential::Secret {
+                secret: format!("{name}-token"),
+            },
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        // Sorted by name, as the compiler leaves them.
+        Access {
+            private,
+            roles: vec![
+                role("core", &[Grant::Force, Grant::Cancel], &["core-*"]),
+                role("dev", &[Grant::View, Grant::Force, Grant::Cancel], &[]),
+                role("ops", &[Grant::Admin], &[]),
+                role("viewer", &[Grant::View], &[]),
+            ],
+            users: vec![
+                user("alice", &["dev"]),
+                user("bob", &["ops"]),
+                user("carol", &["core"]),
+                user("vic", &["viewer"]),
+            ],
+        }
+    }
+
+    #[test]
+    fn decide_by_grant_caller_and_builder() {
+        use Decision::*;
+        let u = |n: &str| Caller::User(n.into());
+        let (b, core) = (Scope::Builder("web"), Scope::Builder("core-linux"));
+        let a = access(false);
+        let cases: &[(Caller, Grant, Scope, Decision)] = &[
+            (Caller::Anonymous, Grant::View, Scope::Everything, Allow),
+            (Caller::Anonymous, Grant::Force, b, Unauthenticated),
+            (
+                Caller::Anonymous,
+                Grant::Admin,
+                Scope::Everything,
+                Unauthenticated,
+            ),
+            (u("vic"), Grant::Force, b, Forbidden),
+            (u("vic"), Grant::Cancel, Scope::SomeBuilder, Forbidden),
+            (u("alice"), Grant::Force, b, Allow),
+            (u("alice"), Grant::Cancel, core, Allow),
+            (u("alice"), Grant::Force, Scope::Everything, Allow),
+            (u("alice"), Grant::Rebuild, b, Forbidden),
+            (u("alice"), Grant::Admin, Scope::Everything, Forbidden),
+            (u("carol"), Grant::Force, core, Allow),
+            (u("carol"), Grant::Force, b, Forbidden),
+            (u("carol"), Grant::Force, Scope::Everything, Forbidden),
+            (u("carol"), Grant::Cancel, Scope::SomeBuilder, Allow),
+            (u("bob"), Grant::Rebuild, b, Allow),
+            (u("bob"), Grant::Admin, Scope::Everything, Allow),
+            (u("nobody"), Grant::Force, b, Forbidden),
+            (Caller::ControlToken, Grant::Force, b, Allow),
+            (
+                Caller::ControlToken,
+                Grant::Admin,
+                Scope::Everything,
+                Forbidden,
+            ),
+            (Caller::AdminToken, Grant::Admin, Scope::Everything, Allow),
+            (Caller::AdminToken, Grant::Cancel, core, Allow),
+        ];
+        for (c, g, sc, want) in cases {
+            assert_eq!(decide(&a, false, c, *g, *sc), *want, "{c:?} {g:?} {sc:?}");
+        }
+        // A private master: reads need `view` (or admin, or a token).
+        let p = access(true);
+        let reads: &[(Caller, Decision)] = &[
+            (Caller::Anonymous, Unauthenticated),
+            (u("vic"), Allow),
+            (u("carol"), Forbidden),
+            (u("bob"), Allow),
+            (Caller::ControlToken, Allow),
+        ];
+        for (c, want) in reads {
+            assert_eq!(
+                decide(&p, false, c, Grant::View, Scope::Everything),
+                *want,
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_users_the_control_token_alone_decides() {
+        let open = Access::default();
+        let anon = Caller::Anonymous;
+        let force =
+            |control: bool| decide(&open, control, &anon, Grant::Force, Scope::Builder("b"));
+        assert_eq!(force(false), Decision::Allow);
+        assert_eq!(force(true), Decision::Unauthenticated);
+        assert_eq!(
+            decide(&open, false, &anon, Grant::Admin, Scope::Everything),
+            Decision::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn identify_names_the_caller_never_by_a_prefix() {
+        let g = fixture!("users_and_roles");
+        let dir = std::env::temp_dir().join(format!("bbc-auth-identify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, value) in [
+            ("w", "pw"),
+            ("alice-token", "tok-alice"),
+            ("bob-token", "tok-bob"),
+            ("bbc-control-token", "tok-control"),
+            ("bbc-admin-token", "tok-admin"),
+        ] {
+            std::fs::write(dir.join(name), value).unwrap();
+        }
+        let secrets = Secrets::resolve(&g, Some(&dir)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let who = |auth: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = auth {
+                h.insert(header::AUTHORIZATION, header::HeaderValue::from_static(v));
+            }
+            identify(&g, &secrets, &h).map_err(|e| e.0)
+        };
+        assert_eq!(who(None), Ok(Caller::Anonymous));
+        assert_eq!(who(Some("Basic dG9rOg==")), Ok(Caller::Anonymous));
+        assert_eq!(
+            who(Some("Bearer tok-alice")),
+            Ok(Caller::User("alice".into()))
+        );
+        assert_eq!(who(Some("bearer tok-bob")), Ok(Caller::User("bob".into())));
+        assert_eq!(who(Some("Bearer tok-control")), Ok(Caller::ControlToken));
+        assert_eq!(who(Some("Bearer tok-admin")), Ok(Caller::AdminToken));
+        for wrong in [
+            "Bearer tok-alic",
+            "Bearer tok-alice2",
+            "Bearer ",
+            "Bearer pw",
+        ] {
+            assert_eq!(who(Some(wrong)), Err(StatusCode::UNAUTHORIZED), "{wrong}");
+        }
     }
 }

@@ -59,6 +59,13 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
         cr.finish(cx);
     }
     m.properties = properties(cx, &mut r);
+    if let Some(n) = r.kid(cx, "private") {
+        let mut pr = NodeReader::new(n);
+        if let Some(e) = pr.req_arg(cx, 0, "#true or #false", "private #true") {
+            m.access.private = cx.boolean(e).unwrap_or(false);
+        }
+        pr.finish(cx);
+    }
     if let Some(n) = r.kid(cx, "retention") {
         m.retention = Some(retention(cx, n));
     }

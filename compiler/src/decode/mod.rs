@@ -21,6 +21,7 @@ mod master;
 mod reporter;
 mod scheduler;
 mod step;
+mod user;
 mod values;
 mod worker;
 
@@ -31,6 +32,8 @@ use master::*;
 use reporter::*;
 use scheduler::*;
 use step::*;
+pub use user::UserDecl;
+use user::*;
 use values::*;
 use worker::*;
 
@@ -94,6 +97,8 @@ pub struct Model {
     pub schedulers: Vec<SchedulerDecl>,
     pub builders: Vec<BuilderDecl>,
     pub reporters: Vec<ReporterDecl>,
+    pub roles: Vec<Decl<Role>>,
+    pub users: Vec<UserDecl>,
 }
 
 const TOP_LEVEL: &[&str] = &[
@@ -104,6 +109,8 @@ const TOP_LEVEL: &[&str] = &[
     "scheduler",
     "builder",
     "reporter",
+    "role",
+    "user",
 ];
 
 pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
@@ -129,7 +136,8 @@ pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
                 master_seen = Some(node.name.span);
                 m.master = master(cx, node);
             }
-            "worker" | "lock" | "change-source" | "scheduler" | "builder" | "reporter" => {
+            "worker" | "lock" | "change-source" | "scheduler" | "builder" | "reporter" | "role"
+            | "user" => {
                 let kind: &'static str =
                     TOP_LEVEL.iter().copied().find(|k| *k == kind).unwrap_or("");
                 let mut r = NodeReader::new(node);
@@ -185,6 +193,7 @@ pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
             }
         }
     }
+    check_roles(cx, &m);
     m
 }
 
@@ -246,6 +255,16 @@ fn decode_entity(
             let d = reporter(cx, &mut r, name, name_span);
             r.finish(cx);
             m.reporters.push(d?);
+        }
+        "role" => {
+            let item = role(cx, &mut r, name);
+            r.finish(cx);
+            m.roles.push(Decl { item, name_span });
+        }
+        "user" => {
+            let d = user(cx, &mut r, name, name_span);
+            r.finish(cx);
+            m.users.push(d);
         }
         _ => {}
     }

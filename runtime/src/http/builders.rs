@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 
 use super::builds::build_json;
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::auth::Control;
+use crate::auth::{Control, Scope};
 use crate::state::{now_ms, Shared};
 use crate::store::{BuildFilter, NewBuildSet, Properties, SourceStamp};
+use bbc_graph::Grant;
 
 type S = State<Arc<Shared>>;
 
@@ -196,11 +197,12 @@ pub(super) fn validate_params(
 }
 
 pub(super) async fn force(
-    _: Control,
+    ctl: Control,
     State(s): S,
     Path(name): Path<String>,
     body: Option<Json<Value>>,
 ) -> R<(StatusCode, Json<Value>)> {
+    ctl.allow(&s, Grant::Force, Scope::Builder(&name))?;
     let body: ForceBody = match body {
         Some(Json(v)) => serde_json::from_value(v)
             .map_err(|e| ApiError::bad(format!("invalid force request: {e}")))?,

@@ -12,9 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::auth::Control;
+use crate::auth::{Control, Scope};
 use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildFilter, Page, RequestFilter, RequestState};
+use bbc_graph::Grant;
 
 type S = State<Arc<Shared>>;
 
@@ -225,7 +226,16 @@ pub(super) async fn requests(State(s): S, Query(q): Query<RequestsQuery>) -> R<J
     Ok(Json(json!({ "requests": v })))
 }
 
-pub(super) async fn cancel_request(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+pub(super) async fn cancel_request(
+    ctl: Control,
+    State(s): S,
+    Path(id): Path<u64>,
+) -> R<Json<Value>> {
+    let req = s.db(move |st| st.request(id)).await?;
+    match &req {
+        Some(r) => ctl.allow(&s, Grant::Cancel, Scope::Builder(&r.builder))?,
+        None => ctl.allow(&s, Grant::Cancel, Scope::SomeBuilder)?,
+    }
     let ok = s.db(move |st| st.cancel_request(id, now_ms())).await?;
     if !ok {
         return Err(ApiError(
@@ -240,7 +250,17 @@ pub(super) async fn cancel_request(_: Control, State(s): S, Path(id): Path<u64>)
     Ok(Json(json!({"cancelled": id})))
 }
 
-pub(super) async fn cancel_build(_: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+pub(super) async fn cancel_build(ctl: Control, State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
+    let builder = s.queue.lock().ok().and_then(|q| {
+        q.running()
+            .find(|r| r.build_id == Some(id))
+            .map(|r| r.builder.clone())
+    });
+    match &builder {
+        Some(b) => ctl.allow(&s, Grant::Cancel, Scope::Builder(b))?,
+        None => ctl.allow(&s, Grant::Cancel, Scope::SomeBuilder)?,
+    }
+    // Looked up again: the build may have ended meanwhile.
     let found = s
         .queue
         .lock()

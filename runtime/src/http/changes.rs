@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 
 use super::builds::page;
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::auth::Control;
+use crate::auth::{Control, Scope};
 use crate::change_json;
 use crate::state::{now_ms, Shared};
+use bbc_graph::Grant;
 
 type S = State<Arc<Shared>>;
 
@@ -35,10 +36,11 @@ pub(super) async fn changes(State(s): S, Query(q): Query<PageQuery>) -> R<Json<V
 /// its path); its source is always `api`, so a client cannot pass a
 /// change off as one a signed webhook delivered.
 pub(super) async fn add_change(
-    _: Control,
+    ctl: Control,
     State(s): S,
     body: Result<Bytes, BytesRejection>,
 ) -> R<(StatusCode, Json<Value>)> {
+    ctl.allow(&s, Grant::Force, Scope::Everything)?;
     // Too large (413) or unreadable: the rejection's own status.
     let body = body.map_err(|e| {
         let why = match e.status() {

@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::auth::refuse_unless_admin;
+use crate::auth;
 use crate::master::apply::{self, ApplyError};
 use crate::state::config::AppliedRecord;
 use crate::state::Shared;
@@ -72,9 +72,10 @@ pub(super) async fn post_config(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if let Some(r) = refuse_unless_admin(&s, &headers) {
-        return r;
-    }
+    let _caller = match auth::admin(&s, &headers, "applying a config") {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let bytes = match axum::body::to_bytes(body, MAX_CONFIG_BODY).await {
         Ok(b) => b,
         Err(e) => {

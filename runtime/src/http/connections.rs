@@ -54,7 +54,7 @@ pub(super) async fn serve(
     h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     loop {
-        let (sock, _peer) = match listener.accept().await {
+        let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // Out of file descriptors, typically: retrying at once
@@ -68,7 +68,10 @@ pub(super) async fn serve(
             tokio::spawn(refuse(sock, limits.max_connections));
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(WithPeer {
+            app: app.clone(),
+            peer,
+        });
         let Some(tls) = tls.clone() else {
             let conn = h1.serve_connection(TokioIo::new(sock), service);
             tokio::spawn(async move {
@@ -102,6 +105,33 @@ pub(super) async fn serve(
             }
             drop(slot);
         });
+    }
+}
+
+/// The router, putting the connection's peer address on each request as
+/// `ConnectInfo` (the audit log records where an action came from).
+#[derive(Clone)]
+struct WithPeer {
+    app: Router,
+    peer: std::net::SocketAddr,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithPeer
+where
+    Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower_service::Service::<axum::http::Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.app.call(req)
     }
 }
 

@@ -5,6 +5,7 @@
 //! fitting HTTP status; input from clients is validated like the compiler
 //! validates config (force parameters by type, choices, required).
 
+mod audit;
 mod builders;
 mod builds;
 mod changes;
@@ -56,11 +57,20 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/schedulers", get(schedulers))
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
+        .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            crate::auth::private_reads,
+        ))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            audit::record,
+        ))
         .layer(middleware::from_fn(crate::api_error::json_errors))
         .layer(middleware::from_fn(log_server_errors))
         .with_state(shared)

@@ -466,6 +466,7 @@ fn master_effect(a: &bbc_graph::Master, b: &bbc_graph::Master) -> String {
             "retention (from the janitor's next run)",
             a.retention != b.retention,
         ),
+        ("users, roles and privacy", a.access != b.access),
     ]);
     let mut effect = if live.is_empty() {
         String::new()

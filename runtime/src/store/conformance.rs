@@ -29,6 +29,10 @@ type Check = fn(Open<'_>, &Path);
 pub const CHECKS: &[(&str, Check)] = &[
     ("changes: ids, lookup, newest first, pagination", changes),
     (
+        "audit log: ids, newest first, pagination, reopened",
+        audit_log,
+    ),
+    (
         "build sets: one pending request per builder",
         buildsets_and_requests,
     ),
@@ -229,6 +233,40 @@ fn changes(open: Open<'_>, dir: &Path) {
     assert!(s.changes(page(Some(1), 10)).unwrap().is_empty());
     assert!(s.changes(page(None, 0)).unwrap().is_empty());
     assert_eq!(ids(&s.changes(page(Some(100), 1)).unwrap(), |c| c.id), [5]);
+}
+
+fn audit_entry(n: u64) -> super::NewAuditEntry {
+    super::NewAuditEntry {
+        who: format!("user{n}"),
+        method: "POST".into(),
+        path: format!("/api/v1/builds/{n}/cancel"),
+        builder: (n % 2 == 0).then(|| "b".to_string()),
+        build: Some(n),
+        peer: Some("127.0.0.1:5000".into()),
+        status: 200,
+    }
+}
+
+fn audit_log(open: Open<'_>, dir: &Path) {
+    {
+        let s = open(dir);
+        assert!(s.audit(Page::default()).unwrap().is_empty());
+        for n in 1..=4 {
+            let e = s.add_audit(audit_entry(n), 100 + n as i64).unwrap();
+            assert_eq!((e.id, e.at), (n, 100 + n as i64), "audit ids start at 1");
+            assert_eq!(e.entry, audit_entry(n));
+        }
+        // Audit entries have their own ids: a change still starts at 1.
+        assert_eq!(s.add_change(change(1), 1).unwrap().id, 1);
+        assert_eq!(ids(&s.audit(page(None, 3)).unwrap(), |e| e.id), [4, 3, 2]);
+        assert_eq!(ids(&s.audit(page(Some(2), 10)).unwrap(), |e| e.id), [1]);
+        assert!(s.audit(page(None, 0)).unwrap().is_empty());
+    }
+    let s = open(dir);
+    let all = s.audit(Page::default()).unwrap();
+    assert_eq!(ids(&all, |e| e.id), [4, 3, 2, 1], "kept across a reopen");
+    assert_eq!(all[0].entry, audit_entry(4));
+    assert_eq!(s.add_audit(audit_entry(5), 200).unwrap().id, 5);
 }
 
 fn buildsets_and_requests(open: Open<'_>, dir: &Path) {

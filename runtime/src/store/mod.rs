@@ -94,6 +94,34 @@ pub struct Change {
     pub change: NewChange,
 }
 
+/// One mutating API request, as the audit log keeps it: who (a user's
+/// name, `control-token`, `admin-token`, `anonymous`, or `wrong-token`),
+/// what, from where, and the answer's status. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    pub who: String,
+    /// `POST /api/v1/builders/b/force`.
+    pub method: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<u64>,
+    /// The peer address (the proxy's, behind a reverse proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// The HTTP status answered: 2xx done, 401/403 refused.
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub at: Millis,
+    #[serde(flatten)]
+    pub entry: NewAuditEntry,
+}
+
 /// What to build: repository, branch and revision (empty = latest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SourceStamp {
@@ -426,6 +454,12 @@ pub trait Store: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    // --- audit log
+    /// Appends one entry (ids start at 1 and increase).
+    fn add_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry>;
+    /// Entries newest first.
+    fn audit(&self, page: Page) -> Result<Vec<AuditEntry>>;
 
     // --- backup
     /// Writes a consistent copy of the store into the directory `out`

@@ -34,9 +34,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::BackupReport;
 use super::{
-    Build, BuildFilter, BuildRequest, BuildSet, Change, CommitTimes, Millis, NewBuild, NewBuildSet,
-    NewChange, Page, Properties, RequestFilter, RequestState, Result, StepRecord, Store,
-    StoreError, WorkerRecord,
+    AuditEntry, Build, BuildFilter, BuildRequest, BuildSet, Change, CommitTimes, Millis,
+    NewAuditEntry, NewBuild, NewBuildSet, NewChange, Page, Properties, RequestFilter, RequestState,
+    Result, StepRecord, Store, StoreError, WorkerRecord,
 };
 use commit::Group;
 use records::{
@@ -44,8 +44,8 @@ use records::{
     put_record, storable, upper,
 };
 use tables::{
-    open_ro, BUILDS, BUILDSETS, BUILDS_BY_BUILDER, BUILD_NUMBERS, CHANGES, META, PENDING, REQUESTS,
-    REQUESTS_BY_BUILDER, REQUESTS_BY_BUILDSET, RUNNING, STATE, STEPS, WORKERS,
+    open_ro, AUDIT, BUILDS, BUILDSETS, BUILDS_BY_BUILDER, BUILD_NUMBERS, CHANGES, META, PENDING,
+    REQUESTS, REQUESTS_BY_BUILDER, REQUESTS_BY_BUILDSET, RUNNING, STATE, STEPS, WORKERS,
 };
 
 mod backup;
@@ -837,6 +837,25 @@ impl Store for RedbStore {
             out.push(rec);
         }
         Ok(out)
+    }
+
+    fn add_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry> {
+        let mut rec = AuditEntry {
+            id: 0,
+            at: now,
+            entry,
+        };
+        self.write(|_, w| {
+            rec.id = w.next_id("audit")?;
+            put_record(&mut w.audit, &rec)?;
+            Ok(rec)
+        })
+    }
+
+    fn audit(&self, page: Page) -> Result<Vec<AuditEntry>> {
+        let t = open_ro(&self.read()?, AUDIT)?;
+        let ids = ids_desc(&t, ..upper(&page), |k| k)?;
+        collect_page(ids, &t, page.limit, |_| true)
     }
 
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -32,8 +32,11 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
-// A master with a control token asks for it (401) on actions; the token
-// is kept for this browser tab only.
+// A master with a control token asks for it (401) on actions, a private
+// master on reads too; the token (a user's, or the control token) is kept
+// for this browser tab only.
+let askedForReads = false;
+
 function withToken(options) {
   const token = sessionStorage.getItem("bbc-token");
   const headers = Object.assign({}, options.headers || {});
@@ -44,8 +47,14 @@ function withToken(options) {
 async function api(path, options) {
   options = options || {};
   let r = await fetch("/api/v1" + path, withToken(options));
-  if (r.status === 401 && options.method && options.method !== "GET") {
-    const token = window.prompt("This master needs a token for this action:");
+  const action = options.method && options.method !== "GET";
+  // Reads are retried by the refresh timer: ask once per page, not at
+  // every refresh.
+  if (r.status === 401 && (action || !askedForReads)) {
+    if (!action) askedForReads = true;
+    const token = window.prompt(
+      action ? "This master needs a token for this action:" : "This master is private: your API token:",
+    );
     if (token) {
       sessionStorage.setItem("bbc-token", token.trim());
       r = await fetch("/api/v1" + path, withToken(options));

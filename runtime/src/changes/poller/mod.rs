@@ -31,7 +31,7 @@ pub use mirror::{PollerConfig, MAX_CHANGES_PER_BRANCH};
 use mirror::{commit_exists, describe_commit, ensure_mirror, fetch, new_commits, read_heads};
 
 use crate::api_error::ApiError;
-use crate::auth::Control;
+use crate::auth::{Control, Scope};
 use crate::state::{now_ms, Shared};
 use crate::store::{Millis, NewChange};
 
@@ -338,11 +338,12 @@ pub(crate) fn status_json(pollers: &Pollers, name: &str) -> Value {
 /// poll to end and answers with the changes it stored (502 when git
 /// failed, with git's message).
 pub(crate) async fn poll_now(
-    _: Control,
+    ctl: Control,
     State(s): State<Arc<Shared>>,
     Extension(pollers): Extension<Arc<Pollers>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
+    ctl.allow(&s, bbc_graph::Grant::Force, Scope::Everything)?;
     let c = super::source::find_source(&s, &name)?;
     if !matches!(c.kind, ChangeSourceKind::GitPoller { .. }) {
         return Err(ApiError::new(

@@ -20,7 +20,7 @@ use redb::{
 
 use super::records::{db_err, decode};
 use super::tables::{
-    BUILDS, BUILDSETS, BUILDS_BY_BUILDER, BUILD_NUMBERS, CHANGES, COUNTERS, META, PENDING,
+    AUDIT, BUILDS, BUILDSETS, BUILDS_BY_BUILDER, BUILD_NUMBERS, CHANGES, COUNTERS, META, PENDING,
     REQUESTS, REQUESTS_BY_BUILDER, REQUESTS_BY_BUILDSET, RUNNING, STATE, STEPS, WORKERS,
 };
 use super::{RedbStore, DB_FILE};
@@ -115,6 +115,7 @@ fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<u64> {
         STEPS,
         WORKERS,
         STATE,
+        AUDIT,
     );
     for table in from.list_tables().map_err(db_err)? {
         if !names.iter().any(|n| n == table.name()) {

@@ -9,7 +9,9 @@ use redb::{ReadableTable, Table};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::store::{Build, BuildRequest, BuildSet, Change, Page, Properties, Result, StoreError};
+use crate::store::{
+    AuditEntry, Build, BuildRequest, BuildSet, Change, Page, Properties, Result, StoreError,
+};
 
 /// redb's errors, sorted into "the data is bad" and "the disk or database
 /// failed".
@@ -66,6 +68,7 @@ macro_rules! record {
 
 record! {
     Change => "change",
+    AuditEntry => "audit entry",
     BuildSet => "build set",
     BuildRequest => "build request",
     Build => "build",

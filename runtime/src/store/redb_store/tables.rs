@@ -17,7 +17,7 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// "schema_version" → SCHEMA_VERSION.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// "change" | "buildset" | "request" | "build" → the last id issued;
+/// "change" | "buildset" | "request" | "build" | "audit" → the last id issued;
 /// "build-number/<builder>" → the highest number of the builder's builds
 /// that retention deleted (see [`number_key`]).
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -49,6 +49,8 @@ pub(super) const RUNNING: TableDefinition<u64, ()> = TableDefinition::new("runni
 pub(super) const STEPS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("steps");
 /// worker name → WorkerRecord.
 pub(super) const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+/// audit entry id → AuditEntry.
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// scheduler state key → opaque bytes.
 pub(super) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("scheduler_state");
 
@@ -76,6 +78,7 @@ pub(super) struct W<'t> {
     pub(super) steps: Table<'t, (u64, u32), &'static [u8]>,
     pub(super) workers: Table<'t, &'static str, &'static [u8]>,
     pub(super) state: Table<'t, &'static str, &'static [u8]>,
+    pub(super) audit: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> W<'t> {
@@ -95,6 +98,9 @@ impl<'t> W<'t> {
             steps: txn.open_table(STEPS).map_err(db_err)?,
             workers: txn.open_table(WORKERS).map_err(db_err)?,
             state: txn.open_table(STATE).map_err(db_err)?,
+            // Opened by every write, so a store from before the audit log
+            // gains the table when it is opened (its first write).
+            audit: txn.open_table(AUDIT).map_err(db_err)?,
         })
     }
 
