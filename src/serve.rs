@@ -416,6 +416,22 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
             eprintln!("bbc up: secret `{name}` is not set; using a random value for this run");
         }
     }
+    // With users in the config, forcing needs a caller the master knows:
+    // `--force` uses the control token, made up for the run if not set.
+    let force_token = if g.master.access.has_users() && !force.is_empty() {
+        let name = secrets::CONTROL_TOKEN;
+        match secrets::lookup_with(name, Some(&dir), &g.master.secrets_command) {
+            Ok(t) if !t.is_empty() => Some(t),
+            _ => {
+                let t = random_token();
+                // SAFETY: single-threaded here, before the runtime starts.
+                std::env::set_var(secrets::env_var_name(name), &t);
+                Some(t)
+            }
+        }
+    } else {
+        None
+    };
     let (local_tls, http_tls) = up_tls(&g, &base)?;
     let scheme = scheme(&g);
     runtime()?.block_on(async {
@@ -451,8 +467,11 @@ pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
         .map_err(|e| CommandError::Usage(format!("an HTTP client: {e}")))?;
         for b in force {
             let url = format!("{scheme}://{}/api/v1/builders/{b}/force", h.http_addr);
-            match client
-                .post(&url)
+            let mut req = client.post(&url);
+            if let Some(t) = &force_token {
+                req = req.bearer_auth(t);
+            }
+            match req
                 .json(&serde_json::json!({"reason": "bbc up --force"}))
                 .send()
                 .await

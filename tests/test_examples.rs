@@ -169,6 +169,12 @@ fn bbc_up_runs_the_secure_example_over_tls() {
     let text = std::fs::read_to_string(root().join("examples/secure.kdl"))
         .unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&config, &text).unwrap_or_else(|e| panic!("{e}"));
+    // The admin's token, as an admin would put it in the secrets
+    // directory; the other secrets are made up by `bbc up`.
+    let secrets = dir.join("secure-state/secrets");
+    std::fs::create_dir_all(&secrets).unwrap_or_else(|e| panic!("{e}"));
+    let olga = "olga-token-3f9a1c";
+    std::fs::write(secrets.join("olga-token"), olga).unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = crate::common::bbc();
     cmd.current_dir(&dir)
         .args(["up", "secure.kdl", "--force", "deploy"])
@@ -191,9 +197,25 @@ fn bbc_up_runs_the_secure_example_over_tls() {
     let cert = dir.join("secure-state/tls/master.crt");
     assert!(cert.is_file(), "no certificate made at {}", cert.display());
     let cert = cert.to_string_lossy().to_string();
+    let bearer = format!("authorization: Bearer {olga}");
+    // A private master: anonymous reads are refused.
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &cert,
+        ])
+        .arg(format!("https://{http}/api/v1/builders"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "401");
     let get = |path: &str| -> Option<serde_json::Value> {
         let o = std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "30", "--cacert", &cert])
+            .args(["-sS", "--max-time", "30", "--cacert", &cert, "-H", &bearer])
             .arg(format!("https://{http}{path}"))
             .output()
             .ok()?;
@@ -207,7 +229,7 @@ fn bbc_up_runs_the_secure_example_over_tls() {
     assert_eq!(b["result"], "success", "{b}");
     let id = b["id"].as_u64().unwrap_or_default();
     let o = std::process::Command::new("curl")
-        .args(["-sS", "--cacert", &cert])
+        .args(["-sS", "--cacert", &cert, "-H", &bearer])
         .arg(format!("https://{http}/api/v1/builds/{id}/steps/0/log"))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
