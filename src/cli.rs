@@ -262,6 +262,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "human")]
         format: DiffFormat,
     },
+    /// Check an API token with a master and keep it for `bbc force`,
+    /// `sendchange` and `status` (the token from --token-file or stdin)
+    Login {
+        #[arg(long, default_value_t = crate::client::default_url())]
+        url: String,
+        /// File holding the token (else the first line of standard input)
+        #[arg(long)]
+        token_file: Option<String>,
+    },
     /// Make a self-signed TLS certificate and key for the master, and
     /// print the fingerprint workers pin (`--master-fingerprint`)
     Cert {
@@ -401,6 +410,7 @@ pub fn run() -> ExitCode {
             props: &props,
         }),
         Command::Status { url } => crate::client::status(&url),
+        Command::Login { url, token_file } => crate::client::login(&url, token_file.as_deref()),
         Command::Cert {
             cert,
             key,

@@ -18,15 +18,50 @@ fn rt() -> Result<tokio::runtime::Runtime, CommandError> {
         .map_err(|e| CommandError::Usage(e.to_string()))
 }
 
+/// The file `bbc login` keeps tokens in: one `URL TOKEN` line per master,
+/// readable by its owner only.
+fn tokens_file() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".config")))?;
+    Some(base.join("bbc").join("tokens"))
+}
+
+/// The token for the master at `url`: `$BBC_TOKEN`, else the one `bbc
+/// login` stored for it.
+fn token_for(url: &str) -> Option<String> {
+    if let Ok(t) = std::env::var("BBC_TOKEN") {
+        if !t.trim().is_empty() {
+            return Some(t.trim().to_string());
+        }
+    }
+    let text = std::fs::read_to_string(tokens_file()?).ok()?;
+    let url = url.trim_end_matches('/');
+    text.lines().find_map(|l| {
+        let (u, t) = l.split_once(' ')?;
+        (u == url).then(|| t.trim().to_string())
+    })
+}
+
+/// A master's base URL (scheme, host, port) from a request URL.
+fn origin(u: &reqwest::Url) -> String {
+    u.origin().ascii_serialization()
+}
+
 async fn call(req: reqwest::RequestBuilder) -> Result<Value, CommandError> {
-    // A master with a control token wants it for forcing builds and
-    // submitting changes (docs/operations.md, "Access").
-    let req = match std::env::var("BBC_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => req.bearer_auth(t.trim()),
-        _ => req,
-    };
-    let r = req
-        .send()
+    // A master with users, or a control token, wants a token for forcing
+    // builds and submitting changes (docs/operations.md, "Access").
+    let (client, request) = req.build_split();
+    let mut request = request.map_err(|e| CommandError::Usage(e.to_string()))?;
+    if let Some(t) = token_for(&origin(request.url())) {
+        let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| CommandError::Usage("the token is not a valid header value".into()))?;
+        request
+            .headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let r = client
+        .execute(request)
         .await
         .map_err(|e| CommandError::Usage(format!("cannot reach the master: {e}")))?;
     let status = r.status();
@@ -218,4 +253,80 @@ pub fn status(url: &str) -> Result<(), CommandError> {
         }
         Ok(())
     })
+}
+
+/// `bbc login`: checks a token with the master (`GET /api/v1/whoami`) and
+/// stores it for that master's URL, for `bbc force`, `sendchange` and
+/// `status`. The token comes from `--token-file` or standard input, never
+/// the command line (where `ps` would show it).
+pub fn login(url: &str, token_file: Option<&str>) -> Result<(), CommandError> {
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| CommandError::Usage(format!("cannot read {f}: {e}")))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CommandError::Usage(format!("reading the token: {e}")))?;
+            line
+        }
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(CommandError::Usage(
+            "the token is empty or holds spaces; give the one your master's admin made".into(),
+        ));
+    }
+    let base = reqwest::Url::parse(url)
+        .map(|u| origin(&u))
+        .map_err(|e| CommandError::Usage(format!("{url}: {e}")))?;
+    let who = rt()?.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/api/v1/whoami"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| CommandError::Usage(format!("cannot reach the master: {e}")))?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let msg = body["error"]["message"].as_str().unwrap_or("no details");
+            return Err(CommandError::Usage(format!(
+                "the master refused the token ({status}): {msg}"
+            )));
+        }
+        Ok(body)
+    })?;
+    let path = tokens_file()
+        .ok_or_else(|| CommandError::Usage("neither $XDG_CONFIG_HOME nor $HOME is set".into()))?;
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut text: String = old
+        .lines()
+        .filter(|l| l.split_once(' ').map(|(u, _)| u) != Some(base.as_str()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!("{base} {token}\n"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CommandError::Usage(format!("creating {}: {e}", dir.display())))?;
+    }
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| CommandError::Usage(format!("writing {}: {e}", path.display())))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| CommandError::Usage(format!("writing {}: {e}", path.display())))?;
+    }
+    println!(
+        "logged in to {base} as {} (token stored in {})",
+        who["caller"].as_str().unwrap_or("?"),
+        path.display()
+    );
+    Ok(())
 }

@@ -376,3 +376,69 @@ fn an_apply_without_a_user_takes_its_token_away() {
     let (st, v) = c.call("alice", "POST", force, Some("{}"));
     assert_eq!(st, 201, "{v}");
 }
+
+/// `bbc login` checks a token (`GET /api/v1/whoami`) and keeps it, mode
+/// 0600, for `bbc force`; a wrong token is refused and stores nothing.
+#[test]
+fn bbc_login_keeps_a_checked_token_for_the_cli() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("users_login");
+    let (m, _) = start(&dir, false);
+    let url = format!("http://{}", m.http);
+    let home = dir.join("home");
+    let cli = |args: &[&str]| {
+        crate::common::bbc()
+            .args(args)
+            .env("XDG_CONFIG_HOME", &home)
+            .env_remove("BBC_TOKEN")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Without a token, forcing is refused.
+    let o = cli(&["force", "core-linux", "--url", &url]);
+    assert!(!o.status.success());
+    assert!(crate::common::stderr(&o).contains("401"), "{o:?}");
+    // A wrong token is refused by the master; nothing is stored.
+    let wrong = dir.join("wrong.token");
+    std::fs::write(&wrong, WRONG).unwrap_or_else(|e| panic!("{e}"));
+    let o = cli(&[
+        "login",
+        "--url",
+        &url,
+        "--token-file",
+        &wrong.to_string_lossy(),
+    ]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        crate::common::stderr(&o).contains("refused the token"),
+        "{o:?}"
+    );
+    assert!(!home.join("bbc/tokens").exists());
+    // alice's token: logged in as alice, and `bbc force` uses it.
+    let good = dir.join("alice.token");
+    std::fs::write(&good, "alice-tok-0005\n").unwrap_or_else(|e| panic!("{e}"));
+    let o = cli(&[
+        "login",
+        "--url",
+        &url,
+        "--token-file",
+        &good.to_string_lossy(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("as alice"), "{o:?}");
+    let stored = home.join("bbc/tokens");
+    let mode = std::fs::metadata(&stored)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or_default();
+    assert_eq!(mode, 0o600);
+    let o = cli(&["force", "core-linux", "--url", &url]);
+    assert!(o.status.success(), "{o:?}");
+    let audit = crate::common::http_with(
+        "GET",
+        &m.http,
+        "/api/v1/audit",
+        &[("authorization", "Bearer admin-tok-0002")],
+        None,
+    );
+    assert!(audit.1.contains("\"alice\""), "{audit:?}");
+}

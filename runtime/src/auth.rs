@@ -235,7 +235,7 @@ pub fn identify(g: &Graph, secrets: &Secrets, headers: &HeaderMap) -> Result<Cal
 
 const NEEDS_TOKEN: &str =
     "this master needs a token for this action: send `Authorization: Bearer TOKEN` \
-     (`bbc force` and `bbc sendchange` read it from $BBC_TOKEN)";
+     (`bbc force` and `bbc sendchange` send $BBC_TOKEN, or the token `bbc login` stored)";
 
 /// Taken by the handlers that act on builds (force, cancel, submit a
 /// change, poll now): identifies the caller, who the handler then checks

@@ -128,6 +128,28 @@ pub(super) async fn audit(
     }
 }
 
+/// `GET /api/v1/whoami`: who the master takes the caller for (`bbc
+/// login` checks a token with it). A wrong token is 401, like everywhere.
+pub(super) async fn whoami(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (g, secrets) = (s.graph(), s.secrets());
+    let caller = identify(&g, &secrets, &headers)?;
+    let roles: Vec<&str> = match &caller {
+        auth::Caller::User(name) => g
+            .master
+            .access
+            .users
+            .iter()
+            .find(|u| &u.name == name)
+            .map(|u| u.roles.iter().map(String::as_str).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    Ok(Json(json!({"caller": caller.name(), "roles": roles})))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

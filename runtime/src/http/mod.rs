@@ -58,6 +58,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/audit", get(audit::audit))
+        .route("/api/v1/whoami", get(audit::whoami))
         .route("/api/v1/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(extra)
