@@ -6,60 +6,13 @@
 //! builds and for the counters to reach their values.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 
 use serde_json::Value;
 
 use crate::common::{get_json, http_with, temp_dir, wait_for, write_secret, Master};
-
-/// An HTTP server that answers 200 on `/ok` and 400 on anything else
-/// (a refusal that is not retried), for the reporters.
-fn endpoint() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
-    std::thread::spawn(move || {
-        for sock in l.incoming().flatten() {
-            std::thread::spawn(move || answer(sock));
-        }
-    });
-    addr
-}
-
-fn answer(sock: TcpStream) {
-    let Ok(read) = sock.try_clone() else { return };
-    let mut rd = BufReader::new(read);
-    let mut line = String::new();
-    if rd.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if rd.read_line(&mut h).unwrap_or(0) == 0 {
-            return;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    if rd.read_exact(&mut body).is_err() {
-        return;
-    }
-    let status = if path == "/ok" { "200 OK" } else { "400 No" };
-    let mut sock = sock;
-    let _ = sock.write_all(
-        format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
-    );
-}
+use crate::recorder::Recorder;
 
 /// `GET /metrics`: its content type and body.
 fn scrape_raw(addr: &str) -> (String, String) {
@@ -157,7 +110,11 @@ fn post_hook(m: &Master, name: &str, headers: &[(&str, &str)], body: &str) -> u1
 
 #[test]
 fn metrics_count_builds_webhooks_reporters_and_the_queue() {
-    let rep = endpoint();
+    // The reporters' endpoint: `/ok` accepts (201), `/refused` answers 400
+    // (a refusal that is not retried) as often as it is asked.
+    let hook = Recorder::start();
+    hook.answer("/refused", &[400; 1000]);
+    let rep = hook.addr.clone();
     let dir = temp_dir("metrics");
     write_secret(&dir, "w1", "pw-one-1234");
     write_secret(&dir, "hook", "hook secret");
