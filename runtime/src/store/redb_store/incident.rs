@@ -2,9 +2,9 @@
 //! hours, and every write meanwhile fails the same way — the assignment
 //! loop's tries, each build's records, every health probe (which reopens
 //! the database). One line per failure would bury the log; none would
-//! hide that it goes on. So: the first failure is an error, a different
-//! reason a warning, the same reason at most once a minute with how many
-//! were not logged, and the database's reopening once per incident.
+//! hide that it goes on. So: the first failure is an error, each new
+//! reason a warning, each reason again at most once a minute with how
+//! many were not logged, and the database's reopening once per incident.
 //!
 //! Pure: time comes in as an argument.
 
@@ -13,12 +13,16 @@ use std::time::{Duration, Instant};
 /// How often the same failure is logged again while it lasts.
 pub(super) const REPEAT_EVERY: Duration = Duration::from_secs(60);
 
+/// How many reasons an incident remembers; more are rare (a disk that
+/// fails in many ways at once) and only cost a line each.
+const REASONS: usize = 16;
+
 #[derive(Debug, Default)]
 pub(super) struct Incident {
-    /// The reason last logged and when; `None` between incidents.
-    last: Option<(String, Instant)>,
-    /// Failures since the last line, not logged.
-    unlogged: u64,
+    /// Each reason logged in this incident: when it was last logged and
+    /// how many of its failures were not logged since. Empty between
+    /// incidents.
+    logged: Vec<(String, Instant, u64)>,
     /// Failures in this incident.
     failures: u64,
     /// Whether this incident's reopening was logged.
@@ -30,10 +34,10 @@ pub(super) struct Incident {
 pub(super) enum Say {
     /// The first failure after writes succeeded.
     First,
-    /// A failure for another reason than the last one logged.
+    /// A failure for a reason not yet logged in this incident.
     Changed,
-    /// The same failure again, a minute or more after it was last logged;
-    /// `unlogged` more happened meanwhile.
+    /// A reason logged before, a minute or more after it was last logged;
+    /// `unlogged` more failures for it happened meanwhile.
     Again { unlogged: u64 },
     /// Nothing: the same failure was logged less than a minute ago.
     Nothing,
@@ -42,19 +46,29 @@ pub(super) enum Say {
 impl Incident {
     pub(super) fn failed(&mut self, reason: &str, now: Instant) -> Say {
         self.failures += 1;
-        let say = match &self.last {
-            None => Say::First,
-            Some((r, _)) if r != reason => Say::Changed,
-            Some((_, at)) if now.saturating_duration_since(*at) >= REPEAT_EVERY => Say::Again {
-                unlogged: self.unlogged,
-            },
-            Some(_) => {
-                self.unlogged += 1;
+        // Two writes failing in turn for two reasons (the database and a
+        // log file, say) are each logged once a minute, not at every turn.
+        if let Some((_, at, unlogged)) = self.logged.iter_mut().find(|(r, ..)| r == reason) {
+            if now.saturating_duration_since(*at) < REPEAT_EVERY {
+                *unlogged += 1;
                 return Say::Nothing;
             }
+            let say = Say::Again {
+                unlogged: *unlogged,
+            };
+            *at = now;
+            *unlogged = 0;
+            return say;
+        }
+        let say = if self.logged.is_empty() {
+            Say::First
+        } else {
+            Say::Changed
         };
-        self.last = Some((reason.to_string(), now));
-        self.unlogged = 0;
+        if self.logged.len() >= REASONS {
+            self.logged.remove(0);
+        }
+        self.logged.push((reason.to_string(), now, 0));
         say
     }
 
@@ -91,12 +105,14 @@ mod tests {
             i.failed("full", t0 + REPEAT_EVERY + Duration::from_secs(1)),
             Say::Nothing
         );
-        // Another reason is news at once.
-        assert_eq!(
-            i.failed("gone", t0 + REPEAT_EVERY + Duration::from_secs(2)),
-            Say::Changed
-        );
-        assert_eq!(i.ended(), Some(9));
+        // Another reason is news at once; after that, two reasons taking
+        // turns are each logged once a minute, not at every turn.
+        let t1 = t0 + REPEAT_EVERY + Duration::from_secs(2);
+        assert_eq!(i.failed("gone", t1), Say::Changed);
+        assert_eq!(i.failed("full", t1), Say::Nothing);
+        assert_eq!(i.failed("gone", t1), Say::Nothing);
+        assert_eq!(i.failed("full", t1), Say::Nothing);
+        assert_eq!(i.ended(), Some(12));
         assert_eq!(i.ended(), None);
         // A new incident starts over.
         assert_eq!(i.failed("full", t0 + REPEAT_EVERY * 2), Say::First);
