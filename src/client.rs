@@ -310,19 +310,7 @@ pub fn login(url: &str, token_file: Option<&str>) -> Result<(), CommandError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CommandError::Usage(format!("creating {}: {e}", dir.display())))?;
     }
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| CommandError::Usage(format!("writing {}: {e}", path.display())))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| CommandError::Usage(format!("writing {}: {e}", path.display())))?;
-    }
+    bbc_runtime::tls::write_private(&path, text.as_bytes()).map_err(CommandError::Usage)?;
     println!(
         "logged in to {base} as {} (token stored in {})",
         who["caller"].as_str().unwrap_or("?"),

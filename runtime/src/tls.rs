@@ -267,7 +267,9 @@ pub fn ensure_self_signed(
     Ok(true)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+/// Writes a file only its owner may read (mode 0600 when it creates it):
+/// a private key here, an API token for `bbc login`.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

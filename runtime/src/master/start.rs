@@ -54,7 +54,14 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         let d = Secrets::default_dir(&cfg.state_dir);
         d.is_dir().then_some(d)
     });
-    let secrets = Secrets::resolve(&graph, secrets_dir.as_deref())?;
+    // Reading secret files, and a `secrets-command` that may take seconds
+    // per secret: off the async threads, as `apply` does.
+    let (graph, secrets) = tokio::task::spawn_blocking(move || {
+        let secrets = Secrets::resolve(&graph, secrets_dir.as_deref())?;
+        Ok::<_, String>((graph, secrets))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     apply::validate(&graph).map_err(|e| format!("invalid graph: {e}"))?;
     std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
         format!(
