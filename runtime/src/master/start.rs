@@ -183,6 +183,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         shutdown,
         patterns: Mutex::new(Default::default()),
         metrics: Default::default(),
+        sessions: Default::default(),
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.

@@ -19,6 +19,7 @@ pub mod connection;
 pub mod events;
 pub mod metrics;
 pub mod queue;
+pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -135,6 +136,8 @@ pub struct Shared {
     pub(crate) patterns: Mutex<HashMap<String, Option<Arc<regex::bytes::Regex>>>>,
     /// What `GET /metrics` serves: every service records here.
     pub metrics: Metrics,
+    /// Browsers logged in through the web (password or OAuth).
+    pub sessions: sessions::Sessions,
 }
 
 impl Shared {
