@@ -1,5 +1,5 @@
 //! `bbc check`: compiles each config and reports every diagnostic at once,
-//! for people, as JSON or as GitHub Actions annotations.
+//! for people, as JSON, as GitHub Actions annotations or as SARIF.
 
 use std::io::{IsTerminal, Write};
 
@@ -19,6 +19,8 @@ pub enum Format {
     Json,
     /// GitHub Actions workflow annotations
     Github,
+    /// SARIF 2.1.0, for code scanning (GitHub's upload-sarif and others)
+    Sarif,
 }
 
 pub fn check(
@@ -31,6 +33,7 @@ pub fn check(
     let mut io_failed = false;
     let mut json_diags = Vec::new();
     let mut json_files = Vec::new();
+    let mut sarif = render::sarif::SarifLog::default();
     let opts = human_options(color, std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();
     for f in files {
@@ -61,6 +64,11 @@ pub fn check(
                 json_files
                     .push(serde_json::json!({"file": f, "errors": errors, "warnings": warnings}));
             }
+            Format::Sarif => {
+                for d in &c.diagnostics {
+                    sarif.add(&c.sources, d, deny_warnings);
+                }
+            }
         }
         // Freeing a large graph value by value takes longer than building
         // parts of it; the process is about to exit, so let it go.
@@ -71,6 +79,14 @@ pub fn check(
             out,
             "{}",
             check_json_doc(!failed && !io_failed, json_files, json_diags)
+        );
+    }
+    if format == Format::Sarif {
+        let doc = sarif.render(env!("CARGO_PKG_VERSION"), &|c| crate::explain::section(c));
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
         );
     }
     let _ = out.flush();

@@ -14,15 +14,19 @@ pub fn explain(code: &str) -> Result<(), CommandError> {
             "unknown diagnostic code `{code}`; codes look like E0201 (see docs/diagnostics.md)"
         )));
     };
-    let heading = format!("## {} ", c.as_str());
-    let section = DIAGNOSTICS_DOC.find(&heading).map(|at| {
-        let rest = &DIAGNOSTICS_DOC[at..];
-        let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
-        rest[..end].trim_end().to_string()
-    });
-    match section {
+    match section(c) {
         Some(s) => println!("{s}"),
         None => println!("{} ({}): {}", c.as_str(), c.slug(), c.summary()),
     }
     Ok(())
+}
+
+/// The code's section of docs/diagnostics.md (Markdown), if it has one.
+pub fn section(c: Code) -> Option<String> {
+    let heading = format!("## {} ", c.as_str());
+    DIAGNOSTICS_DOC.find(&heading).map(|at| {
+        let rest = &DIAGNOSTICS_DOC[at..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+        rest[..end].trim_end().to_string()
+    })
 }

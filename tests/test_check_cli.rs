@@ -208,3 +208,109 @@ fn list_shows_expanded_entities() {
         stdout(&o)
     );
 }
+
+/// Every golden case at once (every diagnostic code the suite knows, with
+/// related locations), as SARIF: valid against the SARIF 2.1.0 schema
+/// (validated by Python's `jsonschema`; `BBC_REQUIRE_JSONSCHEMA=1`, set by
+/// `.ci/run`, makes its absence a failure), and the same findings, at the
+/// same places, as `--format json`.
+#[test]
+fn sarif_output_is_valid_sarif_2_1_0_and_says_what_json_says() {
+    use std::io::Write;
+    let mut cases: Vec<String> = std::fs::read_dir("tests/golden")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".kdl"))
+        .collect();
+    cases.sort();
+    let mut args = vec!["check", "--format", "sarif"];
+    args.extend(cases.iter().map(String::as_str));
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(1), "golden cases have errors");
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    args[2] = "json";
+    let j = run(&args);
+    let json: serde_json::Value =
+        serde_json::from_slice(&j.stdout).unwrap_or_else(|e| panic!("{e}"));
+
+    // The same findings in the same order: code, level, file, place.
+    let results = sarif["runs"][0]["results"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let diags = json["diagnostics"].as_array().cloned().unwrap_or_default();
+    assert!(diags.len() > 150, "{} diagnostics", diags.len());
+    assert_eq!(results.len(), diags.len());
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut related = 0;
+    for (r, d) in results.iter().zip(&diags) {
+        assert_eq!(r["ruleId"], d["code"]);
+        let rule = &rules[r["ruleIndex"].as_u64().unwrap_or(u64::MAX) as usize];
+        assert_eq!(rule["id"], d["code"]);
+        assert_eq!(rule["name"], d["name"]);
+        assert_eq!(r["level"], d["severity"]);
+        let loc = &r["locations"][0]["physicalLocation"];
+        assert_eq!(loc["artifactLocation"]["uri"], d["file"]);
+        assert_eq!(loc["region"]["startLine"], d["line"]);
+        assert_eq!(loc["region"]["startColumn"], d["column"]);
+        assert_eq!(loc["region"]["endLine"], d["end_line"]);
+        assert_eq!(loc["region"]["endColumn"], d["end_column"]);
+        let text = r["message"]["text"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(d["message"].as_str().unwrap_or("?")),
+            "{text}"
+        );
+        let n = r["relatedLocations"].as_array().map_or(0, Vec::len);
+        assert_eq!(n + 1, d["labels"].as_array().map_or(0, Vec::len));
+        related += n;
+    }
+    assert!(related > 0, "some golden case has a related location");
+    // Each rule carries `bbc explain`'s text.
+    let e0101 = rules.iter().find(|r| r["id"] == "E0101");
+    let help = e0101.map(|r| r["help"]["markdown"].to_string());
+    assert!(help.is_some_and(|h| h.contains("## E0101")));
+
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import jsonschema"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        if std::env::var("BBC_REQUIRE_JSONSCHEMA").is_ok_and(|v| v == "1") {
+            panic!("BBC_REQUIRE_JSONSCHEMA=1 but python3 cannot import jsonschema (python3 -m pip install jsonschema)");
+        }
+        eprintln!("skipped the SARIF schema validation: python3 cannot import jsonschema");
+        return;
+    }
+    let validate = |doc: &[u8]| {
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "tests/fixtures/sarif/validate.py",
+                "tests/fixtures/sarif/sarif-schema-2.1.0.json",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(doc).unwrap_or_else(|e| panic!("{e}"));
+        }
+        child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let v = validate(&o.stdout);
+    assert!(v.status.success(), "not valid SARIF: {}", stdout(&v));
+    // The validator does refuse what breaks the schema.
+    let mut broken = sarif.clone();
+    broken["runs"][0]["results"][0]["level"] = "fatal".into();
+    let v = validate(broken.to_string().as_bytes());
+    assert!(!v.status.success(), "the validator accepted a wrong level");
+    // A clean config is a run without results.
+    let o = run(&["check", "--format", "sarif", "examples/hello.kdl"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = validate(&o.stdout);
+    assert!(v.status.success(), "{}", stdout(&v));
+}

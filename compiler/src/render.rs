@@ -1,5 +1,8 @@
 //! Rendering diagnostics: for people (rustc-like, via miette), as JSON for
-//! tools, and as GitHub workflow annotations for config pull requests.
+//! tools, as GitHub workflow annotations and as SARIF (`sarif.rs`) for
+//! config pull requests.
+
+pub mod sarif;
 
 use serde::Serialize;
 
