@@ -139,6 +139,9 @@ enum Command {
     },
     /// Explain a diagnostic code, e.g. `bbc explain E0201`
     Explain { code: String },
+    /// A language server over standard input and output, for editors
+    /// (diagnostics while typing, formatting, outline, definitions)
+    Lsp,
     /// What changes between two configs (the plan `bbc apply` shows)
     Diff {
         old: String,
@@ -335,6 +338,7 @@ pub fn run() -> ExitCode {
             color,
         } => graph(&file, format, color),
         Command::Explain { code } => crate::explain::explain(&code),
+        Command::Lsp => crate::lsp::run(),
         Command::Fmt {
             paths,
             check,

@@ -16,6 +16,7 @@ mod explain;
 mod fmt;
 mod listing;
 mod local_run;
+mod lsp;
 mod output;
 mod serve;
 

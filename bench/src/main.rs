@@ -7,6 +7,7 @@ mod api;
 mod changes;
 mod check;
 mod error;
+mod lsp;
 mod procfs;
 mod run;
 mod stats;
@@ -63,6 +64,13 @@ enum Command {
         #[arg(long, value_parser = ["with", "without"])]
         patterns: Option<String>,
     },
+    /// `bbc lsp` while a config is typed: keystroke → answer
+    Lsp {
+        #[arg(long, default_value = "examples/production.kdl")]
+        file: String,
+        #[arg(long, default_value_t = 30)]
+        keystrokes: usize,
+    },
     /// (internal) one measured compile in this process
     #[command(hide = true)]
     One { file: String },
@@ -113,6 +121,9 @@ fn main() -> ExitCode {
                 .lock()
                 .write_all(text.as_bytes())
                 .map_err(BenchError::from)
+        }
+        Command::Lsp { file, keystrokes } => {
+            bbc_exe().and_then(|bbc| lsp::run(&bbc, &file, keystrokes.max(1)))
         }
         Command::One { file } => check::one(&file),
     };

@@ -2,9 +2,11 @@
 //! start `bbc master` on ports the kernel picks and learn them from the
 //! first line it prints, so that parsing lives here once. `SmallDisk`
 //! (a tmpfs that fills up) serves the full-disk tests of both the runtime
-//! and the integration tests.
+//! and the integration tests. `lsp::LspProcess` runs `bbc lsp` with the
+//! protocol's framing, for its tests and its benchmark.
 
 mod disk;
+pub mod lsp;
 
 pub use disk::SmallDisk;
 

@@ -1,0 +1,456 @@
+//! The server's state: the texts the editor has open, and for each root
+//! config the last compilation of it with its files, diagnostics and index.
+//!
+//! A file opened in the editor is checked as part of the root that imports
+//! it when one is known (the `*.kdl` files at the top of the workspace
+//! folder are read at start to learn their imports), else as a root itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use bbc_compiler::diagnostic::{Diagnostic, Severity};
+use bbc_compiler::source::{SourceMap, Sources};
+use lsp_types as lsp;
+use lsp_types::Url;
+
+use super::index::{Def, Index};
+use super::text::LineIndex;
+
+struct OpenDoc {
+    text: String,
+    version: i32,
+}
+
+/// One compilation of a root config.
+struct Analysis {
+    /// Every file it read, in the compiler's order: a path, or `None` for
+    /// a file of the embedded standard library.
+    files: Vec<(Option<PathBuf>, String)>,
+    diagnostics: BTreeMap<PathBuf, Vec<lsp::Diagnostic>>,
+    /// Files whose earlier diagnostics are to be cleared when published.
+    cleared: Vec<PathBuf>,
+    index: Index,
+}
+
+impl Analysis {
+    fn file_index(&self, path: &Path) -> Option<usize> {
+        self.files
+            .iter()
+            .position(|(p, _)| p.as_deref() == Some(path))
+    }
+}
+
+pub struct Workspace {
+    open: HashMap<PathBuf, OpenDoc>,
+    analyses: BTreeMap<PathBuf, Analysis>,
+    /// Roots whose files changed since their last compilation.
+    dirty: BTreeSet<PathBuf>,
+    /// Roots compiled (for a request) but not yet published: the debounced
+    /// check publishes them without compiling again.
+    unpublished: BTreeSet<PathBuf>,
+}
+
+/// Reads the editor's text for open files, the disk for the rest; never
+/// writes.
+struct Overlay<'a>(&'a HashMap<PathBuf, OpenDoc>);
+
+impl Sources for Overlay<'_> {
+    fn read(&self, path: &str) -> std::io::Result<String> {
+        match self.0.get(Path::new(path)) {
+            Some(d) => Ok(d.text.clone()),
+            None => std::fs::read_to_string(path),
+        }
+    }
+}
+
+impl Workspace {
+    pub fn new(params: &lsp::InitializeParams) -> Workspace {
+        let mut ws = Workspace {
+            open: HashMap::new(),
+            analyses: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            unpublished: BTreeSet::new(),
+        };
+        let mut folders: Vec<PathBuf> = params
+            .workspace_folders
+            .iter()
+            .flatten()
+            .filter_map(|f| f.uri.to_file_path().ok())
+            .collect();
+        #[allow(deprecated)]
+        if let Some(root) = params.root_uri.as_ref().and_then(|u| u.to_file_path().ok()) {
+            folders.push(root);
+        }
+        for dir in folders {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut roots: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
+                .collect();
+            roots.sort();
+            for r in roots {
+                let a = ws.analyse(&r);
+                ws.analyses.insert(r, a);
+            }
+        }
+        ws
+    }
+
+    pub fn open(&mut self, uri: Url, text: String, version: i32) {
+        if let Ok(path) = uri.to_file_path() {
+            self.open.insert(path.clone(), OpenDoc { text, version });
+            self.touch(path);
+        }
+    }
+
+    pub fn change(&mut self, uri: Url, text: String, version: i32) {
+        self.open(uri, text, version);
+    }
+
+    pub fn close(&mut self, uri: &Url) {
+        if let Ok(path) = uri.to_file_path() {
+            self.open.remove(&path);
+            self.touch(path);
+        }
+    }
+
+    /// Marks the roots that read `path` (or `path` itself) to be checked.
+    fn touch(&mut self, path: PathBuf) {
+        let roots: Vec<PathBuf> = self
+            .analyses
+            .iter()
+            .filter(|(_, a)| a.file_index(&path).is_some())
+            .map(|(r, _)| r.clone())
+            .collect();
+        if roots.is_empty() {
+            self.dirty.insert(path);
+        } else {
+            self.dirty.extend(roots);
+        }
+    }
+
+    fn analyse(&self, root: &Path) -> Analysis {
+        let name = root.to_string_lossy();
+        let c = bbc_compiler::compile(&name, &Overlay(&self.open));
+        let files: Vec<(Option<PathBuf>, String)> = c
+            .sources
+            .files()
+            .map(|(_, f)| {
+                let p = (!f.name.starts_with("std/")).then(|| PathBuf::from(&f.name));
+                (p, f.text.clone())
+            })
+            .collect();
+        let mut diagnostics: BTreeMap<PathBuf, Vec<lsp::Diagnostic>> = BTreeMap::new();
+        for (p, _) in &files {
+            if let Some(p) = p {
+                diagnostics.entry(p.clone()).or_default();
+            }
+        }
+        for d in &c.diagnostics {
+            let file = c.sources.get(d.primary.file);
+            if file.name.starts_with("std/") {
+                continue;
+            }
+            diagnostics
+                .entry(PathBuf::from(&file.name))
+                .or_default()
+                .push(to_lsp(&c.sources, d));
+        }
+        let texts: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
+        let index = Index::build(&texts);
+        Analysis {
+            files,
+            diagnostics,
+            cleared: Vec::new(),
+            index,
+        }
+    }
+
+    /// Checks every root marked dirty; the diagnostics to publish, per
+    /// file (an empty list clears a file's earlier ones).
+    pub fn check_dirty(&mut self) -> Vec<(Url, Vec<lsp::Diagnostic>, Option<i32>)> {
+        self.compile_dirty();
+        let mut out = Vec::new();
+        for root in std::mem::take(&mut self.unpublished) {
+            let Some(a) = self.analyses.get(&root) else {
+                continue;
+            };
+            for gone in &a.cleared {
+                if let Ok(uri) = Url::from_file_path(gone) {
+                    out.push((uri, Vec::new(), None));
+                }
+            }
+            for (p, ds) in &a.diagnostics {
+                if let Ok(uri) = Url::from_file_path(p) {
+                    let version = self.open.get(p).map(|d| d.version);
+                    out.push((uri, ds.clone(), version));
+                }
+            }
+        }
+        out
+    }
+
+    /// Compiles the dirty roots; each is then due to be published.
+    fn compile_dirty(&mut self) {
+        for root in std::mem::take(&mut self.dirty) {
+            let mut a = self.analyse(&root);
+            // Files the last compilation of this root had diagnostics for
+            // and this one does not read any more (an import removed).
+            if let Some(old) = self.analyses.get(&root) {
+                a.cleared = old
+                    .diagnostics
+                    .keys()
+                    .filter(|p| !a.diagnostics.contains_key(*p))
+                    .cloned()
+                    .collect();
+            }
+            self.analyses.insert(root.clone(), a);
+            self.unpublished.insert(root);
+        }
+    }
+
+    /// The analysis that holds `uri`'s file, checked first if due.
+    fn analysis_of(&mut self, uri: &Url) -> Option<(&Analysis, usize)> {
+        let path = uri.to_file_path().ok()?;
+        // Answers reflect the text the editor sent last; publishing stays
+        // with the debounced check, which will not compile it again.
+        self.compile_dirty();
+        if !self
+            .analyses
+            .values()
+            .any(|a| a.file_index(&path).is_some())
+        {
+            let a = self.analyse(&path);
+            self.analyses.insert(path.clone(), a);
+        }
+        self.analyses
+            .values()
+            .find_map(|a| a.file_index(&path).map(|i| (a, i)))
+    }
+
+    pub fn format(&mut self, p: &lsp::DocumentFormattingParams) -> Option<Vec<lsp::TextEdit>> {
+        let path = p.text_document.uri.to_file_path().ok()?;
+        let text = match self.open.get(&path) {
+            Some(d) => d.text.clone(),
+            None => std::fs::read_to_string(&path).ok()?,
+        };
+        let out = bbc_compiler::fmt::format_source(&path.to_string_lossy(), &text).ok()?;
+        if out == text {
+            return Some(Vec::new());
+        }
+        let ix = LineIndex::new(&text);
+        Some(vec![lsp::TextEdit {
+            range: ix.range(0, text.len()),
+            new_text: out,
+        }])
+    }
+
+    #[allow(deprecated)]
+    pub fn symbols(
+        &mut self,
+        p: &lsp::DocumentSymbolParams,
+    ) -> Option<lsp::DocumentSymbolResponse> {
+        let (a, file) = self.analysis_of(&p.text_document.uri)?;
+        let ix = LineIndex::new(&a.files[file].1);
+        let syms = a
+            .index
+            .defs
+            .iter()
+            .filter(|d| d.file == file)
+            .map(|d| lsp::DocumentSymbol {
+                name: d.name.clone(),
+                detail: Some(d.kind.to_string()),
+                kind: symbol_kind(d.kind),
+                tags: None,
+                deprecated: None,
+                range: ix.range(d.span.start as usize, d.span.end as usize),
+                selection_range: ix.range(d.name_span.start as usize, d.name_span.end as usize),
+                children: None,
+            })
+            .collect();
+        Some(lsp::DocumentSymbolResponse::Nested(syms))
+    }
+
+    fn def_at(&mut self, p: &lsp::TextDocumentPositionParams) -> Option<(&Analysis, Def)> {
+        let (a, file) = self.analysis_of(&p.text_document.uri)?;
+        let offset = LineIndex::new(&a.files[file].1).offset(p.position) as u32;
+        let d = a.index.def_at(file, offset)?.clone();
+        Some((a, d))
+    }
+
+    pub fn definition(
+        &mut self,
+        p: &lsp::GotoDefinitionParams,
+    ) -> Option<lsp::GotoDefinitionResponse> {
+        let (a, d) = self.def_at(&p.text_document_position_params)?;
+        let loc = location(a, d.file, d.name_span)?;
+        Some(lsp::GotoDefinitionResponse::Scalar(loc))
+    }
+
+    pub fn references(&mut self, p: &lsp::ReferenceParams) -> Option<Vec<lsp::Location>> {
+        let with_decl = p.context.include_declaration;
+        let (a, d) = self.def_at(&p.text_document_position)?;
+        let mut out = Vec::new();
+        if with_decl {
+            out.extend(location(a, d.file, d.name_span));
+        }
+        out.extend(
+            a.index
+                .refs_to(&d)
+                .filter_map(|r| location(a, r.file, r.span)),
+        );
+        Some(out)
+    }
+
+    pub fn hover(&mut self, p: &lsp::HoverParams) -> Option<lsp::Hover> {
+        let (a, d) = self.def_at(&p.text_document_position_params)?;
+        let (path, text) = &a.files[d.file];
+        let ix = LineIndex::new(text);
+        let line = ix.position(d.span.start as usize).line;
+        let first = text[d.span.start as usize..].lines().next().unwrap_or("");
+        let place = match path {
+            Some(p) => format!("{}:{}", p.display(), line + 1),
+            None => "the standard library".to_string(),
+        };
+        let uses = a.index.refs_to(&d).count();
+        let value = format!(
+            "**{}** `{}` — defined at {place}, referred to {uses} time{}\n\n```kdl\n{first}\n```",
+            d.kind,
+            d.name,
+            if uses == 1 { "" } else { "s" }
+        );
+        Some(lsp::Hover {
+            contents: lsp::HoverContents::Markup(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value,
+            }),
+            range: None,
+        })
+    }
+
+    /// Quick fixes: each diagnostic that carries a replacement (its "did
+    /// you mean") offers it.
+    pub fn code_actions(&mut self, p: &lsp::CodeActionParams) -> Vec<lsp::CodeActionOrCommand> {
+        p.context
+            .diagnostics
+            .iter()
+            .filter_map(|d| {
+                let new = d.data.as_ref()?.get("replace")?.as_str()?.to_string();
+                let edit = lsp::TextEdit {
+                    range: d.range,
+                    new_text: new.clone(),
+                };
+                let changes = [(p.text_document.uri.clone(), vec![edit])]
+                    .into_iter()
+                    .collect();
+                Some(lsp::CodeActionOrCommand::CodeAction(lsp::CodeAction {
+                    title: format!("replace with `{new}`"),
+                    kind: Some(lsp::CodeActionKind::QUICKFIX),
+                    diagnostics: Some(vec![d.clone()]),
+                    edit: Some(lsp::WorkspaceEdit {
+                        changes: Some(changes),
+                        ..Default::default()
+                    }),
+                    is_preferred: Some(true),
+                    ..Default::default()
+                }))
+            })
+            .collect()
+    }
+}
+
+fn location(a: &Analysis, file: usize, span: bbc_compiler::syntax::Span) -> Option<lsp::Location> {
+    let (path, text) = a.files.get(file)?;
+    let uri = Url::from_file_path(path.as_ref()?).ok()?;
+    let ix = LineIndex::new(text);
+    Some(lsp::Location {
+        uri,
+        range: ix.range(span.start as usize, span.end as usize),
+    })
+}
+
+fn symbol_kind(kind: &str) -> lsp::SymbolKind {
+    match kind {
+        "worker" => lsp::SymbolKind::OBJECT,
+        "builder" => lsp::SymbolKind::FUNCTION,
+        "scheduler" => lsp::SymbolKind::EVENT,
+        "lock" => lsp::SymbolKind::KEY,
+        "change-source" => lsp::SymbolKind::INTERFACE,
+        "reporter" => lsp::SymbolKind::METHOD,
+        "role" | "user" => lsp::SymbolKind::STRUCT,
+        "template" => lsp::SymbolKind::CLASS,
+        "variable" => lsp::SymbolKind::VARIABLE,
+        _ => lsp::SymbolKind::MODULE,
+    }
+}
+
+/// The replacement a "did you mean `X`?" help offers.
+fn suggestion(help: &str) -> Option<&str> {
+    let at = help.find("did you mean `")? + "did you mean `".len();
+    let rest = &help[at..];
+    let end = rest.find('`')?;
+    Some(&rest[..end])
+}
+
+/// A diagnostic as LSP shows it: the code, the message with its label and
+/// help, the other labels as related places, and a replacement when there
+/// is one (for the quick fix).
+fn to_lsp(map: &SourceMap, d: &Diagnostic) -> lsp::Diagnostic {
+    let f = map.get(d.primary.file);
+    let ix = LineIndex::new(&f.text);
+    let mut message = d.message.clone();
+    if !d.primary.message.is_empty() {
+        message.push_str(&format!(" ({})", d.primary.message));
+    }
+    if let Some(h) = &d.help {
+        message.push_str("\nhelp: ");
+        message.push_str(h);
+    }
+    let related: Vec<lsp::DiagnosticRelatedInformation> = d
+        .secondary
+        .iter()
+        .filter_map(|l| {
+            let lf = map.get(l.file);
+            let uri = Url::from_file_path(&lf.name).ok()?;
+            let lix = LineIndex::new(&lf.text);
+            Some(lsp::DiagnosticRelatedInformation {
+                location: lsp::Location {
+                    uri,
+                    range: lix.range(l.span.start as usize, l.span.end as usize),
+                },
+                message: l.message.clone(),
+            })
+        })
+        .collect();
+    lsp::Diagnostic {
+        range: ix.range(d.primary.span.start as usize, d.primary.span.end as usize),
+        severity: Some(match d.severity {
+            Severity::Error => lsp::DiagnosticSeverity::ERROR,
+            Severity::Warning => lsp::DiagnosticSeverity::WARNING,
+        }),
+        code: Some(lsp::NumberOrString::String(d.code.as_str().to_string())),
+        code_description: None,
+        source: Some("bbc".into()),
+        message,
+        related_information: (!related.is_empty()).then_some(related),
+        tags: None,
+        data: d
+            .help
+            .as_deref()
+            .and_then(suggestion)
+            .map(|s| serde_json::json!({ "replace": s })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_read_from_help() {
+        assert_eq!(suggestion("did you mean `max-builds`?"), Some("max-builds"));
+        assert_eq!(suggestion("rename one of them"), None);
+    }
+}

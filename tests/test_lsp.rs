@@ -1,0 +1,314 @@
+//! `bbc lsp` driven over its standard input and output with real LSP
+//! messages, as an editor does.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bbc_testkit::lsp::LspProcess;
+
+use serde_json::{json, Value};
+
+use crate::common::{bbc, root, run, temp_dir};
+
+struct Server {
+    p: LspProcess,
+    next_id: i64,
+}
+
+/// A hang guard only: a test waits for messages, and fails after this
+/// long without the one it waits for instead of hanging CI.
+const GUARD: Duration = Duration::from_secs(120);
+
+impl Server {
+    fn start(root_dir: &Path) -> Server {
+        let p = LspProcess::start(Path::new(env!("CARGO_BIN_EXE_bbc")), root())
+            .unwrap_or_else(|e| panic!("bbc lsp: {e}"));
+        let mut s = Server { p, next_id: 1 };
+        let uri = file_uri(root_dir);
+        let r = s.request(
+            "initialize",
+            json!({"processId": null, "rootUri": uri, "capabilities": {},
+                   "workspaceFolders": [{"uri": uri, "name": "ws"}]}),
+        );
+        let caps = &r["result"]["capabilities"];
+        for c in [
+            "documentFormattingProvider",
+            "documentSymbolProvider",
+            "definitionProvider",
+            "referencesProvider",
+            "hoverProvider",
+            "codeActionProvider",
+        ] {
+            assert_eq!(caps[c], true, "{c} in {caps}");
+        }
+        s.notify("initialized", json!({}));
+        s
+    }
+
+    fn send(&mut self, v: Value) {
+        self.p
+            .send(v.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        self.send(json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        self.wait(|m| m["id"] == id)
+    }
+
+    fn wait(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let Some(body) = self.p.recv(GUARD) else {
+                panic!("no awaited message from bbc lsp");
+            };
+            let m: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("not JSON from bbc lsp: {e}"));
+            if want(&m) {
+                return m;
+            }
+        }
+    }
+
+    /// The next diagnostics published for `uri`.
+    fn diagnostics(&mut self, uri: &str) -> Vec<Value> {
+        let m = self.wait(|m| {
+            m["method"] == "textDocument/publishDiagnostics" && m["params"]["uri"] == uri
+        });
+        m["params"]["diagnostics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn open(&mut self, uri: &str, text: &str) {
+        self.notify(
+            "textDocument/didOpen",
+            json!({"textDocument": {"uri": uri, "languageId": "kdl", "version": 1, "text": text}}),
+        );
+    }
+
+    fn change(&mut self, uri: &str, version: i32, text: &str) {
+        self.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": uri, "version": version},
+                   "contentChanges": [{"text": text}]}),
+        );
+    }
+
+    fn stop(mut self) {
+        let r = self.request("shutdown", Value::Null);
+        assert!(r.get("error").is_none(), "{r}");
+        self.notify("exit", Value::Null);
+        let status = self.p.wait().unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "bbc lsp exited with {status}");
+    }
+}
+
+fn file_uri(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+fn at(line: u32, character: u32) -> Value {
+    json!({"line": line, "character": character})
+}
+
+/// The LSP position (UTF-16 units) of a 1-based line and character column.
+fn lsp_position(text: &str, line: usize, column: usize) -> Value {
+    let l = text.split('\n').nth(line - 1).unwrap_or("");
+    let units: usize = l.chars().take(column - 1).map(char::len_utf16).sum();
+    at(line as u32 - 1, units as u32)
+}
+
+/// Every golden case and example, opened in the editor, gets exactly the
+/// diagnostics `bbc check --format json` reports for the file: same codes,
+/// severities, places and messages.
+#[test]
+fn diagnostics_equal_bbc_check_for_every_golden_case_and_example() {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("tests/golden"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .chain(std::fs::read_dir(root().join("examples")).unwrap_or_else(|e| panic!("{e}")))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".kdl"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 150);
+    let dir = temp_dir("lsp-golden");
+    let mut s = Server::start(&dir);
+    let mut compared = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{e}"));
+        let uri = file_uri(Path::new(f));
+        s.open(&uri, &text);
+        let got = s.diagnostics(&uri);
+        let o = run(&["check", "--format", "json", f]);
+        let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let want: Vec<&Value> = doc["diagnostics"]
+            .as_array()
+            .map(|a| a.iter().filter(|d| d["file"] == f.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(got.len(), want.len(), "{f}: {got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g["code"], w["code"], "{f}");
+            assert_eq!(g["source"], "bbc");
+            let sev = if w["severity"] == "error" { 1 } else { 2 };
+            assert_eq!(g["severity"], sev, "{f}");
+            let lines = |k: &str, c: &str| {
+                lsp_position(
+                    &text,
+                    w[k].as_u64().unwrap_or(0) as usize,
+                    w[c].as_u64().unwrap_or(0) as usize,
+                )
+            };
+            assert_eq!(g["range"]["start"], lines("line", "column"), "{f}");
+            assert_eq!(g["range"]["end"], lines("end_line", "end_column"), "{f}");
+            let msg = g["message"].as_str().unwrap_or_default();
+            assert!(
+                msg.starts_with(w["message"].as_str().unwrap_or("?")),
+                "{f}: {msg}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 150, "{compared} diagnostics compared");
+    s.stop();
+}
+
+/// A root config importing a file: edits are checked (debounced) and
+/// their findings published to the right file; quick fixes, formatting,
+/// the outline, definitions and references across the two files, hover.
+#[test]
+fn an_editing_session_across_an_import() {
+    let dir = temp_dir("lsp-session");
+    let lib = "worker \"w1\" password=(secret)\"w1\" max-builds=2\n";
+    let main = "import \"lib.kdl\"\n\nbuilder \"b\" {\n    workers \"w1\"\n    steps {\n        shell \"make\"\n    }\n}\n\nscheduler \"s\" kind=\"force\" {\n    builders \"b\"\n}\n";
+    std::fs::write(dir.join("lib.kdl"), lib).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("master.kdl"), main).unwrap_or_else(|e| panic!("{e}"));
+    let main_uri = file_uri(&dir.join("master.kdl"));
+    let lib_uri = file_uri(&dir.join("lib.kdl"));
+    let mut s = Server::start(&dir);
+
+    s.open(&main_uri, main);
+    assert_eq!(s.diagnostics(&main_uri), Vec::<Value>::new());
+
+    // A misspelt property in the imported file, typed in the editor (not
+    // saved): found through the root that imports it, with a quick fix.
+    s.open(&lib_uri, lib);
+    let typo = lib.replace("max-builds", "max-bilds");
+    s.change(&lib_uri, 2, &typo);
+    let d = loop {
+        let d = s.diagnostics(&lib_uri);
+        if !d.is_empty() {
+            break d;
+        }
+    };
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["code"], "E0102");
+    assert_eq!(d[0]["data"]["replace"], "max-builds");
+    let fix = s.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": lib_uri}, "range": d[0]["range"],
+               "context": {"diagnostics": [d[0]]}}),
+    );
+    let edit = &fix["result"][0]["edit"]["changes"][&lib_uri][0];
+    assert_eq!(edit["newText"], "max-builds");
+    assert_eq!(edit["range"], d[0]["range"]);
+    // The file on disk is untouched.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("lib.kdl")).unwrap_or_default(),
+        lib
+    );
+    s.change(&lib_uri, 3, lib);
+    loop {
+        if s.diagnostics(&lib_uri).is_empty() {
+            break;
+        }
+    }
+
+    // Go to definition: `workers "w1"` in master.kdl → lib.kdl.
+    let def = s.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": main_uri}, "position": at(3, 14)}),
+    );
+    assert_eq!(def["result"]["uri"], lib_uri.as_str(), "{def}");
+    assert_eq!(def["result"]["range"]["start"], at(0, 7));
+    // References of the builder, from its definition.
+    let refs = s.request(
+        "textDocument/references",
+        json!({"textDocument": {"uri": main_uri}, "position": at(2, 10),
+               "context": {"includeDeclaration": true}}),
+    );
+    let lines: Vec<&Value> = refs["result"]
+        .as_array()
+        .map(|a| a.iter().map(|l| &l["range"]["start"]["line"]).collect())
+        .unwrap_or_default();
+    assert_eq!(lines, [&json!(2), &json!(10)], "{refs}");
+    let hover = s.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": main_uri}, "position": at(10, 15)}),
+    );
+    let h = hover["result"]["contents"]["value"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(h.contains("**builder** `b`"), "{h}");
+
+    // The outline.
+    let sy = s.request(
+        "textDocument/documentSymbol",
+        json!({"textDocument": {"uri": main_uri}}),
+    );
+    let names: Vec<(String, String)> = sy["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| (x["name"].to_string(), x["detail"].to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        names,
+        [
+            ("\"b\"".into(), "\"builder\"".into()),
+            ("\"s\"".into(), "\"scheduler\"".into())
+        ]
+    );
+
+    // Formatting gives what `bbc fmt` gives.
+    let messy = main
+        .replace("    workers", "workers")
+        .replace("\n\n", "\n\n\n");
+    s.change(&main_uri, 2, &messy);
+    let f = s.request(
+        "textDocument/formatting",
+        json!({"textDocument": {"uri": main_uri}, "options": {"tabSize": 4, "insertSpaces": true}}),
+    );
+    let mut fmt = bbc()
+        .args(["fmt", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Some(mut i) = fmt.stdin.take() {
+        i.write_all(messy.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let want = fmt.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        f["result"][0]["newText"],
+        String::from_utf8_lossy(&want.stdout).as_ref()
+    );
+    assert_eq!(f["result"][0]["newText"], main);
+
+    // Unknown requests get an error, not a crash.
+    let r = s.request("textDocument/rename", json!({}));
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    s.stop();
+}
