@@ -17,6 +17,7 @@ mod fmt;
 mod listing;
 mod local_run;
 mod output;
+mod passwd;
 mod serve;
 
 use std::process::ExitCode;
