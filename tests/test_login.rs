@@ -645,6 +645,32 @@ fn the_login_form_in_a_real_browser() {
     );
     assert_eq!(c.pending(), before + 1, "the forged request queued a build");
 
+    // A page of another origin (same site: 127.0.0.1, another port, so
+    // the Lax cookie goes along) posts a form to the master: refused for
+    // its Origin, recorded as alice's refused request, nothing queued.
+    let evil = evil_page(&format!(
+        "http://{}/api/v1/builders/core-linux/force",
+        m.http
+    ));
+    d.go(&format!("http://{evil}/"));
+    let said = crate::common::wait_for("the forged form's answer", || {
+        let t = d.text("body");
+        t.contains("cross-origin request refused").then_some(t)
+    });
+    assert!(said.contains("403"), "{said}");
+    assert_eq!(c.pending(), before + 1, "the forged form queued a build");
+    let refused = c
+        .audit()
+        .iter()
+        .filter(|e| {
+            e["who"] == "alice"
+                && e["path"] == "/api/v1/builders/core-linux/force"
+                && e["status"] == 403
+        })
+        .count();
+    assert_eq!(refused, 2, "the page's fetch and the forged form");
+    d.go(&base);
+
     // Log out: the private master shows the login form again, and the
     // browser's cookie identifies no one.
     d.click("#me a.logout");
@@ -659,4 +685,92 @@ fn the_login_form_in_a_real_browser() {
     );
     assert_eq!(status, 200, "{v}");
     assert_eq!(v, "anonymous");
+}
+
+/// Serves, on a port of its own (another origin), a page that submits a
+/// form to `target` as soon as it loads: the classic forged request.
+fn evil_page(target: &str) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
+    let html = format!(
+        "<!doctype html><form method=\"post\" action=\"{target}\" enctype=\"text/plain\">\
+         <input name=\"{{}}\" value=\"\"></form><script>document.forms[0].submit()</script>"
+    );
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let mut conn = conn;
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
+                html.len()
+            );
+        }
+    });
+    addr
+}
+
+/// The CSRF layer stands in front of every state-changing route: with
+/// the session cookie and no token, each is refused before its handler
+/// (an unknown build or source would otherwise be 404, a wrong method
+/// 405); with the token each reaches its handler.
+#[test]
+fn every_state_changing_route_wants_the_csrf_token_with_a_cookie() {
+    let dir = temp_dir("login-routes");
+    secrets(&dir);
+    let m = Master::start(&dir, &config(true));
+    let mut c = Client {
+        http: m.http.clone(),
+        seen: vec![],
+    };
+    let ok = c.login("alice", ALICE_PW);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let cookie = cookie_pair(&ok.cookie().unwrap_or_default());
+    let csrf = ok.body["csrf"].as_str().unwrap_or_default().to_string();
+    let routes: &[(&str, &str, Option<&str>)] = &[
+        ("POST", "/api/v1/builders/core-linux/force", Some("{}")),
+        ("POST", "/api/v1/builds/1/cancel", None),
+        ("POST", "/api/v1/requests/1/cancel", None),
+        (
+            "POST",
+            "/api/v1/changes",
+            Some(r#"{"repository": "r", "branch": "main", "revision": "abc"}"#),
+        ),
+        ("POST", "/api/v1/change_sources/nope/poll", None),
+        ("POST", "/api/v1/config", Some("{}")),
+        ("PUT", "/api/v1/builders/core-linux/force", Some("{}")),
+        ("DELETE", "/api/v1/builds/1", None),
+        ("PATCH", "/api/v1/config", Some("{}")),
+        ("POST", "/api/v1/logout", None),
+    ];
+    let before = c.pending();
+    for (method, path, body) in routes {
+        let a = c.call(method, path, &[("Cookie", &cookie)], *body);
+        assert_eq!(a.status, 403, "{method} {path}: {}", a.body);
+        assert!(
+            a.message().starts_with("missing or wrong CSRF token"),
+            "{method} {path}: {}",
+            a.body
+        );
+    }
+    assert_eq!(c.pending(), before);
+    // With the token, the same requests reach their handlers (whatever
+    // those answer); logout last, it ends the session.
+    for (method, path, body) in routes {
+        let a = c.call(
+            method,
+            path,
+            &[("Cookie", &cookie), ("x-bbc-csrf", &csrf)],
+            *body,
+        );
+        assert!(
+            !a.message().contains("CSRF"),
+            "{method} {path}: {} {}",
+            a.status,
+            a.body
+        );
+    }
+    assert_eq!(c.pending(), before + 1, "the force went through");
 }

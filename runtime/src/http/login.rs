@@ -29,6 +29,10 @@ use crate::store::NewAuditEntry;
 
 const WRONG: &str = "wrong user name or password";
 
+/// Password verifications running at once, whatever the number of
+/// clients (see `login_with`).
+static VERIFICATIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
@@ -82,6 +86,17 @@ async fn login_with(
         b.user.clone()
     } else {
         format!("unknown-{}", &hex_digest(&b.user)[..12])
+    };
+    // At most a few verifications at once: each takes 19 MiB and tens of
+    // milliseconds, and a failure is counted only once verified, so a
+    // burst of parallel guesses would otherwise all pass the throttle
+    // below together. Waiting requests are admitted (or refused, cheaply)
+    // only once they hold a permit, after the failures before them.
+    let Ok(_permit) = VERIFICATIONS.acquire().await else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the master is shutting down",
+        ));
     };
     let now = now_ms();
     let admission = {
