@@ -374,6 +374,12 @@ fn a_password_login_acts_as_the_user_only_with_its_csrf_token() {
     );
     assert_eq!(a.status, 401, "{}", a.body);
 
+    // The running config names the secret, never its value.
+    let auth = format!("Bearer {BOB_TOKEN}");
+    let cfg = c.call("GET", "/api/v1/config", &[("Authorization", &auth)], None);
+    assert_eq!(cfg.status, 200, "{}", cfg.body);
+    assert!(cfg.body.to_string().contains("alice-password"));
+
     // Neither the password nor its hash anywhere: answers, the log, the
     // state directory.
     drop(m);
@@ -591,6 +597,10 @@ fn the_login_form_in_a_real_browser() {
     });
     assert_eq!(who, "alice");
     assert_eq!(d.text("#me a.logout"), "log out");
+    // The page keeps no trace of the password (the field is emptied).
+    let (status, source) = d.call("GET", "/source", Value::Null);
+    assert_eq!(status, 200);
+    assert!(!source.to_string().contains(ALICE_PW), "{source}");
 
     // The force form: on core-linux (the role's `core-*`), not on web.
     d.go(&format!("{base}#/builders/web"));
@@ -773,4 +783,27 @@ fn every_state_changing_route_wants_the_csrf_token_with_a_cookie() {
         );
     }
     assert_eq!(c.pending(), before + 1, "the force went through");
+}
+
+/// A public master with password users: a stranger's page offers "log
+/// in" and shows no force form (the API would refuse it), where a master
+/// without passwords would show the form and ask for a token.
+#[test]
+fn a_public_master_offers_log_in_and_hides_the_force_form_from_strangers() {
+    use crate::test_web::{chromium, dump_dom};
+    let Some(browser) = chromium() else { return };
+    let dir = temp_dir("login-web-public");
+    secrets(&dir);
+    let m = Master::start(&dir, &config(true));
+    let dom = dump_dom(
+        &browser,
+        &dir.join("chromium"),
+        &format!("http://{}/#/builders/core-linux", m.http),
+    );
+    assert!(
+        dom.contains(r##"<a href="#/login" class="login">log in</a>"##),
+        "{dom}"
+    );
+    assert!(dom.contains("<h1>core-linux</h1>"), "{dom}");
+    assert!(!dom.contains("Force build"), "{dom}");
 }

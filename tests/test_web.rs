@@ -30,7 +30,7 @@ pub(crate) fn chromium() -> Option<PathBuf> {
 /// The DOM after the page's scripts ran, as chromium serialises it. The
 /// page's event stream is turned off (`?live=0`): a dump waits for the
 /// network to go quiet, which an open stream never does.
-fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
+pub(crate) fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
     let url = match url.split_once('#') {
         Some((page, hash)) => format!("{page}?live=0#{hash}"),
         None => format!("{url}?live=0"),
