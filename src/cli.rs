@@ -294,6 +294,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Hash a password for a user's `password=` secret: reads it (without
+    /// echo from a terminal, else the first line of stdin) and prints the
+    /// argon2id PHC string to store as the secret
+    #[command(alias = "hash-password")]
+    Passwd,
     /// Copy a master's state (store, step logs, uploads) while it runs
     Backup {
         /// The master's state directory
@@ -422,6 +427,7 @@ pub fn run() -> ExitCode {
             days,
             force,
         } => crate::cert::cert(&cert, &key, &names, days, force),
+        Command::Passwd => crate::passwd::passwd(),
         Command::Backup { state, out } => crate::backup::backup(&state, &out),
         Command::Apply {
             config,

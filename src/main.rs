@@ -18,6 +18,7 @@ mod listing;
 mod local_run;
 mod lsp;
 mod output;
+mod passwd;
 mod serve;
 
 use std::process::ExitCode;

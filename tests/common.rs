@@ -59,6 +59,19 @@ pub fn http_with(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> (u16, String) {
+    let (status, _, body) = http_full(method, addr, path, headers, body);
+    (status, body)
+}
+
+/// [`http_with`], also answering the response's head (status line and
+/// headers, as sent) for the tests of cookies and other headers.
+pub fn http_full(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = match std::net::TcpStream::connect(addr) {
         Ok(s) => s,
@@ -103,9 +116,9 @@ pub fn http_with(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
     // Chunked bodies: join the chunks.
     let body = if text
@@ -126,7 +139,7 @@ pub fn http_with(
     } else {
         body
     };
-    (status, body)
+    (status, head, body)
 }
 
 pub fn get_json(addr: &str, path: &str) -> serde_json::Value {

@@ -17,6 +17,7 @@ mod test_golden;
 mod test_graph_fixtures;
 mod test_holes;
 mod test_logging;
+mod test_login;
 mod test_lsp;
 mod test_metrics;
 mod test_no_panic;

@@ -48,7 +48,12 @@ macro_rules! visitor {
                 }
             }
             for u in & $($mut_)? g.master.access.users {
-                f(& $($mut_)? u.token);
+                if let Some(t) = & $($mut_)? u.token {
+                    f(t);
+                }
+                if let Some(p) = & $($mut_)? u.password {
+                    f(p);
+                }
             }
         }
     };

@@ -294,12 +294,18 @@ impl Grant {
     }
 }
 
-/// `user "NAME" token=(secret)"…" roles="a b"`.
+/// `user "NAME" token=(secret)"…" password=(secret)"…" roles="a b"`: at
+/// least one way in (the compiler refuses a user with none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub name: String,
     /// The user's API token, sent as `Authorization: Bearer TOKEN`.
-    pub token: Credential,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Credential>,
+    /// The secret holding an argon2id PHC string (`bbc passwd`), checked
+    /// by `POST /api/v1/login`; never a password itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Credential>,
     pub roles: Vec<String>,
 }
 

@@ -14,7 +14,10 @@ use bbc_graph::{Access, Grant, Graph};
 use crate::api_error::ApiError;
 use crate::glob::Globs;
 use crate::secrets::{env_var_name, Secrets, ADMIN_TOKEN};
-use crate::state::Shared;
+use crate::state::sessions::{cookie_value, Session, Sessions};
+use crate::state::{now_ms, Shared};
+
+pub mod csrf;
 
 /// Compares two secrets in time independent of their contents.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -209,11 +212,54 @@ pub fn decide(
     }
 }
 
+/// Identifies the caller: from `Authorization: Bearer TOKEN` when the
+/// request has one (a token matching nothing is refused, 401, whatever
+/// cookie came with it), else from a live session cookie naming a user
+/// the config still has, else anonymous. A state-changing request the
+/// session identifies has passed the CSRF check already ([`csrf::layer`]).
+pub fn identify(
+    g: &Graph,
+    secrets: &Secrets,
+    sessions: &Sessions,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    if bearer(headers).is_some() {
+        return identify_token(g, secrets, headers);
+    }
+    Ok(session_user(g, sessions, headers)
+        .map(|s| Caller::User(s.user))
+        .unwrap_or(Caller::Anonymous))
+}
+
+/// The live session behind the request's cookie, if its user is still
+/// configured.
+pub fn session_user(g: &Graph, sessions: &Sessions, headers: &HeaderMap) -> Option<Session> {
+    let id = cookie_value(headers)?;
+    let s = sessions.get(id, now_ms())?;
+    g.master
+        .access
+        .users
+        .iter()
+        .any(|u| u.name == s.user)
+        .then_some(s)
+}
+
+/// Whether the request carries `Authorization: Bearer …` (then cookies
+/// do not count, and no CSRF token is needed: a browser never adds that
+/// header on its own).
+pub fn has_bearer(headers: &HeaderMap) -> bool {
+    bearer(headers).is_some()
+}
+
 /// Identifies the caller from `Authorization: Bearer TOKEN`: no header is
 /// anonymous, a token matching nothing is refused (401). Every known token
 /// is compared, in constant time, whatever matched first, so the time
 /// taken says nothing about which token (or user) came close.
-pub fn identify(g: &Graph, secrets: &Secrets, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub fn identify_token(
+    g: &Graph,
+    secrets: &Secrets,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
     let Some(given) = bearer(headers) else {
         return Ok(Caller::Anonymous);
     };
@@ -228,7 +274,9 @@ pub fn identify(g: &Graph, secrets: &Secrets, headers: &HeaderMap) -> Result<Cal
     check(secrets.admin_token(), Caller::AdminToken);
     check(secrets.control_token(), Caller::ControlToken);
     for u in &g.master.access.users {
-        check(secrets.get(&u.token), Caller::User(u.name.clone()));
+        if let Some(t) = &u.token {
+            check(secrets.get(t), Caller::User(u.name.clone()));
+        }
     }
     found.ok_or_else(|| unauthorized("wrong token"))
 }
@@ -259,7 +307,7 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for Control {
         let g = s.graph();
         let secrets = s.secrets();
         let open = !g.master.access.has_users() && secrets.control_token().is_none();
-        let caller = match identify(&g, &secrets, &parts.headers) {
+        let caller = match identify(&g, &secrets, &s.sessions, &parts.headers) {
             Ok(c) => c,
             Err(_) if open => Caller::Anonymous,
             Err(e) => return Err(e.into_response()),
@@ -338,7 +386,7 @@ pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, ApiE
             ),
         ));
     }
-    let caller = match identify(&g, &secrets, headers) {
+    let caller = match identify(&g, &secrets, &s.sessions, headers) {
         Ok(c) => c,
         Err(_) => return Err(unauthorized("wrong admin token")),
     };
@@ -379,12 +427,16 @@ pub async fn private_reads(
         || !read
         || !(path == "/api/v1" || path.starts_with("/api/v1/") || path == "/metrics")
         || path == "/api/v1/health"
+        // Says only who the caller is and what it may do (nothing, for an
+        // anonymous caller here): the page asks it to know whether to
+        // show the login form.
+        || path == "/api/v1/whoami"
     {
         drop(g);
         return next.run(req).await;
     }
     let secrets = s.secrets();
-    let caller = match identify(&g, &secrets, req.headers()) {
+    let caller = match identify(&g, &secrets, &s.sessions, req.headers()) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -441,9 +493,10 @@ mod tests {
         };
         let user = |name: &str, roles: &[&str]| User {
             name: name.into(),
-            token: Credential::Secret {
+            token: Some(Credential::Secret {
                 secret: format!("{name}-token"),
-            },
+            }),
+            password: None,
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
         // Sorted by name, as the compiler leaves them.
@@ -560,7 +613,7 @@ mod tests {
             if let Some(v) = auth {
                 h.insert(header::AUTHORIZATION, header::HeaderValue::from_static(v));
             }
-            identify(&g, &secrets, &h).map_err(|e| e.0)
+            identify(&g, &secrets, &Sessions::default(), &h).map_err(|e| e.0)
         };
         assert_eq!(who(None), Ok(Caller::Anonymous));
         assert_eq!(who(Some("Basic dG9rOg==")), Ok(Caller::Anonymous));

@@ -15,6 +15,7 @@ pub mod control;
 pub mod glob;
 pub mod http;
 pub mod master;
+pub mod password;
 pub mod protocol;
 pub mod reporters;
 pub mod secrets;

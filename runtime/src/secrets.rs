@@ -142,6 +142,37 @@ pub fn env_var_name(secret: &str) -> String {
     s
 }
 
+/// Every user's `password=` secret must hold an argon2id PHC string: a
+/// master refuses to start (or an apply to proceed) otherwise, rather
+/// than run with a login nobody can pass — or one holding a password in
+/// clear. The message names the user and the secret, never the value.
+fn check_password_hashes(g: &Graph, values: &BTreeMap<String, String>) -> Result<(), String> {
+    let mut bad = Vec::new();
+    for u in &g.master.access.users {
+        let (value, name) = match &u.password {
+            Some(Credential::Secret { secret }) => {
+                (values.get(secret).map(String::as_str), secret.as_str())
+            }
+            Some(Credential::Plain(p)) => (Some(p.as_str()), "(plain text in the graph)"),
+            None => continue,
+        };
+        if let Err(why) = crate::password::check_phc(value.unwrap_or_default()) {
+            bad.push(format!(
+                "  user `{}`: the secret `{name}` is not an argon2id password hash: {why}",
+                u.name
+            ));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} user password(s) are unusable (store what `bbc passwd` prints, not a password):\n{}",
+        bad.len(),
+        bad.join("\n")
+    ))
+}
+
 impl Secrets {
     /// Resolves every secret the graph names; the error lists each missing
     /// one and where it was looked for.
@@ -162,6 +193,7 @@ impl Secrets {
             }
         }
         if missing.is_empty() {
+            check_password_hashes(g, &values)?;
             let admin_token = lookup(ADMIN_TOKEN, dir).filter(|t| !t.is_empty());
             if let Some(t) = &admin_token {
                 values.insert(ADMIN_TOKEN.to_string(), t.clone());

@@ -79,22 +79,26 @@ pub(super) fn role(cx: &mut Cx, r: &mut NodeReader, name: String) -> Role {
 }
 
 pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Span) -> UserDecl {
-    let token = match r.prop(cx, "token") {
-        Some(e) => credential(cx, e, "a user's API token"),
-        None => {
-            cx.err(
-                Code::MissingValue,
-                r.node.name.span,
-                format!("user `{name}` needs `token=`"),
-            )
-            .label("token= missing")
-            .help(format!(
-                "for example: user \"{name}\" token=(secret)\"{name}-token\" roles=\"developer\""
-            ))
-            .emit();
-            None
-        }
-    };
+    let token_entry = r.prop(cx, "token");
+    let password_entry = r.prop(cx, "password");
+    let token = token_entry.and_then(|e| credential(cx, e, "a user's API token"));
+    let password = password_entry.and_then(|e| password(cx, e));
+    // Presence, not validity: a malformed value is its own diagnostic.
+    let (has_token, has_password) = (token_entry.is_some(), password_entry.is_some());
+    if !has_token && !has_password {
+        cx.err(
+            Code::MissingValue,
+            r.node.name.span,
+            format!("user `{name}` has no way to log in: it needs `token=` or `password=`"),
+        )
+        .label("token= or password= missing")
+        .help(format!(
+            "for example: user \"{name}\" token=(secret)\"{name}-token\" roles=\"developer\" \
+             (API clients), or password=(secret)\"{name}-password\" (the web login; \
+             the secret holds what `bbc passwd` prints)"
+        ))
+        .emit();
+    }
     let roles: Vec<Named> = match r.prop(cx, "roles") {
         Some(e) => words(cx, e)
             .unwrap_or_default()
@@ -109,16 +113,39 @@ pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Spa
     UserDecl {
         item: User {
             name,
-            // A user without a usable token is still registered, so the
-            // mistake is reported once; it can never log in.
-            token: token.unwrap_or(Credential::Secret {
-                secret: String::new(),
-            }),
+            // A user without a usable token or password is still
+            // registered, so the mistake is reported once; it can never
+            // log in.
+            token,
+            password,
             roles: names,
         },
         name_span,
         roles,
     }
+}
+
+/// `password=`: a secret only. The secret holds an argon2id hash, but a
+/// plain string here is refused outright (not a W0504 warning like a
+/// plain token): it is either a hash that would then sit in every copy
+/// of the config, or worse, the password itself.
+fn password(cx: &mut Cx, e: &Entry) -> Option<Credential> {
+    let (c, plain) = cx.credential(e)?;
+    if plain {
+        cx.err(
+            Code::WrongType,
+            e.value_span,
+            "a user's password is written in the config as plain text",
+        )
+        .label("expected (secret)\"NAME\"")
+        .help(
+            "store what `bbc passwd` prints (an argon2id hash, not the password) as a secret \
+             and write password=(secret)\"NAME\"",
+        )
+        .emit();
+        return None;
+    }
+    Some(c)
 }
 
 /// E0201 for every role a user names that no `role` defines.

@@ -13,6 +13,7 @@ mod config;
 mod connections;
 mod events;
 mod health;
+mod login;
 mod metrics;
 mod workers;
 
@@ -58,7 +59,9 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/audit", get(audit::audit))
-        .route("/api/v1/whoami", get(audit::whoami))
+        .route("/api/v1/whoami", get(login::whoami))
+        .route("/api/v1/login", post(login::login))
+        .route("/api/v1/logout", post(login::logout))
         .route("/api/v1/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .merge(extra)
@@ -67,6 +70,12 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             crate::auth::private_reads,
+        ))
+        // Outside the routes, inside the audit log: a forged request is
+        // refused before any handler runs, and the refusal is recorded.
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            crate::auth::csrf::layer,
         ))
         .layer(middleware::from_fn_with_state(
             shared.clone(),

@@ -660,6 +660,14 @@ impl Shared {
         // the new graph's secrets for the new graph.
         self.set_secrets(secrets);
         self.swap_graph(new.clone());
+        // Browsers logged in as users this config removes are logged out
+        // now (requests already check the user exists; this frees them).
+        let ended = self
+            .sessions
+            .retain_users(|u| new.master.access.users.iter().any(|x| x.name == u));
+        if ended > 0 {
+            tracing::info!("{ended} web session(s) of removed users ended");
+        }
         let info = Arc::new(ConfigInfo {
             graph: new.clone(),
             hash: hash.clone(),

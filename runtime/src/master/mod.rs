@@ -8,7 +8,6 @@
 pub mod apply;
 pub mod build;
 mod janitor;
-mod logins;
 mod missing;
 pub mod properties;
 pub mod queue;

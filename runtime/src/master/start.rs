@@ -184,6 +184,8 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         patterns: Mutex::new(Default::default()),
         metrics: Default::default(),
         sessions: Default::default(),
+        web_logins: Mutex::new(crate::state::logins::Logins::of("web", Default::default())),
+        https: http_tls.is_some(),
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.

@@ -11,10 +11,10 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 
-use super::logins::{Admission, Logins, Policy};
 use crate::auth::constant_time_eq;
 use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
 use crate::state::connection;
+use crate::state::logins::{Admission, Logins, Policy};
 use crate::state::{now_ms, ConfigEvent, Shared};
 use crate::store::Millis;
 use crate::tls::Stream;

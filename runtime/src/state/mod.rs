@@ -17,6 +17,7 @@
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod logins;
 pub mod metrics;
 pub mod queue;
 pub mod sessions;
@@ -138,6 +139,12 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Browsers logged in through the web (password or OAuth).
     pub sessions: sessions::Sessions,
+    /// Failed password logins through the web, throttled like workers'
+    /// (`POST /api/v1/login`).
+    pub web_logins: Mutex<logins::Logins>,
+    /// The HTTP port serves HTTPS: session cookies are `Secure`, and this
+    /// master's origin is `https://HOST`.
+    pub https: bool,
 }
 
 impl Shared {

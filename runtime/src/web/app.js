@@ -32,16 +32,92 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// Who the master takes this page for (GET /api/v1/whoami): a user logged
+// in through the login form (a session cookie the page cannot read, and
+// the CSRF token every state-changing request repeats), a user or the
+// control token by API token, or no one. Buttons for actions the caller
+// may not do are not shown (`may_act`).
+let me = null;
+
+async function loadMe() {
+  try {
+    const r = await fetch("/api/v1/whoami", withToken({}));
+    me = r.ok ? await r.json() : null;
+  } catch (_) {
+    me = null;
+  }
+  showMe();
+  return me;
+}
+
+// Whether to offer the login form rather than the token prompt: the
+// master has users with passwords and no token is in use.
+function passwordLogin() {
+  return !!(me && me.password_login && !sessionStorage.getItem("bbc-token"));
+}
+
+// Whether the caller may do `action` (force, cancel, rebuild) on a
+// builder. An anonymous caller on a master with only tokens still sees
+// the buttons: pressing one asks for a token, as before.
+function mayAct(builder, action) {
+  if (!me) return true;
+  const acts = (me.builders || {})[builder];
+  if (acts && acts.includes(action)) return true;
+  return me.caller === "anonymous" && !me.password_login;
+}
+
+function showMe() {
+  const box = document.getElementById("me");
+  if (!box) return;
+  const parts = [];
+  if (me && me.via === "session") {
+    parts.push(el("span", { class: "who", text: me.caller }), " · ",
+      el("a", { href: "#/logout", class: "logout", text: "log out", onclick: logout }));
+  } else if (me && me.via === "token") {
+    parts.push(el("span", { class: "who", text: me.caller + " (token)" }), " · ",
+      el("a", { href: "#/logout", class: "logout", text: "forget token", onclick: logout }));
+  } else if (me && me.password_login) {
+    parts.push(el("a", { href: "#/login", class: "login", text: "log in" }));
+  }
+  box.replaceChildren(...parts);
+}
+
+async function logout(ev) {
+  if (ev) ev.preventDefault();
+  sessionStorage.removeItem("bbc-token");
+  try {
+    await api("/logout", { method: "POST" });
+  } catch (e) {
+    showError(e);
+  }
+  await loadMe();
+  location.hash = "#/";
+  navigate();
+}
+
 // A master with a control token asks for it (401) on actions, a private
 // master on reads too; the token (a user's, or the control token) is kept
-// for this browser tab only.
+// for this browser tab only. Masters with password users show the login
+// form instead.
 let askedForReads = false;
 
 function withToken(options) {
   const token = sessionStorage.getItem("bbc-token");
   const headers = Object.assign({}, options.headers || {});
   if (token) headers.authorization = "Bearer " + token;
+  // Every state-changing request repeats the session's CSRF token; the
+  // master refuses one the session cookie alone would authenticate.
+  const method = (options.method || "GET").toUpperCase();
+  if (method !== "GET" && method !== "HEAD" && me && me.csrf) headers["x-bbc-csrf"] = me.csrf;
   return Object.assign({}, options, { headers });
+}
+
+function askToken(action) {
+  const token = window.prompt(
+    action ? "This master needs a token for this action:" : "This master is private: your API token:",
+  );
+  if (token) sessionStorage.setItem("bbc-token", token.trim());
+  return !!token;
 }
 
 async function api(path, options) {
@@ -50,14 +126,15 @@ async function api(path, options) {
   const action = options.method && options.method !== "GET";
   // Reads are retried by the refresh timer: ask once per page, not at
   // every refresh.
-  if (r.status === 401 && (action || !askedForReads)) {
+  if (r.status === 401 && passwordLogin() && path !== "/login") {
+    if (location.hash !== "#/login") location.hash = "#/login";
+    throw new Error(action ? "Log in to do this." : "This master is private: log in.");
+  }
+  if (r.status === 401 && path !== "/login" && (action || !askedForReads)) {
     if (!action) askedForReads = true;
-    const token = window.prompt(
-      action ? "This master needs a token for this action:" : "This master is private: your API token:",
-    );
-    if (token) {
-      sessionStorage.setItem("bbc-token", token.trim());
+    if (askToken(action)) {
       r = await fetch("/api/v1" + path, withToken(options));
+      loadMe();
     }
   }
   let body = null;
@@ -272,7 +349,9 @@ async function builderView(name, before) {
     api("/schedulers"),
     api("/builders/" + encodeURIComponent(name)).then((b) => ({ builder: b.builder || b })),
   ]);
-  const force = schedulers.filter((s) => s.kind === "force" && (s.builders || []).includes(name));
+  const force = mayAct(name, "force")
+    ? schedulers.filter((s) => s.kind === "force" && (s.builders || []).includes(name))
+    : [];
   // Keep half-filled force forms across refreshes.
   const existing = Array.from(document.querySelectorAll("form.force")).filter(
     (f) => f.dataset.builder === name,
@@ -390,7 +469,7 @@ async function buildView(id, openStep) {
     b.eta ? el("dt", { text: "eta" }) : null, b.eta ? el("dd", { text: time(b.eta) }) : null,
     el("dt", { text: "reason" }), el("dd", { text: (b.properties || {}).reason || "" }),
   );
-  const cancel = !b.finished_at
+  const cancel = !b.finished_at && mayAct(b.builder, "cancel")
     ? el("button", {
         text: "Cancel build",
         onclick: async () => {
@@ -459,12 +538,72 @@ async function changesView() {
   );
 }
 
+// The login form: POST /api/v1/login with the user's name and password;
+// the answer sets the session cookie (HttpOnly: this script never sees
+// it) and gives the CSRF token, kept in memory only.
+function loginView() {
+  if (document.querySelector("form.login")) return;
+  const user = el("input", { type: "text", name: "user", autocomplete: "username", required: true });
+  const password = el("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
+  const status = el("span", { class: "muted" });
+  const form = el(
+    "form",
+    {
+      class: "login",
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        status.textContent = "logging in…";
+        try {
+          sessionStorage.removeItem("bbc-token");
+          await api("/login", {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ user: user.value, password: password.value }),
+          });
+          password.value = "";
+          status.textContent = "";
+          await loadMe();
+          // navigate() itself: the address may be "#/" already (a
+          // private master shows this form there), so no hashchange.
+          location.hash = "#/";
+          navigate();
+        } catch (e) {
+          status.textContent = "";
+          password.value = "";
+          showError(e);
+        }
+      },
+    },
+    el("label", {}, "user", user),
+    el("label", {}, "password", password),
+    el("button", { class: "primary", type: "submit", text: "Log in" }),
+    status,
+  );
+  const token = el("a", {
+    href: "#/",
+    class: "use-token",
+    text: "use an API token instead",
+    onclick: async (ev) => {
+      ev.preventDefault();
+      if (askToken(false)) {
+        await loadMe();
+        location.hash = "#/";
+        navigate();
+      }
+    },
+  });
+  render(el("h1", { text: "Log in" }), form, el("p", {}, token));
+}
+
 // ---- routing -----------------------------------------------------------
 
 function route() {
   const [h, query] = (location.hash.replace(/^#/, "") || "/").split("?");
   const before = Number(new URLSearchParams(query || "").get("before")) || null;
   const parts = h.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "login") return async () => loginView();
+  // A private master shows nothing but the login form to a stranger.
+  if (me && me.private && me.caller === "anonymous" && passwordLogin()) return async () => loginView();
   if (parts.length === 0 || (parts[0] === "builders" && parts.length === 1)) return buildersView;
   if (parts[0] === "builders") return () => builderView(parts[1], before);
   if (parts[0] === "builds" && parts.length === 1) return () => buildsView(before);
@@ -493,6 +632,7 @@ function navigate() {
 }
 
 async function start() {
+  await loadMe();
   try {
     const info = await api("");
     document.getElementById("title").textContent = info.title || "bbc";

@@ -1,12 +1,15 @@
-//! Throttling worker logins: failed logins make the next attempt from the
-//! same address, or for the same worker name, wait — refused without its
+//! Throttling logins — workers' `hello` and people's `POST /api/v1/login`,
+//! each with its own table ([`Logins::new`] names which in its log
+//! lines): failed logins make the next attempt from the
+//! same address, or for the same name, wait — refused without its
 //! password being checked — for a back-off that doubles with each failure
 //! (up to a cap); and they are logged once, then summarised, instead of a
 //! line each.
 //!
 //! A plain state machine, like the scheduler engine: every method takes the
-//! time, so the tests drive it with any clock. The listener
-//! (`master/workers.rs`) holds one behind a mutex and logs what it returns.
+//! time, so the tests drive it with any clock. The worker listener
+//! (`master/workers.rs`) holds one behind a mutex and logs what it
+//! returns; the web login (`http/login.rs`) holds another in `Shared`.
 //!
 //! The policy (`docs/protocol.md`, "Login throttling"):
 //! - Failures are counted per source address, per worker name and per
@@ -97,6 +100,8 @@ const NAMES_SHOWN: usize = 5;
 
 #[derive(Debug, Default)]
 pub struct Logins {
+    /// Whose logins, for the log lines: "worker", "web".
+    what: &'static str,
     policy: Policy,
     by_addr: HashMap<IpAddr, Record>,
     by_name: HashMap<String, Record>,
@@ -107,8 +112,15 @@ pub struct Logins {
 }
 
 impl Logins {
+    /// Worker logins.
     pub fn new(policy: Policy) -> Logins {
+        Logins::of("worker", policy)
+    }
+
+    /// Logins of `what` ("web"), named so in the log lines.
+    pub fn of(what: &'static str, policy: Policy) -> Logins {
         Logins {
+            what,
             policy,
             ..Logins::default()
         }
@@ -144,8 +156,9 @@ impl Logins {
             addr,
             now,
             Some(format!(
-                "wrong name or password for `{name}` from {addr} \
+                "{} login: wrong name or password for `{name}` from {addr} \
                  (further failed logins from {addr} are summarised every {} s)",
+                self.what,
                 self.policy.summary_ms / 1000
             )),
         )
@@ -175,8 +188,9 @@ impl Logins {
                 names.push(format!("{} other names", s.more_names));
             }
             lines.push(format!(
-                "{} more failed worker logins from {addr} in the last {} s (names: {})",
+                "{} more failed {} logins from {addr} in the last {} s (names: {})",
                 s.count,
+                self.what,
                 (now - s.logged_at) / 1000,
                 names.join(", ")
             ));
@@ -223,8 +237,9 @@ impl Logins {
         // summary) are logged like a first failure.
         let line = first.unwrap_or_else(|| {
             format!(
-                "too many failed logins: `{name}` from {addr} refused unchecked \
+                "too many failed logins: {} `{name}` from {addr} refused unchecked \
                  (further refusals from {addr} are summarised every {} s)",
+                self.what,
                 self.policy.summary_ms / 1000
             )
         });
