@@ -50,6 +50,9 @@ macro_rules! visitor {
             for u in & $($mut_)? g.master.access.users {
                 f(& $($mut_)? u.token);
             }
+            for p in & $($mut_)? g.master.access.oauth {
+                f(& $($mut_)? p.client_secret);
+            }
         }
     };
 }

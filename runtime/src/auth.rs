@@ -379,6 +379,8 @@ pub async fn private_reads(
         || !read
         || !(path == "/api/v1" || path.starts_with("/api/v1/") || path == "/metrics")
         || path == "/api/v1/health"
+        // The login page lists its providers before anyone is logged in.
+        || path == "/api/v1/login/providers"
     {
         drop(g);
         return next.run(req).await;
@@ -445,6 +447,7 @@ mod tests {
                 secret: format!("{name}-token"),
             },
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            logins: Default::default(),
         };
         // Sorted by name, as the compiler leaves them.
         Access {
@@ -461,6 +464,7 @@ mod tests {
                 user("carol", &["core"]),
                 user("vic", &["viewer"]),
             ],
+            oauth: vec![],
         }
     }
 

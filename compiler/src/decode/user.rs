@@ -8,6 +8,8 @@ pub struct UserDecl {
     pub name_span: Span,
     /// The roles it names, checked once every role is known.
     pub roles: Vec<Named>,
+    /// Its logins at OAuth providers, checked once the master is known.
+    pub logins: Vec<(OAuthKind, String, Span)>,
 }
 
 /// The words of a space-separated list, each with the span of the whole
@@ -103,6 +105,7 @@ pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Spa
             .collect(),
         None => Vec::new(),
     };
+    let logins = super::oauth::user_logins(cx, r);
     let mut names: Vec<String> = roles.iter().map(|n| n.name.clone()).collect();
     names.sort_unstable();
     names.dedup();
@@ -115,9 +118,11 @@ pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Spa
                 secret: String::new(),
             }),
             roles: names,
+            logins: logins.iter().map(|(k, l, _)| (*k, l.clone())).collect(),
         },
         name_span,
         roles,
+        logins,
     }
 }
 

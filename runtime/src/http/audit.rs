@@ -135,7 +135,17 @@ pub(super) async fn whoami(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (g, secrets) = (s.graph(), s.secrets());
-    let caller = identify(&g, &secrets, &headers)?;
+    let mut caller = identify(&g, &secrets, &headers)?;
+    // A browser session (OAuth login). Minimal on purpose: password login
+    // teaches `auth::identify` itself to read the cookie, for every route.
+    if caller == auth::Caller::Anonymous {
+        if let Some(session) = crate::state::sessions::cookie_value(&headers)
+            .and_then(|id| s.sessions.get(id, crate::state::now_ms()))
+            .filter(|x| g.master.access.users.iter().any(|u| u.name == x.user))
+        {
+            caller = auth::Caller::User(session.user);
+        }
+    }
     let roles: Vec<&str> = match &caller {
         auth::Caller::User(name) => g
             .master

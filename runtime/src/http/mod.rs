@@ -14,6 +14,7 @@ mod connections;
 mod events;
 mod health;
 mod metrics;
+mod oauth;
 mod workers;
 
 use std::sync::Arc;
@@ -61,6 +62,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/whoami", get(audit::whoami))
         .route("/api/v1/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(oauth::router())
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })

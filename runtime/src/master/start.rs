@@ -184,6 +184,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         patterns: Mutex::new(Default::default()),
         metrics: Default::default(),
         sessions: Default::default(),
+        oauth_flows: Default::default(),
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod events;
 pub mod metrics;
+pub mod oauth;
 pub mod queue;
 pub mod sessions;
 
@@ -138,6 +139,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Browsers logged in through the web (password or OAuth).
     pub sessions: sessions::Sessions,
+    /// OAuth logins under way (between the provider's redirect and its
+    /// callback).
+    pub oauth_flows: oauth::Flows,
 }
 
 impl Shared {
