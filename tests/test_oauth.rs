@@ -448,3 +448,43 @@ fn refusals_start_no_session_and_say_why() {
     }
     assert!(log.contains("OAuth login refused"), "{log}");
 }
+
+#[test]
+fn a_browser_logs_in_from_the_page() {
+    let Some(browser) = crate::test_web::chromium() else {
+        return;
+    };
+    let dir = temp_dir("oauth-browser");
+    let (m, forges) = start(&dir);
+    forges[0].log_in_as("alice-gh");
+    let Some(d) = crate::test_web::Driver::start(&browser, &dir.join("chromium")) else {
+        return;
+    };
+    d.go(&format!("http://{}/", m.http));
+    // Anonymous: one link per provider the master has.
+    let links = crate::common::wait_for("the login links", || {
+        let t = d.text("#login");
+        t.contains("Gitea").then_some(t)
+    });
+    assert_eq!(
+        links.split('\n').collect::<Vec<_>>(),
+        [
+            "Log in with GitHub",
+            "Log in with GitLab",
+            "Log in with Gitea"
+        ],
+        "{links}"
+    );
+    // Off to the provider and back, with real cookies and redirects.
+    d.click(r#"a.oauth-login[data-provider="github"]"#);
+    let who = crate::common::wait_for("the page to name the user", || {
+        let t = d.text("#login");
+        t.contains("alice").then_some(t)
+    });
+    assert_eq!(who, "Logged in as alice");
+    assert!(
+        forges[0].refusals().is_empty(),
+        "{:?}",
+        forges[0].refusals()
+    );
+}

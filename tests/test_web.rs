@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::common::{http, temp_dir, write_secret, Master};
 
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let candidates = [
         std::env::var_os("BBC_CHROMIUM").map(PathBuf::from),
         Some(PathBuf::from("/usr/bin/chromium")),
@@ -225,14 +225,14 @@ fn a_running_build_shows_its_live_log() {
 
 /// A WebDriver session on Debian's chromedriver, for the interactive paths
 /// (clicks, the token prompt) that a DOM dump cannot reach.
-struct Driver {
+pub(crate) struct Driver {
     _proc: crate::common::Proc,
     addr: String,
     session: String,
 }
 
 impl Driver {
-    fn start(browser: &Path, profile: &Path) -> Option<Driver> {
+    pub(crate) fn start(browser: &Path, profile: &Path) -> Option<Driver> {
         let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
             .into_iter()
             .map(PathBuf::from)
@@ -285,7 +285,12 @@ impl Driver {
         })
     }
 
-    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let body = (method == "POST").then(|| body.to_string());
         let (status, text) = http(
             method,
@@ -297,13 +302,13 @@ impl Driver {
         (status, v["value"].clone())
     }
 
-    fn go(&self, url: &str) {
+    pub(crate) fn go(&self, url: &str) {
         let (status, v) = self.call("POST", "/url", serde_json::json!({ "url": url }));
         assert_eq!(status, 200, "navigate: {v}");
     }
 
     /// Waits for the element (the page renders asynchronously).
-    fn element(&self, css: &str) -> String {
+    pub(crate) fn element(&self, css: &str) -> String {
         crate::common::wait_for(&format!("element {css}"), || {
             let (status, v) = self.call(
                 "POST",
@@ -317,7 +322,7 @@ impl Driver {
         })
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         let id = self.element(css);
         let (status, v) = self.call(
             "POST",
@@ -327,7 +332,7 @@ impl Driver {
         assert_eq!(status, 200, "click {css}: {v}");
     }
 
-    fn text(&self, css: &str) -> String {
+    pub(crate) fn text(&self, css: &str) -> String {
         let id = self.element(css);
         let (_, v) = self.call(
             "GET",
@@ -338,7 +343,7 @@ impl Driver {
     }
 
     /// Waits for a `window.prompt`, answers it and accepts it.
-    fn answer_prompt(&self, answer: &str) -> String {
+    pub(crate) fn answer_prompt(&self, answer: &str) -> String {
         let question = crate::common::wait_for("the prompt", || {
             let (status, v) = self.call("GET", "/alert/text", serde_json::Value::Null);
             (status == 200).then(|| v.as_str().unwrap_or_default().to_string())

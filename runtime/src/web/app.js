@@ -492,6 +492,31 @@ function navigate() {
   refresh();
 }
 
+// Who this browser is, or "Log in with …" links for the OAuth providers
+// the master has (plain links: the master redirects to the provider and
+// back, then sets the session cookie).
+async function showLogin() {
+  try {
+    const [who, list] = await Promise.all([
+      fetch("/api/v1/whoami", withToken({})).then((r) => (r.ok ? r.json() : null)),
+      fetch("/api/v1/login/providers").then((r) => (r.ok ? r.json() : null)),
+    ]);
+    const box = el("span", { id: "login" });
+    if (who && who.caller && who.caller !== "anonymous") {
+      box.append(el("span", { class: "muted", text: "Logged in as " + who.caller }));
+    } else {
+      for (const p of (list && list.providers) || []) {
+        box.append(el("a", { href: p.login, class: "oauth-login", "data-provider": p.kind, text: "Log in with " + p.label }));
+      }
+    }
+    const old = document.getElementById("login");
+    if (old) old.replaceWith(box);
+    else document.querySelector("header").append(box);
+  } catch (_) {
+    // Logging in is optional; the page works without it.
+  }
+}
+
 async function start() {
   try {
     const info = await api("");
@@ -500,6 +525,7 @@ async function start() {
   } catch (e) {
     showError(e);
   }
+  showLogin();
   window.addEventListener("hashchange", navigate);
   navigate();
   timer = setInterval(refresh, REFRESH_MS);
