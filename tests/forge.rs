@@ -75,6 +75,8 @@ struct State {
     /// Answer the token endpoint with this body instead.
     token_body: Option<String>,
     next: u64,
+    /// The token endpoint never answers.
+    hang_token: bool,
     /// Why the last refused request was refused.
     refusals: Vec<String>,
 }
@@ -137,6 +139,11 @@ impl Forge {
         st.token_body = Some(body.into());
     }
 
+    /// The token endpoint takes requests but never answers.
+    pub fn hang_token(&self) {
+        self.st().hang_token = true;
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.st().requests.clone()
     }
@@ -184,6 +191,14 @@ impl Forge {
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         };
+        if req.path == self.kind.token() && self.st().hang_token {
+            self.st().requests.push(req);
+            // Hold the connection without answering until the client
+            // gives up.
+            let mut buf = [0u8; 64];
+            while rd.read(&mut buf).unwrap_or(0) > 0 {}
+            return;
+        }
         let (status, extra, body) = self.answer(&req);
         self.st().requests.push(req);
         let mut sock = sock;

@@ -165,8 +165,12 @@ impl Jar {
 /// page: the callback URL the browser is sent back to (not yet visited),
 /// with the jar holding the master's state cookie.
 fn to_provider(m: &Master, f: &Forge, jar: &mut Jar) -> String {
+    to_provider_at(&m.http, f, jar)
+}
+
+fn to_provider_at(http: &str, f: &Forge, jar: &mut Jar) -> String {
     let a = get(
-        &format!("http://{}/login/oauth/{}", m.http, f.kind.name()),
+        &format!("http://{http}/login/oauth/{}", f.kind.name()),
         &jar.header(),
     );
     assert_eq!(a.status, 302, "start: {}", a.body);
@@ -487,4 +491,37 @@ fn a_browser_logs_in_from_the_page() {
         "{:?}",
         forges[0].refusals()
     );
+}
+
+#[test]
+fn a_provider_that_never_answers_is_a_504_not_a_hung_login() {
+    let dir = temp_dir("oauth-hang");
+    let (m, forges) = start(&dir);
+    let gl = &forges[1];
+    gl.log_in_as("alice");
+    gl.hang_token();
+    // The master gives up on the provider by itself (its client's
+    // timeout); meanwhile it serves other requests.
+    let hung = {
+        let (m_http, gl) = (m.http.clone(), gl.clone());
+        std::thread::spawn(move || {
+            let mut jar = Jar::default();
+            let back = to_provider_at(&m_http, &gl, &mut jar);
+            let a = get(&back, &jar.header());
+            jar.take(&a);
+            (a, jar)
+        })
+    };
+    crate::common::wait_for("the token request to reach the provider", || {
+        gl.requests()
+            .iter()
+            .any(|r| r.path == Kind::Gitlab.token())
+            .then_some(())
+    });
+    let health = get(&format!("http://{}/api/v1/health", m.http), "");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let (a, jar) = hung.join().unwrap_or_else(|_| panic!("client thread"));
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert!(a.body.contains("timed out"), "{}", a.body);
+    assert!(!jar.0.contains_key("bbc_session"));
 }
