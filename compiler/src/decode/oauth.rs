@@ -96,17 +96,25 @@ fn provider(cx: &mut Cx, r: &mut NodeReader, kind: Option<OAuthKind>) -> Option<
             None
         }
     };
+    // Both read before either may end this: an unread property would be
+    // reported as unknown.
     let url = r
         .prop(cx, "url")
-        .map(|e| (http_url(cx, e, "OAuth provider URL"), e));
+        .map(|e| http_url(cx, e, "OAuth provider URL"));
     let api_url = r
         .prop(cx, "api-url")
         .and_then(|e| http_url(cx, e, "OAuth API URL"));
+    let url = match url {
+        Some(u) => Some(u?),
+        None => None,
+    };
     let kind = kind?;
-    let url = match (kind, url) {
-        (_, Some((None, _))) => return None,
-        (_, Some((Some(u), _))) => Some(u.trim_end_matches('/').to_string()),
-        (OAuthKind::Gitea, None) => {
+    let url = url.map(|u| u.trim_end_matches('/').to_string());
+    let web = match (&url, kind) {
+        (Some(u), _) => u.clone(),
+        (None, OAuthKind::Github) => "https://github.com".into(),
+        (None, OAuthKind::Gitlab) => "https://gitlab.com".into(),
+        (None, OAuthKind::Gitea) => {
             cx.err(
                 Code::MissingValue,
                 node_span,
@@ -117,13 +125,7 @@ fn provider(cx: &mut Cx, r: &mut NodeReader, kind: Option<OAuthKind>) -> Option<
             .emit();
             return None;
         }
-        (_, None) => None,
     };
-    // (Gitea without a URL was refused above.)
-    let web = url.clone().unwrap_or_else(|| match kind {
-        OAuthKind::Github => "https://github.com".into(),
-        OAuthKind::Gitlab | OAuthKind::Gitea => "https://gitlab.com".into(),
-    });
     let api = match (api_url, kind, &url) {
         (Some(a), _, _) => a.trim_end_matches('/').to_string(),
         (None, OAuthKind::Github, None) => "https://api.github.com".into(),
