@@ -32,6 +32,11 @@ fn secret_of(k: Kind) -> &'static str {
 /// Alice is `Alice-GH` on GitHub (matched in any case), `alice` on GitLab
 /// and `alice-t` on Gitea; bob has only a Gitea login.
 fn start(dir: &Path) -> (Master, Vec<Forge>) {
+    start_with(dir, "")
+}
+
+/// [`start`] with `extra` settings in `master`.
+fn start_with(dir: &Path, extra: &str) -> (Master, Vec<Forge>) {
     let forges: Vec<Forge> = SECRETS
         .iter()
         .map(|(k, s)| Forge::start(*k, &format!("{}-client-id", k.name()), s))
@@ -52,6 +57,7 @@ fn start(dir: &Path) -> (Master, Vec<Forge>) {
     }
     let config = format!(
         r#"master {{
+{extra}
 {oauth}}}
 worker "w" password=(secret)"w"
 scheduler "force" kind="force" {{
@@ -524,4 +530,20 @@ fn a_provider_that_never_answers_is_a_504_not_a_hung_login() {
     assert_eq!(a.status, 504, "{}", a.body);
     assert!(a.body.contains("timed out"), "{}", a.body);
     assert!(!jar.0.contains_key("bbc_session"));
+}
+
+#[test]
+fn a_private_master_still_offers_its_providers_and_lets_people_log_in() {
+    let dir = temp_dir("oauth-private");
+    let (m, forges) = start_with(&dir, "    private #true");
+    // Reads need `view`; the login page's list and the login itself do not.
+    let a = get(&format!("http://{}/api/v1/builders", m.http), "");
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = get(&format!("http://{}/api/v1/login/providers", m.http), "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["providers"][0]["login"], "/login/oauth/github");
+    forges[0].log_in_as("ALICE-gh");
+    let (a, jar) = login(&m, &forges[0]);
+    assert_eq!(a.status, 302, "{}", a.body);
+    assert!(jar.0.contains_key("bbc_session"));
 }
