@@ -412,6 +412,18 @@ fn refusals_start_no_session_and_say_why() {
         "bbc_oauth_state=forged",
     );
     assert_eq!(a.status, 400, "{}", a.body);
+    // A query that does not parse is refused without being quoted (it
+    // holds the code).
+    let a = get(
+        &format!(
+            "http://{}/login/oauth/gitea/callback?code=code-quoted-7&code=code-quoted-8&state=s",
+            m.http
+        ),
+        "",
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("malformed callback query"), "{}", a.body);
+    assert!(!a.body.contains("code-quoted"), "{}", a.body);
     // A provider the master does not know.
     let a = get(&format!("http://{}/login/oauth/bitbucket", m.http), "");
     assert_eq!(a.status, 404, "{}", a.body);

@@ -32,6 +32,10 @@ pub struct Flow {
     /// PKCE (RFC 7636): the secret whose S256 challenge the authorize URL
     /// carried; the token request proves it.
     pub verifier: String,
+    /// The `redirect_uri` the authorize URL carried: the token request
+    /// must repeat it exactly (RFC 6749 §4.1.3), even if a reload changed
+    /// the master's `url` meanwhile.
+    pub redirect_uri: String,
     pub started: Millis,
 }
 
@@ -94,6 +98,7 @@ mod tests {
         Flow {
             kind: OAuthKind::Github,
             verifier: "v".into(),
+            redirect_uri: "https://ci.example.org/login/oauth/github/callback".into(),
             started,
         }
     }

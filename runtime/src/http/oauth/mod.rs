@@ -152,6 +152,7 @@ async fn start(
         Flow {
             kind: p.kind,
             verifier,
+            redirect_uri: redirect,
             started: now_ms(),
         },
     );
@@ -202,7 +203,6 @@ async fn callback(
         Err(e) => return e.into_response(),
     };
     let secure = secure(&g);
-    let redirect = redirect_uri(&s, &g, p.kind);
     drop(g);
     let path = req.uri().path().to_string();
     let peer = req
@@ -211,9 +211,8 @@ async fn callback(
         .map(|c| c.0.to_string());
     let q = match Query::<CallbackQuery>::try_from_uri(req.uri()) {
         Ok(Query(q)) => q,
-        Err(e) => {
-            return ApiError::bad(format!("malformed callback: {}", e.body_text())).into_response()
-        }
+        // Not the rejection's text: it could quote the query, code included.
+        Err(_) => return ApiError::bad("malformed callback query").into_response(),
     };
     // The state first: until it checks out, this request may come from
     // anyone, and is answered without touching the provider or the store.
@@ -236,7 +235,7 @@ async fn callback(
             .insert(header::SET_COOKIE, state_cookie("", 0, secure));
         return r;
     };
-    let outcome = finish(&s, &p, &q, &redirect, &flow).await;
+    let outcome = finish(&s, &p, &q, &flow).await;
     let (status, who) = match &outcome {
         Ok((user, _)) => (StatusCode::FOUND, user.clone()),
         Err(r) => (r.status, r.who.clone()),
@@ -296,7 +295,6 @@ async fn finish(
     s: &Shared,
     p: &OAuthProvider,
     q: &CallbackQuery,
-    redirect: &str,
     flow: &Flow,
 ) -> Result<(String, String), Refusal> {
     let label = p.kind.label();
@@ -339,7 +337,7 @@ async fn finish(
         };
         refuse(status, format!("{label}: {}", f.message()), "anonymous")
     };
-    let token = provider::exchange(p, &secret, code, redirect, &flow.verifier)
+    let token = provider::exchange(p, &secret, code, &flow.redirect_uri, &flow.verifier)
         .await
         .map_err(gateway)?;
     let login = provider::login(p, &token).await.map_err(gateway)?;
