@@ -559,3 +559,35 @@ fn a_private_master_still_offers_its_providers_and_lets_people_log_in() {
     assert_eq!(a.status, 302, "{}", a.body);
     assert!(jar.0.contains_key("bbc_session"));
 }
+
+#[test]
+fn a_reload_changes_who_an_account_logs_in_as() {
+    let dir = temp_dir("oauth-reload");
+    let (m, forges) = start(&dir);
+    let gh = &forges[0];
+    gh.log_in_as("alice-gh");
+    let (a, jar) = login(&m, gh);
+    assert_eq!(a.status, 302, "{}", a.body);
+    assert_eq!(whoami(&m, &jar)["caller"], "alice");
+    // The account moves from alice to bob; the master reloads (SIGHUP).
+    let cfg = dir.join("master.kdl");
+    let text = std::fs::read_to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let text = text
+        .replace(" github=\"Alice-GH\"", "")
+        .replace("gitea=\"bob\"", "gitea=\"bob\" github=\"alice-gh\"");
+    std::fs::write(&cfg, text).unwrap_or_else(|e| panic!("{e}"));
+    let before = crate::common::get_json(&m.http, "/api/v1/config")["hash"].clone();
+    let pid = m.proc.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(killed.success());
+    crate::common::wait_for("the reload", || {
+        let now = crate::common::get_json(&m.http, "/api/v1/config")["hash"].clone();
+        (now != before).then_some(())
+    });
+    let (a, jar) = login(&m, gh);
+    assert_eq!(a.status, 302, "{}", a.body);
+    assert_eq!(whoami(&m, &jar)["caller"], "bob");
+}
