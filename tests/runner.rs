@@ -2,6 +2,7 @@
 //! one area, all sharing the helpers in `common`.
 
 mod common;
+mod forge;
 mod recorder;
 mod test_apply;
 mod test_backup;
@@ -21,6 +22,7 @@ mod test_login;
 mod test_lsp;
 mod test_metrics;
 mod test_no_panic;
+mod test_oauth;
 mod test_reporters;
 mod test_retention;
 mod test_runtime;

@@ -58,7 +58,7 @@ fn hex_sha256(s: &str) -> String {
 }
 
 /// Every file under `dir` holding `needle`.
-fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+pub fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {

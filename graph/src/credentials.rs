@@ -55,6 +55,9 @@ macro_rules! visitor {
                     f(p);
                 }
             }
+            for p in & $($mut_)? g.master.access.oauth {
+                f(& $($mut_)? p.client_secret);
+            }
         }
     };
 }

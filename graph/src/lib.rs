@@ -237,11 +237,18 @@ pub struct Access {
     pub roles: Vec<Role>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<User>,
+    /// OAuth2 providers browsers may log in through (`master { oauth … }`),
+    /// at most one of each kind, sorted by kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oauth: Vec<OAuthProvider>,
 }
 
 impl Access {
     pub fn is_empty(&self) -> bool {
-        !self.private && self.roles.is_empty() && self.users.is_empty()
+        !self.private && self.roles.is_empty() && self.users.is_empty() && self.oauth.is_empty()
+    }
+    pub fn oauth(&self, kind: OAuthKind) -> Option<&OAuthProvider> {
+        self.oauth.iter().find(|p| p.kind == kind)
     }
     /// Whether the config names anyone: then mutating endpoints need an
     /// identified caller with the grant.
@@ -307,6 +314,77 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Credential>,
     pub roles: Vec<String>,
+    /// The user's login at each OAuth provider (`github="alice-gh"`), as
+    /// written; a browser that logs in there as that login acts as this
+    /// user.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub logins: BTreeMap<OAuthKind, String>,
+}
+
+impl User {
+    /// Whether `login`, as a provider of `kind` named its user, is this
+    /// user's login there: GitHub logins are case-insensitive (GitHub
+    /// itself treats `Alice` and `alice` as one account); the others are
+    /// matched exactly.
+    pub fn has_login(&self, kind: OAuthKind, login: &str) -> bool {
+        self.logins.get(&kind).is_some_and(|l| match kind {
+            OAuthKind::Github => l.eq_ignore_ascii_case(login),
+            OAuthKind::Gitlab | OAuthKind::Gitea => l == login,
+        })
+    }
+}
+
+/// The forges browsers may log in through (OAuth2 authorization code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthKind {
+    Github,
+    Gitlab,
+    Gitea,
+}
+
+impl OAuthKind {
+    pub const ALL: [(&'static str, OAuthKind); 3] = [
+        ("github", OAuthKind::Github),
+        ("gitlab", OAuthKind::Gitlab),
+        ("gitea", OAuthKind::Gitea),
+    ];
+    /// The word in the config, the URL (`/login/oauth/github`) and a
+    /// session's `via`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthKind::Github => "github",
+            OAuthKind::Gitlab => "gitlab",
+            OAuthKind::Gitea => "gitea",
+        }
+    }
+    pub fn parse(s: &str) -> Option<OAuthKind> {
+        Self::ALL.iter().find(|(k, _)| *k == s).map(|(_, v)| *v)
+    }
+    /// The name people know it by, for "Log in with …".
+    pub fn label(self) -> &'static str {
+        match self {
+            OAuthKind::Github => "GitHub",
+            OAuthKind::Gitlab => "GitLab",
+            OAuthKind::Gitea => "Gitea",
+        }
+    }
+}
+
+/// `oauth "github" client-id="…" client-secret=(secret)"…" [url=…] [api-url=…]`
+/// in `master`: an OAuth2 application registered at a forge. URLs are
+/// resolved (defaults filled in) and have no trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthProvider {
+    pub kind: OAuthKind,
+    /// The application's public id.
+    pub client_id: String,
+    /// Always a secret reference: the compiler refuses plain text here.
+    pub client_secret: Credential,
+    /// The forge's web base: authorization and token endpoints hang off it.
+    pub url: String,
+    /// The forge's API base: the user endpoint hangs off it.
+    pub api_url: String,
 }
 
 /// A listener's certificate chain and private key: PEM files, as written

@@ -431,6 +431,8 @@ pub async fn private_reads(
         // anonymous caller here): the page asks it to know whether to
         // show the login form.
         || path == "/api/v1/whoami"
+        // The login page lists its providers before anyone is logged in.
+        || path == "/api/v1/login/providers"
     {
         drop(g);
         return next.run(req).await;
@@ -498,6 +500,7 @@ mod tests {
             }),
             password: None,
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            logins: Default::default(),
         };
         // Sorted by name, as the compiler leaves them.
         Access {
@@ -514,6 +517,7 @@ mod tests {
                 user("carol", &["core"]),
                 user("vic", &["viewer"]),
             ],
+            oauth: vec![],
         }
     }
 

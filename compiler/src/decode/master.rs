@@ -66,6 +66,7 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
         }
         pr.finish(cx);
     }
+    m.access.oauth = super::oauth::providers(cx, &mut r);
     if let Some(n) = r.kid(cx, "retention") {
         m.retention = Some(retention(cx, n));
     }

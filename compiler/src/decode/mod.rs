@@ -18,6 +18,7 @@ mod builder;
 mod change_source;
 mod lock;
 mod master;
+mod oauth;
 mod reporter;
 mod scheduler;
 mod step;
@@ -194,6 +195,7 @@ pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
         }
     }
     check_roles(cx, &m);
+    oauth::check_logins(cx, &m);
     m
 }
 

@@ -8,6 +8,8 @@ pub struct UserDecl {
     pub name_span: Span,
     /// The roles it names, checked once every role is known.
     pub roles: Vec<Named>,
+    /// Its logins at OAuth providers, checked once the master is known.
+    pub logins: Vec<(OAuthKind, String, Span)>,
 }
 
 /// The words of a space-separated list, each with the span of the whole
@@ -83,19 +85,24 @@ pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Spa
     let password_entry = r.prop(cx, "password");
     let token = token_entry.and_then(|e| credential(cx, e, "a user's API token"));
     let password = password_entry.and_then(|e| password(cx, e));
+    let logins = super::oauth::user_logins(cx, r);
     // Presence, not validity: a malformed value is its own diagnostic.
     let (has_token, has_password) = (token_entry.is_some(), password_entry.is_some());
-    if !has_token && !has_password {
+    if !has_token && !has_password && logins.is_empty() {
         cx.err(
             Code::MissingValue,
             r.node.name.span,
-            format!("user `{name}` has no way to log in: it needs `token=` or `password=`"),
+            format!(
+                "user `{name}` has no way to log in: it needs `token=`, `password=` \
+                 or a provider login (`github=`, `gitlab=`, `gitea=`)"
+            ),
         )
-        .label("token= or password= missing")
+        .label("token=, password= or a provider login missing")
         .help(format!(
             "for example: user \"{name}\" token=(secret)\"{name}-token\" roles=\"developer\" \
              (API clients), or password=(secret)\"{name}-password\" (the web login; \
-             the secret holds what `bbc passwd` prints)"
+             the secret holds what `bbc passwd` prints), or github=\"LOGIN\" with an \
+             `oauth \"github\"` provider in `master`"
         ))
         .emit();
     }
@@ -119,9 +126,11 @@ pub(super) fn user(cx: &mut Cx, r: &mut NodeReader, name: String, name_span: Spa
             token,
             password,
             roles: names,
+            logins: logins.iter().map(|(k, l, _)| (*k, l.clone())).collect(),
         },
         name_span,
         roles,
+        logins,
     }
 }
 

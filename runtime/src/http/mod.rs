@@ -15,6 +15,7 @@ mod events;
 mod health;
 mod login;
 mod metrics;
+mod oauth;
 mod workers;
 
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/logout", post(login::logout))
         .route("/api/v1/health", get(health::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(oauth::router())
         .merge(extra)
         .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such API endpoint; see docs/api.md") })

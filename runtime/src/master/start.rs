@@ -186,6 +186,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         sessions: Default::default(),
         web_logins: Mutex::new(crate::state::logins::Logins::of("web", Default::default())),
         https: http_tls.is_some(),
+        oauth_flows: Default::default(),
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.

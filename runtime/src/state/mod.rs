@@ -19,6 +19,7 @@ pub mod connection;
 pub mod events;
 pub mod logins;
 pub mod metrics;
+pub mod oauth;
 pub mod queue;
 pub mod sessions;
 
@@ -145,6 +146,9 @@ pub struct Shared {
     /// The HTTP port serves HTTPS: session cookies are `Secure`, and this
     /// master's origin is `https://HOST`.
     pub https: bool,
+    /// OAuth logins under way (between the provider's redirect and its
+    /// callback).
+    pub oauth_flows: oauth::Flows,
 }
 
 impl Shared {

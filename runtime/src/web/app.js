@@ -76,8 +76,17 @@ function showMe() {
   } else if (me && me.via === "token") {
     parts.push(el("span", { class: "who", text: me.caller + " (token)" }), " · ",
       el("a", { href: "#/logout", class: "logout", text: "forget token", onclick: logout }));
-  } else if (me && me.password_login) {
-    parts.push(el("a", { href: "#/login", class: "login", text: "log in" }));
+  } else {
+    if (me && me.password_login) {
+      parts.push(el("a", { href: "#/login", class: "login", text: "log in" }));
+    }
+    if (providers.length) {
+      const links = el("span", { class: "providers" });
+      for (const p of providers) {
+        links.append(el("a", { href: p.login, class: "oauth-login", "data-provider": p.kind, text: "Log in with " + p.label }));
+      }
+      parts.push(links);
+    }
   }
   box.replaceChildren(...parts);
 }
@@ -631,7 +640,22 @@ function navigate() {
   refresh();
 }
 
+// The OAuth providers people can log in through ("Log in with …" links:
+// the master redirects to the provider and back, then sets the session
+// cookie); read once, open even on a private master.
+let providers = [];
+
+async function loadProviders() {
+  try {
+    const r = await fetch("/api/v1/login/providers");
+    providers = r.ok ? (await r.json()).providers || [] : [];
+  } catch (_) {
+    providers = [];
+  }
+}
+
 async function start() {
+  await loadProviders();
   await loadMe();
   try {
     const info = await api("");
