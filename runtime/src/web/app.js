@@ -657,6 +657,11 @@ async function loadProviders() {
 async function start() {
   await loadProviders();
   await loadMe();
+  // A private master's first read sends the page to its login form by
+  // changing the address: the hashchange then shows it. Drawing the page
+  // here as well would draw it twice, replacing a form being typed into.
+  window.addEventListener("hashchange", navigate);
+  const first = location.hash;
   try {
     const info = await api("");
     document.getElementById("title").textContent = info.title || "bbc";
@@ -664,8 +669,7 @@ async function start() {
   } catch (e) {
     showError(e);
   }
-  window.addEventListener("hashchange", navigate);
-  navigate();
+  if (location.hash === first) navigate();
   timer = setInterval(refresh, REFRESH_MS);
   // Builds starting and ending, changes and build sets arriving: the page
   // is read again at once (a short pause gathers bursts); the timer above
