@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::check::Format;
 use crate::command_error::CommandError;
 use crate::diff::DiffFormat;
+use crate::https::TrustOpts;
 use crate::listing::ListWhat;
 use crate::output::{compile_graph, write_output, ColorChoice};
 
@@ -223,6 +224,21 @@ enum Command {
         wait: bool,
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
+    },
+    /// Rebuild a finished build: a new request on its builder with the
+    /// same source (revision) and properties
+    Rebuild {
+        /// The build's id (as the API and the web UI show it)
+        build: u64,
+        /// Follow the new build and exit with its result
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = crate::client::default_url())]
+        url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Submit a change (like Buildbot's sendchange)
     Sendchange {
@@ -242,6 +258,8 @@ enum Command {
         props: Vec<String>,
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Apply a config to a running master: shows the plan, then reloads it
     /// (running builds are not interrupted)
@@ -261,6 +279,8 @@ enum Command {
         yes: bool,
         #[arg(long, value_enum, default_value = "human")]
         format: DiffFormat,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Check an API token with a master and keep it for `bbc force`,
     /// `sendchange` and `status` (the token from --token-file or stdin)
@@ -270,6 +290,8 @@ enum Command {
         /// File holding the token (else the first line of standard input)
         #[arg(long)]
         token_file: Option<String>,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Make a self-signed TLS certificate and key for the master, and
     /// print the fingerprint workers pin (`--master-fingerprint`)
@@ -302,6 +324,8 @@ enum Command {
     Status {
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
 }
 
@@ -380,6 +404,7 @@ pub fn run() -> ExitCode {
             scheduler,
             wait,
             url,
+            trust,
         } => crate::client::force(crate::client::ForceArgs {
             url: &url,
             builder: &builder,
@@ -389,7 +414,14 @@ pub fn run() -> ExitCode {
             revision: revision.as_deref(),
             scheduler: scheduler.as_deref(),
             wait,
+            trust: &trust,
         }),
+        Command::Rebuild {
+            build,
+            wait,
+            url,
+            trust,
+        } => crate::client::rebuild(&url, build, wait, &trust),
         Command::Sendchange {
             repository,
             branch,
@@ -399,6 +431,7 @@ pub fn run() -> ExitCode {
             files,
             props,
             url,
+            trust,
         } => crate::client::sendchange(crate::client::ChangeArgs {
             url: &url,
             repository: &repository,
@@ -408,9 +441,14 @@ pub fn run() -> ExitCode {
             comments: &comments,
             files: &files,
             props: &props,
+            trust: &trust,
         }),
-        Command::Status { url } => crate::client::status(&url),
-        Command::Login { url, token_file } => crate::client::login(&url, token_file.as_deref()),
+        Command::Status { url, trust } => crate::client::status(&url, &trust),
+        Command::Login {
+            url,
+            token_file,
+            trust,
+        } => crate::client::login(&url, token_file.as_deref(), &trust),
         Command::Cert {
             cert,
             key,
@@ -426,6 +464,7 @@ pub fn run() -> ExitCode {
             dry_run,
             yes,
             format,
+            trust,
         } => crate::apply::apply(crate::apply::ApplyArgs {
             config: &config,
             master: &master,
@@ -433,6 +472,7 @@ pub fn run() -> ExitCode {
             dry_run,
             yes,
             json: format == DiffFormat::Json,
+            trust: &trust,
         }),
         Command::Run {
             config,

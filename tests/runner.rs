@@ -19,6 +19,7 @@ mod test_holes;
 mod test_logging;
 mod test_metrics;
 mod test_no_panic;
+mod test_rebuild;
 mod test_reporters;
 mod test_retention;
 mod test_runtime;
