@@ -31,9 +31,9 @@ pub(super) async fn rebuild(
             let Some(b) = st.build(id)? else {
                 return Ok(None);
             };
-            // The set of the first request: a collapsed build's requests
-            // share a builder, and the build ran the newest source among
-            // them, which its properties hold as well.
+            // The set of the first request: the one the build took its
+            // properties from (master/queue.rs); requests collapsed into
+            // it share its source.
             let set = match b.build.requests.first() {
                 Some(r) => match st.request(*r)? {
                     Some(req) => st.buildset(req.buildset)?,
