@@ -26,6 +26,7 @@ pub struct ApplyArgs<'a> {
     pub dry_run: bool,
     pub yes: bool,
     pub json: bool,
+    pub trust: &'a crate::https::TrustOpts,
 }
 
 /// The admin token: `--token-file`, else `$BBC_ADMIN_TOKEN`.
@@ -128,7 +129,9 @@ pub fn apply(a: ApplyArgs) -> Result<(), CommandError> {
         .enable_all()
         .build()
         .map_err(|e| CommandError::Usage(e.to_string()))?;
-    let client = reqwest::Client::builder()
+    let client = a
+        .trust
+        .builder()?
         .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| CommandError::Usage(e.to_string()))?;
@@ -205,7 +208,7 @@ pub fn apply(a: ApplyArgs) -> Result<(), CommandError> {
 }
 
 fn unreachable(base: &str) -> impl Fn(reqwest::Error) -> CommandError + '_ {
-    move |e| CommandError::Usage(format!("cannot reach the master at {base}: {e}"))
+    move |e| crate::https::unreachable(base, &e)
 }
 
 /// The running config's hash and graph (`GET /api/v1/config`).

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::check::Format;
 use crate::command_error::CommandError;
 use crate::diff::DiffFormat;
+use crate::https::TrustOpts;
 use crate::listing::ListWhat;
 use crate::output::{compile_graph, write_output, ColorChoice};
 
@@ -226,6 +227,21 @@ enum Command {
         wait: bool,
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
+    },
+    /// Rebuild a finished build: a new request on its builder with the
+    /// same source (revision) and properties
+    Rebuild {
+        /// The build's id (as the API and the web UI show it)
+        build: u64,
+        /// Follow the new build and exit with its result
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = crate::client::default_url())]
+        url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Submit a change (like Buildbot's sendchange)
     Sendchange {
@@ -245,6 +261,8 @@ enum Command {
         props: Vec<String>,
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Apply a config to a running master: shows the plan, then reloads it
     /// (running builds are not interrupted)
@@ -264,6 +282,8 @@ enum Command {
         yes: bool,
         #[arg(long, value_enum, default_value = "human")]
         format: DiffFormat,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Check an API token with a master and keep it for `bbc force`,
     /// `sendchange` and `status` (the token from --token-file or stdin)
@@ -273,6 +293,8 @@ enum Command {
         /// File holding the token (else the first line of standard input)
         #[arg(long)]
         token_file: Option<String>,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
     /// Make a self-signed TLS certificate and key for the master, and
     /// print the fingerprint workers pin (`--master-fingerprint`)
@@ -310,6 +332,8 @@ enum Command {
     Status {
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
+        #[command(flatten)]
+        trust: TrustOpts,
     },
 }
 
@@ -389,6 +413,7 @@ pub fn run() -> ExitCode {
             scheduler,
             wait,
             url,
+            trust,
         } => crate::client::force(crate::client::ForceArgs {
             url: &url,
             builder: &builder,
@@ -398,7 +423,14 @@ pub fn run() -> ExitCode {
             revision: revision.as_deref(),
             scheduler: scheduler.as_deref(),
             wait,
+            trust: &trust,
         }),
+        Command::Rebuild {
+            build,
+            wait,
+            url,
+            trust,
+        } => crate::client::rebuild(&url, build, wait, &trust),
         Command::Sendchange {
             repository,
             branch,
@@ -408,6 +440,7 @@ pub fn run() -> ExitCode {
             files,
             props,
             url,
+            trust,
         } => crate::client::sendchange(crate::client::ChangeArgs {
             url: &url,
             repository: &repository,
@@ -417,9 +450,14 @@ pub fn run() -> ExitCode {
             comments: &comments,
             files: &files,
             props: &props,
+            trust: &trust,
         }),
-        Command::Status { url } => crate::client::status(&url),
-        Command::Login { url, token_file } => crate::client::login(&url, token_file.as_deref()),
+        Command::Status { url, trust } => crate::client::status(&url, &trust),
+        Command::Login {
+            url,
+            token_file,
+            trust,
+        } => crate::client::login(&url, token_file.as_deref(), &trust),
         Command::Cert {
             cert,
             key,
@@ -436,6 +474,7 @@ pub fn run() -> ExitCode {
             dry_run,
             yes,
             format,
+            trust,
         } => crate::apply::apply(crate::apply::ApplyArgs {
             config: &config,
             master: &master,
@@ -443,6 +482,7 @@ pub fn run() -> ExitCode {
             dry_run,
             yes,
             json: format == DiffFormat::Json,
+            trust: &trust,
         }),
         Command::Run {
             config,

@@ -1,11 +1,13 @@
-//! `bbc force`, `bbc sendchange` and `bbc status`: clients of a running
-//! master's HTTP API (docs/api.md).
+//! `bbc force`, `bbc rebuild`, `bbc sendchange` and `bbc status`: clients
+//! of a running master's HTTP API (docs/api.md), over HTTPS with the trust
+//! `crate::https` sets up.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::command_error::CommandError;
+use crate::https::{unreachable, TrustOpts};
 
 pub fn default_url() -> String {
     std::env::var("BBC_URL").unwrap_or_else(|_| "http://127.0.0.1:8010".into())
@@ -60,10 +62,11 @@ async fn call(req: reqwest::RequestBuilder) -> Result<Value, CommandError> {
             .headers_mut()
             .insert(reqwest::header::AUTHORIZATION, v);
     }
+    let base = origin(request.url());
     let r = client
         .execute(request)
         .await
-        .map_err(|e| CommandError::Usage(format!("cannot reach the master: {e}")))?;
+        .map_err(|e| unreachable(&base, &e))?;
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     if status.is_success() {
@@ -112,12 +115,13 @@ pub struct ForceArgs<'a> {
     pub revision: Option<&'a str>,
     pub scheduler: Option<&'a str>,
     pub wait: bool,
+    pub trust: &'a TrustOpts,
 }
 
 pub fn force(a: ForceArgs) -> Result<(), CommandError> {
     let props = parse_props(a.props)?;
+    let c = a.trust.client()?;
     rt()?.block_on(async {
-        let c = reqwest::Client::new();
         let mut body = json!({"properties": props});
         for (k, v) in [
             ("reason", a.reason),
@@ -141,37 +145,71 @@ pub fn force(a: ForceArgs) -> Result<(), CommandError> {
             "queued build request {req} (build set {set}) for {}",
             a.builder
         );
-        if !a.wait {
-            return Ok(());
-        }
-        // Follow the request to its build's end.
-        let base = a.url.trim_end_matches('/').to_string();
-        let mut announced = None;
-        loop {
-            let r = call(
-                c.get(format!("{base}/api/v1/requests"))
-                    .query(&[("buildset", set.to_string())]),
-            )
-            .await?;
-            let rq = &r["requests"][0];
-            if let (Some(b), None) = (rq["build"].as_u64(), announced) {
-                println!("build {b} started");
-                announced = Some(b);
-            }
-            match rq["state"].as_str() {
-                Some("complete") | Some("cancelled") => {
-                    let result = rq["result"].as_str().unwrap_or("cancelled").to_string();
-                    println!("{}: {result}", a.builder);
-                    return if result == "success" || result == "warnings" {
-                        Ok(())
-                    } else {
-                        Err(CommandError::Invalid)
-                    };
-                }
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
+        if a.wait {
+            follow(&c, a.url, set, a.builder).await
+        } else {
+            Ok(())
         }
     })
+}
+
+/// `bbc rebuild BUILD-ID`: a new request with the build's source and
+/// properties (`POST /api/v1/builds/{id}/rebuild`).
+pub fn rebuild(url: &str, build: u64, wait: bool, trust: &TrustOpts) -> Result<(), CommandError> {
+    let c = trust.client()?;
+    rt()?.block_on(async {
+        let base = url.trim_end_matches('/');
+        let v = call(c.post(format!("{base}/api/v1/builds/{build}/rebuild"))).await?;
+        let set = v["buildset"]["id"].as_u64().unwrap_or(0);
+        let req = &v["requests"][0];
+        let builder = req["builder"].as_str().unwrap_or("?").to_string();
+        println!(
+            "queued build request {} (build set {set}) for {builder}: {}",
+            req["id"],
+            v["buildset"]["reason"].as_str().unwrap_or("rebuild")
+        );
+        if wait {
+            follow(&c, url, set, &builder).await
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Follows a build set's (first) request to its build's end; the exit
+/// status says whether it succeeded.
+async fn follow(
+    c: &reqwest::Client,
+    url: &str,
+    set: u64,
+    builder: &str,
+) -> Result<(), CommandError> {
+    let base = url.trim_end_matches('/').to_string();
+    let mut announced = None;
+    loop {
+        let r = call(
+            c.get(format!("{base}/api/v1/requests"))
+                .query(&[("buildset", set.to_string())]),
+        )
+        .await?;
+        let rq = &r["requests"][0];
+        if let (Some(b), None) = (rq["build"].as_u64(), announced) {
+            println!("build {b} started");
+            announced = Some(b);
+        }
+        match rq["state"].as_str() {
+            Some("complete") | Some("cancelled") => {
+                let result = rq["result"].as_str().unwrap_or("cancelled").to_string();
+                println!("{builder}: {result}");
+                return if result == "success" || result == "warnings" {
+                    Ok(())
+                } else {
+                    Err(CommandError::Invalid)
+                };
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 pub struct ChangeArgs<'a> {
@@ -183,17 +221,19 @@ pub struct ChangeArgs<'a> {
     pub comments: &'a str,
     pub files: &'a [String],
     pub props: &'a [String],
+    pub trust: &'a TrustOpts,
 }
 
 pub fn sendchange(a: ChangeArgs) -> Result<(), CommandError> {
     let props = parse_props(a.props)?;
+    let c = a.trust.client()?;
     rt()?.block_on(async {
         let body = json!({
             "repository": a.repository, "branch": a.branch, "revision": a.revision,
             "author": a.who, "comments": a.comments, "files": a.files, "properties": props,
         });
         let url = format!("{}/api/v1/changes", a.url.trim_end_matches('/'));
-        let v = call(reqwest::Client::new().post(url).json(&body)).await?;
+        let v = call(c.post(url).json(&body)).await?;
         println!("change {} stored", v["change"]["id"]);
         Ok(())
     })
@@ -213,9 +253,9 @@ fn fmt_eta(eta: &Value) -> String {
     }
 }
 
-pub fn status(url: &str) -> Result<(), CommandError> {
+pub fn status(url: &str, trust: &TrustOpts) -> Result<(), CommandError> {
+    let c = trust.client()?;
     rt()?.block_on(async {
-        let c = reqwest::Client::new();
         let base = url.trim_end_matches('/');
         let builders = call(c.get(format!("{base}/api/v1/builders"))).await?;
         let running = call(
@@ -259,7 +299,7 @@ pub fn status(url: &str) -> Result<(), CommandError> {
 /// stores it for that master's URL, for `bbc force`, `sendchange` and
 /// `status`. The token comes from `--token-file` or standard input, never
 /// the command line (where `ps` would show it).
-pub fn login(url: &str, token_file: Option<&str>) -> Result<(), CommandError> {
+pub fn login(url: &str, token_file: Option<&str>, trust: &TrustOpts) -> Result<(), CommandError> {
     let token = match token_file {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| CommandError::Usage(format!("cannot read {f}: {e}")))?,
@@ -280,13 +320,14 @@ pub fn login(url: &str, token_file: Option<&str>) -> Result<(), CommandError> {
     let base = reqwest::Url::parse(url)
         .map(|u| origin(&u))
         .map_err(|e| CommandError::Usage(format!("{url}: {e}")))?;
+    let client = trust.client()?;
     let who = rt()?.block_on(async {
-        let r = reqwest::Client::new()
+        let r = client
             .get(format!("{base}/api/v1/whoami"))
             .bearer_auth(&token)
             .send()
             .await
-            .map_err(|e| CommandError::Usage(format!("cannot reach the master: {e}")))?;
+            .map_err(|e| unreachable(&base, &e))?;
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {

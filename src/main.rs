@@ -14,6 +14,7 @@ mod diff;
 mod dot;
 mod explain;
 mod fmt;
+mod https;
 mod listing;
 mod local_run;
 mod lsp;

@@ -254,3 +254,43 @@ fn logs_of_a_build_interrupted_by_a_kill_are_compressed_at_the_next_start() {
     assert_eq!(u["logs"].as_u64(), Some(1), "{u}");
     assert_eq!(u["log_bytes"].as_u64(), Some(before.len() as u64), "{u}");
 }
+
+/// `retention { audit }`: kept while unset (the janitor runs every
+/// second meanwhile), then, after a reload sets an age, old entries go.
+#[test]
+fn the_audit_log_is_pruned_once_retention_names_an_age() {
+    let dir = temp_dir("retention-audit");
+    let go = dir.join("go");
+    write_secret(&dir, "w1", "pw1");
+    write_secret(&dir, "bbc-admin-token", "admin-audit-0001");
+    let m = Master::start_logged(&dir, &config("", &go));
+    let audit = || {
+        let (st, body) = crate::common::http_with(
+            "GET",
+            &m.http,
+            "/api/v1/audit",
+            &[("authorization", "Bearer admin-audit-0001")],
+            None,
+        );
+        assert_eq!(st, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["audit"].as_array().cloned().unwrap_or_default()
+    };
+    m.force("hello", "{}");
+    let log = dir.join("master.log");
+    // Two janitor runs without an audit age: the entry stays.
+    wait_for("two janitor runs", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.matches("and 0 audit entries").count() >= 2).then_some(())
+    });
+    let kept = audit();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0]["path"], "/api/v1/builders/hello/force");
+
+    std::fs::write(dir.join("master.kdl"), config("        audit \"1s\"", &go))
+        .unwrap_or_else(|e| panic!("{e}"));
+    sighup(&m);
+    wait_for("the old entry to go", || audit().is_empty().then_some(()));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("and 1 audit entries"), "{text}");
+}

@@ -272,3 +272,100 @@ fn https_serves_the_api_to_clients_that_trust_the_certificate() {
     let (ok, body) = curl(&["--cacert", &ca], &url);
     assert!(ok, "{body}");
 }
+
+/// The CLI's API commands over HTTPS to a master with a self-signed
+/// certificate: refused without trust (saying how to give it), accepted
+/// with `--ca`, with the right `--fingerprint` and with `BBC_CA` (either
+/// form), refused with a wrong pin.
+#[test]
+fn the_cli_trusts_a_self_signed_master_only_when_told() {
+    let dir = temp_dir("tls_cli");
+    let fp = make_cert(&dir, "master");
+    let other = make_cert(&dir, "other");
+    write_secret(&dir, "w", PASSWORD);
+    write_secret(&dir, "bbc-control-token", "ctl-tls-cli-0001");
+    let m = Master::start(
+        &dir,
+        &config(r#"tls cert="master.crt" key="master.key" workers=#false"#),
+    );
+    let url = format!("https://{}", m.http);
+    let ca = dir.join("master.crt").to_string_lossy().to_string();
+    let home = dir.join("home");
+    let cli = |args: &[&str], env: Option<&str>| {
+        let mut c = bbc();
+        c.args(args)
+            .env("XDG_CONFIG_HOME", &home)
+            .env_remove("BBC_TOKEN")
+            .env_remove("BBC_CA")
+            .env_remove("BBC_URL");
+        if let Some(v) = env {
+            c.env("BBC_CA", v);
+        }
+        let o = c.output().unwrap_or_else(|e| panic!("{e}"));
+        (o.status.success(), stdout(&o) + &stderr(&o))
+    };
+    let status = ["status", "--url", &url];
+    let (ok, text) = cli(&status, None);
+    assert!(!ok, "trusted a self-signed certificate: {text}");
+    assert!(text.contains("certificate"), "{text}");
+    assert!(
+        text.contains("--ca FILE") && text.contains("--fingerprint"),
+        "no fix named: {text}"
+    );
+    for (args, env) in [
+        (vec!["--ca", &ca], None),
+        (vec!["--fingerprint", &fp], None),
+        (vec![], Some(ca.as_str())),
+        (vec![], Some(fp.as_str())),
+    ] {
+        let all: Vec<&str> = status.iter().copied().chain(args.clone()).collect();
+        let (ok, text) = cli(&all, env);
+        assert!(ok, "{args:?} BBC_CA={env:?}: {text}");
+        assert!(text.contains("builders:") && text.contains("  b"), "{text}");
+    }
+    let all: Vec<&str> = status
+        .iter()
+        .copied()
+        .chain(["--fingerprint", &other])
+        .collect();
+    let (ok, text) = cli(&all, None);
+    assert!(!ok, "a wrong pin was accepted: {text}");
+    assert!(text.contains("not the pinned one"), "{text}");
+    let (ok, text) = cli(&status, Some(&other));
+    assert!(!ok && text.contains("not the pinned one"), "{text}");
+    let (ok, text) = cli(
+        &["status", "--url", &url, "--fingerprint", "sha256:12"],
+        None,
+    );
+    assert!(!ok && text.contains("--fingerprint"), "{text}");
+    let (ok, text) = cli(&["status", "--url", &url, "--ca", "/nonexistent.pem"], None);
+    assert!(!ok && text.contains("/nonexistent.pem"), "{text}");
+
+    // The other commands take the same options: login (then force with
+    // the stored token), sendchange, apply.
+    let token = dir.join("token");
+    std::fs::write(&token, "ctl-tls-cli-0001").unwrap_or_else(|e| panic!("{e}"));
+    let token = token.to_string_lossy().to_string();
+    let login = ["login", "--url", &url, "--token-file", &token];
+    let (ok, text) = cli(&login, None);
+    assert!(!ok && text.contains("--ca FILE"), "{text}");
+    let with_ca: Vec<&str> = login.iter().copied().chain(["--ca", &ca]).collect();
+    let (ok, text) = cli(&with_ca, None);
+    assert!(ok && text.contains("as control-token"), "{text}");
+    let (ok, text) = cli(&["force", "b", "--url", &url, "--fingerprint", &fp], None);
+    assert!(ok && text.contains("queued build request"), "{text}");
+    let (ok, text) = cli(&["force", "b", "--url", &url], None);
+    assert!(!ok && text.contains("--ca FILE"), "{text}");
+    let change = ["sendchange", "--url", &url, "--branch", "main"];
+    let (ok, text) = cli(&change, Some(&ca));
+    assert!(ok && text.contains("stored"), "{text}");
+    let (ok, text) = cli(&change, None);
+    assert!(!ok && text.contains("--ca FILE"), "{text}");
+    let cfg = dir.join("master.kdl").to_string_lossy().to_string();
+    let apply = ["apply", &cfg, "--master", &url, "--dry-run"];
+    let (ok, text) = cli(&apply, None);
+    assert!(!ok && text.contains("--ca FILE"), "{text}");
+    let with_ca: Vec<&str> = apply.iter().copied().chain(["--ca", &ca]).collect();
+    let (ok, text) = cli(&with_ca, None);
+    assert!(ok, "{text}");
+}

@@ -2,7 +2,8 @@
 //! 127.0.0.1: every mutating endpoint against every kind of caller, a
 //! private master's reads, and the audit log (who, never a token).
 //!
-//! No worker connects, so forced builds stay pending and each caller
+//! A worker runs one build of each builder first (what rebuilds name),
+//! then leaves: forced builds stay pending after it, and each caller
 //! allowed to cancel has a request of its own to cancel.
 
 use std::path::Path;
@@ -13,8 +14,8 @@ use crate::common::{git, http_with, run, stdout, temp_dir, write_secret, Master}
 
 const CONTROL: &str = "control-tok-0001";
 const ADMIN: &str = "admin-tok-0002";
-/// (user, token): vic may only view, carol forces and cancels `web*`
-/// only, alice forces and cancels everywhere, bob is an admin.
+/// (user, token): vic may only view, carol forces, cancels and rebuilds
+/// `web*` only, alice does all three everywhere, bob is an admin.
 const USERS: &[(&str, &str)] = &[
     ("vic", "vic-tok-0003"),
     ("carol", "carol-tok-0004"),
@@ -50,8 +51,8 @@ builder "web" {{
     }}
 }}
 role "viewer" grant="view"
-role "webdev" grant="force cancel" builders="web*"
-role "developer" grant="view force cancel"
+role "webdev" grant="force cancel rebuild" builders="web*"
+role "developer" grant="view force cancel rebuild"
 role "ops" grant="admin"
 user "vic" token=(secret)"vic-token" roles="viewer"
 user "carol" token=(secret)"carol-token" roles="webdev"
@@ -160,6 +161,24 @@ fn every_mutating_endpoint_by_every_caller() {
         m: &m,
         seen: vec![],
     };
+    // One finished build per builder, for the rebuilds; then no worker.
+    let mut finished = std::collections::HashMap::new();
+    {
+        let _w = m.worker("w", "worker-pw-0008");
+        m.wait_connected("w");
+        for b in ["core-linux", "web"] {
+            let req = c.pending(b);
+            let build = crate::common::wait_for("the build to finish", || {
+                let (_, r) = c.call("control", "GET", "/api/v1/requests?state=complete", None);
+                r["requests"].as_array()?.iter().find(|x| x["id"] == req)?["build"].as_u64()
+            });
+            finished.insert(b, build);
+        }
+    }
+    crate::common::wait_for("the worker to leave", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/workers");
+        (v["workers"][0]["connected"] == false).then_some(())
+    });
     let change = r#"{"branch": "main", "revision": "abc"}"#;
     // endpoint → expected status per caller, in CALLERS order.
     let table: &[(&str, [u16; 8])] = &[
@@ -170,6 +189,11 @@ fn every_mutating_endpoint_by_every_caller() {
             [401, 401, 403, 403, 200, 200, 200, 200],
         ),
         ("cancel web", [401, 401, 403, 200, 200, 200, 200, 200]),
+        (
+            "rebuild core-linux",
+            [401, 401, 403, 403, 201, 201, 201, 201],
+        ),
+        ("rebuild web", [401, 401, 403, 201, 201, 201, 201, 201]),
         ("change", [401, 401, 403, 403, 201, 201, 201, 201]),
         ("poll", [401, 401, 403, 403, 200, 200, 200, 200]),
         ("config", [401, 401, 403, 403, 403, 200, 403, 200]),
@@ -186,6 +210,11 @@ fn every_mutating_endpoint_by_every_caller() {
                 "cancel core-linux" | "cancel web" => {
                     let id = c.pending(what.trim_start_matches("cancel "));
                     let path = format!("/api/v1/requests/{id}/cancel");
+                    c.call(caller, "POST", &path, None)
+                }
+                "rebuild core-linux" | "rebuild web" => {
+                    let id = finished[what.trim_start_matches("rebuild ")];
+                    let path = format!("/api/v1/builds/{id}/rebuild");
                     c.call(caller, "POST", &path, None)
                 }
                 "change" => c.call(caller, "POST", "/api/v1/changes", Some(change)),
@@ -232,6 +261,16 @@ fn every_mutating_endpoint_by_every_caller() {
     assert!(!entries.iter().any(|e| e["status"] == 401), "{log}");
     assert!(who("control-token", force, 201), "{log}");
     assert!(who("bob", "/api/v1/config", 200), "{log}");
+    // A rebuild names the build it repeats; a refused one too.
+    let rebuild = format!("/api/v1/builds/{}/rebuild", finished["core-linux"]);
+    assert!(who("alice", &rebuild, 201), "{log}");
+    assert!(who("carol", &rebuild, 403), "{log}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["path"] == rebuild.as_str() && e["build"] == finished["core-linux"]),
+        "{log}"
+    );
     assert!(who("admin-token", "/api/v1/changes", 201), "{log}");
     assert!(
         entries

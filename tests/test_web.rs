@@ -466,7 +466,7 @@ fn build_lists_are_paged() {
 }
 
 #[test]
-fn cancel_from_the_page_stops_a_running_build() {
+fn cancel_then_rebuild_from_the_page() {
     let Some(browser) = chromium() else { return };
     let dir = temp_dir("web-cancel");
     let (m, _w, id) = held_build(&dir, &dir.join("never"));
@@ -483,11 +483,34 @@ fn cancel_from_the_page_stops_a_running_build() {
             .map(|_| v["build"].clone())
     });
     assert_eq!(b["result"], "cancelled", "{b}");
-    // The page shows it (it refreshes by itself) and offers no button now.
+    // The page shows it (it refreshes by itself), and offers a rebuild
+    // of the finished build instead.
     crate::common::wait_for("the page to show the result", || {
         let t = d.text("dl.facts");
         t.contains("cancelled").then_some(())
     });
+    std::fs::write(dir.join("never"), "").unwrap_or_else(|e| panic!("{e}"));
+    d.click("main > button.rebuild");
+    let said = crate::common::wait_for("the page to say it queued the rebuild", || {
+        let t = d.text("main > span.rebuilt");
+        t.contains("build set").then_some(t)
+    });
+    let rebuilt = crate::common::wait_for("the rebuild to finish", || {
+        let v = crate::common::get_json(&m.http, "/api/v1/builds?builder=slow");
+        let b = v["builds"].as_array()?.first()?.clone();
+        (b["id"] != id && b["finished_at"].is_u64()).then_some(b)
+    });
+    assert_eq!(rebuilt["result"], "success", "{rebuilt}");
+    assert_eq!(
+        rebuilt["properties"]["reason"], "rebuild of slow #1",
+        "{rebuilt}"
+    );
+    let r = crate::common::get_json(&m.http, "/api/v1/requests?builder=slow&limit=1");
+    assert_eq!(r["requests"][0]["id"], rebuilt["requests"][0], "{r}");
+    assert!(
+        said.contains(&format!("build set {}", r["requests"][0]["buildset"])),
+        "{said} / {r}"
+    );
 }
 
 /// A master whose one build is running: its step prints `live-marker-5678`

@@ -411,6 +411,12 @@ pub struct Retention {
     pub keep_last: u64,
     /// How often the janitor runs.
     pub every_ms: u64,
+    /// Audit-log entries recorded longer ago than this are deleted;
+    /// `None`: kept for ever (the default: who did what is deleted only
+    /// when the config says so). Left out of the JSON when `None`, so the
+    /// hashes of configs without it stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_ms: Option<u64>,
 }
 
 impl Retention {

@@ -33,6 +33,8 @@ pub fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
     let pid = m.proc.pid();
     let (rss0, hwm0) = mem_kib(pid);
     let cpu0 = cpu_s(pid);
+    // The worker's too: it reads the pipe and (with --tls) encrypts.
+    let worker_cpu0 = cpu_s(w1.pid());
     let ticks = cpu_ticks();
     // The peak from here on is the log's, not the start-up's.
     reset_peak(pid);
@@ -55,6 +57,7 @@ pub fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
         }
     })?;
     let cpu = cpu_s(pid) - cpu0;
+    let worker_cpu = cpu_s(w1.pid()) - worker_cpu0;
     let busy = machine_busy(&ticks);
     let (_, threads) = sampler.peak();
     let (rss1, hwm1) = mem_kib(pid);
@@ -87,10 +90,13 @@ pub fn log(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
         mb(rss1),
         threads
     );
+    let per_mb = |s: f64| s * 1000.0 / (len as f64 / 1e6).max(1e-9);
     println!(
-        "- master CPU {:.2} s ({:.1} ms per MB), machine {:.0}% busy; worker peak RSS {}",
+        "- master CPU {:.2} s ({:.2} ms per MB), worker CPU {:.2} s ({:.2} ms per MB), machine {:.0}% busy; worker peak RSS {}",
         cpu,
-        cpu * 1000.0 / (len as f64 / 1e6).max(1e-9),
+        per_mb(cpu),
+        worker_cpu,
+        per_mb(worker_cpu),
         busy * 100.0,
         mb(worker_hwm)
     );

@@ -148,11 +148,15 @@ fn plaintext_lint(cx: &mut Cx, m: &Master, span: Span, chosen: bool) {
     .emit();
 }
 
-/// `retention { builds "180d"; logs "30d"; keep-last 20; every "1h" }`.
+/// `retention { builds "180d"; logs "30d"; keep-last 20; audit "365d";
+/// every "1h" }`.
 fn retention(cx: &mut Cx, node: &Node) -> Retention {
     let mut r = NodeReader::new(node);
     let (builds, builds_ms) = duration_kid(cx, &mut r, "builds", "builds \"180d\"");
     let (logs, logs_ms) = duration_kid(cx, &mut r, "logs", "logs \"30d\"");
+    // Independent of the builds': an entry names a build by id, and says
+    // who did what whether or not the build is still kept.
+    let (_, audit_ms) = duration_kid(cx, &mut r, "audit", "audit \"365d\"");
     let keep_last = r
         .kid_with(cx, "keep-last", "keep-last 20", |cx, e| {
             cx.int_in(e, 0, 1_000_000, "keep-last")
@@ -192,6 +196,7 @@ fn retention(cx: &mut Cx, node: &Node) -> Retention {
         every_ms: every_ms
             .filter(|ms| *ms >= 1000)
             .unwrap_or(Retention::DEFAULT_EVERY_MS),
+        audit_ms,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The audit log: every mutating request of the API (force, cancel,
-//! changes, poll, config), who sent it, from where and what it was
+//! rebuild, changes, poll, config), who sent it, from where and what it was
 //! answered, recorded in the store; `GET /api/v1/audit` reads it (admins).
 
 use std::net::SocketAddr;
@@ -77,7 +77,7 @@ fn target(path: &str) -> (Option<String>, Option<u64>) {
     let parts: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
     match parts.as_slice() {
         ["builders", name, "force"] => (Some(percent_decode(name)), None),
-        ["builds", id, "cancel"] => (None, id.parse().ok()),
+        ["builds", id, "cancel" | "rebuild"] => (None, id.parse().ok()),
         _ => (None, None),
     }
 }
@@ -142,6 +142,7 @@ mod tests {
         );
         assert_eq!(target("/api/v1/builds/12/cancel"), (None, Some(12)));
         assert_eq!(target("/api/v1/builds/x/cancel"), (None, None));
+        assert_eq!(target("/api/v1/builds/7/rebuild"), (None, Some(7)));
         assert_eq!(target("/api/v1/changes"), (None, None));
         assert_eq!(
             target("/api/v1/builders/%zz/force").0.as_deref(),

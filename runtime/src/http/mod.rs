@@ -16,6 +16,7 @@ mod health;
 mod login;
 mod metrics;
 mod oauth;
+mod rebuild;
 mod workers;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/builds", get(builds))
         .route("/api/v1/builds/{id}", get(build))
         .route("/api/v1/builds/{id}/cancel", post(cancel_build))
+        .route("/api/v1/builds/{id}/rebuild", post(rebuild::rebuild))
         .route("/api/v1/builds/{id}/steps/{step}/log", get(log))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/requests", get(requests))

@@ -9,7 +9,8 @@
 //! call looks at a few hundred builds in a read snapshot and deletes at
 //! most [`LIMIT`] in one short write transaction, on a blocking thread,
 //! and the task yields between calls, so builds go on committing while it
-//! works. What a run deleted is logged at INFO.
+//! works. The audit log's old entries (`audit`) go after, oldest first,
+//! [`LIMIT`] a transaction too. What a run deleted is logged at INFO.
 //!
 //! [`Store::prune`]: crate::store::Store::prune
 
@@ -101,6 +102,33 @@ pub(crate) fn policy(r: &Retention, now: crate::store::Millis) -> crate::store::
     }
 }
 
+/// The instant before which audit entries go, if they ever do.
+pub(crate) fn audit_before(r: &Retention, now: crate::store::Millis) -> Option<i64> {
+    r.audit_ms
+        .map(|ms| now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
+/// The audit log's part of a run: `LIMIT` entries a transaction until
+/// fewer are left; how many went.
+async fn prune_audit(shared: &Arc<Shared>, before: i64) -> u64 {
+    let mut total = 0;
+    loop {
+        match shared.db(move |s| s.prune_audit(before, LIMIT)).await {
+            Ok(n) => {
+                total += n;
+                if n < LIMIT as u64 || shared.is_shutting_down() {
+                    return total;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("retention of the audit log stopped early: {e}");
+                return total;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// One run: everything the retention lets go now, in small steps.
 async fn run(shared: Arc<Shared>, r: Retention) {
     let now = now_ms();
@@ -135,13 +163,18 @@ async fn run(shared: Arc<Shared>, r: Retention) {
         }
         tokio::task::yield_now().await;
     }
+    let audit = match audit_before(&r, now) {
+        Some(before) if !shared.is_shutting_down() => prune_audit(&shared, before).await,
+        _ => 0,
+    };
     tracing::info!(
         builds = total.builds,
         logs = total.logs,
         log_bytes = total.log_bytes,
+        audit,
         scanned = total.scanned,
         ms = started.elapsed().as_millis() as u64,
-        "retention: deleted {} builds and the logs of {} more ({} bytes of log)",
+        "retention: deleted {} builds and the logs of {} more ({} bytes of log), and {audit} audit entries",
         total.builds,
         total.logs,
         total.log_bytes
@@ -159,6 +192,7 @@ mod tests {
             logs_ms: None,
             keep_last: 20,
             every_ms: 3_600_000,
+            audit_ms: None,
         };
         let now = 1_800_000_000_000;
         let p = policy(&r, now);
@@ -178,5 +212,16 @@ mod tests {
             Some(now),
             "0s: everything finished before now"
         );
+        assert_eq!(audit_before(&r, now), None, "no audit age: kept");
+        let r = Retention {
+            audit_ms: Some(365 * 86_400_000),
+            ..r
+        };
+        assert_eq!(audit_before(&r, now), Some(now - 365 * 86_400_000));
+        let r = Retention {
+            audit_ms: Some(u64::MAX),
+            ..r
+        };
+        assert!(audit_before(&r, now).is_some_and(|t| t < 0));
     }
 }

@@ -91,6 +91,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         "builder_usage: builds and log bytes per builder",
         retention::usage,
     ),
+    (
+        "prune_audit: oldest first, by age, in bounded steps, durable",
+        retention::prune_audit,
+    ),
 ];
 
 /// Runs every check, each against a fresh store in its own empty directory.
@@ -246,7 +250,7 @@ fn changes(open: Open<'_>, dir: &Path) {
     assert_eq!(ids(&s.changes(page(Some(100), 1)).unwrap(), |c| c.id), [5]);
 }
 
-fn audit_entry(n: u64) -> super::NewAuditEntry {
+pub(super) fn audit_entry(n: u64) -> super::NewAuditEntry {
     super::NewAuditEntry {
         who: format!("user{n}"),
         method: "POST".into(),

@@ -460,6 +460,12 @@ pub trait Store: Send + Sync + 'static {
     fn add_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry>;
     /// Entries newest first.
     fn audit(&self, page: Page) -> Result<Vec<AuditEntry>>;
+    /// Deletes the oldest entries recorded before `before`, at most
+    /// `limit` in one short write transaction, and returns how many went:
+    /// call again while that is `limit`. Entries go in id order and the
+    /// first one recorded at or after `before` stops it (ids grow with
+    /// time; an older entry after it, from a clock set back, waits for it).
+    fn prune_audit(&self, before: Millis, limit: usize) -> Result<u64>;
 
     // --- backup
     /// Writes a consistent copy of the store into the directory `out`

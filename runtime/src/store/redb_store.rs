@@ -858,6 +858,10 @@ impl Store for RedbStore {
         collect_page(ids, &t, page.limit, |_| true)
     }
 
+    fn prune_audit(&self, before: Millis, limit: usize) -> Result<u64> {
+        retention::prune_audit(self, before, limit)
+    }
+
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let t = open_ro(&self.read()?, STATE)?;
         let v = t.get(key).map_err(db_err)?.map(|v| v.value().to_vec());

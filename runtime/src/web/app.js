@@ -422,6 +422,33 @@ async function pollLog(f) {
   }
 }
 
+// Rebuilds asked for from this tab, by build id: the page is redrawn at
+// every refresh, so what the button said is kept here, not in the button.
+const rebuilt = new Map();
+
+// "Rebuild" on a finished build's page: a new request with the same
+// source and properties (POST /builds/{id}/rebuild, the `rebuild` grant).
+function rebuildButton(b) {
+  if (!b.finished_at || !mayAct(b.builder, "rebuild")) return null;
+  const done = rebuilt.get(b.id);
+  if (done) {
+    return el("span", { class: "muted rebuilt", text: "rebuild queued (build set " + done + ")" });
+  }
+  return el("button", {
+    class: "rebuild",
+    text: "Rebuild",
+    onclick: async () => {
+      try {
+        const r = await api("/builds/" + b.id + "/rebuild", { method: "POST" });
+        rebuilt.set(b.id, r.buildset ? r.buildset.id : "?");
+        refresh();
+      } catch (e) {
+        showError(e);
+      }
+    },
+  });
+}
+
 async function buildView(id, openStep) {
   const { build: b } = await api("/builds/" + id);
   const open = new Set(
@@ -496,6 +523,7 @@ async function buildView(id, openStep) {
     el("h1", {}, b.builder + " #" + b.number + " "),
     facts,
     cancel,
+    rebuildButton(b),
     el("h2", { text: "Steps" }),
     el("div", { id: "steps" }, steps),
     el("h2", { text: "Properties" }),

@@ -1,5 +1,6 @@
 //! The conformance checks of what a master keeps over years: sealed
-//! (compressed) logs, retention's prune, disk usage per builder.
+//! (compressed) logs, retention's prune (of builds and of the audit log),
+//! disk usage per builder.
 
 use std::path::Path;
 
@@ -333,4 +334,51 @@ pub(super) fn usage(open: Open<'_>, dir: &Path) {
     assert!(after.log_bytes_stored < raw / 2);
     assert_eq!(s.builder_usage("win").unwrap().builds, 1);
     assert_eq!(s.builder_usage("nobody").unwrap(), Default::default());
+}
+
+/// The audit log's retention: entries recorded before the cutoff go,
+/// oldest first, at most `limit` a call; younger ones stay; the deletion
+/// survives a reopen and ids go on from the highest ever issued.
+pub(super) fn prune_audit(open: Open<'_>, dir: &Path) {
+    {
+        let s = open(dir);
+        assert_eq!(s.prune_audit(1_000, 10).unwrap(), 0, "an empty log");
+        // Entries 1..=7 at 100, 200, … 700.
+        for n in 1..=7u64 {
+            s.add_audit(audit_entry(n), n as i64 * 100).unwrap();
+        }
+        // Before 450: entries 1–4, two a call.
+        assert_eq!(s.prune_audit(450, 2).unwrap(), 2);
+        assert_eq!(
+            ids(&s.audit(Page::default()).unwrap(), |e| e.id),
+            [7, 6, 5, 4, 3]
+        );
+        assert_eq!(s.prune_audit(450, 2).unwrap(), 2);
+        assert_eq!(s.prune_audit(450, 2).unwrap(), 0, "nothing older is left");
+        assert_eq!(ids(&s.audit(Page::default()).unwrap(), |e| e.id), [7, 6, 5]);
+        // The cutoff itself is kept (strictly before).
+        assert_eq!(s.prune_audit(500, 10).unwrap(), 0);
+        assert_eq!(s.prune_audit(0, 10).unwrap(), 0);
+        assert_eq!(s.prune_audit(i64::MIN, 10).unwrap(), 0);
+        assert_eq!(
+            s.prune_audit(10_000, 0).unwrap(),
+            0,
+            "limit 0 deletes nothing"
+        );
+    }
+    let s = open(dir);
+    assert_eq!(
+        ids(&s.audit(Page::default()).unwrap(), |e| e.id),
+        [7, 6, 5],
+        "durable across a reopen"
+    );
+    assert_eq!(s.add_audit(audit_entry(8), 800).unwrap().id, 8);
+    // Everything up to a future instant: all of it.
+    assert_eq!(s.prune_audit(i64::MAX, 100).unwrap(), 4);
+    assert!(s.audit(Page::default()).unwrap().is_empty());
+    assert_eq!(
+        s.add_audit(audit_entry(9), 900).unwrap().id,
+        9,
+        "ids are never reused"
+    );
 }

@@ -18,11 +18,11 @@ use std::collections::{HashMap, HashSet};
 use redb::ReadableTable;
 
 use super::records::{builder_ids_desc, db_err, decode_record, get_record, put_record};
-use super::tables::{number_key, open_ro, BUILDS, BUILDS_BY_BUILDER, REQUESTS};
+use super::tables::{number_key, open_ro, AUDIT, BUILDS, BUILDS_BY_BUILDER, REQUESTS};
 use super::RedbStore;
 use crate::store::{
-    Build, BuildRequest, BuilderUsage, Millis, Pruned, RequestState, Result, Retention, Sealed,
-    StoreError,
+    AuditEntry, Build, BuildRequest, BuilderUsage, Millis, Pruned, RequestState, Result, Retention,
+    Sealed, StoreError,
 };
 
 pub(super) fn seal_logs(store: &RedbStore, build: u64) -> Result<Sealed> {
@@ -127,6 +127,42 @@ pub(super) fn prune(
     out.builds = builds;
     out.logs = logs;
     Ok(out)
+}
+
+/// The audit log's oldest entries, recorded before `before`: found in a
+/// read snapshot, deleted in one short write (an entry is never changed
+/// once written, so what the snapshot found is still right).
+pub(super) fn prune_audit(store: &RedbStore, before: Millis, limit: usize) -> Result<u64> {
+    let ids: Vec<u64> = {
+        let txn = store.read()?;
+        let t = open_ro(&txn, AUDIT)?;
+        let mut ids = Vec::new();
+        for entry in t.iter().map_err(db_err)? {
+            if ids.len() >= limit {
+                break;
+            }
+            let (k, v) = entry.map_err(db_err)?;
+            let e: AuditEntry = decode_record(k.value(), v.value())?;
+            if e.at >= before {
+                break;
+            }
+            ids.push(e.id);
+        }
+        ids
+    };
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    store.write(|_, w| {
+        let mut n = 0;
+        for &id in &ids {
+            // Gone already (a second janitor run racing this one).
+            if w.audit.remove(id).map_err(db_err)?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
 }
 
 /// The candidates among up to `scan` builds after `after`, at most
