@@ -18,6 +18,7 @@ mod builder;
 mod change_source;
 mod lock;
 mod master;
+mod regex_check;
 mod reporter;
 mod scheduler;
 mod step;
