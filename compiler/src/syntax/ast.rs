@@ -5,6 +5,8 @@
 //! formatter gets those as spans beside the tree (`parse_with_trivia`).
 
 /// A half-open byte range `start..end` into one source file.
+use std::sync::Arc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Span {
     pub start: u32,
@@ -88,7 +90,10 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    String(String),
+    /// Shared rather than owned: long texts repeated across a config are
+    /// one allocation each (`Lexer::string_value`), and copies of the tree
+    /// (expansion) share them too.
+    String(Arc<str>),
     Integer(i128),
     /// Also `#inf`, `#-inf` and `#nan`.
     Float(f64),

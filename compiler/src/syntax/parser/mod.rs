@@ -15,6 +15,7 @@
 
 use super::ast::{Children, Entry, Ident, Node, ParseError, Span, Value};
 use super::lexer::{error, newline_len, space_len, Lexer, Tok, Token};
+use std::sync::Arc;
 
 mod entry;
 
@@ -218,7 +219,10 @@ impl<'a> Parser<'a> {
     fn ident(&self, t: Token) -> Ident {
         let span = Span::new(t.start, t.end);
         match t.kind {
-            Tok::Str(value) => Ident { value, span },
+            Tok::Str(value) => Ident {
+                value: value.to_string(),
+                span,
+            },
             _ => Ident {
                 value: self.text(t.start, t.end).to_owned(),
                 span,
