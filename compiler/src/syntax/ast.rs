@@ -90,10 +90,7 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// Shared rather than owned: long texts repeated across a config are
-    /// one allocation each (`Lexer::string_value`), and copies of the tree
-    /// (expansion) share them too.
-    String(Arc<str>),
+    String(Str),
     Integer(i128),
     /// Also `#inf`, `#-inf` and `#nan`.
     Float(f64),
@@ -111,6 +108,58 @@ impl Value {
             Value::Bool(_) => "a boolean",
             Value::Null => "#null",
         }
+    }
+}
+
+/// The text of a string value. A long text is shared: a config repeats a
+/// few long texts (issue 12: a dozen ~600-character warning patterns in
+/// 6,000 steps), and the lexer interns them (`Lexer::string_value`) so each
+/// is one allocation, which copies of the tree share too. A short one is
+/// owned: a shared one's reference counts would cost more memory than
+/// copying it (most strings are names of a few bytes).
+#[derive(Clone)]
+pub enum Str {
+    Owned(Box<str>),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Str {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Str::Owned(s) => s,
+            Str::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Str {
+    fn eq(&self, other: &Str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&str> for Str {
+    fn from(s: &str) -> Str {
+        Str::Owned(s.into())
+    }
+}
+
+impl From<String> for Str {
+    fn from(s: String) -> Str {
+        Str::Owned(s.into_boxed_str())
     }
 }
 

@@ -17,7 +17,7 @@
 //! comments are real tokens because they end nodes. Every comment's span is
 //! also recorded in `trivia`, for the formatter, which must keep them.
 
-use super::ast::{ParseError, Span, Value};
+use super::ast::{ParseError, Span, Str, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ pub(crate) enum Tok {
     Ident,
     /// A quoted, raw or multi-line string, already unescaped (shared: see
     /// [`Lexer::string_value`]).
-    Str(Arc<str>),
+    Str(Str),
     /// An integer or decimal number.
     Num(Value),
     /// `#true`, `#false`, `#null`, `#inf`, `#-inf`, `#nan`.
@@ -138,18 +138,18 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// The value of a string token: a new `Arc` for a short text, the
+    /// The value of a string token: an owned copy of a short text, the
     /// shared one for a long text met before.
-    fn string_value(&mut self, s: &str) -> Arc<str> {
+    fn string_value(&mut self, s: &str) -> Str {
         if s.len() < INTERN_MIN {
-            return Arc::from(s);
+            return Str::from(s);
         }
         if let Some(shared) = self.interned.get(s) {
-            return Arc::clone(shared);
+            return Str::Shared(Arc::clone(shared));
         }
         let shared: Arc<str> = Arc::from(s);
         self.interned.insert(Arc::clone(&shared));
-        shared
+        Str::Shared(shared)
     }
 
     /// `src[start..end]`, or "" if that is not a valid range. Positions

@@ -13,9 +13,8 @@
 //!   Stopping at braces keeps block nesting intact, so a mistake inside a
 //!   block never turns into a misleading "unexpected `}`" later.
 
-use super::ast::{Children, Entry, Ident, Node, ParseError, Span, Value};
+use super::ast::{Children, Entry, Ident, Node, ParseError, Span, Str, Value};
 use super::lexer::{error, newline_len, space_len, Lexer, Tok, Token};
-use std::sync::Arc;
 
 mod entry;
 
