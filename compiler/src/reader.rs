@@ -123,7 +123,7 @@ impl Cx<'_> {
             return None;
         }
         match &e.value {
-            Value::String(s) => Some(s.to_string()),
+            Value::String(s) => Some(String::from(&**s)),
             Value::Integer(i) => {
                 self.wrong_type(e, "a string", &format!("quote it: \"{i}\""));
                 None
@@ -266,12 +266,12 @@ impl Cx<'_> {
                 }
                 Some((
                     Credential::Secret {
-                        secret: s.to_string(),
+                        secret: String::from(&**s),
                     },
                     false,
                 ))
             }
-            Value::String(s) => Some((Credential::Plain(s.to_string()), true)),
+            Value::String(s) => Some((Credential::Plain(String::from(&**s)), true)),
             _ => {
                 self.wrong_type(e, "a secret", "write (secret)\"NAME\"");
                 None
@@ -284,7 +284,7 @@ impl Cx<'_> {
             return None;
         }
         match &e.value {
-            Value::String(s) => Some(Scalar::String(s.to_string())),
+            Value::String(s) => Some(Scalar::String(String::from(&**s))),
             Value::Bool(b) => Some(Scalar::Bool(*b)),
             Value::Integer(i) => match i64::try_from(*i) {
                 Ok(i) => Some(Scalar::Int(i)),

@@ -219,7 +219,7 @@ impl<'a> Parser<'a> {
         let span = Span::new(t.start, t.end);
         match t.kind {
             Tok::Str(value) => Ident {
-                value: value.to_string(),
+                value: String::from(&*value),
                 span,
             },
             _ => Ident {
