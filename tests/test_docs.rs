@@ -140,7 +140,7 @@ fn stdlib_templates_are_documented() {
                 if let Some(bbc_compiler::syntax::Value::String(pn)) =
                     p.entries.first().map(|e| &e.value)
                 {
-                    if !doc[at..].contains(pn.as_str()) {
+                    if !doc[at..].contains(&**pn) {
                         missing.push(format!("parameter `{pn}` of `{name}`"));
                     }
                 }

@@ -118,7 +118,7 @@ impl<'s> Loader<'s> {
             return;
         }
         let path = if p.starts_with("std/") {
-            p.clone()
+            String::from(&**p)
         } else if from.starts_with("std/") {
             // The standard library imports only itself.
             format!("std/{}", p.trim_start_matches("./"))

@@ -216,6 +216,50 @@ mod tests {
         }
     }
 
+    /// Step hashes are remembered by content within one compilation
+    /// (`bbc_graph::hash::set_hashes`): steps that share a long pattern but
+    /// differ elsewhere, or share everything but the pattern, or differ
+    /// only in being a `test` rather than a `shell` step, each get the hash
+    /// of their own serialisation.
+    #[test]
+    fn remembered_step_hashes_are_each_steps_own() {
+        let long = |k: usize| format!("(?m)^(?:{}) warning {k}", "gcc|clang|rustc|javac".repeat(5));
+        let mut src = String::from("worker \"w\" password=(secret)\"w\"\n");
+        for b in 0..4 {
+            src.push_str(&format!(
+                "builder \"b{b}\" {{\n    workers \"w\"\n    steps {{\n"
+            ));
+            for (k, kind) in ["shell", "test", "shell", "compile"].iter().enumerate() {
+                src.push_str(&format!(
+                    "        {kind} \"make {}\" name=\"s{k}\" warning-pattern=\"{}\"\n",
+                    k % 2,
+                    long((b + k) % 3)
+                ));
+            }
+            src.push_str("        compile \"make\" name=\"short\"\n    }\n}\n");
+        }
+        let c = crate::compile_source("t.kdl", src);
+        let g = c.graph.unwrap_or_else(|| panic!("{:?}", c.diagnostics));
+        assert_eq!(verify_hashes(&g), Ok(()));
+        let mut distinct = std::collections::BTreeSet::new();
+        for b in &g.builders {
+            for st in &b.steps {
+                let mut fresh = st.clone();
+                fresh.hash.clear();
+                assert_eq!(
+                    st.hash,
+                    bbc_graph::hash::content_hash(&fresh),
+                    "{} {}",
+                    b.name,
+                    st.name
+                );
+                distinct.insert(st.hash.clone());
+            }
+        }
+        // 4 positions × 3 patterns met in 4 builders, and the short step.
+        assert_eq!(distinct.len(), 4 * 3 + 1, "{distinct:?}");
+    }
+
     #[test]
     fn the_graph_hash_follows_every_entity() {
         let g = graph();

@@ -123,7 +123,7 @@ impl Cx<'_> {
             return None;
         }
         match &e.value {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => Some(String::from(&**s)),
             Value::Integer(i) => {
                 self.wrong_type(e, "a string", &format!("quote it: \"{i}\""));
                 None
@@ -147,10 +147,10 @@ impl Cx<'_> {
         }
         match &e.value {
             Value::Bool(b) => Some(*b),
-            Value::String(s) if (s == "true" || s == "false") && self.interpolated(e) => {
-                Some(s == "true")
+            Value::String(s) if (&**s == "true" || &**s == "false") && self.interpolated(e) => {
+                Some(&**s == "true")
             }
-            Value::String(s) if s == "true" || s == "false" => {
+            Value::String(s) if &**s == "true" || &**s == "false" => {
                 self.wrong_type(e, "a boolean", &format!("KDL writes booleans as #{s}"));
                 None
             }
@@ -264,9 +264,14 @@ impl Cx<'_> {
                         .emit();
                     return None;
                 }
-                Some((Credential::Secret { secret: s.clone() }, false))
+                Some((
+                    Credential::Secret {
+                        secret: String::from(&**s),
+                    },
+                    false,
+                ))
             }
-            Value::String(s) => Some((Credential::Plain(s.clone()), true)),
+            Value::String(s) => Some((Credential::Plain(String::from(&**s)), true)),
             _ => {
                 self.wrong_type(e, "a secret", "write (secret)\"NAME\"");
                 None
@@ -279,7 +284,7 @@ impl Cx<'_> {
             return None;
         }
         match &e.value {
-            Value::String(s) => Some(Scalar::String(s.clone())),
+            Value::String(s) => Some(Scalar::String(String::from(&**s))),
             Value::Bool(b) => Some(Scalar::Bool(*b)),
             Value::Integer(i) => match i64::try_from(*i) {
                 Ok(i) => Some(Scalar::Int(i)),

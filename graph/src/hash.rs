@@ -30,14 +30,86 @@ pub fn set_hashes(g: &mut Graph) {
     for s in &mut g.schedulers {
         rehash(s, |x| &mut x.hash);
     }
+    let mut steps = StepMemo::default();
     for b in &mut g.builders {
         for st in &mut b.steps {
-            rehash(st, |x| &mut x.hash);
+            st.hash = steps.hash(st);
         }
         b.hash = builder_hash(b);
     }
     for r in &mut g.reporters {
         rehash(r, |x| &mut x.hash);
+    }
+}
+
+/// Step hashes of one [`set_hashes`], remembered by content: a large
+/// config repeats the same steps (a template's, with one of a dozen shared
+/// ~600-character `warning-pattern`s) in thousands of builders, and
+/// escaping each pattern into JSON and hashing it again was most of `bbc
+/// check` on issue 12's shape (docs/perf.md). The key is the step's
+/// serialisation without its pattern, plus the pattern itself: both
+/// compared in full, so a hit is a step whose serialisation is byte for
+/// byte the same, and its hash is what [`content_hash`] computes.
+#[derive(Default)]
+struct StepMemo {
+    /// Serialisation without the pattern → (pattern, hash) of each
+    /// variant seen (a handful: the distinct patterns).
+    seen: std::collections::HashMap<Vec<u8>, Vec<(String, String)>>,
+    key: Vec<u8>,
+}
+
+/// Patterns shorter than this are hashed in place: cheap to escape, and
+/// not worth keeping a copy of the step's serialisation for.
+const MEMO_MIN_PATTERN: usize = 64;
+
+fn pattern_slot(kind: &mut crate::StepKind) -> Option<&mut Option<String>> {
+    use crate::StepKind::*;
+    match kind {
+        Shell {
+            warning_pattern, ..
+        }
+        | Compile {
+            warning_pattern, ..
+        }
+        | Test {
+            warning_pattern, ..
+        } => Some(warning_pattern),
+        _ => None,
+    }
+}
+
+impl StepMemo {
+    /// The content hash of `st` (whose `hash` it clears).
+    fn hash(&mut self, st: &mut crate::Step) -> String {
+        st.hash.clear();
+        let pattern = match pattern_slot(&mut st.kind) {
+            Some(slot) if slot.as_ref().is_some_and(|p| p.len() >= MEMO_MIN_PATTERN) => slot.take(),
+            _ => return content_hash(&*st),
+        };
+        self.key.clear();
+        // Serialising plain data into memory cannot fail.
+        let _ = serde_json::to_writer(&mut self.key, &*st);
+        if let Some(slot) = pattern_slot(&mut st.kind) {
+            *slot = pattern;
+        }
+        let pattern = match pattern_slot(&mut st.kind) {
+            Some(Some(p)) => p.as_str(),
+            _ => "",
+        };
+        if let Some((_, h)) = self
+            .seen
+            .get(&self.key[..])
+            .and_then(|v| v.iter().find(|(p, _)| p == pattern))
+        {
+            return h.clone();
+        }
+        let pattern = pattern.to_owned();
+        let h = content_hash(&*st);
+        self.seen
+            .entry(self.key.clone())
+            .or_default()
+            .push((pattern, h.clone()));
+        h
     }
 }
 

@@ -19,6 +19,7 @@ mod change_source;
 mod lock;
 mod master;
 mod oauth;
+mod regex_check;
 mod reporter;
 mod scheduler;
 mod step;

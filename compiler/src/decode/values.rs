@@ -144,14 +144,9 @@ pub(super) fn globs(cx: &mut Cx, items: Vec<(String, Span)>) -> Vec<String> {
 
 pub(super) fn regex(cx: &mut Cx, e: &Entry) -> Option<String> {
     let s = cx.string(e)?;
-    // Only the last line of the error is kept: the first lines repeat the
-    // pattern, which the diagnostic already points at.
-    let verdict = cx.checked.get(CheckKind::Regex, &s, |s| {
-        regex::Regex::new(s).err().map(|err| {
-            let msg = err.to_string();
-            msg.lines().last().unwrap_or("").trim().to_string()
-        })
-    });
+    let verdict = cx
+        .checked
+        .get(CheckKind::Regex, &s, super::regex_check::verdict);
     match verdict {
         None => Some(s),
         Some(last) => {

@@ -86,7 +86,7 @@ impl Expander<'_> {
         match &e.value {
             Value::String(s) => match self.interp(s, e.value_span, scope, false) {
                 Ok(Some(v)) => Some(v),
-                Ok(None) => Some(Val::str(s.as_str())),
+                Ok(None) => Some(Val::str(&**s)),
                 Err(_) => None,
             },
             Value::Integer(i) => match i64::try_from(*i) {
@@ -403,13 +403,13 @@ impl Expander<'_> {
                         "false".into()
                     }
                 };
-                e.value = Value::String(text);
+                e.value = Value::String(text.into());
             }
             Ok(Out::Run(x)) => {
                 let text = expr::print_runtime(&x);
                 let part = RunPart::evaluated(0, text.len(), x);
                 self.run_parts.borrow_mut().insert(e.value_span, BARE, part);
-                e.value = Value::String(text);
+                e.value = Value::String(text.into());
             }
             Err(err) => {
                 self.report(err, &map, 0);

@@ -109,9 +109,9 @@ fn to_value(v: &Val) -> Option<Value> {
     Some(match v {
         Val::Null => Value::Null,
         // Text: the reader takes an interpolated "4" where an integer goes.
-        Val::Bool(b) => Value::String(b.to_string()),
-        Val::Int(i) => Value::String(i.to_string()),
-        Val::Str(s) => Value::String(s.to_string()),
+        Val::Bool(b) => Value::String(b.to_string().into()),
+        Val::Int(i) => Value::String(i.to_string().into()),
+        Val::Str(s) => Value::String(s.as_ref().into()),
         _ => return None,
     })
 }
@@ -231,7 +231,7 @@ impl<'a> Expander<'a> {
                 let v = match self.interp(s, e.value_span, scope, true) {
                     Ok(v) => v,
                     Err(text) => {
-                        e.value = Value::String(text);
+                        e.value = Value::String(text.into());
                         None
                     }
                 };
@@ -258,7 +258,7 @@ impl<'a> Expander<'a> {
                             Some(x) => e.value = x,
                             None => {
                                 self.list_as_value(&e, &v);
-                                e.value = Value::String(String::new());
+                                e.value = Value::String("".into());
                             }
                         },
                     }

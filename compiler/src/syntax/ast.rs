@@ -5,6 +5,8 @@
 //! formatter gets those as spans beside the tree (`parse_with_trivia`).
 
 /// A half-open byte range `start..end` into one source file.
+use std::sync::Arc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
 pub struct Span {
     pub start: u32,
@@ -88,7 +90,7 @@ pub struct Entry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    String(String),
+    String(Str),
     Integer(i128),
     /// Also `#inf`, `#-inf` and `#nan`.
     Float(f64),
@@ -106,6 +108,58 @@ impl Value {
             Value::Bool(_) => "a boolean",
             Value::Null => "#null",
         }
+    }
+}
+
+/// The text of a string value. A long text is shared: a config repeats a
+/// few long texts (issue 12: a dozen ~600-character warning patterns in
+/// 6,000 steps), and the lexer interns them (`Lexer::string_value`) so each
+/// is one allocation, which copies of the tree share too. A short one is
+/// owned: a shared one's reference counts would cost more memory than
+/// copying it (most strings are names of a few bytes).
+#[derive(Clone)]
+pub enum Str {
+    Owned(Box<str>),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Str {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Str::Owned(s) => s,
+            Str::Shared(s) => s,
+        }
+    }
+}
+
+impl PartialEq for Str {
+    fn eq(&self, other: &Str) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Str {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&str> for Str {
+    fn from(s: &str) -> Str {
+        Str::Owned(s.into())
+    }
+}
+
+impl From<String> for Str {
+    fn from(s: String) -> Str {
+        Str::Owned(s.into_boxed_str())
     }
 }
 

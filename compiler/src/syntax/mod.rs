@@ -7,7 +7,7 @@ pub mod ast;
 mod lexer;
 mod parser;
 
-pub use ast::{Children, Document, Entry, Ident, Node, ParseError, Span, Value};
+pub use ast::{Children, Document, Entry, Ident, Node, ParseError, Span, Str, Value};
 
 /// Parses a KDL 2.0 document.
 ///

@@ -368,7 +368,7 @@ fn kdl_shape(doc: &kdl::KdlDocument) -> Vec<Shape> {
                 .iter()
                 .map(|e| {
                     let v = match e.value() {
-                        kdl::KdlValue::String(s) => Value::String(s.clone()),
+                        kdl::KdlValue::String(s) => Value::String(s.as_str().into()),
                         kdl::KdlValue::Integer(i) => Value::Integer(*i),
                         kdl::KdlValue::Float(f) => Value::Float(*f),
                         kdl::KdlValue::Bool(b) => Value::Bool(*b),
@@ -1090,7 +1090,7 @@ fn strings_of_every_form() {
     let (doc, errors) = parse(src);
     assert!(errors.is_empty(), "{errors:?}");
     let values: Vec<&Value> = doc.nodes[0].entries.iter().map(|e| &e.value).collect();
-    let s = |x: &str| Value::String(x.to_owned());
+    let s = |x: &str| Value::String(x.into());
     assert_eq!(
         values,
         [

@@ -50,6 +50,45 @@ const fn build_class() -> [u8; 256] {
     t
 }
 
+/// The first position from `i` whose byte stops a quoted string's plain
+/// run (`"`, `\`, a newline, a control character, a non-ASCII lead byte
+/// that needs a closer look), or `b.len()`. Quoted strings are most of a
+/// large config's text (issue 12: 4 MB of warning patterns), so it looks
+/// at eight bytes at a time for bytes that *might* stop the run (below
+/// 0x20, `"`, `\`, DEL, non-ASCII) and asks the table only about those;
+/// the answer is the table's, byte for byte.
+pub(super) fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    const STOP: u8 = QB | NL | CTRL | HI;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bit 7 of each byte of the result is set where that byte of `v` is
+    // zero; the lowest set bit is exact (a borrow only runs upwards from a
+    // byte that is itself flagged).
+    fn zero(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGH
+    }
+    loop {
+        while let Some(Ok(word)) = b.get(i..i + 8).map(<[u8; 8]>::try_from) {
+            let x = u64::from_le_bytes(word);
+            let maybe = (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
+                | zero(x ^ (ONES * u64::from(b'"')))
+                | zero(x ^ (ONES * u64::from(b'\\')))
+                | zero(x ^ (ONES * 0x7F))
+                | (x & HIGH);
+            if maybe != 0 {
+                i += (maybe.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        match b.get(i) {
+            None => return b.len(),
+            Some(&c) if CLASS[c as usize] & STOP != 0 => return i,
+            Some(_) => i += 1,
+        }
+    }
+}
+
 /// Length of the newline sequence at `i` (CRLF counts as one), or 0.
 pub(crate) fn newline_len(b: &[u8], i: usize) -> usize {
     match b.get(i..).unwrap_or(&[]) {
@@ -102,5 +141,44 @@ pub(super) fn describe_disallowed(c: char) -> &'static str {
             "invisible text-direction control"
         }
         _ => "control character",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time scan stops exactly where the byte-at-a-time
+    /// table scan does: every byte value, at every offset in a word and in
+    /// the tail.
+    #[test]
+    fn plain_run_end_agrees_with_the_table() {
+        const STOP: u8 = QB | NL | CTRL | HI;
+        let table = |b: &[u8], mut i: usize| {
+            while i < b.len() && CLASS[b[i] as usize] & STOP == 0 {
+                i += 1;
+            }
+            i
+        };
+        for len in 0..20 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    for from in 0..=len {
+                        assert_eq!(
+                            plain_run_end(&b, from),
+                            table(&b, from),
+                            "{b:?} from {from}"
+                        );
+                    }
+                }
+            }
+        }
+        let mixed = "ab\tc\u{e9}d\u{2028}e\"f\\g\u{7f}h\u{a0}".repeat(3);
+        let b = mixed.as_bytes();
+        for from in 0..=b.len() {
+            assert_eq!(plain_run_end(b, from), table(b, from));
+        }
     }
 }

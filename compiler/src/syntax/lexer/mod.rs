@@ -17,8 +17,9 @@
 //! comments are real tokens because they end nodes. Every comment's span is
 //! also recorded in `trivia`, for the formatter, which must keep them.
 
-use super::ast::{ParseError, Span, Value};
-use std::collections::HashMap;
+use super::ast::{ParseError, Span, Str, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 mod chars;
 mod number;
@@ -46,8 +47,9 @@ pub(crate) fn error(
 pub(crate) enum Tok {
     /// A bare identifier; its text is the token's source slice.
     Ident,
-    /// A quoted, raw or multi-line string, already unescaped.
-    Str(String),
+    /// A quoted, raw or multi-line string, already unescaped (shared: see
+    /// [`Lexer::string_value`]).
+    Str(Str),
     /// An integer or decimal number.
     Num(Value),
     /// `#true`, `#false`, `#null`, `#inf`, `#-inf`, `#nan`.
@@ -107,7 +109,15 @@ pub(crate) struct Lexer<'a> {
     /// by the parser, of slash-dashed items: what `bbc fmt` must keep
     /// although the tree leaves it out. Not in source order.
     pub trivia: Vec<Span>,
+    /// The long string values met so far, one allocation per distinct text.
+    interned: HashSet<Arc<str>, foldhash::fast::FixedState>,
 }
+
+/// Strings at least this long are interned: a config repeats a few long
+/// texts (issue 12: a dozen ~600-character warning patterns in 6,000
+/// steps), and one shared copy each spares allocating, copying and
+/// freeing megabytes. Shorter ones are cheaper to copy than to look up.
+const INTERN_MIN: usize = 48;
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str) -> Self {
@@ -124,7 +134,22 @@ impl<'a> Lexer<'a> {
             swallowed_opens: 0,
             no_closer: HashMap::new(),
             trivia: Vec::new(),
+            interned: HashSet::default(),
         }
+    }
+
+    /// The value of a string token: an owned copy of a short text, the
+    /// shared one for a long text met before.
+    fn string_value(&mut self, s: &str) -> Str {
+        if s.len() < INTERN_MIN {
+            return Str::from(s);
+        }
+        if let Some(shared) = self.interned.get(s) {
+            return Str::Shared(Arc::clone(shared));
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.interned.insert(Arc::clone(&shared));
+        Str::Shared(shared)
     }
 
     /// `src[start..end]`, or "" if that is not a valid range. Positions

@@ -15,9 +15,7 @@ impl Lexer<'_> {
         let mut out: Option<String> = None;
         let mut seg = self.pos;
         loop {
-            while self.pos < len && CLASS[self.b[self.pos] as usize] & (QB | NL | CTRL | HI) == 0 {
-                self.pos += 1;
-            }
+            self.pos = plain_run_end(self.b, self.pos);
             if self.pos >= len {
                 self.unterminated(start, true);
                 return Tok::Invalid;
@@ -27,9 +25,9 @@ impl Lexer<'_> {
                 let value = match out {
                     Some(mut s) => {
                         s.push_str(self.slice(seg, self.pos));
-                        s
+                        self.string_value(&s)
                     }
-                    None => self.slice(seg, self.pos).to_owned(),
+                    None => self.string_value(self.slice(seg, self.pos)),
                 };
                 self.pos += 1;
                 return Tok::Str(value);
@@ -303,9 +301,7 @@ impl Lexer<'_> {
         self.pos = body;
         let len = self.b.len();
         loop {
-            while self.pos < len && CLASS[self.b[self.pos] as usize] & (QB | NL | CTRL | HI) == 0 {
-                self.pos += 1;
-            }
+            self.pos = plain_run_end(self.b, self.pos);
             if self.pos >= len {
                 self.raw_unterminated(start, hashes, true);
                 return Tok::Invalid;
@@ -315,7 +311,7 @@ impl Lexer<'_> {
                 let close = self.pos;
                 if self.closes(close + 1, hashes) {
                     self.pos = close + 1 + hashes;
-                    return Tok::Str(self.slice(body, close).to_owned());
+                    return Tok::Str(self.string_value(self.slice(body, close)));
                 }
                 self.pos += 1;
             } else if newline_len(self.b, self.pos) > 0 {
@@ -486,8 +482,8 @@ impl Lexer<'_> {
             }
         }
         match self.dedent(&text, &line_starts, close) {
-            Some(s) if raw => Tok::Str(s),
-            Some(s) => Tok::Str(resolve_escapes(&s)),
+            Some(s) if raw => Tok::Str(self.string_value(&s)),
+            Some(s) => Tok::Str(self.string_value(&resolve_escapes(&s))),
             None => Tok::Invalid,
         }
     }

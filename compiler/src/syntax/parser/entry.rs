@@ -43,7 +43,7 @@ impl Parser<'_> {
             // The value KDL 1 meant: the text between the quotes, as is.
             let raw = match t.kind {
                 Tok::Str(_) if self.src.as_bytes().get(t.start) == Some(&b'"') => {
-                    Some(self.text(t.start + 1, t.end.saturating_sub(1)).to_owned())
+                    Some(Str::from(self.text(t.start + 1, t.end.saturating_sub(1))))
                 }
                 Tok::Str(s) => Some(s),
                 _ => None,
@@ -263,7 +263,7 @@ impl Parser<'_> {
     pub(super) fn value(&self, t: Token) -> Option<Value> {
         match t.kind {
             Tok::Str(s) => Some(Value::String(s)),
-            Tok::Ident => Some(Value::String(self.text(t.start, t.end).to_owned())),
+            Tok::Ident => Some(Value::String(Str::from(self.text(t.start, t.end)))),
             Tok::Num(v) | Tok::Keyword(v) => Some(v),
             _ => None,
         }

@@ -13,7 +13,7 @@
 //!   Stopping at braces keeps block nesting intact, so a mistake inside a
 //!   block never turns into a misleading "unexpected `}`" later.
 
-use super::ast::{Children, Entry, Ident, Node, ParseError, Span, Value};
+use super::ast::{Children, Entry, Ident, Node, ParseError, Span, Str, Value};
 use super::lexer::{error, newline_len, space_len, Lexer, Tok, Token};
 
 mod entry;
@@ -218,7 +218,10 @@ impl<'a> Parser<'a> {
     fn ident(&self, t: Token) -> Ident {
         let span = Span::new(t.start, t.end);
         match t.kind {
-            Tok::Str(value) => Ident { value, span },
+            Tok::Str(value) => Ident {
+                value: String::from(&*value),
+                span,
+            },
             _ => Ident {
                 value: self.text(t.start, t.end).to_owned(),
                 span,
