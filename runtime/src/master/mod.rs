@@ -8,7 +8,7 @@
 pub mod apply;
 pub mod build;
 mod janitor;
-mod logins;
+pub(crate) mod logins;
 mod missing;
 pub mod properties;
 pub mod queue;

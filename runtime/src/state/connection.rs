@@ -93,11 +93,12 @@ impl WorkerConn {
         self.closed.subscribe()
     }
 
-    fn dispatch(&self, id: u64) -> Option<mpsc::Sender<CmdEvent>> {
+    pub(crate) fn dispatch(&self, id: u64) -> Option<mpsc::Sender<CmdEvent>> {
         self.waiting.lock().ok().and_then(|w| w.get(&id).cloned())
     }
 
-    fn close(&self) {
+    /// Marks the connection closed and tells every waiting command `Lost`.
+    pub(crate) fn close(&self) {
         let _ = self.closed.send(true);
         let waiting: Vec<mpsc::Sender<CmdEvent>> = match self.waiting.lock() {
             Ok(mut w) => w.drain().map(|(_, tx)| tx).collect(),
@@ -107,6 +108,38 @@ impl WorkerConn {
             let _ = tx.try_send(CmdEvent::Lost);
         }
     }
+}
+
+/// The other ends of a connection served by an adapter (a worker speaking
+/// another protocol, `crate::buildbot_worker`): the frames the builds send,
+/// to translate, and the master's requests to end the connection.
+pub(crate) struct AdapterEnds {
+    pub frames: mpsc::Receiver<Frame>,
+    pub kicked: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// A connection whose frames an adapter translates: the builds talk to it
+/// exactly as to a bbc worker (`Run`, `Interrupt`, … in; `CmdEvent`s out
+/// through [`WorkerConn::dispatch`]), and the adapter speaks the worker's
+/// protocol on the socket. It calls [`WorkerConn::close`] when it ends.
+pub(crate) fn adapter(
+    name: String,
+    info: BTreeMap<String, String>,
+    secure: bool,
+) -> (Arc<WorkerConn>, AdapterEnds) {
+    let (tx, frames) = mpsc::channel::<Frame>(256);
+    let (closed, _) = tokio::sync::watch::channel(false);
+    let (kick, kicked) = tokio::sync::watch::channel(None::<String>);
+    let conn = Arc::new(WorkerConn {
+        name,
+        info,
+        secure,
+        tx,
+        waiting: Mutex::new(HashMap::new()),
+        closed,
+        kick,
+    });
+    (conn, AdapterEnds { frames, kicked })
 }
 
 /// Runs an authenticated connection until it closes. `on_close` is called

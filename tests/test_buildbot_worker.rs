@@ -1,0 +1,267 @@
+//! Buildbot's own worker (`buildbot-worker` from PyPI, its WebSocket +
+//! msgpack protocol) connected to a real `bbc master`: login, shell steps
+//! with env and workdir, redaction, exit codes, cancel, a killed worker.
+//!
+//! The worker is the real package: `$BBC_BUILDBOT_WORKER` names its
+//! executable, else a virtual environment under `target/` is made once
+//! (`python3 -m venv`, `pip install buildbot-worker`). Without it the
+//! tests say they skipped, unless `BBC_REQUIRE_BUILDBOT_WORKER=1` (CI).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::common::{get_json, http, root, temp_dir, wait_for, write_secret, Master, Proc};
+
+fn buildbot_worker() -> Option<PathBuf> {
+    static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let exe = EXE.get_or_init(|| {
+        if let Some(p) = std::env::var_os("BBC_BUILDBOT_WORKER") {
+            return Some(PathBuf::from(p)).filter(|p| p.exists());
+        }
+        let venv = root().join("target/buildbot-worker-venv");
+        let exe = venv.join("bin/buildbot-worker");
+        if exe.exists() {
+            return Some(exe);
+        }
+        let ok = |c: &mut Command| c.stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+        let made = ok(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            && ok(Command::new(venv.join("bin/pip")).args(["install", "-q", "buildbot-worker"]));
+        made.then_some(exe).filter(|e| e.exists())
+    });
+    if exe.is_none() {
+        if std::env::var("BBC_REQUIRE_BUILDBOT_WORKER").as_deref() == Ok("1") {
+            panic!("buildbot-worker is required (BBC_REQUIRE_BUILDBOT_WORKER=1) but could not be installed");
+        }
+        eprintln!(
+            "skipped: buildbot-worker not available (set BBC_BUILDBOT_WORKER or allow pip install)"
+        );
+    }
+    exe.clone()
+}
+
+/// Creates a worker directory for the msgpack protocol and starts the
+/// worker in the foreground (killed when the `Proc` drops).
+fn start_worker(exe: &Path, m: &Master, dir: &Path, name: &str, password: &str) -> Proc {
+    let out = Command::new(exe)
+        .args([
+            "create-worker",
+            "--force",
+            "--protocol",
+            "msgpack_experimental_v7",
+        ])
+        .arg(dir)
+        .args([m.workers.as_str(), name, password])
+        .output()
+        .unwrap_or_else(|e| panic!("buildbot-worker create-worker: {e}"));
+    assert!(
+        out.status.success(),
+        "create-worker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let child = Command::new(exe)
+        .args(["start", "--nodaemon"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("buildbot-worker start: {e}"));
+    Proc(child)
+}
+
+fn config(steps: &str) -> String {
+    format!(
+        r#"worker "bb" password=(secret)"bb" protocol="buildbot" keepalive="2s"
+worker "own" password=(secret)"own"
+scheduler "force" kind="force" {{
+    builders "b" "own-b"
+}}
+builder "b" {{
+    workers "bb"
+    steps {{
+{steps}
+    }}
+}}
+builder "own-b" {{
+    workers "own"
+    steps {{
+        shell "true"
+    }}
+}}
+"#
+    )
+}
+
+fn setup(name: &str, steps: &str) -> (PathBuf, Master) {
+    let dir = temp_dir(name);
+    write_secret(&dir, "bb", "bb-pass-2468");
+    write_secret(&dir, "own", "own-pass-1357");
+    write_secret(&dir, "token", "tok-secret-9753");
+    let m = Master::start_logged(&dir, &config(steps));
+    (dir, m)
+}
+
+fn step<'a>(b: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    b["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {b}"))
+}
+
+fn master_log_has(m: &Master, what: &str) -> Option<String> {
+    let log = std::fs::read_to_string(m.dir.join("master.log")).unwrap_or_default();
+    log.lines().find(|l| l.contains(what)).map(str::to_string)
+}
+
+#[test]
+fn shell_steps_run_on_a_buildbot_worker() {
+    let Some(exe) = buildbot_worker() else { return };
+    let (dir, m) = setup(
+        "bbw-shell",
+        r#"        shell "echo out-$GREETING; echo err-line >&2; pwd; echo $TOKEN" name="greet" workdir="sub/dir" {
+            env GREETING="hello" TOKEN=(secret)"token"
+        }
+        shell "printf 'no newline'" name="partial"
+        shell "exit 3" name="fails" flunk-on-failure=#false
+        shell "echo after" name="after""#,
+    );
+    let wdir = dir.join("bbw");
+    let _w = start_worker(&exe, &m, &wdir, "bb", "bb-pass-2468");
+    m.wait_connected("bb");
+    // The worker's own description, without its environment.
+    let workers = get_json(&m.http, "/api/v1/workers");
+    let me = workers["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == "bb"))
+        .cloned()
+        .unwrap_or_default();
+    let shown = me.to_string();
+    assert!(shown.contains("buildbot"), "{shown}");
+    assert!(!shown.contains("environ"), "{shown}");
+    let b = m.force_and_wait("b", "{}");
+    let id = b["id"].as_u64().unwrap_or(0);
+    let greet = m.log(id, 0);
+    assert!(greet.contains("out-hello\n"), "{greet}");
+    assert!(greet.contains("err-line\n"), "{greet}");
+    // Builds run in basedir/builder directory/workdir, as on bbc workers.
+    let cwd = wdir.join("b/sub/dir");
+    assert!(greet.contains(&format!("{}\n", cwd.display())), "{greet}");
+    assert!(greet.contains("[secret]"), "{greet}");
+    assert!(
+        !greet.contains("tok-secret-9753"),
+        "secret not redacted: {greet}"
+    );
+    assert_eq!(step(&b, "greet")["result"], "success", "{b}");
+    // Output without a final newline arrives when the command ends.
+    assert!(m.log(id, 1).contains("no newline"), "{}", m.log(id, 1));
+    assert_eq!(step(&b, "fails")["result"], "failure", "{b}");
+    assert!(
+        step(&b, "fails")["state_string"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exit 3"),
+        "{b}"
+    );
+    assert!(m.log(id, 3).contains("after"));
+    // flunk-on-failure=false: the failing step does not fail the build.
+    assert_eq!(b["result"], "success", "{b}");
+}
+
+#[test]
+fn wrong_password_and_wrong_protocol_are_refused() {
+    let Some(exe) = buildbot_worker() else { return };
+    let (dir, m) = setup("bbw-refused", r#"        shell "true""#);
+    // A wrong password: the upgrade is refused and the master says why.
+    let w = start_worker(&exe, &m, &dir.join("bad"), "bb", "not-the-password");
+    let line = wait_for("the refused login in the master's log", || {
+        master_log_has(&m, "wrong name or password for `bb`")
+    });
+    assert!(!line.contains("not-the-password"), "{line}");
+    drop(w);
+    let v = get_json(&m.http, "/api/v1/workers");
+    let connected = v["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == "bb"))
+        .map(|w| w["connected"].clone());
+    assert_eq!(connected, Some(serde_json::Value::Bool(false)), "{v}");
+    // A Buildbot worker under a bbc worker's entry, and the other way round.
+    let _w = start_worker(&exe, &m, &dir.join("as-own"), "own", "own-pass-1357");
+    wait_for("the protocol mismatch in the master's log", || {
+        master_log_has(
+            &m,
+            "worker `own` is configured with protocol=\"bbc\" but connected with the buildbot protocol",
+        )
+    });
+    let pw = dir.join("bb.password");
+    std::fs::write(&pw, "bb-pass-2468").unwrap_or_else(|e| panic!("{e}"));
+    let _own = m.worker("bb", "bb-pass-2468");
+    wait_for("the other mismatch in the master's log", || {
+        master_log_has(
+            &m,
+            "worker `bb` is configured with protocol=\"buildbot\" but connected with the bbc protocol",
+        )
+    });
+}
+
+#[test]
+fn cancel_interrupts_and_a_killed_worker_means_retry() {
+    let Some(exe) = buildbot_worker() else { return };
+    let (dir, m) = setup(
+        "bbw-cancel",
+        r#"        shell "if [ -f ../again ]; then echo second; else touch ../started; sleep 60; fi" name="slow"
+        shell "echo cleanup" name="cleanup" always-run=#true"#,
+    );
+    let wdir = dir.join("bbw");
+    let started = wdir.join("b/started");
+    let w = start_worker(&exe, &m, &wdir, "bb", "bb-pass-2468");
+    m.wait_connected("bb");
+    // Cancel: the worker interrupts the command; always-run steps still run.
+    let set = m.force("b", "{}");
+    wait_for("the command to start", || started.exists().then_some(()));
+    let running = get_json(&m.http, "/api/v1/builds?running=true")["builds"][0]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no running build"));
+    let (status, body) = http(
+        "POST",
+        &m.http,
+        &format!("/api/v1/builds/{running}/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "cancelled", "{b}");
+    assert_eq!(step(&b, "slow")["result"], "cancelled", "{b}");
+    assert_eq!(step(&b, "cleanup")["result"], "success", "{b}");
+    assert!(
+        m.log(running, 0).contains("cancelled"),
+        "{}",
+        m.log(running, 0)
+    );
+    // A killed worker: the build ends as retry and runs again once the
+    // worker is back.
+    std::fs::remove_file(&started).unwrap_or_else(|e| panic!("{e}"));
+    let set = m.force("b", "{}");
+    wait_for("the second build's command to start", || {
+        started.exists().then_some(())
+    });
+    drop(w);
+    let retried = wait_for("the build to end as retry", || {
+        let v = get_json(&m.http, "/api/v1/builds?builder=b");
+        v["builds"]
+            .as_array()?
+            .iter()
+            .find(|b| b["result"] == "retry")
+            .cloned()
+    });
+    let rid = retried["id"].as_u64().unwrap_or(0);
+    assert!(
+        m.log(rid, 0).contains("worker connection lost"),
+        "{}",
+        m.log(rid, 0)
+    );
+    std::fs::write(wdir.join("b/again"), "").unwrap_or_else(|e| panic!("{e}"));
+    let _w2 = start_worker(&exe, &m, &wdir, "bb", "bb-pass-2468");
+    let b = m.wait_buildset(set);
+    assert_eq!(b["result"], "success", "{b}");
+    assert!(m.log(b["id"].as_u64().unwrap_or(0), 0).contains("second"));
+}
