@@ -265,3 +265,46 @@ fn cancel_interrupts_and_a_killed_worker_means_retry() {
     assert_eq!(b["result"], "success", "{b}");
     assert!(m.log(b["id"].as_u64().unwrap_or(0), 0).contains("second"));
 }
+
+#[test]
+fn files_go_up_and_down_through_a_buildbot_worker() {
+    let Some(exe) = buildbot_worker() else { return };
+    let (dir, m) = setup(
+        "bbw-files",
+        r#"        shell "mkdir -p out && echo payload > out/a.txt && seq 1 60000 > out/big.txt" name="make"
+        upload "out/a.txt" to="up/a.txt"
+        upload "out/big.txt" to="up/big.txt"
+        download "up/big.txt" to="back/big.txt"
+        shell "cmp out/big.txt back/big.txt && echo same" name="compare"
+        upload "missing.txt" to="up/missing.txt" flunk-on-failure=#false name="missing"
+        upload "out" to="up/tree" directory=#true flunk-on-failure=#false name="tree""#,
+    );
+    let _w = start_worker(&exe, &m, &dir.join("bbw"), "bb", "bb-pass-2468");
+    m.wait_connected("bb");
+    let b = m.force_and_wait("b", "{}");
+    let id = b["id"].as_u64().unwrap_or(0);
+    let files = dir.join("state/files/up");
+    assert_eq!(
+        std::fs::read_to_string(files.join("a.txt")).unwrap_or_default(),
+        "payload\n"
+    );
+    // Several blocks each way (the file is ~340 KB, blocks are 64 KiB).
+    let expected: String = (1..=60000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(
+        std::fs::read_to_string(files.join("big.txt")).unwrap_or_default(),
+        expected
+    );
+    assert!(m.log(id, 4).contains("same"), "{}", m.log(id, 4));
+    assert_eq!(step(&b, "compare")["result"], "success", "{b}");
+    // A file that is not there fails the step with the worker's words.
+    assert_eq!(step(&b, "missing")["result"], "failure", "{b}");
+    assert!(m.log(id, 5).contains("missing.txt"), "{}", m.log(id, 5));
+    // Directories are not supported yet, and say so.
+    assert_eq!(step(&b, "tree")["result"], "failure", "{b}");
+    assert!(
+        m.log(id, 6)
+            .contains("not supported on Buildbot workers yet"),
+        "{}",
+        m.log(id, 6)
+    );
+}

@@ -15,6 +15,8 @@ pub enum Incoming {
         op: String,
         command_id: Option<String>,
         args: Value,
+        /// `update_read_file`: how many bytes the worker asks for.
+        length: Option<u64>,
     },
     /// The worker's answer to a request of the master's.
     Response {
@@ -40,6 +42,7 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, String> {
     let mut args = Value::Nil;
     let mut result = Value::Nil;
     let mut is_exception = false;
+    let mut length = None;
     for (k, v) in entries {
         let Some(k) = k.as_str() else { continue };
         match k {
@@ -54,6 +57,7 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, String> {
                 }
             }
             "args" => args = v,
+            "length" => length = v.as_u64(),
             "result" => result = v,
             "is_exception" => is_exception = v.as_bool().unwrap_or(true),
             _ => {}
@@ -73,6 +77,7 @@ pub fn decode(bytes: &[u8]) -> Result<Incoming, String> {
         op,
         command_id,
         args,
+        length,
     })
 }
 
@@ -196,7 +201,8 @@ mod tests {
                 seq: 7,
                 op: "keepalive".into(),
                 command_id: Some("3".into()),
-                args: Value::Nil
+                args: Value::Nil,
+                length: None
             })
         );
         let r = response(9, Value::from("boom"), true);

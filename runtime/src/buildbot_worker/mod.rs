@@ -13,6 +13,7 @@
 pub mod codec;
 mod rewind;
 mod session;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -128,29 +128,68 @@ fn worker_info(result: Value) -> Result<Hello, String> {
 }
 
 /// A command running on the worker, as far as the master knows it.
-struct Running {
+pub(super) struct Running {
     builder: String,
+    pub(super) kind: Kind,
     interrupted: bool,
     rc: Option<i64>,
     signal: Option<i32>,
     stopped: Option<Stopped>,
     elapsed: Option<f64>,
+    /// A transfer's error text (the worker sends it as stderr), bounded.
+    errors: String,
     started: Instant,
 }
 
+impl Running {
+    pub(super) fn new(builder: String, kind: Kind) -> Running {
+        Running {
+            builder,
+            kind,
+            interrupted: false,
+            rc: None,
+            signal: None,
+            stopped: None,
+            elapsed: None,
+            errors: String::new(),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Which of the worker's commands a bbc command became.
+pub(super) enum Kind {
+    Shell,
+    /// `upload_file`: `began` once the first data (or the close) came.
+    Upload {
+        began: bool,
+    },
+    /// `download_file`: the worker pulls (`update_read_file`) what the
+    /// build pushes; bounded by [`super::transfer::MAX_BUFFERED`].
+    Download(super::transfer::Pull),
+}
+
 /// What a request of the master's was, to read its response.
-enum Pending {
+pub(super) enum Pending {
     Start(u64),
     Other,
 }
 
-struct Session {
+pub(super) struct Session {
     sink: SplitSink<Socket, Ws>,
     conn: Arc<WorkerConn>,
     basedir: String,
     next_seq: u64,
     pending: HashMap<u64, Pending>,
-    running: HashMap<u64, Running>,
+    pub(super) running: HashMap<u64, Running>,
+}
+
+/// The master's answer to a request of the worker's.
+pub(super) enum Answer {
+    Done(Value),
+    Failed(String),
+    /// Answered later (a read of a download whose data has not come yet).
+    Later,
 }
 
 /// Runs the session until the connection ends; returns why it ended. The
@@ -194,13 +233,20 @@ impl Session {
         let mut unanswered = 0u32;
         loop {
             tokio::select! {
-                f = frames.recv() => match f {
+                // Downloads wait here while the worker has not pulled
+                // what is buffered: memory stays bounded.
+                f = frames.recv(), if self.buffered() < super::transfer::MAX_BUFFERED => match f {
                     Some(Frame::Message(m)) => {
                         if let Err(e) = self.on_build_frame(m).await {
                             return e;
                         }
                     }
-                    Some(_) => {}
+                    Some(Frame::FileData { id, data }) => {
+                        if let Err(e) = self.download_data(id, data).await {
+                            return e;
+                        }
+                    }
+                    Some(Frame::Output { .. }) => {}
                     None => return "master closed the connection".into(),
                 },
                 _ = ping.tick() => {
@@ -252,7 +298,7 @@ impl Session {
     }
 
     /// Sends a request of the master's, remembering what it was.
-    async fn request(
+    pub(super) async fn request(
         &mut self,
         op: &str,
         fields: Vec<(&str, Value)>,
@@ -264,7 +310,7 @@ impl Session {
         self.write(codec::request(seq, op, fields)).await
     }
 
-    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+    pub(super) async fn write(&mut self, bytes: Vec<u8>) -> Result<(), String> {
         self.sink
             .send(Ws::Binary(Bytes::from(bytes)))
             .await
@@ -317,18 +363,8 @@ impl Session {
                     (Value::from("maxTime"), max_time_ms.map_or(Value::Nil, secs)),
                     (Value::from("sigtermTime"), secs(sigterm_time_ms)),
                 ]);
-                self.running.insert(
-                    id,
-                    Running {
-                        builder: builder_dir.clone(),
-                        interrupted: false,
-                        rc: None,
-                        signal: None,
-                        stopped: None,
-                        elapsed: None,
-                        started: Instant::now(),
-                    },
-                );
+                self.running
+                    .insert(id, Running::new(builder_dir.clone(), Kind::Shell));
                 self.request(
                     "start_command",
                     vec![
@@ -358,21 +394,34 @@ impl Session {
                 )
                 .await
             }
-            Message::Upload { id, .. } | Message::Download { id, .. } => {
-                self.finish_with_error(
-                    id,
-                    "file transfers are not supported on Buildbot workers yet".into(),
-                )
-                .await;
-                Ok(())
+            Message::Upload {
+                id,
+                builder_dir,
+                workdir,
+                src,
+                directory,
+            } => {
+                self.start_upload(id, builder_dir, &workdir, &src, directory)
+                    .await
             }
+            Message::Download {
+                id,
+                builder_dir,
+                workdir,
+                dest,
+                directory,
+            } => {
+                self.start_download(id, builder_dir, &workdir, &dest, directory)
+                    .await
+            }
+            Message::FileEnd { id } | Message::DownloadDone { id } => self.download_end(id).await,
             // Nothing else is sent by builds.
             _ => Ok(()),
         }
     }
 
     /// `basedir/builder_dir/workdir`, with bbc's path rules.
-    fn dir(&self, builder_dir: &str, workdir: &str) -> Result<String, String> {
+    pub(super) fn dir(&self, builder_dir: &str, workdir: &str) -> Result<String, String> {
         check_relative_path(builder_dir).map_err(|e| format!("builder directory: {e}"))?;
         check_relative_path(workdir).map_err(|e| format!("workdir: {e}"))?;
         let mut d = format!("{}/{builder_dir}", self.basedir.trim_end_matches('/'));
@@ -383,7 +432,7 @@ impl Session {
         Ok(d)
     }
 
-    async fn finish_with_error(&mut self, id: u64, error: String) {
+    pub(super) async fn finish_with_error(&mut self, id: u64, error: String) {
         self.running.remove(&id);
         self.deliver(
             id,
@@ -398,7 +447,7 @@ impl Session {
         .await;
     }
 
-    async fn deliver(&self, id: u64, ev: CmdEvent) {
+    pub(super) async fn deliver(&self, id: u64, ev: CmdEvent) {
         let finished = matches!(ev, CmdEvent::Finished { .. });
         if let Some(tx) = self.conn.dispatch(id) {
             // The command may have given up waiting; that is fine.
@@ -433,31 +482,61 @@ impl Session {
                 op,
                 command_id,
                 args,
+                length,
             } => {
                 let id = command_id.as_deref().and_then(|c| c.parse::<u64>().ok());
+                let done = |r: Result<(), String>| match r {
+                    Ok(()) => Answer::Done(Value::Nil),
+                    Err(why) => Answer::Failed(why),
+                };
                 let answer = match (op.as_str(), id) {
-                    ("update", Some(id)) => self.update(id, args).await,
+                    ("update", Some(id)) => done(self.update(id, args).await),
                     ("complete", Some(id)) => {
                         self.complete(id, args).await;
-                        Ok(())
+                        Answer::Done(Value::Nil)
                     }
+                    ("update_upload_file_write", Some(id)) => {
+                        done(self.upload_data(id, args).await)
+                    }
+                    ("update_upload_file_close", Some(id)) => done(self.upload_close(id).await),
+                    // bbc keeps no time stamps of uploaded files.
+                    ("update_upload_file_utime", Some(_)) => Answer::Done(Value::Nil),
+                    ("update_read_file", Some(id)) => self.read_request(id, seq, length),
+                    ("update_read_file_close", Some(_)) => Answer::Done(Value::Nil),
                     (_, None) if command_id.is_some() => {
-                        Err(format!("unknown command id {command_id:?}"))
+                        Answer::Failed(format!("unknown command id {command_id:?}"))
                     }
-                    _ => Err(format!("`{op}` is not supported by this master")),
+                    _ => Answer::Failed(format!("`{op}` is not supported by this master")),
                 };
-                let bytes = match answer {
-                    Ok(()) => codec::response(seq, Value::Nil, false),
-                    Err(why) => codec::response(seq, Value::from(why), true),
-                };
-                self.write(bytes).await
+                self.answer(seq, answer).await
             }
         }
     }
 
+    pub(super) async fn answer(&mut self, seq: u64, answer: Answer) -> Result<(), String> {
+        let bytes = match answer {
+            Answer::Done(v) => codec::response(seq, v, false),
+            Answer::Failed(why) => codec::response(seq, Value::from(why), true),
+            Answer::Later => return Ok(()),
+        };
+        self.write(bytes).await
+    }
+
     async fn update(&mut self, id: u64, args: Value) -> Result<(), String> {
         for u in codec::updates(args)? {
+            let shell = self
+                .running
+                .get(&id)
+                .is_none_or(|r| matches!(r.kind, Kind::Shell));
             match u {
+                // A transfer's output is its error message.
+                Update::Stdout(b) | Update::Stderr(b) if !shell => {
+                    if let Some(r) = self.running.get_mut(&id) {
+                        if r.errors.len() < 4096 {
+                            r.errors.push_str(&String::from_utf8_lossy(&b));
+                        }
+                    }
+                }
                 Update::Stdout(b) => {
                     self.deliver(id, CmdEvent::Output(Stream::Stdout, Bytes::from(b)))
                         .await
@@ -524,6 +603,15 @@ impl Session {
         let error = match (error, exit_code, r.signal, stopped) {
             (Some(e), _, _, _) => Some(e),
             (None, None, None, None) => Some("the worker reported no exit code".into()),
+            // A transfer succeeded only with rc 0; the worker said why not
+            // in its error text.
+            (None, Some(rc), _, _) if rc != 0 && !matches!(r.kind, Kind::Shell) => {
+                Some(if r.errors.trim().is_empty() {
+                    format!("the worker's transfer ended with rc {rc}")
+                } else {
+                    r.errors.trim().to_string()
+                })
+            }
             _ => None,
         };
         let duration_ms = r.elapsed.map_or_else(
