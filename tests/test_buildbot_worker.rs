@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::common::{get_json, http, root, temp_dir, wait_for, write_secret, Master, Proc};
+use crate::common::{get_json, git, http, root, temp_dir, wait_for, write_secret, Master, Proc};
 
 fn buildbot_worker() -> Option<PathBuf> {
     static EXE: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -306,5 +306,32 @@ fn files_go_up_and_down_through_a_buildbot_worker() {
             .contains("not supported on Buildbot workers yet"),
         "{}",
         m.log(id, 6)
+    );
+}
+
+#[test]
+fn git_steps_run_with_the_workers_git() {
+    let Some(exe) = buildbot_worker() else { return };
+    let repo = temp_dir("bbw-git-repo");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("hello.txt"), "v1\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let steps = format!(
+        r#"        git repo="{}" branch="main" mode="full" method="fresh"
+        shell "cat hello.txt; echo rev=${{{{ prop.got_revision }}}}" name="show""#,
+        repo.display()
+    );
+    let (dir, m) = setup("bbw-git", &steps);
+    let _w = start_worker(&exe, &m, &dir.join("bbw"), "bb", "bb-pass-2468");
+    m.wait_connected("bb");
+    let b = m.force_and_wait("b", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    assert_eq!(b["properties"]["got_revision"], sha.as_str(), "{b}");
+    let show = m.log(b["id"].as_u64().unwrap_or(0), 1);
+    assert!(
+        show.contains("v1\n") && show.contains(&format!("rev={sha}")),
+        "{show}"
     );
 }
