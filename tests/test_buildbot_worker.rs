@@ -335,3 +335,64 @@ fn git_steps_run_with_the_workers_git() {
         "{show}"
     );
 }
+
+/// A WebSocket upgrade by hand, as a stranger or a broken worker would
+/// send it; returns the socket and the master's answer up to the blank
+/// line.
+fn upgrade(m: &Master, auth: Option<&str>) -> (std::net::TcpStream, String) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(&m.workers).unwrap_or_else(|e| panic!("{e}"));
+    let auth = auth
+        .map(|a| format!("Authorization: Basic {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut r = BufReader::new(s.try_clone().unwrap_or_else(|e| panic!("{e}")));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    // A refusal's body follows the head; read what there is.
+    if !head.starts_with("HTTP/1.1 101") {
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut r, &mut body);
+        head.push_str(&body);
+    }
+    (s, head)
+}
+
+#[test]
+fn bad_upgrades_and_bad_messages_are_refused_precisely() {
+    // No buildbot-worker needed: the peer here is this test.
+    let (_dir, m) = setup("bbw-raw", r#"        shell "true""#);
+    let (_, no_auth) = upgrade(&m, None);
+    assert!(no_auth.starts_with("HTTP/1.1 401"), "{no_auth}");
+    assert!(no_auth.contains("worker credentials required"), "{no_auth}");
+    // "bb:nope"
+    let (_, wrong) = upgrade(&m, Some("YmI6bm9wZQ=="));
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    assert!(wrong.contains("wrong worker name or password"), "{wrong}");
+    // "bb:bb-pass-2468", then a frame that is not msgpack.
+    let (mut s, ok) = upgrade(&m, Some("YmI6YmItcGFzcy0yNDY4"));
+    assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
+    // A masked binary frame (clients must mask) holding 0x81: a map of
+    // one entry that never comes.
+    use std::io::Write;
+    s.write_all(&[0x82, 0x81, 1, 2, 3, 4, 0x81 ^ 1])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = wait_for("the bad message in the master's log", || {
+        master_log_has(&m, "buildbot worker `bb`: not msgpack")
+    });
+    assert!(line.contains("refused"), "{line}");
+    // The master serves on: a bbc worker still gets in.
+    let _own = m.worker("own", "own-pass-1357");
+    m.wait_connected("own");
+}
