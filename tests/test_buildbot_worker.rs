@@ -152,6 +152,13 @@ fn shell_steps_run_on_a_buildbot_worker() {
         "secret not redacted: {greet}"
     );
     assert_eq!(step(&b, "greet")["result"], "success", "{b}");
+    // The master's keepalives (every 2 s here) are answered, and the worker
+    // stays.
+    wait_for("a keepalive the worker confirmed", || {
+        let log = std::fs::read_to_string(wdir.join("twistd.log")).unwrap_or_default();
+        log.contains("Connection keepalive confirmed").then_some(())
+    });
+    m.wait_connected("bb");
     // Output without a final newline arrives when the command ends.
     assert!(m.log(id, 1).contains("no newline"), "{}", m.log(id, 1));
     assert_eq!(step(&b, "fails")["result"], "failure", "{b}");
@@ -395,4 +402,34 @@ fn bad_upgrades_and_bad_messages_are_refused_precisely() {
     // The master serves on: a bbc worker still gets in.
     let _own = m.worker("own", "own-pass-1357");
     m.wait_connected("own");
+
+    // A worker that answers the introduction, then falls silent, is let
+    // go after three unanswered keepalives.
+    let (mut s, ok) = upgrade(&m, Some("YmI6YmItcGFzcy0yNDY4"));
+    assert!(ok.starts_with("HTTP/1.1 101"), "{ok}");
+    let info = [&[0x81][..], &mp_str("basedir"), &mp_str("/tmp/bbw-raw")].concat();
+    for (seq, result) in [(0u8, info), (1, vec![0xc0])] {
+        let msg = [
+            &[0x83][..],
+            &mp_str("op"),
+            &mp_str("response"),
+            &mp_str("seq_number"),
+            &[seq],
+            &mp_str("result"),
+            &result,
+        ]
+        .concat();
+        // Masked with the key 0 (XOR with zeros leaves the payload as is).
+        let frame = [&[0x82, 0x80 | msg.len() as u8, 0, 0, 0, 0][..], &msg].concat();
+        s.write_all(&frame).unwrap_or_else(|e| panic!("{e}"));
+    }
+    m.wait_connected("bb");
+    wait_for("the silent worker to be let go", || {
+        master_log_has(&m, "worker disconnected: no answer to 3 keepalives")
+    });
+}
+
+/// A msgpack string shorter than 32 bytes.
+fn mp_str(s: &str) -> Vec<u8> {
+    [&[0xa0 | s.len() as u8][..], s.as_bytes()].concat()
 }
