@@ -128,15 +128,19 @@ fn shell_steps_run_on_a_buildbot_worker() {
     let wdir = dir.join("bbw");
     let _w = start_worker(&exe, &m, &wdir, "bb", "bb-pass-2468");
     m.wait_connected("bb");
-    // The worker's own description, without its environment.
-    let workers = get_json(&m.http, "/api/v1/workers");
-    let me = workers["workers"]
-        .as_array()
-        .and_then(|ws| ws.iter().find(|w| w["name"] == "bb"))
-        .cloned()
-        .unwrap_or_default();
+    // The worker's own description, without its environment (recorded
+    // just after the connection is registered: waited for).
+    let me = wait_for("the worker's info", || {
+        let v = get_json(&m.http, "/api/v1/workers");
+        v["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == "bb" && w["info"].is_object())
+            .cloned()
+    });
     let shown = me.to_string();
-    assert!(shown.contains("buildbot"), "{shown}");
+    assert_eq!(me["info"]["protocol"], "buildbot", "{shown}");
+    assert_eq!(me["info"]["os"], "posix", "{shown}");
     assert!(!shown.contains("environ"), "{shown}");
     let b = m.force_and_wait("b", "{}");
     let id = b["id"].as_u64().unwrap_or(0);

@@ -3,9 +3,8 @@
 //!
 //! The listener tells it apart from a bbc worker by its first bytes (a
 //! WebSocket upgrade, `GET `). It authenticates with HTTP basic auth on the
-//! upgrade, through the same checks as a bbc worker
-//! (`master::workers::check_login`: the throttle, the password, the
-//! entry's `protocol`). Once admitted it becomes a `WorkerConn` like any
+//! upgrade, through the same checks as a bbc worker (the workers service
+//! passes them in: the throttle, the password, the entry's `protocol`). Once admitted it becomes a `WorkerConn` like any
 //! other: the builds send it bbc's frames and read `CmdEvent`s, and
 //! [`session`] translates both ways, so nothing above the connection knows
 //! which protocol a worker speaks (`docs/protocol.md`, "Buildbot workers").
@@ -16,18 +15,15 @@ mod session;
 mod transfer;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
-use bbc_graph::WorkerProtocol;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::master::logins::Logins;
-use crate::master::workers::{check_login, serve_connected, Refusal, Refused, HELLO_TIMEOUT};
-use crate::state::{connection, Shared};
+use crate::state::connection::{self, WorkerConn};
 use crate::tls::Stream;
 pub use rewind::Rewind;
 
@@ -36,16 +32,31 @@ pub use rewind::Rewind;
 /// leaves room for msgpack's framing and the worker's own line splitting.
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// Serves a connection that began with `GET `: the upgrade with its
-/// login, then the session until it ends.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
+/// A Buildbot worker past its login and introduction: what the workers
+/// service registers and waits on, as for a bbc worker.
+pub struct Admitted {
+    pub name: String,
+    pub info: BTreeMap<String, String>,
+    pub conn: Arc<WorkerConn>,
+    /// The session; it ends with the reason the connection ended.
+    pub task: tokio::task::JoinHandle<String>,
+}
+
+/// Takes a connection that began with `GET `: the WebSocket upgrade, whose
+/// basic-auth credentials `login` checks (the workers service's checks:
+/// it answers the worker's keepalive interval, or what to tell the worker
+/// and what to log), then the introduction, within `timeout` each; then
+/// starts the session. The error is what to log (`None`: nothing).
+pub async fn accept<F>(
     sock: Rewind<Stream>,
-    peer: SocketAddr,
     secure: bool,
-    logins: Arc<Mutex<Logins>>,
-) -> Result<(), Refusal> {
-    let mut admitted: Option<Result<(String, u64), Refusal>> = None;
+    timeout: Duration,
+    login: F,
+) -> Result<Admitted, Option<String>>
+where
+    F: FnOnce(&str, &str) -> Result<u64, (String, Option<String>)> + Unpin,
+{
+    let mut admitted: Option<Result<(String, u64), Option<String>>> = None;
     // The error type is tungstenite's (the refusal's HTTP response).
     #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -63,19 +74,12 @@ pub(crate) async fn serve(
                 "worker credentials required",
             ));
         };
-        match check_login(
-            &shared,
-            &logins,
-            &name,
-            &password,
-            peer,
-            WorkerProtocol::Buildbot,
-        ) {
+        match login(&name, &password) {
             Ok(keepalive_ms) => {
                 admitted = Some(Ok((name, keepalive_ms)));
                 Ok(resp)
             }
-            Err(Refused { tell, log }) => {
+            Err((tell, log)) => {
                 admitted = Some(Err(log));
                 Err(refusal(StatusCode::UNAUTHORIZED, &tell))
             }
@@ -85,19 +89,24 @@ pub(crate) async fn serve(
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let ws = tokio::time::timeout(
-        HELLO_TIMEOUT,
+        timeout,
         tokio_tungstenite::accept_hdr_async_with_config(sock, check, Some(config)),
     )
     .await;
     let ws = match (ws, admitted) {
-        (Err(_), _) => return Err(Some("no WebSocket upgrade within 30 s".into())),
+        (Err(_), _) => {
+            return Err(Some(format!(
+                "no WebSocket upgrade within {} s",
+                timeout.as_secs()
+            )))
+        }
         (Ok(Ok(ws)), Some(Ok((name, keepalive_ms)))) => (ws, name, keepalive_ms),
         (_, Some(Err(log))) => return Err(log),
         (Ok(Err(e)), _) => return Err(Some(format!("bad WebSocket upgrade: {e}"))),
         (Ok(Ok(_)), None) => return Err(Some("upgrade accepted without a login".into())),
     };
     let (ws, name, keepalive_ms) = ws;
-    let (ws, hello) = match session::introduce(ws).await {
+    let (ws, hello) = match session::introduce(ws, timeout).await {
         Ok(x) => x,
         Err(why) => return Err(Some(format!("buildbot worker `{name}`: {why}"))),
     };
@@ -111,8 +120,12 @@ pub(crate) async fn serve(
         hello.basedir,
         keepalive_ms,
     ));
-    serve_connected(shared, name, info, conn, task).await;
-    Ok(())
+    Ok(Admitted {
+        name,
+        info,
+        conn,
+        task,
+    })
 }
 
 fn refusal(status: StatusCode, why: &str) -> ErrorResponse {

@@ -18,7 +18,6 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::codec::{self, Incoming, Update};
 use super::Rewind;
-use crate::master::workers::HELLO_TIMEOUT;
 use crate::protocol::{check_relative_path, Frame, Message, Stopped, Stream, WireCommand};
 use crate::state::connection::{AdapterEnds, CmdEvent, WorkerConn};
 
@@ -36,8 +35,11 @@ pub(super) struct Hello {
 }
 
 /// Asks the worker who it is and sets its output settings; answers once
-/// it has answered, within [`HELLO_TIMEOUT`].
-pub(super) async fn introduce(mut ws: Socket) -> Result<(Socket, Hello), String> {
+/// it has answered, within `timeout`.
+pub(super) async fn introduce(
+    mut ws: Socket,
+    timeout: Duration,
+) -> Result<(Socket, Hello), String> {
     let info_req = codec::request(0, "get_worker_info", vec![]);
     // Whole lines, in messages of up to 64 KiB, sent at least every half
     // second: output reaches the log promptly and in few messages. A line
@@ -55,13 +57,18 @@ pub(super) async fn introduce(mut ws: Socket) -> Result<(Socket, Hello), String>
             .await
             .map_err(|e| format!("write failed: {e}"))?;
     }
-    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut hello = None;
     let mut settings_ok = false;
     while hello.is_none() || !settings_ok {
         let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
-            .map_err(|_| "no answer to get_worker_info within 30 s".to_string())?;
+            .map_err(|_| {
+                format!(
+                    "no answer to get_worker_info within {} s",
+                    timeout.as_secs()
+                )
+            })?;
         let bytes = match msg {
             Some(Ok(Ws::Binary(b))) => b,
             Some(Ok(Ws::Close(_))) | None => return Err("closed during the introduction".into()),

@@ -8,7 +8,7 @@
 pub mod apply;
 pub mod build;
 mod janitor;
-pub(crate) mod logins;
+mod logins;
 mod missing;
 pub mod properties;
 pub mod queue;

@@ -15,6 +15,7 @@ use tokio_util::codec::{Framed, FramedParts};
 
 use super::logins::{Admission, Logins, Policy};
 use crate::auth::constant_time_eq;
+use crate::buildbot_worker;
 use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
 use crate::state::connection;
 use crate::state::{now_ms, ConfigEvent, Shared};
@@ -23,7 +24,7 @@ use crate::tls::Stream;
 
 /// Why a connection was refused, to log; `None` when the refusal was
 /// counted in a summary of failed logins instead ([`Logins`]).
-pub(crate) type Refusal = Option<String>;
+type Refusal = Option<String>;
 
 /// Accepts workers on `listener`, with TLS when `tls` is given (the TLS
 /// handshake runs in the connection's own task, so a slow or silent client
@@ -90,8 +91,18 @@ pub(crate) async fn accept_workers(
                 Err(_) => Err(Some("no hello within 30 s".to_string())),
                 Ok(Err(e)) => Err(Some(format!("closed before hello: {e}"))),
                 Ok(Ok(_)) if &first == b"GET " => {
-                    let sock = crate::buildbot_worker::Rewind::new(first.to_vec(), sock);
-                    crate::buildbot_worker::serve(s, sock, peer, secure, l).await
+                    let sock = buildbot_worker::Rewind::new(first.to_vec(), sock);
+                    let login = |name: &str, password: &str| {
+                        check_login(&s, &l, name, password, peer, WorkerProtocol::Buildbot)
+                            .map_err(|r| (r.tell, r.log))
+                    };
+                    match buildbot_worker::accept(sock, secure, HELLO_TIMEOUT, login).await {
+                        Ok(a) => {
+                            serve_connected(s, a.name, a.info, a.conn, a.task).await;
+                            Ok(())
+                        }
+                        Err(log) => Err(log),
+                    }
                 }
                 Ok(Ok(_)) => handshake(s, sock, first, peer, secure, l).await,
             };
@@ -117,13 +128,13 @@ async fn sleep_until_ms(at: Millis) {
 }
 
 /// How long a new connection may take to say who it is.
-pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A refused login: what the worker is told, and what to log (`None`
 /// when a summary of failed logins counts it instead).
-pub(crate) struct Refused {
-    pub tell: String,
-    pub log: Refusal,
+struct Refused {
+    tell: String,
+    log: Refusal,
 }
 
 /// The checks every login passes, whatever its protocol: the throttle,
@@ -131,7 +142,7 @@ pub(crate) struct Refused {
 /// wrong password get the same answer), the protocol the worker's entry
 /// names, and one connection per name. Returns the worker's keepalive
 /// interval.
-pub(crate) fn check_login(
+fn check_login(
     shared: &Shared,
     logins: &Mutex<Logins>,
     name: &str,
@@ -275,7 +286,7 @@ async fn handshake(
 /// The life of an admitted connection in `Shared::workers`, whatever its
 /// protocol: registered, recorded, the queue woken; then, once `task`
 /// ends, removed and recorded again.
-pub(crate) async fn serve_connected(
+async fn serve_connected(
     shared: Arc<Shared>,
     name: String,
     info: std::collections::BTreeMap<String, String>,
