@@ -118,12 +118,15 @@ fn shell_steps_run_on_a_buildbot_worker() {
     let Some(exe) = buildbot_worker() else { return };
     let (dir, m) = setup(
         "bbw-shell",
-        r#"        shell "echo out-$GREETING; echo err-line >&2; pwd; echo $TOKEN" name="greet" workdir="sub/dir" {
-            env GREETING="hello" TOKEN=(secret)"token"
+        r#"        shell "echo out-$GREETING; echo err-line >&2; pwd; echo tok-secret-9753" name="greet" workdir="sub/dir" {
+            env GREETING="hello"
         }
         shell "printf 'no newline'" name="partial"
         shell "exit 3" name="fails" flunk-on-failure=#false
-        shell "echo after" name="after""#,
+        shell "echo after" name="after"
+        shell "echo $TOKEN" name="with-secret" flunk-on-failure=#false {
+            env TOKEN=(secret)"token"
+        }"#,
     );
     let wdir = dir.join("bbw");
     let _w = start_worker(&exe, &m, &wdir, "bb", "bb-pass-2468");
@@ -174,8 +177,24 @@ fn shell_steps_run_on_a_buildbot_worker() {
         "{b}"
     );
     assert!(m.log(id, 3).contains("after"));
-    // flunk-on-failure=false: the failing step does not fail the build.
-    assert_eq!(b["result"], "success", "{b}");
+    // Buildbot's worker logs what the master sends: no secrets go to it.
+    let secret_step = step(&b, "with-secret");
+    assert_eq!(secret_step["result"], "exception", "{b}");
+    assert!(
+        secret_step["state_string"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is a Buildbot worker"),
+        "{b}"
+    );
+    let wlog = std::fs::read_to_string(wdir.join("twistd.log")).unwrap_or_default();
+    assert!(
+        !wlog.contains("'TOKEN'"),
+        "a secret variable reached the worker's log"
+    );
+    // flunk-on-failure=false: the failing step does not fail the build;
+    // the refused secret is an exception, which always ends it so.
+    assert_eq!(b["result"], "exception", "{b}");
 }
 
 #[test]

@@ -112,7 +112,12 @@ where
     };
     let mut info: BTreeMap<String, String> = hello.info;
     info.insert("protocol".into(), "buildbot".into());
-    let (conn, ends) = connection::adapter(name.clone(), info.clone(), secure);
+    let (conn, ends) = connection::adapter(
+        name.clone(),
+        info.clone(),
+        secure,
+        bbc_graph::WorkerProtocol::Buildbot,
+    );
     let task = tokio::spawn(session::run(
         ws,
         conn.clone(),

@@ -42,6 +42,9 @@ pub struct WorkerConn {
     /// Whether what is sent cannot be read on the way: TLS, or a worker on
     /// this host (loopback). Secrets in a step's `env` go only to these.
     pub secure: bool,
+    /// The protocol the worker speaks. Buildbot's worker logs every
+    /// message from the master, so secrets are not sent to it.
+    pub protocol: bbc_graph::WorkerProtocol,
     tx: mpsc::Sender<Frame>,
     waiting: Mutex<HashMap<u64, mpsc::Sender<CmdEvent>>>,
     /// Set when the connection closed.
@@ -126,6 +129,7 @@ pub(crate) fn adapter(
     name: String,
     info: BTreeMap<String, String>,
     secure: bool,
+    protocol: bbc_graph::WorkerProtocol,
 ) -> (Arc<WorkerConn>, AdapterEnds) {
     let (tx, frames) = mpsc::channel::<Frame>(256);
     let (closed, _) = tokio::sync::watch::channel(false);
@@ -134,6 +138,7 @@ pub(crate) fn adapter(
         name,
         info,
         secure,
+        protocol,
         tx,
         waiting: Mutex::new(HashMap::new()),
         closed,
@@ -158,6 +163,7 @@ pub fn spawn(
         name,
         info,
         secure,
+        protocol: bbc_graph::WorkerProtocol::Bbc,
         tx,
         waiting: Mutex::new(HashMap::new()),
         closed,
