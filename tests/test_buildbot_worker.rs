@@ -456,3 +456,35 @@ fn bad_upgrades_and_bad_messages_are_refused_precisely() {
 fn mp_str(s: &str) -> Vec<u8> {
     [&[0xa0 | s.len() as u8][..], s.as_bytes()].concat()
 }
+
+#[test]
+fn a_reload_that_removes_the_worker_disconnects_it() {
+    let Some(exe) = buildbot_worker() else { return };
+    let (dir, m) = setup("bbw-retire", r#"        shell "true""#);
+    let wdir = dir.join("bbw");
+    let _w = start_worker(&exe, &m, &wdir, "bb", "bb-pass-2468");
+    m.wait_connected("bb");
+    // The same config without the Buildbot worker.
+    let without = config(r#"        shell "true""#)
+        .replace(
+            "worker \"bb\" password=(secret)\"bb\" protocol=\"buildbot\" keepalive=\"2s\"\n",
+            "",
+        )
+        .replace("workers \"bb\"", "workers \"own\"");
+    assert!(!without.contains("\"bb\""), "{without}");
+    std::fs::write(dir.join("master.kdl"), without).unwrap_or_else(|e| panic!("{e}"));
+    let pid = m.proc.0.id() as libc::pid_t;
+    // SAFETY: sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    wait_for("the master to let the worker go", || {
+        master_log_has(
+            &m,
+            "worker disconnected: disconnected by the master: worker `bb` is no longer in the master's configuration",
+        )
+    });
+    // The worker saw the WebSocket close with the reason.
+    wait_for("the close in the worker's log", || {
+        let log = std::fs::read_to_string(wdir.join("twistd.log")).unwrap_or_default();
+        log.contains("no longer in the master").then_some(())
+    });
+}
