@@ -488,3 +488,30 @@ fn a_reload_that_removes_the_worker_disconnects_it() {
         log.contains("no longer in the master").then_some(())
     });
 }
+
+#[test]
+fn timeouts_stop_commands_on_a_buildbot_worker() {
+    let Some(exe) = buildbot_worker() else { return };
+    let (dir, m) = setup(
+        "bbw-timeouts",
+        r#"        shell "echo quiet; sleep 30" name="silent" timeout="1s" flunk-on-failure=#false
+        shell "while true; do echo busy; sleep 0.2; done" name="endless" max-time="1s" flunk-on-failure=#false
+        shell "kill -9 $$" name="killed" flunk-on-failure=#false"#,
+    );
+    let _w = start_worker(&exe, &m, &dir.join("bbw"), "bb", "bb-pass-2468");
+    m.wait_connected("bb");
+    let b = m.force_and_wait("b", "{}");
+    let state = |name: &str| {
+        step(&b, name)["state_string"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(step(&b, "silent")["result"], "failure", "{b}");
+    assert_eq!(state("silent"), "timed out: no output for 1 s", "{b}");
+    assert_eq!(step(&b, "endless")["result"], "failure", "{b}");
+    assert_eq!(state("endless"), "killed: ran longer than max-time", "{b}");
+    // A command killed by a signal: the worker says so in a header line.
+    assert_eq!(step(&b, "killed")["result"], "failure", "{b}");
+    assert_eq!(state("killed"), "killed by signal 9", "{b}");
+}
