@@ -301,13 +301,14 @@ fn files_go_up_and_down_through_a_buildbot_worker() {
     let Some(exe) = buildbot_worker() else { return };
     let (dir, m) = setup(
         "bbw-files",
-        r#"        shell "mkdir -p out && echo payload > out/a.txt && seq 1 60000 > out/big.txt" name="make"
+        r#"        shell "mkdir -p out/sub && echo payload > out/a.txt && seq 1 60000 > out/big.txt && echo deep > out/sub/deep.txt" name="make"
         upload "out/a.txt" to="up/a.txt"
         upload "out/big.txt" to="up/big.txt"
         download "up/big.txt" to="back/big.txt"
         shell "cmp out/big.txt back/big.txt && echo same" name="compare"
         upload "missing.txt" to="up/missing.txt" flunk-on-failure=#false name="missing"
-        upload "out" to="up/tree" directory=#true flunk-on-failure=#false name="tree""#,
+        upload "out" to="up/tree" directory=#true name="tree"
+        download "up/tree" to="tree-back" directory=#true flunk-on-failure=#false name="tree-down""#,
     );
     let _w = start_worker(&exe, &m, &dir.join("bbw"), "bb", "bb-pass-2468");
     m.wait_connected("bb");
@@ -329,13 +330,24 @@ fn files_go_up_and_down_through_a_buildbot_worker() {
     // A file that is not there fails the step with the worker's words.
     assert_eq!(step(&b, "missing")["result"], "failure", "{b}");
     assert!(m.log(id, 5).contains("missing.txt"), "{}", m.log(id, 5));
-    // Directories are not supported yet, and say so.
-    assert_eq!(step(&b, "tree")["result"], "failure", "{b}");
+    // A directory goes up as a tarball the master unpacks.
+    assert_eq!(step(&b, "tree")["result"], "success", "{b}");
+    let tree = files.join("tree");
+    assert_eq!(
+        std::fs::read_to_string(tree.join("sub/deep.txt")).unwrap_or_default(),
+        "deep\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.join("big.txt")).unwrap_or_default(),
+        expected
+    );
+    assert!(m.log(id, 6).contains("3 file(s)"), "{}", m.log(id, 6));
+    // Directory downloads are not supported yet, and say so.
+    assert_eq!(step(&b, "tree-down")["result"], "failure", "{b}");
+    let down = m.log(id, 7);
     assert!(
-        m.log(id, 6)
-            .contains("not supported on Buildbot workers yet"),
-        "{}",
-        m.log(id, 6)
+        down.contains("directory downloads are not supported on Buildbot workers yet"),
+        "{down}"
     );
 }
 

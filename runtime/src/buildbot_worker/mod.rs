@@ -13,6 +13,7 @@ pub mod codec;
 mod rewind;
 mod session;
 mod transfer;
+mod untar;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -171,6 +171,8 @@ pub(super) enum Kind {
     Upload {
         began: bool,
     },
+    /// `upload_directory`: a tarball, unpacked into per-file events.
+    UploadDir(super::untar::Untar),
     /// `download_file`: the worker pulls (`update_read_file`) what the
     /// build pushes; bounded by [`super::transfer::MAX_BUFFERED`].
     Download(super::transfer::Pull),
@@ -506,6 +508,10 @@ impl Session {
                         done(self.upload_data(id, args).await)
                     }
                     ("update_upload_file_close", Some(id)) => done(self.upload_close(id).await),
+                    ("update_upload_directory_write", Some(id)) => {
+                        done(self.upload_dir_data(id, args).await)
+                    }
+                    ("update_upload_directory_unpack", Some(id)) => done(self.upload_dir_end(id)),
                     // bbc keeps no time stamps of uploaded files.
                     ("update_upload_file_utime", Some(_)) => Answer::Done(Value::Nil),
                     ("update_read_file", Some(id)) => self.read_request(id, seq, length),

@@ -2,7 +2,9 @@
 //! pushes the file in `update_upload_file_write` requests (turned into
 //! bbc's `FileBegin`/`FileData`/`FileEnd` events), its `download_file`
 //! pulls with `update_read_file` what the build pushes as file frames.
-//! Directories (tarballs in Buildbot's protocol) are not supported yet.
+//! A directory upload is the worker's `upload_directory`: an uncompressed
+//! tarball, unpacked as it streams in (`untar.rs`). Directory downloads
+//! are not supported yet (Buildbot's worker has no command for them).
 
 use std::collections::VecDeque;
 
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use rmpv::Value;
 
 use super::session::{Answer, Kind, Pending, Running, Session};
+use super::untar::{Event, Untar};
 use crate::protocol::check_relative_path;
 use crate::state::connection::CmdEvent;
 
@@ -77,10 +80,8 @@ impl Session {
         directory: bool,
         verb: &str,
     ) -> Result<String, String> {
-        if directory {
-            return Err(format!(
-                "directory {verb}s are not supported on Buildbot workers yet"
-            ));
+        if directory && verb == "download" {
+            return Err("directory downloads are not supported on Buildbot workers yet".into());
         }
         check_relative_path(path).map_err(|e| format!("{verb} path: {e}"))?;
         Ok(format!("{}/{path}", self.dir(builder_dir, workdir)?))
@@ -101,6 +102,19 @@ impl Session {
                 return Ok(());
             }
         };
+        if directory {
+            let args = Value::Map(vec![
+                (Value::from("path"), Value::from(path)),
+                (Value::from("maxsize"), Value::Nil),
+                (Value::from("blocksize"), Value::from(BLOCK)),
+                // Uncompressed: the master unpacks as it streams.
+                (Value::from("compress"), Value::Nil),
+            ]);
+            let kind = Kind::UploadDir(Untar::new());
+            return self
+                .start(id, builder_dir, "upload_directory", args, kind)
+                .await;
+        }
         let args = Value::Map(vec![
             (Value::from("path"), Value::from(path)),
             (Value::from("maxsize"), Value::Nil),
@@ -212,6 +226,37 @@ impl Session {
         self.upload_begin(id).await?;
         self.deliver(id, CmdEvent::FileEnd).await;
         Ok(())
+    }
+
+    /// A piece of a directory upload's tarball.
+    pub(super) async fn upload_dir_data(&mut self, id: u64, data: Value) -> Result<(), String> {
+        let bytes = match data {
+            Value::Binary(b) => b,
+            _ => return Err("upload data is not bytes".into()),
+        };
+        let Some(Kind::UploadDir(u)) = self.running.get_mut(&id).map(|r| &mut r.kind) else {
+            return Err(format!("command {id} is not a directory upload"));
+        };
+        let mut events = Vec::new();
+        u.feed(&bytes, &mut events)?;
+        for e in events {
+            let ev = match e {
+                Event::Begin { path, mode } => CmdEvent::FileBegin { path, mode },
+                Event::Data(d) => CmdEvent::FileData(d),
+                Event::End => CmdEvent::FileEnd,
+            };
+            self.deliver(id, ev).await;
+        }
+        Ok(())
+    }
+
+    /// The worker sent the whole tarball.
+    pub(super) fn upload_dir_end(&mut self, id: u64) -> Result<(), String> {
+        match self.running.get(&id).map(|r| &r.kind) {
+            Some(Kind::UploadDir(u)) if u.at_boundary() => Ok(()),
+            Some(Kind::UploadDir(_)) => Err("the tarball ended in the middle of an entry".into()),
+            _ => Err(format!("command {id} is not a directory upload")),
+        }
     }
 
     /// A piece of a download's file from the build.
