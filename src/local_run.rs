@@ -36,6 +36,7 @@ fn local_graph(mut g: Graph, builder: &str, password: &str) -> Result<Graph, Com
         keepalive_ms: 60_000,
         missing_timeout_ms: 3_600_000,
         downtime: Vec::new(),
+        protocol: Default::default(),
         hash: String::new(),
     }];
     for b in &mut g.builders {

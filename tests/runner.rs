@@ -6,6 +6,7 @@ mod forge;
 mod recorder;
 mod test_apply;
 mod test_backup;
+mod test_buildbot_worker;
 mod test_changes;
 mod test_chaos;
 mod test_check_cli;

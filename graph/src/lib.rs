@@ -452,7 +452,38 @@ pub struct Worker {
     pub keepalive_ms: u64,
     pub missing_timeout_ms: u64,
     pub downtime: Vec<Downtime>,
+    /// The wire protocol this worker speaks. Left out of the JSON when it is
+    /// bbc's own, so graphs (and their hashes) without Buildbot workers
+    /// read exactly as before the field existed.
+    #[serde(default, skip_serializing_if = "WorkerProtocol::is_bbc")]
+    pub protocol: WorkerProtocol,
     pub hash: String,
+}
+
+/// Which protocol a worker connects with (`docs/protocol.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerProtocol {
+    /// bbc's own frames (`bbc worker`).
+    #[default]
+    Bbc,
+    /// Buildbot's WebSocket + msgpack protocol (`buildbot-worker` with
+    /// `protocol='msgpack_experimental_v7'`).
+    Buildbot,
+}
+
+impl WorkerProtocol {
+    pub fn is_bbc(&self) -> bool {
+        *self == WorkerProtocol::Bbc
+    }
+
+    /// The word used in the config and in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerProtocol::Bbc => "bbc",
+            WorkerProtocol::Buildbot => "buildbot",
+        }
+    }
 }
 
 /// A weekly window in which a worker takes no new builds.

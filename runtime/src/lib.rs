@@ -9,6 +9,7 @@ mod fixtures;
 pub mod api_error;
 pub mod auth;
 pub mod backup;
+pub mod buildbot_worker;
 pub mod change_json;
 pub mod changes;
 pub mod control;

@@ -31,6 +31,19 @@ pub(super) fn worker(cx: &mut Cx, r: &mut NodeReader, name: String) -> Worker {
         .prop(cx, "missing-timeout")
         .and_then(|e| cx.duration_ms(e))
         .unwrap_or(3_600_000);
+    let protocol = r
+        .prop(cx, "protocol")
+        .and_then(|e| {
+            cx.choice(
+                e,
+                "worker protocol",
+                &[
+                    ("bbc", WorkerProtocol::Bbc),
+                    ("buildbot", WorkerProtocol::Buildbot),
+                ],
+            )
+        })
+        .unwrap_or_default();
     let properties = properties(cx, r);
     let mut downtime = Vec::new();
     for n in r.kids("downtime") {
@@ -69,6 +82,7 @@ pub(super) fn worker(cx: &mut Cx, r: &mut NodeReader, name: String) -> Worker {
         keepalive_ms,
         missing_timeout_ms,
         downtime,
+        protocol,
         hash: String::new(),
     }
 }

@@ -7,11 +7,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bbc_graph::WorkerProtocol;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::auth::constant_time_eq;
+use crate::buildbot_worker;
 use crate::protocol::{Frame, FrameCodec, Message, PROTOCOL_VERSION};
 use crate::state::connection;
 use crate::state::logins::{Admission, Logins, Policy};
@@ -78,7 +81,32 @@ pub(crate) async fn accept_workers(
                     }
                 },
             };
-            if let Err(Some(why)) = handshake(s, sock, peer, secure, l).await {
+            // bbc's frames start with a length below 1 MiB; a WebSocket
+            // upgrade starts with `GET ` (a length of 1.2 GB): the first
+            // four bytes tell the protocols apart.
+            let mut sock = sock;
+            let mut first = [0u8; 4];
+            let read = tokio::time::timeout(HELLO_TIMEOUT, sock.read_exact(&mut first)).await;
+            let result = match read {
+                Err(_) => Err(Some("no hello within 30 s".to_string())),
+                Ok(Err(e)) => Err(Some(format!("closed before hello: {e}"))),
+                Ok(Ok(_)) if &first == b"GET " => {
+                    let sock = buildbot_worker::Rewind::new(first.to_vec(), sock);
+                    let login = |name: &str, password: &str| {
+                        check_login(&s, &l, name, password, peer, WorkerProtocol::Buildbot)
+                            .map_err(|r| (r.tell, r.log))
+                    };
+                    match buildbot_worker::accept(sock, secure, HELLO_TIMEOUT, login).await {
+                        Ok(a) => {
+                            serve_connected(s, a.name, a.info, a.conn, a.task).await;
+                            Ok(())
+                        }
+                        Err(log) => Err(log),
+                    }
+                }
+                Ok(Ok(_)) => handshake(s, sock, first, peer, secure, l).await,
+            };
+            if let Err(Some(why)) = result {
                 tracing::warn!(%peer, "worker connection refused: {why}");
             }
         });
@@ -99,15 +127,115 @@ async fn sleep_until_ms(at: Millis) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
+/// How long a new connection may take to say who it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A refused login: what the worker is told, and what to log (`None`
+/// when a summary of failed logins counts it instead).
+struct Refused {
+    tell: String,
+    log: Refusal,
+}
+
+/// The checks every login passes, whatever its protocol: the throttle,
+/// name and password (compared in constant time; an unknown name and a
+/// wrong password get the same answer), the protocol the worker's entry
+/// names, and one connection per name. Returns the worker's keepalive
+/// interval.
+fn check_login(
+    shared: &Shared,
+    logins: &Mutex<Logins>,
+    name: &str,
+    password: &str,
+    peer: SocketAddr,
+    speaks: WorkerProtocol,
+) -> Result<u64, Refused> {
+    // Throttled: after failed logins, the password is not even looked at
+    // until the back-off has passed.
+    let ip = peer.ip().to_canonical();
+    let admission = logins
+        .lock()
+        .map(|mut l| l.admit(name, ip, clock()))
+        .unwrap_or(Admission::Check);
+    if let Admission::Refuse { retry_at, log } = admission {
+        let secs = ((retry_at - clock()).max(0) + 999) / 1000;
+        let tell = format!("too many failed logins; the next attempt is checked in {secs} s");
+        return Err(Refused { tell, log });
+    }
+    let g = shared.graph();
+    let expected = g
+        .worker(name)
+        .and_then(|w| shared.secrets().get(&w.password).map(str::to_string));
+    let ok = match &expected {
+        Some(p) => constant_time_eq(p, password),
+        None => {
+            let _ = constant_time_eq("unknown-worker-password", password);
+            false
+        }
+    };
+    if !ok {
+        let log = logins
+            .lock()
+            .ok()
+            .and_then(|mut l| l.failed(name, ip, clock()));
+        return Err(Refused {
+            tell: "wrong worker name or password".into(),
+            log,
+        });
+    }
+    if let Ok(mut l) = logins.lock() {
+        l.succeeded(name, ip);
+    }
+    let Some(w) = g.worker(name) else {
+        return Err(Refused {
+            tell: "wrong worker name or password".into(),
+            log: Some(format!("worker `{name}` is not configured")),
+        });
+    };
+    // Checked after the password, so that nobody learns a worker's
+    // protocol without knowing its password.
+    if w.protocol != speaks {
+        let why = format!(
+            "worker `{name}` is configured with protocol=\"{}\" but connected with the {} protocol; change its entry or the worker",
+            w.protocol.as_str(),
+            speaks.as_str()
+        );
+        return Err(Refused {
+            tell: why.clone(),
+            log: Some(why),
+        });
+    }
+    // One connection per worker name: a second one replaces the first
+    // only after the first is gone.
+    let taken = shared
+        .workers
+        .lock()
+        .map(|w| w.get(name).is_some_and(|c| !c.is_closed()))
+        .unwrap_or(true);
+    if taken {
+        let why = format!("worker `{name}` is already connected");
+        return Err(Refused {
+            tell: why.clone(),
+            log: Some(why),
+        });
+    }
+    Ok(w.keepalive_ms)
+}
+
 async fn handshake(
     shared: Arc<Shared>,
     sock: Stream,
+    first: [u8; 4],
     peer: SocketAddr,
     secure: bool,
     logins: Arc<Mutex<Logins>>,
 ) -> Result<(), Refusal> {
-    let mut framed = Framed::new(sock, FrameCodec);
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), framed.next())
+    // The four bytes read to tell the protocols apart are the start of
+    // the first frame: they go back in front of the codec's buffer.
+    let mut parts = FramedParts::new::<Frame>(sock, FrameCodec);
+    parts.read_buf = bytes::BytesMut::from(&first[..]);
+    let mut framed = Framed::from_parts(parts);
+    let first = tokio::time::timeout(HELLO_TIMEOUT, framed.next())
         .await
         .map_err(|_| "no hello within 30 s".to_string())?;
     let (name, password, protocol, info) = match first {
@@ -129,58 +257,20 @@ async fn handshake(
         let _ = framed.send(refuse(why.clone())).await;
         return Err(Some(format!("worker `{name}`: {why}")));
     }
-    // Throttled: after failed logins, the password is not even looked at
-    // until the back-off has passed.
-    let ip = peer.ip().to_canonical();
-    let admission = logins
-        .lock()
-        .map(|mut l| l.admit(&name, ip, clock()))
-        .unwrap_or(Admission::Check);
-    if let Admission::Refuse { retry_at, log } = admission {
-        let secs = ((retry_at - clock()).max(0) + 999) / 1000;
-        let why = format!("too many failed logins; the next attempt is checked in {secs} s");
-        let _ = framed.send(refuse(why)).await;
-        return Err(log);
-    }
-    let g = shared.graph();
-    let expected = g
-        .worker(&name)
-        .and_then(|w| shared.secrets().get(&w.password).map(str::to_string));
-    // Unknown name and wrong password get the same answer.
-    let ok = match &expected {
-        Some(p) => constant_time_eq(p, &password),
-        None => {
-            let _ = constant_time_eq("unknown-worker-password", &password);
-            false
+    let keepalive_ms = match check_login(
+        &shared,
+        &logins,
+        &name,
+        &password,
+        peer,
+        WorkerProtocol::Bbc,
+    ) {
+        Ok(k) => k,
+        Err(Refused { tell, log }) => {
+            let _ = framed.send(refuse(tell)).await;
+            return Err(log);
         }
     };
-    if !ok {
-        let log = logins
-            .lock()
-            .ok()
-            .and_then(|mut l| l.failed(&name, ip, clock()));
-        let _ = framed
-            .send(refuse("wrong worker name or password".into()))
-            .await;
-        return Err(log);
-    }
-    if let Ok(mut l) = logins.lock() {
-        l.succeeded(&name, ip);
-    }
-    let keepalive_ms = g.worker(&name).map_or(60_000, |w| w.keepalive_ms);
-    // One connection per worker name: a second one replaces the first
-    // only after the first is gone.
-    let taken = shared
-        .workers
-        .lock()
-        .map(|w| w.get(&name).is_some_and(|c| !c.is_closed()))
-        .unwrap_or(true);
-    if taken {
-        let _ = framed
-            .send(refuse(format!("worker `{name}` is already connected")))
-            .await;
-        return Err(Some(format!("worker `{name}` is already connected")));
-    }
     framed
         .send(Frame::Message(Message::Welcome {
             protocol: PROTOCOL_VERSION,
@@ -189,6 +279,20 @@ async fn handshake(
         .await
         .map_err(|e| Some(e.to_string()))?;
     let (conn, task) = connection::spawn(framed, name.clone(), info.clone(), keepalive_ms, secure);
+    serve_connected(shared, name, info, conn, task).await;
+    Ok(())
+}
+
+/// The life of an admitted connection in `Shared::workers`, whatever its
+/// protocol: registered, recorded, the queue woken; then, once `task`
+/// ends, removed and recorded again.
+async fn serve_connected(
+    shared: Arc<Shared>,
+    name: String,
+    info: std::collections::BTreeMap<String, String>,
+    conn: Arc<connection::WorkerConn>,
+    task: tokio::task::JoinHandle<String>,
+) {
     if let Ok(mut w) = shared.workers.lock() {
         w.insert(name.clone(), conn.clone());
     }
@@ -219,7 +323,6 @@ async fn handshake(
         .db(move |s| s.worker_disconnected(&n2, now_ms()))
         .await;
     shared.wake.notify_one();
-    Ok(())
 }
 
 /// Retires the workers each applied config removes: from

@@ -42,6 +42,9 @@ pub struct WorkerConn {
     /// Whether what is sent cannot be read on the way: TLS, or a worker on
     /// this host (loopback). Secrets in a step's `env` go only to these.
     pub secure: bool,
+    /// The protocol the worker speaks. Buildbot's worker logs every
+    /// message from the master, so secrets are not sent to it.
+    pub protocol: bbc_graph::WorkerProtocol,
     tx: mpsc::Sender<Frame>,
     waiting: Mutex<HashMap<u64, mpsc::Sender<CmdEvent>>>,
     /// Set when the connection closed.
@@ -93,11 +96,12 @@ impl WorkerConn {
         self.closed.subscribe()
     }
 
-    fn dispatch(&self, id: u64) -> Option<mpsc::Sender<CmdEvent>> {
+    pub(crate) fn dispatch(&self, id: u64) -> Option<mpsc::Sender<CmdEvent>> {
         self.waiting.lock().ok().and_then(|w| w.get(&id).cloned())
     }
 
-    fn close(&self) {
+    /// Marks the connection closed and tells every waiting command `Lost`.
+    pub(crate) fn close(&self) {
         let _ = self.closed.send(true);
         let waiting: Vec<mpsc::Sender<CmdEvent>> = match self.waiting.lock() {
             Ok(mut w) => w.drain().map(|(_, tx)| tx).collect(),
@@ -107,6 +111,40 @@ impl WorkerConn {
             let _ = tx.try_send(CmdEvent::Lost);
         }
     }
+}
+
+/// The other ends of a connection served by an adapter (a worker speaking
+/// another protocol, `crate::buildbot_worker`): the frames the builds send,
+/// to translate, and the master's requests to end the connection.
+pub(crate) struct AdapterEnds {
+    pub frames: mpsc::Receiver<Frame>,
+    pub kicked: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// A connection whose frames an adapter translates: the builds talk to it
+/// exactly as to a bbc worker (`Run`, `Interrupt`, … in; `CmdEvent`s out
+/// through [`WorkerConn::dispatch`]), and the adapter speaks the worker's
+/// protocol on the socket. It calls [`WorkerConn::close`] when it ends.
+pub(crate) fn adapter(
+    name: String,
+    info: BTreeMap<String, String>,
+    secure: bool,
+    protocol: bbc_graph::WorkerProtocol,
+) -> (Arc<WorkerConn>, AdapterEnds) {
+    let (tx, frames) = mpsc::channel::<Frame>(256);
+    let (closed, _) = tokio::sync::watch::channel(false);
+    let (kick, kicked) = tokio::sync::watch::channel(None::<String>);
+    let conn = Arc::new(WorkerConn {
+        name,
+        info,
+        secure,
+        protocol,
+        tx,
+        waiting: Mutex::new(HashMap::new()),
+        closed,
+        kick,
+    });
+    (conn, AdapterEnds { frames, kicked })
 }
 
 /// Runs an authenticated connection until it closes. `on_close` is called
@@ -125,6 +163,7 @@ pub fn spawn(
         name,
         info,
         secure,
+        protocol: bbc_graph::WorkerProtocol::Bbc,
         tx,
         waiting: Mutex::new(HashMap::new()),
         closed,

@@ -571,6 +571,15 @@ impl Ctx {
             }
         }
         if let Some(conn) = over {
+            if conn.protocol == bbc_graph::WorkerProtocol::Buildbot && !secret_vars.is_empty() {
+                return Err(format!(
+                    "not sent: the environment holds secrets (${}) and worker `{}` is a \
+                     Buildbot worker, which writes every message from the master to its \
+                     log (docs/protocol.md, \"Buildbot workers\")",
+                    secret_vars.join(", $"),
+                    conn.name
+                ));
+            }
             if !conn.secure && !secret_vars.is_empty() {
                 return Err(format!(
                     "not sent: the environment holds secrets (${}) and worker `{}` is connected \
