@@ -171,7 +171,7 @@ mod tests {
             ..
         } = &mut stale.builders[1].steps[2].kind
         {
-            p.push('x');
+            *p = format!("{p}x").into();
         } else {
             panic!("not a compile step with a pattern")
         }

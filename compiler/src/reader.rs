@@ -118,6 +118,19 @@ impl Cx<'_> {
         .emit();
     }
 
+    /// A string value as a shared text: the tree's own allocation when the
+    /// lexer interned it (long texts a config repeats), so every step that
+    /// repeats a warning pattern shares one copy into the graph.
+    pub fn shared_string(&mut self, e: &Entry) -> Option<std::sync::Arc<str>> {
+        if let Value::String(crate::syntax::Str::Shared(s)) = &e.value {
+            if self.annotation_ok(e, false) {
+                return Some(s.clone());
+            }
+            return None;
+        }
+        self.string(e).map(std::sync::Arc::from)
+    }
+
     pub fn string(&mut self, e: &Entry) -> Option<String> {
         if !self.annotation_ok(e, false) {
             return None;

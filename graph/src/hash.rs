@@ -54,7 +54,7 @@ pub fn set_hashes(g: &mut Graph) {
 struct StepMemo {
     /// Serialisation without the pattern → (pattern, hash) of each
     /// variant seen (a handful: the distinct patterns).
-    seen: std::collections::HashMap<Vec<u8>, Vec<(String, String)>>,
+    seen: std::collections::HashMap<Vec<u8>, Vec<(std::sync::Arc<str>, String)>>,
     key: Vec<u8>,
 }
 
@@ -62,7 +62,7 @@ struct StepMemo {
 /// not worth keeping a copy of the step's serialisation for.
 const MEMO_MIN_PATTERN: usize = 64;
 
-fn pattern_slot(kind: &mut crate::StepKind) -> Option<&mut Option<String>> {
+fn pattern_slot(kind: &mut crate::StepKind) -> Option<&mut Option<std::sync::Arc<str>>> {
     use crate::StepKind::*;
     match kind {
         Shell {
@@ -92,18 +92,18 @@ impl StepMemo {
         if let Some(slot) = pattern_slot(&mut st.kind) {
             *slot = pattern;
         }
-        let pattern = match pattern_slot(&mut st.kind) {
-            Some(Some(p)) => p.as_str(),
-            _ => "",
+        let pattern: std::sync::Arc<str> = match pattern_slot(&mut st.kind) {
+            Some(Some(p)) => p.clone(),
+            _ => std::sync::Arc::from(""),
         };
-        if let Some((_, h)) = self
-            .seen
-            .get(&self.key[..])
-            .and_then(|v| v.iter().find(|(p, _)| p == pattern))
-        {
+        // The same allocation (steps sharing the config's one copy) is the
+        // same text; otherwise the texts are compared.
+        if let Some((_, h)) = self.seen.get(&self.key[..]).and_then(|v| {
+            v.iter()
+                .find(|(p, _)| std::sync::Arc::ptr_eq(p, &pattern) || **p == *pattern)
+        }) {
             return h.clone();
         }
-        let pattern = pattern.to_owned();
         let h = content_hash(&*st);
         self.seen
             .entry(self.key.clone())

@@ -19,6 +19,7 @@ pub mod hash;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The `format` field of every graph file.
 pub const FORMAT: &str = "bbc-graph";
@@ -721,15 +722,15 @@ pub enum Command {
 pub enum StepKind {
     Shell {
         command: Command,
-        warning_pattern: Option<String>,
+        warning_pattern: Option<Arc<str>>,
     },
     Compile {
         command: Command,
-        warning_pattern: Option<String>,
+        warning_pattern: Option<Arc<str>>,
     },
     Test {
         command: Command,
-        warning_pattern: Option<String>,
+        warning_pattern: Option<Arc<str>>,
     },
     Git {
         repo: Text,

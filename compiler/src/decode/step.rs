@@ -64,10 +64,10 @@ pub(super) fn step(
     }
     let mut r = NodeReader::new(n);
     let warning_pattern =
-        |cx: &mut Cx, r: &mut NodeReader, default: Option<&str>| -> Option<String> {
+        |cx: &mut Cx, r: &mut NodeReader, default: Option<&str>| -> Option<std::sync::Arc<str>> {
             match r.prop(cx, "warning-pattern") {
                 Some(e) => regex(cx, e),
-                None => default.map(str::to_string),
+                None => default.map(std::sync::Arc::from),
             }
         };
     let kind = match kind_name {

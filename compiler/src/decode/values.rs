@@ -142,8 +142,8 @@ pub(super) fn globs(cx: &mut Cx, items: Vec<(String, Span)>) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn regex(cx: &mut Cx, e: &Entry) -> Option<String> {
-    let s = cx.string(e)?;
+pub(super) fn regex(cx: &mut Cx, e: &Entry) -> Option<std::sync::Arc<str>> {
+    let s = cx.shared_string(e)?;
     let verdict = cx
         .checked
         .get(CheckKind::Regex, &s, super::regex_check::verdict);
