@@ -60,6 +60,29 @@ fn json_out(o: &Output) -> Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(o), stderr(o)))
 }
 
+/// A repository with one commit by Ada; its hash.
+fn repo_with_commit(repo: &Path) -> String {
+    std::fs::create_dir_all(repo).unwrap_or_else(|e| panic!("{e}"));
+    git(repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("hello.txt"), "v1\n").unwrap_or_else(|e| panic!("{e}"));
+    git(repo, &["add", "."]);
+    git(
+        repo,
+        &["commit", "-q", "-m", "Add the widget\n\nA longer body."],
+    );
+    git(repo, &["rev-parse", "HEAD"])
+}
+
+/// Stores a change through the API; its id.
+fn add_change(m: &Master, body: &Value) -> u64 {
+    let (st, resp) = http("POST", &m.http, "/api/v1/changes", Some(&body.to_string()));
+    assert_eq!(st, 201, "{resp}");
+    let v: Value = serde_json::from_str(&resp).unwrap_or_default();
+    v["change"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no change id in {v}"))
+}
+
 /// The position of `needle` in `hay`, failing the test when absent.
 fn at(hay: &str, needle: &str) -> usize {
     hay.find(needle)
@@ -70,15 +93,7 @@ fn at(hay: &str, needle: &str) -> usize {
 fn builds_name_their_changes_and_the_cli_tells_green_from_red() {
     let dir = temp_dir("views");
     let repo = dir.join("repo");
-    std::fs::create_dir_all(&repo).unwrap_or_else(|e| panic!("{e}"));
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("hello.txt"), "v1\n").unwrap_or_else(|e| panic!("{e}"));
-    git(&repo, &["add", "."]);
-    git(
-        &repo,
-        &["commit", "-q", "-m", "Add the widget\n\nA longer body."],
-    );
-    let sha = git(&repo, &["rev-parse", "HEAD"]);
+    let sha = repo_with_commit(&repo);
     write_secret(&dir, "w", "pw-views");
     let m = Master::start(&dir, &config(&repo));
     let _w = m.worker("w", "pw-views");
@@ -243,4 +258,130 @@ fn builds_name_their_changes_and_the_cli_tells_green_from_red() {
         .and_then(|a| a.iter().find(|s| s["name"] == "ci").cloned())
         .unwrap_or_default();
     assert_eq!(ci["builders"], serde_json::json!(["g"]), "{v}");
+}
+
+/// The web UI in a real browser: the build page shows the revision,
+/// branch, reason and changes; build lists tell a forced build from a
+/// commit build; the changes page links each change to its builds, and
+/// to its commit only by a web address.
+#[test]
+fn pages_tie_builds_to_their_changes() {
+    let Some(browser) = crate::test_web::chromium() else {
+        return;
+    };
+    let dir = temp_dir("views-web");
+    let repo = dir.join("repo");
+    let sha = repo_with_commit(&repo);
+    write_secret(&dir, "w", "pw-views-web");
+    let m = Master::start(&dir, &config(&repo));
+    let _w = m.worker("w", "pw-views-web");
+    m.wait_connected("w");
+    let cid = add_change(
+        &m,
+        &serde_json::json!({
+            "repository": repo.display().to_string(), "branch": "main", "revision": sha,
+            "author": "Ada <ada@example.org>", "comments": "Add the widget\n\nA longer body.",
+        }),
+    );
+    let commit_build = wait_for("the change's build to finish", || {
+        let v = get_json(&m.http, "/api/v1/builds?builder=g");
+        let b = v["builds"].as_array()?.first()?.clone();
+        (b["complete"] == true).then_some(b)
+    });
+    let forced = m.force_and_wait("g", r#"{"reason": "forced-from-test"}"#);
+    assert_eq!(forced["result"], "success", "{forced}");
+    add_change(
+        &m,
+        &serde_json::json!({
+            "repository": "https://gitea.example/o/r.git", "branch": "topic",
+            "revision": "abc123", "author": "Bo", "comments": "on a forge",
+        }),
+    );
+    add_change(
+        &m,
+        &serde_json::json!({
+            "repository": "/srv/r", "branch": "topic", "revision": "def456",
+            "author": "Eve", "comments": "sneaky",
+            "properties": {"pr_url": "javascript:alert(1)"},
+        }),
+    );
+    let profile = dir.join("chromium");
+    let base = format!("http://{}/", m.http);
+    let short = &sha[..10];
+
+    // The list: reason, branch and revision columns; the two builds differ.
+    let dom = crate::test_web::dump_dom(&browser, &profile, &format!("{base}#/builds"));
+    assert!(
+        dom.contains("<th>reason</th><th>branch</th><th>revision</th>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"<span class="reason">forced-from-test</span>"#),
+        "{dom}"
+    );
+    let reason = commit_build["origin"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!reason.is_empty(), "{commit_build}");
+    assert!(
+        dom.contains(&format!(r#"<span class="reason">{reason}</span>"#)),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            r#"<td>main</td><td><code class="rev" title="{sha}">{short}</code></td>"#
+        )),
+        "{dom}"
+    );
+
+    // The commit build's page: revision, branch, reason and its change.
+    let id = commit_build["id"].as_u64().unwrap_or_default();
+    let dom = crate::test_web::dump_dom(&browser, &profile, &format!("{base}#/builds/{id}"));
+    assert!(
+        dom.contains(&format!(r#"<dd class="revision">{sha}</dd>"#)),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"<dd class="branch">main</dd>"#), "{dom}");
+    assert!(
+        dom.contains(&format!(r#"<dd class="reason">{reason}</dd>"#)),
+        "{dom}"
+    );
+    assert!(dom.contains("Ada &lt;ada@example.org&gt;"), "{dom}");
+    assert!(
+        dom.contains(r#"<span class="title">Add the widget</span>"#),
+        "{dom}"
+    );
+    assert!(!dom.contains("A longer body"), "{dom}");
+
+    // The forced build's page says no commit started it.
+    let fid = forced["id"].as_u64().unwrap_or_default();
+    let dom = crate::test_web::dump_dom(&browser, &profile, &format!("{base}#/builds/{fid}"));
+    assert!(
+        dom.contains(r#"<dd class="reason">forced-from-test</dd>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("No changes: this build was not started by a commit."),
+        "{dom}"
+    );
+
+    // The changes page: each change's builds, forge commits linked, and a
+    // `javascript:` address never a link.
+    let dom = crate::test_web::dump_dom(&browser, &profile, &format!("{base}#/changes"));
+    assert!(
+        dom.contains(&format!(
+            r##"<a href="#/builds/{id}">g #1</a> <span class="result success">success</span>"##
+        )),
+        "change {cid} does not link its build: {dom}"
+    );
+    assert!(
+        dom.contains(r#"<a href="https://gitea.example/o/r/commit/abc123">abc123</a>"#),
+        "{dom}"
+    );
+    assert!(!dom.contains("javascript:"), "{dom}");
+    assert!(dom.contains("<td>def456</td>"), "{dom}");
+    assert!(
+        dom.contains(r#"<span class="muted">no builds</span>"#),
+        "{dom}"
+    );
 }
