@@ -163,3 +163,60 @@ pub(crate) fn builds_of(
 fn older(started: Millis, received: Millis) -> bool {
     started < received
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewChange;
+
+    fn change(repository: &str, revision: &str, pr_url: Option<&str>) -> Change {
+        let mut c = NewChange {
+            repository: repository.into(),
+            revision: revision.into(),
+            ..NewChange::default()
+        };
+        if let Some(u) = pr_url {
+            c.properties
+                .insert("pr_url".into(), bbc_graph::Scalar::String(u.into()));
+        }
+        Change {
+            id: 1,
+            received_at: 0,
+            change: c,
+        }
+    }
+
+    #[test]
+    fn links_only_web_addresses() {
+        let l = |r, v, p| link(&change(r, v, p));
+        assert_eq!(
+            l("https://github.com/o/r.git", "abc123", None).as_deref(),
+            Some("https://github.com/o/r/commit/abc123")
+        );
+        assert_eq!(
+            l("https://gitlab.example/g/r/", "ABC", None).as_deref(),
+            Some("https://gitlab.example/g/r/commit/ABC")
+        );
+        // A pull request's page wins over the commit's.
+        assert_eq!(
+            l(
+                "https://github.com/o/r.git",
+                "abc",
+                Some("https://github.com/o/r/pull/4")
+            )
+            .as_deref(),
+            Some("https://github.com/o/r/pull/4")
+        );
+        // No page: a path, ssh, a branch name as revision, an empty one,
+        // and never a `javascript:` address.
+        assert_eq!(l("/srv/git/r", "abc123", None), None);
+        assert_eq!(l("git@github.com:o/r.git", "abc123", None), None);
+        assert_eq!(l("https://github.com/o/r.git", "main", None), None);
+        assert_eq!(l("https://github.com/o/r.git", "", None), None);
+        assert_eq!(l("/srv/r", "abc", Some("javascript:alert(1)")), None);
+        assert_eq!(
+            l("https://github.com/o/r", "abc", Some("javascript:alert(1)")),
+            None
+        );
+    }
+}
