@@ -10,7 +10,7 @@ use crate::command_error::CommandError;
 use crate::diff::DiffFormat;
 use crate::https::TrustOpts;
 use crate::listing::ListWhat;
-use crate::output::{compile_graph, write_output, ColorChoice};
+use crate::output::{compile_graph, write_output, ColorChoice, OutFormat};
 
 #[derive(Parser)]
 #[command(
@@ -160,6 +160,8 @@ enum Command {
         /// Only builders with this tag (and schedulers that start them)
         #[arg(long)]
         tag: Option<String>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutFormat,
         #[arg(long, value_enum, default_value = "auto")]
         color: ColorChoice,
     },
@@ -222,9 +224,13 @@ enum Command {
         revision: Option<String>,
         #[arg(long)]
         scheduler: Option<String>,
-        /// Follow the build and exit with its result
+        /// Follow the build, printing its steps, and exit with its result
         #[arg(long)]
         wait: bool,
+        /// `json`: one JSON object (the request, or with --wait the
+        /// finished build) instead of lines
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutFormat,
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
         #[command(flatten)]
@@ -328,8 +334,10 @@ enum Command {
         /// A new directory for the copy (must not exist)
         out: String,
     },
-    /// Builders, running builds with ETA, workers
+    /// Builders with their last build, running builds with ETA, workers
     Status {
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutFormat,
         #[arg(long, default_value_t = crate::client::default_url())]
         url: String,
         #[command(flatten)]
@@ -383,8 +391,9 @@ pub fn run() -> ExitCode {
             what,
             config,
             tag,
+            format,
             color,
-        } => crate::listing::list(what, &config, tag.as_deref(), color),
+        } => crate::listing::list(what, &config, tag.as_deref(), format, color),
         Command::Master { opts } => crate::serve::master(opts.args()),
         Command::Worker {
             master,
@@ -412,6 +421,7 @@ pub fn run() -> ExitCode {
             revision,
             scheduler,
             wait,
+            format,
             url,
             trust,
         } => crate::client::force(crate::client::ForceArgs {
@@ -423,6 +433,7 @@ pub fn run() -> ExitCode {
             revision: revision.as_deref(),
             scheduler: scheduler.as_deref(),
             wait,
+            format,
             trust: &trust,
         }),
         Command::Rebuild {
@@ -452,7 +463,7 @@ pub fn run() -> ExitCode {
             props: &props,
             trust: &trust,
         }),
-        Command::Status { url, trust } => crate::client::status(&url, &trust),
+        Command::Status { format, url, trust } => crate::status::status(&url, format, &trust),
         Command::Login {
             url,
             token_file,

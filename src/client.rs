@@ -1,19 +1,19 @@
-//! `bbc force`, `bbc rebuild`, `bbc sendchange` and `bbc status`: clients
+//! `bbc force`, `bbc rebuild`, `bbc sendchange` and `bbc login`: clients
 //! of a running master's HTTP API (docs/api.md), over HTTPS with the trust
 //! `crate::https` sets up.
-
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::command_error::CommandError;
+use crate::follow::follow;
 use crate::https::{unreachable, TrustOpts};
+use crate::output::OutFormat;
 
 pub fn default_url() -> String {
     std::env::var("BBC_URL").unwrap_or_else(|_| "http://127.0.0.1:8010".into())
 }
 
-fn rt() -> Result<tokio::runtime::Runtime, CommandError> {
+pub(crate) fn rt() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -50,7 +50,7 @@ fn origin(u: &reqwest::Url) -> String {
     u.origin().ascii_serialization()
 }
 
-async fn call(req: reqwest::RequestBuilder) -> Result<Value, CommandError> {
+pub(crate) async fn call(req: reqwest::RequestBuilder) -> Result<Value, CommandError> {
     // A master with users, or a control token, wants a token for forcing
     // builds and submitting changes (docs/operations.md, "Access").
     let (client, request) = req.build_split();
@@ -115,6 +115,7 @@ pub struct ForceArgs<'a> {
     pub revision: Option<&'a str>,
     pub scheduler: Option<&'a str>,
     pub wait: bool,
+    pub format: OutFormat,
     pub trust: &'a TrustOpts,
 }
 
@@ -141,13 +142,22 @@ pub fn force(a: ForceArgs) -> Result<(), CommandError> {
         let v = call(c.post(url).json(&body)).await?;
         let set = v["buildset"]["id"].as_u64().unwrap_or(0);
         let req = v["requests"][0]["id"].as_u64().unwrap_or(0);
-        println!(
-            "queued build request {req} (build set {set}) for {}",
-            a.builder
-        );
+        let json = a.format == OutFormat::Json;
+        if !json {
+            println!(
+                "queued build request {req} (build set {set}) for {}",
+                a.builder
+            );
+        }
         if a.wait {
-            follow(&c, a.url, set, a.builder).await
+            follow(&c, a.url, set, a.builder, a.format).await
         } else {
+            if json {
+                println!(
+                    "{}",
+                    json!({"buildset": v["buildset"], "requests": v["requests"]})
+                );
+            }
             Ok(())
         }
     })
@@ -169,47 +179,11 @@ pub fn rebuild(url: &str, build: u64, wait: bool, trust: &TrustOpts) -> Result<(
             v["buildset"]["reason"].as_str().unwrap_or("rebuild")
         );
         if wait {
-            follow(&c, url, set, &builder).await
+            follow(&c, url, set, &builder, OutFormat::Human).await
         } else {
             Ok(())
         }
     })
-}
-
-/// Follows a build set's (first) request to its build's end; the exit
-/// status says whether it succeeded.
-async fn follow(
-    c: &reqwest::Client,
-    url: &str,
-    set: u64,
-    builder: &str,
-) -> Result<(), CommandError> {
-    let base = url.trim_end_matches('/').to_string();
-    let mut announced = None;
-    loop {
-        let r = call(
-            c.get(format!("{base}/api/v1/requests"))
-                .query(&[("buildset", set.to_string())]),
-        )
-        .await?;
-        let rq = &r["requests"][0];
-        if let (Some(b), None) = (rq["build"].as_u64(), announced) {
-            println!("build {b} started");
-            announced = Some(b);
-        }
-        match rq["state"].as_str() {
-            Some("complete") | Some("cancelled") => {
-                let result = rq["result"].as_str().unwrap_or("cancelled").to_string();
-                println!("{builder}: {result}");
-                return if result == "success" || result == "warnings" {
-                    Ok(())
-                } else {
-                    Err(CommandError::Invalid)
-                };
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 pub struct ChangeArgs<'a> {
@@ -235,62 +209,6 @@ pub fn sendchange(a: ChangeArgs) -> Result<(), CommandError> {
         let url = format!("{}/api/v1/changes", a.url.trim_end_matches('/'));
         let v = call(c.post(url).json(&body)).await?;
         println!("change {} stored", v["change"]["id"]);
-        Ok(())
-    })
-}
-
-fn fmt_eta(eta: &Value) -> String {
-    match eta.as_i64() {
-        Some(t) => {
-            let left = (t - bbc_runtime::master::now_ms()) / 1000;
-            if left > 0 {
-                format!("ETA {left}s")
-            } else {
-                "overdue".into()
-            }
-        }
-        None => "no ETA yet".into(),
-    }
-}
-
-pub fn status(url: &str, trust: &TrustOpts) -> Result<(), CommandError> {
-    let c = trust.client()?;
-    rt()?.block_on(async {
-        let base = url.trim_end_matches('/');
-        let builders = call(c.get(format!("{base}/api/v1/builders"))).await?;
-        let running = call(
-            c.get(format!("{base}/api/v1/builds"))
-                .query(&[("running", "true")]),
-        )
-        .await?;
-        let workers = call(c.get(format!("{base}/api/v1/workers"))).await?;
-        println!("builders:");
-        for b in builders["builders"].as_array().into_iter().flatten() {
-            println!("  {}", b["name"].as_str().unwrap_or("?"));
-        }
-        println!("running builds:");
-        let list = running["builds"].as_array().cloned().unwrap_or_default();
-        if list.is_empty() {
-            println!("  (none)");
-        }
-        for b in list {
-            println!(
-                "  {} #{} on {}: {} ({})",
-                b["builder"].as_str().unwrap_or("?"),
-                b["number"],
-                b["worker"].as_str().unwrap_or("?"),
-                b["state_string"].as_str().unwrap_or(""),
-                fmt_eta(&b["eta"])
-            );
-        }
-        println!("workers:");
-        for w in workers["workers"].as_array().into_iter().flatten() {
-            println!(
-                "  {}: {}",
-                w["name"].as_str().unwrap_or("?"),
-                w["state"].as_str().unwrap_or("?")
-            );
-        }
         Ok(())
     })
 }

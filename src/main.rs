@@ -14,6 +14,7 @@ mod diff;
 mod dot;
 mod explain;
 mod fmt;
+mod follow;
 mod https;
 mod listing;
 mod local_run;
@@ -21,6 +22,7 @@ mod lsp;
 mod output;
 mod passwd;
 mod serve;
+mod status;
 
 use std::process::ExitCode;
 

@@ -23,6 +23,14 @@ pub enum ColorChoice {
     Never,
 }
 
+/// `--format` of the API clients and `bbc list`: lines for people, or one
+/// JSON document for scripts (docs/operations.md, "Command-line clients").
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    Human,
+    Json,
+}
+
 pub fn human_options(color: ColorChoice, stream_is_tty: bool) -> HumanOptions {
     let color = match color {
         ColorChoice::Always => true,

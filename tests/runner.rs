@@ -32,4 +32,5 @@ mod test_schedulers;
 mod test_secrets;
 mod test_tls;
 mod test_users;
+mod test_views;
 mod test_web;

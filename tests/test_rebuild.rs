@@ -86,7 +86,7 @@ fn a_rebuild_builds_the_same_commit_with_the_same_properties() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("rebuild of g #1"), "{out}");
-    assert!(out.contains("g: success"), "{out}");
+    assert!(out.contains("g #2: success"), "{out}");
     let v = get_json(&m.http, "/api/v1/builds?builder=g&limit=1");
     let r = &v["builds"][0];
     assert_eq!(r["number"], 2, "{r}");

@@ -693,7 +693,7 @@ builder "f" {
     let url = format!("http://{}", m.http);
     let o = crate::common::run(&["force", "b", "--prop", "n=5", "--wait", "--url", &url]);
     assert_eq!(o.status.code(), Some(0), "{}", crate::common::stdout(&o));
-    assert!(crate::common::stdout(&o).contains("b: success"));
+    assert!(crate::common::stdout(&o).contains("b #1: success"));
     let o = crate::common::run(&["force", "f", "--wait", "--url", &url]);
     assert_eq!(o.status.code(), Some(1));
     let o = crate::common::run(&["force", "b", "--prop", "n=x", "--url", &url]);
@@ -701,7 +701,10 @@ builder "f" {
     assert!(crate::common::stderr(&o).contains("must be an integer"));
     let o = crate::common::run(&["status", "--url", &url]);
     let out = crate::common::stdout(&o);
-    assert!(out.contains("w1: idle") && out.contains("  b\n"), "{out}");
+    assert!(
+        out.contains("w1: idle") && out.contains("  b: #1 success, finished "),
+        "{out}"
+    );
     let o = crate::common::run(&[
         "sendchange",
         "--branch",

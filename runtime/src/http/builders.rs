@@ -39,6 +39,7 @@ pub(super) async fn builders(State(s): S, Query(q): Query<BuildersQuery>) -> R<J
         let names: Vec<String> = g.builders.iter().map(|b| b.name.clone()).collect();
         let last = s
             .db(move |st| {
+                let mut sets = super::origin::Sets::default();
                 names
                     .iter()
                     .map(|n| {
@@ -50,7 +51,13 @@ pub(super) async fn builders(State(s): S, Query(q): Query<BuildersQuery>) -> R<J
                             before: None,
                             limit: 1,
                         };
-                        Ok(st.builds(&f, newest)?.pop())
+                        match st.builds(&f, newest)?.pop() {
+                            Some(b) => {
+                                let o = super::origin::origin(st, &mut sets, &b)?;
+                                Ok(Some((b, o)))
+                            }
+                            None => Ok(None),
+                        }
                     })
                     .collect::<crate::store::Result<Vec<_>>>()
             })
@@ -65,7 +72,7 @@ pub(super) async fn builders(State(s): S, Query(q): Query<BuildersQuery>) -> R<J
             if let Some(o) = o.as_object_mut() {
                 o.insert(
                     "last_build".into(),
-                    l.map_or(Value::Null, |b| build_json(&b, None)),
+                    l.map_or(Value::Null, |(b, origin)| build_json(&b, None, origin)),
                 );
                 o.insert(
                     "running".into(),

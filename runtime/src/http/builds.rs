@@ -11,6 +11,7 @@ use bbc_graph::BuildResult;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::origin::{origin, Sets};
 use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::{Control, Scope};
 use crate::state::{now_ms, Shared};
@@ -79,11 +80,12 @@ pub(super) async fn history(s: &Arc<Shared>, builder: String) -> (Option<i64>, V
     }
 }
 
-pub(super) fn build_json(b: &Build, eta: Option<i64>) -> Value {
+pub(super) fn build_json(b: &Build, eta: Option<i64>, origin: Value) -> Value {
     let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {
         o.insert("eta".into(), json!(eta));
         o.insert("complete".into(), json!(b.finished_at.is_some()));
+        o.insert("origin".into(), origin);
     }
     v
 }
@@ -95,9 +97,19 @@ pub(super) async fn builds(State(s): S, Query(q): Query<BuildsQuery>) -> R<Json<
         running: q.running.unwrap_or(false),
     };
     let p = page(q.before, q.limit)?;
-    let list = s.db(move |st| st.builds(&f, p)).await?;
+    let (list, origins) = s
+        .db(move |st| {
+            let list = st.builds(&f, p)?;
+            let mut sets = Sets::default();
+            let origins = list
+                .iter()
+                .map(|b| origin(st, &mut sets, b))
+                .collect::<crate::store::Result<Vec<_>>>()?;
+            Ok((list, origins))
+        })
+        .await?;
     let mut out = Vec::new();
-    for b in &list {
+    for (b, origin) in list.iter().zip(origins) {
         let eta = if b.finished_at.is_none() {
             history(&s, b.build.builder.clone())
                 .await
@@ -106,13 +118,22 @@ pub(super) async fn builds(State(s): S, Query(q): Query<BuildsQuery>) -> R<Json<
         } else {
             None
         };
-        out.push(build_json(b, eta));
+        out.push(build_json(b, eta, origin));
     }
     Ok(Json(json!({ "builds": out })))
 }
 
 pub(super) async fn build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
-    let (b, steps) = s.db(move |st| Ok((st.build(id)?, st.steps(id)?))).await?;
+    let (b, steps, origin) = s
+        .db(move |st| {
+            let b = st.build(id)?;
+            let origin = match &b {
+                Some(b) => origin(st, &mut Sets::default(), b)?,
+                None => Value::Null,
+            };
+            Ok((b, st.steps(id)?, origin))
+        })
+        .await?;
     let b = b.ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
     let (total, per_step) = if b.finished_at.is_none() {
         history(&s, b.build.builder.clone()).await
@@ -137,7 +158,7 @@ pub(super) async fn build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
             v
         })
         .collect();
-    let mut v = build_json(&b, total.map(|d| b.build.started_at + d));
+    let mut v = build_json(&b, total.map(|d| b.build.started_at + d), origin);
     if let Some(o) = v.as_object_mut() {
         o.insert("steps".into(), json!(steps));
     }

@@ -16,6 +16,7 @@ mod health;
 mod login;
 mod metrics;
 mod oauth;
+mod origin;
 mod rebuild;
 mod workers;
 
@@ -31,7 +32,7 @@ use tokio::net::TcpListener;
 
 use builders::{builder, builders, force, schedulers, usage};
 use builds::{build, builds, cancel_build, cancel_request, log, requests};
-use changes::{add_change, changes};
+use changes::{add_change, change, changes};
 use config::{get_config, post_config};
 use events::events;
 use workers::workers;
@@ -58,6 +59,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/requests", get(requests))
         .route("/api/v1/requests/{id}/cancel", post(cancel_request))
         .route("/api/v1/changes", get(changes).post(add_change))
+        .route("/api/v1/changes/{id}", get(change))
         .route("/api/v1/schedulers", get(schedulers))
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))

@@ -215,6 +215,31 @@ function buildLink(b) {
   return el("a", { href: "#/builds/" + b.id, text: b.builder + " #" + b.number });
 }
 
+// What caused a build (the API's `origin`): its reason, branch and
+// revision, so a forced build and a commit build look different.
+function shortRev(r) {
+  return (r || "").slice(0, 10);
+}
+
+function originOf(b) {
+  const o = b.origin || {};
+  return {
+    reason: o.reason || (b.properties || {}).reason || "",
+    branch: o.branch || "",
+    revision: o.got_revision || o.revision || "",
+  };
+}
+
+// A link only to a web page: an address from a webhook could say
+// `javascript:`, which must never become a link.
+function webLink(url, text) {
+  return /^https?:\/\//.test(url || "") ? el("a", { href: url, text }) : text;
+}
+
+function revisionCell(rev) {
+  return rev ? el("code", { class: "rev", title: rev, text: shortRev(rev) }) : "";
+}
+
 function builderLink(name) {
   return el("a", { href: "#/builders/" + encodeURIComponent(name), text: name });
 }
@@ -276,10 +301,13 @@ function pager(base, builds, before) {
 function buildsTable(builds) {
   if (builds.length === 0) return el("p", { class: "muted", text: "No builds yet." });
   return table(
-    ["build", "result", "state", "worker", "started", "duration"],
+    ["build", "result", "reason", "branch", "revision", "state", "worker", "started", "duration"],
     builds.map((b) => [
       buildLink(b),
       resultBadge(b),
+      el("span", { class: "reason", text: originOf(b).reason }),
+      originOf(b).branch,
+      revisionCell(originOf(b).revision),
       b.state_string || "",
       b.worker || "",
       time(b.started_at),
@@ -503,8 +531,24 @@ async function buildView(id, openStep) {
     el("dt", { text: "started" }), el("dd", { text: time(b.started_at) }),
     el("dt", { text: "duration" }), el("dd", { text: duration(b.started_at, b.finished_at) }),
     b.eta ? el("dt", { text: "eta" }) : null, b.eta ? el("dd", { text: time(b.eta) }) : null,
-    el("dt", { text: "reason" }), el("dd", { text: (b.properties || {}).reason || "" }),
+    el("dt", { text: "reason" }), el("dd", { class: "reason", text: originOf(b).reason }),
+    el("dt", { text: "branch" }), el("dd", { class: "branch", text: originOf(b).branch }),
+    el("dt", { text: "revision" }), el("dd", { class: "revision", text: originOf(b).revision }),
+    (b.origin || {}).repository ? el("dt", { text: "repository" }) : null,
+    (b.origin || {}).repository ? el("dd", { text: b.origin.repository }) : null,
   );
+  const changes = ((b.origin || {}).changes || []);
+  const changeList = changes.length === 0
+    ? el("p", { class: "muted", text: "No changes: this build was not started by a commit." })
+    : table(
+        ["change", "author", "revision", "message"],
+        changes.map((c) => [
+          String(c.id),
+          c.author || "",
+          webLink(c.link, shortRev(c.revision)),
+          el("span", { class: "title", text: c.title || "" }),
+        ]),
+      );
   const cancel = !b.finished_at && mayAct(b.builder, "cancel")
     ? el("button", {
         text: "Cancel build",
@@ -524,6 +568,8 @@ async function buildView(id, openStep) {
     facts,
     cancel,
     rebuildButton(b),
+    el("h2", { text: "Changes" }),
+    el("div", { id: "changes" }, changeList),
     el("h2", { text: "Steps" }),
     el("div", { id: "steps" }, steps),
     el("h2", { text: "Properties" }),
@@ -562,14 +608,18 @@ async function changesView() {
     changes.length === 0
       ? el("p", { class: "muted", text: "No changes yet." })
       : table(
-          ["#", "branch", "revision", "who", "comments", "when"],
+          ["#", "branch", "revision", "who", "comments", "when", "builds"],
           changes.map((c) => [
             String(c.id),
             c.branch || "",
-            (c.revision || "").slice(0, 12),
+            webLink(c.link, shortRev(c.revision)),
             c.who || c.author || "",
             (c.comments || "").split("\n")[0],
             time(c.when || c.received_at || c.created_at),
+            // The builds that included the change, each with its result.
+            (c.builds || []).length === 0
+              ? el("span", { class: "muted", text: "no builds" })
+              : c.builds.flatMap((b, i) => [i ? " " : null, buildLink(b), " ", resultBadge(b)]),
           ]),
         ),
   );
