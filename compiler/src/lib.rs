@@ -17,6 +17,7 @@ pub mod load;
 pub mod lower;
 pub mod reader;
 pub mod render;
+pub mod schema;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;
@@ -79,6 +80,31 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
 
 /// Compiles `text` (the file `name`), reading its imports through `sources`.
 pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilation {
+    compile_inner(name, text, sources, None).0
+}
+
+/// Compiles `path` like [`compile`] and records what each node accepts
+/// (the language server's completion table). The schema is `None` when the
+/// text could not be decoded (a syntax error stops before decoding).
+pub fn compile_with_schema(
+    path: &str,
+    sources: &dyn Sources,
+) -> (Compilation, Option<schema::Schema>) {
+    match sources.read(path) {
+        Ok(text) => {
+            let (c, s) = compile_inner(path, text, sources, Some(Box::new(schema::Schema::new())));
+            (c, s.map(|b| *b))
+        }
+        Err(_) => (compile(path, sources), None),
+    }
+}
+
+fn compile_inner(
+    name: &str,
+    text: String,
+    sources: &dyn Sources,
+    schema: Option<Box<schema::Schema>>,
+) -> (Compilation, Option<Box<schema::Schema>>) {
     let mut l = load::Loader::new(sources);
     l.load_root(name, text);
     let load::Loader {
@@ -93,7 +119,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
     // After a syntax error the tree is partial; checking it would report
     // consequences of the same mistake, so stop at syntax.
     if syntax_failed {
-        return finish(map, &spans, &sites, diags, None);
+        return (finish(map, &spans, &sites, diags, None), None);
     }
     let mut ex = expand::Expander::new(&map, spans);
     for d in &docs {
@@ -111,6 +137,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
         diags: Vec::new(),
         run_parts,
         checked: Default::default(),
+        schema,
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking, with the
@@ -121,7 +148,8 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
     check::check(FileId(0), &model, &mut diags);
     let errors = diags.iter().any(|d| d.severity == Severity::Error);
     let model = (!errors).then_some(model);
-    finish(map, &spans, &sites, diags, model)
+    let schema = cx.schema.take();
+    (finish(map, &spans, &sites, diags, model), schema)
 }
 
 fn finish(

@@ -13,7 +13,9 @@ use bbc_compiler::source::{SourceMap, Sources};
 use lsp_types as lsp;
 use lsp_types::Url;
 
+use super::complete;
 use super::index::{Def, Index};
+use super::reference;
 use super::text::LineIndex;
 
 struct OpenDoc {
@@ -30,6 +32,9 @@ struct Analysis {
     /// Files whose earlier diagnostics are to be cleared when published.
     cleared: Vec<PathBuf>,
     index: Index,
+    /// What each node accepted in this compilation, until merged into
+    /// [`Workspace::schema`]; `None` when it stopped before decoding.
+    schema: Option<bbc_compiler::schema::Schema>,
 }
 
 impl Analysis {
@@ -48,6 +53,10 @@ pub struct Workspace {
     /// Roots compiled (for a request) but not yet published: the debounced
     /// check publishes them without compiling again.
     unpublished: BTreeSet<PathBuf>,
+    /// What each node accepts, merged from every compilation that got as
+    /// far as decoding: completion keeps working while the text has a
+    /// syntax error.
+    schema: bbc_compiler::schema::Schema,
 }
 
 /// Reads the editor's text for open files, the disk for the rest; never
@@ -70,6 +79,7 @@ impl Workspace {
             analyses: BTreeMap::new(),
             dirty: BTreeSet::new(),
             unpublished: BTreeSet::new(),
+            schema: bbc_compiler::schema::Schema::new(),
         };
         let mut folders: Vec<PathBuf> = params
             .workspace_folders
@@ -133,7 +143,7 @@ impl Workspace {
 
     fn analyse(&self, root: &Path) -> Analysis {
         let name = root.to_string_lossy();
-        let c = bbc_compiler::compile(&name, &Overlay(&self.open));
+        let (c, schema) = bbc_compiler::compile_with_schema(&name, &Overlay(&self.open));
         let files: Vec<(Option<PathBuf>, String)> = c
             .sources
             .files()
@@ -165,6 +175,7 @@ impl Workspace {
             diagnostics,
             cleared: Vec::new(),
             index,
+            schema,
         }
     }
 
@@ -305,7 +316,9 @@ impl Workspace {
     }
 
     pub fn hover(&mut self, p: &lsp::HoverParams) -> Option<lsp::Hover> {
-        let (a, d) = self.def_at(&p.text_document_position_params)?;
+        let Some((a, d)) = self.def_at(&p.text_document_position_params) else {
+            return self.hover_reference(p);
+        };
         let (path, text) = &a.files[d.file];
         let ix = LineIndex::new(text);
         let line = ix.position(d.span.start as usize).line;
@@ -327,6 +340,99 @@ impl Workspace {
                 value,
             }),
             range: None,
+        })
+    }
+
+    /// Completion at the cursor, from the text the editor sent last (which
+    /// may not parse) and what the compilations recorded (complete.rs).
+    pub fn completion(&mut self, p: &lsp::CompletionParams) -> Option<lsp::CompletionResponse> {
+        let pos = &p.text_document_position;
+        let path = pos.text_document.uri.to_file_path().ok()?;
+        let text = match self.open.get(&path) {
+            Some(d) => d.text.clone(),
+            None => std::fs::read_to_string(&path).ok()?,
+        };
+        let ix = LineIndex::new(&text);
+        let offset = ix.offset(pos.position);
+        let (place, start) = complete::place(&text, offset);
+        self.analysis_of(&pos.text_document.uri);
+        self.merge_schemas();
+        let index = self
+            .analyses
+            .values()
+            .find(|a| a.file_index(&path).is_some())
+            .map(|a| &a.index);
+        let range = ix.range(start, offset);
+        let items = complete::items(&place, &self.schema, index)
+            .into_iter()
+            .map(|i| lsp::CompletionItem {
+                label: i.label.clone(),
+                detail: Some(i.detail.to_string()),
+                kind: Some(match i.detail {
+                    "node" => lsp::CompletionItemKind::KEYWORD,
+                    "property" => lsp::CompletionItemKind::PROPERTY,
+                    "value" => lsp::CompletionItemKind::ENUM_MEMBER,
+                    "variable" => lsp::CompletionItemKind::VARIABLE,
+                    _ => lsp::CompletionItemKind::REFERENCE,
+                }),
+                text_edit: Some(lsp::CompletionTextEdit::Edit(lsp::TextEdit {
+                    range,
+                    new_text: i.label,
+                })),
+                ..Default::default()
+            })
+            .collect();
+        Some(lsp::CompletionResponse::Array(items))
+    }
+
+    fn merge_schemas(&mut self) {
+        for a in self.analyses.values_mut() {
+            if let Some(s) = a.schema.take() {
+                self.schema.merge(s);
+            }
+        }
+    }
+
+    /// Hover on a name the language defines: a diagnostic code gets `bbc
+    /// explain`'s text, a node or property name its language reference.
+    fn hover_reference(&mut self, p: &lsp::HoverParams) -> Option<lsp::Hover> {
+        let pos = &p.text_document_position_params;
+        let path = pos.text_document.uri.to_file_path().ok()?;
+        let text = match self.open.get(&path) {
+            Some(d) => d.text.clone(),
+            None => std::fs::read_to_string(&path).ok()?,
+        };
+        let offset = LineIndex::new(&text).offset(pos.position);
+        let b = text.as_bytes();
+        let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        let mut s = offset.min(b.len());
+        while s > 0 && is_word(b[s - 1]) {
+            s -= 1;
+        }
+        let mut e = offset.min(b.len());
+        while e < b.len() && is_word(b[e]) {
+            e += 1;
+        }
+        let word = text.get(s..e)?;
+        let value = if let Some(code) = bbc_compiler::diagnostic::Code::parse(word) {
+            crate::explain::section(code).unwrap_or_else(|| {
+                format!("{} ({}): {}", code.as_str(), code.slug(), code.summary())
+            })
+        } else {
+            let within = match complete::place(&text, s).0 {
+                complete::Place::NodeName { parent } => Some(parent),
+                complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
+                complete::Place::Expr => None,
+            };
+            reference::entry(word, within.as_deref())?
+        };
+        let ix = LineIndex::new(&text);
+        Some(lsp::Hover {
+            contents: lsp::HoverContents::Markup(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value,
+            }),
+            range: Some(ix.range(s, e)),
         })
     }
 
