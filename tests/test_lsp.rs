@@ -458,3 +458,68 @@ fn hover_shows_the_language_reference() {
     assert!(h.starts_with("## E0102"), "{h}");
     s.stop();
 }
+
+/// Hover on a `use` or a `matrix` says what the expansion produced: how
+/// many nodes and which.
+#[test]
+fn hover_on_use_and_matrix_shows_the_expansion() {
+    let dir = temp_dir("lsp-hover-expand");
+    let path = dir.join("master.kdl");
+    let text = r#"worker "w" password=(secret)"w"
+template "checks" {
+    param "target" type="string" default="all"
+    shell "make ${{ target }}" name="make-${{ target }}"
+    test "make check" name="check"
+}
+matrix {
+    axis "os" "linux" "mac"
+    axis "mode" "debug" "release"
+    builder "b-${{ os }}-${{ mode }}" {
+        workers "w"
+        steps {
+            use "checks" target="x"
+        }
+    }
+}
+builder "one" {
+    workers "w"
+    steps {
+        use "checks"
+    }
+}
+"#;
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let d = s.diagnostics(&uri);
+    assert!(d.iter().all(|d| d["severity"] != 1), "{d:?}");
+    let mut hover = |line: u32, col: u32| -> String {
+        let r = s.request(
+            "textDocument/hover",
+            json!({"textDocument": {"uri": uri}, "position": at(line, col)}),
+        );
+        r["result"]["contents"]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no hover: {r}"))
+            .to_string()
+    };
+    let m = hover(6, 2);
+    assert!(m.contains("expands to 4 nodes"), "{m}");
+    for b in [
+        "b-linux-debug",
+        "b-linux-release",
+        "b-mac-debug",
+        "b-mac-release",
+    ] {
+        assert!(m.contains(&format!("builder \"{b}\"")), "{b} in {m}");
+    }
+    // On the template's name in a `use` inside steps: its two steps.
+    let u = hover(19, 14);
+    assert!(u.contains("expands to 2 nodes"), "{u}");
+    assert!(
+        u.contains("shell \"make-all\"") && u.contains("test \"check\""),
+        "{u}"
+    );
+    s.stop();
+}

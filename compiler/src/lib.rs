@@ -80,31 +80,39 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
 
 /// Compiles `text` (the file `name`), reading its imports through `sources`.
 pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilation {
-    compile_inner(name, text, sources, None).0
+    compile_inner(name, text, sources, None, true).0
 }
 
-/// Compiles `path` like [`compile`] and records what each node accepts
-/// (the language server's completion table). The schema is `None` when the
-/// text could not be decoded (a syntax error stops before decoding).
-pub fn compile_with_schema(
-    path: &str,
-    sources: &dyn Sources,
-) -> (Compilation, Option<schema::Schema>) {
+/// Checks `path` like [`compile`] for an editor: records what each node
+/// accepts (the language server's completion table) and stops after the
+/// checks, so the graph is always `None` (lowering and hashing produce no
+/// diagnostic, and skipping them is a good part of a keystroke's cost).
+/// The schema is `None` when the text could not be decoded (a syntax error
+/// stops before decoding).
+pub fn compile_for_editor(path: &str, sources: &dyn Sources) -> (Compilation, Editor) {
     match sources.read(path) {
-        Ok(text) => {
-            let (c, s) = compile_inner(path, text, sources, Some(Box::new(schema::Schema::new())));
-            (c, s.map(|b| *b))
-        }
-        Err(_) => (compile(path, sources), None),
+        Ok(text) => compile_inner(path, text, sources, Some(Editor::default()), false),
+        Err(_) => (compile(path, sources), Editor::default()),
     }
+}
+
+/// What an editor wants beside the diagnostics ([`compile_for_editor`]).
+#[derive(Default)]
+pub struct Editor {
+    /// What each node accepts; `None` when decoding did not run.
+    pub schema: Option<schema::Schema>,
+    /// Each `use` and `matrix` written in a file (its file and span there)
+    /// and one line per node it expanded to.
+    pub expansions: Vec<(FileId, syntax::Span, Vec<String>)>,
 }
 
 fn compile_inner(
     name: &str,
     text: String,
     sources: &dyn Sources,
-    schema: Option<Box<schema::Schema>>,
-) -> (Compilation, Option<Box<schema::Schema>>) {
+    editor: Option<Editor>,
+    lower: bool,
+) -> (Compilation, Editor) {
     let mut l = load::Loader::new(sources);
     l.load_root(name, text);
     let load::Loader {
@@ -119,13 +127,17 @@ fn compile_inner(
     // After a syntax error the tree is partial; checking it would report
     // consequences of the same mistake, so stop at syntax.
     if syntax_failed {
-        return (finish(map, &spans, &sites, diags, None), None);
+        return (finish(map, &spans, &sites, diags, None), Editor::default());
     }
     let mut ex = expand::Expander::new(&map, spans);
+    if editor.is_some() {
+        ex.record_expansions();
+    }
     for d in &docs {
         ex.declare(d);
     }
     let doc = ex.expand(docs);
+    let expansions = ex.take_expansions();
     let (spans, mut ediags, run_parts) = ex.finish();
     diags.append(&mut ediags);
     let mut cx = reader::Cx {
@@ -137,7 +149,7 @@ fn compile_inner(
         diags: Vec::new(),
         run_parts,
         checked: Default::default(),
-        schema,
+        schema: editor.map(|_| Box::new(schema::Schema::new())),
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking, with the
@@ -147,9 +159,19 @@ fn compile_inner(
     diags.append(&mut cx.diags);
     check::check(FileId(0), &model, &mut diags);
     let errors = diags.iter().any(|d| d.severity == Severity::Error);
-    let model = (!errors).then_some(model);
-    let schema = cx.schema.take();
-    (finish(map, &spans, &sites, diags, model), schema)
+    let model = (!errors && lower).then_some(model);
+    let editor = Editor {
+        schema: cx.schema.take().map(|b| *b),
+        expansions: expansions
+            .into_iter()
+            .filter_map(|(site, names)| {
+                let (file, span, origins) = spans.resolve(site);
+                // Only what is written in a file, not copies of a body.
+                origins.is_empty().then_some((file, span, names))
+            })
+            .collect(),
+    };
+    (finish(map, &spans, &sites, diags, model), editor)
 }
 
 fn finish(

@@ -35,6 +35,9 @@ struct Analysis {
     /// What each node accepted in this compilation, until merged into
     /// [`Workspace::schema`]; `None` when it stopped before decoding.
     schema: Option<bbc_compiler::schema::Schema>,
+    /// Each `use` and `matrix` written in a file (file index, span) and
+    /// what it expanded to.
+    expansions: Vec<(usize, bbc_compiler::syntax::Span, Vec<String>)>,
 }
 
 impl Analysis {
@@ -143,7 +146,7 @@ impl Workspace {
 
     fn analyse(&self, root: &Path) -> Analysis {
         let name = root.to_string_lossy();
-        let (c, schema) = bbc_compiler::compile_with_schema(&name, &Overlay(&self.open));
+        let (c, editor) = bbc_compiler::compile_for_editor(&name, &Overlay(&self.open));
         let files: Vec<(Option<PathBuf>, String)> = c
             .sources
             .files()
@@ -175,7 +178,12 @@ impl Workspace {
             diagnostics,
             cleared: Vec::new(),
             index,
-            schema,
+            schema: editor.schema,
+            expansions: editor
+                .expansions
+                .into_iter()
+                .map(|(f, span, names)| (f.0 as usize, span, names))
+                .collect(),
         }
     }
 
@@ -316,6 +324,9 @@ impl Workspace {
     }
 
     pub fn hover(&mut self, p: &lsp::HoverParams) -> Option<lsp::Hover> {
+        if let Some(h) = self.hover_expansion(&p.text_document_position_params) {
+            return Some(h);
+        }
         let Some((a, d)) = self.def_at(&p.text_document_position_params) else {
             return self.hover_reference(p);
         };
@@ -391,6 +402,53 @@ impl Workspace {
                 self.schema.merge(s);
             }
         }
+    }
+
+    /// Hover on a `use` or `matrix` (its keyword, or the template it
+    /// names): what it expanded to, as the compiler's expansion recorded.
+    fn hover_expansion(&mut self, p: &lsp::TextDocumentPositionParams) -> Option<lsp::Hover> {
+        const SHOWN: usize = 20;
+        let (a, file) = self.analysis_of(&p.text_document.uri)?;
+        let text = &a.files[file].1;
+        let ix = LineIndex::new(text);
+        let offset = ix.offset(p.position) as u32;
+        let on_template = a.index.def_at(file, offset).map(|d| d.kind == "template");
+        if on_template == Some(false) {
+            return None;
+        }
+        // The innermost `use`/`matrix` around the cursor (a `use` inside a
+        // matrix's body is written inside it).
+        let (_, span, names) = a
+            .expansions
+            .iter()
+            .filter(|(f, s, _)| *f == file && s.start <= offset && offset <= s.end)
+            .min_by_key(|(_, s, _)| s.end - s.start)?;
+        let head = text
+            .get(span.start as usize..)
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('{')
+            .trim_end();
+        let mut value = format!(
+            "`{head}` expands to {} node{}:\n",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" }
+        );
+        for n in names.iter().take(SHOWN) {
+            value.push_str(&format!("\n- `{n}`"));
+        }
+        if names.len() > SHOWN {
+            value.push_str(&format!("\n- … and {} more", names.len() - SHOWN));
+        }
+        Some(lsp::Hover {
+            contents: lsp::HoverContents::Markup(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value,
+            }),
+            range: Some(ix.range(span.start as usize, span.end as usize)),
+        })
     }
 
     /// Hover on a name the language defines: a diagnostic code gets `bbc
