@@ -57,8 +57,11 @@ pub struct Expander<'a> {
     /// What each `use` and `matrix` produced (its span, then one line per
     /// node: `builder "x"`, or a step's kind and name), recorded only when
     /// asked (the language server's hover; `record_expansions`).
-    expansions: RefCell<Option<Vec<(Span, Vec<String>)>>>,
+    expansions: RefCell<Option<Vec<Expansion>>>,
 }
+
+/// A `use` or `matrix` (its span) and one line per node it produced.
+pub type Expansion = (Span, Vec<String>);
 
 /// Where names come from while evaluating.
 struct Scope<'e, 'a> {
@@ -144,7 +147,7 @@ impl<'a> Expander<'a> {
     }
 
     /// What each `use` and `matrix` produced, when recorded.
-    pub fn take_expansions(&mut self) -> Vec<(Span, Vec<String>)> {
+    pub fn take_expansions(&mut self) -> Vec<Expansion> {
         self.expansions.get_mut().take().unwrap_or_default()
     }
 
