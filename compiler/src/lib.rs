@@ -89,9 +89,16 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
 /// diagnostic, and skipping them is a good part of a keystroke's cost).
 /// The schema is `None` when the text could not be decoded (a syntax error
 /// stops before decoding).
-pub fn compile_for_editor(path: &str, sources: &dyn Sources) -> (Compilation, Editor) {
+///
+/// Recording the schema costs a few per cent of a compilation, so it is
+/// done only when `schema` is set (the server asks until it has one).
+pub fn compile_for_editor(
+    path: &str,
+    sources: &dyn Sources,
+    schema: bool,
+) -> (Compilation, Editor) {
     match sources.read(path) {
-        Ok(text) => compile_inner(path, text, sources, Some(Editor::default()), false),
+        Ok(text) => compile_inner(path, text, sources, Some(schema), false),
         Err(_) => (compile(path, sources), Editor::default()),
     }
 }
@@ -110,7 +117,9 @@ fn compile_inner(
     name: &str,
     text: String,
     sources: &dyn Sources,
-    editor: Option<Editor>,
+    // `None`: not for an editor; `Some(schema)`: for one, recording the
+    // schema when `schema`.
+    editor: Option<bool>,
     lower: bool,
 ) -> (Compilation, Editor) {
     let mut l = load::Loader::new(sources);
@@ -149,7 +158,7 @@ fn compile_inner(
         diags: Vec::new(),
         run_parts,
         checked: Default::default(),
-        schema: editor.map(|_| Box::new(schema::Schema::new())),
+        schema: (editor == Some(true)).then(|| Box::new(schema::Schema::new())),
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking, with the

@@ -60,6 +60,10 @@ pub struct Workspace {
     /// far as decoding: completion keeps working while the text has a
     /// syntax error.
     schema: bbc_compiler::schema::Schema,
+    /// Whether the next compilation records the schema: until one has
+    /// (recording costs a few per cent of each keystroke's compilation),
+    /// and again when completion meets a node it does not know.
+    want_schema: bool,
 }
 
 /// Reads the editor's text for open files, the disk for the rest; never
@@ -83,6 +87,7 @@ impl Workspace {
             dirty: BTreeSet::new(),
             unpublished: BTreeSet::new(),
             schema: bbc_compiler::schema::Schema::new(),
+            want_schema: true,
         };
         let mut folders: Vec<PathBuf> = params
             .workspace_folders
@@ -106,6 +111,7 @@ impl Workspace {
             for r in roots {
                 let a = ws.analyse(&r);
                 ws.analyses.insert(r, a);
+                ws.merge_schemas();
             }
         }
         ws
@@ -146,7 +152,8 @@ impl Workspace {
 
     fn analyse(&self, root: &Path) -> Analysis {
         let name = root.to_string_lossy();
-        let (c, editor) = bbc_compiler::compile_for_editor(&name, &Overlay(&self.open));
+        let (c, editor) =
+            bbc_compiler::compile_for_editor(&name, &Overlay(&self.open), self.want_schema);
         let files: Vec<(Option<PathBuf>, String)> = c
             .sources
             .files()
@@ -226,6 +233,7 @@ impl Workspace {
                     .collect();
             }
             self.analyses.insert(root.clone(), a);
+            self.merge_schemas();
             self.unpublished.insert(root);
         }
     }
@@ -243,6 +251,7 @@ impl Workspace {
         {
             let a = self.analyse(&path);
             self.analyses.insert(path.clone(), a);
+            self.merge_schemas();
         }
         self.analyses
             .values()
@@ -367,7 +376,18 @@ impl Workspace {
         let offset = ix.offset(pos.position);
         let (place, start) = complete::place(&text, offset);
         self.analysis_of(&pos.text_document.uri);
-        self.merge_schemas();
+        let node = match &place {
+            complete::Place::NodeName { parent } => Some(parent),
+            complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
+            complete::Place::Expr => None,
+        };
+        if node.is_some_and(|n| self.schema.node(n).is_none()) && !self.want_schema {
+            // A node kind the recorded schema has not met: record again
+            // (now, if the text decodes; else at the next compilation).
+            self.want_schema = true;
+            self.touch(path.clone());
+            self.compile_dirty();
+        }
         let index = self
             .analyses
             .values()
@@ -400,6 +420,7 @@ impl Workspace {
         for a in self.analyses.values_mut() {
             if let Some(s) = a.schema.take() {
                 self.schema.merge(s);
+                self.want_schema = false;
             }
         }
     }
