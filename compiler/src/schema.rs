@@ -113,3 +113,34 @@ impl Schema {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::source::MemorySources;
+
+    #[test]
+    fn the_decoders_questions_are_recorded() {
+        let mut src = MemorySources::default();
+        src.0.insert(
+            "m.kdl".to_string(),
+            "worker \"w\" password=(secret)\"w\"\nrole \"dev\" grant=\"view\"\nbuilder \"b\" {\n    workers \"w\"\n    steps { shell \"make\" }\n}\nscheduler \"s\" kind=\"force\" { builders \"b\"; }\n"
+                .to_string(),
+        );
+        let (c, ed) = crate::compile_for_editor("m.kdl", &src, true);
+        assert!(
+            c.graph.is_none(),
+            "an editor's compilation stops before lowering"
+        );
+        let s = ed.schema.unwrap_or_default();
+        let b = s.node("builder").cloned().unwrap_or_default();
+        assert!(
+            b.kids.contains("workers") && b.kids.contains("steps"),
+            "{b:?}"
+        );
+        assert!(s.node("steps").is_some_and(|n| n.kids.contains("git")));
+        assert!(s.values_of("scheduler", "kind").contains(&"periodic"));
+        assert!(s.values_of("role", "grant").contains(&"force"));
+        let (_, ed) = crate::compile_for_editor("m.kdl", &src, false);
+        assert!(ed.schema.is_none(), "recorded only when asked");
+    }
+}
