@@ -24,7 +24,12 @@ pub enum Place {
 
 /// The place at byte `offset` of `text`, and the start of the word typed.
 pub fn place(text: &str, offset: usize) -> (Place, usize) {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    // A position inside a character (a client's bad arithmetic) is read
+    // as the start of that character, never a panic.
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text.as_bytes()[..offset];
     let mut stack: Vec<String> = Vec::new();
     // The statement being read: where it started, its first word.
@@ -249,5 +254,10 @@ mod tests {
             Place::NodeName { parent: "".into() }
         );
         assert_eq!(at("builder \"b\" { steps { shell \"${{ jo|"), Place::Expr);
+        // Inside a multi-byte character: no panic.
+        let t = "builder \"é\" { ma";
+        for o in 0..=t.len() + 2 {
+            let _ = place(t, o);
+        }
     }
 }
