@@ -312,3 +312,214 @@ fn an_editing_session_across_an_import() {
     assert_eq!(r["error"]["code"], -32601, "{r}");
     s.stop();
 }
+
+/// The labels a completion at the `|` of `text` offers (the text is sent
+/// as the document's new content first, as an editor does while typing).
+fn complete(s: &mut Server, uri: &str, version: i32, text: &str) -> Vec<String> {
+    let o = text
+        .find('|')
+        .unwrap_or_else(|| panic!("no cursor in {text}"));
+    let body = text.replacen('|', "", 1);
+    s.change(uri, version, &body);
+    let line = body[..o].matches('\n').count() as u32;
+    let col = (o - body[..o].rfind('\n').map_or(0, |n| n + 1)) as u32;
+    let r = s.request(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": at(line, col)}),
+    );
+    r["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no completion list: {r}"))
+        .iter()
+        .filter_map(|i| i["label"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Completion while typing (the text does not parse at the cursor) draws
+/// on what the compiler's decoders asked for in the last good version, and
+/// on the names the config defines.
+#[test]
+fn completion_while_typing() {
+    let dir = temp_dir("lsp-complete");
+    let path = dir.join("master.kdl");
+    let good = r#"worker "linux-1" password=(secret)"w1"
+worker "linux-2" password=(secret)"w2"
+builder "b" {
+    workers "linux-1"
+    steps {
+        shell "make"
+    }
+}
+scheduler "s" kind="force" {
+    builders "b"
+}
+"#;
+    std::fs::write(&path, good).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, good);
+    // Checked once (a lint may warn; it decodes): the schema is recorded.
+    let d = s.diagnostics(&uri);
+    assert!(d.iter().all(|d| d["severity"] != 1), "{d:?}");
+
+    // A child of `builder` being typed: its settings, not the step kinds.
+    let got = complete(
+        &mut s,
+        &uri,
+        2,
+        &good.replace(
+            "    workers \"linux-1\"\n",
+            "    workers \"linux-1\"\n    ma|\n",
+        ),
+    );
+    assert!(got.contains(&"steps".to_string()), "{got:?}");
+    assert!(!got.contains(&"shell".to_string()), "{got:?}");
+
+    // Inside `steps`: the step kinds.
+    let got = complete(
+        &mut s,
+        &uri,
+        3,
+        &good.replace(
+            "        shell \"make\"\n",
+            "        shell \"make\"\n        gi|\n",
+        ),
+    );
+    for k in ["shell", "git", "trigger", "upload"] {
+        assert!(got.contains(&k.to_string()), "{k} in {got:?}");
+    }
+    assert!(!got.contains(&"workers".to_string()), "{got:?}");
+
+    // A property of a scheduler.
+    let got = complete(
+        &mut s,
+        &uri,
+        4,
+        &good.replace("kind=\"force\" {", "kind=\"force\" bu| {"),
+    );
+    assert!(got.contains(&"kind=".to_string()), "{got:?}");
+
+    // `kind=` values of a scheduler, half typed: the text does not parse.
+    let got = complete(
+        &mut s,
+        &uri,
+        5,
+        &good.replace("kind=\"force\" {", "kind=\"|"),
+    );
+    for k in ["\"force\"", "\"periodic\"", "\"single-branch\""] {
+        assert!(got.contains(&k.to_string()), "{k} in {got:?}");
+    }
+    assert!(
+        !got.contains(&"\"mail\"".to_string()),
+        "a reporter kind: {got:?}"
+    );
+
+    // Worker names inside `workers`.
+    let got = complete(
+        &mut s,
+        &uri,
+        6,
+        &good.replace("workers \"linux-1\"", "workers \"linux-1\" |"),
+    );
+    assert!(got.contains(&"\"linux-2\"".to_string()), "{got:?}");
+    assert!(!got.contains(&"\"b\"".to_string()), "a builder: {got:?}");
+    s.stop();
+}
+
+/// Hover on a node name shows its entry of the language reference; on a
+/// diagnostic code, `bbc explain`'s text.
+#[test]
+fn hover_shows_the_language_reference() {
+    let dir = temp_dir("lsp-hover-ref");
+    let path = dir.join("master.kdl");
+    let text = "worker \"w\" password=(secret)\"w\"\n// E0102\nbuilder \"b\" {\n    workers \"w\"\n    steps { shell \"make\" }\n}\n";
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let hover = |s: &mut Server, line: u32, col: u32| -> String {
+        let r = s.request(
+            "textDocument/hover",
+            json!({"textDocument": {"uri": uri}, "position": at(line, col)}),
+        );
+        r["result"]["contents"]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no hover: {r}"))
+            .to_string()
+    };
+    let h = hover(&mut s, 2, 2);
+    assert!(h.starts_with("## `builder`"), "{h}");
+    let doc =
+        std::fs::read_to_string(root().join("docs/language.md")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(doc.contains(&h), "the reference's own text");
+    let h = hover(&mut s, 4, 13);
+    assert!(h.contains("`shell`"), "{h}");
+    let h = hover(&mut s, 1, 5);
+    assert!(h.starts_with("## E0102"), "{h}");
+    s.stop();
+}
+
+/// Hover on a `use` or a `matrix` says what the expansion produced: how
+/// many nodes and which.
+#[test]
+fn hover_on_use_and_matrix_shows_the_expansion() {
+    let dir = temp_dir("lsp-hover-expand");
+    let path = dir.join("master.kdl");
+    let text = r#"worker "w" password=(secret)"w"
+template "checks" {
+    param "target" type="string" default="all"
+    shell "make ${{ target }}" name="make-${{ target }}"
+    test "make check" name="check"
+}
+matrix {
+    axis "os" "linux" "mac"
+    axis "mode" "debug" "release"
+    builder "b-${{ os }}-${{ mode }}" {
+        workers "w"
+        steps {
+            use "checks" target="x"
+        }
+    }
+}
+builder "one" {
+    workers "w"
+    steps {
+        use "checks"
+    }
+}
+"#;
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let d = s.diagnostics(&uri);
+    assert!(d.iter().all(|d| d["severity"] != 1), "{d:?}");
+    let mut hover = |line: u32, col: u32| -> String {
+        let r = s.request(
+            "textDocument/hover",
+            json!({"textDocument": {"uri": uri}, "position": at(line, col)}),
+        );
+        r["result"]["contents"]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no hover: {r}"))
+            .to_string()
+    };
+    let m = hover(6, 2);
+    assert!(m.contains("expands to 4 nodes"), "{m}");
+    for b in [
+        "b-linux-debug",
+        "b-linux-release",
+        "b-mac-debug",
+        "b-mac-release",
+    ] {
+        assert!(m.contains(&format!("builder \"{b}\"")), "{b} in {m}");
+    }
+    // On the template's name in a `use` inside steps: its two steps.
+    let u = hover(19, 14);
+    assert!(u.contains("expands to 2 nodes"), "{u}");
+    assert!(
+        u.contains("shell \"make-all\"") && u.contains("test \"check\""),
+        "{u}"
+    );
+    s.stop();
+}

@@ -17,6 +17,7 @@ pub mod load;
 pub mod lower;
 pub mod reader;
 pub mod render;
+pub mod schema;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;
@@ -79,6 +80,48 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
 
 /// Compiles `text` (the file `name`), reading its imports through `sources`.
 pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilation {
+    compile_inner(name, text, sources, None, true).0
+}
+
+/// Checks `path` like [`compile`] for an editor: records what each node
+/// accepts (the language server's completion table) and stops after the
+/// checks, so the graph is always `None` (lowering and hashing produce no
+/// diagnostic, and skipping them is a good part of a keystroke's cost).
+/// The schema is `None` when the text could not be decoded (a syntax error
+/// stops before decoding).
+///
+/// Recording the schema costs a few per cent of a compilation, so it is
+/// done only when `schema` is set (the server asks until it has one).
+pub fn compile_for_editor(
+    path: &str,
+    sources: &dyn Sources,
+    schema: bool,
+) -> (Compilation, Editor) {
+    match sources.read(path) {
+        Ok(text) => compile_inner(path, text, sources, Some(schema), false),
+        Err(_) => (compile(path, sources), Editor::default()),
+    }
+}
+
+/// What an editor wants beside the diagnostics ([`compile_for_editor`]).
+#[derive(Default)]
+pub struct Editor {
+    /// What each node accepts; `None` when decoding did not run.
+    pub schema: Option<schema::Schema>,
+    /// Each `use` and `matrix` written in a file (its file and span there)
+    /// and one line per node it expanded to.
+    pub expansions: Vec<(FileId, syntax::Span, Vec<String>)>,
+}
+
+fn compile_inner(
+    name: &str,
+    text: String,
+    sources: &dyn Sources,
+    // `None`: not for an editor; `Some(schema)`: for one, recording the
+    // schema when `schema`.
+    editor: Option<bool>,
+    lower: bool,
+) -> (Compilation, Editor) {
     let mut l = load::Loader::new(sources);
     l.load_root(name, text);
     let load::Loader {
@@ -93,13 +136,17 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
     // After a syntax error the tree is partial; checking it would report
     // consequences of the same mistake, so stop at syntax.
     if syntax_failed {
-        return finish(map, &spans, &sites, diags, None);
+        return (finish(map, &spans, &sites, diags, None), Editor::default());
     }
     let mut ex = expand::Expander::new(&map, spans);
+    if editor.is_some() {
+        ex.record_expansions();
+    }
     for d in &docs {
         ex.declare(d);
     }
     let doc = ex.expand(docs);
+    let expansions = ex.take_expansions();
     let (spans, mut ediags, run_parts) = ex.finish();
     diags.append(&mut ediags);
     let mut cx = reader::Cx {
@@ -111,6 +158,7 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
         diags: Vec::new(),
         run_parts,
         checked: Default::default(),
+        schema: (editor == Some(true)).then(|| Box::new(schema::Schema::new())),
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking, with the
@@ -120,8 +168,19 @@ pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilat
     diags.append(&mut cx.diags);
     check::check(FileId(0), &model, &mut diags);
     let errors = diags.iter().any(|d| d.severity == Severity::Error);
-    let model = (!errors).then_some(model);
-    finish(map, &spans, &sites, diags, model)
+    let model = (!errors && lower).then_some(model);
+    let editor = Editor {
+        schema: cx.schema.take().map(|b| *b),
+        expansions: expansions
+            .into_iter()
+            .filter_map(|(site, names)| {
+                let (file, span, origins) = spans.resolve(site);
+                // Only what is written in a file, not copies of a body.
+                origins.is_empty().then_some((file, span, names))
+            })
+            .collect(),
+    };
+    (finish(map, &spans, &sites, diags, model), editor)
 }
 
 fn finish(

@@ -23,6 +23,10 @@ pub struct Cx<'a> {
     /// few patterns thousands of times, and compiling each occurrence again
     /// dominated `bbc check`. Per compilation, so nothing outlives it.
     pub checked: Checked,
+    /// What each node accepts, recorded only when the caller asks
+    /// (`compile_with_schema`, for the language server); `None` costs a
+    /// branch per node.
+    pub schema: Option<Box<crate::schema::Schema>>,
 }
 
 /// Which value check a [`Checked`] verdict belongs to.
@@ -68,6 +72,13 @@ impl Checked {
 }
 
 impl Cx<'_> {
+    /// Records the words `e`'s value may be, when a schema is recorded.
+    pub fn record_values(&mut self, e: &Entry, words: impl Iterator<Item = &'static str>) {
+        if let Some(s) = &mut self.schema {
+            s.record_values(e.value_span, words);
+        }
+    }
+
     pub fn emit(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
@@ -155,6 +166,7 @@ impl Cx<'_> {
     }
 
     pub fn boolean(&mut self, e: &Entry) -> Option<bool> {
+        self.record_values(e, ["#true", "#false"].into_iter());
         if !self.annotation_ok(e, false) {
             return None;
         }
@@ -225,6 +237,8 @@ impl Cx<'_> {
     }
 
     pub fn duration_ms(&mut self, e: &Entry) -> Option<u64> {
+        // Examples rather than values: any number and unit will do.
+        self.record_values(e, ["\"30s\"", "\"5m\"", "\"1h\"", "\"1d\""].into_iter());
         if !self.annotation_ok(e, false) {
             return None;
         }
@@ -321,7 +335,13 @@ impl Cx<'_> {
     }
 
     /// One of a fixed set of words.
-    pub fn choice<T: Copy>(&mut self, e: &Entry, what: &str, options: &[(&str, T)]) -> Option<T> {
+    pub fn choice<T: Copy>(
+        &mut self,
+        e: &Entry,
+        what: &str,
+        options: &[(&'static str, T)],
+    ) -> Option<T> {
+        self.record_values(e, options.iter().map(|(k, _)| *k));
         let s = self.string(e)?;
         if let Some((_, v)) = options.iter().find(|(k, _)| *k == s) {
             return Some(*v);
@@ -613,6 +633,14 @@ impl<'n> NodeReader<'n> {
     /// unknown children, meaningless annotations.
     pub fn finish(self, cx: &mut Cx) {
         let node = self.node;
+        if let Some(s) = &mut cx.schema {
+            s.record_node(
+                &node.name.value,
+                &self.props_asked,
+                &self.kids_asked,
+                &node.entries,
+            );
+        }
         if let Some(t) = &node.ty {
             cx.err(
                 Code::WrongType,

@@ -207,9 +207,36 @@ impl SpanMap {
         (FileId(0), Span::default(), origins)
     }
 
+    /// The file and local span of a global span, like [`SpanMap::resolve`]
+    /// without collecting the expansion sites: reading text under a span
+    /// happens for every interpolated string of every expanded copy, and
+    /// the sites' vector was an allocation each time (docs/perf.md).
+    pub fn locate(&self, span: Span) -> (FileId, Span) {
+        let mut start = span.start;
+        let mut len = span.len() as u32;
+        for _ in 0..64 {
+            let Some(r) = self.region(start) else { break };
+            len = len.min(r.base + r.len - start);
+            match &r.kind {
+                RegionKind::File(f) => {
+                    let s = start - r.base;
+                    return (
+                        *f,
+                        Span {
+                            start: s,
+                            end: s + len,
+                        },
+                    );
+                }
+                RegionKind::Copy { target, .. } => start = target + (start - r.base),
+            }
+        }
+        (FileId(0), Span::default())
+    }
+
     /// The source text under a global span.
     pub fn slice<'a>(&self, sources: &'a SourceMap, span: Span) -> &'a str {
-        let (f, s, _) = self.resolve(span);
+        let (f, s) = self.locate(span);
         if (f.0 as usize) < sources.files.len() {
             sources.get(f).slice(s)
         } else {

@@ -7,13 +7,19 @@
 //!   code; a quick fix for each "did you mean `X`?";
 //! - formatting (`bbc fmt`), document symbols (the outline), go to
 //!   definition and find references for entities, templates and variables
-//!   across imported files (`index.rs`); hover on a name says what it is.
+//!   across imported files (`index.rs`); hover on a name says what it is,
+//!   on a node or property name its language reference (`reference.rs`),
+//!   on a diagnostic code its explanation;
+//! - completion of node, property and value names and references
+//!   (`complete.rs`, from the schema the compiler records while decoding).
 //!
 //! Architecture invariant: the server reads files (the ones an editor has
 //! open come from the editor, the rest from disk) and never writes any,
 //! and never touches the network; the compiler is pure.
 
+mod complete;
 mod index;
+mod reference;
 mod text;
 mod workspace;
 
@@ -43,6 +49,10 @@ pub fn run() -> Result<(), CommandError> {
         definition_provider: Some(OneOf::Left(true)),
         references_provider: Some(OneOf::Left(true)),
         hover_provider: Some(HoverProviderCapability::Simple(true)),
+        completion_provider: Some(lsp_types::CompletionOptions {
+            trigger_characters: Some(vec!["=".into(), "\"".into()]),
+            ..Default::default()
+        }),
         code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
         ..Default::default()
     };
@@ -168,6 +178,7 @@ fn handle_request(ws: &mut Workspace, req: Request) -> Response {
         request::DocumentSymbolRequest::METHOD => params(req).map(|p| to_json(ws.symbols(&p))),
         request::GotoDefinition::METHOD => params(req).map(|p| to_json(ws.definition(&p))),
         request::References::METHOD => params(req).map(|p| to_json(ws.references(&p))),
+        request::Completion::METHOD => params(req).map(|p| to_json(ws.completion(&p))),
         request::HoverRequest::METHOD => params(req).map(|p| to_json(ws.hover(&p))),
         request::CodeActionRequest::METHOD => params(req).map(|p| to_json(ws.code_actions(&p))),
         other => Err((

@@ -13,7 +13,9 @@ use bbc_compiler::source::{SourceMap, Sources};
 use lsp_types as lsp;
 use lsp_types::Url;
 
+use super::complete;
 use super::index::{Def, Index};
+use super::reference;
 use super::text::LineIndex;
 
 struct OpenDoc {
@@ -30,6 +32,12 @@ struct Analysis {
     /// Files whose earlier diagnostics are to be cleared when published.
     cleared: Vec<PathBuf>,
     index: Index,
+    /// What each node accepted in this compilation, until merged into
+    /// [`Workspace::schema`]; `None` when it stopped before decoding.
+    schema: Option<bbc_compiler::schema::Schema>,
+    /// Each `use` and `matrix` written in a file (file index, span) and
+    /// what it expanded to.
+    expansions: Vec<(usize, bbc_compiler::syntax::Span, Vec<String>)>,
 }
 
 impl Analysis {
@@ -48,6 +56,14 @@ pub struct Workspace {
     /// Roots compiled (for a request) but not yet published: the debounced
     /// check publishes them without compiling again.
     unpublished: BTreeSet<PathBuf>,
+    /// What each node accepts, merged from every compilation that got as
+    /// far as decoding: completion keeps working while the text has a
+    /// syntax error.
+    schema: bbc_compiler::schema::Schema,
+    /// Whether the next compilation records the schema: until one has
+    /// (recording costs a few per cent of each keystroke's compilation),
+    /// and again when completion meets a node it does not know.
+    want_schema: bool,
 }
 
 /// Reads the editor's text for open files, the disk for the rest; never
@@ -70,6 +86,8 @@ impl Workspace {
             analyses: BTreeMap::new(),
             dirty: BTreeSet::new(),
             unpublished: BTreeSet::new(),
+            schema: bbc_compiler::schema::Schema::new(),
+            want_schema: true,
         };
         let mut folders: Vec<PathBuf> = params
             .workspace_folders
@@ -93,6 +111,7 @@ impl Workspace {
             for r in roots {
                 let a = ws.analyse(&r);
                 ws.analyses.insert(r, a);
+                ws.merge_schemas();
             }
         }
         ws
@@ -133,7 +152,8 @@ impl Workspace {
 
     fn analyse(&self, root: &Path) -> Analysis {
         let name = root.to_string_lossy();
-        let c = bbc_compiler::compile(&name, &Overlay(&self.open));
+        let (c, editor) =
+            bbc_compiler::compile_for_editor(&name, &Overlay(&self.open), self.want_schema);
         let files: Vec<(Option<PathBuf>, String)> = c
             .sources
             .files()
@@ -165,6 +185,12 @@ impl Workspace {
             diagnostics,
             cleared: Vec::new(),
             index,
+            schema: editor.schema,
+            expansions: editor
+                .expansions
+                .into_iter()
+                .map(|(f, span, names)| (f.0 as usize, span, names))
+                .collect(),
         }
     }
 
@@ -207,6 +233,7 @@ impl Workspace {
                     .collect();
             }
             self.analyses.insert(root.clone(), a);
+            self.merge_schemas();
             self.unpublished.insert(root);
         }
     }
@@ -224,6 +251,7 @@ impl Workspace {
         {
             let a = self.analyse(&path);
             self.analyses.insert(path.clone(), a);
+            self.merge_schemas();
         }
         self.analyses
             .values()
@@ -305,7 +333,12 @@ impl Workspace {
     }
 
     pub fn hover(&mut self, p: &lsp::HoverParams) -> Option<lsp::Hover> {
-        let (a, d) = self.def_at(&p.text_document_position_params)?;
+        if let Some(h) = self.hover_expansion(&p.text_document_position_params) {
+            return Some(h);
+        }
+        let Some((a, d)) = self.def_at(&p.text_document_position_params) else {
+            return self.hover_reference(p);
+        };
         let (path, text) = &a.files[d.file];
         let ix = LineIndex::new(text);
         let line = ix.position(d.span.start as usize).line;
@@ -327,6 +360,158 @@ impl Workspace {
                 value,
             }),
             range: None,
+        })
+    }
+
+    /// Completion at the cursor, from the text the editor sent last (which
+    /// may not parse) and what the compilations recorded (complete.rs).
+    pub fn completion(&mut self, p: &lsp::CompletionParams) -> Option<lsp::CompletionResponse> {
+        let pos = &p.text_document_position;
+        let path = pos.text_document.uri.to_file_path().ok()?;
+        let text = match self.open.get(&path) {
+            Some(d) => d.text.clone(),
+            None => std::fs::read_to_string(&path).ok()?,
+        };
+        let ix = LineIndex::new(&text);
+        let offset = ix.offset(pos.position);
+        let (place, start) = complete::place(&text, offset);
+        self.analysis_of(&pos.text_document.uri);
+        let node = match &place {
+            complete::Place::NodeName { parent } => Some(parent),
+            complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
+            complete::Place::Expr => None,
+        };
+        if node.is_some_and(|n| self.schema.node(n).is_none()) && !self.want_schema {
+            // A node kind the recorded schema has not met: record again
+            // (now, if the text decodes; else at the next compilation).
+            self.want_schema = true;
+            self.touch(path.clone());
+            self.compile_dirty();
+        }
+        let index = self
+            .analyses
+            .values()
+            .find(|a| a.file_index(&path).is_some())
+            .map(|a| &a.index);
+        let range = ix.range(start, offset);
+        let items = complete::items(&place, &self.schema, index)
+            .into_iter()
+            .map(|i| lsp::CompletionItem {
+                label: i.label.clone(),
+                detail: Some(i.detail.to_string()),
+                kind: Some(match i.detail {
+                    "node" => lsp::CompletionItemKind::KEYWORD,
+                    "property" => lsp::CompletionItemKind::PROPERTY,
+                    "value" => lsp::CompletionItemKind::ENUM_MEMBER,
+                    "variable" => lsp::CompletionItemKind::VARIABLE,
+                    _ => lsp::CompletionItemKind::REFERENCE,
+                }),
+                text_edit: Some(lsp::CompletionTextEdit::Edit(lsp::TextEdit {
+                    range,
+                    new_text: i.label,
+                })),
+                ..Default::default()
+            })
+            .collect();
+        Some(lsp::CompletionResponse::Array(items))
+    }
+
+    fn merge_schemas(&mut self) {
+        for a in self.analyses.values_mut() {
+            if let Some(s) = a.schema.take() {
+                self.schema.merge(s);
+                self.want_schema = false;
+            }
+        }
+    }
+
+    /// Hover on a `use` or `matrix` (its keyword, or the template it
+    /// names): what it expanded to, as the compiler's expansion recorded.
+    fn hover_expansion(&mut self, p: &lsp::TextDocumentPositionParams) -> Option<lsp::Hover> {
+        const SHOWN: usize = 20;
+        let (a, file) = self.analysis_of(&p.text_document.uri)?;
+        let text = &a.files[file].1;
+        let ix = LineIndex::new(text);
+        let offset = ix.offset(p.position) as u32;
+        let on_template = a.index.def_at(file, offset).map(|d| d.kind == "template");
+        if on_template == Some(false) {
+            return None;
+        }
+        // The innermost `use`/`matrix` around the cursor (a `use` inside a
+        // matrix's body is written inside it).
+        let (_, span, names) = a
+            .expansions
+            .iter()
+            .filter(|(f, s, _)| *f == file && s.start <= offset && offset <= s.end)
+            .min_by_key(|(_, s, _)| s.end - s.start)?;
+        let head = text
+            .get(span.start as usize..)
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('{')
+            .trim_end();
+        let mut value = format!(
+            "`{head}` expands to {} node{}:\n",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" }
+        );
+        for n in names.iter().take(SHOWN) {
+            value.push_str(&format!("\n- `{n}`"));
+        }
+        if names.len() > SHOWN {
+            value.push_str(&format!("\n- … and {} more", names.len() - SHOWN));
+        }
+        Some(lsp::Hover {
+            contents: lsp::HoverContents::Markup(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value,
+            }),
+            range: Some(ix.range(span.start as usize, span.end as usize)),
+        })
+    }
+
+    /// Hover on a name the language defines: a diagnostic code gets `bbc
+    /// explain`'s text, a node or property name its language reference.
+    fn hover_reference(&mut self, p: &lsp::HoverParams) -> Option<lsp::Hover> {
+        let pos = &p.text_document_position_params;
+        let path = pos.text_document.uri.to_file_path().ok()?;
+        let text = match self.open.get(&path) {
+            Some(d) => d.text.clone(),
+            None => std::fs::read_to_string(&path).ok()?,
+        };
+        let offset = LineIndex::new(&text).offset(pos.position);
+        let b = text.as_bytes();
+        let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        let mut s = offset.min(b.len());
+        while s > 0 && is_word(b[s - 1]) {
+            s -= 1;
+        }
+        let mut e = offset.min(b.len());
+        while e < b.len() && is_word(b[e]) {
+            e += 1;
+        }
+        let word = text.get(s..e)?;
+        let value = if let Some(code) = bbc_compiler::diagnostic::Code::parse(word) {
+            crate::explain::section(code).unwrap_or_else(|| {
+                format!("{} ({}): {}", code.as_str(), code.slug(), code.summary())
+            })
+        } else {
+            let within = match complete::place(&text, s).0 {
+                complete::Place::NodeName { parent } => Some(parent),
+                complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
+                complete::Place::Expr => None,
+            };
+            reference::entry(word, within.as_deref())?
+        };
+        let ix = LineIndex::new(&text);
+        Some(lsp::Hover {
+            contents: lsp::HoverContents::Markup(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value,
+            }),
+            range: Some(ix.range(s, e)),
         })
     }
 

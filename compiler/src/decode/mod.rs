@@ -33,6 +33,7 @@ use lock::*;
 use master::*;
 use reporter::*;
 use scheduler::*;
+pub use step::STEP_KINDS;
 use step::*;
 pub use user::UserDecl;
 use user::*;
@@ -103,7 +104,7 @@ pub struct Model {
     pub users: Vec<UserDecl>,
 }
 
-const TOP_LEVEL: &[&str] = &[
+pub const TOP_LEVEL: &[&str] = &[
     "master",
     "worker",
     "lock",
@@ -279,7 +280,7 @@ fn kind_of<T: Copy>(
     cx: &mut Cx,
     r: &mut NodeReader,
     what: &str,
-    options: &[(&str, T)],
+    options: &[(&'static str, T)],
 ) -> Option<T> {
     let k = match r.prop(cx, "kind") {
         Some(e) => cx.choice(e, &format!("{what} kind"), options),

@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) const STEP_KINDS: &[&str] = &[
+pub const STEP_KINDS: &[&str] = &[
     "shell",
     "compile",
     "test",

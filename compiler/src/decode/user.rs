@@ -28,6 +28,7 @@ pub(super) fn role(cx: &mut Cx, r: &mut NodeReader, name: String) -> Role {
     let mut grants = Vec::new();
     match r.prop(cx, "grant") {
         Some(e) => {
+            cx.record_values(e, Grant::ALL.iter().map(|(k, _)| *k));
             let ws = words(cx, e);
             if ws.as_ref().is_some_and(Vec::is_empty) {
                 cx.err(

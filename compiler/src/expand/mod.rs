@@ -54,7 +54,14 @@ pub struct Expander<'a> {
     notes: RefCell<HashMap<String, Rc<str>>>,
     /// The run-time expressions left in strings, for the decoder.
     run_parts: RefCell<RunParts>,
+    /// What each `use` and `matrix` produced (its span, then one line per
+    /// node: `builder "x"`, or a step's kind and name), recorded only when
+    /// asked (the language server's hover; `record_expansions`).
+    expansions: RefCell<Option<Vec<Expansion>>>,
 }
+
+/// A `use` or `matrix` (its span) and one line per node it produced.
+pub type Expansion = (Span, Vec<String>);
 
 /// Where names come from while evaluating.
 struct Scope<'e, 'a> {
@@ -130,7 +137,37 @@ impl<'a> Expander<'a> {
             depth: RefCell::new(0),
             notes: RefCell::new(HashMap::new()),
             run_parts: RefCell::new(RunParts::default()),
+            expansions: RefCell::new(None),
         }
+    }
+
+    /// Records what each `use` and `matrix` expands to.
+    pub fn record_expansions(&mut self) {
+        *self.expansions.get_mut() = Some(Vec::new());
+    }
+
+    /// What each `use` and `matrix` produced, when recorded.
+    pub fn take_expansions(&mut self) -> Vec<Expansion> {
+        self.expansions.get_mut().take().unwrap_or_default()
+    }
+
+    fn note_expansion(&self, site: Span, produced: &[Node]) {
+        let mut rec = self.expansions.borrow_mut();
+        let Some(list) = rec.as_mut() else { return };
+        let names = produced
+            .iter()
+            .map(|n| {
+                // A step's `name=`, else an entity's name (its argument).
+                let arg = prop(n, "name")
+                    .and_then(string_of)
+                    .or_else(|| args(n).find_map(string_of));
+                match arg {
+                    Some(a) => format!("{} \"{a}\"", n.name.value),
+                    None => n.name.value.clone(),
+                }
+            })
+            .collect();
+        list.push((site, names));
     }
 
     pub fn finish(self) -> (SpanMap, Vec<Diagnostic>, RunParts) {
@@ -190,7 +227,11 @@ impl<'a> Expander<'a> {
             for n in doc.nodes {
                 match n.name.value.as_str() {
                     "let" | "template" | "import" => {}
-                    "matrix" => self.matrix(&n, &scope, &mut out),
+                    "matrix" => {
+                        let before = out.len();
+                        self.matrix(&n, &scope, &mut out);
+                        self.note_expansion(n.span, &out[before..]);
+                    }
                     _ => self.node(n, &scope, &mut out, None),
                 }
             }
@@ -210,11 +251,15 @@ impl<'a> Expander<'a> {
             }
         }
         if n.name.value == "use" && (parent.is_none() || parent == Some("steps")) {
+            let before = out.len();
             self.use_template(&n, scope, out, parent);
+            self.note_expansion(n.span, &out[before..]);
             return;
         }
         if parent.is_none() && n.name.value == "matrix" {
+            let before = out.len();
             self.matrix(&n, scope, out);
+            self.note_expansion(n.span, &out[before..]);
             return;
         }
         let entries = std::mem::take(&mut n.entries);

@@ -1,0 +1,263 @@
+//! Completion, read from the text before the cursor rather than from the
+//! syntax tree: while a name is being typed the text is usually not valid
+//! KDL, so a light scan finds the enclosing nodes (braces, outside strings
+//! and comments) and what is being typed. What may go there comes from the
+//! compiler's recorded schema (`bbc_compiler::schema`, kept from the last
+//! compilations that got as far as decoding) and the index's names.
+
+use bbc_compiler::schema::Schema;
+
+use super::index::Index;
+
+/// What the cursor is in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A node name being typed inside `parent` (`""`: the top level).
+    NodeName { parent: String },
+    /// A property name, or an argument, of `node` being typed.
+    Entry { node: String },
+    /// The value of `node`'s property `prop`.
+    Value { node: String, prop: String },
+    /// Inside `${{ … }}`.
+    Expr,
+}
+
+/// The place at byte `offset` of `text`, and the start of the word typed.
+pub fn place(text: &str, offset: usize) -> (Place, usize) {
+    let mut offset = offset.min(text.len());
+    // A position inside a character (a client's bad arithmetic) is read
+    // as the start of that character, never a panic.
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text.as_bytes()[..offset];
+    let mut stack: Vec<String> = Vec::new();
+    // The statement being read: where it started, its first word.
+    let mut stmt_start = 0;
+    let mut i = 0;
+    let mut in_string = false;
+    while i < before.len() {
+        let b = before[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'/' if before.get(i + 1) == Some(&b'/') => {
+                while i < before.len() && before[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'{' => {
+                stack.push(first_word(&text[stmt_start..i]).to_string());
+                stmt_start = i + 1;
+            }
+            b'}' => {
+                stack.pop();
+                stmt_start = i + 1;
+            }
+            b'\n' | b';' => stmt_start = i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    let parent = stack.last().cloned().unwrap_or_default();
+    let stmt = &text[stmt_start..offset];
+    if in_string {
+        if let Some(open) = stmt.rfind("${{") {
+            if !stmt[open..].contains("}}") {
+                let w = word_start(stmt.as_bytes());
+                return (Place::Expr, stmt_start + w);
+            }
+        }
+    }
+    let trimmed = stmt.trim_start();
+    let node = first_word(trimmed);
+    if !trimmed.contains(|c: char| c.is_whitespace()) {
+        let start = offset - trimmed.len();
+        return (Place::NodeName { parent }, start);
+    }
+    // The last entry typed so far.
+    let last_ws = stmt.rfind(|c: char| c.is_whitespace()).map_or(0, |w| w + 1);
+    let entry = &stmt[last_ws..];
+    if let Some(eq) = entry.find('=') {
+        let prop = entry[..eq].to_string();
+        return (
+            Place::Value {
+                node: node.to_string(),
+                prop,
+            },
+            stmt_start + last_ws + eq + 1,
+        );
+    }
+    (
+        Place::Entry {
+            node: node.to_string(),
+        },
+        stmt_start + last_ws,
+    )
+}
+
+fn first_word(s: &str) -> &str {
+    let s = s.trim_start();
+    let end = s
+        .find(|c: char| c.is_whitespace() || c == '{' || c == ';')
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+fn word_start(b: &[u8]) -> usize {
+    let mut i = b.len();
+    while i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'-') {
+        i -= 1;
+    }
+    i
+}
+
+/// One offered completion: the text and what it is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Item {
+    pub label: String,
+    pub detail: &'static str,
+}
+
+/// The completions for a place.
+pub fn items(place: &Place, schema: &Schema, index: Option<&Index>) -> Vec<Item> {
+    let item = |label: &str, detail: &'static str| Item {
+        label: label.to_string(),
+        detail,
+    };
+    let names_of = |kind: &str| -> Vec<Item> {
+        index
+            .map(|ix| {
+                ix.defs
+                    .iter()
+                    .filter(|d| d.kind == kind)
+                    .map(|d| Item {
+                        label: format!("\"{}\"", d.name),
+                        detail: d.kind,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match place {
+        Place::NodeName { parent } => {
+            let Some(s) = schema.node(parent) else {
+                return Vec::new();
+            };
+            let mut out: Vec<Item> = s.kids.iter().map(|k| item(k, "node")).collect();
+            // Settings written as properties may also be children in KDL's
+            // eyes; offer only what the decoder reads as children.
+            out.dedup();
+            out
+        }
+        Place::Entry { node } => {
+            let mut out = Vec::new();
+            // An argument naming another entity.
+            match node.as_str() {
+                "workers" => out.extend(names_of("worker")),
+                "builders" | "trigger" => out.extend(names_of("builder")),
+                "lock" => out.extend(names_of("lock")),
+                "use" => out.extend(names_of("template")),
+                _ => {}
+            }
+            if let Some(s) = schema.node(node) {
+                out.extend(s.props.iter().map(|p| Item {
+                    label: format!("{p}="),
+                    detail: "property",
+                }));
+            }
+            out
+        }
+        Place::Value { node, prop } => {
+            let mut out: Vec<Item> = schema
+                .values_of(node, prop)
+                .into_iter()
+                .map(|w| {
+                    let label = if w.starts_with('#') || w.starts_with('"') {
+                        w.to_string()
+                    } else {
+                        format!("\"{w}\"")
+                    };
+                    Item {
+                        label,
+                        detail: "value",
+                    }
+                })
+                .collect();
+            match prop.as_str() {
+                "workers" => out.extend(names_of("worker")),
+                "builders" => out.extend(names_of("builder")),
+                "roles" => out.extend(names_of("role")),
+                "extends" => out.extend(names_of("template")),
+                _ => {}
+            }
+            out
+        }
+        Place::Expr => names_of("variable")
+            .into_iter()
+            .map(|i| Item {
+                label: i.label.trim_matches('"').to_string(),
+                detail: "variable",
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Place {
+        let o = text.find('|').unwrap_or(text.len());
+        let t = text.replace('|', "");
+        place(&t, o).0
+    }
+
+    #[test]
+    fn places_are_read_from_broken_text() {
+        assert_eq!(
+            at("builder \"b\" {\n  wor|"),
+            Place::NodeName {
+                parent: "builder".into()
+            }
+        );
+        assert_eq!(
+            at("builder \"b\" {\n steps {\n sh|\n}\n}"),
+            Place::NodeName {
+                parent: "steps".into()
+            }
+        );
+        assert_eq!(
+            at("scheduler \"s\" ki|"),
+            Place::Entry {
+                node: "scheduler".into()
+            }
+        );
+        assert_eq!(
+            at("scheduler \"s\" kind=\"|"),
+            Place::Value {
+                node: "scheduler".into(),
+                prop: "kind".into()
+            }
+        );
+        assert_eq!(
+            at("x { y \"a{\" }\nbu|"),
+            Place::NodeName { parent: "".into() }
+        );
+        assert_eq!(at("builder \"b\" { steps { shell \"${{ jo|"), Place::Expr);
+        // Inside a multi-byte character: no panic.
+        let t = "builder \"é\" { ma";
+        for o in 0..=t.len() + 2 {
+            let _ = place(t, o);
+        }
+    }
+}
