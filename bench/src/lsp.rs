@@ -120,7 +120,7 @@ pub fn run(bbc: &Path, file: &str, keystrokes: usize) -> Result<(), BenchError> 
         )
     );
     println!(
-        "server CPU per keystroke (user + system, both checks): {cpu:.1} ms; server RSS {} (peak {})",
+        "server CPU per keystroke (user + system): {cpu:.1} ms; server RSS {} (peak {})",
         crate::stats::mb(rss.0),
         crate::stats::mb(rss.1)
     );
