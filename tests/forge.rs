@@ -13,7 +13,7 @@
 //! - user (`GET`, `Authorization: Bearer`): the account behind the token.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -153,50 +153,15 @@ impl Forge {
     }
 
     fn serve(&self, sock: TcpStream) {
-        let Ok(clone) = sock.try_clone() else { return };
-        let mut rd = BufReader::new(clone);
-        let mut line = String::new();
-        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(req) = crate::recorder::read_request(&sock) else {
             return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let target = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if rd.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if rd.read_exact(&mut body).is_err() {
-            return;
-        }
-        let req = Request {
-            method,
-            path: target,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
         };
         if req.path == self.kind.token() && self.st().hang_token {
             self.st().requests.push(req);
             // Hold the connection without answering until the client
             // gives up.
             let mut buf = [0u8; 64];
-            while rd.read(&mut buf).unwrap_or(0) > 0 {}
+            while (&sock).read(&mut buf).unwrap_or(0) > 0 {}
             return;
         }
         let (status, extra, body) = self.answer(&req);

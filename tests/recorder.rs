@@ -34,6 +34,48 @@ impl Request {
     }
 }
 
+/// Reads one HTTP/1.1 request (request line, headers, a body of
+/// `Content-Length` bytes) from `sock`; `None` if the peer closed first.
+/// Shared by the stand-ins for external services (this recorder, the
+/// OAuth providers of `forge.rs`).
+pub fn read_request(sock: &TcpStream) -> Option<Request> {
+    let mut rd = BufReader::new(sock.try_clone().ok()?);
+    let mut line = String::new();
+    if rd.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if rd.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    rd.read_exact(&mut body).ok()?;
+    Some(Request {
+        method,
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
 #[derive(Default)]
 struct State {
     requests: Vec<Request>,
@@ -82,46 +124,10 @@ impl Recorder {
     }
 
     fn serve(&self, sock: TcpStream) {
-        let mut rd = BufReader::new(match sock.try_clone() {
-            Ok(s) => s,
-            Err(_) => return,
-        });
-        let mut line = String::new();
-        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(req) = read_request(&sock) else {
             return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let path = parts.next().unwrap_or("").to_string();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if rd.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        if rd.read_exact(&mut body).is_err() {
-            return;
-        }
-        let req = Request {
-            method,
-            path: path.clone(),
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
         };
+        let path = req.path.clone();
         let (status, hang) = {
             let (lock, cv) = &*self.state;
             let mut st = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,7 +144,7 @@ impl Recorder {
             // Hold the connection without answering until the client
             // gives up (or the test ends).
             let mut buf = [0u8; 64];
-            while rd.read(&mut buf).unwrap_or(0) > 0 {}
+            while (&sock).read(&mut buf).unwrap_or(0) > 0 {}
             return;
         }
         let mut sock = sock;

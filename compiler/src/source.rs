@@ -181,30 +181,8 @@ impl SpanMap {
     /// went through (innermost first).
     pub fn resolve(&self, span: Span) -> (FileId, Span, Vec<&Origin>) {
         let mut origins = Vec::new();
-        let mut start = span.start;
-        let mut len = span.len() as u32;
-        for _ in 0..64 {
-            let Some(r) = self.region(start) else { break };
-            len = len.min(r.base + r.len - start);
-            match &r.kind {
-                RegionKind::File(f) => {
-                    let s = start - r.base;
-                    return (
-                        *f,
-                        Span {
-                            start: s,
-                            end: s + len,
-                        },
-                        origins,
-                    );
-                }
-                RegionKind::Copy { target, origin } => {
-                    origins.push(origin);
-                    start = target + (start - r.base);
-                }
-            }
-        }
-        (FileId(0), Span::default(), origins)
+        let (f, s) = self.walk(span, |o| origins.push(o));
+        (f, s, origins)
     }
 
     /// The file and local span of a global span, like [`SpanMap::resolve`]
@@ -212,6 +190,12 @@ impl SpanMap {
     /// happens for every interpolated string of every expanded copy, and
     /// the sites' vector was an allocation each time (docs/perf.md).
     pub fn locate(&self, span: Span) -> (FileId, Span) {
+        self.walk(span, |_| {})
+    }
+
+    /// Follows a global span through the copies it lies in to the file it
+    /// came from, telling `site` each expansion it went through.
+    fn walk<'a>(&'a self, span: Span, mut site: impl FnMut(&'a Origin)) -> (FileId, Span) {
         let mut start = span.start;
         let mut len = span.len() as u32;
         for _ in 0..64 {
@@ -228,7 +212,10 @@ impl SpanMap {
                         },
                     );
                 }
-                RegionKind::Copy { target, .. } => start = target + (start - r.base),
+                RegionKind::Copy { target, origin } => {
+                    site(origin);
+                    start = target + (start - r.base);
+                }
             }
         }
         (FileId(0), Span::default())
