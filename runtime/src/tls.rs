@@ -397,6 +397,16 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Installs ring as the process's rustls crypto provider, once (the HTTP
+/// client and the SMTP client both take it from there).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err: a provider is installed already, which is all we need.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,15 +69,7 @@ where
     }
 }
 
-/// Installs ring as the process's rustls crypto provider, once (the HTTP
-/// client and the SMTP client both take it from there).
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Err: a provider is installed already, which is all we need.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use crate::tls::install_crypto_provider;
 
 /// The HTTP client every reporter shares (connection pool, TLS config).
 pub fn http_client() -> Option<&'static reqwest::Client> {

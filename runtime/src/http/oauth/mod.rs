@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -32,6 +32,7 @@ use bbc_graph::{Graph, OAuthKind, OAuthProvider};
 
 use crate::api_error::ApiError;
 use crate::state::oauth::{Flow, STATE_COOKIE, TTL};
+use crate::state::sessions::cookie;
 use crate::state::{now_ms, sessions, Shared};
 use crate::store::NewAuditEntry;
 
@@ -117,18 +118,6 @@ fn state_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
         "{STATE_COOKIE}={value}; Path=/login/oauth; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
 }
 
 /// `GET /login/oauth/{kind}`: off to the provider.
@@ -377,7 +366,7 @@ mod tests {
         ] {
             assert!(c.contains(part), "{c}");
         }
-        let mut h = HeaderMap::new();
+        let mut h = axum::http::HeaderMap::new();
         h.insert(
             header::COOKIE,
             HeaderValue::from_static("bbc_session=x; bbc_oauth_state=st1"),

@@ -152,8 +152,7 @@ async fn client() -> Result<&'static reqwest::Client, Failure> {
         return c.as_ref().map_err(|e| Failure::Bad(e.clone()));
     }
     let built = tokio::task::spawn_blocking(|| {
-        // Err: a provider is installed already, which is all we need.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         reqwest::Client::builder()
             .user_agent(concat!("bbc/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT)
