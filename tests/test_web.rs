@@ -322,24 +322,39 @@ impl Driver {
         })
     }
 
+    /// Clicks the element. The page re-renders itself when it refreshes,
+    /// so an element found a moment ago may have been replaced: a "stale
+    /// element reference" means find it again, anything else fails.
     pub(crate) fn click(&self, css: &str) {
-        let id = self.element(css);
-        let (status, v) = self.call(
-            "POST",
-            &format!("/element/{id}/click"),
-            serde_json::json!({}),
-        );
-        assert_eq!(status, 200, "click {css}: {v}");
+        crate::common::wait_for(&format!("click {css}"), || {
+            let id = self.element(css);
+            let (status, v) = self.call(
+                "POST",
+                &format!("/element/{id}/click"),
+                serde_json::json!({}),
+            );
+            if status != 200 && v["error"] == "stale element reference" {
+                return None;
+            }
+            assert_eq!(status, 200, "click {css}: {v}");
+            Some(())
+        })
     }
 
+    /// The element's text; found again if the page replaced it meanwhile.
     pub(crate) fn text(&self, css: &str) -> String {
-        let id = self.element(css);
-        let (_, v) = self.call(
-            "GET",
-            &format!("/element/{id}/text"),
-            serde_json::Value::Null,
-        );
-        v.as_str().unwrap_or_default().to_string()
+        crate::common::wait_for(&format!("text of {css}"), || {
+            let id = self.element(css);
+            let (status, v) = self.call(
+                "GET",
+                &format!("/element/{id}/text"),
+                serde_json::Value::Null,
+            );
+            if status != 200 && v["error"] == "stale element reference" {
+                return None;
+            }
+            Some(v.as_str().unwrap_or_default().to_string())
+        })
     }
 
     /// Waits for a `window.prompt`, answers it and accepts it.
