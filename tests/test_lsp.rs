@@ -423,6 +423,28 @@ scheduler "s" kind="force" {
     );
     assert!(got.contains(&"\"linux-2\"".to_string()), "{got:?}");
     assert!(!got.contains(&"\"b\"".to_string()), "a builder: {got:?}");
+
+    // Build properties after `prop.`, inside a multi-line string: the
+    // built-in ones and those the config declares (here a force parameter).
+    let with_param = good.replace(
+        "kind=\"force\" {",
+        "kind=\"force\" {\n    param \"target\" default=\"all\"",
+    );
+    s.change(&uri, 7, &with_param);
+    s.wait(|m| m["method"] == "textDocument/publishDiagnostics" && m["params"]["version"] == 7);
+    let got = complete(
+        &mut s,
+        &uri,
+        8,
+        &with_param.replace(
+            "        shell \"make\"\n",
+            "        shell \"\"\"\n            make ${{ prop.|\n",
+        ),
+    );
+    for k in ["got_revision", "branch", "target"] {
+        assert!(got.contains(&k.to_string()), "{k} in {got:?}");
+    }
+    assert!(!got.contains(&"linux-1".to_string()), "{got:?}");
     s.stop();
 }
 

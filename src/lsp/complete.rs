@@ -20,6 +20,8 @@ pub enum Place {
     Value { node: String, prop: String },
     /// Inside `${{ … }}`.
     Expr,
+    /// A build property's name after `prop.` inside `${{ … }}`.
+    Prop,
 }
 
 /// The place at byte `offset` of `text`, and the start of the word typed.
@@ -35,23 +37,63 @@ pub fn place(text: &str, offset: usize) -> (Place, usize) {
     // The statement being read: where it started, its first word.
     let mut stmt_start = 0;
     let mut i = 0;
-    let mut in_string = false;
+    // Inside a string: the bytes that close it (`"`, `"""`, `"#`, …) and
+    // whether a backslash escapes (not in raw strings).
+    let mut in_string: Option<(Vec<u8>, bool)> = None;
     while i < before.len() {
         let b = before[i];
-        if in_string {
-            match b {
-                b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
+        if let Some((close, escapes)) = &in_string {
+            if *escapes && b == b'\\' {
+                i += 2;
+                continue;
+            }
+            if before[i..].starts_with(close) {
+                i += close.len();
+                in_string = None;
+                continue;
             }
             i += 1;
             continue;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' | b'#' => {
+                // `#` opens a raw string only when quotes follow the
+                // hashes (`##"…"##`); otherwise it is a keyword (`#true`).
+                let hashes = before[i..].iter().take_while(|c| **c == b'#').count();
+                if before.get(i + hashes) != Some(&b'"') {
+                    i += hashes.max(1);
+                    continue;
+                }
+                let multi = before[i + hashes..].starts_with(b"\"\"\"");
+                let quotes = if multi { 3 } else { 1 };
+                let mut close = vec![b'"'; quotes];
+                close.extend(std::iter::repeat_n(b'#', hashes));
+                in_string = Some((close, hashes == 0));
+                i += hashes + quotes;
+                continue;
+            }
             b'/' if before.get(i + 1) == Some(&b'/') => {
                 while i < before.len() && before[i] != b'\n' {
                     i += 1;
+                }
+                continue;
+            }
+            b'/' if before.get(i + 1) == Some(&b'*') => {
+                // Block comments nest in KDL.
+                let mut depth = 0usize;
+                while i < before.len() {
+                    if before[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if before[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
                 }
                 continue;
             }
@@ -68,13 +110,19 @@ pub fn place(text: &str, offset: usize) -> (Place, usize) {
         }
         i += 1;
     }
+    let in_string = in_string.is_some();
     let parent = stack.last().cloned().unwrap_or_default();
     let stmt = &text[stmt_start..offset];
     if in_string {
         if let Some(open) = stmt.rfind("${{") {
             if !stmt[open..].contains("}}") {
                 let w = word_start(stmt.as_bytes());
-                return (Place::Expr, stmt_start + w);
+                let place = if stmt[..w].ends_with("prop.") {
+                    Place::Prop
+                } else {
+                    Place::Expr
+                };
+                return (place, stmt_start + w);
             }
         }
     }
@@ -129,7 +177,12 @@ pub struct Item {
 }
 
 /// The completions for a place.
-pub fn items(place: &Place, schema: &Schema, index: Option<&Index>) -> Vec<Item> {
+pub fn items(
+    place: &Place,
+    schema: &Schema,
+    index: Option<&Index>,
+    properties: &std::collections::BTreeSet<String>,
+) -> Vec<Item> {
     let item = |label: &str, detail: &'static str| Item {
         label: label.to_string(),
         detail,
@@ -202,6 +255,24 @@ pub fn items(place: &Place, schema: &Schema, index: Option<&Index>) -> Vec<Item>
             }
             out
         }
+        Place::Prop => {
+            // Built in, or declared somewhere in the config (`property`,
+            // `param`, `set-property`, `copy-properties`; kept from every
+            // compilation, see `Workspace::properties`): the names that
+            // can exist in some builder. Whether one exists at this point
+            // of this builder is the checker's E0401, shown as you type.
+            let mut names: Vec<&str> = bbc_compiler::interp::BUILTIN_PROPERTIES.to_vec();
+            names.extend(properties.iter().map(String::as_str));
+            names.sort_unstable();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|n| Item {
+                    label: n.to_string(),
+                    detail: "property",
+                })
+                .collect()
+        }
         Place::Expr => names_of("variable")
             .into_iter()
             .map(|i| Item {
@@ -254,6 +325,38 @@ mod tests {
             Place::NodeName { parent: "".into() }
         );
         assert_eq!(at("builder \"b\" { steps { shell \"${{ jo|"), Place::Expr);
+        assert_eq!(
+            at("builder \"b\" { steps { shell \"${{ prop.got_|"),
+            Place::Prop
+        );
+        // Braces inside raw, multi-line and raw multi-line strings, and
+        // inside (nested) block comments, open nothing.
+        assert_eq!(
+            at("x r=#\"a{\"b\"# {\n y\n}\nbu|"),
+            Place::NodeName { parent: "".into() }
+        );
+        assert_eq!(
+            at("x \"\"\"\n{ \"\n\"\"\" {\n}\nbu|"),
+            Place::NodeName { parent: "".into() }
+        );
+        assert_eq!(
+            at("x ##\"\"\"\n{ \"\"\"#\n\"\"\"## {\n}\nbu|"),
+            Place::NodeName { parent: "".into() }
+        );
+        assert_eq!(
+            at("/* a { /* b { */ c { */\nbuilder \"b\" {\n  wor|"),
+            Place::NodeName {
+                parent: "builder".into()
+            }
+        );
+        assert_eq!(
+            at("x #true {\n  y|"),
+            Place::NodeName { parent: "x".into() }
+        );
+        assert_eq!(
+            at("builder \"b\" {\n steps {\n  shell \"\"\"\n   echo ${{ prop.|"),
+            Place::Prop
+        );
         // Inside a multi-byte character: no panic.
         let t = "builder \"é\" { ma";
         for o in 0..=t.len() + 2 {

@@ -47,6 +47,9 @@ pub struct Ref {
 pub struct Index {
     pub defs: Vec<Def>,
     pub refs: Vec<Ref>,
+    /// Build property names the config declares somewhere (`property`,
+    /// `param`, `set-property`, `copy-properties`), for `prop.` completion.
+    pub properties: std::collections::BTreeSet<String>,
 }
 
 impl Index {
@@ -108,6 +111,17 @@ impl Index {
     }
 
     fn refer(&mut self, file: usize, text: &str, n: &Node, top: bool) {
+        let declared = match &*n.name.value {
+            "property" | "param" | "set-property" => 1,
+            "copy-properties" => usize::MAX,
+            _ => 0,
+        };
+        let args = n.entries.iter().filter(|e| e.name.is_none());
+        for e in args.take(declared) {
+            if let Value::String(s) = &e.value {
+                self.properties.insert(s.to_string());
+            }
+        }
         let defining = top && ENTITY_KINDS.contains(&&*n.name.value);
         let first = first_arg_span(n);
         for e in &n.entries {

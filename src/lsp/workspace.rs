@@ -64,6 +64,10 @@ pub struct Workspace {
     /// (recording costs a few per cent of each keystroke's compilation),
     /// and again when completion meets a node it does not know.
     want_schema: bool,
+    /// Build property names declared in any compilation so far: a text
+    /// being typed often does not parse past the cursor, so the names
+    /// declared further down survive from the versions that did.
+    properties: std::collections::BTreeSet<String>,
 }
 
 /// Reads the editor's text for open files, the disk for the rest; never
@@ -88,6 +92,7 @@ impl Workspace {
             unpublished: BTreeSet::new(),
             schema: bbc_compiler::schema::Schema::new(),
             want_schema: true,
+            properties: Default::default(),
         };
         let mut folders: Vec<PathBuf> = params
             .workspace_folders
@@ -379,7 +384,7 @@ impl Workspace {
         let node = match &place {
             complete::Place::NodeName { parent } => Some(parent),
             complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
-            complete::Place::Expr => None,
+            complete::Place::Expr | complete::Place::Prop => None,
         };
         if node.is_some_and(|n| self.schema.node(n).is_none()) && !self.want_schema {
             // A node kind the recorded schema has not met: record again
@@ -394,7 +399,7 @@ impl Workspace {
             .find(|a| a.file_index(&path).is_some())
             .map(|a| &a.index);
         let range = ix.range(start, offset);
-        let items = complete::items(&place, &self.schema, index)
+        let items = complete::items(&place, &self.schema, index, &self.properties)
             .into_iter()
             .map(|i| lsp::CompletionItem {
                 label: i.label.clone(),
@@ -418,6 +423,7 @@ impl Workspace {
 
     fn merge_schemas(&mut self) {
         for a in self.analyses.values_mut() {
+            self.properties.extend(a.index.properties.iter().cloned());
             if let Some(s) = a.schema.take() {
                 self.schema.merge(s);
                 self.want_schema = false;
@@ -501,7 +507,7 @@ impl Workspace {
             let within = match complete::place(&text, s).0 {
                 complete::Place::NodeName { parent } => Some(parent),
                 complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
-                complete::Place::Expr => None,
+                complete::Place::Expr | complete::Place::Prop => None,
             };
             reference::entry(word, within.as_deref())?
         };
