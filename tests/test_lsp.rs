@@ -545,3 +545,42 @@ builder "one" {
     );
     s.stop();
 }
+
+/// A diagnostic for a missing child (E0104) offers to add it; the edited
+/// text then checks clean.
+#[test]
+fn a_missing_child_is_added_by_the_quick_fix() {
+    let dir = temp_dir("lsp-add-child");
+    let path = dir.join("master.kdl");
+    let text = "worker \"w\" password=(secret)\"w\"\nbuilder \"b\" {\n    steps {\n        shell \"make\"\n    }\n}\nscheduler \"s\" kind=\"force\" {\n    builders \"b\"\n}\n";
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let d = s.diagnostics(&uri);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0]["code"], "E0104", "{d:?}");
+    assert_eq!(d[0]["data"]["add_child"], "workers \"NAME\"", "{d:?}");
+    let fix = s.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": uri}, "range": d[0]["range"],
+               "context": {"diagnostics": [d[0]]}}),
+    );
+    assert_eq!(fix["result"][0]["title"], "add `workers \"NAME\"`", "{fix}");
+    let edit = &fix["result"][0]["edit"]["changes"][&uri][0];
+    // Inserted at the start of the closing brace's line (line 5).
+    assert_eq!(edit["range"]["start"], at(5, 0), "{edit}");
+    assert_eq!(edit["range"]["end"], at(5, 0), "{edit}");
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let new_text = edit["newText"].as_str().unwrap_or_default();
+    let fixed = format!("{}{new_text}{}", lines[..5].concat(), lines[5..].concat());
+    // The placeholder names the worker to fill in: with the real name the
+    // config checks clean.
+    let fixed = fixed.replace("\"NAME\"", "\"w\"");
+    s.change(&uri, 2, &fixed);
+    let d =
+        s.wait(|m| m["method"] == "textDocument/publishDiagnostics" && m["params"]["version"] == 2);
+    assert_eq!(d["params"]["diagnostics"], json!([]), "{fixed}");
+    assert!(fixed.contains("    workers \"w\"\n}"), "{fixed}");
+    s.stop();
+}

@@ -123,6 +123,11 @@ pub struct Diagnostic {
     /// Related places (the other duplicate, each edge of a cycle, …).
     pub secondary: Vec<Label>,
     pub help: Option<String>,
+    /// A child node whose absence is the mistake, written as the line to
+    /// add inside the node the primary label names (a skeleton with
+    /// placeholders). Editors offer it as a quick fix; `help` says the
+    /// same in words.
+    pub add_child: Option<String>,
 }
 
 impl Diagnostic {
@@ -138,6 +143,7 @@ impl Diagnostic {
             },
             secondary: Vec::new(),
             help: None,
+            add_child: None,
         }
     }
     pub fn label(mut self, text: impl Into<String>) -> Self {
@@ -163,6 +169,11 @@ impl Diagnostic {
     }
     pub fn help_opt(mut self, text: Option<String>) -> Self {
         self.help = text;
+        self
+    }
+    /// See [`Diagnostic::add_child`].
+    pub fn add_child(mut self, line: impl Into<String>) -> Self {
+        self.add_child = Some(line.into());
         self
     }
 }

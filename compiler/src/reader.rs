@@ -379,6 +379,9 @@ impl DiagBuilder<'_> {
     pub fn help_opt(self, t: Option<String>) -> Self {
         self.map(|d| d.help_opt(t))
     }
+    pub fn add_child(self, line: impl Into<String>) -> Self {
+        self.map(|d| d.add_child(line))
+    }
     pub fn with(self, file: FileId, span: Span, t: impl Into<String>) -> Self {
         self.map(|d| d.with(file, span, t))
     }

@@ -522,22 +522,37 @@ impl Workspace {
     }
 
     /// Quick fixes: each diagnostic that carries a replacement (its "did
-    /// you mean") offers it.
+    /// you mean") offers it; one that names a missing child offers to add
+    /// it inside the node (creating the block if there is none).
     pub fn code_actions(&mut self, p: &lsp::CodeActionParams) -> Vec<lsp::CodeActionOrCommand> {
+        let uri = &p.text_document.uri;
+        let text = uri
+            .to_file_path()
+            .ok()
+            .and_then(|path| match self.open.get(&path) {
+                Some(d) => Some(d.text.clone()),
+                None => std::fs::read_to_string(&path).ok(),
+            });
         p.context
             .diagnostics
             .iter()
             .filter_map(|d| {
-                let new = d.data.as_ref()?.get("replace")?.as_str()?.to_string();
-                let edit = lsp::TextEdit {
-                    range: d.range,
-                    new_text: new.clone(),
+                let data = d.data.as_ref()?;
+                let (title, edit) = if let Some(new) = data.get("replace").and_then(|v| v.as_str())
+                {
+                    let edit = lsp::TextEdit {
+                        range: d.range,
+                        new_text: new.to_string(),
+                    };
+                    (format!("replace with `{new}`"), edit)
+                } else {
+                    let child = data.get("add_child")?.as_str()?;
+                    let edit = add_child_edit(text.as_deref()?, d.range.start, child)?;
+                    (format!("add `{child}`"), edit)
                 };
-                let changes = [(p.text_document.uri.clone(), vec![edit])]
-                    .into_iter()
-                    .collect();
+                let changes = [(uri.clone(), vec![edit])].into_iter().collect();
                 Some(lsp::CodeActionOrCommand::CodeAction(lsp::CodeAction {
-                    title: format!("replace with `{new}`"),
+                    title,
                     kind: Some(lsp::CodeActionKind::QUICKFIX),
                     diagnostics: Some(vec![d.clone()]),
                     edit: Some(lsp::WorkspaceEdit {
@@ -550,6 +565,51 @@ impl Workspace {
             })
             .collect()
     }
+}
+
+/// The edit that adds the line `child` inside the node whose name starts
+/// at `at`: before the closing brace of its block (on a line of its own,
+/// indented one step more than the node, when the brace has one; else
+/// right after the opening brace), or as a new block after its last entry.
+fn add_child_edit(text: &str, at: lsp::Position, child: &str) -> Option<lsp::TextEdit> {
+    use bbc_compiler::syntax::Node;
+    fn find(nodes: &[Node], start: u32) -> Option<&Node> {
+        nodes.iter().find_map(|n| {
+            if n.name.span.start == start {
+                return Some(n);
+            }
+            find(&n.children.as_ref()?.nodes, start)
+        })
+    }
+    let ix = LineIndex::new(text);
+    let start = ix.offset(at);
+    let (doc, _) = bbc_compiler::syntax::parse(text);
+    let node = find(&doc.nodes, start as u32)?;
+    let line_start = text[..start].rfind('\n').map_or(0, |n| n + 1);
+    let indent: String = text[line_start..]
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    let (offset, new_text) = match &node.children {
+        Some(c) => {
+            let close = (c.span.end as usize).checked_sub(1)?;
+            let brace_line = text[..close].rfind('\n').map_or(0, |n| n + 1);
+            if text[brace_line..close].trim().is_empty() {
+                (brace_line, format!("{indent}    {child}\n"))
+            } else {
+                (c.span.start as usize + 1, format!(" {child};"))
+            }
+        }
+        None => (
+            node.span.end as usize,
+            format!(" {{\n{indent}    {child}\n{indent}}}"),
+        ),
+    };
+    let p = ix.position(offset);
+    Some(lsp::TextEdit {
+        range: lsp::Range::new(p, p),
+        new_text,
+    })
 }
 
 fn location(a: &Analysis, file: usize, span: bbc_compiler::syntax::Span) -> Option<lsp::Location> {
@@ -627,17 +687,48 @@ fn to_lsp(map: &SourceMap, d: &Diagnostic) -> lsp::Diagnostic {
         message,
         related_information: (!related.is_empty()).then_some(related),
         tags: None,
-        data: d
-            .help
-            .as_deref()
-            .and_then(suggestion)
-            .map(|s| serde_json::json!({ "replace": s })),
+        data: {
+            let mut data = serde_json::Map::new();
+            if let Some(s) = d.help.as_deref().and_then(suggestion) {
+                data.insert("replace".into(), s.into());
+            }
+            if let Some(c) = &d.add_child {
+                data.insert("add_child".into(), c.as_str().into());
+            }
+            (!data.is_empty()).then_some(serde_json::Value::Object(data))
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_child_is_added_inside_the_block_or_as_a_new_one() {
+        // The diagnostic's range starts at the node's name.
+        let apply = |text: &str, name: &str| -> String {
+            let ix = LineIndex::new(text);
+            let at = ix.position(text.find(name).unwrap_or(0));
+            let e = add_child_edit(text, at, "workers \"NAME\"")
+                .unwrap_or_else(|| panic!("no edit for {text}"));
+            let o = ix.offset(e.range.start);
+            format!("{}{}{}", &text[..o], e.new_text, &text[o..])
+        };
+        assert_eq!(
+            apply("builder \"b\" {\n    steps { shell \"x\" }\n}\n", "builder"),
+            "builder \"b\" {\n    steps { shell \"x\" }\n    workers \"NAME\"\n}\n"
+        );
+        assert_eq!(
+            apply("x\n  builder \"b\" { steps { shell \"x\" } }\n", "builder"),
+            "x\n  builder \"b\" { workers \"NAME\"; steps { shell \"x\" } }\n"
+        );
+        assert_eq!(
+            apply("  scheduler \"s\" kind=\"force\"\n", "scheduler"),
+            "  scheduler \"s\" kind=\"force\" {\n      workers \"NAME\"\n  }\n"
+        );
+        assert!(add_child_edit("builder \"b\"", lsp::Position::new(0, 3), "x").is_none());
+    }
 
     #[test]
     fn suggestions_are_read_from_help() {

@@ -123,6 +123,7 @@ pub(super) fn builder(
         )
         .label("no `workers`")
         .help("add `workers \"NAME\" …` inside the block: the workers this builder may run on")
+        .add_child("workers \"NAME\"")
         .emit();
     }
     d.item.workers = d.workers.iter().map(|w| w.name.clone()).collect();
@@ -202,6 +203,7 @@ pub(super) fn builder(
             )
             .label("no `steps` block")
             .help("add a block: steps { git repo=\"…\"; shell \"make test\" }")
+            .add_child("steps { shell \"make test\" }")
             .emit();
         }
     }

@@ -44,6 +44,7 @@ pub(super) fn change_source(cx: &mut Cx, r: &mut NodeReader, name: String) -> Op
                 )
                 .label("no repo")
                 .help("add `repo \"https://…/project.git\"` inside the block")
+                .add_child("repo \"https://…/project.git\"")
                 .emit();
             }
             let branches_w = r.kid_strings(cx, "branches");

@@ -60,6 +60,7 @@ pub(super) fn reporter(
             )
             .label(format!("no `{what}`"))
             .help(format!("add `{example}` inside the block"))
+            .add_child(example)
             .emit();
         }
     };

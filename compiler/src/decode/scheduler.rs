@@ -121,6 +121,7 @@ pub(super) fn scheduler(
         )
         .label("no `builders`")
         .help("add `builders \"NAME\" …` or `builders tag=\"TAG\"` inside the block")
+        .add_child("builders \"NAME\"")
         .emit();
     }
     let mut upstream = None;
@@ -150,6 +151,7 @@ pub(super) fn scheduler(
                 )
                 .label("no branch")
                 .help("add `branch \"main\"`, or use kind=\"any-branch\" to build every branch")
+                .add_child("branch \"main\"")
                 .emit();
             }
             if let Some((b, sp)) = &branch {
@@ -201,6 +203,7 @@ pub(super) fn scheduler(
                 )
                 .label("no interval")
                 .help("add `interval \"1h\"`")
+                .add_child("interval \"1h\"")
                 .emit();
             }
             SchedulerKind::Periodic {
@@ -233,6 +236,7 @@ pub(super) fn scheduler(
                 )
                 .label("no cron")
                 .help("add `cron \"0 3 * * *\"` for 03:00 every day")
+                .add_child("cron \"0 3 * * *\"")
                 .emit();
             }
             let tz = r
@@ -263,6 +267,7 @@ pub(super) fn scheduler(
                 cx.err(Code::MissingValue, r.node.name.span, "a dependent scheduler needs an `upstream` scheduler")
                     .label("no upstream")
                     .help("add `upstream \"NAME\"`: this scheduler runs when all builds of that one succeed")
+                    .add_child("upstream \"NAME\"")
                     .emit();
             }
             SchedulerKind::Dependent {
