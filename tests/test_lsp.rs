@@ -584,3 +584,34 @@ fn a_missing_child_is_added_by_the_quick_fix() {
     assert!(fixed.contains("    workers \"w\"\n}"), "{fixed}");
     s.stop();
 }
+
+/// Go to definition of a standard-library template lands in its source
+/// (`stdlib/` of the checkout the binary was built from).
+#[test]
+fn definition_of_a_stdlib_template() {
+    let dir = temp_dir("lsp-stdlib-def");
+    let path = dir.join("master.kdl");
+    let text = "import \"std/make.kdl\"\nworker \"w\" password=(secret)\"w\"\nbuilder \"b\" {\n    workers \"w\"\n    steps {\n        use \"make-check\"\n    }\n}\n";
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let d = s.diagnostics(&uri);
+    assert!(d.iter().all(|d| d["severity"] != 1), "{d:?}");
+    let def = s.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": uri}, "position": at(5, 15)}),
+    );
+    let std_file = root().join("stdlib/make.kdl");
+    assert_eq!(def["result"]["uri"], file_uri(&std_file).as_str(), "{def}");
+    let source = std::fs::read_to_string(&std_file).unwrap_or_else(|e| panic!("{e}"));
+    let line = def["result"]["range"]["start"]["line"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    assert_eq!(
+        source.lines().nth(line),
+        Some("template \"make-check\" {"),
+        "{def}"
+    );
+    s.stop();
+}

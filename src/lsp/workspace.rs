@@ -26,7 +26,8 @@ struct OpenDoc {
 /// One compilation of a root config.
 struct Analysis {
     /// Every file it read, in the compiler's order: a path, or `None` for
-    /// a file of the embedded standard library.
+    /// a file of the embedded standard library that has no source on this
+    /// machine ([`stdlib_source`]).
     files: Vec<(Option<PathBuf>, String)>,
     diagnostics: BTreeMap<PathBuf, Vec<lsp::Diagnostic>>,
     /// Files whose earlier diagnostics are to be cleared when published.
@@ -163,13 +164,16 @@ impl Workspace {
             .sources
             .files()
             .map(|(_, f)| {
-                let p = (!f.name.starts_with("std/")).then(|| PathBuf::from(&f.name));
+                let p = match f.name.strip_prefix("std/") {
+                    Some(name) => stdlib_source(name, &f.text),
+                    None => Some(PathBuf::from(&f.name)),
+                };
                 (p, f.text.clone())
             })
             .collect();
         let mut diagnostics: BTreeMap<PathBuf, Vec<lsp::Diagnostic>> = BTreeMap::new();
-        for (p, _) in &files {
-            if let Some(p) = p {
+        for (f, (p, _)) in c.sources.files().zip(&files) {
+            if let (Some(p), false) = (p, f.1.name.starts_with("std/")) {
                 diagnostics.entry(p.clone()).or_default();
             }
         }
@@ -565,6 +569,28 @@ impl Workspace {
             })
             .collect()
     }
+}
+
+/// Where a file of the embedded standard library can be shown (go to
+/// definition of `use "cargo-test"`): its source in the bbc checkout this
+/// binary was built from, when that is on this machine and says the same
+/// as the embedded copy. The server writes no file, so without such a
+/// checkout the definition has nowhere to go (hover still shows it).
+/// Looked up once per file name.
+fn stdlib_source(name: &str, text: &str) -> Option<PathBuf> {
+    use std::sync::{Mutex, OnceLock};
+    static FOUND: OnceLock<Mutex<HashMap<String, Option<PathBuf>>>> = OnceLock::new();
+    let found = FOUND.get_or_init(Default::default);
+    let mut found = found.lock().unwrap_or_else(|e| e.into_inner());
+    found
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("stdlib")
+                .join(name);
+            (std::fs::read_to_string(&p).ok()? == text).then_some(p)
+        })
+        .clone()
 }
 
 /// The edit that adds the line `child` inside the node whose name starts
