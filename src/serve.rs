@@ -239,8 +239,45 @@ async fn reload(h: &master::MasterHandle, a: &MasterArgs<'_>) {
     }
 }
 
+/// A master holds one connection per worker (and per HTTP client): raise
+/// the soft limit on open files to the hard one, as servers do, so that
+/// the usual soft default of 1,024 does not turn worker 1,000 away with
+/// "too many open files". Logged when it changes; a failure is only a
+/// warning (the master works up to the old limit).
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write/read only the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        if lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+            tracing::info!(
+                "raised the limit on open files from {old} to {} (one per connected worker)",
+                lim.rlim_cur
+            );
+        } else {
+            tracing::warn!(
+                "could not raise the limit on open files above {old}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 pub fn master(a: MasterArgs) -> Result<(), CommandError> {
     init_tracing(a.log_format);
+    raise_open_files_limit();
     let (g, base) = load_graph(a.config, a.graph)?;
     runtime()?.block_on(async {
         let mut hangup = Hangup::install()?;
@@ -376,6 +413,7 @@ fn up_tls(
 /// are generated for this run.
 pub fn up(a: MasterArgs, force: &[String]) -> Result<(), CommandError> {
     init_tracing(a.log_format);
+    raise_open_files_limit();
     let (g, base) = load_graph(a.config, a.graph)?;
     let state = state_dir(&g, &base, a.state);
     let mut passwords = Vec::new();

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::{err, BenchError};
 
 /// The master at one address.
+#[derive(Clone)]
 pub struct Client {
     pub http: reqwest::Client,
     pub base: String,

@@ -7,6 +7,7 @@ mod api;
 mod changes;
 mod check;
 mod error;
+mod fleet;
 mod lsp;
 mod procfs;
 mod run;
@@ -71,6 +72,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         keystrokes: usize,
     },
+    /// One master with thousands of simulated workers connected, idle and
+    /// then under a steady rate of forced builds
+    Fleet(fleet::FleetArgs),
     /// (internal) one measured compile in this process
     #[command(hide = true)]
     One { file: String },
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         Command::Lsp { file, keystrokes } => {
             bbc_exe().and_then(|bbc| lsp::run(&bbc, &file, keystrokes.max(1)))
         }
+        Command::Fleet(a) => bbc_exe().and_then(|bbc| fleet::fleet(&bbc, &a)),
         Command::One { file } => check::one(&file),
     };
     match result {

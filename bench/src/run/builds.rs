@@ -14,7 +14,7 @@ use crate::workload::trivial_config;
 
 /// Wall-clock microseconds since the epoch (comparable with the master's
 /// `bbc_timing` events: same machine, same clock).
-fn wall_us() -> u64 {
+pub(crate) fn wall_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -22,7 +22,7 @@ fn wall_us() -> u64 {
 }
 
 /// `build started` events from the master's log: request id → µs.
-fn start_events(log: &Path) -> std::collections::HashMap<u64, u64> {
+pub(crate) fn start_events(log: &Path) -> std::collections::HashMap<u64, u64> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut out = std::collections::HashMap::new();
     for line in text.lines().filter(|l| l.contains("build started")) {

@@ -32,6 +32,7 @@ mod log;
 pub(crate) mod master;
 
 pub use args::RunArgs;
+pub(crate) use builds::{start_events, wall_us};
 
 pub fn run(exe: &Path, a: &RunArgs) -> Result<(), BenchError> {
     let base = match &a.dir {
