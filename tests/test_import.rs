@@ -82,13 +82,9 @@ fn path(p: &Path) -> &str {
 
 /// `bbc check` passes with no diagnostic at all.
 fn checks_clean(kdl: &Path) {
-    let o = run(&["check", path(kdl)]);
+    let o = run(&["check", "--deny", "warnings", path(kdl)]);
     assert!(o.status.success(), "check: {}", stdout(&o));
-    assert!(
-        stdout(&o).contains("0 errors, 0 warnings") || !stdout(&o).contains("warning"),
-        "check: {}",
-        stdout(&o)
-    );
+    assert_eq!(stdout(&o), format!("{}: ok\n", path(kdl)));
 }
 
 fn no_diff(a: &Path, b: &Path) {
@@ -431,4 +427,44 @@ fn buildbot_base_hook_form_posts_become_changes() {
     let (st, body) = post_form(&m, Some("hook:s3cret"), "branch=main&files=nope");
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("`files`"), "{body}");
+}
+
+// --- docs/migrating.md
+
+/// The code spans of a table cell (the text between backticks).
+fn code_spans(cell: &str) -> Vec<&str> {
+    cell.split('`').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn the_migration_table_examples_are_the_tested_fixtures() {
+    let doc = std::fs::read_to_string(root().join("docs/migrating.md")).unwrap();
+    let cfg = std::fs::read_to_string(fixture("everything.cfg")).unwrap();
+    let kdl = std::fs::read_to_string(fixture("everything.kdl")).unwrap();
+    let table = doc
+        .split("## Concepts")
+        .nth(1)
+        .and_then(|t| t.split("\n## ").next())
+        .unwrap();
+    let mut rows = 0;
+    for line in table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| concept"))
+    {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        assert_eq!(cells.len(), 3, "{line}");
+        let (bb, ours) = (code_spans(cells[1]), code_spans(cells[2]));
+        assert!(
+            !bb.is_empty() && !ours.is_empty(),
+            "a row without examples: {line}"
+        );
+        for s in bb {
+            assert!(cfg.contains(s), "not in everything.cfg: `{s}`");
+        }
+        for s in ours {
+            assert!(kdl.contains(s), "not in everything.kdl: `{s}`");
+        }
+        rows += 1;
+    }
+    assert!(rows >= 30, "{rows} rows");
 }

@@ -239,6 +239,9 @@ def worker_node(w):
         props.append(("missing-timeout", duration(kw["missing_timeout"])))
     props.append(("protocol", "buildbot"))
     ch = props_nodes(kw.get("properties"), where, comments)
+    for k in sorted(kw):
+        if k not in ("max_builds", "keepalive_interval", "missing_timeout", "properties") and kw[k] not in (None, [], {}):
+            comments.append(OUT.lost(where, f"the option `{k}={kw[k]!r:.60}`"))
     if type(w).__name__ not in ("Worker",):
         comments.append(OUT.lost(where, f"the worker class `{type(w).__name__}` (a plain worker is written)"))
     return node("worker", [w.name], props, ch or None, comments)
@@ -394,6 +397,14 @@ def scheduler_node(s):
             ch.append(force_param(p, where, comments))
     ch.append(node("builders", list(s.builderNames)))
     ch = [c for c in ch if c is not None]
+    handled = {"name", "builderNames", "change_filter", "branch", "branches", "treeStableTimer",
+               "fileIsImportant", "onlyImportant", "periodicBuildTimer", "minute", "hour",
+               "dayOfMonth", "month", "dayOfWeek", "onlyIfChanged", "upstream"}
+    if kind == "force":
+        handled |= {"properties", "buttonName", "label", "reason", "username"}
+    for k in sorted(kw):
+        if k not in handled and kw[k] not in (None, {}, [], ""):
+            comments.append(OUT.lost(where, f"the option `{k}={kw[k]!r:.60}`"))
     return node("scheduler", [s.name], [("kind", kind)], ch, comments)
 
 
@@ -458,6 +469,9 @@ def builder_node(b, locks):
         ch.append(node("collapse-requests", [True]))
     elif callable(b.collapseRequests):
         comments.append(OUT.lost(where, "collapseRequests " + describe(b.collapseRequests)))
+    for attr in ("nextWorker", "nextBuild", "canStartBuild"):
+        if getattr(b, attr, None) is not None:
+            comments.append(OUT.lost(where, f"{attr} " + describe(getattr(b, attr))))
     if b.env:
         ch.append(env_node(b.env, where, comments))
     ch.extend(props_nodes(b.properties, where, comments))
@@ -713,6 +727,12 @@ def reporter_node(r, names):
     gen = kw.get("generators")
     if gen:
         comments.append(OUT.lost(where, "its generators (the kind's default messages are used)"))
+    used = {"generators", "mode", "builders", "relayhost", "smtpPort", "fromaddr", "extraRecipients",
+            "smtpUser", "smtpPassword", "serverUrl", "token", "baseURL", "host", "port", "nick",
+            "channels", "password", "useSSL"}
+    for k in sorted(kw):
+        if k not in used and kw[k] not in (None, [], {}):
+            comments.append(OUT.lost(where, f"the option `{k}={kw[k]!r:.60}`"))
     return node("reporter", [name], [("kind", kind)], ch, comments), None
 
 

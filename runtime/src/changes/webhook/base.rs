@@ -15,13 +15,20 @@ use crate::change_json;
 /// Fields Buildbot's hook accepts that bbc's changes have no place for.
 const DROPPED: &[&str] = &["category", "revlink", "links", "project_url"];
 
-/// Is this body a form delivery (Buildbot's hooks), by its content type?
-pub fn is_form(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|t| {
+/// Is this delivery a form (Buildbot's hooks)? Its content type says so
+/// and the body is not JSON: `curl -d '{…}'` labels JSON as a form, and a
+/// form's first field name never starts with `{` or `[`.
+pub fn is_form(content_type: Option<&str>, body: &[u8]) -> bool {
+    let labelled = content_type.is_some_and(|t| {
         t.trim_start()
             .to_ascii_lowercase()
             .starts_with("application/x-www-form-urlencoded")
-    })
+    });
+    let json = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    labelled && !json
 }
 
 /// The change of a form delivery. As in Buildbot, a field given twice
@@ -113,6 +120,16 @@ mod tests {
             c.properties.get("k"),
             Some(&bbc_graph::Scalar::String("v".into()))
         );
+    }
+
+    #[test]
+    fn json_labelled_as_a_form_stays_json() {
+        let form = Some("application/x-www-form-urlencoded; charset=utf-8");
+        assert!(is_form(form, b"branch=main"));
+        assert!(!is_form(form, b" [{\"branch\": \"a\"}]"));
+        assert!(!is_form(form, b"{}"));
+        assert!(!is_form(Some("application/json"), b"branch=main"));
+        assert!(!is_form(None, b"branch=main"));
     }
 
     #[test]

@@ -161,7 +161,7 @@ async fn deliver(
             gitlab(&ev, &parse_json(headers, &body)?)?
         }
         // Buildbot's base hook posts a form; anything else is JSON.
-        _ if base::is_form(header(headers, "content-type")) => base::base_change(&body)?,
+        _ if base::is_form(header(headers, "content-type"), &body) => base::base_change(&body)?,
         _ => json_changes(&parse_json(headers, &body)?)?,
     };
     match outcome {
