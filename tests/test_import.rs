@@ -240,12 +240,12 @@ fn no_python_with_buildbot_is_a_clear_error() {
     let dir = temp_dir("import-nopython");
     let cfg = dir.join("master.cfg");
     std::fs::write(&cfg, "c = BuildmasterConfig = {}\n").unwrap();
-    // A PATH whose only python3 has no Buildbot (a shell script saying so
-    // the way a Python without the module does: exit 1 on import).
+    // A PATH whose only python3 has no Buildbot (a shell script failing
+    // every import, as such a Python does).
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let fake = bin.join("python3");
-    std::fs::write(&fake, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::write(&fake, "#!/bin/sh\nexit 1\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let o: Output = bbc()
@@ -262,6 +262,19 @@ fn no_python_with_buildbot_is_a_clear_error() {
         "{e}"
     );
     assert!(e.contains("--python"), "{e}");
+    // The Python given has no Buildbot.
+    let o = bbc()
+        .arg("import")
+        .arg(&cfg)
+        .args(["--python", path(&fake)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("needs a Python with Buildbot installed"),
+        "{}",
+        stderr(&o)
+    );
     // No Python at all on PATH.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();

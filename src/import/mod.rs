@@ -112,11 +112,27 @@ fn candidates(python: Option<&str>) -> Vec<String> {
     out
 }
 
+/// Can `py` import Buildbot's config loader?
+fn has_buildbot(py: &str) -> bool {
+    Command::new(py)
+        .args(["-c", "import buildbot.config.master"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Runs dump.py on `cfg` in the first candidate Python that has Buildbot.
 fn run_dump(cfg: &str, python: Option<&str>) -> Result<Vec<u8>, CommandError> {
     let tried = candidates(python);
     let mut why = Vec::new();
     for py in &tried {
+        // Any Python may be found (even Python 2): ask it for Buildbot's
+        // loader before handing it the script.
+        if !has_buildbot(py) {
+            why.push(format!("{py}: no `buildbot` module"));
+            continue;
+        }
         let out = match Command::new(py).arg("-c").arg(DUMP_PY).arg(cfg).output() {
             Ok(o) => o,
             Err(e) => {
