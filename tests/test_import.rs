@@ -129,8 +129,13 @@ fn every_translated_construct_matches_the_hand_written_config() {
     let (text, err) = import(&py, &fixture("everything.cfg"), &out);
     assert!(!text.contains("not translated"), "{text}");
     assert!(!err.contains("not translated"), "{err}");
-    // A plain password is never copied: the worker names a secret.
+    // Plain passwords are never copied: the worker and the hook name secrets.
     assert!(!text.contains("pw1"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        text.contains("put it in the secret `change-hook`"),
+        "{text}"
+    );
     checks_clean(&out);
     no_diff(&out, &fixture("everything.kdl"));
 }

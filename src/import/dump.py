@@ -757,7 +757,16 @@ def main():
     hooks = www.get("change_hook_dialects") or {}
     for dialect in sorted(hooks):
         if dialect == "base":
-            sect[-1]["nodes"].append(node("change-source", ["base"], [("kind", "json-webhook")], None,
+            # Buildbot's change_hook_auth is HTTP Basic; bbc checks the
+            # password against the source's secret (never copied here).
+            auth = www.get("change_hook_auth")
+            ch = [node("secret", [secret("change-hook")])] if auth else None
+            if auth:
+                doc["header"].append(
+                    "The base change hook's password (Buildbot's change_hook_auth) is not copied: "
+                    "put it in the secret `change-hook`."
+                )
+            sect[-1]["nodes"].append(node("change-source", ["base"], [("kind", "json-webhook")], ch,
                                           ["POST /change_hook/base, Buildbot's form-encoded changes"]))
         else:
             OUT.lost("www", f"the change hook dialect `{dialect}` (bbc has github-, gitlab-, gitea- and json-webhook)")
