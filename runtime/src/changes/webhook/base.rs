@@ -123,6 +123,28 @@ mod tests {
     }
 
     #[test]
+    fn mangled_forms_are_errors_never_panics() {
+        let form = b"revision=abc&branch=main&who=A&files=%5B%22a%22%5D&properties=%7B%22k%22%3A1%7D&when_timestamp=1700000000.5";
+        let mut tried = 0;
+        for cut in 0..=form.len() {
+            let _ = base_change(&form[..cut]);
+            tried += 1;
+        }
+        for i in 0..form.len() {
+            for b in [b'%', b'=', b'&', b'+', 0xff, 0, b'[', b'{', b'-', b'e'] {
+                let mut m = form.to_vec();
+                m[i] = b;
+                let _ = base_change(&m);
+                tried += 1;
+            }
+        }
+        for when in ["1e300", "-1", "NaN", "inf", "99999999999999999999"] {
+            assert!(base_change(format!("branch=b&when={when}").as_bytes()).is_err());
+        }
+        assert!(tried > 1000);
+    }
+
+    #[test]
     fn json_labelled_as_a_form_stays_json() {
         let form = Some("application/x-www-form-urlencoded; charset=utf-8");
         assert!(is_form(form, b"branch=main"));
