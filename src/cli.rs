@@ -165,6 +165,18 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         color: ColorChoice,
     },
+    /// Translate a Buildbot master.cfg into a checked bbc config
+    Import {
+        /// The Buildbot configuration (read with Buildbot's own loader)
+        config: String,
+        /// A Python with `buildbot` installed (default: the first python3
+        /// or python on PATH that has it)
+        #[arg(long)]
+        python: Option<String>,
+        /// Output file; standard output when absent or `-`
+        #[arg(short, long)]
+        output: Option<String>,
+    },
     /// Run the master
     Master {
         #[command(flatten)]
@@ -394,6 +406,11 @@ pub fn run() -> ExitCode {
             format,
             color,
         } => crate::listing::list(what, &config, tag.as_deref(), format, color),
+        Command::Import {
+            config,
+            python,
+            output,
+        } => crate::import::import(&config, python.as_deref(), output.as_deref()),
         Command::Master { opts } => crate::serve::master(opts.args()),
         Command::Worker {
             master,

@@ -16,6 +16,7 @@ mod explain;
 mod fmt;
 mod follow;
 mod https;
+mod import;
 mod listing;
 mod local_run;
 mod lsp;

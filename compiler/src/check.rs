@@ -518,7 +518,21 @@ impl<'a> Checker<'a> {
         help: Option<String>,
     ) {
         let help = help
-            .or_else(|| did_you_mean(&p.name, known.iter().map(String::as_str), "").filter(|h| h.starts_with("did")))
+            .or_else(|| {
+                // Buildbot's old names are not accepted: say what bbc calls them.
+                crate::interp::bbc_spelling(&p.name).map(|ours| {
+                    format!("`{}` is Buildbot's old name: write `prop.{ours}`", p.name)
+                })
+            })
+            .or_else(|| {
+                let s = crate::diagnostic::suggest(&p.name, known.iter().map(String::as_str))?;
+                Some(match crate::interp::bbc_spelling(s) {
+                    Some(ours) => format!(
+                        "did you mean `{ours}`? (bbc's name; Buildbot's `{s}` is accepted too)"
+                    ),
+                    None => format!("did you mean `{s}`?"),
+                })
+            })
             .unwrap_or_else(|| {
                 "declare it with `property \"NAME\" …` on the master, builder or worker, as a force parameter, or set it in an earlier `set-property` step".into()
             });

@@ -315,7 +315,33 @@ pub const BUILTIN_PROPERTIES: &[&str] = &[
     "pr_author",
     "pr_labels",
     "pr_target_branch",
+    // Buildbot's names of the same properties (docs/migrating.md), so that
+    // imported and copied configs keep working; `builddir` is the
+    // builder's directory under the worker's base directory.
+    "buildername",
+    "workername",
+    "builddir",
+    "owners",
 ];
+
+/// Buildbot's names (current and old) of properties bbc spells otherwise:
+/// (Buildbot's, bbc's). A misspelt name close to one of these is told
+/// bbc's spelling.
+pub const BUILDBOT_PROPERTY_NAMES: &[(&str, &str)] = &[
+    ("buildername", "builder"),
+    ("workername", "worker"),
+    ("owners", "owner"),
+    ("slavename", "worker"),
+    ("buildslave", "worker"),
+];
+
+/// bbc's spelling of a Buildbot property name, if it has another one.
+pub fn bbc_spelling(name: &str) -> Option<&'static str> {
+    BUILDBOT_PROPERTY_NAMES
+        .iter()
+        .find(|(bb, _)| *bb == name)
+        .map(|(_, ours)| *ours)
+}
 
 /// Collects the `prop.NAME` uses of an already-lowered text (for tests and tools).
 pub fn props_of(text: &Text) -> Vec<&str> {

@@ -67,6 +67,17 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// `Basic base64(name:password)` → (name, password): Buildbot's workers
+/// and Buildbot's change hooks authenticate this way.
+pub fn basic_credentials(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let b64 = header.strip_prefix("Basic ")?.trim();
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (name, password) = text.split_once(':')?;
+    Some((name.to_string(), password.to_string()))
+}
+
 /// Constant-time check of a hex HMAC against the body.
 pub fn hmac_matches(secret: &str, body: &[u8], given_hex: &str) -> bool {
     use subtle::ConstantTimeEq;

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+// One reader of Basic credentials, shared with the base change hook.
+use crate::auth::basic_credentials;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -138,15 +139,6 @@ fn refusal(status: StatusCode, why: &str) -> ErrorResponse {
     let mut r = ErrorResponse::new(Some(format!("{why}\n")));
     *r.status_mut() = status;
     r
-}
-
-/// `Basic base64(name:password)` → (name, password).
-fn basic_credentials(header: &str) -> Option<(String, String)> {
-    let b64 = header.strip_prefix("Basic ")?.trim();
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (name, password) = text.split_once(':')?;
-    Some((name.to_string(), password.to_string()))
 }
 
 #[cfg(test)]

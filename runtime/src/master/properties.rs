@@ -35,6 +35,16 @@ pub fn initial_properties(
     p.extend(set.set.properties.clone());
     p.insert("builder".into(), s(builder));
     p.insert("worker".into(), s(worker));
+    // Buildbot's names of the same (docs/migrating.md): configs moved from
+    // Buildbot keep their `%(prop:buildername)s`.
+    p.insert("buildername".into(), s(builder));
+    p.insert("workername".into(), s(worker));
+    if let Some(b) = g.builder(builder) {
+        p.insert("builddir".into(), s(&b.workdir));
+    }
+    if let Some(o) = p.get("owner").cloned() {
+        p.entry("owners".into()).or_insert(o);
+    }
     p.insert("buildnumber".into(), Scalar::Int(number as i64));
     p
 }

@@ -1,5 +1,6 @@
 //! Webhook receivers: `POST /change_hook/{name}` for the GitHub, GitLab,
-//! Gitea and generic JSON change sources (`docs/changes.md`).
+//! Gitea and generic JSON change sources (`docs/changes.md`); the JSON
+//! kind also takes Buildbot's form-encoded base hook (`base`).
 //!
 //! A delivery is authenticated before its body is parsed: when the source
 //! has a secret, a missing signature is 401 and a wrong one 403, and
@@ -24,6 +25,7 @@ use crate::state::{now_ms, Shared};
 
 use crate::api_error::ApiResult as R;
 
+mod base;
 mod github;
 mod gitlab;
 mod json;
@@ -119,7 +121,7 @@ async fn deliver(
         ),
         ChangeSourceKind::JsonWebhook { secret } => (
             secret,
-            Auth::Hmac {
+            Auth::BasicOrHmac {
                 headers: &["X-BBC-Signature-256"],
                 prefix: "sha256=",
             },
@@ -158,6 +160,8 @@ async fn deliver(
             let ev = event_header(headers, &["X-Gitlab-Event"])?;
             gitlab(&ev, &parse_json(headers, &body)?)?
         }
+        // Buildbot's base hook posts a form; anything else is JSON.
+        _ if base::is_form(header(headers, "content-type"), &body) => base::base_change(&body)?,
         _ => json_changes(&parse_json(headers, &body)?)?,
     };
     match outcome {

@@ -4,7 +4,7 @@
 use axum::http::{HeaderMap, StatusCode};
 
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::auth::{constant_time_eq, hmac_matches};
+use crate::auth::{basic_credentials, constant_time_eq, hmac_matches};
 
 pub(super) enum Auth {
     /// HMAC of the body in this header, hex, after an optional prefix.
@@ -14,6 +14,13 @@ pub(super) enum Auth {
     },
     /// The secret itself in this header.
     Token { header: &'static str },
+    /// HTTP Basic credentials whose password is the secret (Buildbot's
+    /// `change_hook_auth`, which commit hooks written for it send), or
+    /// else an HMAC as in `Hmac`.
+    BasicOrHmac {
+        headers: &'static [&'static str],
+        prefix: &'static str,
+    },
 }
 
 pub(super) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -21,8 +28,24 @@ pub(super) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub(super) fn verify(auth: &Auth, secret: &str, headers: &HeaderMap, body: &[u8]) -> R<()> {
+    if let Auth::BasicOrHmac {
+        headers: names,
+        prefix,
+    } = auth
+    {
+        return match header(headers, "authorization").filter(|v| v.starts_with("Basic ")) {
+            Some(v) => match basic_credentials(v) {
+                Some((_, password)) if constant_time_eq(secret, &password) => Ok(()),
+                _ => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the Authorization header's password does not match this change source's secret",
+                )),
+            },
+            None => verify(&Auth::Hmac { headers: names, prefix }, secret, headers, body),
+        };
+    }
     let (name, given) = match auth {
-        Auth::Hmac { headers: names, .. } => {
+        Auth::Hmac { headers: names, .. } | Auth::BasicOrHmac { headers: names, .. } => {
             let found = names
                 .iter()
                 .find_map(|n| header(headers, n).map(|v| (*n, v)));
@@ -41,10 +64,12 @@ pub(super) fn verify(auth: &Auth, secret: &str, headers: &HeaderMap, body: &[u8]
         },
     };
     let ok = match auth {
-        Auth::Hmac { prefix, .. } => match given.strip_prefix(prefix) {
-            Some(hex) => hmac_matches(secret, body, hex),
-            None => false,
-        },
+        Auth::Hmac { prefix, .. } | Auth::BasicOrHmac { prefix, .. } => {
+            match given.strip_prefix(prefix) {
+                Some(hex) => hmac_matches(secret, body, hex),
+                None => false,
+            }
+        }
         Auth::Token { .. } => constant_time_eq(secret, given),
     };
     if ok {
