@@ -449,6 +449,36 @@ fn smtp_server(dir: &Path) -> (Proc, u16, std::path::PathBuf, std::path::PathBuf
     (smtp, port, maildir, logins)
 }
 
+/// A mail's body, its quoted-printable encoding (which long lines get)
+/// undone.
+fn text_body(mail: &str) -> String {
+    let mail = mail.replace("\r\n", "\n");
+    let body = mail.split_once("\n\n").map(|x| x.1).unwrap_or("");
+    if header(&mail, "Content-Transfer-Encoding") != Some("quoted-printable") {
+        return body.to_string();
+    }
+    let joined = body.replace("=\n", "");
+    let b = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Whether the SMTP tests can run (aiosmtpd), failing under
 /// BBC_REQUIRE_SMTP=1.
 fn smtp_available(test: &str) -> bool {
@@ -558,16 +588,12 @@ reporter "blame" kind="mail" {{
         header(fixed, "X-RcptTo"),
         Some("watch@acme.example, ada@acme.example")
     );
-    let body = fail
-        .split_once("\n\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .replace("\r\n", "\n");
+    let body = text_body(fail);
     let id = b2["id"].as_u64().unwrap_or_default();
     for want in [
         "Acme CI: unit #2 failure (previous: success)".to_string(),
         format!("https://ci.acme.example/#/builds/{id}"),
-        "Revision: bbbb2222 on main of https://git.acme.example/widget.git".into(),
+        "Revision: bbbb2222 on main of https://git.acme.example/widget.git\n\nChanges:\n".into(),
         "  bbbb2222 bob: Break the widget".into(),
         "Blamelist: bob".into(),
         "Failed: unit-tests".into(),
@@ -581,11 +607,7 @@ reporter "blame" kind="mail" {{
         !body.contains("preparing"),
         "only the failed step's log: {body}"
     );
-    let body = fixed
-        .split_once("\n\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .replace("\r\n", "\n");
+    let body = text_body(fixed);
     assert!(
         body.contains("unit #4 success (previous: failure)"),
         "{body}"

@@ -234,8 +234,8 @@ fn pytest_results_from_a_real_run() {
     let (m, _w) = start(
         &dir,
         &format!(
-            r#"        test "python3 -m pytest -p no:cacheprovider {suite}" name="pytest"
-        test "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml {suite}" junit="report.xml" name="pytest-junit"
+            r#"        test "cp {suite}/test_widget.py . && python3 -m pytest -p no:cacheprovider test_widget.py" name="pytest"
+        test "python3 -m pytest -q -p no:cacheprovider --junitxml=report.xml test_widget.py" junit="report.xml" name="pytest-junit"
         test "true" junit="missing.xml" name="no-report""#,
             suite = suite.display()
         ),

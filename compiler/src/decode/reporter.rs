@@ -223,6 +223,7 @@ pub const DEFAULT_MAIL_BODY: &str = "\
 
 Revision: {{#if got_revision}}{{got_revision}}{{else}}{{#if revision}}{{revision}}{{else}}latest{{/if}}{{/if}}{{#if branch}} on {{branch}}{{/if}}{{#if repository}} of {{repository}}{{/if}}
 {{#if changes}}
+
 Changes:
 {{#each changes}}  {{revision}} {{author}}: {{title}}{{#if link}}
     {{link}}{{/if}}
