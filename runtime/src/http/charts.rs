@@ -107,7 +107,15 @@ fn draw(title: &str, unit: &str, lines: &[Line]) -> Result<String, String> {
             .configure_mesh()
             .x_desc("build")
             .y_desc(unit)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Build numbers only: ticks between builds get no label.
+            .x_labels(((x1 - x0) as usize + 1).min(12))
+            .x_label_formatter(&|x| {
+                if x.fract() == 0.0 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .draw()
             .map_err(|e| err(&e))?;
         for l in lines {
