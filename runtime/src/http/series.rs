@@ -169,3 +169,80 @@ pub(super) async fn series(
         "builds": points,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Figure, NewBuild, RedbStore, StepRecord};
+    use bbc_graph::BuildResult;
+
+    /// New failures are against the previous build that reported tests;
+    /// running builds are left out; the oldest first.
+    #[test]
+    fn series_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = RedbStore::open(dir.path()).unwrap();
+        let failing = [vec![], vec!["a", "b"], vec![], vec!["b", "c"]];
+        for (i, f) in failing.iter().enumerate() {
+            let b = st
+                .start_build(NewBuild {
+                    builder: "b".into(),
+                    builder_hash: String::new(),
+                    worker: "w".into(),
+                    requests: vec![],
+                    properties: Default::default(),
+                    started_at: 1000 * i as i64,
+                })
+                .unwrap();
+            let tests = (i != 2).then(|| TestCounts {
+                passed: 3,
+                failed: f.len() as u64,
+                skipped: 0,
+                failing: f.iter().map(|s| s.to_string()).collect(),
+            });
+            st.put_step(
+                b.id,
+                &StepRecord {
+                    index: 0,
+                    name: "t".into(),
+                    started_at: Some(1000 * i as i64),
+                    finished_at: Some(1000 * i as i64 + 250),
+                    result: Some(BuildResult::Success),
+                    warnings: i as u64,
+                    tests,
+                    figures: vec![Figure {
+                        name: "size".into(),
+                        value: i as f64,
+                        unit: "B".into(),
+                    }],
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            st.finish_build(b.id, BuildResult::Success, 1000 * i as i64 + 500)
+                .unwrap();
+        }
+        // A running build is not in the series.
+        st.start_build(NewBuild {
+            builder: "b".into(),
+            builder_hash: String::new(),
+            worker: "w".into(),
+            requests: vec![],
+            properties: Default::default(),
+            started_at: 9000,
+        })
+        .unwrap();
+        let p = load(&st, "b", 30).unwrap();
+        assert_eq!(p.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        let fresh: Vec<Vec<String>> = p.iter().map(|p| p.new_failures.clone()).collect();
+        // Build 3 reported no tests: build 4 is compared with build 2.
+        assert_eq!(fresh, [vec![], vec!["a", "b"], vec![], vec!["c"]]);
+        assert!(p[2].tests.is_none());
+        assert_eq!(p[3].duration_ms, 500);
+        assert_eq!(p[3].steps[0].duration_ms, Some(250));
+        assert_eq!(p[3].warnings, 3);
+        assert_eq!(p[3].figures["size"].value, 3.0);
+        assert_eq!(load(&st, "b", 2).unwrap()[0].number, 3);
+        assert!(load(&st, "nobody", 30).unwrap().is_empty());
+    }
+}
