@@ -162,9 +162,10 @@ impl Mail<'_> {
         Ok(b.build())
     }
 
-    /// Whether the mail was delivered. `authors` are the build's
-    /// blamelist (its changes' authors), mailed when the reporter says so.
-    pub async fn send(&self, templates: &Templates, cx: &Value, authors: &[&str]) -> bool {
+    /// Whether the mail was delivered; None when there was nobody to
+    /// send it to. `authors` are the build's blamelist (its changes'
+    /// authors), mailed when the reporter says so.
+    pub async fn send(&self, templates: &Templates, cx: &Value, authors: &[&str]) -> Option<bool> {
         let what = format!(
             "mail about {} #{}",
             cx["builder"].as_str().unwrap_or(""),
@@ -181,7 +182,7 @@ impl Mail<'_> {
                 reporter = self.reporter,
                 "{what} not sent: no recipient (no `to`, and no author on the blamelist)"
             );
-            return true;
+            return None;
         }
         let prepared =
             message(self.from, &to, &subject, body).and_then(|m| Ok((m, self.transport()?)));
@@ -189,10 +190,10 @@ impl Mail<'_> {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(reporter = self.reporter, "{what} not sent: {e}");
-                return false;
+                return Some(false);
             }
         };
-        deliver(self.reporter, &what, || {
+        let ok = deliver(self.reporter, &what, || {
             let (t, m) = (&transport, msg.clone());
             async move {
                 match t.send(m).await {
@@ -204,7 +205,8 @@ impl Mail<'_> {
                 }
             }
         })
-        .await
+        .await;
+        Some(ok)
     }
 }
 

@@ -220,8 +220,9 @@ async fn report(
                         blamelist: blamelist.as_ref(),
                         login,
                     };
-                    let ok = m.send(templates, &cx, &message::authors(&facts)).await;
-                    shared.metrics.delivery(&r.name, ok);
+                    if let Some(ok) = m.send(templates, &cx, &message::authors(&facts)).await {
+                        shared.metrics.delivery(&r.name, ok);
+                    }
                 }
                 ReporterKind::HttpPush { url, .. } => {
                     let ok = push::send(&r.name, url, templates, &cx).await;
