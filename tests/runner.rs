@@ -32,6 +32,7 @@ mod test_runtime;
 mod test_schedulers;
 mod test_secrets;
 mod test_tls;
+mod test_tracking;
 mod test_users;
 mod test_views;
 mod test_web;

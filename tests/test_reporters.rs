@@ -421,16 +421,9 @@ fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-#[test]
-fn mail_through_a_real_smtp_server() {
-    if !have_aiosmtpd() {
-        if std::env::var("BBC_REQUIRE_SMTP").is_ok_and(|v| v == "1") {
-            panic!("BBC_REQUIRE_SMTP=1 but python3 cannot import aiosmtpd (python3 -m pip install aiosmtpd)");
-        }
-        eprintln!("mail_through_a_real_smtp_server: skipped, aiosmtpd is not installed");
-        return;
-    }
-    let dir = temp_dir("rep-mail-smtp");
+/// The SMTP server of tests/fixtures/smtp_server.py (login `ci` /
+/// `mail-pass-123`): the process, its port, its maildir and logins file.
+fn smtp_server(dir: &Path) -> (Proc, u16, std::path::PathBuf, std::path::PathBuf) {
     let maildir = dir.join("maildir");
     let logins = dir.join("logins");
     let script = crate::common::root().join("tests/fixtures/smtp_server.py");
@@ -453,6 +446,190 @@ fn mail_through_a_real_smtp_server() {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("the SMTP server did not start: {port:?}"));
+    (smtp, port, maildir, logins)
+}
+
+/// A mail's body, its quoted-printable encoding (which long lines get)
+/// undone.
+fn text_body(mail: &str) -> String {
+    let mail = mail.replace("\r\n", "\n");
+    let body = mail.split_once("\n\n").map(|x| x.1).unwrap_or("");
+    if header(&mail, "Content-Transfer-Encoding") != Some("quoted-printable") {
+        return body.to_string();
+    }
+    let joined = body.replace("=\n", "");
+    let b = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the SMTP tests can run (aiosmtpd), failing under
+/// BBC_REQUIRE_SMTP=1.
+fn smtp_available(test: &str) -> bool {
+    if have_aiosmtpd() {
+        return true;
+    }
+    if std::env::var("BBC_REQUIRE_SMTP").is_ok_and(|v| v == "1") {
+        panic!("BBC_REQUIRE_SMTP=1 but python3 cannot import aiosmtpd (python3 -m pip install aiosmtpd)");
+    }
+    eprintln!("{test}: skipped, aiosmtpd is not installed");
+    false
+}
+
+/// The blamelist (issue 13): builds caused by changes mail their authors
+/// (mapped, completed with the domain, or as they are) besides `to`, under
+/// `when "problem" "change"`; the default body names the revision, the
+/// changes, who, the failed step and the last lines of its log, with links.
+#[test]
+fn blamelist_mail_to_the_authors_of_the_changes() {
+    if !smtp_available("blamelist_mail_to_the_authors_of_the_changes") {
+        return;
+    }
+    let dir = temp_dir("rep-blame");
+    let (smtp, port, maildir, _logins) = smtp_server(&dir);
+    let red = dir.join("red");
+    let (_dir, m, _w) = start(
+        "rep-blame-m",
+        &[("smtp", "mail-pass-123")],
+        &format!(
+            r#"master {{
+    title "Acme CI"
+    url "https://ci.acme.example/"
+}}
+scheduler "ci" kind="single-branch" {{
+    branch "main"
+    tree-stable-timer "100ms"
+    builders "unit"
+}}
+builder "unit" {{
+    workers "w1"
+    steps {{
+        shell "echo preparing" name="prepare"
+        shell "echo first-line; echo the-last-words; test ! -e {red}" name="unit-tests"
+    }}
+}}
+reporter "blame" kind="mail" {{
+    smtp "127.0.0.1:{port}"
+    from "Acme CI <ci@acme.example>"
+    to "watch@acme.example"
+    username "ci"
+    password (secret)"smtp"
+    when "problem" "change"
+    blamelist {{
+        domain "acme.example"
+        address "Ada Lovelace" "ada@acme.example"
+    }}
+}}
+"#,
+            red = red.display()
+        ),
+    );
+    let mut n = 0;
+    let mut change = |author: &str, rev: &str, title: &str| -> Value {
+        let body = serde_json::json!({
+            "repository": "https://git.acme.example/widget.git", "branch": "main",
+            "revision": rev, "author": author, "comments": format!("{title}\n\nMore."),
+        });
+        let (st, resp) =
+            crate::common::http("POST", &m.http, "/api/v1/changes", Some(&body.to_string()));
+        assert_eq!(st, 201, "{resp}");
+        n += 1;
+        let want = n;
+        wait_for("the change's build", || {
+            let v = get_json(&m.http, "/api/v1/builds?builder=unit");
+            let b = v["builds"].as_array()?.first()?.clone();
+            (b["number"] == want && b["complete"] == true).then_some(b)
+        })
+    };
+    // Green first: neither a problem nor a change (no previous build).
+    let b1 = change("Ada Lovelace <ada@home.example>", "aaaa1111", "Start");
+    assert_eq!(b1["result"], "success", "{b1}");
+    // Red after green: a problem; bob is a bare name, completed.
+    std::fs::write(&red, "").unwrap_or_else(|e| panic!("{e}"));
+    let b2 = change("bob", "bbbb2222", "Break the widget");
+    assert_eq!(b2["result"], "failure", "{b2}");
+    // Red again: no news.
+    let b3 = change("Carol <carol@example.org>", "cccc3333", "Still broken");
+    assert_eq!(b3["result"], "failure", "{b3}");
+    // Green after red: a change; Ada's identity is mapped by her name.
+    std::fs::remove_file(&red).unwrap_or_else(|e| panic!("{e}"));
+    let b4 = change("Ada Lovelace <ada@home.example>", "dddd4444", "Fix it");
+    assert_eq!(b4["result"], "success", "{b4}");
+    let list = wait_for("two mails", || {
+        let l = mails(&maildir);
+        (l.len() >= 2).then_some(l)
+    });
+    // The reporter handles builds in order: by the mail about build 4 it
+    // had decided about builds 1 and 3, and sent nothing for them.
+    assert_eq!(list.len(), 2, "{list:#?}");
+    let (fail, fixed) = (&list[0], &list[1]);
+    assert_eq!(
+        header(fail, "X-RcptTo"),
+        Some("watch@acme.example, bob@acme.example")
+    );
+    assert_eq!(header(fail, "Subject"), Some("unit: failure on main"));
+    assert_eq!(
+        header(fixed, "X-RcptTo"),
+        Some("watch@acme.example, ada@acme.example")
+    );
+    let body = text_body(fail);
+    let id = b2["id"].as_u64().unwrap_or_default();
+    for want in [
+        "Acme CI: unit #2 failure (previous: success)".to_string(),
+        format!("https://ci.acme.example/#/builds/{id}"),
+        "Revision: bbbb2222 on main of https://git.acme.example/widget.git\n\nChanges:\n".into(),
+        "  bbbb2222 bob: Break the widget".into(),
+        "Blamelist: bob".into(),
+        "Failed: unit-tests".into(),
+        format!("The last lines of unit-tests's log (https://ci.acme.example/api/v1/builds/{id}/steps/1/log):"),
+        "first-line\nthe-last-words\n".into(),
+        "exit code 1 after".into(),
+    ] {
+        assert!(body.contains(&want), "no `{want}` in:\n{body}");
+    }
+    assert!(
+        !body.contains("preparing"),
+        "only the failed step's log: {body}"
+    );
+    let body = text_body(fixed);
+    assert!(
+        body.contains("unit #4 success (previous: failure)"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Blamelist: Ada Lovelace <ada@home.example>"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("Failed:") && !body.contains("The last lines"),
+        "{body}"
+    );
+    drop(smtp);
+}
+
+#[test]
+fn mail_through_a_real_smtp_server() {
+    if !smtp_available("mail_through_a_real_smtp_server") {
+        return;
+    }
+    let dir = temp_dir("rep-mail-smtp");
+    let (smtp, port, maildir, logins) = smtp_server(&dir);
     let (_dir, m, _w) = start(
         "rep-mail",
         &[("smtp", "mail-pass-123")],

@@ -731,6 +731,10 @@ pub enum StepKind {
     Test {
         command: Command,
         warning_pattern: Option<Arc<str>>,
+        /// A JUnit XML report the command writes (relative to the step's
+        /// directory on the worker), read after it ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        junit: Option<String>,
     },
     Git {
         repo: Text,
@@ -872,6 +876,19 @@ impl When {
     ];
 }
 
+/// How a mail reporter turns the authors of a build's changes into
+/// addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blamelist {
+    /// A commit identity (a whole author text, its address or its name) →
+    /// the address to mail instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub addresses: BTreeMap<String, String>,
+    /// Completes an author without an address: `ada` → `ada@DOMAIN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ReporterKind {
@@ -886,6 +903,10 @@ pub enum ReporterKind {
         body: String,
         username: Option<String>,
         password: Option<Credential>,
+        /// Mail the authors of the build's changes too (Buildbot's
+        /// "interested users"); absent: only `to`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blamelist: Option<Blamelist>,
     },
     HttpPush {
         url: String,

@@ -181,6 +181,23 @@ fn properties(o: &Map<String, Value>, at: &str, c: &mut NewChange) -> R<()> {
     }
 }
 
+/// A web page for a revision, when one is known: the pull request's
+/// page, else `/commit/REV` under an http(s) repository (the path GitHub,
+/// GitLab and Gitea all answer). Nothing for other repositories: a path
+/// or an ssh address has no page.
+pub fn link(c: &crate::store::Change) -> Option<String> {
+    let web = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+    if let Some(bbc_graph::Scalar::String(u)) = c.change.properties.get("pr_url") {
+        // Only a web address: a client must be able to put it in a link.
+        return web(u).then(|| u.clone());
+    }
+    let repo = c.change.repository.trim_end_matches('/');
+    let rev = &c.change.revision;
+    let is_web = web(repo);
+    let hex = !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_hexdigit());
+    (is_web && hex).then(|| format!("{}/commit/{rev}", repo.trim_end_matches(".git")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ pub mod reporters;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod test_results;
 pub mod tls;
 pub mod web;
 pub mod worker;

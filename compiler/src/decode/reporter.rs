@@ -73,7 +73,11 @@ pub(super) fn reporter(
             let from = r.kid_string(cx, "from").map(|s| s.0);
             require(cx, r, "from", "from \"ci@example.org\"");
             let to: Vec<String> = r.kid_strings(cx, "to").into_iter().map(|s| s.0).collect();
-            require(cx, r, "to", "to \"dev@example.org\"");
+            let blamelist = r.kid(cx, "blamelist").map(|n| blamelist(cx, n));
+            // With a blamelist, `to` is optional: the authors may be all.
+            if blamelist.is_none() {
+                require(cx, r, "to", "to \"dev@example.org\"");
+            }
             let when = when_list(cx, r, &[When::Failing]);
             let subject = r
                 .kid_with(
@@ -85,9 +89,7 @@ pub(super) fn reporter(
                 .unwrap_or_else(|| "{{builder}}: {{result}} on {{branch}}".into());
             let body = r
                 .kid_with(cx, "body", "body \"…\"", handlebars_template)
-                .unwrap_or_else(|| {
-                    "Build {{number}} of {{builder}} finished: {{result}}.\n{{url}}\n".into()
-                });
+                .unwrap_or_else(|| DEFAULT_MAIL_BODY.into());
             let username = r.kid_string(cx, "username").map(|s| s.0);
             let password = r.kid_with(cx, "password", "password (secret)\"smtp\"", |cx, e| {
                 credential(cx, e, "the SMTP password")
@@ -101,6 +103,7 @@ pub(super) fn reporter(
                 body,
                 username,
                 password,
+                blamelist,
             }
         }
         K::Http => {
@@ -210,4 +213,93 @@ pub(super) fn reporter(
         name_span,
         selector,
     })
+}
+
+/// The body of a mail reporter without `body`: which build, revision and
+/// changes, who is on the blamelist, which steps failed and the last lines
+/// of the first one's log, with links (docs/language.md, `kind="mail"`).
+pub const DEFAULT_MAIL_BODY: &str = "\
+{{title}}{{#if title}}: {{/if}}{{builder}} #{{number}} {{result}}{{#if previous_result}} (previous: {{previous_result}}){{/if}}
+{{url}}
+
+Revision: {{#if got_revision}}{{got_revision}}{{else}}{{#if revision}}{{revision}}{{else}}latest{{/if}}{{/if}}{{#if branch}} on {{branch}}{{/if}}{{#if repository}} of {{repository}}{{/if}}
+{{#if changes}}
+
+Changes:
+{{#each changes}}  {{revision}} {{author}}: {{title}}{{#if link}}
+    {{link}}{{/if}}
+{{/each}}{{/if}}{{#if blamelist}}
+Blamelist: {{#each blamelist}}{{this}}{{#unless @last}}, {{/unless}}{{/each}}
+{{/if}}{{#if failed_steps}}
+Failed: {{#each failed_steps}}{{this}}{{#unless @last}}, {{/unless}}{{/each}}
+{{/if}}{{#if log_tail}}
+The last lines of {{log_tail.step}}'s log ({{log_tail.url}}):
+
+{{log_tail.text}}
+{{/if}}";
+
+/// `blamelist { domain "acme.example"; address "IDENTITY" "ADDRESS" }`
+/// (both optional: a bare `blamelist` mails the authors' own addresses).
+fn blamelist(cx: &mut Cx, node: &Node) -> Blamelist {
+    let mut r = NodeReader::new(node);
+    let domain = r.kid_string(cx, "domain").and_then(|(d, span)| {
+        let ok = !d.is_empty()
+            && !d.starts_with('.')
+            && !d.ends_with('.')
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            cx.err(
+                Code::InvalidAddress,
+                span,
+                format!("`{d}` is not a mail domain"),
+            )
+            .label("letters, digits, `-` and `.` only")
+            .help("for example: domain \"acme.example\"")
+            .emit();
+        }
+        ok.then_some(d)
+    });
+    let mut addresses = BTreeMap::new();
+    for n in r.kids("address") {
+        let mut ar = NodeReader::new(n);
+        let example = "address \"Ada <ada@home.example>\" \"ada@acme.example\"";
+        let who = ar
+            .req_arg(cx, 0, "a commit identity", example)
+            .and_then(|e| cx.string(e));
+        let to = ar
+            .req_arg(cx, 1, "an address", example)
+            .and_then(|e| cx.string(e).map(|s| (s, e.value_span)));
+        ar.finish(cx);
+        if let (Some(who), Some((to, span))) = (who, to) {
+            if !plausible_address(&to) {
+                cx.err(
+                    Code::InvalidAddress,
+                    span,
+                    format!("`{to}` is not a mail address"),
+                )
+                .label("expected name@domain")
+                .help(format!("for example: {example}"))
+                .emit();
+            } else {
+                addresses.insert(who, to);
+            }
+        }
+    }
+    r.finish(cx);
+    Blamelist { addresses, domain }
+}
+
+/// `local@domain` with no spaces or angle brackets: what a mapping must
+/// give (the full check is the mail library's, at sending).
+fn plausible_address(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((l, d)) => {
+            !l.is_empty()
+                && !d.is_empty()
+                && !d.contains('@')
+                && !s.contains(|c: char| c.is_whitespace() || c == '<' || c == '>')
+        }
+        None => false,
+    }
 }

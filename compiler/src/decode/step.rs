@@ -82,6 +82,10 @@ pub(super) fn step(
         "test" => StepKind::Test {
             command: command(cx, &mut r, props, "test \"make check\"")?,
             warning_pattern: warning_pattern(cx, &mut r, None),
+            junit: match r.prop(cx, "junit") {
+                Some(e) => Some(cx.string(e)?),
+                None => None,
+            },
         },
         "master-shell" => StepKind::MasterShell {
             command: command(cx, &mut r, props, "master-shell \"./publish.sh\"")?,

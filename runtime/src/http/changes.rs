@@ -11,10 +11,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::builds::page;
-use super::origin::{builds_of, link};
+use super::origin::builds_of;
 use crate::api_error::{ApiError, ApiResult as R};
 use crate::auth::{Control, Scope};
 use crate::change_json;
+use crate::change_json::link;
 use crate::state::{now_ms, Shared};
 use crate::store::Change;
 use bbc_graph::Grant;

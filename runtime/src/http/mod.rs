@@ -9,6 +9,7 @@ mod audit;
 mod builders;
 mod builds;
 mod changes;
+mod charts;
 mod config;
 mod connections;
 mod events;
@@ -18,6 +19,7 @@ mod metrics;
 mod oauth;
 mod origin;
 mod rebuild;
+mod series;
 mod workers;
 
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/builders/{name}", get(builder))
         .route("/api/v1/builders/{name}/force", post(force))
         .route("/api/v1/builders/{name}/usage", get(usage))
+        .route("/api/v1/builders/{name}/series", get(series::series))
+        .route("/api/v1/builders/{name}/charts/{chart}", get(charts::chart))
         .route("/api/v1/builds", get(builds))
         .route("/api/v1/builds/{id}", get(build))
         .route("/api/v1/builds/{id}/cancel", post(cancel_build))

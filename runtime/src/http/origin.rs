@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
+use crate::change_json::link;
 use crate::store::{Build, BuildFilter, BuildSet, Change, Millis, Page, Result, Store};
 
 /// How many builds the change → builds search reads at most: builds are
@@ -43,23 +44,6 @@ impl Sets {
         }
         Ok(out)
     }
-}
-
-/// A web page for a revision, when one is known: the pull request's
-/// page, else `/commit/REV` under an http(s) repository (the path GitHub,
-/// GitLab and Gitea all answer). Nothing for other repositories: a path
-/// or an ssh address has no page.
-pub(crate) fn link(c: &Change) -> Option<String> {
-    let web = |u: &str| u.starts_with("https://") || u.starts_with("http://");
-    if let Some(bbc_graph::Scalar::String(u)) = c.change.properties.get("pr_url") {
-        // Only a web address: a client must be able to put it in a link.
-        return web(u).then(|| u.clone());
-    }
-    let repo = c.change.repository.trim_end_matches('/');
-    let rev = &c.change.revision;
-    let is_web = web(repo);
-    let hex = !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_hexdigit());
-    (is_web && hex).then(|| format!("{}/commit/{rev}", repo.trim_end_matches(".git")))
 }
 
 /// A change as a build shows it: who, what, which revision; the

@@ -9,12 +9,16 @@ use bbc_graph::{BuildResult, Graph, Reporter, ReporterKind, Scalar};
 use handlebars::Handlebars;
 use serde_json::{json, Map, Value};
 
-use crate::state::events::{BuildEvent, Facts, Phase};
+use crate::state::events::{BuildEvent, Facts, LogTail, Phase};
 use crate::state::Shared;
 use crate::store::{BuildFilter, Page, Store};
 
 /// At most this many changes of a build set are shown to templates.
 const MAX_CHANGES: usize = 50;
+/// A failed step's log is quoted from at most its last this many bytes…
+pub const LOG_TAIL_BYTES: u64 = 8 * 1024;
+/// …and at most this many lines of them.
+pub const LOG_TAIL_LINES: usize = 25;
 
 /// What reporters need beyond the event itself, read once per event
 /// (by the first reporter that needs it).
@@ -48,10 +52,31 @@ async fn load(shared: &Arc<Shared>, ev: &BuildEvent) -> Arc<Facts> {
                     changes.push(c);
                 }
             }
+            let failed = steps.iter().find(|st| {
+                !st.hidden
+                    && matches!(
+                        st.result,
+                        Some(BuildResult::Failure | BuildResult::Exception)
+                    )
+            });
+            let log_tail = match failed {
+                Some(st) if finished => {
+                    let len = s.log_len(id, st.index)?;
+                    let from = len.saturating_sub(LOG_TAIL_BYTES);
+                    let data = s.read_log(id, st.index, from, LOG_TAIL_BYTES as usize)?;
+                    Some(LogTail {
+                        step: st.index,
+                        name: st.name.clone(),
+                        text: last_lines(&data, from > 0),
+                    })
+                }
+                _ => None,
+            };
             Ok(Facts {
                 steps,
                 previous,
                 changes,
+                log_tail,
             })
         })
         .await;
@@ -62,6 +87,19 @@ async fn load(shared: &Arc<Shared>, ev: &BuildEvent) -> Arc<Facts> {
             Arc::new(Facts::default())
         }
     }
+}
+
+/// The last [`LOG_TAIL_LINES`] lines of a log's end (`cut`: the bytes
+/// start inside the log, so the first, partial line is left out).
+fn last_lines(data: &[u8], cut: bool) -> String {
+    let text = String::from_utf8_lossy(data);
+    let text = text.trim_end_matches(['\n', '\r']);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if cut && lines.len() > 1 {
+        lines.remove(0);
+    }
+    let keep = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines[keep..].join("\n")
 }
 
 /// The result of the newest finished build of `builder` older than build
@@ -91,10 +129,29 @@ pub fn previous_result(
 /// The link to a build: its page in the web UI under the master's `url`, or
 /// under the address the HTTP server listens on when the config sets none.
 pub fn build_url(g: &Graph, http_addr: SocketAddr, id: u64) -> String {
+    format!("{}/#/builds/{id}", base_url(g, http_addr))
+}
+
+/// The master's address as links use it: its `url`, else where the HTTP
+/// server listens.
+fn base_url(g: &Graph, http_addr: SocketAddr) -> String {
     match g.master.url.as_deref() {
-        Some(u) => format!("{}/#/builds/{id}", u.trim_end_matches('/')),
-        None => format!("http://{http_addr}/#/builds/{id}"),
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{http_addr}"),
     }
+}
+
+/// The distinct authors of a build's changes, in order (Buildbot's
+/// blamelist).
+pub fn authors(facts: &Facts) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in &facts.changes {
+        let a = c.change.author.trim();
+        if !a.is_empty() && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }
 
 fn timestamp(ms: i64) -> String {
@@ -179,6 +236,7 @@ pub fn context(
                 "author": c2.author,
                 "comments": c2.comments,
                 "title": c2.comments.lines().next().unwrap_or(""),
+                "link": crate::change_json::link(c),
             })
         })
         .collect();
@@ -231,6 +289,23 @@ pub fn context(
     put("steps", Value::Array(steps));
     put("failed_steps", json!(failed_steps));
     put("changes", Value::Array(changes));
+    put("blamelist", json!(authors(facts)));
+    put(
+        "log_tail",
+        match &facts.log_tail {
+            Some(t) => json!({
+                "step": t.name,
+                "text": t.text,
+                "url": format!(
+                    "{}/api/v1/builds/{}/steps/{}/log",
+                    base_url(g, http_addr),
+                    b.id,
+                    t.step
+                ),
+            }),
+            None => Value::Null,
+        },
+    );
     Value::Object(cx)
 }
 
@@ -418,6 +493,11 @@ mod tests {
                     ..Default::default()
                 },
             }],
+            log_tail: Some(LogTail {
+                step: 1,
+                name: "test".into(),
+                text: "FAILED t::x\nexit code 1 after 0.1 s".into(),
+            }),
         }
     }
 
@@ -456,6 +536,13 @@ mod tests {
         assert_eq!(cx["steps"][1]["warnings"], 2);
         assert_eq!(cx["failed_steps"], json!(["test"]));
         assert_eq!(cx["changes"][0]["title"], "Fix the widget");
+        assert_eq!(cx["changes"][0]["link"], Value::Null);
+        assert_eq!(cx["blamelist"], json!(["Ada <ada@example.org>"]));
+        assert_eq!(cx["log_tail"]["step"], "test");
+        assert_eq!(
+            cx["log_tail"]["url"],
+            "https://ci.example.org/api/v1/builds/7/steps/1/log"
+        );
         assert_eq!(cx["started_at"], "2023-11-14T22:13:20Z");
         assert_eq!(cx["duration"], "1m 5s");
         // Every variable the docs list is there.
@@ -504,6 +591,7 @@ mod tests {
             body: "{{#if failed}}Broken{{else}}Fine{{/if}} <{{branch}}>\n{{#each steps}}{{name}}={{result}}\n{{/each}}{{json builder}}".into(),
             username: None,
             password: None,
+            blamelist: None,
         });
         let t = Templates::of(&r);
         let g = graph(None);
@@ -525,6 +613,17 @@ mod tests {
         });
         let t = Templates::of(&s);
         assert_eq!(t.render(CONTEXT, &cx).as_deref(), Some("ci/{{#if}}"));
+    }
+
+    #[test]
+    fn log_tails_keep_the_last_whole_lines() {
+        let many: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        let t = last_lines(many.as_bytes(), false);
+        assert_eq!(t.lines().count(), LOG_TAIL_LINES);
+        assert!(t.starts_with("line 15\n") && t.ends_with("line 39"), "{t}");
+        assert_eq!(last_lines(b"ial line\nwhole\n", true), "whole");
+        assert_eq!(last_lines(b"only\n", true), "only");
+        assert_eq!(last_lines(b"", false), "");
     }
 
     #[test]

@@ -202,6 +202,7 @@ async fn report(
                     to,
                     username,
                     password,
+                    blamelist,
                     ..
                 } => {
                     let login = username.as_ref().map(|u| {
@@ -216,10 +217,12 @@ async fn report(
                         smtp,
                         from,
                         to,
+                        blamelist: blamelist.as_ref(),
                         login,
                     };
-                    let ok = m.send(templates, &cx).await;
-                    shared.metrics.delivery(&r.name, ok);
+                    if let Some(ok) = m.send(templates, &cx, &message::authors(&facts)).await {
+                        shared.metrics.delivery(&r.name, ok);
+                    }
                 }
                 ReporterKind::HttpPush { url, .. } => {
                     let ok = push::send(&r.name, url, templates, &cx).await;

@@ -73,6 +73,19 @@ pub struct Facts {
     /// builds that ended as `retry`); only looked up for finished builds.
     pub previous: Option<BuildResult>,
     pub changes: Vec<Change>,
+    /// The last lines of the first visible failed step's log, for a
+    /// finished build that failed.
+    pub log_tail: Option<LogTail>,
+}
+
+/// The end of a step's log, as messages quote it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LogTail {
+    /// The step's position and name.
+    pub step: u32,
+    pub name: String,
+    /// At most `LOG_TAIL_LINES` lines from its last `LOG_TAIL_BYTES`.
+    pub text: String,
 }
 
 /// The build events channel. One field of `Shared`.

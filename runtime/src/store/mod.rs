@@ -225,6 +225,37 @@ pub struct StepRecord {
     /// `exception` saying so.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub log_lost: u64,
+    /// What a `test` step's runner reported (its summary lines or JUnit
+    /// files, `crate::test_results`); none for other steps or when
+    /// nothing was recognised. Absent from records written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestCounts>,
+    /// Figures the step printed (`bbc-figure NAME=VALUE [UNIT]` lines),
+    /// in the order first seen. Absent from older records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+}
+
+/// A step's test results: counts and the names of the failing tests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    /// Skipped, ignored and expected failures (TAP `TODO`, pytest `xfailed`).
+    pub skipped: u64,
+    /// The failing tests' names, at most [`crate::test_results::MAX_FAILING`].
+    pub failing: Vec<String>,
+}
+
+/// One figure a step reported about itself: `bbc-figure size=1234 bytes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Figure {
+    pub name: String,
+    pub value: f64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub unit: String,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -380,12 +380,49 @@ function forceForm(builder, scheduler) {
   return form;
 }
 
+// A builder's figures over its recent builds: SVG charts the master draws
+// (GET /api/v1/builders/NAME/charts/CHART.svg), one per series that has
+// values, and the tests that started failing in its newest build.
+function trends(name, series) {
+  const points = series.builds || [];
+  if (points.length === 0) return null;
+  const base = "/api/v1/builders/" + encodeURIComponent(name) + "/charts/";
+  const charts = ["duration"];
+  if (points.some((p) => p.tests)) charts.push("tests");
+  if (points.some((p) => p.warnings > 0)) charts.push("warnings");
+  const figures = new Set();
+  for (const p of points) for (const f of Object.keys(p.figures || {})) figures.add(f);
+  for (const f of Array.from(figures).sort()) charts.push("figure-" + f);
+  const last = points[points.length - 1];
+  const fresh = last.new_failures || [];
+  return el("section", { class: "trends" },
+    el("h2", { text: "Trends" }),
+    el("div", { class: "charts" }, charts.map((c) =>
+      el("img", { class: "chart", "data-chart": c, alt: name + " " + c, src: base + encodeURIComponent(c) + ".svg" }))),
+    fresh.length
+      ? el("div", { class: "new-failures" },
+          el("p", { text: "New failures in #" + last.number + ":" }),
+          el("ul", {}, fresh.map((t) => el("li", { text: t }))))
+      : null,
+  );
+}
+
+function testsText(t) {
+  return t.passed + " passed, " + t.failed + " failed, " + t.skipped + " skipped";
+}
+
 async function builderView(name, before) {
-  const [{ builds }, { schedulers }, { builder }] = await Promise.all([
+  const [{ builds }, { schedulers }, { builder }, series] = await Promise.all([
     api("/builds?limit=" + PAGE + "&builder=" + encodeURIComponent(name) + (before ? "&before=" + before : "")),
     api("/schedulers"),
     api("/builders/" + encodeURIComponent(name)).then((b) => ({ builder: b.builder || b })),
+    api("/builders/" + encodeURIComponent(name) + "/series").catch(() => ({ builds: [] })),
   ]);
+  // Charts already on the page stay (no reload on each refresh) unless
+  // a build finished since.
+  const shown = document.querySelector("section.trends");
+  const lastId = String(((series.builds || []).slice(-1)[0] || {}).id || "");
+  const keep = shown && shown.dataset.builder === name && shown.dataset.last === lastId;
   const force = mayAct(name, "force")
     ? schedulers.filter((s) => s.kind === "force" && (s.builders || []).includes(name))
     : [];
@@ -402,10 +439,16 @@ async function builderView(name, before) {
       f.dataset.builder = name;
       return f;
     }),
+    keep ? shown : trends(name, series),
     el("h2", { text: "Builds" }),
     buildsTable(builds),
     pager("#/builders/" + encodeURIComponent(name), builds, before),
   );
+  const section = document.querySelector("section.trends");
+  if (section) {
+    section.dataset.builder = name;
+    section.dataset.last = lastId;
+  }
 }
 
 function followLog(pre, buildId, step, info) {
@@ -499,6 +542,10 @@ async function buildView(id, openStep) {
       el("strong", { text: s.name }),
       " ",
       el("span", { class: "muted", text: s.state_string + " · " + duration(s.started_at, s.finished_at) }),
+      s.tests ? el("span", { class: "tests", text: " · " + testsText(s.tests) }) : null,
+      (s.figures || []).length
+        ? el("span", { class: "figures", text: " · " + s.figures.map((f) => f.name + "=" + f.value + (f.unit ? " " + f.unit : "")).join(", ") })
+        : null,
     ];
     if (d) {
       d.querySelector("summary").replaceChildren(...head);
@@ -563,6 +610,7 @@ async function buildView(id, openStep) {
       })
     : null;
   const props = Object.entries(b.properties || {}).map(([k, v]) => [k, JSON.stringify(v)]);
+  const failing = (b.steps || []).flatMap((s) => ((s.tests || {}).failing || []).map((t) => [s.name, t]));
   render(
     el("h1", {}, b.builder + " #" + b.number + " "),
     facts,
@@ -572,6 +620,8 @@ async function buildView(id, openStep) {
     el("div", { id: "changes" }, changeList),
     el("h2", { text: "Steps" }),
     el("div", { id: "steps" }, steps),
+    failing.length ? el("h2", { text: "Failing tests" }) : null,
+    failing.length ? el("div", { id: "failing" }, table(["step", "test"], failing)) : null,
     el("h2", { text: "Properties" }),
     table(["name", "value"], props),
   );

@@ -2,12 +2,13 @@
 //! into the step's log (redacted, batched, warnings counted), its end
 //! turned into the step's result.
 
-use bbc_graph::{BuildResult, Step};
+use bbc_graph::{BuildResult, Step, StepKind};
 
 use super::log::{LineCounter, LogWriter, LOG_BATCH};
 use super::{Ctx, Outcome};
 use crate::protocol::{Frame, Message, Stopped, WireCommand};
 use crate::state::connection::CmdEvent;
+use crate::test_results::Scanner;
 
 /// A command step's start record waits at most this long for the step's
 /// first log bytes (or its end) to be stored with them.
@@ -82,6 +83,9 @@ impl Ctx {
         }
         let re = warning_pattern.and_then(|p| self.shared.pattern(p));
         let mut lines = LineCounter::default();
+        // Runner summaries are read from `test` steps, figures from every
+        // command; from the redacted output, so no secret becomes a name.
+        let mut results = Scanner::new(matches!(step.kind, StepKind::Test { .. }));
         let mut batch: Vec<u8> = Vec::new();
         let mut captured: Option<Vec<u8>> = capture.then(Vec::new);
         // What is captured becomes a build property, stored and served
@@ -117,6 +121,7 @@ impl Ctx {
                         lines.feed(&data, re);
                     }
                     let clean = redact.push(&data);
+                    results.feed(&clean);
                     batch.extend_from_slice(&clean);
                     // Write when the batch is full or nothing else is queued.
                     if batch.len() >= LOG_BATCH || rx.is_empty() {
@@ -134,7 +139,10 @@ impl Ctx {
                 Some(_) => {}
             }
         };
-        batch.extend(redact.finish());
+        let tail = redact.finish();
+        results.feed(&tail);
+        batch.extend(tail);
+        let (tests, figures) = results.finish();
         if let Some(c) = captured.as_mut().filter(|c| c.len() < MAX_CAPTURE) {
             c.extend(capture_redact.finish());
         }
@@ -158,6 +166,8 @@ impl Ctx {
             let mut out = Outcome::of(BuildResult::Retry, "worker lost");
             out.log_tail = batch;
             out.lost = lost;
+            out.tests = tests;
+            out.figures = figures;
             return out;
         };
         let (result, state) = match (stopped, error, exit_code) {
@@ -213,6 +223,8 @@ impl Ctx {
             captured,
             log_tail: batch,
             lost,
+            tests,
+            figures,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod command;
 mod git;
+mod junit;
 mod log;
 mod master_shell;
 mod record;
@@ -66,6 +67,9 @@ struct Outcome {
     log_tail: Vec<u8>,
     /// Output that could not be stored, and why.
     lost: Option<(u64, String)>,
+    /// What the output said about tests (a `test` step) and figures.
+    tests: Option<crate::store::TestCounts>,
+    figures: Vec<crate::store::Figure>,
 }
 
 impl Outcome {
@@ -77,6 +81,8 @@ impl Outcome {
             captured: None,
             log_tail: Vec::new(),
             lost: None,
+            tests: None,
+            figures: Vec::new(),
         }
     }
 }
@@ -435,6 +441,8 @@ impl Ctx {
             rec.result = Some(out.result);
             rec.warnings = out.warnings;
             rec.state_string = out.state.clone();
+            rec.tests = out.tests.take();
+            rec.figures = std::mem::take(&mut out.figures);
             if let Some((bytes, error)) = &out.lost {
                 record::lost_output(&mut rec, *bytes, error);
                 if out.result != BuildResult::Retry {
@@ -622,11 +630,33 @@ impl Ctx {
             | StepKind::Test {
                 command,
                 warning_pattern,
+                ..
             } => {
                 let cmd = self.wire(command);
                 let wd = self.workdir(step);
-                self.command(index, step, cmd, wd, warning_pattern.as_deref(), false)
-                    .await
+                let mut out = self
+                    .command(index, step, cmd, wd, warning_pattern.as_deref(), false)
+                    .await;
+                if let StepKind::Test {
+                    junit: Some(path), ..
+                } = &step.kind
+                {
+                    if !matches!(out.result, BuildResult::Retry | BuildResult::Cancelled) {
+                        let line = match self.junit(step, path).await {
+                            Ok(t) => {
+                                let line = format!(
+                                    "junit {path}: {} passed, {} failed, {} skipped\n",
+                                    t.passed, t.failed, t.skipped
+                                );
+                                out.tests = Some(t);
+                                line
+                            }
+                            Err(e) => format!("junit {path}: not read: {e}\n"),
+                        };
+                        out.log_tail.extend_from_slice(line.as_bytes());
+                    }
+                }
+                out
             }
             StepKind::Git {
                 repo,

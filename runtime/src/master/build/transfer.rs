@@ -360,7 +360,7 @@ async fn resolve(state_dir: &Path, rel: &str, create: bool) -> Result<PathBuf, S
 }
 
 /// Sends a transfer request; its events arrive on the returned channel.
-async fn open_transfer(
+pub(super) async fn open_transfer(
     conn: &WorkerConn,
     id: u64,
     msg: Message,
