@@ -18,6 +18,7 @@ mod test_fmt;
 mod test_golden;
 mod test_graph_fixtures;
 mod test_holes;
+mod test_latent;
 mod test_logging;
 mod test_login;
 mod test_lsp;
