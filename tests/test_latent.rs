@@ -96,7 +96,16 @@ fn command_worker_starts_for_a_build_and_stops_when_idle() {
     // Nothing is started before a build needs it.
     assert!(!dir.join("starts").exists());
     assert!(!connected(&m, "lat-cmd"));
-    let b = m.force_and_wait("b", "{}");
+    let set = m.force("b", "{}");
+    let b = m.wait_buildset(set);
+    // For docs/perf.md: request → first step on a cold command worker.
+    let r = get_json(&m.http, &format!("/api/v1/requests?buildset={set}"));
+    let submitted = r["requests"][0]["submitted_at"].as_i64().unwrap_or(0);
+    let first_step = b["steps"][0]["started_at"].as_i64().unwrap_or(0);
+    eprintln!(
+        "cold command worker: request → first step {} ms",
+        first_step - submitted
+    );
     assert_eq!(b["result"], "success", "{b}");
     assert_eq!(b["worker"], "lat-cmd", "{b}");
     let id = b["id"].as_u64().unwrap_or(0);

@@ -267,13 +267,19 @@ impl LatentBook {
         }
     }
 
-    /// Latent workers that are up, starting or stopping, with the
-    /// definition each was started with: what a shutdown stops.
-    pub fn running(&self) -> Vec<(String, Option<Latent>, Phase)> {
-        self.lock()
-            .iter()
+    /// Marks every latent worker that is up, starting or stopping as
+    /// stopping (so that no idle check stops one a second time) and
+    /// returns them with the definition each was started with: what a
+    /// shutdown stops.
+    pub fn stop_all(&self) -> Vec<(String, Option<Latent>)> {
+        let mut book = self.lock();
+        book.iter_mut()
             .filter(|(_, i)| i.running())
-            .map(|(n, i)| (n.clone(), i.def.clone(), i.phase()))
+            .map(|(n, i)| {
+                i.phase.send_replace(Phase::Stopping);
+                i.token = None;
+                (n.clone(), i.def.clone())
+            })
             .collect()
     }
 
@@ -360,5 +366,122 @@ pub async fn wait_up(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bbc_graph::{Credential, LatentKind, Master, Worker};
+
+    fn latent(idle_ms: u64) -> Latent {
+        Latent {
+            kind: LatentKind::Command {
+                start: "true".into(),
+                stop: "true".into(),
+            },
+            idle_ms,
+            start_timeout_ms: 1000,
+            connect: None,
+        }
+    }
+
+    fn graph(max: Option<u32>, names: &[&str]) -> Graph {
+        let master = Master {
+            latent_max: max,
+            ..Master::default()
+        };
+        Graph {
+            format: "bbc-graph".into(),
+            version: bbc_graph::VERSION,
+            master,
+            workers: names
+                .iter()
+                .map(|n| Worker {
+                    name: n.to_string(),
+                    password: Credential::Secret { secret: "w".into() },
+                    max_builds: 1,
+                    properties: Default::default(),
+                    keepalive_ms: 60_000,
+                    missing_timeout_ms: 3_600_000,
+                    downtime: Vec::new(),
+                    protocol: Default::default(),
+                    latent: Some(latent(1000)),
+                    hash: String::new(),
+                })
+                .collect(),
+            locks: Vec::new(),
+            change_sources: Vec::new(),
+            schedulers: Vec::new(),
+            builders: Vec::new(),
+            reporters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn starts_respect_the_limit_and_one_time_passwords() {
+        let g = graph(Some(1), &["a", "b"]);
+        let book = LatentBook::new(([127, 0, 0, 1], 9989).into());
+        let mut orders = book.take_orders().unwrap_or_else(|| panic!("orders"));
+        let now = Instant::now();
+        assert!(book.can_take(&g, "a", false, now));
+        book.claim("a", &latent(1000));
+        let o = orders.try_recv().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.worker, "a");
+        assert_eq!(o.token.len(), 32);
+        // Starting: more builds may wait for it; no second order.
+        assert!(book.can_take(&g, "a", false, now));
+        book.claim("a", &latent(1000));
+        assert!(orders.try_recv().is_err());
+        // The limit (1) is taken: `b` waits.
+        assert!(!book.can_take(&g, "b", false, now));
+        // Only this start's password admits `a`.
+        assert!(book.token_ok("a", &o.token));
+        assert!(!book.token_ok("a", "guess"));
+        assert!(!book.token_ok("b", &o.token));
+        // Up, but its connection gone: no build for it.
+        book.up("a");
+        assert!(book.can_take(&g, "a", true, now));
+        assert!(!book.can_take(&g, "a", false, now));
+    }
+
+    #[test]
+    fn idle_workers_stop_and_failed_starts_back_off() {
+        let g = graph(None, &["a"]);
+        let book = LatentBook::new(([127, 0, 0, 1], 9989).into());
+        let t0 = Instant::now();
+        book.claim("a", &latent(1000));
+        book.up("a");
+        // Busy: not due. Idle: due after its second.
+        assert!(matches!(book.idle_check(&g, "a", 1, true, t0), Err(None)));
+        let due = book.idle_check(&g, "a", 0, true, t0);
+        assert!(matches!(due, Err(Some(t)) if t == t0 + Duration::from_secs(1)));
+        let stop = book.idle_check(&g, "a", 0, true, t0 + Duration::from_secs(1));
+        assert!(
+            matches!(stop, Ok((_, ref why)) if why.contains("idle")),
+            "{stop:?}"
+        );
+        assert_eq!(book.phase("a"), Phase::Stopping);
+        // Stopping: the password no longer admits it, and no build goes there.
+        assert!(!book.can_take(&g, "a", true, t0));
+        book.stopped("a");
+        // A failed start: waiting builds see why; no start before the
+        // back-off, which doubles.
+        book.claim("a", &latent(1000));
+        let (at1, n1) = book.failed("a", "no quota".into());
+        assert_eq!(n1, 1);
+        assert_eq!(book.phase("a"), Phase::Failed("no quota".into()));
+        assert!(!book.can_take(&g, "a", false, Instant::now()));
+        assert!(book.can_take(&g, "a", false, at1));
+        book.claim("a", &latent(1000));
+        let before = Instant::now();
+        let (at2, n2) = book.failed("a", "no quota".into());
+        assert_eq!(n2, 2);
+        assert!(at2 >= before + Duration::from_secs(2));
+        // A start that succeeds resets it.
+        book.claim("a", &latent(1000));
+        book.up("a");
+        let (_, n3) = book.failed("a", "again".into());
+        assert_eq!(n3, 1);
     }
 }

@@ -118,15 +118,10 @@ pub(super) async fn remove(container: &str) -> Result<(), String> {
         t: Some(10),
         ..Default::default()
     };
-    match d.stop_container(container, Some(stop)).await {
-        Ok(()) => {}
-        // 304: already stopped; 404: no such container.
-        Err(Error::DockerResponseServerError {
-            status_code: 304 | 404,
-            ..
-        }) => {}
-        Err(e) => return Err(said(e)),
-    }
+    // Stopped first so that its worker ends on SIGTERM; whatever the stop
+    // says (already stopped, gone, being removed), the forced removal
+    // below decides.
+    let _ = d.stop_container(container, Some(stop)).await;
     remove_with(&d, container).await
 }
 
@@ -140,6 +135,18 @@ async fn remove_with(d: &Docker, container: &str) -> Result<(), String> {
         Err(Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
+        // Another stop is removing it (the idle check and a shutdown):
+        // done when the engine says it is gone.
+        Err(Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            let opts = WaitContainerOptions {
+                condition: "removed".into(),
+            };
+            let mut gone = d.wait_container(container, Some(opts));
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(60), gone.next()).await;
+            Ok(())
+        }
         Err(e) => Err(said(e)),
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bbc_graph::{Latent, LatentKind};
 use sha2::Digest;
 
-use crate::state::latent::{Phase, StartOrder};
+use crate::state::latent::StartOrder;
 use crate::state::Shared;
 
 /// How long a stop may take.
@@ -168,7 +168,10 @@ async fn start(shared: Arc<Shared>, o: StartOrder) {
                 tracing::debug!(worker = %o.worker, "cleaning up after a failed start: {e}");
             }
             let (at, failures) = shared.latent.failed(&o.worker, why.clone());
-            let pause = at.saturating_duration_since(Instant::now()).as_secs();
+            let pause = at
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .div_ceil(1000);
             // Once, then at 2, 4, 8 … failures in a row: a broken image
             // does not fill the log.
             if failures.is_power_of_two() {
@@ -263,15 +266,15 @@ async fn stop_with(shared: &Shared, worker: &str, def: &Latent) -> Result<(), St
 /// Stops every latent worker that is up or starting (the master is
 /// stopping), all at once.
 pub(crate) async fn stop_all(shared: &Arc<Shared>) {
-    let running = shared.latent.running();
-    let stops = running.into_iter().filter_map(|(name, def, phase)| {
+    let running = shared.latent.stop_all();
+    // Those already stopping too: a stop under way in a task the shutdown
+    // is about to abort would be left half done (a removal is idempotent).
+    let stops = running.into_iter().filter_map(|(name, def)| {
         let def = def?;
         let s = shared.clone();
         Some(async move {
-            if phase != Phase::Stopping {
-                if let Err(e) = stop_with(&s, &name, &def).await {
-                    tracing::warn!(worker = %name, "stopping the latent worker failed: {e}");
-                }
+            if let Err(e) = stop_with(&s, &name, &def).await {
+                tracing::warn!(worker = %name, "stopping the latent worker failed: {e}");
             }
             s.latent.stopped(&name);
         })
