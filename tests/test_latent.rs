@@ -47,6 +47,16 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The worker's `latent` object in `GET /api/v1/workers`.
+fn latent_of(m: &Master, name: &str) -> serde_json::Value {
+    let v = get_json(&m.http, "/api/v1/workers");
+    v["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == name))
+        .map(|w| w["latent"].clone())
+        .unwrap_or_default()
+}
+
 fn connected(m: &Master, name: &str) -> bool {
     let v = get_json(&m.http, "/api/v1/workers");
     v["workers"].as_array().is_some_and(|ws| {
@@ -96,6 +106,9 @@ fn command_worker_starts_for_a_build_and_stops_when_idle() {
     // Nothing is started before a build needs it.
     assert!(!dir.join("starts").exists());
     assert!(!connected(&m, "lat-cmd"));
+    let l = latent_of(&m, "lat-cmd");
+    assert_eq!(l["kind"], "command", "{l}");
+    assert_eq!(l["phase"], "stopped", "{l}");
     let set = m.force("b", "{}");
     let b = m.wait_buildset(set);
     // For docs/perf.md: request → first step on a cold command worker.
@@ -211,6 +224,17 @@ fn a_failing_start_ends_the_build_as_retry_with_the_reason() {
     assert_ne!(r["requests"][0]["state"], "complete", "{r}");
     let (status, _) = http("GET", &m.http, "/api/v1/health", None);
     assert_eq!(status, 200);
+    // The API says why it waits (until the next start's try).
+    let l = wait_for("the failure in the workers API", || {
+        let l = latent_of(&m, "lat-fail");
+        (l["phase"] == "failed").then_some(l)
+    });
+    assert!(
+        l["last_failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("the-cloud-said-no-quota")),
+        "{l}"
+    );
     wait_for("the failure in the master's log", || {
         let log = std::fs::read_to_string(dir.join("master.log")).unwrap_or_default();
         log.contains("the-cloud-said-no-quota").then_some(())
