@@ -175,8 +175,9 @@ impl LatentBook {
     pub fn token_ok(&self, name: &str, password: &str) -> bool {
         let book = self.lock();
         match book.get(name).and_then(|i| i.token.as_deref()) {
-            Some(t) => constant_time_eq(t, password),
-            None => false,
+            // Empty: no generator made one; nothing matches it.
+            Some(t) if !t.is_empty() => constant_time_eq(t, password),
+            _ => false,
         }
     }
 
