@@ -188,8 +188,11 @@ enum Command {
         master: String,
         #[arg(long)]
         name: String,
+        /// The worker's password, in a file; without it, the environment
+        /// variable BBC_WORKER_PASSWORD (how a latent worker the master
+        /// started gets its one-time password)
         #[arg(long)]
-        password_file: String,
+        password_file: Option<String>,
         #[arg(long)]
         basedir: String,
         /// Connect with TLS; trust the master's certificate if it chains
@@ -423,7 +426,7 @@ pub fn run() -> ExitCode {
         } => crate::serve::worker(crate::serve::WorkerArgs {
             master: &master,
             name: &name,
-            password_file: &password_file,
+            password_file: password_file.as_deref(),
             basedir: &basedir,
             master_ca: master_ca.as_deref(),
             master_fingerprint: master_fingerprint.as_deref(),

@@ -37,6 +37,7 @@ fn local_graph(mut g: Graph, builder: &str, password: &str) -> Result<Graph, Com
         missing_timeout_ms: 3_600_000,
         downtime: Vec::new(),
         protocol: Default::default(),
+        latent: None,
         hash: String::new(),
     }];
     for b in &mut g.builders {

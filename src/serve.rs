@@ -292,7 +292,8 @@ pub fn master(a: MasterArgs) -> Result<(), CommandError> {
 pub struct WorkerArgs<'a> {
     pub master: &'a str,
     pub name: &'a str,
-    pub password_file: &'a str,
+    /// `None`: the password is in `BBC_WORKER_PASSWORD`.
+    pub password_file: Option<&'a str>,
     pub basedir: &'a str,
     /// Trust the master's certificate if it chains to this CA (PEM).
     pub master_ca: Option<&'a str>,
@@ -303,15 +304,17 @@ pub struct WorkerArgs<'a> {
 
 pub fn worker(a: WorkerArgs) -> Result<(), CommandError> {
     init_tracing(a.log_format);
-    let password = std::fs::read_to_string(a.password_file)
-        .map_err(|e| {
-            CommandError::Usage(format!(
-                "cannot read the password file {}: {e}",
-                a.password_file
-            ))
-        })?
-        .trim_end_matches(['\n', '\r'])
-        .to_string();
+    let password = match a.password_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| CommandError::Usage(format!("cannot read the password file {file}: {e}")))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        None => std::env::var("BBC_WORKER_PASSWORD").map_err(|_| {
+            CommandError::Usage(
+                "give --password-file, or the password in BBC_WORKER_PASSWORD".into(),
+            )
+        })?,
+    };
     let trust = match (a.master_ca, a.master_fingerprint) {
         (Some(_), Some(_)) => {
             return Err(CommandError::Usage(

@@ -19,6 +19,7 @@ mod test_golden;
 mod test_graph_fixtures;
 mod test_holes;
 mod test_import;
+mod test_latent;
 mod test_logging;
 mod test_login;
 mod test_lsp;

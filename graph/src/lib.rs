@@ -224,6 +224,10 @@ pub struct Master {
     /// `role`, `master { private }`); empty for graphs without them.
     #[serde(default, skip_serializing_if = "Access::is_empty")]
     pub access: Access,
+    /// How many latent workers may run (or be starting) at once
+    /// (`latent-workers max=N`); `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent_max: Option<u32>,
     pub hash: String,
 }
 
@@ -439,6 +443,7 @@ impl Default for Master {
             secrets_command: Vec::new(),
             retention: None,
             access: Access::default(),
+            latent_max: None,
             hash: String::new(),
         }
     }
@@ -458,7 +463,37 @@ pub struct Worker {
     /// read exactly as before the field existed.
     #[serde(default, skip_serializing_if = "WorkerProtocol::is_bbc")]
     pub protocol: WorkerProtocol,
+    /// A worker the master starts when a build needs it and stops when
+    /// idle (`kind="docker"`, `kind="command"`); `None` for one that
+    /// connects by itself. Left out of the JSON then, like `protocol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<Latent>,
     pub hash: String,
+}
+
+/// How the master starts and stops a latent worker (docs/latent-workers.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latent {
+    pub kind: LatentKind,
+    /// Stopped after this long without a build.
+    pub idle_ms: u64,
+    /// How long a start may take, until the worker has connected.
+    pub start_timeout_ms: u64,
+    /// The address the started worker dials (`host:port`); `None`: the
+    /// master's worker listener, with `127.0.0.1` for an unspecified host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum LatentKind {
+    /// A container from `image` running `bbc worker`, through the Docker
+    /// Engine API, on the host's network.
+    Docker { image: String },
+    /// Shell commands the admin writes: `start` must bring up a worker that
+    /// connects back; `stop` takes it down.
+    Command { start: String, stop: String },
 }
 
 /// Which protocol a worker connects with (`docs/protocol.md`).

@@ -70,6 +70,16 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
     if let Some(n) = r.kid(cx, "retention") {
         m.retention = Some(retention(cx, n));
     }
+    // How many latent workers may be up (or starting) at once.
+    if let Some(n) = r.kid(cx, "latent-workers") {
+        let mut lr = NodeReader::new(n);
+        if let Some(e) = lr.prop(cx, "max") {
+            m.latent_max = cx
+                .int_in(e, 1, 10_000, "latent-workers max")
+                .map(|i| i as u32);
+        }
+        lr.finish(cx);
+    }
     r.finish(cx);
     if let Some(span) = workers_at {
         plaintext_lint(cx, &m, span, plaintext);

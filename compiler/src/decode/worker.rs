@@ -44,6 +44,7 @@ pub(super) fn worker(cx: &mut Cx, r: &mut NodeReader, name: String) -> Worker {
             )
         })
         .unwrap_or_default();
+    let latent = latent(cx, r, &name, protocol);
     let properties = properties(cx, r);
     let mut downtime = Vec::new();
     for n in r.kids("downtime") {
@@ -83,8 +84,123 @@ pub(super) fn worker(cx: &mut Cx, r: &mut NodeReader, name: String) -> Worker {
         missing_timeout_ms,
         downtime,
         protocol,
+        latent,
         hash: String::new(),
     }
+}
+
+/// What kind of worker this is: one that connects by itself (the default),
+/// or a latent one the master starts (`kind="docker"`, `kind="command"`)
+/// with its own properties, asked for only for that kind so that the
+/// others are unknown to the rest.
+fn latent(cx: &mut Cx, r: &mut NodeReader, name: &str, protocol: WorkerProtocol) -> Option<Latent> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        Connect,
+        Docker,
+        Command,
+    }
+    let kind_entry = r.prop(cx, "kind");
+    let kind_at = kind_entry.map(|e| e.value_span);
+    let kind = match kind_entry {
+        None => Some(Kind::Connect),
+        Some(e) => cx.choice(
+            e,
+            "worker kind",
+            &[
+                ("connect", Kind::Connect),
+                ("docker", Kind::Docker),
+                ("command", Kind::Command),
+            ],
+        ),
+    };
+    let Some(kind) = kind else {
+        // A kind that does not exist is the one mistake: the properties of
+        // the kinds that do are not unknown on top of it.
+        for p in ["image", "start", "stop", "idle", "start-timeout", "connect"] {
+            let _ = r.prop(cx, p);
+        }
+        return None;
+    };
+    let kind_span = kind_at.unwrap_or(r.node.name.span);
+    let required = |cx: &mut Cx, r: &mut NodeReader, prop: &'static str, example: &str| {
+        let kind_word = if prop == "image" { "docker" } else { "command" };
+        match r
+            .prop(cx, prop)
+            .and_then(|e| cx.string(e).map(|s| (s, e.value_span)))
+        {
+            Some((s, sp)) if s.trim().is_empty() => {
+                cx.err(
+                    Code::MissingValue,
+                    sp,
+                    format!("empty {prop}= for worker `{name}`"),
+                )
+                .label("empty")
+                .help(format!("write it out: {example}"))
+                .emit();
+                None
+            }
+            Some((s, _)) => Some(s),
+            None => {
+                cx.err(
+                    Code::MissingValue,
+                    kind_span,
+                    format!("worker `{name}` of kind=\"{kind_word}\" needs {prop}="),
+                )
+                .label(format!("no {prop}= property"))
+                .help(format!("add {example}"))
+                .emit();
+                None
+            }
+        }
+    };
+    let kind: Option<LatentKind> = match kind {
+        Kind::Connect => return None,
+        Kind::Docker => {
+            if protocol != WorkerProtocol::Bbc {
+                cx.err(
+                    Code::InvalidChoice,
+                    kind_span,
+                    format!("worker `{name}` of kind=\"docker\" runs `bbc worker`, so its protocol is bbc's"),
+                )
+                .label("a container runs bbc's own worker")
+                .help("remove protocol=, or use kind=\"command\" to start another worker")
+                .emit();
+            }
+            required(
+                cx,
+                r,
+                "image",
+                "image=\"registry.example.org/bbc-worker:1\"",
+            )
+            .map(|image| LatentKind::Docker { image })
+        }
+        Kind::Command => {
+            let start = required(cx, r, "start", "start=\"kubectl apply -f worker.yaml\"");
+            let stop = required(cx, r, "stop", "stop=\"kubectl delete -f worker.yaml\"");
+            start
+                .zip(stop)
+                .map(|(start, stop)| LatentKind::Command { start, stop })
+        }
+    };
+    let idle_ms = r
+        .prop(cx, "idle")
+        .and_then(|e| cx.duration_ms(e))
+        .unwrap_or(600_000);
+    let start_timeout_ms = r
+        .prop(cx, "start-timeout")
+        .and_then(|e| cx.duration_ms(e))
+        .unwrap_or(120_000);
+    let connect = r
+        .prop(cx, "connect")
+        .and_then(|e| host_port(cx, e, "master", "connect=\"ci.example.org:9989\""));
+    // Every property read first: a missing one is its own error only.
+    Some(Latent {
+        kind: kind?,
+        idle_ms,
+        start_timeout_ms,
+        connect,
+    })
 }
 
 pub(super) const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];

@@ -52,6 +52,8 @@ pub(super) async fn workers(State(s): S) -> R<Json<Value>> {
                 // and since when it has been away.
                 "missing": missing.contains_key(&w.name),
                 "missing_since": missing.get(&w.name),
+                // Started by the master when needed (docs/latent-workers.md).
+                "latent": w.latent.as_ref().map(|l| latent_json(&s, &w.name, l)),
             })
         })
         .collect();
@@ -76,4 +78,22 @@ pub(super) async fn workers(State(s): S) -> R<Json<Value>> {
         }));
     }
     Ok(Json(json!({ "workers": v })))
+}
+
+/// A latent worker's kind and where it is in its life; the reason its
+/// last start failed, while it waits to start again.
+fn latent_json(s: &Shared, name: &str, l: &bbc_graph::Latent) -> Value {
+    use crate::state::latent::Phase;
+    let kind = match l.kind {
+        bbc_graph::LatentKind::Docker { .. } => "docker",
+        bbc_graph::LatentKind::Command { .. } => "command",
+    };
+    let (phase, failure) = match s.latent.phase(name) {
+        Phase::Stopped => ("stopped", None),
+        Phase::Starting => ("starting", None),
+        Phase::Up => ("up", None),
+        Phase::Stopping => ("stopping", None),
+        Phase::Failed(why) => ("failed", Some(why)),
+    };
+    json!({ "kind": kind, "phase": phase, "last_failure": failure })
 }

@@ -83,7 +83,9 @@ fn check(shared: &Shared, away: &mut BTreeMap<String, Millis>, now: Millis) -> O
     missing.retain(|n, _| g.worker(n).is_some());
     let mut next: Option<u64> = None;
     for w in &g.workers {
-        if connected.contains(&w.name) {
+        // A latent worker is away by design while stopped: never missing
+        // (a start that fails says so in its builds and the log).
+        if connected.contains(&w.name) || w.latent.is_some() {
             away.remove(&w.name);
             // Logged before the mark changes (under the lock), so that a
             // client that sees the change finds the line already there.

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod build;
 mod janitor;
+mod latent;
 mod missing;
 pub mod properties;
 pub mod queue;

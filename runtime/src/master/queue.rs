@@ -51,6 +51,10 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
         return Vec::new();
     };
     let now = now_ms();
+    let now_inst = std::time::Instant::now();
+    // Latent workers are candidates while stopped too: a build assigned to
+    // one starts it (state/latent.rs).
+    let has_latent = g.workers.iter().any(|w| w.latent.is_some());
     // Workers that can take a build now. None: nothing can start, however
     // long the queue (the common case while busy: don't walk it).
     let mut open: Vec<&String> = conns
@@ -61,7 +65,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
             })
         })
         .collect();
-    if open.is_empty() || q.pending.is_empty() {
+    if (open.is_empty() && !has_latent) || q.pending.is_empty() {
         return Vec::new();
     }
     let mut order: Vec<(i64, Millis, u64)> = q
@@ -75,7 +79,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
     let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (_, _, id) in order {
-        if open.is_empty() {
+        if open.is_empty() && !has_latent {
             break;
         }
         let Some(entry) = q.pending.get(&id) else {
@@ -88,26 +92,33 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
             continue;
         };
         let src = entry.set.set.source.clone();
-        // Least busy eligible worker first, then by name.
-        let mut candidates: Vec<(usize, &String)> = builder
+        // Connected workers before latent ones still to start (a latent
+        // worker starts only when no connected one can take the build),
+        // then the least busy, then by name.
+        let mut candidates: Vec<(bool, usize, &String)> = builder
             .workers
             .iter()
-            .filter(|w| conns.contains(w))
-            .map(|w| (q.running_on(w), w))
+            .filter(|w| conns.contains(w) || g.worker(w).is_some_and(|wd| wd.latent.is_some()))
+            .map(|w| (!conns.contains(w), q.running_on(w), w))
             .collect();
         candidates.sort();
         let mut chosen = None;
-        for (load, w) in candidates {
+        for (_, load, w) in candidates {
             let Some(wd) = g.worker(w) else { continue };
             if load >= wd.max_builds as usize
                 || q.running
                     .values()
                     .any(|r| r.worker == *w && r.builder == builder.name)
                 || in_downtime(&wd.downtime, now)
+                || (wd.latent.is_some()
+                    && !shared.latent.can_take(&g, w, conns.contains(w), now_inst))
             {
                 continue;
             }
             if let Some(locks) = q.take_locks(&builder.locks, &g, w) {
+                if let Some(l) = &wd.latent {
+                    shared.latent.claim(w, l);
+                }
                 chosen = Some((w.clone(), locks));
                 break;
             }

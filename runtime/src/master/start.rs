@@ -13,7 +13,7 @@ use bbc_graph::Graph;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use super::{apply, janitor, missing, queue, schedulers, workers};
+use super::{apply, janitor, latent, missing, queue, schedulers, workers};
 use crate::changes::poller::Pollers;
 use crate::secrets::Secrets;
 use crate::state::config::{record, AppliedRecord, ConfigInfo, StartSettings};
@@ -36,6 +36,8 @@ impl MasterHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.shared.wake.notify_waiters();
+        // Containers and VMs this master started would outlive it.
+        super::latent::stop_all(&self.shared).await;
         let later: Vec<_> = match self.shared.tasks.lock() {
             Ok(mut t) => t.drain(..).collect(),
             Err(_) => Vec::new(),
@@ -169,6 +171,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         tasks: Mutex::new(Vec::new()),
         state_dir: cfg.state_dir.clone(),
         workers: Mutex::new(BTreeMap::new()),
+        latent: crate::state::latent::LatentBook::new(worker_addr),
         workers_changed: Notify::new(),
         missing: Mutex::new(BTreeMap::new()),
         health_logged: Mutex::new(None),
@@ -201,6 +204,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         workers::spawn_retirer(shared.clone()),
         missing::spawn(shared.clone()),
         janitor::spawn(shared.clone()),
+        latent::spawn(shared.clone()),
         tokio::spawn(queue::assign_loop(shared.clone())),
         tokio::spawn(crate::http::serve(
             shared.clone(),

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod connection;
 pub mod events;
+pub mod latent;
 pub mod logins;
 pub mod metrics;
 pub mod oauth;
@@ -106,6 +107,8 @@ pub struct Shared {
     /// workers); aborted at shutdown with the others.
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub workers: Mutex<BTreeMap<String, Arc<WorkerConn>>>,
+    /// Latent workers: started on demand, stopped when idle (state/latent.rs).
+    pub latent: latent::LatentBook,
     /// Notified (to all waiters) whenever a worker connects or disconnects:
     /// the missing-worker timer re-checks then (master/missing.rs).
     pub workers_changed: Notify,

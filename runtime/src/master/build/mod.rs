@@ -27,6 +27,7 @@ use super::properties::worst;
 use crate::protocol::WireCommand;
 use crate::secrets::Redactor;
 use crate::state::connection::WorkerConn;
+use crate::state::latent::Wait;
 use crate::state::metrics::Counter;
 use crate::state::queue::{self, HeldLocks, Wake};
 use crate::state::{now_ms, Shared};
@@ -113,13 +114,39 @@ pub async fn run(
         deadline,
         log_bytes,
     };
-    let result = cx.steps().await;
-    let id = cx.build.id;
-    let state = match result {
-        BuildResult::Success => "build successful".to_string(),
-        BuildResult::Retry => "worker lost; will retry".to_string(),
-        r => format!("build {}", r.name()),
+    // A latent worker not up yet is started for this build (the queue
+    // asked for it when it assigned the build): the build waits, and ends
+    // as retry with the reason when the start fails.
+    let not_up = cx.conn.as_ref().is_none_or(|c| c.is_closed());
+    let latent = shared
+        .graph()
+        .worker(&cx.build.build.worker)
+        .is_some_and(|w| w.latent.is_some());
+    let waited = if latent && not_up {
+        match crate::state::latent::wait_up(&shared, &cx.build.build.worker, &mut cx.cancel).await {
+            Ok(conn) => {
+                cx.conn = Some(conn);
+                None
+            }
+            Err(Wait::Cancelled) => Some((BuildResult::Cancelled, "build cancelled".to_string())),
+            Err(Wait::Failed(why)) => Some((BuildResult::Retry, format!("{why}; will retry"))),
+        }
+    } else {
+        None
     };
+    let (result, state) = match waited {
+        Some(end) => end,
+        None => {
+            let result = cx.steps().await;
+            let state = match result {
+                BuildResult::Success => "build successful".to_string(),
+                BuildResult::Retry => "worker lost; will retry".to_string(),
+                r => format!("build {}", r.name()),
+            };
+            (result, state)
+        }
+    };
+    let id = cx.build.id;
     let props = cx.props.clone();
     let last = cx.pending_end.take();
     let finished_at = now_ms();
