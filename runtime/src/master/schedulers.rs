@@ -536,9 +536,14 @@ impl Engine {
             .iter()
             .map(|s| {
                 let st = self.states.get(&s.name);
+                // Only timed schedulers have slots to speak of.
+                let timed = matches!(
+                    s.kind,
+                    SchedulerKind::Periodic { .. } | SchedulerKind::Nightly { .. }
+                );
                 let t = SchedulerTimer {
                     next_fire_at: self.deadline_of(s),
-                    last_fired_at: st.and_then(|st| st.last_slot),
+                    last_fired_at: st.and_then(|st| st.last_slot).filter(|_| timed),
                     pending_changes: st.map_or(0, |st| {
                         st.pending.values().map(|p| p.changes.len()).sum::<usize>()
                             + st.changed.len()

@@ -55,6 +55,12 @@ function buildBox(b) {
 
 const WATERFALL_ROWS = 80;
 
+// A start time as short as it can be: the time of day for today's.
+function shortTime(ms) {
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
 async function waterfallView(_parts, params) {
   const q = new URLSearchParams();
   if (params.get("tag")) q.set("tag", params.get("tag"));
@@ -87,7 +93,7 @@ async function waterfallView(_parts, params) {
         b.pending ? el("span", { class: "muted", text: " +" + b.pending + " waiting" }) : null);
     }));
   const rows = starts.map((s, row) => {
-    const tr = el("tr", {}, el("td", { class: "when", text: time(s.build.started_at) }));
+    const tr = el("tr", {}, el("td", { class: "when", title: time(s.build.started_at), text: shortTime(s.build.started_at) }));
     builders.forEach((_, col) => {
       const c = cells[col].get(row);
       if (c) {
