@@ -190,7 +190,7 @@ async function pendingView() {
     el("h1", { text: "Pending build requests" }),
     data.requests.length === 0
       ? el("p", { class: "muted", text: "Nothing is waiting for a worker." })
-      : table(
+      : el("div", { class: "scroll" }, table(
           ["#", "builder", "priority", "waiting", "reason", "branch", "revision", ""],
           data.requests.map((r) => [
             String(r.id),
@@ -202,7 +202,7 @@ async function pendingView() {
             revisionCell(r.revision),
             mayAct(r.builder, "cancel") ? cancel(r) : "",
           ]),
-        ),
+        )),
   );
 }
 
@@ -221,7 +221,7 @@ async function sourcesView() {
     el("h1", { text: "Change sources" }),
     sources.length === 0
       ? el("p", { class: "muted", text: "No change sources configured." })
-      : table(
+      : el("div", { class: "scroll" }, table(
           ["name", "kind", "watches", "last poll", "last error", "next poll"],
           sources.map((c) => {
             const st = c.status || {};
@@ -234,11 +234,11 @@ async function sourcesView() {
               c.kind === "git-poller" ? when(st.next_poll_at) : "",
             ];
           }),
-        ),
+        )),
     el("h2", { text: "Schedulers" }),
     schedulers.length === 0
       ? el("p", { class: "muted", text: "No schedulers configured." })
-      : table(
+      : el("div", { class: "scroll" }, table(
           ["name", "kind", "builders", "next timer", "last slot", "changes waiting"],
           schedulers.map((s) => {
             const t = s.timer || {};
@@ -251,7 +251,7 @@ async function sourcesView() {
               String(t.pending_changes || 0),
             ];
           }),
-        ),
+        )),
   );
 }
 
