@@ -311,6 +311,18 @@ fn a_private_master_answers_only_viewers() {
         ("vic", "/metrics", 200),
         // Load balancers need no token.
         ("anonymous", "/api/v1/health", 200),
+        // The overview pages, badges and uploaded files say as much as
+        // the API: the same rule.
+        ("anonymous", "/api/v1/views/waterfall", 401),
+        ("anonymous", "/api/v1/views/console", 401),
+        ("anonymous", "/api/v1/views/pending", 401),
+        ("anonymous", "/badges/web.svg", 401),
+        ("anonymous", "/badges/tag/none.svg", 401),
+        ("anonymous", "/files/any.txt", 401),
+        ("carol", "/badges/web.svg", 403),
+        ("vic", "/badges/web.svg", 200),
+        ("vic", "/api/v1/views/waterfall", 200),
+        ("vic", "/files/any.txt", 404),
     ];
     for (caller, path, want) in cases {
         let (st, v) = c.call(caller, "GET", path, None);

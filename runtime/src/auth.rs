@@ -419,8 +419,8 @@ pub fn admin(s: &Shared, headers: &HeaderMap, what: &str) -> Result<Caller, ApiE
     }
 }
 
-/// Private masters: every read of the API and the metrics (builder and
-/// worker names) need `view`; the health check stays open for load
+/// Private masters: every read of the API, the metrics (builder and
+/// worker names), the badges and the uploaded files need `view`; the health check stays open for load
 /// balancers. Writes check their own grants; the
 /// change sources' webhooks are POSTs signed with their own secrets.
 pub async fn private_reads(
@@ -436,7 +436,12 @@ pub async fn private_reads(
     );
     if !g.master.access.private
         || !read
-        || !(path == "/api/v1" || path.starts_with("/api/v1/") || path == "/metrics")
+        || !(path == "/api/v1"
+            || path.starts_with("/api/v1/")
+            || path == "/metrics"
+            // Badges and uploaded files say as much as the API does.
+            || path.starts_with("/badges/")
+            || path.starts_with("/files/"))
         || path == "/api/v1/health"
         // Says only who the caller is and what it may do (nothing, for an
         // anonymous caller here): the page asks it to know whether to

@@ -4,7 +4,7 @@
 /// `bbc-bench run`'s options (clap reads them straight into this).
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Scenarios to run: builds, log, idle, apply (or all)
+    /// Scenarios to run: builds, log, idle, apply, views (or all)
     #[arg(long, value_delimiter = ',', default_value = "builds,log,idle,apply")]
     pub only: Vec<String>,
     /// Trivial builds in the burst
@@ -34,6 +34,12 @@ pub struct RunArgs {
     /// Applies of each kind measured in the apply scenario
     #[arg(long, default_value_t = 10)]
     pub applies: usize,
+    /// Builds in the store of the views scenario
+    #[arg(long, default_value_t = 100_000)]
+    pub view_builds: usize,
+    /// Calls timed per page in the views scenario
+    #[arg(long, default_value_t = 30)]
+    pub view_samples: usize,
     /// Working directory (default: a fresh one under the temp dir)
     #[arg(long)]
     pub dir: Option<String>,

@@ -17,6 +17,8 @@
 //!   master's own apply time, the `POST /api/v1/config` round trip and a
 //!   whole `bbc apply --yes` command, for one builder changed, every
 //!   builder changed, and nothing changed.
+//! - `views`: the web UI's API calls (waterfall, console/grid, pending,
+//!   badges, …) on a store filled with N builds beforehand.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +32,7 @@ mod builds;
 mod idle;
 mod log;
 pub(crate) mod master;
+mod views;
 
 pub use args::RunArgs;
 pub(crate) use builds::{start_events, wall_us};
@@ -65,6 +68,9 @@ pub fn run(exe: &Path, a: &RunArgs) -> Result<(), BenchError> {
     }
     if want("apply") {
         result = result.and_then(|_| apply::apply(exe, &base.join("apply"), a));
+    }
+    if want("views") {
+        result = result.and_then(|_| views::views(exe, &base.join("views"), a));
     }
     if a.keep {
         println!("kept {}", base.display());

@@ -114,9 +114,28 @@ pub(super) async fn usage(State(s): S, Path(name): Path<String>) -> R<Json<Value
     })))
 }
 
+/// The configured schedulers, each with its timers as the scheduler task
+/// last computed them (`timer`: next firing, last slot, changes waiting;
+/// null before the task first looked at it).
 pub(super) async fn schedulers(State(s): S) -> Json<Value> {
     let g = s.graph();
-    Json(json!({ "schedulers": g.schedulers }))
+    let timers = s
+        .scheduler_timers
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
+    let list: Vec<Value> = g
+        .schedulers
+        .iter()
+        .map(|sc| {
+            let mut v = serde_json::to_value(sc).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("timer".into(), json!(timers.get(&sc.name)));
+            }
+            v
+        })
+        .collect();
+    Json(json!({ "schedulers": list }))
 }
 
 #[derive(Deserialize, Default)]

@@ -124,14 +124,18 @@ pub(super) async fn builds(State(s): S, Query(q): Query<BuildsQuery>) -> R<Json<
 }
 
 pub(super) async fn build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
-    let (b, steps, origin) = s
+    let (b, steps, origin, uploads) = s
         .db(move |st| {
             let b = st.build(id)?;
             let origin = match &b {
                 Some(b) => origin(st, &mut Sets::default(), b)?,
                 None => Value::Null,
             };
-            Ok((b, st.steps(id)?, origin))
+            let uploads: Vec<String> = st
+                .get_state(&crate::store::uploads_key(id))?
+                .and_then(|v| serde_json::from_slice(&v).ok())
+                .unwrap_or_default();
+            Ok((b, st.steps(id)?, origin, uploads))
         })
         .await?;
     let b = b.ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
@@ -161,6 +165,8 @@ pub(super) async fn build(State(s): S, Path(id): Path<u64>) -> R<Json<Value>> {
     let mut v = build_json(&b, total.map(|d| b.build.started_at + d), origin);
     if let Some(o) = v.as_object_mut() {
         o.insert("steps".into(), json!(steps));
+        // Paths under `STATE/files`, served at `/files/PATH`.
+        o.insert("uploads".into(), json!(uploads));
     }
     Ok(Json(json!({ "build": v })))
 }

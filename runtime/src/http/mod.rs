@@ -6,6 +6,7 @@
 //! validates config (force parameters by type, choices, required).
 
 mod audit;
+mod badges;
 mod builders;
 mod builds;
 mod changes;
@@ -13,6 +14,7 @@ mod charts;
 mod config;
 mod connections;
 mod events;
+mod files;
 mod health;
 mod login;
 mod metrics;
@@ -20,6 +22,7 @@ mod oauth;
 mod origin;
 mod rebuild;
 mod series;
+mod views;
 mod workers;
 
 use std::sync::Arc;
@@ -65,6 +68,12 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/api/v1/changes", get(changes).post(add_change))
         .route("/api/v1/changes/{id}", get(change))
         .route("/api/v1/schedulers", get(schedulers))
+        .route("/api/v1/views/waterfall", get(views::waterfall))
+        .route("/api/v1/views/console", get(views::console))
+        .route("/api/v1/views/pending", get(views::pending))
+        .route("/badges/{file}", get(badges::builder))
+        .route("/badges/tag/{file}", get(badges::tag))
+        .route("/files/{*path}", get(files::file))
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
         .route("/api/v1/audit", get(audit::audit))

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use bbc_graph::{BuildResult, Graph, Scheduler, SchedulerKind};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{now_ms, ConfigEvent, Shared};
+use crate::state::{now_ms, ConfigEvent, SchedulerTimer, Shared};
 use crate::store::{BuildSet, Change, Millis, NewBuildSet, Page, Properties, SourceStamp};
 use filter::Filters;
 pub use filter::{classify, Filter};
@@ -507,34 +507,51 @@ impl Engine {
 
     /// The earliest time something is due.
     pub fn next_deadline(&self, g: &Graph) -> Option<Millis> {
-        let mut best: Option<Millis> = None;
-        let mut consider = |t: Millis| best = Some(best.map_or(t, |b| b.min(t)));
-        for s in &g.schedulers {
-            let Some(st) = self.states.get(&s.name) else {
-                continue;
-            };
-            match &s.kind {
-                SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => {
-                    for p in st.pending.values() {
-                        if let Some(d) = p.deadline {
-                            consider(d);
-                        }
-                    }
-                }
-                SchedulerKind::Periodic { interval_ms, .. } => {
-                    if let Some(l) = st.last_slot {
-                        consider(l + *interval_ms as i64);
-                    }
-                }
-                SchedulerKind::Nightly { cron, tz, .. } => {
-                    if let Some(n) = st.last_slot.and_then(|l| next_slot(cron, tz, l)) {
-                        consider(n);
-                    }
-                }
-                _ => {}
+        g.schedulers
+            .iter()
+            .filter_map(|s| self.deadline_of(s))
+            .min()
+    }
+
+    /// When one scheduler's next timer fires, if it has one running.
+    fn deadline_of(&self, s: &Scheduler) -> Option<Millis> {
+        let st = self.states.get(&s.name)?;
+        match &s.kind {
+            SchedulerKind::SingleBranch { .. } | SchedulerKind::AnyBranch { .. } => {
+                st.pending.values().filter_map(|p| p.deadline).min()
             }
+            SchedulerKind::Periodic { interval_ms, .. } => {
+                st.last_slot.map(|l| l + *interval_ms as i64)
+            }
+            SchedulerKind::Nightly { cron, tz, .. } => {
+                st.last_slot.and_then(|l| next_slot(cron, tz, l))
+            }
+            _ => None,
         }
-        best
+    }
+
+    /// Every scheduler's timers, for the sources page.
+    pub fn timers(&self, g: &Graph) -> BTreeMap<String, SchedulerTimer> {
+        g.schedulers
+            .iter()
+            .map(|s| {
+                let st = self.states.get(&s.name);
+                // Only timed schedulers have slots to speak of.
+                let timed = matches!(
+                    s.kind,
+                    SchedulerKind::Periodic { .. } | SchedulerKind::Nightly { .. }
+                );
+                let t = SchedulerTimer {
+                    next_fire_at: self.deadline_of(s),
+                    last_fired_at: st.and_then(|st| st.last_slot).filter(|_| timed),
+                    pending_changes: st.map_or(0, |st| {
+                        st.pending.values().map(|p| p.changes.len()).sum::<usize>()
+                            + st.changed.len()
+                    }),
+                };
+                (s.name.clone(), t)
+            })
+            .collect()
     }
 }
 
@@ -797,6 +814,9 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             }
         }
         persist(&shared, &before, &engine).await;
+        if let Ok(mut t) = shared.scheduler_timers.lock() {
+            *t = engine.timers(&g);
+        }
         if shared.is_shutting_down() {
             return;
         }

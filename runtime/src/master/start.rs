@@ -174,6 +174,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         latent: crate::state::latent::LatentBook::new(worker_addr),
         workers_changed: Notify::new(),
         missing: Mutex::new(BTreeMap::new()),
+        scheduler_timers: Mutex::new(BTreeMap::new()),
         health_logged: Mutex::new(None),
         queue: Mutex::new(q),
         wake: Notify::new(),

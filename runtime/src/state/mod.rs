@@ -84,6 +84,17 @@ impl Default for HttpLimits {
     }
 }
 
+/// What the sources page shows of a scheduler's timers.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SchedulerTimer {
+    /// When its next timer fires (tree-stable, periodic, nightly), if any.
+    pub next_fire_at: Option<Millis>,
+    /// periodic / nightly: the last slot it handled.
+    pub last_fired_at: Option<Millis>,
+    /// Changes collected and not yet built.
+    pub pending_changes: usize,
+}
+
 /// State shared by every task of a running master.
 pub struct Shared {
     pub(crate) graph: RwLock<Arc<Graph>>,
@@ -116,6 +127,9 @@ pub struct Shared {
     /// `missing-timeout`), with when they went away. Only the missing-worker
     /// timer writes it; `GET /api/v1/workers` reads it.
     pub missing: Mutex<BTreeMap<String, Millis>>,
+    /// Each scheduler's timers as the scheduler task last computed them.
+    /// Only that task writes it; `GET /api/v1/views/sources` reads it.
+    pub scheduler_timers: Mutex<BTreeMap<String, SchedulerTimer>>,
     /// The store failure `GET /api/v1/health` last logged, so that a
     /// monitor polling it logs a line when the failure starts, changes or
     /// ends, not at every poll.

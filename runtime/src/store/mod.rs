@@ -36,6 +36,13 @@ pub fn open(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
 
 pub type Properties = BTreeMap<String, Scalar>;
 
+/// The state key ([`Store::get_state`]) under which a build's upload steps
+/// list the files they wrote (a JSON array of paths under `STATE/files`);
+/// `GET /api/v1/builds/{id}` links them.
+pub fn uploads_key(build: u64) -> String {
+    format!("uploads:{build}")
+}
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 

@@ -622,6 +622,12 @@ async function buildView(id, openStep) {
     el("div", { id: "steps" }, steps),
     failing.length ? el("h2", { text: "Failing tests" }) : null,
     failing.length ? el("div", { id: "failing" }, table(["step", "test"], failing)) : null,
+    // Files its upload steps wrote, served by the master (/files/PATH).
+    (b.uploads || []).length ? el("h2", { text: "Uploaded files" }) : null,
+    (b.uploads || []).length
+      ? el("ul", { class: "uploads" }, b.uploads.map((p) => el("li", {},
+          el("a", { href: "/files/" + p.split("/").map(encodeURIComponent).join("/"), text: p }))))
+      : null,
     el("h2", { text: "Properties" }),
     table(["name", "value"], props),
   );
@@ -748,6 +754,10 @@ function route() {
   if (parts[0] === "builds") return () => buildView(parts[1], parts[2] === "steps" ? parts[3] : null);
   if (parts[0] === "workers") return workersView;
   if (parts[0] === "changes") return changesView;
+  // The overview pages of views.js.
+  if (typeof bbcViews !== "undefined" && Object.hasOwn(bbcViews, parts[0])) {
+    return () => bbcViews[parts[0]](parts.slice(1), new URLSearchParams(query || ""));
+  }
   return async () => render(el("h1", { text: "Not found" }), el("p", { text: "No page " + h }));
 }
 

@@ -9,6 +9,7 @@ use axum::Router;
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
+const VIEWS_JS: &str = include_str!("views.js");
 const APP_CSS: &str = include_str!("app.css");
 
 /// `no-cache`: browsers revalidate, so a master upgraded in place never
@@ -47,6 +48,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/ui/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/ui/views.js",
+            get(|| async { asset("text/javascript; charset=utf-8", VIEWS_JS) }),
         )
         .route(
             "/ui/app.css",

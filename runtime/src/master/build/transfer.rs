@@ -51,6 +51,36 @@ impl Ctx {
         Outcome::of(BuildResult::Success, format!("{verb}ed {src}"))
     }
 
+    /// Remembers the files a build uploaded (paths under `STATE/files`),
+    /// so that its page links them: a list under the store's state key
+    /// `store::uploads_key`, appended by each upload step. A failure to record
+    /// is logged and fails nothing: the files are there all the same.
+    async fn record_uploads(&self, mut paths: Vec<String>) {
+        if paths.is_empty() {
+            return;
+        }
+        let key = crate::store::uploads_key(self.build.id);
+        let r = self
+            .shared
+            .db(move |st| {
+                let mut all: Vec<String> = match st.get_state(&key)? {
+                    Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                all.append(&mut paths);
+                all.truncate(MAX_LISTED);
+                let v = serde_json::to_vec(&all).unwrap_or_default();
+                st.put_state(&key, &v)
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(
+                build = self.build.id,
+                "cannot record the build's uploads: {e}"
+            );
+        }
+    }
+
     pub(super) async fn upload(
         &mut self,
         index: u32,
@@ -78,6 +108,8 @@ impl Ctx {
         let mut file: Option<tokio::fs::File> = None;
         let mut files = 0u64;
         let mut bytes = 0u64;
+        // What the build page links to (the first few of a directory).
+        let mut uploaded: Vec<String> = Vec::new();
         loop {
             match rx.recv().await {
                 Some(CmdEvent::FileBegin { path, .. }) => {
@@ -93,11 +125,18 @@ impl Ctx {
                                 )
                             }
                         };
-                        match resolve(&self.shared.state_dir, &rel, true).await {
+                        let target = match resolve(&self.shared.state_dir, &rel, true).await {
                             Ok(p) => p,
                             Err(why) => return Outcome::of(BuildResult::Exception, why),
+                        };
+                        if uploaded.len() < MAX_LISTED {
+                            uploaded.push(rel);
                         }
+                        target
                     } else {
+                        if uploaded.is_empty() {
+                            uploaded.push(dest.clone());
+                        }
                         dest_path.clone()
                     };
                     if let Some(parent) = target.parent() {
@@ -133,6 +172,9 @@ impl Ctx {
                     }
                 }
                 Some(CmdEvent::Finished { error, .. }) => {
+                    if error.is_none() {
+                        self.record_uploads(uploaded).await;
+                    }
                     let sent = format!("{dest}: {files} file(s), {bytes} bytes");
                     return self.transfer_done(index, "upload", error, &src, sent).await;
                 }
@@ -257,6 +299,10 @@ impl Ctx {
         }
     }
 }
+
+/// How many uploaded files a build lists (a directory upload may hold
+/// thousands; the files directory has them all).
+const MAX_LISTED: usize = 200;
 
 /// `rel` under the master's files directory, refusing anything that leaves
 /// it: lexically (`..`, an absolute path) or through a symbolic link there.

@@ -44,6 +44,12 @@ fn tree_stable_timer_collects_changes_into_one_build() {
         "restarted timer not yet due"
     );
     assert_eq!(e.next_deadline(&g), Some(13 * MIN));
+    // What the sources page shows: the timer, the changes waiting, no slot.
+    let t = &e.timers(&g)[&g.schedulers[0].name];
+    assert_eq!(
+        (t.next_fire_at, t.pending_changes, t.last_fired_at),
+        (Some(13 * MIN), 2, None)
+    );
     let out = e.on_tick(&g, 13 * MIN);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].set.changes, vec![1, 2]);
@@ -180,6 +186,11 @@ fn periodic_fires_each_interval_and_once_after_a_pause() {
         "a long pause fires once"
     );
     assert_eq!(e.next_deadline(&g), Some(11 * h));
+    let t = &e.timers(&g)[&g.schedulers[0].name];
+    assert_eq!(
+        (t.next_fire_at, t.last_fired_at),
+        (Some(11 * h), Some(10 * h))
+    );
 }
 
 #[test]
