@@ -14,8 +14,9 @@ use bbc_graph::{Builder, Graph};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::origin::{builds_of, link};
+use super::origin::builds_of;
 use crate::api_error::{ApiError, ApiResult as R};
+use crate::change_json::link;
 use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildFilter, Change, Page};
 
