@@ -224,7 +224,29 @@ pub struct Master {
     /// `role`, `master { private }`); empty for graphs without them.
     #[serde(default, skip_serializing_if = "Access::is_empty")]
     pub access: Access,
+    /// Where the master keeps its state: PostgreSQL (`store "postgres://…"`)
+    /// or, when `None`, redb in the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStore>,
     pub hash: String,
+}
+
+/// `master { store "postgres://user@host:port/db" password=(secret)"…"
+/// schema="bbc" }`: the master's state in a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresStore {
+    /// `postgres://user@host:port/database[?options]`, never with a
+    /// password (the compiler refuses one).
+    pub url: String,
+    /// Always a secret reference: the compiler refuses plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Credential>,
+    /// The schema that holds bbc's tables (`bbc` unless given).
+    pub schema: String,
+}
+
+impl PostgresStore {
+    pub const DEFAULT_SCHEMA: &'static str = "bbc";
 }
 
 /// Who may do what through the API. Part of the master (its hash covers
@@ -439,6 +461,7 @@ impl Default for Master {
             secrets_command: Vec::new(),
             retention: None,
             access: Access::default(),
+            postgres: None,
             hash: String::new(),
         }
     }
