@@ -39,7 +39,17 @@ fn split_password(url: &str) -> (String, String) {
 /// unaligned output.
 fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            url,
+            "-c",
+            sql,
+        ])
         .output()
         .unwrap_or_else(|e| panic!("psql: {e}"));
     assert!(
@@ -90,7 +100,7 @@ builder "b" {{
 "#
     );
     let m = Master::start(&dir, &config);
-    let _w = m.worker("w", "pw-postgres-1234");
+    let w = m.worker("w", "pw-postgres-1234");
     m.wait_connected("w");
     let build = m.force_and_wait("b", "{}");
     assert_eq!(build["result"], "success", "{build}");
@@ -118,6 +128,7 @@ builder "b" {{
     let cfg = get_json(&m.http, "/api/v1/config");
     assert!(!cfg.to_string().contains(&password) || password.is_empty());
 
+    drop(w);
     drop(m);
     let m = Master::start(&dir, &config);
     let again = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();

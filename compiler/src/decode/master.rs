@@ -336,10 +336,7 @@ fn postgres_url_problem(url: &str) -> Option<(String, String)> {
         _ => (host, None),
     };
     if host.is_empty() {
-        return Some((
-            "the store URL names no host".to_string(),
-            example.clone(),
-        ));
+        return Some(("the store URL names no host".to_string(), example.clone()));
     }
     if let Some(p) = port {
         if !p.parse::<u16>().is_ok_and(|p| p > 0) {

@@ -72,15 +72,19 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     let state_dir = cfg.state_dir.clone();
     // `master { store "postgres://…" }`: the password from its secret,
     // resolved above (never in the graph).
-    let postgres = graph.master.postgres.as_ref().map(|pg| crate::store::PgConfig {
-        url: pg.url.clone(),
-        password: pg
-            .password
-            .as_ref()
-            .and_then(|c| secrets.get(c))
-            .map(str::to_string),
-        schema: pg.schema.clone(),
-    });
+    let postgres = graph
+        .master
+        .postgres
+        .as_ref()
+        .map(|pg| crate::store::PgConfig {
+            url: pg.url.clone(),
+            password: pg
+                .password
+                .as_ref()
+                .and_then(|c| secrets.get(c))
+                .map(str::to_string),
+            schema: pg.schema.clone(),
+        });
     let where_ = match &postgres {
         Some(pg) => format!("PostgreSQL ({}, schema {})", pg.url, pg.schema),
         None => cfg.state_dir.display().to_string(),

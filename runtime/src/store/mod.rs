@@ -1,9 +1,10 @@
 //! The master's durable state: changes, build sets and requests, builds,
 //! steps, logs, worker records and scheduler state.
 //!
-//! Everything goes through the [`Store`] trait, so that another backend
-//! (PostgreSQL, to let several masters share state) can be added later; the
-//! conformance suite in `conformance.rs` runs against every backend.
+//! Everything goes through the [`Store`] trait, with two backends: redb
+//! (embedded, the default) and PostgreSQL (`pg_store`, so that several
+//! masters can come to share state); the conformance suite in
+//! `conformance.rs` runs against both.
 //! The trait is synchronous: async callers use `spawn_blocking`, so disk
 //! work never blocks the async runtime.
 //!

@@ -334,7 +334,13 @@ impl Store for PgStore {
 
     fn change(&self, id: u64) -> Result<Option<Change>> {
         self.with(move |c| async move {
-            match row(&c, "SELECT id, rec::text FROM changes WHERE id = $1", &[&key(id)]).await? {
+            match row(
+                &c,
+                "SELECT id, rec::text FROM changes WHERE id = $1",
+                &[&key(id)],
+            )
+            .await?
+            {
                 Some(r) => record(&r, 0, 1).map(Some),
                 None => Ok(None),
             }
@@ -365,7 +371,13 @@ impl Store for PgStore {
 
     fn buildset(&self, id: u64) -> Result<Option<BuildSet>> {
         self.with(move |c| async move {
-            match row(&c, "SELECT id, rec::text FROM buildsets WHERE id = $1", &[&key(id)]).await? {
+            match row(
+                &c,
+                "SELECT id, rec::text FROM buildsets WHERE id = $1",
+                &[&key(id)],
+            )
+            .await?
+            {
                 Some(r) => record(&r, 0, 1).map(Some),
                 None => Ok(None),
             }
@@ -374,7 +386,13 @@ impl Store for PgStore {
 
     fn request(&self, id: u64) -> Result<Option<BuildRequest>> {
         self.with(move |c| async move {
-            match row(&c, "SELECT id, rec::text FROM requests WHERE id = $1", &[&key(id)]).await? {
+            match row(
+                &c,
+                "SELECT id, rec::text FROM requests WHERE id = $1",
+                &[&key(id)],
+            )
+            .await?
+            {
                 Some(r) => record(&r, 0, 1).map(Some),
                 None => Ok(None),
             }
@@ -425,7 +443,13 @@ impl Store for PgStore {
 
     fn build(&self, id: u64) -> Result<Option<Build>> {
         self.with(move |c| async move {
-            match row(&c, "SELECT id, rec::text FROM builds WHERE id = $1", &[&key(id)]).await? {
+            match row(
+                &c,
+                "SELECT id, rec::text FROM builds WHERE id = $1",
+                &[&key(id)],
+            )
+            .await?
+            {
                 Some(r) => record(&r, 0, 1).map(Some),
                 None => Ok(None),
             }
@@ -609,7 +633,12 @@ impl Store for PgStore {
     fn get_state(&self, k: &str) -> Result<Option<Vec<u8>>> {
         let k = k.to_string();
         self.with(move |c| async move {
-            let r = row(&c, "SELECT value FROM scheduler_state WHERE key = $1", &[&k]).await?;
+            let r = row(
+                &c,
+                "SELECT value FROM scheduler_state WHERE key = $1",
+                &[&k],
+            )
+            .await?;
             r.map(|r| col::<Vec<u8>>(&r, 0)).transpose()
         })
     }

@@ -296,7 +296,9 @@ pub(super) async fn start_build(c: &mut deadpool_postgres::Client, new: NewBuild
     }
     for &rid in &build.build.requests {
         let Some(req) = reqs.iter().find(|r| r.id == rid) else {
-            return Err(StoreError::Conflict(format!("request {rid} does not exist")));
+            return Err(StoreError::Conflict(format!(
+                "request {rid} does not exist"
+            )));
         };
         if req.state != RequestState::Pending {
             return Err(StoreError::Conflict(format!(

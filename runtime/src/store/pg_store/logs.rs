@@ -215,7 +215,11 @@ pub(super) async fn seal_build(c: &mut deadpool_postgres::Client, build: u64) ->
 
 /// Replaces one log's plain rows by zstd frames, holding a frame and a
 /// few chunks in memory at most. `None` when it was sealed meanwhile.
-async fn seal(c: &mut deadpool_postgres::Client, build: u64, idx: i32) -> Result<Option<(u64, u64)>> {
+async fn seal(
+    c: &mut deadpool_postgres::Client,
+    build: u64,
+    idx: i32,
+) -> Result<Option<(u64, u64)>> {
     let t = c.transaction().await.map_err(pg_err)?;
     // The row lock keeps appends out until the frames are in.
     let Some(l) = row(

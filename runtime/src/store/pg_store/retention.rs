@@ -33,7 +33,10 @@ pub(super) async fn prune(
     let rs = rows(
         &t,
         "SELECT id, rec::text FROM builds WHERE id > $1 ORDER BY id LIMIT $2",
-        &[&key(after), &(i64::try_from(scan).unwrap_or(i64::MAX - 1) + 1)],
+        &[
+            &key(after),
+            &(i64::try_from(scan).unwrap_or(i64::MAX - 1) + 1),
+        ],
     )
     .await?;
     // Per builder, its newest `keep_last` finished builds.
@@ -53,9 +56,8 @@ pub(super) async fn prune(
             continue;
         };
         let all = policy.builds_before.is_some_and(|t| finished < t);
-        let logs = !all
-            && b.logs_deleted_at.is_none()
-            && policy.logs_before.is_some_and(|t| finished < t);
+        let logs =
+            !all && b.logs_deleted_at.is_none() && policy.logs_before.is_some_and(|t| finished < t);
         if !all && !logs {
             continue;
         }

@@ -231,11 +231,133 @@ fn two_masters_never_claim_one_request() {
     assert_eq!(builds.len() as u64, n, "build ids unique");
     let mut numbers: Vec<u64> = won.iter().map(|w| w.2).collect();
     numbers.sort();
-    assert_eq!(numbers, (1..=n).collect::<Vec<_>>(), "numbers 1..n, once each");
+    assert_eq!(
+        numbers,
+        (1..=n).collect::<Vec<_>>(),
+        "numbers 1..n, once each"
+    );
     for id in ids {
         let r: BuildRequest = b.request(id).unwrap().unwrap();
         assert_eq!(r.state, RequestState::Claimed);
         let build = a.build(r.build.unwrap()).unwrap().unwrap();
         assert_eq!(build.build.requests, [id]);
+    }
+}
+
+/// What the log choice rests on: the same appends, reads and durable
+/// batches against PostgreSQL (chunk rows) and redb (files), in one run.
+/// `BBC_BENCH_LOG_MB` sets the log's size (default 200).
+#[test]
+#[ignore = "benchmark: BBC_POSTGRES_URL=… cargo test -p bbc-runtime --release --lib -- --ignored pg_bench --nocapture"]
+fn pg_bench() {
+    let Some(url) = server("pg_store::pg_bench") else {
+        return;
+    };
+    let mb: usize = std::env::var("BBC_BENCH_LOG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    // Beside the test binary (in target/), not in a /tmp that may be tmpfs.
+    let base = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let redb_dir = tempfile::tempdir_in(&base).unwrap();
+    let schemas = Schemas::new(url);
+    let pg_dir = TempDir::new();
+    let stores: [(&str, Box<dyn Store>); 2] = [
+        ("postgres", Box::new(schemas.open(pg_dir.path()))),
+        (
+            "redb",
+            Box::new(crate::store::RedbStore::open(redb_dir.path()).unwrap()),
+        ),
+    ];
+    let chunk = conformance::compiler_like_log(64 * 1024);
+    let chunk = &chunk[..64 * 1024];
+    let chunks = mb * 1024 * 1024 / chunk.len();
+    for (name, s) in &stores {
+        let builders: Vec<(String, i64)> = ["lin", "win", "mac"]
+            .iter()
+            .map(|b| (b.to_string(), 0))
+            .collect();
+        let batches = 500;
+        let t = std::time::Instant::now();
+        for i in 0..batches {
+            let set = NewBuildSet {
+                scheduler: "s".into(),
+                reason: format!("bench {i}"),
+                source: SourceStamp::default(),
+                changes: vec![],
+                properties: Default::default(),
+                parent_build: None,
+                submitted_at: i,
+            };
+            s.add_buildset(set, &builders).unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: add_buildset {batches} durable batches: {:.0} batches/s",
+            batches as f64 / secs
+        );
+        let b = s
+            .start_build(NewBuild {
+                builder: "lin".into(),
+                builder_hash: "h".into(),
+                worker: "w".into(),
+                requests: vec![],
+                properties: Default::default(),
+                started_at: 1,
+            })
+            .unwrap()
+            .id;
+        let t = std::time::Instant::now();
+        for _ in 0..chunks {
+            s.append_log(b, 0, chunk).unwrap();
+        }
+        s.sync_log(b, 0).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let total = (chunks * chunk.len()) as f64 / 1e6;
+        println!(
+            "{name}: append_log {total:.0} MB in 64 KiB chunks + sync_log: {:.0} MB/s",
+            total / secs
+        );
+        let t = std::time::Instant::now();
+        let mut off = 0u64;
+        loop {
+            let got = s.read_log(b, 0, off, 1 << 20).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            off += got.len() as u64;
+        }
+        assert_eq!(off as usize, chunks * chunk.len());
+        println!(
+            "{name}: read_log in 1 MiB reads: {:.0} MB/s",
+            total / t.elapsed().as_secs_f64()
+        );
+        s.finish_build(b, bbc_graph::BuildResult::Success, 2)
+            .unwrap();
+        let t = std::time::Instant::now();
+        let sealed = s.seal_logs(b).unwrap();
+        println!(
+            "{name}: seal_logs: {:.0} MB/s, {} bytes stored for {} of log",
+            total / t.elapsed().as_secs_f64(),
+            sealed.stored,
+            sealed.raw
+        );
+        let t = std::time::Instant::now();
+        let mut off = 0u64;
+        loop {
+            let got = s.read_log(b, 0, off, 1 << 20).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            off += got.len() as u64;
+        }
+        println!(
+            "{name}: read_log of the sealed log: {:.0} MB/s",
+            total / t.elapsed().as_secs_f64()
+        );
     }
 }
