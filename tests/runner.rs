@@ -27,6 +27,7 @@ mod test_metrics;
 mod test_no_panic;
 mod test_oauth;
 mod test_overview;
+mod test_postgres;
 mod test_rebuild;
 mod test_reporters;
 mod test_retention;

@@ -77,6 +77,7 @@ codes! {
     NotCompileTime = "E0123", "not-compile-time", "A value needed while compiling uses a build property, or a run-time condition uses an operator only compile-time values have.";
     InvalidDeclaration = "E0124", "invalid-declaration", "A `let`, `template`, `param`, `import` or `matrix` declaration is malformed.";
     BadArgument = "E0125", "bad-argument", "A template is used with a missing, unknown or ill-typed argument, or in the wrong place.";
+    InvalidStore = "E0126", "invalid-store", "A `master { store … }` is not a PostgreSQL URL bbc can use (a password in it, no user, host or database, options), or its schema is not a plain name.";
     UnknownReference = "E0201", "unknown-reference", "A name refers to a worker, builder, scheduler, lock, change source, role or OAuth provider that does not exist.";
     WrongReferenceKind = "E0202", "wrong-reference-kind", "A reference names an entity of the wrong kind, e.g. a trigger step naming a non-triggerable scheduler.";
     UnknownVariable = "E0203", "unknown-variable", "A name in `${{ … }}` is not a variable, template parameter or matrix axis.";

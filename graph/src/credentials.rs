@@ -58,6 +58,11 @@ macro_rules! visitor {
             for p in & $($mut_)? g.master.access.oauth {
                 f(& $($mut_)? p.client_secret);
             }
+            if let Some(pg) = & $($mut_)? g.master.postgres {
+                if let Some(p) = & $($mut_)? pg.password {
+                    f(p);
+                }
+            }
         }
     };
 }

@@ -228,7 +228,29 @@ pub struct Master {
     /// (`latent-workers max=N`); `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latent_max: Option<u32>,
+    /// Where the master keeps its state: PostgreSQL (`store "postgres://…"`)
+    /// or, when `None`, redb in the state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStore>,
     pub hash: String,
+}
+
+/// `master { store "postgres://user@host:port/db" password=(secret)"…"
+/// schema="bbc" }`: the master's state in a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresStore {
+    /// `postgres://user@host:port/database[?options]`, never with a
+    /// password (the compiler refuses one).
+    pub url: String,
+    /// Always a secret reference: the compiler refuses plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Credential>,
+    /// The schema that holds bbc's tables (`bbc` unless given).
+    pub schema: String,
+}
+
+impl PostgresStore {
+    pub const DEFAULT_SCHEMA: &'static str = "bbc";
 }
 
 /// Who may do what through the API. Part of the master (its hash covers
@@ -444,6 +466,7 @@ impl Default for Master {
             retention: None,
             access: Access::default(),
             latent_max: None,
+            postgres: None,
             hash: String::new(),
         }
     }

@@ -80,6 +80,9 @@ pub(super) fn master(cx: &mut Cx, node: &Node) -> Master {
         }
         lr.finish(cx);
     }
+    if let Some(n) = r.kid(cx, "store") {
+        m.postgres = store(cx, n);
+    }
     r.finish(cx);
     if let Some(span) = workers_at {
         plaintext_lint(cx, &m, span, plaintext);
@@ -226,4 +229,169 @@ fn duration_kid(
         .and_then(|e| cx.duration_ms(e));
     kr.finish(cx);
     (Some(n.name.span), ms)
+}
+
+const STORE_EXAMPLE: &str =
+    "store \"postgres://bbc@db.example.org:5432/bbc\" password=(secret)\"postgres-password\"";
+
+/// `store "postgres://user@host:port/db" password=(secret)"NAME"
+/// [schema="bbc"]`: the master's state in PostgreSQL. The password only
+/// ever comes from a secret: one in the URL or as plain text would enter
+/// the graph, `bbc compile`'s output and the config the API serves.
+fn store(cx: &mut Cx, node: &Node) -> Option<PostgresStore> {
+    let mut r = NodeReader::new(node);
+    let url = r
+        .req_arg(cx, 0, "a PostgreSQL URL", STORE_EXAMPLE)
+        .and_then(|e| {
+            let s = cx.string(e)?;
+            match postgres_url_problem(&s) {
+                None => Some(s),
+                Some((problem, help)) => {
+                    cx.err(Code::InvalidStore, e.value_span, problem)
+                        .label("not a usable PostgreSQL URL")
+                        .help(help)
+                        .emit();
+                    None
+                }
+            }
+        });
+    let password = match r.prop(cx, "password") {
+        Some(e) => match cx.credential(e) {
+            Some((Credential::Plain(_), _)) => {
+                cx.err(
+                    Code::WrongType,
+                    e.value_span,
+                    "the store's password must be a secret reference, not plain text",
+                )
+                .label("plain text")
+                .help("store it as a secret and write password=(secret)\"NAME\"")
+                .emit();
+                None
+            }
+            Some((c, _)) => Some(c),
+            None => None,
+        },
+        None => None,
+    };
+    let schema = match r.prop(cx, "schema") {
+        Some(e) => cx.string(e).and_then(|s| {
+            let ok = !s.is_empty()
+                && s.len() <= 40
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !s.starts_with(|c: char| c.is_ascii_digit())
+                && !s.starts_with("pg_");
+            if !ok {
+                cx.err(
+                    Code::InvalidStore,
+                    e.value_span,
+                    format!("`{s}` is not a schema name bbc uses"),
+                )
+                .label("not a schema name")
+                .help("use lower-case letters, digits and _ (at most 40, not starting with a digit or pg_), e.g. schema=\"bbc\"")
+                .emit();
+            }
+            ok.then_some(s)
+        }),
+        None => Some(PostgresStore::DEFAULT_SCHEMA.to_string()),
+    };
+    r.finish(cx);
+    Some(PostgresStore {
+        url: url?,
+        password,
+        schema: schema?,
+    })
+}
+
+/// What is wrong with a store URL, and how to fix it; `None` when bbc can
+/// use it: `postgres://` or `postgresql://`, a user, a host, an optional
+/// port, a database, no password and no options.
+fn postgres_url_problem(url: &str) -> Option<(String, String)> {
+    let example = format!("for example: {STORE_EXAMPLE}");
+    let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    else {
+        return Some((
+            format!("`{url}` is not a PostgreSQL URL"),
+            format!("write postgres://USER@HOST:PORT/DATABASE; {example}"),
+        ));
+    };
+    if rest.contains('?') {
+        return Some((
+            "the store URL has options; bbc takes none yet".to_string(),
+            "remove the `?…` part (TLS to PostgreSQL is not supported yet: keep the database on a trusted network)".to_string(),
+        ));
+    }
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (u, h),
+        None => ("", authority),
+    };
+    if user.contains(':') {
+        return Some((
+            "the store URL holds a password".to_string(),
+            "remove it from the URL and give it as a secret: password=(secret)\"NAME\"".to_string(),
+        ));
+    }
+    if user.is_empty() {
+        return Some((
+            "the store URL names no user".to_string(),
+            format!("write the role bbc logs in as before an @; {example}"),
+        ));
+    }
+    // `[::1]` is an IPv6 host without a port.
+    let (host, port) = match host.rsplit_once(':') {
+        Some((h, p)) if !host.ends_with(']') => (h, Some(p)),
+        _ => (host, None),
+    };
+    if host.is_empty() {
+        return Some(("the store URL names no host".to_string(), example.clone()));
+    }
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Some((
+                format!("`{p}` is not a port"),
+                "use a port from 1 to 65535 (PostgreSQL's is 5432)".to_string(),
+            ));
+        }
+    }
+    if db.is_empty() || db.contains('/') {
+        return Some((
+            "the store URL names no database".to_string(),
+            format!("end it with /DATABASE; {example}"),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_url_problem;
+
+    #[test]
+    fn store_urls() {
+        for ok in [
+            "postgres://bbc@127.0.0.1:5432/bbc",
+            "postgresql://bbc@db.example.org/ci",
+            "postgres://bbc@[::1]:5432/bbc",
+            "postgres://bbc@[::1]/bbc",
+        ] {
+            assert_eq!(postgres_url_problem(ok), None, "{ok}");
+        }
+        for (bad, says) in [
+            ("mysql://bbc@h/db", "not a PostgreSQL URL"),
+            ("postgres://bbc:pw@h/db", "password"),
+            ("postgres://h/db", "no user"),
+            ("postgres://bbc@/db", "no host"),
+            ("postgres://bbc@h:0/db", "not a port"),
+            ("postgres://bbc@h:99999/db", "not a port"),
+            ("postgres://bbc@h", "no database"),
+            ("postgres://bbc@h/", "no database"),
+            ("postgres://bbc@h/db?sslmode=require", "options"),
+        ] {
+            let (problem, _) = postgres_url_problem(bad).unwrap_or_else(|| panic!("{bad} passed"));
+            assert!(problem.contains(says), "{bad}: {problem}");
+        }
+    }
 }

@@ -482,6 +482,13 @@ fn master_effect(a: &bbc_graph::Master, b: &bbc_graph::Master) -> String {
         }
         effect.push_str("listen addresses and the state directory need a restart");
     }
+    if a.postgres != b.postgres {
+        if !effect.is_empty() {
+            effect.push_str("; ");
+        }
+        // The running store stays; a new one would start empty.
+        effect.push_str("the store (`store`) changes only with a restart");
+    }
     effect
 }
 

@@ -72,10 +72,31 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         )
     })?;
     let state_dir = cfg.state_dir.clone();
-    let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || crate::store::open(&state_dir))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot open the store in {}: {e}", cfg.state_dir.display()))?;
+    // `master { store "postgres://…" }`: the password from its secret,
+    // resolved above (never in the graph).
+    let postgres = graph
+        .master
+        .postgres
+        .as_ref()
+        .map(|pg| crate::store::PgConfig {
+            url: pg.url.clone(),
+            password: pg
+                .password
+                .as_ref()
+                .and_then(|c| secrets.get(c))
+                .map(str::to_string),
+            schema: pg.schema.clone(),
+        });
+    let where_ = match &postgres {
+        Some(pg) => format!("PostgreSQL ({}, schema {})", pg.url, pg.schema),
+        None => cfg.state_dir.display().to_string(),
+    };
+    let store: Arc<dyn Store> = tokio::task::spawn_blocking(move || {
+        crate::store::open_configured(&state_dir, postgres.as_ref())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot open the store in {where_}: {e}"))?;
     // Builds a previous master left running end as interrupted; their
     // requests run again.
     let now = now_ms();

@@ -1,9 +1,10 @@
 //! The master's durable state: changes, build sets and requests, builds,
 //! steps, logs, worker records and scheduler state.
 //!
-//! Everything goes through the [`Store`] trait, so that another backend
-//! (PostgreSQL, to let several masters share state) can be added later; the
-//! conformance suite in `conformance.rs` runs against every backend.
+//! Everything goes through the [`Store`] trait, with two backends: redb
+//! (embedded, the default) and PostgreSQL (`pg_store`, so that several
+//! masters can come to share state); the conformance suite in
+//! `conformance.rs` runs against both.
 //! The trait is synchronous: async callers use `spawn_blocking`, so disk
 //! work never blocks the async runtime.
 //!
@@ -24,14 +25,28 @@ use serde::{Deserialize, Serialize};
 pub mod commit_times;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod pg_store;
 pub mod redb_store;
 
 pub use commit_times::{CommitTimes, CommitTimesSnapshot};
+pub use pg_store::{PgConfig, PgStore};
 pub use redb_store::RedbStore;
 
 /// Opens the store of a state directory (the redb backend).
 pub fn open(state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
     Ok(std::sync::Arc::new(RedbStore::open(state_dir)?))
+}
+
+/// Opens the configured store: PostgreSQL when `master { store … }` names
+/// a database, else redb in the state directory.
+pub fn open_configured(
+    state_dir: &std::path::Path,
+    postgres: Option<&PgConfig>,
+) -> Result<std::sync::Arc<dyn Store>> {
+    match postgres {
+        Some(cfg) => Ok(std::sync::Arc::new(PgStore::open(cfg)?)),
+        None => open(state_dir),
+    }
 }
 
 pub type Properties = BTreeMap<String, Scalar>;

@@ -55,7 +55,7 @@ mod full_disk_tests;
 mod incident;
 mod logs;
 mod pending;
-mod records;
+pub(super) mod records;
 mod retention;
 mod sealed;
 mod tables;

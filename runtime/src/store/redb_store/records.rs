@@ -50,7 +50,7 @@ pub(super) fn io_message(what: &str, e: &std::io::Error) -> String {
 
 /// Records stored under their own id: the id in the value must match the
 /// key, which catches values written under the wrong key.
-pub(super) trait Record: Serialize + DeserializeOwned {
+pub(in crate::store) trait Record: Serialize + DeserializeOwned {
     const TABLE: &'static str;
     fn id(&self) -> u64;
 }
@@ -74,12 +74,12 @@ record! {
     Build => "build",
 }
 
-pub(super) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+pub(in crate::store) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("{what} does not decode: {e}")))
 }
 
-pub(super) fn decode_record<T: Record>(id: u64, bytes: &[u8]) -> Result<T> {
+pub(in crate::store) fn decode_record<T: Record>(id: u64, bytes: &[u8]) -> Result<T> {
     let rec: T = decode(&format!("{} {id}", T::TABLE), bytes)?;
     if rec.id() != id {
         return Err(StoreError::Corrupt(format!(
@@ -91,7 +91,7 @@ pub(super) fn decode_record<T: Record>(id: u64, bytes: &[u8]) -> Result<T> {
     Ok(rec)
 }
 
-pub(super) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> {
+pub(in crate::store) fn encode<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> {
     // Serialising these types cannot fail (string map keys only), but the
     // error is still reported rather than unwrapped.
     serde_json::to_vec(value).map_err(|e| StoreError::Io(format!("encoding {what}: {e}")))
@@ -129,7 +129,7 @@ pub(super) fn put_record<T: Record>(
 /// JSON has no NaN or infinity: serde_json would write `null`, which does
 /// not decode back into a `Scalar`, and the record would become unreadable.
 /// Such values are stored as their text instead ("NaN", "inf", "-inf").
-pub(super) fn storable(props: &mut Properties) {
+pub(in crate::store) fn storable(props: &mut Properties) {
     for v in props.values_mut() {
         if let Scalar::Float(f) = v {
             if !f.is_finite() {

@@ -1,0 +1,485 @@
+//! Changes, build sets, requests, builds and steps in PostgreSQL.
+//!
+//! Ids come from the `counters` rows, taken in the transaction that
+//! stores the record (`UPDATE … RETURNING`): no gaps, no id used by an
+//! aborted operation, and two masters never get the same one (the row
+//! lock orders them). Build numbers come from a per-builder row in
+//! `build_numbers` the same way, which retention never lowers. A claim
+//! locks its requests (`SELECT … FOR UPDATE`, in id order) before it
+//! checks they are pending: a second master's claim of the same request
+//! waits for the first to commit, then sees it claimed and fails with
+//! `Conflict`. Completing a build set locks the set's row first, so two
+//! builds of one set ending at once on two masters cannot both miss the
+//! other's result.
+
+use bbc_graph::BuildResult;
+use deadpool_postgres::{GenericClient, Transaction};
+
+use super::{col, decode, exec, json, key, pg_err, record, row, rows, storable, unsigned};
+use crate::store::{
+    Build, BuildFilter, BuildRequest, BuildSet, Change, Millis, NewBuild, NewBuildSet, NewChange,
+    Page, Properties, RequestFilter, RequestState, Result, StepRecord, StoreError,
+};
+
+/// A page as SQL bounds: ids below `before`, at most `limit` rows.
+pub(super) fn page(p: &Page) -> (i64, i64) {
+    (
+        p.before.map_or(i64::MAX, key),
+        i64::try_from(p.limit).unwrap_or(i64::MAX),
+    )
+}
+
+/// Takes `n` ids of a kind and returns the first.
+pub(super) async fn next_ids(t: &Transaction<'_>, kind: &str, n: u64) -> Result<u64> {
+    let r = row(
+        t,
+        "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
+        &[&kind, &key(n)],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("the `{kind}` counter is missing")))?;
+    let last = unsigned(col(&r, 0)?, "counter")?;
+    Ok(last + 1 - n)
+}
+
+fn state_name(s: RequestState) -> &'static str {
+    match s {
+        RequestState::Pending => "pending",
+        RequestState::Claimed => "claimed",
+        RequestState::Complete => "complete",
+        RequestState::Cancelled => "cancelled",
+    }
+}
+
+async fn put_request(t: &Transaction<'_>, r: &BuildRequest) -> Result<()> {
+    let rec = json("build request", r)?;
+    exec(
+        t,
+        "INSERT INTO requests (id, buildset, builder, state, rec) VALUES ($1, $2, $3, $4, $5::text::json) \
+         ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, rec = EXCLUDED.rec",
+        &[
+            &key(r.id),
+            &key(r.buildset),
+            &r.builder,
+            &state_name(r.state),
+            &rec,
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn put_build(t: &Transaction<'_>, b: &Build) -> Result<()> {
+    let rec = json("build", b)?;
+    exec(
+        t,
+        "UPDATE builds SET finished_at = $2, rec = $3::text::json WHERE id = $1",
+        &[&key(b.id), &b.finished_at, &rec],
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn add_change(
+    c: &mut deadpool_postgres::Client,
+    change: NewChange,
+    now: Millis,
+) -> Result<Change> {
+    let mut change = Change {
+        id: 0,
+        received_at: now,
+        change,
+    };
+    storable(&mut change.change.properties);
+    let t = c.transaction().await.map_err(pg_err)?;
+    change.id = next_ids(&t, "change", 1).await?;
+    let rec = json("change", &change)?;
+    exec(
+        &t,
+        "INSERT INTO changes (id, rec) VALUES ($1, $2::text::json)",
+        &[&key(change.id), &rec],
+    )
+    .await?;
+    t.commit().await.map_err(pg_err)?;
+    Ok(change)
+}
+
+pub(super) async fn add_buildset(
+    c: &mut deadpool_postgres::Client,
+    set: NewBuildSet,
+    builders: Vec<(String, i64)>,
+) -> Result<(BuildSet, Vec<BuildRequest>)> {
+    let mut set = BuildSet {
+        id: 0,
+        set,
+        result: None,
+        completed_at: None,
+    };
+    storable(&mut set.set.properties);
+    let t = c.transaction().await.map_err(pg_err)?;
+    set.id = next_ids(&t, "buildset", 1).await?;
+    if builders.is_empty() {
+        // Nothing to run: the worst result of no requests is the best
+        // one, and nobody must wait for the set.
+        set.result = Some(BuildResult::Success);
+        set.completed_at = Some(set.set.submitted_at);
+    }
+    let rec = json("build set", &set)?;
+    exec(
+        &t,
+        "INSERT INTO buildsets (id, rec) VALUES ($1, $2::text::json)",
+        &[&key(set.id), &rec],
+    )
+    .await?;
+    let mut requests = Vec::with_capacity(builders.len());
+    if !builders.is_empty() {
+        let first = next_ids(&t, "request", builders.len() as u64).await?;
+        for (i, (builder, priority)) in builders.into_iter().enumerate() {
+            let req = BuildRequest {
+                id: first + i as u64,
+                buildset: set.id,
+                builder,
+                priority,
+                submitted_at: set.set.submitted_at,
+                state: RequestState::Pending,
+                build: None,
+                result: None,
+                completed_at: None,
+            };
+            put_request(&t, &req).await?;
+            requests.push(req);
+        }
+    }
+    t.commit().await.map_err(pg_err)?;
+    Ok((set, requests))
+}
+
+pub(super) async fn requests(
+    c: &impl GenericClient,
+    f: RequestFilter,
+    p: Page,
+) -> Result<Vec<BuildRequest>> {
+    let (before, limit) = page(&p);
+    let state = f.state.map(state_name);
+    let set = f.buildset.map(key);
+    // NULL parameters drop their condition; the planner picks the index.
+    let rs = rows(
+        c,
+        "SELECT id, rec::text FROM requests WHERE id < $1 \
+         AND ($2::text IS NULL OR builder = $2) \
+         AND ($3::bigint IS NULL OR buildset = $3) \
+         AND ($4::text IS NULL OR state = $4) \
+         ORDER BY id DESC LIMIT $5",
+        &[&before, &f.builder, &set, &state, &limit],
+    )
+    .await?;
+    rs.iter().map(|r| record(r, 0, 1)).collect()
+}
+
+pub(super) async fn builds(c: &impl GenericClient, f: BuildFilter, p: Page) -> Result<Vec<Build>> {
+    let (before, limit) = page(&p);
+    let result = match f.result {
+        Some(r) => Some(serde_json::to_value(r).map_err(|e| StoreError::Io(e.to_string()))?),
+        None => None,
+    };
+    let result = result.and_then(|v| v.as_str().map(str::to_string));
+    let rs = rows(
+        c,
+        "SELECT id, rec::text FROM builds WHERE id < $1 \
+         AND ($2::text IS NULL OR builder = $2) \
+         AND ($3::text IS NULL OR rec->>'result' = $3) \
+         AND (NOT $4 OR finished_at IS NULL) \
+         ORDER BY id DESC LIMIT $5",
+        &[&before, &f.builder, &result, &f.running, &limit],
+    )
+    .await?;
+    rs.iter().map(|r| record(r, 0, 1)).collect()
+}
+
+/// Locks a build set and gives it its result once no request of it is
+/// pending or claimed.
+async fn maybe_complete_buildset(t: &Transaction<'_>, id: u64, now: Millis) -> Result<()> {
+    let r = row(
+        t,
+        "SELECT id, rec::text FROM buildsets WHERE id = $1 FOR UPDATE",
+        &[&key(id)],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Corrupt(format!("build set {id} is referenced but missing")))?;
+    let mut set: BuildSet = record(&r, 0, 1)?;
+    if set.result.is_some() {
+        return Ok(());
+    }
+    let mut worst = BuildResult::Success;
+    for r in rows(
+        t,
+        "SELECT id, rec::text FROM requests WHERE buildset = $1",
+        &[&key(id)],
+    )
+    .await?
+    {
+        let req: BuildRequest = record(&r, 0, 1)?;
+        let result = match req.state {
+            RequestState::Pending | RequestState::Claimed => return Ok(()),
+            RequestState::Cancelled => BuildResult::Cancelled,
+            // A complete request always has a result; if one somehow has
+            // none, the set must not look successful.
+            RequestState::Complete => req.result.unwrap_or(BuildResult::Exception),
+        };
+        worst = worst.max(result);
+    }
+    set.result = Some(worst);
+    set.completed_at = Some(now);
+    let rec = json("build set", &set)?;
+    exec(
+        t,
+        "UPDATE buildsets SET rec = $2::text::json WHERE id = $1",
+        &[&key(id), &rec],
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn cancel_request(
+    c: &mut deadpool_postgres::Client,
+    id: u64,
+    now: Millis,
+) -> Result<bool> {
+    let t = c.transaction().await.map_err(pg_err)?;
+    let Some(r) = row(
+        &t,
+        "SELECT id, rec::text FROM requests WHERE id = $1 FOR UPDATE",
+        &[&key(id)],
+    )
+    .await?
+    else {
+        return Ok(false);
+    };
+    let mut req: BuildRequest = record(&r, 0, 1)?;
+    if req.state != RequestState::Pending {
+        return Ok(false);
+    }
+    req.state = RequestState::Cancelled;
+    req.result = Some(BuildResult::Cancelled);
+    req.completed_at = Some(now);
+    put_request(&t, &req).await?;
+    maybe_complete_buildset(&t, req.buildset, now).await?;
+    t.commit().await.map_err(pg_err)?;
+    Ok(true)
+}
+
+pub(super) async fn start_build(c: &mut deadpool_postgres::Client, new: NewBuild) -> Result<Build> {
+    let mut build = Build {
+        id: 0,
+        number: 0,
+        build: new,
+        finished_at: None,
+        result: None,
+        state_string: "starting".to_string(),
+        logs_deleted_at: None,
+    };
+    storable(&mut build.build.properties);
+    // Any error below drops the transaction, which rolls it back: either
+    // every request is claimed and the build exists, or nothing changed.
+    let t = c.transaction().await.map_err(pg_err)?;
+    let mut wanted: Vec<i64> = build.build.requests.iter().map(|&r| key(r)).collect();
+    wanted.sort_unstable();
+    let locked = rows(
+        &t,
+        "SELECT id, rec::text FROM requests WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&wanted],
+    )
+    .await?;
+    let mut reqs = Vec::with_capacity(locked.len());
+    for r in &locked {
+        reqs.push(record::<BuildRequest>(r, 0, 1)?);
+    }
+    for &rid in &build.build.requests {
+        let Some(req) = reqs.iter().find(|r| r.id == rid) else {
+            return Err(StoreError::Conflict(format!(
+                "request {rid} does not exist"
+            )));
+        };
+        if req.state != RequestState::Pending {
+            return Err(StoreError::Conflict(format!(
+                "request {rid} is {:?}, not pending",
+                req.state
+            )));
+        }
+    }
+    build.id = next_ids(&t, "build", 1).await?;
+    let n = row(
+        &t,
+        "INSERT INTO build_numbers (builder, last) VALUES ($1, 1) \
+         ON CONFLICT (builder) DO UPDATE SET last = build_numbers.last + 1 RETURNING last",
+        &[&build.build.builder],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Io("no build number was returned".to_string()))?;
+    build.number = unsigned(col(&n, 0)?, "build number")?;
+    for mut req in reqs {
+        req.state = RequestState::Claimed;
+        req.build = Some(build.id);
+        put_request(&t, &req).await?;
+    }
+    let rec = json("build", &build)?;
+    exec(
+        &t,
+        "INSERT INTO builds (id, builder, number, finished_at, rec) VALUES ($1, $2, $3, NULL, $4::text::json)",
+        &[&key(build.id), &build.build.builder, &key(build.number), &rec],
+    )
+    .await?;
+    t.commit().await.map_err(pg_err)?;
+    Ok(build)
+}
+
+/// Ends a running build: its requests complete with `result`, or are
+/// pending again when it is `Retry`.
+pub(super) async fn finish(
+    t: &Transaction<'_>,
+    id: u64,
+    result: BuildResult,
+    state_string: Option<&str>,
+    now: Millis,
+) -> Result<()> {
+    let Some(r) = row(
+        t,
+        "SELECT id, rec::text FROM builds WHERE id = $1 FOR UPDATE",
+        &[&key(id)],
+    )
+    .await?
+    else {
+        return Err(StoreError::Conflict(format!("build {id} does not exist")));
+    };
+    let mut build: Build = record(&r, 0, 1)?;
+    if build.finished_at.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "build {id} has already finished"
+        )));
+    }
+    build.finished_at = Some(now);
+    build.result = Some(result);
+    if let Some(s) = state_string {
+        build.state_string = s.to_string();
+    }
+    put_build(t, &build).await?;
+    let mut wanted: Vec<i64> = build.build.requests.iter().map(|&r| key(r)).collect();
+    wanted.sort_unstable();
+    let mut sets = Vec::new();
+    for r in rows(
+        t,
+        "SELECT id, rec::text FROM requests WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&wanted],
+    )
+    .await?
+    {
+        let mut req: BuildRequest = record(&r, 0, 1)?;
+        // Only requests this build still holds: a stale build must not
+        // undo a later one's work.
+        if req.state != RequestState::Claimed || req.build != Some(id) {
+            continue;
+        }
+        if result == BuildResult::Retry {
+            // `build` keeps pointing at the build that ran it last.
+            req.state = RequestState::Pending;
+        } else {
+            req.state = RequestState::Complete;
+            req.result = Some(result);
+            req.completed_at = Some(now);
+            if !sets.contains(&req.buildset) {
+                sets.push(req.buildset);
+            }
+        }
+        put_request(t, &req).await?;
+    }
+    sets.sort_unstable();
+    for set in sets {
+        maybe_complete_buildset(t, set, now).await?;
+    }
+    Ok(())
+}
+
+/// A transaction whose commit does not wait for the WAL flush: visible at
+/// once, durable with the next durable commit of any connection.
+pub(super) async fn relaxed(c: &mut deadpool_postgres::Client) -> Result<Transaction<'_>> {
+    let t = c.transaction().await.map_err(pg_err)?;
+    t.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(pg_err)?;
+    Ok(t)
+}
+
+pub(super) async fn set_build_state(
+    c: &mut deadpool_postgres::Client,
+    id: u64,
+    state_string: String,
+    properties: Properties,
+) -> Result<()> {
+    let t = relaxed(c).await?;
+    let Some(r) = row(
+        &t,
+        "SELECT id, rec::text FROM builds WHERE id = $1 FOR UPDATE",
+        &[&key(id)],
+    )
+    .await?
+    else {
+        return Err(StoreError::Conflict(format!("build {id} does not exist")));
+    };
+    let mut build: Build = record(&r, 0, 1)?;
+    build.state_string = state_string;
+    build.build.properties = properties;
+    put_build(&t, &build).await?;
+    t.commit().await.map_err(pg_err)
+}
+
+pub(super) async fn put_step(
+    c: &mut deadpool_postgres::Client,
+    build: u64,
+    step: StepRecord,
+) -> Result<()> {
+    let rec = json("step", &step)?;
+    let idx = super::logs::step_key(step.index)?;
+    let t = relaxed(c).await?;
+    // Only for a build that exists (a late record of a build retention
+    // deleted is not stored).
+    let n = exec(
+        &t,
+        "INSERT INTO steps (build, idx, rec) SELECT $1, $2, $3::text::json \
+         WHERE EXISTS (SELECT 1 FROM builds WHERE id = $1) \
+         ON CONFLICT (build, idx) DO UPDATE SET rec = EXCLUDED.rec",
+        &[&key(build), &idx, &rec],
+    )
+    .await?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "build {build} does not exist"
+        )));
+    }
+    t.commit().await.map_err(pg_err)
+}
+
+pub(super) async fn steps(c: &impl GenericClient, build: u64) -> Result<Vec<StepRecord>> {
+    // The log's own length, whatever the record said when it was put.
+    let rs = rows(
+        c,
+        "SELECT s.idx, s.rec::text, COALESCE(l.len, 0) FROM steps s \
+         LEFT JOIN logs l ON l.build = s.build AND l.step = s.idx \
+         WHERE s.build = $1 ORDER BY s.idx",
+        &[&key(build)],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rs.len());
+    for r in &rs {
+        let index: i32 = col(r, 0)?;
+        let mut step: StepRecord = decode(&format!("step {build}/{index}"), r, 1)?;
+        if i64::from(step.index) != i64::from(index) {
+            return Err(StoreError::Corrupt(format!(
+                "step {build}/{index} is stored with index {}",
+                step.index
+            )));
+        }
+        step.log_len = unsigned(col(r, 2)?, "log length")?;
+        out.push(step);
+    }
+    Ok(out)
+}

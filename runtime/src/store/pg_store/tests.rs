@@ -1,0 +1,363 @@
+//! Tests of the PostgreSQL backend against a real server: the conformance
+//! suite, migrations, and two stores (two masters) claiming at once.
+//!
+//! `BBC_POSTGRES_URL` names the server (`postgres://bbc:…@127.0.0.1/bbc`,
+//! `.ci/run` makes it); each test works in schemas of its own, dropped at
+//! its end. Without the variable the tests say they skipped, unless
+//! `BBC_REQUIRE_POSTGRES=1` (CI), when they fail.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+use super::{PgConfig, PgStore};
+use crate::store::conformance::{self, TempDir};
+use crate::store::{
+    BuildRequest, NewBuild, NewBuildSet, RequestState, SourceStamp, Store, StoreError,
+};
+
+/// The server's URL, or `None` (the test skips) when there is none.
+fn server(test: &str) -> Option<String> {
+    match std::env::var("BBC_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            if std::env::var("BBC_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("{test}: PostgreSQL is required (BBC_REQUIRE_POSTGRES=1) but BBC_POSTGRES_URL is not set");
+            }
+            eprintln!("skipped {test}: no PostgreSQL (set BBC_POSTGRES_URL)");
+            None
+        }
+    }
+}
+
+/// Fresh schemas for one test, one per state directory, all dropped at
+/// the end (also when the test fails).
+struct Schemas {
+    url: String,
+    by_dir: Mutex<HashMap<PathBuf, String>>,
+    /// Every schema opened, backups' included: dropped at the end.
+    all: Mutex<Vec<String>>,
+}
+
+impl Schemas {
+    fn new(url: String) -> Schemas {
+        Schemas {
+            url,
+            by_dir: Mutex::new(HashMap::new()),
+            all: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn config(&self, schema: &str) -> PgConfig {
+        PgConfig {
+            url: self.url.clone(),
+            password: None,
+            schema: schema.to_string(),
+        }
+    }
+
+    /// The conformance suite's `open(dir)`: the schema a backup directory
+    /// names, else one made for `dir` the first time.
+    fn open(&self, dir: &Path) -> PgStore {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let schema = match super::backup_schema(dir).unwrap() {
+            Some(s) => s,
+            None => self
+                .by_dir
+                .lock()
+                .unwrap()
+                .entry(dir.to_path_buf())
+                .or_insert_with(|| {
+                    format!(
+                        "bbct_{}_{}",
+                        std::process::id(),
+                        NEXT.fetch_add(1, Ordering::Relaxed)
+                    )
+                })
+                .clone(),
+        };
+        self.all.lock().unwrap().push(schema.clone());
+        PgStore::open(&self.config(&schema)).unwrap()
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let mut schemas: Vec<String> = self.all.lock().map_or(Vec::new(), |m| m.clone());
+        schemas.sort();
+        schemas.dedup();
+        for s in schemas {
+            if let Err(e) = PgStore::drop_schema(&self.config(&s), &s) {
+                eprintln!("could not drop test schema {s}: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn conformance() {
+    let Some(url) = server("pg_store::conformance") else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    conformance::run_all(&|dir: &Path| Box::new(schemas.open(dir)) as Box<dyn Store>);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let Some(url) = server("pg_store::newer_schema") else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    let dir = TempDir::new();
+    {
+        let s = schemas.open(dir.path());
+        s.add_change(Default::default(), 1).unwrap();
+        s.execute_raw("UPDATE schema_version SET version = 99")
+            .unwrap();
+    }
+    let schema = schemas.by_dir.lock().unwrap()[dir.path()].clone();
+    let err = PgStore::open(&schemas.config(&schema)).err().unwrap();
+    match err {
+        StoreError::Corrupt(m) => {
+            assert!(m.contains("schema version is 99"), "{m}");
+            assert!(m.contains("newer bbc"), "{m}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Nothing was changed by the refusal: back at this version, the
+    // store opens with its data.
+    let probe = format!("bbct_{}_probe", std::process::id());
+    let admin = PgStore::open(&schemas.config(&probe)).unwrap();
+    schemas.all.lock().unwrap().push(probe);
+    admin
+        .execute_raw(&format!("UPDATE {schema}.schema_version SET version = 1"))
+        .unwrap();
+    let s = PgStore::open(&schemas.config(&schema)).unwrap();
+    assert_eq!(s.changes(Default::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn a_wrong_password_or_server_is_an_io_error() {
+    let Some(url) = server("pg_store::wrong_password") else {
+        return;
+    };
+    let cfg = PgConfig {
+        url: url.clone(),
+        password: Some("certainly-not-the-password".into()),
+        schema: "bbct_never".into(),
+    };
+    match PgStore::open(&cfg).err().unwrap() {
+        StoreError::Io(m) => assert!(!m.contains("certainly-not"), "no password in {m}"),
+        other => panic!("expected Io, got {other:?}"),
+    }
+    let cfg = PgConfig {
+        url: "postgres://bbc@127.0.0.1:1/bbc".into(),
+        password: None,
+        schema: "bbct_never".into(),
+    };
+    assert!(matches!(PgStore::open(&cfg), Err(StoreError::Io(_))));
+    let cfg = PgConfig {
+        url: "postgres://bbc@127.0.0.1:1/bbc".into(),
+        password: None,
+        schema: "Robert'); DROP TABLE".into(),
+    };
+    assert!(matches!(PgStore::open(&cfg), Err(StoreError::Io(_))));
+}
+
+/// Two stores on one schema are two masters: claiming the same requests
+/// from both at once, exactly one claim of each request wins, and build
+/// numbers and ids are never given twice.
+#[test]
+fn two_masters_never_claim_one_request() {
+    let Some(url) = server("pg_store::two_masters") else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    let dir = TempDir::new();
+    let a: Arc<dyn Store> = Arc::new(schemas.open(dir.path()));
+    let b: Arc<dyn Store> = Arc::new(schemas.open(dir.path()));
+    let set = NewBuildSet {
+        scheduler: "s".into(),
+        reason: "r".into(),
+        source: SourceStamp::default(),
+        changes: vec![],
+        properties: Default::default(),
+        parent_build: None,
+        submitted_at: 1,
+    };
+    let n = 40u64;
+    let builders: Vec<(String, i64)> = (0..n).map(|_| ("lin".to_string(), 0)).collect();
+    let (_, reqs) = a.add_buildset(set, &builders).unwrap();
+    let ids: Vec<u64> = reqs.iter().map(|r| r.id).collect();
+    let barrier = Arc::new(Barrier::new(4));
+    let mut threads = Vec::new();
+    for t in 0..4 {
+        let store = if t % 2 == 0 { a.clone() } else { b.clone() };
+        let ids = ids.clone();
+        let barrier = barrier.clone();
+        threads.push(std::thread::spawn(move || {
+            barrier.wait();
+            let mut won = Vec::new();
+            for &id in &ids {
+                let nb = NewBuild {
+                    builder: "lin".into(),
+                    builder_hash: "h".into(),
+                    worker: format!("w{t}"),
+                    requests: vec![id],
+                    properties: Default::default(),
+                    started_at: 2,
+                };
+                match store.start_build(nb) {
+                    Ok(b) => won.push((id, b.id, b.number)),
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => panic!("claim of {id}: {e}"),
+                }
+            }
+            won
+        }));
+    }
+    let mut won: Vec<(u64, u64, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    won.sort();
+    let claimed: Vec<u64> = won.iter().map(|w| w.0).collect();
+    assert_eq!(claimed, ids, "each request claimed exactly once");
+    let mut builds: Vec<u64> = won.iter().map(|w| w.1).collect();
+    builds.sort();
+    builds.dedup();
+    assert_eq!(builds.len() as u64, n, "build ids unique");
+    let mut numbers: Vec<u64> = won.iter().map(|w| w.2).collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        (1..=n).collect::<Vec<_>>(),
+        "numbers 1..n, once each"
+    );
+    for id in ids {
+        let r: BuildRequest = b.request(id).unwrap().unwrap();
+        assert_eq!(r.state, RequestState::Claimed);
+        let build = a.build(r.build.unwrap()).unwrap().unwrap();
+        assert_eq!(build.build.requests, [id]);
+    }
+}
+
+/// What the log choice rests on: the same appends, reads and durable
+/// batches against PostgreSQL (chunk rows) and redb (files), in one run.
+/// `BBC_BENCH_LOG_MB` sets the log's size (default 200).
+#[test]
+#[ignore = "benchmark: BBC_POSTGRES_URL=… cargo test -p bbc-runtime --release --lib -- --ignored pg_bench --nocapture"]
+fn pg_bench() {
+    let Some(url) = server("pg_store::pg_bench") else {
+        return;
+    };
+    let mb: usize = std::env::var("BBC_BENCH_LOG_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    // Beside the test binary (in target/), not in a /tmp that may be tmpfs.
+    let base = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let redb_dir = tempfile::tempdir_in(&base).unwrap();
+    let schemas = Schemas::new(url);
+    let pg_dir = TempDir::new();
+    let stores: [(&str, Box<dyn Store>); 2] = [
+        ("postgres", Box::new(schemas.open(pg_dir.path()))),
+        (
+            "redb",
+            Box::new(crate::store::RedbStore::open(redb_dir.path()).unwrap()),
+        ),
+    ];
+    let chunk = conformance::compiler_like_log(64 * 1024);
+    let chunk = &chunk[..64 * 1024];
+    let chunks = mb * 1024 * 1024 / chunk.len();
+    for (name, s) in &stores {
+        let builders: Vec<(String, i64)> = ["lin", "win", "mac"]
+            .iter()
+            .map(|b| (b.to_string(), 0))
+            .collect();
+        let batches = 500;
+        let t = std::time::Instant::now();
+        for i in 0..batches {
+            let set = NewBuildSet {
+                scheduler: "s".into(),
+                reason: format!("bench {i}"),
+                source: SourceStamp::default(),
+                changes: vec![],
+                properties: Default::default(),
+                parent_build: None,
+                submitted_at: i,
+            };
+            s.add_buildset(set, &builders).unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: add_buildset {batches} durable batches: {:.0} batches/s",
+            batches as f64 / secs
+        );
+        let b = s
+            .start_build(NewBuild {
+                builder: "lin".into(),
+                builder_hash: "h".into(),
+                worker: "w".into(),
+                requests: vec![],
+                properties: Default::default(),
+                started_at: 1,
+            })
+            .unwrap()
+            .id;
+        let t = std::time::Instant::now();
+        for _ in 0..chunks {
+            s.append_log(b, 0, chunk).unwrap();
+        }
+        s.sync_log(b, 0).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let total = (chunks * chunk.len()) as f64 / 1e6;
+        println!(
+            "{name}: append_log {total:.0} MB in 64 KiB chunks + sync_log: {:.0} MB/s",
+            total / secs
+        );
+        let t = std::time::Instant::now();
+        let mut off = 0u64;
+        loop {
+            let got = s.read_log(b, 0, off, 1 << 20).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            off += got.len() as u64;
+        }
+        assert_eq!(off as usize, chunks * chunk.len());
+        println!(
+            "{name}: read_log in 1 MiB reads: {:.0} MB/s",
+            total / t.elapsed().as_secs_f64()
+        );
+        s.finish_build(b, bbc_graph::BuildResult::Success, 2)
+            .unwrap();
+        let t = std::time::Instant::now();
+        let sealed = s.seal_logs(b).unwrap();
+        println!(
+            "{name}: seal_logs: {:.0} MB/s, {} bytes stored for {} of log",
+            total / t.elapsed().as_secs_f64(),
+            sealed.stored,
+            sealed.raw
+        );
+        let t = std::time::Instant::now();
+        let mut off = 0u64;
+        loop {
+            let got = s.read_log(b, 0, off, 1 << 20).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            off += got.len() as u64;
+        }
+        println!(
+            "{name}: read_log of the sealed log: {:.0} MB/s",
+            total / t.elapsed().as_secs_f64()
+        );
+    }
+}
