@@ -224,6 +224,10 @@ enum Command {
         /// Keep the worker's directory here (default: a temporary one, removed)
         #[arg(long)]
         workdir: Option<String>,
+        /// `json`: no live log; one document at the end (the result, each
+        /// step's result and last log lines, where uploads were kept)
+        #[arg(long, value_enum, default_value = "human")]
+        format: OutFormat,
     },
     /// Force a build through the master's API
     Force {
@@ -520,7 +524,8 @@ pub fn run() -> ExitCode {
             builder,
             props,
             workdir,
-        } => crate::local_run::run(&config, &builder, &props, workdir.as_deref()),
+            format,
+        } => crate::local_run::run(&config, &builder, &props, workdir.as_deref(), format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ use bbc_runtime::store::{NewBuildSet, Properties, SourceStamp};
 use bbc_runtime::worker::{run_worker, WorkerConfig};
 
 use crate::command_error::CommandError;
+use crate::output::OutFormat;
 
 const LOCAL: &str = "local";
 
@@ -94,7 +95,9 @@ pub fn run(
     builder: &str,
     props: &[String],
     workdir: Option<&str>,
+    format: OutFormat,
 ) -> Result<(), CommandError> {
+    let json = format == OutFormat::Json;
     let g = crate::output::compile_graph(config, crate::output::ColorChoice::Auto)?;
     let password = format!("run-{}-{}", std::process::id(), now_ms());
     let props = parse_props(&g, builder, props)?;
@@ -148,7 +151,7 @@ pub fn run(
             .submit(set, vec![builder.to_string()])
             .await
             .map_err(|e| CommandError::Usage(e.to_string()))?;
-        let result = follow(&shared, bs.id).await;
+        let result = follow(&shared, bs.id, json).await;
         let _ = stop_tx.send(true);
         let _ = worker.await;
         h.shutdown().await;
@@ -158,8 +161,10 @@ pub fn run(
     // they stay, and the run says where.
     let files = tmp.join("state").join("files");
     let keep = has_files(&files);
-    if keep {
+    if keep && !json {
         println!("── uploads kept in {}", files.display());
+    }
+    if keep {
         let state = tmp.join("state");
         if let Ok(entries) = std::fs::read_dir(&state) {
             for e in entries.flatten() {
@@ -179,11 +184,53 @@ pub fn run(
             let _ = std::fs::remove_dir_all(&tmp);
         }
     }
-    result
+    let outcome = result?;
+    if let Some(mut summary) = outcome.summary {
+        summary["uploads"] = match keep {
+            true => files.to_string_lossy().into_owned().into(),
+            false => serde_json::Value::Null,
+        };
+        println!("{summary}");
+    }
+    if outcome.ok {
+        Ok(())
+    } else {
+        Err(CommandError::Invalid)
+    }
 }
 
-/// Prints the build's steps and logs as they are written, then its result.
-async fn follow(shared: &std::sync::Arc<master::Shared>, set: u64) -> Result<(), CommandError> {
+/// How a followed build ended: whether it passed, and with `--format
+/// json` the document to print (completed with where uploads were kept).
+struct Outcome {
+    ok: bool,
+    summary: Option<serde_json::Value>,
+}
+
+/// The last `LINES` lines of a step's log (from its last 8 KiB), for the
+/// JSON summary: enough to see why a step failed, bounded however much
+/// it printed.
+async fn log_tail(shared: &std::sync::Arc<master::Shared>, build: u64, step: u32) -> String {
+    const LINES: usize = 20;
+    const BYTES: u64 = 8 * 1024;
+    let bytes = shared
+        .db(move |s| {
+            let len = s.log_len(build, step)?;
+            s.read_log(build, step, len.saturating_sub(BYTES), BYTES as usize)
+        })
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LINES)..].join("\n")
+}
+
+/// Prints the build's steps and logs as they are written, then its result
+/// (or, with `json`, nothing until it ends, then a summary).
+async fn follow(
+    shared: &std::sync::Arc<master::Shared>,
+    set: u64,
+    json: bool,
+) -> Result<Outcome, CommandError> {
     let mut out = std::io::stdout().lock();
     let mut build_id = None;
     let mut step = 0u32;
@@ -219,24 +266,28 @@ async fn follow(shared: &std::sync::Arc<master::Shared>, set: u64) -> Result<(),
             .map_err(|e| CommandError::Usage(e.to_string()))?;
         // Print every step in order, each log from where we left off.
         while let Some(rec) = steps.iter().find(|r| r.index == step) {
-            if !announced {
+            if !announced && !json {
                 let _ = writeln!(out, "── step {}: {}", rec.index + 1, rec.name);
-                announced = true;
             }
+            announced = true;
             let from = offset;
             let chunk = shared
                 .db(move |s| s.read_log(id, step, from, 1 << 20))
                 .await
                 .unwrap_or_default();
             offset += chunk.len() as u64;
-            let _ = out.write_all(&chunk);
-            let _ = out.flush();
+            if !json {
+                let _ = out.write_all(&chunk);
+                let _ = out.flush();
+            }
             if !chunk.is_empty() {
                 continue;
             }
             match rec.result {
                 Some(r) => {
-                    let _ = writeln!(out, "── {}: {}", rec.name, r.name());
+                    if !json {
+                        let _ = writeln!(out, "── {}: {}", rec.name, r.name());
+                    }
                     step += 1;
                     offset = 0;
                     announced = false;
@@ -246,13 +297,31 @@ async fn follow(shared: &std::sync::Arc<master::Shared>, set: u64) -> Result<(),
         }
         if let Some(b) = &build {
             if let (Some(r), true) = (b.result, steps.iter().all(|s| s.index < step)) {
-                let _ = writeln!(out, "build {}: {}", b.build.builder, r.name());
                 use bbc_compiler::graph::BuildResult as B;
-                return if matches!(r, B::Success | B::Warnings) {
-                    Ok(())
-                } else {
-                    Err(CommandError::Invalid)
-                };
+                let ok = matches!(r, B::Success | B::Warnings);
+                if !json {
+                    let _ = writeln!(out, "build {}: {}", b.build.builder, r.name());
+                    return Ok(Outcome { ok, summary: None });
+                }
+                let mut listed = Vec::new();
+                for s in &steps {
+                    listed.push(serde_json::json!({
+                        "index": s.index,
+                        "name": s.name,
+                        "result": s.result.map(|r| r.name()),
+                        "log_tail": log_tail(shared, id, s.index).await,
+                    }));
+                }
+                let summary = serde_json::json!({
+                    "builder": b.build.builder,
+                    "number": b.number,
+                    "result": r.name(),
+                    "steps": listed,
+                });
+                return Ok(Outcome {
+                    ok,
+                    summary: Some(summary),
+                });
             }
         }
         tokio::select! {

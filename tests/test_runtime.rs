@@ -623,6 +623,24 @@ builder "bad" {
     assert!(crate::common::stdout(&o).contains("exit code 4"));
     let o = crate::common::run(&["run", &c, "nope"]);
     assert_eq!(o.status.code(), Some(2));
+    // For scripts: one JSON document, with the failed step's last lines.
+    let o = crate::common::run(&["run", &c, "bad", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = crate::common::stdout(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["builder"], "bad", "{v}");
+    assert_eq!(v["number"], 1, "{v}");
+    assert_eq!(v["result"], "failure", "{v}");
+    assert_eq!(v["steps"][0]["name"], "boom", "{v}");
+    assert_eq!(v["steps"][0]["result"], "failure", "{v}");
+    assert!(
+        v["steps"][0]["log_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("failing")),
+        "{v}"
+    );
+    assert_eq!(v["uploads"], serde_json::Value::Null, "{v}");
     // Without --prop, the force parameter's default, as a forced build on
     // a master would have it.
     let o = crate::common::run(&["run", &c, "ok"]);
