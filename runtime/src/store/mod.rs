@@ -364,6 +364,31 @@ pub struct Retention {
     pub keep_last: u64,
 }
 
+impl Retention {
+    /// Where one [`Store::prune`] call stops scanning, shared by the
+    /// backends: nothing that started at or after the later cutoff can be
+    /// let go (it finished after it), and ids grow with start times.
+    /// `Err` is the call's whole answer when it has nothing to do: no
+    /// cutoff (done), or no room to scan (come back at `after`).
+    pub(crate) fn prune_horizon(
+        &self,
+        after: u64,
+        scan: usize,
+        limit: usize,
+    ) -> std::result::Result<Millis, Pruned> {
+        let Some(horizon) = self.builds_before.max(self.logs_before) else {
+            return Err(Pruned::default());
+        };
+        if limit == 0 || scan == 0 {
+            return Err(Pruned {
+                next: Some(after),
+                ..Pruned::default()
+            });
+        }
+        Ok(horizon)
+    }
+}
+
 /// What one [`Store::prune`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
@@ -400,6 +425,31 @@ pub struct BuilderUsage {
     pub logs: u64,
     pub log_bytes: u64,
     pub log_bytes_stored: u64,
+}
+
+/// What ending build `build` with `result` does to one of its requests;
+/// every backend applies it inside its `finish_build`. Returns `false`,
+/// changing nothing, when the request is no longer this build's (a stale
+/// build must not undo a later one's work). A retry puts it back to
+/// pending (`build` keeps pointing at the build that ran it last); any
+/// other result completes it, and its build set may then be complete.
+pub(crate) fn end_request(
+    req: &mut BuildRequest,
+    build: u64,
+    result: BuildResult,
+    now: Millis,
+) -> bool {
+    if req.state != RequestState::Claimed || req.build != Some(build) {
+        return false;
+    }
+    if result == BuildResult::Retry {
+        req.state = RequestState::Pending;
+    } else {
+        req.state = RequestState::Complete;
+        req.result = Some(result);
+        req.completed_at = Some(now);
+    }
+    true
 }
 
 pub trait Store: Send + Sync + 'static {

@@ -374,21 +374,11 @@ pub(super) async fn finish(
     .await?
     {
         let mut req: BuildRequest = record(&r, 0, 1)?;
-        // Only requests this build still holds: a stale build must not
-        // undo a later one's work.
-        if req.state != RequestState::Claimed || req.build != Some(id) {
+        if !crate::store::end_request(&mut req, id, result, now) {
             continue;
         }
-        if result == BuildResult::Retry {
-            // `build` keeps pointing at the build that ran it last.
-            req.state = RequestState::Pending;
-        } else {
-            req.state = RequestState::Complete;
-            req.result = Some(result);
-            req.completed_at = Some(now);
-            if !sets.contains(&req.buildset) {
-                sets.push(req.buildset);
-            }
+        if req.state == RequestState::Complete && !sets.contains(&req.buildset) {
+            sets.push(req.buildset);
         }
         put_request(t, &req).await?;
     }

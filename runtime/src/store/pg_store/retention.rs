@@ -18,17 +18,11 @@ pub(super) async fn prune(
     scan: usize,
     limit: usize,
 ) -> Result<Pruned> {
-    let mut out = Pruned::default();
-    // Nothing that started at or after the later cutoff can be let go (it
-    // finished after it), and ids grow with start times: the scan stops
-    // there.
-    let Some(horizon) = policy.builds_before.max(policy.logs_before) else {
-        return Ok(out);
+    let horizon = match policy.prune_horizon(after, scan, limit) {
+        Ok(h) => h,
+        Err(done) => return Ok(done),
     };
-    if limit == 0 || scan == 0 {
-        out.next = Some(after);
-        return Ok(out);
-    }
+    let mut out = Pruned::default();
     let t = c.transaction().await.map_err(pg_err)?;
     let rs = rows(
         &t,

@@ -189,22 +189,11 @@ impl<'t> W<'t> {
         let mut sets = Vec::new();
         for &rid in &build.build.requests {
             let mut req: BuildRequest = must_get(&self.requests, rid)?;
-            // Only requests this build still holds: nothing else can have
-            // taken a claimed request, but a stale build must not undo a
-            // later one's work.
-            if req.state != RequestState::Claimed || req.build != Some(id) {
+            if !crate::store::end_request(&mut req, id, result, now) {
                 continue;
             }
-            if result == BuildResult::Retry {
-                // `build` keeps pointing at the build that ran it last.
-                req.state = RequestState::Pending;
-            } else {
-                req.state = RequestState::Complete;
-                req.result = Some(result);
-                req.completed_at = Some(now);
-                if !sets.contains(&req.buildset) {
-                    sets.push(req.buildset);
-                }
+            if req.state == RequestState::Complete && !sets.contains(&req.buildset) {
+                sets.push(req.buildset);
             }
             self.put_request(&req)?;
         }
