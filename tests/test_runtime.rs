@@ -1135,3 +1135,85 @@ builder "b" {
     );
     drop(m);
 }
+
+/// Properties declared on the master, on a worker and on a builder reach
+/// the build that runs there, the narrower one winning: master < worker <
+/// builder (docs/language.md, "Build properties"; Buildbot's worker and
+/// builder `properties`).
+#[test]
+fn worker_and_builder_properties_at_run_time() {
+    let dir = temp_dir("props-runtime");
+    write_secret(&dir, "w1", "pw-one-1234");
+    write_secret(&dir, "w2", "pw-two-5678");
+    let m = Master::start(
+        &dir,
+        r#"master {
+    property "scope" "master"
+}
+worker "w1" password=(secret)"w1" {
+    property "os" "linux"
+    property "scope" "worker"
+}
+worker "w2" password=(secret)"w2" {
+    property "os" "macos"
+}
+builder "on-w1" {
+    workers "w1"
+    property "flavour" "release"
+    steps {
+        shell "echo os=${{ prop.os }} flavour=${{ prop.flavour }} scope=${{ prop.scope }}" name="show"
+    }
+}
+builder "on-w2" {
+    workers "w2"
+    steps {
+        shell "echo os=${{ prop.os }} scope=${{ prop.scope }}" name="show"
+    }
+}
+builder "narrowest" {
+    workers "w1"
+    property "scope" "builder"
+    steps {
+        shell "echo scope=${{ prop.scope }}" name="show"
+    }
+}
+scheduler "force" kind="force" {
+    builders "on-w1" "on-w2" "narrowest"
+}
+"#,
+    );
+    let _w1 = m.worker("w1", "pw-one-1234");
+    let _w2 = m.worker("w2", "pw-two-5678");
+    m.wait_connected("w1");
+    m.wait_connected("w2");
+    for (builder, line, props) in [
+        (
+            "on-w1",
+            "os=linux flavour=release scope=worker\n",
+            [("os", "linux"), ("scope", "worker")],
+        ),
+        (
+            "on-w2",
+            "os=macos scope=master\n",
+            [("os", "macos"), ("scope", "master")],
+        ),
+        (
+            "narrowest",
+            "scope=builder\n",
+            [("os", "linux"), ("scope", "builder")],
+        ),
+    ] {
+        let b = m.force_and_wait(builder, "{}");
+        assert_eq!(b["result"], "success", "{b}");
+        let log = m.log(b["id"].as_u64().unwrap_or(0), 0);
+        // The command's own output line (the log also has the command
+        // and its exit).
+        assert!(
+            log.lines().any(|l| l == line.trim_end()),
+            "{builder}: {log}"
+        );
+        for (k, v) in props {
+            assert_eq!(b["properties"][k], v, "{builder}: {b}");
+        }
+    }
+}
