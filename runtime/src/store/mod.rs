@@ -452,6 +452,19 @@ pub(crate) fn end_request(
     true
 }
 
+/// What one request says of its build set's result (every backend's
+/// `finish_build` combines them, the worst winning): `None` while it is
+/// still open, so the set is not complete yet.
+pub(crate) fn request_result(req: &BuildRequest) -> Option<BuildResult> {
+    match req.state {
+        RequestState::Pending | RequestState::Claimed => None,
+        RequestState::Cancelled => Some(BuildResult::Cancelled),
+        // A complete request always has a result; if one somehow has
+        // none, the set must not look successful.
+        RequestState::Complete => Some(req.result.unwrap_or(BuildResult::Exception)),
+    }
+}
+
 pub trait Store: Send + Sync + 'static {
     // --- changes
     fn add_change(&self, change: NewChange, now: Millis) -> Result<Change>;

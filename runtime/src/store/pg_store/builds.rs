@@ -219,12 +219,8 @@ async fn maybe_complete_buildset(t: &Transaction<'_>, id: u64, now: Millis) -> R
     .await?
     {
         let req: BuildRequest = record(&r, 0, 1)?;
-        let result = match req.state {
-            RequestState::Pending | RequestState::Claimed => return Ok(()),
-            RequestState::Cancelled => BuildResult::Cancelled,
-            // A complete request always has a result; if one somehow has
-            // none, the set must not look successful.
-            RequestState::Complete => req.result.unwrap_or(BuildResult::Exception),
+        let Some(result) = crate::store::request_result(&req) else {
+            return Ok(());
         };
         worst = worst.max(result);
     }

@@ -148,12 +148,8 @@ impl<'t> W<'t> {
         .collect::<Result<_>>()?;
         for id in ids {
             let req: BuildRequest = must_get(&self.requests, id)?;
-            let result = match req.state {
-                RequestState::Pending | RequestState::Claimed => return Ok(()),
-                RequestState::Cancelled => BuildResult::Cancelled,
-                // A complete request always has a result; if one somehow has
-                // none, the set must not look successful.
-                RequestState::Complete => req.result.unwrap_or(BuildResult::Exception),
+            let Some(result) = crate::store::request_result(&req) else {
+                return Ok(());
             };
             worst = worst.max(result);
         }
