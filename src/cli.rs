@@ -243,6 +243,10 @@ enum Command {
         revision: Option<String>,
         #[arg(long)]
         scheduler: Option<String>,
+        /// The request's priority: higher starts first (default: the
+        /// force scheduler's `priority`, else 0)
+        #[arg(long, allow_hyphen_values = true)]
+        priority: Option<i64>,
         /// Follow the build, printing its steps, and exit with its result
         #[arg(long)]
         wait: bool,
@@ -444,6 +448,7 @@ pub fn run() -> ExitCode {
             branch,
             revision,
             scheduler,
+            priority,
             wait,
             format,
             url,
@@ -456,6 +461,7 @@ pub fn run() -> ExitCode {
             branch: branch.as_deref(),
             revision: revision.as_deref(),
             scheduler: scheduler.as_deref(),
+            priority,
             wait,
             format,
             trust: &trust,

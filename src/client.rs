@@ -114,6 +114,7 @@ pub struct ForceArgs<'a> {
     pub branch: Option<&'a str>,
     pub revision: Option<&'a str>,
     pub scheduler: Option<&'a str>,
+    pub priority: Option<i64>,
     pub wait: bool,
     pub format: OutFormat,
     pub trust: &'a TrustOpts,
@@ -133,6 +134,9 @@ pub fn force(a: ForceArgs) -> Result<(), CommandError> {
             if let Some(v) = v {
                 body[k] = json!(v);
             }
+        }
+        if let Some(p) = a.priority {
+            body["priority"] = json!(p);
         }
         let url = format!(
             "{}/api/v1/builders/{}/force",

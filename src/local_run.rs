@@ -52,6 +52,7 @@ fn local_graph(mut g: Graph, builder: &str, password: &str) -> Result<Graph, Com
         name: "bbc-run".into(),
         builders: vec![builder.to_string()],
         kind: SchedulerKind::Force { params: Vec::new() },
+        priority: 0,
         hash: String::new(),
     });
     g.schedulers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -138,6 +139,7 @@ pub fn run(
             },
         ));
         let set = NewBuildSet {
+            priority: 0,
             scheduler: "bbc-run".into(),
             reason: "bbc run".into(),
             source: SourceStamp::default(),

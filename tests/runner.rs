@@ -30,6 +30,7 @@ mod test_overview;
 mod test_postgres;
 mod test_rebuild;
 mod test_reporters;
+mod test_requests;
 mod test_retention;
 mod test_runtime;
 mod test_schedulers;

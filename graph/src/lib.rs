@@ -626,7 +626,15 @@ pub struct Scheduler {
     pub builders: Vec<String>,
     #[serde(flatten)]
     pub kind: SchedulerKind,
+    /// The priority of the requests it submits (higher starts first, before
+    /// the builder's own priority; docs/language.md). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub priority: i64,
     pub hash: String,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Which changes a change-driven scheduler looks at.

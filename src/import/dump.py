@@ -457,7 +457,7 @@ def force_param(p, where, comments):
 # --- builders and steps
 
 
-def builder_node(b, locks):
+def builder_node(b, locks, global_collapse=None):
     where = f"builder `{b.name}`"
     comments = []
     ch = [node("workers", list(b.workernames))]
@@ -465,10 +465,15 @@ def builder_node(b, locks):
         ch.append(node("tags", list(b.tags)))
     if b.description:
         ch.append(node("description", [b.description]))
+    # Buildbot: the builder's, else c['collapseRequests'], else True; bbc's
+    # default is the same rule (collapse-requests #true).
+    collapse = b.collapseRequests if b.collapseRequests is not None else global_collapse
     if b.collapseRequests is True:
         ch.append(node("collapse-requests", [True]))
-    elif callable(b.collapseRequests):
-        comments.append(OUT.lost(where, "collapseRequests " + describe(b.collapseRequests)))
+    elif collapse is False:
+        ch.append(node("collapse-requests", [False]))
+    elif callable(collapse):
+        comments.append(OUT.lost(where, "collapseRequests " + describe(collapse)))
     for attr in ("nextWorker", "nextBuild", "canStartBuild"):
         if getattr(b, attr, None) is not None:
             comments.append(OUT.lost(where, f"{attr} " + describe(getattr(b, attr))))
@@ -771,7 +776,8 @@ def main():
         else:
             OUT.lost("www", f"the change hook dialect `{dialect}` (bbc has github-, gitlab-, gitea- and json-webhook)")
     sect.append({"title": "Schedulers", "nodes": [scheduler_node(s) for s in cfg.schedulers.values()]})
-    builders = [builder_node(b, locks) for b in cfg.builders]
+    global_collapse = getattr(cfg, "collapseRequests", None)
+    builders = [builder_node(b, locks, global_collapse) for b in cfg.builders]
     rnames = set()
     reporters = []
     for svc in cfg.services.values() if isinstance(cfg.services, dict) else cfg.services:

@@ -63,6 +63,7 @@ fn fill(state: &Path, builds: usize) -> Result<(), BenchError> {
                     let (_, reqs) = store
                         .add_buildset(
                             NewBuildSet {
+                                priority: 0,
                                 scheduler: "bench".into(),
                                 reason: "bench change".into(),
                                 source: SourceStamp {

@@ -97,7 +97,7 @@ pub(super) fn builder(
             env_secrets: BTreeMap::new(),
             properties: BTreeMap::new(),
             workdir: name.clone(),
-            collapse_requests: false,
+            collapse_requests: true,
             priority: 0,
             locks: vec![],
             max_time_ms: None,
@@ -155,10 +155,10 @@ pub(super) fn builder(
         .kid_with(
             cx,
             "collapse-requests",
-            "collapse-requests #true",
+            "collapse-requests #false",
             |cx, e| cx.boolean(e),
         )
-        .unwrap_or(false);
+        .unwrap_or(true);
     d.item.priority = r
         .kid_with(cx, "priority", "priority 10", |cx, e| {
             cx.int_in(e, -1_000_000, 1_000_000, "priority")

@@ -105,6 +105,7 @@ pub(super) fn scheduler(
                 name,
                 builders: vec![],
                 kind: SchedulerKind::Force { params: vec![] },
+                priority: 0,
                 hash: String::new(),
             },
             name_span,
@@ -281,11 +282,19 @@ pub(super) fn scheduler(
             params: force_params(cx, r),
         },
     };
+    // The priority of the requests it submits: the same range as a
+    // builder's (the queue orders by it first).
+    let priority = r
+        .kid_with(cx, "priority", "priority 10", |cx, e| {
+            cx.int_in(e, -1_000_000, 1_000_000, "priority")
+        })
+        .unwrap_or(0);
     Some(SchedulerDecl {
         item: Scheduler {
             name,
             builders: vec![],
             kind,
+            priority,
             hash: String::new(),
         },
         name_span,

@@ -149,7 +149,14 @@ pub(super) struct ForceBody {
     branch: Option<String>,
     revision: Option<String>,
     repository: Option<String>,
+    /// The request's priority (higher starts first); the force
+    /// scheduler's `priority` when absent.
+    priority: Option<i64>,
 }
+
+/// The range of a request priority, as the compiler takes a scheduler's
+/// or builder's `priority`.
+const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1_000_000..=1_000_000;
 
 /// Checks a force request's properties against the scheduler's typed
 /// parameters: unknown names, types, choices, required; fills defaults.
@@ -264,12 +271,21 @@ pub(super) async fn force(
         return Err(ApiError::bad("not a force scheduler"));
     };
     let props = validate_params(params, &body.properties)?;
+    let priority = body.priority.unwrap_or(sched.priority);
+    if !PRIORITY_RANGE.contains(&priority) {
+        return Err(ApiError::bad(format!(
+            "invalid force request: priority {priority} is out of range ({} to {})",
+            PRIORITY_RANGE.start(),
+            PRIORITY_RANGE.end()
+        )));
+    }
     let reason = body
         .reason
         .clone()
         .or_else(|| props.get("reason").map(|r| r.to_string()))
         .unwrap_or_else(|| "forced".into());
     let set = NewBuildSet {
+        priority,
         scheduler: sched.name.clone(),
         reason,
         source: SourceStamp {

@@ -86,8 +86,13 @@ fn original(b: &Build, set: Option<BuildSet>) -> NewBuildSet {
         Some(Scalar::String(v)) => v.clone(),
         _ => String::new(),
     };
-    let (source, changes, properties) = match set {
-        Some(set) => (set.set.source, set.set.changes, set.set.properties),
+    let (source, changes, properties, priority) = match set {
+        Some(set) => (
+            set.set.source,
+            set.set.changes,
+            set.set.properties,
+            set.set.priority,
+        ),
         None => (
             SourceStamp {
                 repository: prop("repository"),
@@ -96,10 +101,12 @@ fn original(b: &Build, set: Option<BuildSet>) -> NewBuildSet {
             },
             Vec::new(),
             Default::default(),
+            0,
         ),
     };
     let got = prop("got_revision");
     NewBuildSet {
+        priority,
         scheduler: String::new(),
         reason: String::new(),
         source: SourceStamp {
@@ -144,6 +151,7 @@ mod tests {
         BuildSet {
             id: 1,
             set: NewBuildSet {
+                priority: 0,
                 scheduler: "force".into(),
                 reason: "forced".into(),
                 source: SourceStamp {

@@ -219,13 +219,14 @@ pub(super) async fn console(State(s): S, Query(q): Query<ConsoleQuery>) -> R<Jso
 pub(super) async fn pending(State(s): S) -> R<Json<Value>> {
     let list: Vec<Value> = match s.queue.lock() {
         Ok(q) => q
-            .pending()
-            .take(1000)
+            .pending_in_order(1000)
+            .into_iter()
             .map(|e| {
                 json!({
                     "id": e.req.id,
                     "builder": e.req.builder,
                     "priority": e.req.priority,
+                    "request_priority": e.req.request_priority,
                     "submitted_at": e.req.submitted_at,
                     "buildset": e.set.id,
                     "scheduler": e.set.set.scheduler,

@@ -2,24 +2,55 @@
 //! builds (the queue's book-keeping itself is `state/queue.rs`).
 //!
 //! Assignment rules (Buildbot's, made explicit):
-//! - requests go by builder priority (higher first), then age;
+//! - requests go by their own priority (higher first; a scheduler's
+//!   `priority`, the force form's), then their builder's priority (higher
+//!   first), then age (older first), then id;
 //! - a worker runs at most `max-builds` builds, and at most one build of a
 //!   given builder (each builder has its own directory there);
 //! - a worker in a downtime window takes no new builds;
 //! - a builder's locks must all be free for the build to start;
-//! - with `collapse-requests`, every pending request of the builder for the
-//!   same source (repository, branch, revision) is satisfied by one build.
+//! - with `collapse-requests` (the default), the pending requests of the
+//!   builder that are [`collapsible`] with the one chosen are satisfied by
+//!   one build, run for the newest of them (its revision); the others are
+//!   claimed by it too, `collapsed_into` the newest.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bbc_graph::Builder;
+use bbc_graph::{Builder, Graph, SchedulerKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::state::queue::{in_downtime, update, Entry, Running};
 use crate::state::{now_ms, Shared};
-use crate::store::{Millis, NewBuild, StoreError};
+use crate::store::{BuildSet, Millis, NewBuild, StoreError};
+
+/// Whether a build set came from changes: a change-driven scheduler of the
+/// config in force submitted it for changes. Forced sets, rebuilds and
+/// triggered sets (and sets of a scheduler no longer configured) did not.
+fn from_changes(g: &Graph, set: &BuildSet) -> bool {
+    !set.set.changes.is_empty()
+        && set.set.parent_build.is_none()
+        && g.scheduler(&set.set.scheduler).is_some_and(|s| {
+            !matches!(
+                s.kind,
+                SchedulerKind::Force { .. } | SchedulerKind::Triggerable {}
+            )
+        })
+}
+
+/// Whether two pending requests of one builder may be satisfied by one
+/// build (Buildbot's default `collapseRequests`): both came from changes
+/// ([`from_changes`]) on the same repository and branch, whatever their
+/// revisions, and with the same properties. Forced requests never
+/// collapse, nor do requests whose properties differ.
+fn collapsible(g: &Graph, a: &BuildSet, b: &BuildSet) -> bool {
+    a.set.source.repository == b.set.source.repository
+        && a.set.source.branch == b.set.source.branch
+        && a.set.properties == b.set.properties
+        && from_changes(g, a)
+        && from_changes(g, b)
+}
 
 /// Wall-clock microseconds since the epoch.
 fn wall_us() -> u64 {
@@ -68,17 +99,14 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
     if (open.is_empty() && !has_latent) || q.pending.is_empty() {
         return Vec::new();
     }
-    let mut order: Vec<(i64, Millis, u64)> = q
-        .pending
-        .values()
-        .map(|e| (-e.req.priority, e.req.submitted_at, e.req.id))
-        .collect();
+    let mut order: Vec<(i64, i64, Millis, u64)> =
+        q.pending.values().map(Entry::order_key).collect();
     order.sort_unstable();
     // Builders found unable to start in this pass: their later requests
     // cannot start either (this pass only takes slots and locks).
     let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for (_, _, id) in order {
+    for (_, _, _, id) in order {
         if open.is_empty() && !has_latent {
             break;
         }
@@ -91,7 +119,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
         let Some(builder) = g.builder(&entry.req.builder) else {
             continue;
         };
-        let src = entry.set.set.source.clone();
+        let set = entry.set.clone();
         // Connected workers before latent ones still to start (a latent
         // worker starts only when no connected one can take the build),
         // then the least busy, then by name.
@@ -128,15 +156,22 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
             continue;
         };
         let mut ids = vec![id];
-        if builder.collapse_requests {
-            ids.extend(
-                q.pending
-                    .values()
-                    .filter(|e| {
-                        e.req.id != id && e.req.builder == builder.name && e.set.set.source == src
-                    })
-                    .map(|e| e.req.id),
-            );
+        if builder.collapse_requests && from_changes(&g, &set) {
+            // The newest of the group runs (its revision is the latest);
+            // the build names it first, and the others collapse into it.
+            let mut group: Vec<(Millis, u64)> = q
+                .pending
+                .values()
+                .filter(|e| {
+                    e.req.builder == builder.name
+                        && (e.req.id == id || collapsible(&g, &set, &e.set))
+                })
+                .map(|e| (e.req.submitted_at, e.req.id))
+                .collect();
+            if group.len() > 1 {
+                group.sort_unstable_by(|a, b| b.cmp(a));
+                ids = group.into_iter().map(|(_, i)| i).collect();
+            }
         }
         let entries: Vec<Entry> = ids.iter().filter_map(|i| q.pending.remove(i)).collect();
         let slot = shared.next_id();
@@ -404,6 +439,7 @@ mod tests {
         let dir = TempDir::new();
         let store = RedbStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let set = || NewBuildSet {
+            priority: 0,
             scheduler: "s".into(),
             reason: "test".into(),
             source: Default::default(),

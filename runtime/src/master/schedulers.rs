@@ -558,6 +558,7 @@ impl Engine {
 fn submit(s: &Scheduler, tip: &Tip, changes: Vec<u64>, reason: String, now: Millis) -> Submit {
     Submit {
         set: NewBuildSet {
+            priority: s.priority,
             scheduler: s.name.clone(),
             reason,
             source: SourceStamp {

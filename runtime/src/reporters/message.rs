@@ -440,6 +440,7 @@ mod tests {
         let set = BuildSet {
             id: 2,
             set: NewBuildSet {
+                priority: 0,
                 scheduler: "force".into(),
                 reason: "forced".into(),
                 source: SourceStamp {

@@ -470,6 +470,7 @@ mod tests {
         let set = BuildSet {
             id,
             set: NewBuildSet {
+                priority: 0,
                 scheduler: "s".into(),
                 reason: "test".into(),
                 source: Default::default(),
@@ -486,11 +487,13 @@ mod tests {
             buildset: id,
             builder: builder.into(),
             priority: 0,
+            request_priority: 0,
             submitted_at,
             state: RequestState::Pending,
             build: None,
             result: None,
             completed_at: None,
+            collapsed_into: None,
         };
         (req, Arc::new(set))
     }

@@ -33,6 +33,21 @@ pub struct Entry {
     pub set: Arc<BuildSet>,
 }
 
+impl Entry {
+    /// Where it stands in the queue, smallest first: the request's own
+    /// priority (higher first), its builder's (higher first), its age
+    /// (older first), its id. The assignment loop and the pending view
+    /// both order by it.
+    pub fn order_key(&self) -> (i64, i64, Millis, u64) {
+        (
+            self.req.request_priority.saturating_neg(),
+            self.req.priority.saturating_neg(),
+            self.req.submitted_at,
+            self.req.id,
+        )
+    }
+}
+
 pub struct Running {
     pub build_id: Option<u64>,
     pub number: u64,
@@ -139,6 +154,15 @@ impl Queue {
 
     pub fn pending(&self) -> impl Iterator<Item = &Entry> {
         self.pending.values()
+    }
+
+    /// The first `n` pending requests in the queue's order
+    /// ([`Entry::order_key`]).
+    pub fn pending_in_order(&self, n: usize) -> Vec<&Entry> {
+        let mut v: Vec<&Entry> = self.pending.values().collect();
+        v.sort_unstable_by_key(|e| e.order_key());
+        v.truncate(n);
+        v
     }
 
     pub fn remove(&mut self, id: u64) -> bool {

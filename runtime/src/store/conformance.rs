@@ -44,6 +44,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("build sets: no builders completes at once", empty_buildset),
     ("requests: filters and pagination", request_filters),
     (
+        "requests: request priority and collapsed_into, kept across a reopen",
+        request_priority_and_collapse,
+    ),
+    (
         "start_build: numbers per builder, claims requests",
         start_build_claims,
     ),
@@ -169,6 +173,7 @@ fn change(n: i64) -> NewChange {
 
 fn buildset(reason: &str, at: i64) -> NewBuildSet {
     NewBuildSet {
+        priority: 0,
         scheduler: "sched".into(),
         reason: reason.into(),
         source: SourceStamp {
@@ -318,6 +323,82 @@ fn buildsets_and_requests(open: Open<'_>, dir: &Path) {
         [1, 2, 3, 4, 5],
         "oldest first"
     );
+}
+
+fn request_priority_and_collapse(open: Open<'_>, dir: &Path) {
+    let (urgent, plain) = {
+        let s = open(dir);
+        let mut set = buildset("urgent", 100);
+        set.priority = 7;
+        let (bs, urgent) = s
+            .add_buildset(set.clone(), &builders(&["lin", "win"]))
+            .unwrap();
+        assert_eq!(bs.set, set, "the set keeps its priority");
+        for r in &urgent {
+            assert_eq!(r.request_priority, 7, "each request gets the set's");
+            assert_eq!(r.collapsed_into, None);
+            assert_eq!(&req(s.as_ref(), r.id), r);
+        }
+        assert_eq!(urgent[1].priority, 1, "the builder's priority stays apart");
+        let (_, plain) = s
+            .add_buildset(buildset("plain", 200), &builders(&["lin"]))
+            .unwrap();
+        assert_eq!(plain[0].request_priority, 0);
+        // One build for both requests of `lin`, run for the newer one
+        // (named first): the older is collapsed into it.
+        let b = s
+            .start_build(new_build("lin", &[plain[0].id, urgent[0].id], 300))
+            .unwrap();
+        let (newer, older) = (req(s.as_ref(), plain[0].id), req(s.as_ref(), urgent[0].id));
+        assert_eq!((newer.build, newer.collapsed_into), (Some(b.id), None));
+        assert_eq!(
+            (older.build, older.collapsed_into),
+            (Some(b.id), Some(plain[0].id))
+        );
+        assert_eq!(older.state, RequestState::Claimed);
+        s.finish_build(b.id, BuildResult::Success, 400).unwrap();
+        let older = req(s.as_ref(), urgent[0].id);
+        assert_eq!(
+            older.result,
+            Some(BuildResult::Success),
+            "shares the result"
+        );
+        assert_eq!(older.collapsed_into, Some(plain[0].id));
+        (urgent, plain)
+    };
+    let s = open(dir);
+    let older = req(s.as_ref(), urgent[0].id);
+    assert_eq!(
+        (older.request_priority, older.collapsed_into),
+        (7, Some(plain[0].id)),
+        "kept across a reopen"
+    );
+    let pending = s.pending_requests().unwrap();
+    assert_eq!(ids(&pending, |r| r.id), [urgent[1].id]);
+    assert_eq!(pending[0].request_priority, 7);
+    assert_eq!(
+        s.buildset(urgent[0].buildset)
+            .unwrap()
+            .map(|b| b.set.priority),
+        Some(7)
+    );
+    // Run alone, a request is collapsed into none; back after a retry and
+    // claimed by a build for a newer one, it is collapsed into that.
+    let b = s
+        .start_build(new_build("win", &[urgent[1].id], 500))
+        .unwrap();
+    assert_eq!(req(s.as_ref(), urgent[1].id).collapsed_into, None);
+    s.finish_build(b.id, BuildResult::Retry, 600).unwrap();
+    let (_, later) = s
+        .add_buildset(buildset("later", 700), &builders(&["win"]))
+        .unwrap();
+    s.start_build(new_build("win", &[later[0].id, urgent[1].id], 800))
+        .unwrap();
+    assert_eq!(
+        req(s.as_ref(), urgent[1].id).collapsed_into,
+        Some(later[0].id)
+    );
+    assert_eq!(req(s.as_ref(), later[0].id).request_priority, 0);
 }
 
 fn empty_buildset(open: Open<'_>, dir: &Path) {

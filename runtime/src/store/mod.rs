@@ -163,6 +163,15 @@ pub struct NewBuildSet {
     /// The build whose trigger step created this set.
     pub parent_build: Option<u64>,
     pub submitted_at: Millis,
+    /// The priority its requests get (a scheduler's `priority`, the force
+    /// form's): the queue starts higher ones first, before looking at
+    /// builder priorities. Absent (0) in sets stored before it existed.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub priority: i64,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,13 +200,23 @@ pub struct BuildRequest {
     pub id: u64,
     pub buildset: u64,
     pub builder: String,
+    /// The builder's priority when the request was submitted.
     pub priority: i64,
+    /// The request's own priority, from its build set (a scheduler's
+    /// `priority`, the force form's); 0 in records stored before it.
+    #[serde(default)]
+    pub request_priority: i64,
     pub submitted_at: Millis,
     pub state: RequestState,
     /// The build running it (Claimed) or that ran it last.
     pub build: Option<u64>,
     pub result: Option<BuildResult>,
     pub completed_at: Option<Millis>,
+    /// Set when the build that ran it was started for another, newer
+    /// request (collapsed requests): that request's id. The build ran the
+    /// newer request's source, and this one shares its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collapsed_into: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -452,6 +471,17 @@ pub(crate) fn end_request(
     true
 }
 
+/// What starting `build` does to one of its requests (every backend's
+/// `start_build` applies it to each, once all are known to be pending):
+/// claimed by the build. The build runs for its first request; the others
+/// were collapsed into that one and say so.
+pub(crate) fn claim_request(req: &mut BuildRequest, build: &Build) {
+    req.state = RequestState::Claimed;
+    req.build = Some(build.id);
+    let first = build.build.requests.first().copied();
+    req.collapsed_into = first.filter(|f| *f != req.id);
+}
+
 /// What one request says of its build set's result (every backend's
 /// `finish_build` combines them, the worst winning): `None` while it is
 /// still open, so the set is not complete yet.
@@ -473,7 +503,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- build sets and requests
     /// Stores a build set and one pending request per `(builder, priority)`,
-    /// atomically and durably.
+    /// atomically and durably; each request's `request_priority` is the
+    /// set's `priority`.
     fn add_buildset(
         &self,
         set: NewBuildSet,
@@ -489,7 +520,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- builds
     /// Creates the build (next number of its builder) and claims its
-    /// requests atomically; `Conflict` if any request is not pending.
+    /// requests atomically; `Conflict` if any request is not pending. The
+    /// build runs for the first request; the others get `collapsed_into`
+    /// it ([`claim_request`]).
     fn start_build(&self, build: NewBuild) -> Result<Build>;
     fn set_build_state(
         &self,
@@ -612,5 +645,37 @@ pub trait Store: Send + Sync + 'static {
     /// them (read by the master's metrics at each scrape).
     fn commit_times(&self) -> Option<&CommitTimes> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BuildRequest, BuildSet, RequestState};
+
+    #[test]
+    fn records_stored_before_request_priorities_still_read() {
+        // A request and a set as both backends stored them before request
+        // priorities and collapsed_into existed (JSON, as redb and
+        // PostgreSQL keep them).
+        let req: BuildRequest = serde_json::from_str(
+            r#"{"id":3,"buildset":2,"builder":"b","priority":5,"submitted_at":10,
+                "state":"complete","build":4,"result":"success","completed_at":20}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((req.priority, req.request_priority), (5, 0));
+        assert_eq!(
+            (req.state, req.collapsed_into),
+            (RequestState::Complete, None)
+        );
+        let set: BuildSet = serde_json::from_str(
+            r#"{"id":2,"scheduler":"s","reason":"r","source":{"repository":"","branch":"",
+                "revision":""},"changes":[],"properties":{},"parent_build":null,
+                "submitted_at":10,"result":null,"completed_at":null}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.set.priority, 0);
+        // And a priority of 0 is written as before: nothing more.
+        let text = serde_json::to_string(&set).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!text.contains("priority"), "{text}");
     }
 }

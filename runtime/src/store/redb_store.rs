@@ -437,11 +437,13 @@ impl Store for RedbStore {
                     buildset: set.id,
                     builder: builder.clone(),
                     priority: *priority,
+                    request_priority: set.set.priority,
                     submitted_at: set.set.submitted_at,
                     state: RequestState::Pending,
                     build: None,
                     result: None,
                     completed_at: None,
+                    collapsed_into: None,
                 };
                 w.requests_by_buildset
                     .insert((set.id, req.id), ())
@@ -573,8 +575,7 @@ impl Store for RedbStore {
                         req.state
                     )));
                 }
-                req.state = RequestState::Claimed;
-                req.build = Some(build.id);
+                crate::store::claim_request(&mut req, &build);
                 w.put_request(&req)?;
             }
             put_record(&mut w.builds, &build)?;

@@ -342,6 +342,7 @@ function forceForm(builder, scheduler) {
     return el("label", {}, (p.label || p.name) + (p.required ? " *" : ""), input);
   });
   const reason = el("input", { type: "text", name: "reason", value: "forced from the web UI" });
+  const priority = el("input", { type: "number", name: "priority", value: String(scheduler.priority || 0) });
   const status = el("span", { class: "muted" });
   const form = el(
     "form",
@@ -361,7 +362,12 @@ function forceForm(builder, scheduler) {
           const r = await api("/builders/" + encodeURIComponent(builder) + "/force", {
             method: "POST",
             headers: { "content-type": "application/json" },
-            body: JSON.stringify({ reason: reason.value, properties, scheduler: scheduler.name }),
+            body: JSON.stringify({
+              reason: reason.value,
+              properties,
+              scheduler: scheduler.name,
+              priority: priority.value === "" ? undefined : Number(priority.value),
+            }),
           });
           const set = r.buildset ? r.buildset.id : "";
           status.textContent = "queued (build set " + set + ")";
@@ -374,6 +380,7 @@ function forceForm(builder, scheduler) {
     },
     fields,
     el("label", {}, "reason", reason),
+    el("label", {}, "priority", priority),
     el("button", { class: "primary", type: "submit", text: "Force build" }),
     status,
   );

@@ -191,10 +191,11 @@ async function pendingView() {
     data.requests.length === 0
       ? el("p", { class: "muted", text: "Nothing is waiting for a worker." })
       : el("div", { class: "scroll" }, table(
-          ["#", "builder", "priority", "waiting", "reason", "branch", "revision", ""],
+          ["#", "builder", "priority", "builder priority", "waiting", "reason", "branch", "revision", ""],
           data.requests.map((r) => [
             String(r.id),
             builderLink(r.builder),
+            String(r.request_priority || 0),
             String(r.priority),
             el("span", { title: time(r.submitted_at), text: duration(r.submitted_at, data.now) }),
             r.reason || "",

@@ -54,6 +54,7 @@ impl Ctx {
                 return Outcome::of(BuildResult::Exception, format!("cannot trigger {name}"));
             };
             let bs = NewBuildSet {
+                priority: s.priority,
                 scheduler: name.clone(),
                 reason: format!("triggered by {} #{}", self.builder.name, self.build.number),
                 source: source.clone(),

@@ -200,6 +200,7 @@ fn dependent_runs_after_upstream_success_only() {
     let set = |id: u64, result: Option<BuildResult>| BuildSet {
         id,
         set: NewBuildSet {
+            priority: 0,
             scheduler: "up".into(),
             reason: String::new(),
             source: SourceStamp {

@@ -140,11 +140,13 @@ pub(super) async fn add_buildset(
                 buildset: set.id,
                 builder,
                 priority,
+                request_priority: set.set.priority,
                 submitted_at: set.set.submitted_at,
                 state: RequestState::Pending,
                 build: None,
                 result: None,
                 completed_at: None,
+                collapsed_into: None,
             };
             put_request(&t, &req).await?;
             requests.push(req);
@@ -314,8 +316,7 @@ pub(super) async fn start_build(c: &mut deadpool_postgres::Client, new: NewBuild
     .ok_or_else(|| StoreError::Io("no build number was returned".to_string()))?;
     build.number = unsigned(col(&n, 0)?, "build number")?;
     for mut req in reqs {
-        req.state = RequestState::Claimed;
-        req.build = Some(build.id);
+        crate::store::claim_request(&mut req, &build);
         put_request(&t, &req).await?;
     }
     let rec = json("build", &build)?;

@@ -179,6 +179,7 @@ fn two_masters_never_claim_one_request() {
     let a: Arc<dyn Store> = Arc::new(schemas.open(dir.path()));
     let b: Arc<dyn Store> = Arc::new(schemas.open(dir.path()));
     let set = NewBuildSet {
+        priority: 0,
         scheduler: "s".into(),
         reason: "r".into(),
         source: SourceStamp::default(),
@@ -285,6 +286,7 @@ fn pg_bench() {
         let t = std::time::Instant::now();
         for i in 0..batches {
             let set = NewBuildSet {
+                priority: 0,
                 scheduler: "s".into(),
                 reason: format!("bench {i}"),
                 source: SourceStamp::default(),

@@ -9,6 +9,7 @@ use bbc_testkit::SmallDisk;
 
 fn big_set(tag: &str) -> NewBuildSet {
     NewBuildSet {
+        priority: 0,
         scheduler: "s".into(),
         reason: format!("{tag}:{}", "r".repeat(200_000)),
         source: crate::store::SourceStamp::default(),

@@ -39,6 +39,7 @@ fn raw_put(dir: &Path, def: TableDefinition<u64, &[u8]>, key: u64, value: &[u8])
 
 pub(super) fn set(reason: &str) -> NewBuildSet {
     NewBuildSet {
+        priority: 0,
         scheduler: "s".into(),
         reason: reason.into(),
         source: crate::store::SourceStamp::default(),
