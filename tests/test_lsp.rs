@@ -23,6 +23,11 @@ const GUARD: Duration = Duration::from_secs(120);
 
 impl Server {
     fn start(root_dir: &Path) -> Server {
+        Server::start_with(root_dir, Value::Null)
+    }
+
+    /// Starts a server with the client's `initializationOptions`.
+    fn start_with(root_dir: &Path, options: Value) -> Server {
         let p = LspProcess::start(Path::new(env!("CARGO_BIN_EXE_bbc")), root())
             .unwrap_or_else(|e| panic!("bbc lsp: {e}"));
         let mut s = Server { p, next_id: 1 };
@@ -30,7 +35,8 @@ impl Server {
         let r = s.request(
             "initialize",
             json!({"processId": null, "rootUri": uri, "capabilities": {},
-                   "workspaceFolders": [{"uri": uri, "name": "ws"}]}),
+                   "workspaceFolders": [{"uri": uri, "name": "ws"}],
+                   "initializationOptions": options}),
         );
         let caps = &r["result"]["capabilities"];
         for c in [
@@ -613,5 +619,176 @@ fn definition_of_a_stdlib_template() {
         Some("template \"make-check\" {"),
         "{def}"
     );
+    s.stop();
+}
+
+/// Each diagnostic's code links to its section of docs/diagnostics.md: at
+/// the URL the client configures, else the file in this checkout.
+#[test]
+fn diagnostic_codes_link_to_their_documentation() {
+    let dir = temp_dir("lsp-code-links");
+    let path = dir.join("master.kdl");
+    let text = "worker \"w\" password=(secret)\"w\" max-bilds=2\nbuilder \"b\" {\n    steps {\n        shell \"make\"\n    }\n}\n";
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let base = "https://docs.example.org/bbc/docs/diagnostics.md";
+    let mut s = Server::start_with(&dir, json!({ "diagnosticsUrl": base }));
+    s.open(&uri, text);
+    let d = s.diagnostics(&uri);
+    let links: Vec<(&str, &str)> = d
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or_default(),
+                d["codeDescription"]["href"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        links,
+        [
+            ("E0102", &*format!("{base}#e0102-unknown-property")),
+            ("E0104", &*format!("{base}#e0104-missing-value")),
+        ],
+        "{d:?}"
+    );
+    s.stop();
+
+    // Not configured: the documentation in the checkout the binary was
+    // built from, which has a heading for the anchor.
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let d = s.diagnostics(&uri);
+    let href = d[0]["codeDescription"]["href"].as_str().unwrap_or_default();
+    let docs = root().join("docs/diagnostics.md");
+    assert_eq!(
+        href,
+        format!("{}#e0102-unknown-property", file_uri(&docs)),
+        "{d:?}"
+    );
+    let md = std::fs::read_to_string(&docs).unwrap_or_else(|e| panic!("{e}"));
+    assert!(md.contains("\n## E0102 unknown-property\n"));
+    s.stop();
+}
+
+/// One node name under two parents: completion offers what each parent's
+/// decoder reads there (`lock` at the top level declares a lock, inside a
+/// builder it uses one; `tls` of the master has certificate files, of an
+/// IRC reporter is a switch).
+#[test]
+fn completion_follows_the_parent_of_a_shared_node_name() {
+    let dir = temp_dir("lsp-complete-parents");
+    let path = dir.join("master.kdl");
+    let good = r##"master {
+    tls cert="/etc/bbc/master.crt" key="/etc/bbc/master.key"
+}
+worker "w" password=(secret)"w"
+lock "db" kind="master" max-count=2
+builder "b" {
+    workers "w"
+    lock "db" access="exclusive"
+    steps {
+        shell "make"
+    }
+}
+reporter "irc" kind="irc" {
+    server "irc.libera.chat:6697"
+    channel "#ci"
+    tls #true
+}
+"##;
+    std::fs::write(&path, good).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, good);
+    let d = s.diagnostics(&uri);
+    assert!(d.iter().all(|d| d["severity"] != 1), "{d:?}");
+
+    let top = complete(
+        &mut s,
+        &uri,
+        2,
+        &good.replace("kind=\"master\" max-count=2", "|"),
+    );
+    let used = complete(&mut s, &uri, 3, &good.replace("access=\"exclusive\"", "|"));
+    assert!(
+        top.contains(&"kind=".to_string()) && top.contains(&"max-count=".to_string()),
+        "{top:?}"
+    );
+    assert!(!top.contains(&"access=".to_string()), "{top:?}");
+    assert!(used.contains(&"access=".to_string()), "{used:?}");
+    assert!(!used.contains(&"max-count=".to_string()), "{used:?}");
+    // The values of a property follow the parent too.
+    let kinds = complete(
+        &mut s,
+        &uri,
+        4,
+        &good.replace("kind=\"master\"", "kind=\"|"),
+    );
+    assert!(kinds.contains(&"\"worker\"".to_string()), "{kinds:?}");
+    assert!(!kinds.contains(&"\"exclusive\"".to_string()), "{kinds:?}");
+
+    let master_tls = complete(
+        &mut s,
+        &uri,
+        5,
+        &good.replace("key=\"/etc/bbc/master.key\"", "|"),
+    );
+    let irc_tls = complete(&mut s, &uri, 6, &good.replace("tls #true", "tls |"));
+    assert!(master_tls.contains(&"key=".to_string()), "{master_tls:?}");
+    assert!(!irc_tls.contains(&"key=".to_string()), "{irc_tls:?}");
+    assert!(!irc_tls.contains(&"cert=".to_string()), "{irc_tls:?}");
+    s.stop();
+}
+
+/// Edits between tokens (a comment typed, lines added above a mistake)
+/// are not compiled again: the last findings are moved. They must be what
+/// `bbc check` reports for the new text, at the moved places.
+#[test]
+fn edits_between_tokens_move_the_findings() {
+    let dir = temp_dir("lsp-trivia");
+    let path = dir.join("master.kdl");
+    let text = "worker \"w\" password=(secret)\"w\" max-bilds=2\n// note\nbuilder \"b\" {\n    steps {\n        shell \"make\"\n    }\n}\n";
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    let before = s.diagnostics(&uri);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let edits = [
+        text.replace("// note", "// note, longer"),
+        text.replace("// note\n", "// note\n\n\n/* a block */\n"),
+        format!("\n\n{}", text.replace("    steps", "\tsteps")),
+        // A token changed: compiled again.
+        text.replace("max-bilds", "max-builds"),
+    ];
+    for (v, new) in edits.iter().enumerate() {
+        let version = v as i32 + 2;
+        s.change(&uri, version, new);
+        let m = s.wait(|m| {
+            m["method"] == "textDocument/publishDiagnostics" && m["params"]["version"] == version
+        });
+        let got = m["params"]["diagnostics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        std::fs::write(&path, new).unwrap_or_else(|e| panic!("{e}"));
+        let o = run(&["check", "--format", "json", &path.to_string_lossy()]);
+        let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let want = doc["diagnostics"].as_array().cloned().unwrap_or_default();
+        assert_eq!(got.len(), want.len(), "{new}: {got:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g["code"], w["code"]);
+            let pos = |k: &str, c: &str| {
+                lsp_position(
+                    new,
+                    w[k].as_u64().unwrap_or(0) as usize,
+                    w[c].as_u64().unwrap_or(0) as usize,
+                )
+            };
+            assert_eq!(g["range"]["start"], pos("line", "column"), "{new}");
+            assert_eq!(g["range"]["end"], pos("end_line", "end_column"), "{new}");
+        }
+    }
     s.stop();
 }

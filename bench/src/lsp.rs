@@ -1,6 +1,7 @@
 //! `bbc-bench lsp`: how fast `bbc lsp` answers while a large config is
 //! typed. Opens the file in a `bbc lsp` process, then for each keystroke
-//! (a character typed into a comment at the end) sends the change and at
+//! (a character typed into a comment at the end, or `--type-after` a given
+//! text, e.g. into a string) sends the change and at
 //! once a hover request, whose answer needs the changed text checked:
 //! keystroke → answer is the time to both. Also the keystroke → published
 //! diagnostics time, which includes the server's debounce (150 ms).
@@ -45,7 +46,12 @@ impl Client {
     }
 }
 
-pub fn run(bbc: &Path, file: &str, keystrokes: usize) -> Result<(), BenchError> {
+pub fn run(
+    bbc: &Path,
+    file: &str,
+    keystrokes: usize,
+    type_after: Option<&str>,
+) -> Result<(), BenchError> {
     let path = std::fs::canonicalize(file).map_err(|e| err(format!("{file}: {e}")))?;
     let text = std::fs::read_to_string(&path).map_err(err)?;
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -77,8 +83,19 @@ pub fn run(bbc: &Path, file: &str, keystrokes: usize) -> Result<(), BenchError> 
     let hover = json!({"textDocument": {"uri": uri}, "position": {"line": 0, "character": 1}});
     let mut answer = Vec::new();
     let mut publish = Vec::new();
-    let mut typed = text.clone();
-    typed.push_str("\n// ");
+    // Where the letters go: after `type_after` (each keystroke then
+    // changes a token, so the server must compile), or into a comment
+    // added at the end (only trivia changes).
+    let (mut typed, tail) = match type_after {
+        Some(t) => {
+            let at = text
+                .find(t)
+                .ok_or_else(|| err(format!("{file} has no `{t}`")))?
+                + t.len();
+            (text[..at].to_string(), text[at..].to_string())
+        }
+        None => (format!("{text}\n// "), String::new()),
+    };
     let pid = c.p.id();
     let cpu0 = crate::procfs::cpu_s(pid);
     for i in 0..keystrokes {
@@ -86,7 +103,7 @@ pub fn run(bbc: &Path, file: &str, keystrokes: usize) -> Result<(), BenchError> 
         let t = Instant::now();
         c.send(
             json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params":
-            {"textDocument": {"uri": uri, "version": i + 2}, "contentChanges": [{"text": typed}]}}),
+            {"textDocument": {"uri": uri, "version": i + 2}, "contentChanges": [{"text": format!("{typed}{tail}")}]}}),
         )?;
         let id = c.request("textDocument/hover", hover.clone())?;
         c.wait(|m| m["id"] == id)?;

@@ -71,6 +71,11 @@ enum Command {
         file: String,
         #[arg(long, default_value_t = 30)]
         keystrokes: usize,
+        /// Type right after the first occurrence of this text (e.g. inside
+        /// a string, so each keystroke changes a token) instead of into a
+        /// comment added at the end
+        #[arg(long)]
+        type_after: Option<String>,
     },
     /// One master with thousands of simulated workers connected, idle and
     /// then under a steady rate of forced builds
@@ -126,9 +131,12 @@ fn main() -> ExitCode {
                 .write_all(text.as_bytes())
                 .map_err(BenchError::from)
         }
-        Command::Lsp { file, keystrokes } => {
-            bbc_exe().and_then(|bbc| lsp::run(&bbc, &file, keystrokes.max(1)))
-        }
+        Command::Lsp {
+            file,
+            keystrokes,
+            type_after,
+        } => bbc_exe()
+            .and_then(|bbc| lsp::run(&bbc, &file, keystrokes.max(1), type_after.as_deref())),
         Command::Fleet(a) => bbc_exe().and_then(|bbc| fleet::fleet(&bbc, &a)),
         Command::One { file } => check::one(&file),
     };

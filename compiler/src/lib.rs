@@ -158,7 +158,11 @@ fn compile_inner(
         diags: Vec::new(),
         run_parts,
         checked: Default::default(),
-        schema: (editor == Some(true)).then(|| Box::new(schema::Schema::new())),
+        schema: (editor == Some(true)).then(|| {
+            let mut s = Box::new(schema::Schema::new());
+            s.learn_paths(&doc.nodes);
+            s
+        }),
     };
     let model = decode::decode(&mut cx, &doc);
     // The tree is the largest structure; free it before checking, with the

@@ -637,12 +637,7 @@ impl<'n> NodeReader<'n> {
     pub fn finish(self, cx: &mut Cx) {
         let node = self.node;
         if let Some(s) = &mut cx.schema {
-            s.record_node(
-                &node.name.value,
-                &self.props_asked,
-                &self.kids_asked,
-                &node.entries,
-            );
+            s.record_node(node, &self.props_asked, &self.kids_asked);
         }
         if let Some(t) = &node.ty {
             cx.err(

@@ -12,12 +12,14 @@ use super::index::Index;
 /// What the cursor is in.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Place {
-    /// A node name being typed inside `parent` (`""`: the top level).
-    NodeName { parent: String },
-    /// A property name, or an argument, of `node` being typed.
-    Entry { node: String },
-    /// The value of `node`'s property `prop`.
-    Value { node: String, prop: String },
+    /// A node name being typed inside the nodes `path` (empty: the top
+    /// level; the parent is the last).
+    NodeName { path: Vec<String> },
+    /// A property name, or an argument, being typed of the node `path`
+    /// ends with (the enclosing nodes before it).
+    Entry { path: Vec<String> },
+    /// The value of the property `prop` of the node `path` ends with.
+    Value { path: Vec<String>, prop: String },
     /// Inside `${{ … }}`.
     Expr,
     /// A build property's name after `prop.` inside `${{ … }}`.
@@ -111,7 +113,6 @@ pub fn place(text: &str, offset: usize) -> (Place, usize) {
         i += 1;
     }
     let in_string = in_string.is_some();
-    let parent = stack.last().cloned().unwrap_or_default();
     let stmt = &text[stmt_start..offset];
     if in_string {
         if let Some(open) = stmt.rfind("${{") {
@@ -130,27 +131,34 @@ pub fn place(text: &str, offset: usize) -> (Place, usize) {
     let node = first_word(trimmed);
     if !trimmed.contains(|c: char| c.is_whitespace()) {
         let start = offset - trimmed.len();
-        return (Place::NodeName { parent }, start);
+        return (Place::NodeName { path: stack }, start);
     }
     // The last entry typed so far.
     let last_ws = stmt.rfind(|c: char| c.is_whitespace()).map_or(0, |w| w + 1);
     let entry = &stmt[last_ws..];
     if let Some(eq) = entry.find('=') {
         let prop = entry[..eq].to_string();
+        stack.push(node.to_string());
         return (
-            Place::Value {
-                node: node.to_string(),
-                prop,
-            },
+            Place::Value { path: stack, prop },
             stmt_start + last_ws + eq + 1,
         );
     }
-    (
-        Place::Entry {
-            node: node.to_string(),
-        },
-        stmt_start + last_ws,
-    )
+    stack.push(node.to_string());
+    (Place::Entry { path: stack }, stmt_start + last_ws)
+}
+
+impl Place {
+    /// The node whose name, entries or children are being written: the
+    /// enclosing node's path for a node name, else the node's own.
+    pub fn path(&self) -> Option<Vec<&str>> {
+        match self {
+            Place::NodeName { path } | Place::Entry { path } | Place::Value { path, .. } => {
+                Some(path.iter().map(String::as_str).collect())
+            }
+            Place::Expr | Place::Prop => None,
+        }
+    }
 }
 
 fn first_word(s: &str) -> &str {
@@ -202,8 +210,9 @@ pub fn items(
             .unwrap_or_default()
     };
     match place {
-        Place::NodeName { parent } => {
-            let Some(s) = schema.node(parent) else {
+        Place::NodeName { path } => {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let Some(s) = schema.node_at(&path) else {
                 return Vec::new();
             };
             let mut out: Vec<Item> = s.kids.iter().map(|k| item(k, "node")).collect();
@@ -212,17 +221,18 @@ pub fn items(
             out.dedup();
             out
         }
-        Place::Entry { node } => {
+        Place::Entry { path } => {
             let mut out = Vec::new();
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
             // An argument naming another entity.
-            match node.as_str() {
+            match path.last().copied().unwrap_or_default() {
                 "workers" => out.extend(names_of("worker")),
                 "builders" | "trigger" => out.extend(names_of("builder")),
                 "lock" => out.extend(names_of("lock")),
                 "use" => out.extend(names_of("template")),
                 _ => {}
             }
-            if let Some(s) = schema.node(node) {
+            if let Some(s) = schema.node_at(&path) {
                 out.extend(s.props.iter().map(|p| Item {
                     label: format!("{p}="),
                     detail: "property",
@@ -230,9 +240,10 @@ pub fn items(
             }
             out
         }
-        Place::Value { node, prop } => {
+        Place::Value { path, prop } => {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
             let mut out: Vec<Item> = schema
-                .values_of(node, prop)
+                .values_at(&path, prop)
                 .into_iter()
                 .map(|w| {
                     let label = if w.starts_with('#') || w.starts_with('"') {
@@ -298,32 +309,29 @@ mod tests {
         assert_eq!(
             at("builder \"b\" {\n  wor|"),
             Place::NodeName {
-                parent: "builder".into()
+                path: vec!["builder".into()]
             }
         );
         assert_eq!(
             at("builder \"b\" {\n steps {\n sh|\n}\n}"),
             Place::NodeName {
-                parent: "steps".into()
+                path: vec!["builder".into(), "steps".into()]
             }
         );
         assert_eq!(
             at("scheduler \"s\" ki|"),
             Place::Entry {
-                node: "scheduler".into()
+                path: vec!["scheduler".into()]
             }
         );
         assert_eq!(
             at("scheduler \"s\" kind=\"|"),
             Place::Value {
-                node: "scheduler".into(),
+                path: vec!["scheduler".into()],
                 prop: "kind".into()
             }
         );
-        assert_eq!(
-            at("x { y \"a{\" }\nbu|"),
-            Place::NodeName { parent: "".into() }
-        );
+        assert_eq!(at("x { y \"a{\" }\nbu|"), Place::NodeName { path: vec![] });
         assert_eq!(at("builder \"b\" { steps { shell \"${{ jo|"), Place::Expr);
         assert_eq!(
             at("builder \"b\" { steps { shell \"${{ prop.got_|"),
@@ -333,29 +341,45 @@ mod tests {
         // inside (nested) block comments, open nothing.
         assert_eq!(
             at("x r=#\"a{\"b\"# {\n y\n}\nbu|"),
-            Place::NodeName { parent: "".into() }
+            Place::NodeName { path: vec![] }
         );
         assert_eq!(
             at("x \"\"\"\n{ \"\n\"\"\" {\n}\nbu|"),
-            Place::NodeName { parent: "".into() }
+            Place::NodeName { path: vec![] }
         );
         assert_eq!(
             at("x ##\"\"\"\n{ \"\"\"#\n\"\"\"## {\n}\nbu|"),
-            Place::NodeName { parent: "".into() }
+            Place::NodeName { path: vec![] }
         );
         assert_eq!(
             at("/* a { /* b { */ c { */\nbuilder \"b\" {\n  wor|"),
             Place::NodeName {
-                parent: "builder".into()
+                path: vec!["builder".into()]
             }
         );
         assert_eq!(
             at("x #true {\n  y|"),
-            Place::NodeName { parent: "x".into() }
+            Place::NodeName {
+                path: vec!["x".into()]
+            }
         );
         assert_eq!(
             at("builder \"b\" {\n steps {\n  shell \"\"\"\n   echo ${{ prop.|"),
             Place::Prop
+        );
+        // Nested: the path of enclosing nodes.
+        assert_eq!(
+            at("master {\n    tls c|"),
+            Place::Entry {
+                path: vec!["master".into(), "tls".into()]
+            }
+        );
+        assert_eq!(
+            at("builder \"b\" { steps { shell \"x\" timeout=|"),
+            Place::Value {
+                path: vec!["builder".into(), "steps".into(), "shell".into()],
+                prop: "timeout".into()
+            }
         );
         // Inside a multi-byte character: no panic.
         let t = "builder \"é\" { ma";

@@ -8,7 +8,7 @@
 //! (lists like `roles="a b"` hold several), and variables inside `${{ … }}`.
 //! Names are unique per kind, so a kind and a name identify a definition.
 
-use bbc_compiler::syntax::{self, Document, Entry, Node, Span, Value};
+use bbc_compiler::syntax::{Document, Entry, Node, Span, Value};
 
 /// The entity kinds whose first argument is their name.
 const ENTITY_KINDS: &[&str] = &[
@@ -43,7 +43,7 @@ pub struct Ref {
     pub span: Span,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Index {
     pub defs: Vec<Def>,
     pub refs: Vec<Ref>,
@@ -53,9 +53,9 @@ pub struct Index {
 }
 
 impl Index {
-    /// Indexes files given as their texts (in the compilation's order).
-    pub fn build(texts: &[&str]) -> Index {
-        let docs: Vec<Document> = texts.iter().map(|t| syntax::parse(t).0).collect();
+    /// Indexes files given as their trees and texts (in the compilation's
+    /// order).
+    pub fn build(docs: &[Document], texts: &[&str]) -> Index {
         let mut ix = Index::default();
         for (file, doc) in docs.iter().enumerate() {
             for n in &doc.nodes {
@@ -277,6 +277,7 @@ fn is_ident(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bbc_compiler::syntax;
 
     const CONFIG: &str = r#"let jobs=4
 worker "w1" password=(secret)"w1"
@@ -294,7 +295,7 @@ user "u" token=(secret)"t" roles="dev"
 
     #[test]
     fn definitions_and_references_by_kind() {
-        let ix = Index::build(&[CONFIG]);
+        let ix = Index::build(&[syntax::parse(CONFIG).0], &[CONFIG]);
         let kinds: Vec<_> = ix.defs.iter().map(|d| (d.kind, d.name.as_str())).collect();
         assert_eq!(
             kinds,

@@ -20,6 +20,7 @@
 mod complete;
 mod index;
 mod reference;
+mod reuse;
 mod text;
 mod workspace;
 

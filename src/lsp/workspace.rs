@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use bbc_compiler::diagnostic::{Diagnostic, Severity};
-use bbc_compiler::source::{SourceMap, Sources};
+use bbc_compiler::source::{SourceFile, SourceMap, Sources};
+use bbc_compiler::syntax::Document;
 use lsp_types as lsp;
 use lsp_types::Url;
 
 use super::complete;
 use super::index::{Def, Index};
 use super::reference;
+use super::reuse::{same_tree, Shift};
 use super::text::LineIndex;
 
 struct OpenDoc {
@@ -24,11 +26,20 @@ struct OpenDoc {
 }
 
 /// One compilation of a root config.
+#[derive(Clone)]
 struct Analysis {
     /// Every file it read, in the compiler's order: a path, or `None` for
     /// a file of the embedded standard library that has no source on this
     /// machine ([`stdlib_source`]).
     files: Vec<(Option<PathBuf>, String)>,
+    /// Each file's name as the compiler knows it (`std/…` for the standard
+    /// library's).
+    names: Vec<String>,
+    /// Each file's syntax tree (as `syntax::parse` gives it; a partial one
+    /// after a syntax error).
+    trees: Vec<Document>,
+    /// The compiler's diagnostics, in file-local spans.
+    raw: Vec<Diagnostic>,
     diagnostics: BTreeMap<PathBuf, Vec<lsp::Diagnostic>>,
     /// Files whose earlier diagnostics are to be cleared when published.
     cleared: Vec<PathBuf>,
@@ -69,6 +80,12 @@ pub struct Workspace {
     /// being typed often does not parse past the cursor, so the names
     /// declared further down survive from the versions that did.
     properties: std::collections::BTreeSet<String>,
+    /// Where each diagnostic code's documentation is: a URL of
+    /// docs/diagnostics.md, to which the code's anchor is appended
+    /// ([`docs_url`]); `None` gives diagnostics no link.
+    docs_url: Option<String>,
+    /// Node paths completion asked the schema to be recorded again for.
+    retried: BTreeSet<String>,
 }
 
 /// Reads the editor's text for open files, the disk for the rest; never
@@ -94,6 +111,8 @@ impl Workspace {
             schema: bbc_compiler::schema::Schema::new(),
             want_schema: true,
             properties: Default::default(),
+            docs_url: docs_url(params.initialization_options.as_ref()),
+            retried: BTreeSet::new(),
         };
         let mut folders: Vec<PathBuf> = params
             .workspace_folders
@@ -115,7 +134,7 @@ impl Workspace {
                 .collect();
             roots.sort();
             for r in roots {
-                let a = ws.analyse(&r);
+                let a = ws.analyse(&r, None);
                 ws.analyses.insert(r, a);
                 ws.merge_schemas();
             }
@@ -156,10 +175,13 @@ impl Workspace {
         }
     }
 
-    fn analyse(&self, root: &Path) -> Analysis {
+    /// Compiles `root`; `old`, its last compilation, lends the trees of
+    /// the files that did not change.
+    fn analyse(&self, root: &Path, old: Option<&Analysis>) -> Analysis {
         let name = root.to_string_lossy();
         let (c, editor) =
             bbc_compiler::compile_for_editor(&name, &Overlay(&self.open), self.want_schema);
+        let names: Vec<String> = c.sources.files().map(|(_, f)| f.name.clone()).collect();
         let files: Vec<(Option<PathBuf>, String)> = c
             .sources
             .files()
@@ -171,26 +193,25 @@ impl Workspace {
                 (p, f.text.clone())
             })
             .collect();
-        let mut diagnostics: BTreeMap<PathBuf, Vec<lsp::Diagnostic>> = BTreeMap::new();
-        for (f, (p, _)) in c.sources.files().zip(&files) {
-            if let (Some(p), false) = (p, f.1.name.starts_with("std/")) {
-                diagnostics.entry(p.clone()).or_default();
-            }
-        }
-        for d in &c.diagnostics {
-            let file = c.sources.get(d.primary.file);
-            if file.name.starts_with("std/") {
-                continue;
-            }
-            diagnostics
-                .entry(PathBuf::from(&file.name))
-                .or_default()
-                .push(to_lsp(&c.sources, d));
-        }
+        let trees: Vec<Document> = c
+            .sources
+            .files()
+            .map(|(_, f)| {
+                let kept = old.and_then(|o| {
+                    let i = o.names.iter().position(|n| *n == f.name)?;
+                    (o.files[i].1 == f.text).then(|| o.trees[i].clone())
+                });
+                kept.unwrap_or_else(|| bbc_compiler::syntax::parse(&f.text).0)
+            })
+            .collect();
+        let diagnostics = lsp_diagnostics(&c.sources, &c.diagnostics, self.docs_url.as_deref());
         let texts: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
-        let index = Index::build(&texts);
+        let index = Index::build(&trees, &texts);
         Analysis {
             files,
+            names,
+            trees,
+            raw: c.diagnostics,
             diagnostics,
             cleared: Vec::new(),
             index,
@@ -201,6 +222,74 @@ impl Workspace {
                 .map(|(f, span, names)| (f.0 as usize, span, names))
                 .collect(),
         }
+    }
+
+    /// `old` again for the texts as they are now, without compiling, when
+    /// no file changed but between its tokens (a comment typed, a line
+    /// added, indentation: reuse.rs says why the findings are then the
+    /// same, moved); `None` when it has to be compiled again.
+    fn reuse(&self, old: &Analysis) -> Option<Analysis> {
+        use bbc_compiler::diagnostic::Code;
+        // A completion asked for the schema, which takes a compilation;
+        // an import that failed may be there now.
+        if self.want_schema
+            || old
+                .raw
+                .iter()
+                .any(|d| matches!(d.code, Code::Io | Code::UnknownImport))
+        {
+            return None;
+        }
+        let mut changed = None;
+        for (i, (path, text)) in old.files.iter().enumerate() {
+            if old.names[i].starts_with("std/") {
+                continue;
+            }
+            let now = match self.open.get(path.as_deref()?) {
+                Some(d) => std::borrow::Cow::Borrowed(d.text.as_str()),
+                None => std::borrow::Cow::Owned(std::fs::read_to_string(path.as_deref()?).ok()?),
+            };
+            if now != text.as_str() {
+                if changed.is_some() {
+                    return None;
+                }
+                changed = Some((i, now.into_owned()));
+            }
+        }
+        let mut a = old.clone();
+        a.cleared = Vec::new();
+        a.schema = None;
+        let Some((file, text)) = changed else {
+            return Some(a);
+        };
+        let (tree, errors) = bbc_compiler::syntax::parse(&text);
+        let shift = Shift::between(&a.files[file].1, &text)?;
+        if !errors.is_empty() || !same_tree(&a.trees[file], &tree, &shift) {
+            return None;
+        }
+        let id = bbc_compiler::source::FileId(file as u32);
+        for d in &mut a.raw {
+            for l in std::iter::once(&mut d.primary).chain(&mut d.secondary) {
+                if l.file == id {
+                    l.span = shift.span(l.span)?;
+                }
+            }
+        }
+        for (f, span, _) in &mut a.expansions {
+            if *f == file {
+                *span = shift.span(*span)?;
+            }
+        }
+        a.files[file].1 = text;
+        a.trees[file] = tree;
+        let mut map = SourceMap::default();
+        for (n, (_, t)) in a.names.iter().zip(&a.files) {
+            map.add(SourceFile::new(n.clone(), t.clone()));
+        }
+        a.diagnostics = lsp_diagnostics(&map, &a.raw, self.docs_url.as_deref());
+        let texts: Vec<&str> = a.files.iter().map(|(_, t)| t.as_str()).collect();
+        a.index = Index::build(&a.trees, &texts);
+        Some(a)
     }
 
     /// Checks every root marked dirty; the diagnostics to publish, per
@@ -230,7 +319,11 @@ impl Workspace {
     /// Compiles the dirty roots; each is then due to be published.
     fn compile_dirty(&mut self) {
         for root in std::mem::take(&mut self.dirty) {
-            let mut a = self.analyse(&root);
+            let old = self.analyses.get(&root);
+            let mut a = match old.and_then(|o| self.reuse(o)) {
+                Some(a) => a,
+                None => self.analyse(&root, old),
+            };
             // Files the last compilation of this root had diagnostics for
             // and this one does not read any more (an import removed).
             if let Some(old) = self.analyses.get(&root) {
@@ -258,7 +351,7 @@ impl Workspace {
             .values()
             .any(|a| a.file_index(&path).is_some())
         {
-            let a = self.analyse(&path);
+            let a = self.analyse(&path, None);
             self.analyses.insert(path.clone(), a);
             self.merge_schemas();
         }
@@ -385,14 +478,15 @@ impl Workspace {
         let offset = ix.offset(pos.position);
         let (place, start) = complete::place(&text, offset);
         self.analysis_of(&pos.text_document.uri);
-        let node = match &place {
-            complete::Place::NodeName { parent } => Some(parent),
-            complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
-            complete::Place::Expr | complete::Place::Prop => None,
-        };
-        if node.is_some_and(|n| self.schema.node(n).is_none()) && !self.want_schema {
-            // A node kind the recorded schema has not met: record again
-            // (now, if the text decodes; else at the next compilation).
+        let unknown = place
+            .path()
+            .filter(|p| !self.schema.knows(p))
+            .map(|p| p.join("/"));
+        // A node the recorded schema has not met at this path: record
+        // again (now, if the text decodes; else at the next compilation),
+        // once per path (one written inside a template or matrix is never
+        // in the expanded tree).
+        if unknown.is_some_and(|p| !self.want_schema && self.retried.insert(p)) {
             self.want_schema = true;
             self.touch(path.clone());
             self.compile_dirty();
@@ -508,11 +602,8 @@ impl Workspace {
                 format!("{} ({}): {}", code.as_str(), code.slug(), code.summary())
             })
         } else {
-            let within = match complete::place(&text, s).0 {
-                complete::Place::NodeName { parent } => Some(parent),
-                complete::Place::Entry { node } | complete::Place::Value { node, .. } => Some(node),
-                complete::Place::Expr | complete::Place::Prop => None,
-            };
+            let place = complete::place(&text, s).0;
+            let within = place.path().and_then(|p| p.last().map(|n| n.to_string()));
             reference::entry(word, within.as_deref())?
         };
         let ix = LineIndex::new(&text);
@@ -663,6 +754,38 @@ fn symbol_kind(kind: &str) -> lsp::SymbolKind {
     }
 }
 
+/// Where diagnostic codes are documented (docs/diagnostics.md), in this
+/// order: the client's `initializationOptions.diagnosticsUrl`; the
+/// repository named in bbc's Cargo.toml (`repository`), on its `main`
+/// branch; the file in the bbc checkout this binary was built from, when it
+/// is on this machine. `None`: diagnostics carry no link (hover on the code
+/// still shows `bbc explain`'s text).
+fn docs_url(options: Option<&serde_json::Value>) -> Option<String> {
+    if let Some(u) = options
+        .and_then(|o| o.get("diagnosticsUrl"))
+        .and_then(|u| u.as_str())
+        .filter(|u| Url::parse(u).is_ok())
+    {
+        return Some(u.trim_end_matches('#').to_string());
+    }
+    let repo = env!("CARGO_PKG_REPOSITORY").trim_end_matches('/');
+    if !repo.is_empty() {
+        return Some(format!("{repo}/blob/main/docs/diagnostics.md"));
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/diagnostics.md");
+    if local.is_file() {
+        return Url::from_file_path(&local).ok().map(String::from);
+    }
+    None
+}
+
+/// The anchor of a code's section in docs/diagnostics.md, as Markdown
+/// renderers (GitHub, mdBook) derive it from the heading `## E0104
+/// missing-value`.
+fn code_anchor(code: bbc_compiler::diagnostic::Code) -> String {
+    format!("{}-{}", code.as_str().to_ascii_lowercase(), code.slug())
+}
+
 /// The replacement a "did you mean `X`?" help offers.
 fn suggestion(help: &str) -> Option<&str> {
     let at = help.find("did you mean `")? + "did you mean `".len();
@@ -671,10 +794,36 @@ fn suggestion(help: &str) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// The diagnostics of a compilation as LSP shows them, per file: every
+/// file it read that is not the standard library's has a list, empty when
+/// it has no findings (publishing it clears the earlier ones).
+fn lsp_diagnostics(
+    map: &SourceMap,
+    raw: &[Diagnostic],
+    docs: Option<&str>,
+) -> BTreeMap<PathBuf, Vec<lsp::Diagnostic>> {
+    let mut out: BTreeMap<PathBuf, Vec<lsp::Diagnostic>> = BTreeMap::new();
+    for (_, f) in map.files() {
+        if !f.name.starts_with("std/") {
+            out.entry(PathBuf::from(&f.name)).or_default();
+        }
+    }
+    for d in raw {
+        let file = map.get(d.primary.file);
+        if file.name.starts_with("std/") {
+            continue;
+        }
+        out.entry(PathBuf::from(&file.name))
+            .or_default()
+            .push(to_lsp(map, d, docs));
+    }
+    out
+}
+
 /// A diagnostic as LSP shows it: the code, the message with its label and
 /// help, the other labels as related places, and a replacement when there
 /// is one (for the quick fix).
-fn to_lsp(map: &SourceMap, d: &Diagnostic) -> lsp::Diagnostic {
+fn to_lsp(map: &SourceMap, d: &Diagnostic, docs: Option<&str>) -> lsp::Diagnostic {
     let f = map.get(d.primary.file);
     let ix = LineIndex::new(&f.text);
     let mut message = d.message.clone();
@@ -708,7 +857,11 @@ fn to_lsp(map: &SourceMap, d: &Diagnostic) -> lsp::Diagnostic {
             Severity::Warning => lsp::DiagnosticSeverity::WARNING,
         }),
         code: Some(lsp::NumberOrString::String(d.code.as_str().to_string())),
-        code_description: None,
+        code_description: docs.and_then(|base| {
+            Some(lsp::CodeDescription {
+                href: Url::parse(&format!("{base}#{}", code_anchor(d.code))).ok()?,
+            })
+        }),
         source: Some("bbc".into()),
         message,
         related_information: (!related.is_empty()).then_some(related),
@@ -754,6 +907,30 @@ mod tests {
             "  scheduler \"s\" kind=\"force\" {\n      workers \"NAME\"\n  }\n"
         );
         assert!(add_child_edit("builder \"b\"", lsp::Position::new(0, 3), "x").is_none());
+    }
+
+    #[test]
+    fn every_code_links_to_its_section_of_the_diagnostics_docs() {
+        let doc = include_str!("../../docs/diagnostics.md");
+        for c in bbc_compiler::diagnostic::Code::ALL {
+            let heading = format!("\n## {} {}\n", c.as_str(), c.slug());
+            assert!(doc.contains(&heading), "{heading:?} in docs/diagnostics.md");
+            // GitHub's anchor of that heading: lower case, spaces to `-`.
+            let anchor = heading
+                .trim()
+                .trim_start_matches("## ")
+                .to_lowercase()
+                .replace(' ', "-");
+            assert_eq!(code_anchor(*c), anchor);
+        }
+        let opts =
+            serde_json::json!({"diagnosticsUrl": "https://example.org/bbc/docs/diagnostics.md"});
+        assert_eq!(
+            docs_url(Some(&opts)).as_deref(),
+            Some("https://example.org/bbc/docs/diagnostics.md")
+        );
+        let bad = serde_json::json!({"diagnosticsUrl": "not a url"});
+        assert_eq!(docs_url(Some(&bad)), docs_url(None));
     }
 
     #[test]
