@@ -15,6 +15,7 @@ mod test_env;
 mod test_examples;
 mod test_faults;
 mod test_fmt;
+mod test_git_step;
 mod test_golden;
 mod test_graph_fixtures;
 mod test_holes;

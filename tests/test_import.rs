@@ -241,6 +241,71 @@ fn an_untranslatable_do_step_if_is_listed_and_marked() {
 }
 
 #[test]
+fn interpolate_defaults_become_the_default_operator_or_are_listed() {
+    let Some(py) = buildbot_python() else { return };
+    let dir = temp_dir("import-interpolate");
+    let out = dir.join("master.kdl");
+    let (text, err) = import(&py, &fixture("interpolate.cfg"), &out);
+    assert!(
+        text.contains("shell \"echo flavour=${{ prop.flavour ?? 'debug' }}\" name=\"default\""),
+        "{text}"
+    );
+    let header: String = text.lines().take_while(|l| l.starts_with("//")).collect();
+    assert!(header.contains("NOT TRANSLATED"), "{text}");
+    for (step, spec, why) in [
+        ("falsy", "%(prop:flavour:~debug)s", "unset *or false*"),
+        (
+            "replace",
+            "%(prop:flavour:+set)s",
+            "a replacement when the property is set",
+        ),
+        (
+            "choice",
+            "%(prop:flavour:?|yes|no)s",
+            "a choice by whether the property is set",
+        ),
+    ] {
+        assert!(
+            header.contains(&format!("(`{step}`) command: Interpolate `{spec}`"))
+                && header.contains(why),
+            "{step}: {text}"
+        );
+    }
+    assert!(!header.contains("`default`"), "{text}");
+    // Each also leaves its step a command of no translatable parts.
+    assert!(err.contains("6 thing(s) not translated"), "{err}");
+    checks_clean(&out);
+
+    // The translated default at work in a build: without the property
+    // and with it.
+    let dir = temp_dir("import-interpolate-run");
+    write_secret(&dir, "w", "pw-interp-1");
+    let m = Master::start(
+        &dir,
+        r#"worker "w" password=(secret)"w"
+scheduler "force" kind="force" {
+    builders "site"
+}
+builder "site" {
+    workers "w"
+    steps {
+        shell "echo flavour=${{ prop.flavour ?? 'debug' }}" name="default"
+        set-property "flavour" value="release"
+        shell "echo flavour=${{ prop.flavour ?? 'debug' }}" name="set"
+    }
+}
+"#,
+    );
+    let _w = m.worker("w", "pw-interp-1");
+    m.wait_connected("w");
+    let b = m.force_and_wait("site", "{}");
+    assert_eq!(b["result"], "success", "{b}");
+    let id = b["id"].as_u64().unwrap_or_default();
+    assert!(m.log(id, 0).contains("flavour=debug"), "{}", m.log(id, 0));
+    assert!(m.log(id, 2).contains("flavour=release"), "{}", m.log(id, 2));
+}
+
+#[test]
 fn no_python_with_buildbot_is_a_clear_error() {
     let dir = temp_dir("import-nopython");
     let cfg = dir.join("master.cfg");

@@ -376,5 +376,13 @@ pub fn each_prop<'a>(e: &'a Expr, f: &mut impl FnMut(&'a str)) {
             each_prop(&b[0], f);
             each_prop(&b[1], f);
         }
+        // A property on the left of `??` may be unset: the default stands
+        // for it.
+        Expr::Default(b) => {
+            if !matches!(b[0], Expr::Prop(_)) {
+                each_prop(&b[0], f);
+            }
+            each_prop(&b[1], f);
+        }
     }
 }

@@ -19,6 +19,9 @@ macro_rules! visitor {
                     for c in & $($mut_)? s.env_secrets {
                         f(c.1);
                     }
+                    if let crate::StepKind::Git { ssh_key: Some(k), .. } = & $($mut_)? s.kind {
+                        f(k);
+                    }
                 }
             }
             for c in & $($mut_)? g.change_sources {

@@ -47,6 +47,17 @@ pub fn eval(e: &Expr, props: &Properties) -> Scalar {
         Expr::Le(b) => Scalar::Bool(matches!(cmp(b), Some(Ordering::Less | Ordering::Equal))),
         Expr::Gt(b) => Scalar::Bool(cmp(b) == Some(Ordering::Greater)),
         Expr::Ge(b) => Scalar::Bool(matches!(cmp(b), Some(Ordering::Greater | Ordering::Equal))),
+        Expr::Default(_) => set(e, props).unwrap_or(Scalar::String(String::new())),
+    }
+}
+
+/// The value of `e`, or `None` when it is a property that is not set (or a
+/// `??` whose every side is one).
+fn set(e: &Expr, props: &Properties) -> Option<Scalar> {
+    match e {
+        Expr::Prop(name) => props.get(name).cloned(),
+        Expr::Default(b) => set(&b[0], props).or_else(|| set(&b[1], props)),
+        e => Some(eval(e, props)),
     }
 }
 
@@ -99,6 +110,25 @@ mod tests {
     }
     fn s(v: &str) -> Scalar {
         Scalar::String(v.into())
+    }
+
+    #[test]
+    fn a_default_replaces_only_an_unset_property() {
+        let mut p = props();
+        p.insert("empty".into(), s(""));
+        let d = |name: &str| {
+            render(
+                &Text(vec![crate::Part::Expr(Expr::Default(Box::new([
+                    prop(name),
+                    lit(s("dflt")),
+                ])))]),
+                &p,
+            )
+        };
+        assert_eq!(d("branch"), "main");
+        assert_eq!(d("unset"), "dflt");
+        assert_eq!(d("empty"), "", "set, though empty: kept");
+        assert_eq!(d("n"), "3");
     }
 
     #[test]

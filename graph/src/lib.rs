@@ -192,6 +192,8 @@ pub enum Expr {
     Le(Box<[Expr; 2]>),
     Gt(Box<[Expr; 2]>),
     Ge(Box<[Expr; 2]>),
+    /// `a ?? b`: `a`, or `b` when `a` is a property that is not set.
+    Default(Box<[Expr; 2]>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -808,6 +810,25 @@ pub enum StepKind {
         branch: Option<Text>,
         mode: GitMode,
         method: GitMethod,
+        /// Fetch only this many commits (`git fetch --depth N`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shallow: Option<u32>,
+        /// Check submodules out too (recursively).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        submodules: bool,
+        /// Fetches tried again this many times after a failure.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        retry: u32,
+        /// The pause before each retry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_delay_ms: Option<u64>,
+        /// An ssh private key (a secret, resolved when the step starts)
+        /// git uses for `ssh://` repositories.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh_key: Option<Credential>,
+        /// `known_hosts` lines ssh checks the server against.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh_known_hosts: Option<String>,
     },
     /// Worker → master.
     Upload {
@@ -838,6 +859,10 @@ pub enum StepKind {
     MasterShell {
         command: Command,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl StepKind {

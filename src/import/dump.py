@@ -85,6 +85,22 @@ def interpolate(fmt, kwargs, where, comments):
         rest = parts[1] if len(parts) > 1 else ""
         if kind == "prop" and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rest):
             return "${{ prop.%s }}" % rest
+        dm = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*):(.)(.*)", rest, re.S) if kind == "prop" else None
+        if dm:
+            name, op, arg = dm.groups()
+            if op == "-":
+                # The default when the property is not set: bbc's `??`.
+                q = "'" if "'" not in arg else '"'
+                if q in arg or "}}" in arg:
+                    raise LookupError(spec, "a default holding both quote marks or `}}`")
+                return "${{ prop.%s ?? %s%s%s }}" % (name, q, arg, q)
+            why = {
+                "~": "a default for a property that is unset *or false*; bbc's `??` replaces only an unset one",
+                "+": "a replacement when the property is set; bbc has no run-time test of whether a property is set",
+                "?": "a choice by whether the property is set; bbc has no run-time test of whether a property is set",
+                "#": "a choice by whether the property is true; bbc's run-time expressions have no `if`",
+            }.get(op, "an operator bbc does not know")
+            raise LookupError(spec, why)
         if kind == "src":
             # %(src:CODEBASE:ATTR)s: bbc builds one codebase; its attributes are properties.
             attr = rest.rsplit(":", 1)[-1]
@@ -99,7 +115,8 @@ def interpolate(fmt, kwargs, where, comments):
     try:
         return INTERP.sub(one, fmt)
     except LookupError as e:
-        comments.append(OUT.lost(where, f"Interpolate `%({e.args[0]})s` in {fmt!r}"))
+        why = f" ({e.args[1]})" if len(e.args) > 1 else ""
+        comments.append(OUT.lost(where, f"Interpolate `%({e.args[0]})s` in {fmt!r}{why}"))
         return None
 
 
@@ -533,7 +550,7 @@ COMMON = {
 }
 # Buildbot's options that change nothing in bbc, or that bbc does by itself.
 QUIET = {"logEnviron", "descriptionDone", "descriptionSuffix", "usePTY", "interruptSignal", "progressMetrics",
-         "logfiles", "lazylogfiles", "updateBuildSummaryPolicy", "want_stdout", "want_stderr", "retryFetch"}
+         "logfiles", "lazylogfiles", "updateBuildSummaryPolicy", "want_stdout", "want_stderr"}
 
 
 def step_kind(cls):
@@ -595,6 +612,38 @@ def step_node(sf, where, locks):
             p.append(("mode", mode))
             if method:
                 p.append(("method", method))
+        shallow = kw.pop("shallow", False)
+        if shallow is True or (isinstance(shallow, int) and not isinstance(shallow, bool) and shallow > 0):
+            p.append(("shallow", shallow))
+        if kw.pop("submodules", False):
+            p.append(("submodules", True))
+        retry = kw.pop("retry", None)
+        retry_fetch = kw.pop("retryFetch", False)
+        if isinstance(retry, (list, tuple)) and len(retry) == 2:
+            # Source steps' retry=(delay, repeats).
+            delay, repeats = retry
+            if isinstance(repeats, int) and repeats > 0:
+                p.append(("retry", repeats))
+                if isinstance(delay, (int, float)) and delay >= 0:
+                    p.append(("retry-delay", f"{int(delay)}s"))
+        elif retry is not None:
+            comments.append(OUT.lost(where, f"retry={retry!r} (Buildbot takes a (delay, repeats) pair)"))
+        elif retry_fetch:
+            # retryFetch: a failed fetch is tried once more.
+            p.append(("retry", 1))
+        key = kw.pop("sshPrivateKey", None)
+        if key is not None:
+            if isinstance(key, bbprops._SecretRenderer):
+                p.append(("ssh-key", secret(key.secret_name)))
+            else:
+                comments.append(OUT.lost(where, "an sshPrivateKey that is not a Secret (store the key as a secret and write ssh-key=(secret)\"NAME\")"))
+        hosts = kw.pop("sshKnownHosts", None)
+        if isinstance(hosts, str):
+            p.append(("ssh-known-hosts", hosts))
+        elif hosts is not None:
+            comments.append(OUT.lost(where, f"sshKnownHosts {describe(hosts)}"))
+        if kw.pop("sshHostKey", None) is not None:
+            comments.append(OUT.lost(where, "sshHostKey (write the host's known_hosts line as ssh-known-hosts=\"…\")"))
     elif kind == "set-property":
         if cls.__name__ == "SetPropertyFromCommand" or issubclass(cls, _class("SetPropertyFromCommand")):
             a = [take("property", 0)]

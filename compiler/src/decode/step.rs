@@ -148,11 +148,67 @@ pub(super) fn step(
                 .help("set mode=\"full\" to choose how the tree is cleaned, or remove `method`")
                 .emit();
             }
+            let shallow = r.prop(cx, "shallow").and_then(|e| match &e.value {
+                crate::syntax::Value::Bool(b) => b.then_some(1),
+                _ => cx
+                    .int_in(e, 1, i64::MAX, "shallow (the fetch depth)")
+                    .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            });
+            let submodules = r
+                .prop(cx, "submodules")
+                .and_then(|e| cx.boolean(e))
+                .unwrap_or(false);
+            let retry = r
+                .prop(cx, "retry")
+                .and_then(|e| {
+                    cx.int_in(
+                        e,
+                        0,
+                        100,
+                        "retry (how many times a failed fetch is tried again)",
+                    )
+                })
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0);
+            let retry_delay_e = r.prop(cx, "retry-delay");
+            let retry_delay_ms = retry_delay_e.and_then(|e| cx.duration_ms(e));
+            if let (Some(e), 0) = (retry_delay_e, retry) {
+                cx.err(
+                    Code::Conflict,
+                    e.span,
+                    "`retry-delay` without `retry`",
+                )
+                .label("no retry to wait before")
+                .help("add retry=N (how many times a failed fetch is tried again), or remove `retry-delay`")
+                .emit();
+            }
+            let ssh_key = r.prop(cx, "ssh-key").and_then(|e| {
+                let (c, plain) = cx.credential(e)?;
+                if plain {
+                    cx.err(
+                        Code::WrongType,
+                        e.value_span,
+                        "an ssh private key is read only from a secret",
+                    )
+                    .label("the key itself, in the config")
+                    .help("store the key as a secret and write ssh-key=(secret)\"NAME\"; the master reads it from its secrets directory or environment")
+                    .emit();
+                    return None;
+                }
+                Some(c)
+            });
+            let ssh_known_hosts = r.prop(cx, "ssh-known-hosts").and_then(|e| cx.string(e));
             StepKind::Git {
                 repo,
                 branch,
                 mode,
                 method,
+                shallow,
+                submodules,
+                retry,
+                retry_delay_ms,
+                ssh_key,
+                ssh_known_hosts,
             }
         }
         "upload" | "download" => {

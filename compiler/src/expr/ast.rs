@@ -39,6 +39,7 @@ impl Bin {
             Bin::Le => Expr::Le,
             Bin::Gt => Expr::Gt,
             Bin::Ge => Expr::Ge,
+            Bin::Coalesce => Expr::Default,
             _ => return None,
         })
     }

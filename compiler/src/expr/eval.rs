@@ -212,8 +212,22 @@ fn binary(a: &Ast, op: Bin, l: &Ast, r: &Ast, env: &dyn Env) -> Result<Out, Erro
             return match eval(l, env) {
                 Ok(Out::Val(Val::Null)) => eval(r, env),
                 Err(e) if e.missing => eval(r, env),
+                // A build property: the default is chosen at run time.
+                Ok(Out::Run(le)) => {
+                    let re = match eval(r, env)? {
+                        Out::Run(e) => e,
+                        Out::Val(v) => scalar(&v).map(Expr::Lit).ok_or_else(|| {
+                            type_err(
+                                r,
+                                format!("a build property's default cannot be {}", v.type_name()),
+                                "give a string, number or boolean",
+                            )
+                        })?,
+                    };
+                    Ok(Out::Run(Expr::Default(Box::new([le, re]))))
+                }
                 other => other,
-            }
+            };
         }
         Bin::And | Bin::Or => {
             let is_and = op == Bin::And;

@@ -144,7 +144,13 @@ pub fn to_runtime(a: &Ast, src: &str, props: &mut Vec<PropUse>) -> Result<Expr, 
         }
         Kind::Not(x) => Ok(Expr::Not(Box::new(to_runtime(x, src, props)?))),
         Kind::Bin(op, l, r) => {
-            let le = to_runtime(l, src, props)?;
+            // The property on the left of `??` may be unset: it is not a
+            // use the checks require to exist (see `interp::each_prop`).
+            let mut left = Vec::new();
+            let le = to_runtime(l, src, &mut left)?;
+            if !(*op == super::Bin::Coalesce && matches!(le, Expr::Prop(_))) {
+                props.append(&mut left);
+            }
             let Some(mk) = op.runtime() else {
                 return Err(unexpected(l.end));
             };
@@ -248,5 +254,6 @@ fn print(e: &Expr, out: &mut String) {
         Expr::Le(b) => bin("<=", b, out),
         Expr::Gt(b) => bin(">", b, out),
         Expr::Ge(b) => bin(">=", b, out),
+        Expr::Default(b) => bin("??", b, out),
     }
 }

@@ -92,3 +92,36 @@ fn runtime_mistakes_are_the_first_in_source_order() {
     assert_eq!((e.start, e.end), (0, 8));
     assert_eq!(rt("prop.").unwrap_err().end, 5);
 }
+
+#[test]
+fn a_property_default_is_kept_for_run_time() {
+    // `??` after a property: the default is chosen per build, and the
+    // property on its left is not a use the checks require to exist.
+    let src = "prop.flavour ?? 'debug'";
+    let mut uses = Vec::new();
+    let e = to_runtime(&parse_runtime(src).unwrap(), src, &mut uses).unwrap();
+    assert_eq!(
+        e,
+        Expr::Default(Box::new([
+            Expr::Prop("flavour".into()),
+            Expr::Lit(Scalar::String("debug".into()))
+        ]))
+    );
+    let mut names = Vec::new();
+    crate::interp::props_in(&e, &mut names);
+    assert!(names.is_empty() && uses.is_empty(), "{names:?}");
+    // Chained, the later properties are uses.
+    let src = "prop.a ?? prop.b";
+    let mut uses = Vec::new();
+    let e = to_runtime(&parse_runtime(src).unwrap(), src, &mut uses).unwrap();
+    let mut names = Vec::new();
+    crate::interp::props_in(&e, &mut names);
+    assert_eq!(names, ["b"]);
+    assert_eq!(&src[uses[0].start..uses[0].end], "prop.b");
+    assert_eq!(print_runtime(&e), "(prop.a) ?? (prop.b)");
+    // Mixed with compile-time names, evaluation keeps the default too.
+    let Out::Run(e) = ev("prop.x ?? os").unwrap() else {
+        panic!()
+    };
+    assert_eq!(print_runtime(&e), "(prop.x) ?? ('mac')");
+}

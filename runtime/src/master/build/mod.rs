@@ -34,7 +34,7 @@ use crate::state::{now_ms, Shared};
 use crate::store::{Build, BuildSet, Properties, StepRecord};
 use record::{StepEnd, StepStart, StepWrite};
 
-pub use git::git_script;
+pub use git::{git_script, GitScript};
 pub use transfer::master_path;
 
 pub struct Ctx {
@@ -685,15 +685,7 @@ impl Ctx {
                 }
                 out
             }
-            StepKind::Git {
-                repo,
-                branch,
-                mode,
-                method,
-            } => {
-                self.git(index, step, repo, branch.as_ref(), *mode, *method)
-                    .await
-            }
+            StepKind::Git { .. } => self.git(index, step).await,
             StepKind::SetProperty { property, value } => {
                 let v = render(value, &self.props);
                 self.log(index, format!("{property} = {v}\n").as_bytes())
