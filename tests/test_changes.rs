@@ -935,3 +935,286 @@ fn webhook_to_a_poller_is_not_found() {
     wait_first_poll(&m, "repo");
     assert!(changes(&m).is_empty());
 }
+
+const BITBUCKET_HOOKS: &str = r#"change-source "bbc-cloud" kind="bitbucket-cloud-webhook" {
+    secret (secret)"bb-cloud-hook"
+}
+change-source "bbc-server" kind="bitbucket-server-webhook" {
+    secret (secret)"bb-server-hook"
+}
+change-source "bb-open" kind="bitbucket-cloud-webhook"
+"#;
+
+/// Bitbucket Cloud: signed with `X-Hub-Signature: sha256=…`, the event in
+/// `X-Event-Key`; one change per ref a push moved, for its new head.
+#[test]
+fn bitbucket_cloud_webhook() {
+    let dir = temp_dir("hook-bb-cloud");
+    let secret = "bb cloud secret";
+    write_secret(&dir, "bb-cloud-hook", secret);
+    write_secret(&dir, "bb-server-hook", "bb server secret");
+    let m = Master::start(&dir, BITBUCKET_HOOKS);
+    let push = fixture("bitbucket-cloud-push.json");
+    let sig = format!("sha256={}", sign(secret, &push));
+    let ev = |e: &'static str| ("X-Event-Key", e);
+    let hook = "/change_hook/bbc-cloud";
+
+    // Unsigned, wrongly signed, another body, GitHub's newer header: refused.
+    let (st, v) = post(&m.http, hook, &[ev("repo:push")], &push);
+    assert_eq!(st, 401, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("missing X-Hub-Signature header"), "{msg}");
+    let wrong = format!("sha256={}", sign("bb server secret", &push));
+    for bad in [wrong.as_str(), "sha256=", sig.trim_start_matches("sha256=")] {
+        let (st, v) = post(
+            &m.http,
+            hook,
+            &[ev("repo:push"), ("X-Hub-Signature", bad)],
+            &push,
+        );
+        assert_eq!(st, 403, "{bad}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("X-Hub-Signature header does not match"),
+            "{msg}"
+        );
+    }
+    let (st, _) = post(
+        &m.http,
+        hook,
+        &[ev("repo:push"), ("X-Hub-Signature", &sig)],
+        &push.replace("spin", "stop"),
+    );
+    assert_eq!(st, 403);
+    let (st, _) = post(
+        &m.http,
+        hook,
+        &[ev("repo:push"), ("X-Hub-Signature-256", &sig)],
+        &push,
+    );
+    assert_eq!(st, 401);
+    assert!(changes(&m).is_empty());
+
+    let signed = |event: &'static str, body: &str| {
+        let s = format!("sha256={}", sign(secret, body));
+        post(&m.http, hook, &[ev(event), ("X-Hub-Signature", &s)], body)
+    };
+    let (st, v) = signed("repo:push", &push);
+    assert_eq!(st, 201, "{v}");
+    let got = ids(&v);
+    assert_eq!(got.len(), 1);
+    let c = change(&m, got[0]);
+    assert_eq!(c["source"], "bbc-cloud");
+    assert_eq!(c["revision"], "f3b2a5c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4");
+    assert_eq!(c["branch"], "main");
+    assert_eq!(c["repository"], "https://bitbucket.org/acme/widget");
+    assert_eq!(c["project"], "acme/widget");
+    assert_eq!(c["author"], "Ada Lovelace <ada@acme.example>");
+    assert_eq!(
+        c["comments"],
+        "Make the widget spin\n\nIt was standing still.\n"
+    );
+    assert_eq!(c["when"], 1_709_374_830_000i64);
+    assert_eq!(c["properties"]["event"], "push");
+
+    // A tag: the tag's name as the branch, event `tag`.
+    let mut tag: Value = serde_json::from_str(&push).unwrap();
+    tag["push"]["changes"][0]["new"]["type"] = "tag".into();
+    tag["push"]["changes"][0]["new"]["name"] = "v1.2.0".into();
+    tag["push"]["changes"][0]["old"] = Value::Null;
+    tag["push"]["changes"][0]["commits"] = serde_json::json!([]);
+    let (st, v) = signed("repo:push", &tag.to_string());
+    assert_eq!(st, 201, "{v}");
+    let c = change(&m, ids(&v)[0]);
+    assert_eq!(c["branch"], "v1.2.0");
+    assert_eq!(c["revision"], "f3b2a5c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4");
+    assert_eq!(c["properties"]["event"], "tag");
+    // A deleted branch: `new` is null; nothing to build.
+    let mut del: Value = serde_json::from_str(&push).unwrap();
+    del["push"]["changes"][0]["new"] = Value::Null;
+    del["push"]["changes"][0]["closed"] = true.into();
+    let (st, v) = signed("repo:push", &del.to_string());
+    assert_eq!(st, 200, "{v}");
+    assert!(ids(&v).is_empty());
+    assert!(v["ignored"]
+        .as_str()
+        .unwrap()
+        .contains("`main` was deleted"));
+
+    // A pull request: its head commit, the PR as properties.
+    let pr = fixture("bitbucket-cloud-pullrequest.json");
+    let (st, v) = signed("pullrequest:created", &pr);
+    assert_eq!(st, 201, "{v}");
+    let c = change(&m, ids(&v)[0]);
+    assert_eq!(c["branch"], "faster");
+    assert_eq!(c["revision"], "9a8b7c6d5e4f");
+    assert_eq!(c["repository"], "https://bitbucket.org/acme/widget");
+    assert_eq!(c["author"], "grace");
+    assert_eq!(c["comments"], "Spin faster\n\nDoubles the speed.");
+    let p = &c["properties"];
+    assert_eq!(p["pr_number"], 17);
+    assert_eq!(p["pr_title"], "Spin faster");
+    assert_eq!(p["pr_target_branch"], "main");
+    assert_eq!(p["pr_action"], "created");
+    assert_eq!(p["event"], "pull_request");
+    assert_eq!(
+        p["pr_head_repository"],
+        "https://bitbucket.org/grace/widget"
+    );
+    assert_eq!(
+        p["pr_url"],
+        "https://bitbucket.org/acme/widget/pull-requests/17"
+    );
+    let (st, _) = signed("pullrequest:updated", &pr);
+    assert_eq!(st, 201);
+    let merged = pr.replacen("\"OPEN\"", "\"MERGED\"", 1);
+    let (st, v) = signed("pullrequest:fulfilled", &merged);
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = signed("repo:commit_comment_created", "{}");
+    assert_eq!(st, 202, "{v}");
+    assert!(v["ignored"]
+        .as_str()
+        .unwrap()
+        .contains("repo:commit_comment_created"));
+
+    // Malformed: the message names the field by its path.
+    let mut no_hash: Value = serde_json::from_str(&push).unwrap();
+    if let Some(t) = no_hash["push"]["changes"][0]["new"]["target"].as_object_mut() {
+        t.remove("hash");
+    }
+    let (st, v) = signed("repo:push", &no_hash.to_string());
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "missing field `push.changes[0].new.target.hash`"
+    );
+    let (st, v) = post(&m.http, hook, &[("X-Hub-Signature", &sig)], &push);
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("X-Event-Key"));
+    assert_eq!(changes(&m).len(), 4);
+
+    // Without a secret, unsigned deliveries are taken.
+    let (st, v) = post(&m.http, "/change_hook/bb-open", &[ev("repo:push")], &push);
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(change(&m, ids(&v)[0])["source"], "bb-open");
+
+    let list = get_json(&m.http, "/api/v1/change_sources").to_string();
+    assert!(!list.contains(secret), "{list}");
+    assert!(list.contains("bitbucket-cloud-webhook"), "{list}");
+}
+
+/// Bitbucket Server / Data Center: `repo:refs_changed` lists refs and
+/// their new commits (no commits); one change per ref moved.
+#[test]
+fn bitbucket_server_webhook() {
+    let dir = temp_dir("hook-bb-server");
+    let secret = "bb server secret";
+    write_secret(&dir, "bb-cloud-hook", "bb cloud secret");
+    write_secret(&dir, "bb-server-hook", secret);
+    let m = Master::start(&dir, BITBUCKET_HOOKS);
+    let push = fixture("bitbucket-server-refs_changed.json");
+    let ev = |e: &'static str| ("X-Event-Key", e);
+    let hook = "/change_hook/bbc-server";
+
+    let (st, _) = post(&m.http, hook, &[ev("repo:refs_changed")], &push);
+    assert_eq!(st, 401);
+    let wrong = format!("sha256={}", sign("bb cloud secret", &push));
+    let (st, _) = post(
+        &m.http,
+        hook,
+        &[ev("repo:refs_changed"), ("X-Hub-Signature", &wrong)],
+        &push,
+    );
+    assert_eq!(st, 403);
+    assert!(changes(&m).is_empty());
+
+    let signed = |event: &'static str, body: &str| {
+        let s = format!("sha256={}", sign(secret, body));
+        post(&m.http, hook, &[ev(event), ("X-Hub-Signature", &s)], body)
+    };
+    let (st, v) = signed("diagnostics:ping", r#"{"test": true}"#);
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = signed("repo:refs_changed", &push);
+    assert_eq!(st, 201, "{v}");
+    let c = change(&m, ids(&v)[0]);
+    assert_eq!(c["source"], "bbc-server");
+    assert_eq!(c["revision"], "f3b2a5c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4");
+    assert_eq!(c["branch"], "main");
+    assert_eq!(
+        c["repository"],
+        "https://bitbucket.acme.example/scm/acme/widget.git"
+    );
+    assert_eq!(c["project"], "ACME/widget");
+    assert_eq!(c["author"], "Ada Lovelace <ada@acme.example>");
+    assert_eq!(c["when"], 1_709_338_830_000i64);
+    assert_eq!(c["properties"]["event"], "push");
+
+    // Two refs in one push: a new tag and a deleted branch.
+    let mut two: Value = serde_json::from_str(&push).unwrap();
+    two["changes"] = serde_json::json!([
+        {"ref": {"id": "refs/tags/v2.0", "displayId": "v2.0", "type": "TAG"},
+         "refId": "refs/tags/v2.0",
+         "fromHash": "0000000000000000000000000000000000000000",
+         "toHash": "178864a7d521b6f5e720b386b2c2b0ef8563e0dc", "type": "ADD"},
+        {"ref": {"id": "refs/heads/old", "displayId": "old", "type": "BRANCH"},
+         "refId": "refs/heads/old",
+         "fromHash": "178864a7d521b6f5e720b386b2c2b0ef8563e0dc",
+         "toHash": "0000000000000000000000000000000000000000", "type": "DELETE"}
+    ]);
+    let (st, v) = signed("repo:refs_changed", &two.to_string());
+    assert_eq!(st, 201, "{v}");
+    let got = ids(&v);
+    assert_eq!(got.len(), 1, "{v}");
+    let c = change(&m, got[0]);
+    assert_eq!(c["branch"], "v2.0");
+    assert_eq!(c["revision"], "178864a7d521b6f5e720b386b2c2b0ef8563e0dc");
+    assert_eq!(c["properties"]["event"], "tag");
+    // Only a deleted branch: nothing.
+    two["changes"] = serde_json::json!([two["changes"][1].clone()]);
+    let (st, v) = signed("repo:refs_changed", &two.to_string());
+    assert_eq!(st, 200, "{v}");
+    assert!(v["ignored"].as_str().unwrap().contains("`old` was deleted"));
+
+    let pr = fixture("bitbucket-server-pr_opened.json");
+    let (st, v) = signed("pr:opened", &pr);
+    assert_eq!(st, 201, "{v}");
+    let c = change(&m, ids(&v)[0]);
+    assert_eq!(c["branch"], "faster");
+    assert_eq!(c["revision"], "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b");
+    assert_eq!(
+        c["repository"],
+        "https://bitbucket.acme.example/scm/acme/widget.git"
+    );
+    assert_eq!(c["author"], "grace");
+    assert_eq!(c["when"], 1_709_418_600_000i64);
+    let p = &c["properties"];
+    assert_eq!(p["pr_number"], 17);
+    assert_eq!(p["pr_target_branch"], "main");
+    assert_eq!(p["pr_action"], "opened");
+    assert_eq!(p["event"], "pull_request");
+    assert_eq!(
+        p["pr_url"],
+        "https://bitbucket.acme.example/projects/ACME/repos/widget/pull-requests/17"
+    );
+    let (st, _) = signed("pr:from_ref_updated", &pr);
+    assert_eq!(st, 201);
+    let (st, v) = signed("pr:merged", &pr);
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = signed("pr:comment:added", &pr);
+    assert_eq!(st, 202, "{v}");
+
+    let (st, v) = signed(
+        "repo:refs_changed",
+        &push.replacen(
+            "\"toHash\": \"f3b2a5c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4\",",
+            "",
+            1,
+        ),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["message"], "missing field `changes[0].toHash`");
+    assert_eq!(changes(&m).len(), 4);
+}

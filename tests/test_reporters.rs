@@ -244,6 +244,186 @@ reporter "tea" kind="gitea-status" {{
     assert_eq!(rec.count("/"), 4);
 }
 
+/// Bitbucket Cloud (an access token, Bearer; an app password with a user
+/// name, Basic) and Server (Bearer): INPROGRESS at start, then SUCCESSFUL
+/// or FAILED, on the documented endpoints; no token in the master's log,
+/// its state directory or its API.
+#[test]
+fn bitbucket_cloud_and_server_statuses() {
+    let rec = Recorder::start();
+    let dir = temp_dir("rep-bitbucket");
+    let tokens = [
+        ("bb-cloud", "bbc-cloud-access-token-91"),
+        ("bb-app", "app-password-4471"),
+        ("bb-server", "bbs-http-token-5520"),
+    ];
+    write_secret(&dir, "w1", "pw-one-1234");
+    for (k, v) in tokens {
+        write_secret(&dir, k, v);
+    }
+    let config = format!(
+        r#"worker "w1" password=(secret)"w1" max-builds=4
+scheduler "force" kind="force" {{
+    builders "cloud-ok" "cloud-bad" "server-ok" "server-bad"
+}}
+builder "cloud-ok" {{
+    workers "w1"
+    steps {{
+        shell "true"
+    }}
+}}
+builder "cloud-bad" {{
+    workers "w1"
+    steps {{
+        shell "exit 1" name="test"
+    }}
+}}
+builder "server-ok" {{
+    workers "w1"
+    steps {{
+        shell "true"
+    }}
+}}
+builder "server-bad" {{
+    workers "w1"
+    steps {{
+        shell "exit 1" name="test"
+    }}
+}}
+reporter "cloud" kind="bitbucket-cloud-status" {{
+    token (secret)"bb-cloud"
+    api-url "http://{a}/2.0"
+    builders "cloud-ok"
+}}
+reporter "cloud-app" kind="bitbucket-cloud-status" {{
+    token (secret)"bb-app"
+    username "ci-bot"
+    api-url "http://{a}/app/2.0"
+    context "{{{{builder}}}}"
+    builders "cloud-bad"
+}}
+reporter "server" kind="bitbucket-server-status" {{
+    token (secret)"bb-server"
+    api-url "http://{a}/bbs/"
+    builders "server-ok" "server-bad"
+}}
+"#,
+        a = rec.addr
+    );
+    let m = Master::start_logged(&dir, &config);
+    let _w = m.worker("w1", "pw-one-1234");
+    m.wait_connected("w1");
+    let sha = "f3b2a5c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4";
+    let source = |repo: &str| {
+        format!(r#"{{"repository": "{repo}", "branch": "main", "revision": "{sha}"}}"#)
+    };
+
+    // Cloud, access token: running → success.
+    let ok = force(&m, "cloud-ok", &source("git@127.0.0.1:acme/widget.git"));
+    assert_eq!(ok["result"], "success");
+    let reqs = rec.wait_n("/2.0/", 2);
+    for (r, state, desc) in [
+        (&reqs[0], "INPROGRESS", "Build #1 started"),
+        (&reqs[1], "SUCCESSFUL", "Build #1: build successful"),
+    ] {
+        assert_eq!(r.method, "POST");
+        assert_eq!(
+            r.path,
+            format!("/2.0/repositories/acme/widget/commit/{sha}/statuses/build")
+        );
+        assert_eq!(
+            r.header("authorization"),
+            Some("Bearer bbc-cloud-access-token-91")
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let j = r.json();
+        assert_eq!(j["state"], state, "{j}");
+        assert_eq!(j["key"], "bbc/cloud-ok");
+        assert_eq!(j["name"], "bbc/cloud-ok");
+        assert_eq!(j["description"], desc);
+        assert_eq!(j["url"], link(&m, &ok));
+        assert_eq!(j.as_object().map(|o| o.len()), Some(5), "{j}");
+    }
+
+    // Cloud, app password: Basic user:password; running → failure.
+    let bad = force(
+        &m,
+        "cloud-bad",
+        &source("https://127.0.0.1/acme/widget.git"),
+    );
+    assert_eq!(bad["result"], "failure");
+    let reqs = rec.wait_n("/app/2.0/", 2);
+    // base64("ci-bot:app-password-4471")
+    let basic = "Basic Y2ktYm90OmFwcC1wYXNzd29yZC00NDcx";
+    for (r, state) in [(&reqs[0], "INPROGRESS"), (&reqs[1], "FAILED")] {
+        assert_eq!(
+            r.path,
+            format!("/app/2.0/repositories/acme/widget/commit/{sha}/statuses/build")
+        );
+        assert_eq!(r.header("authorization"), Some(basic));
+        let j = r.json();
+        assert_eq!(j["state"], state, "{j}");
+        assert_eq!(j["key"], "cloud-bad");
+        assert_eq!(j["url"], link(&m, &bad));
+    }
+    assert_eq!(reqs[1].json()["description"], "Build #1: build failure");
+
+    // Server: the build-status API by commit, Bearer; success and failure.
+    let server_repo = "ssh://git@127.0.0.1:7999/acme/widget.git";
+    let sok = force(&m, "server-ok", &source(server_repo));
+    let sbad = force(&m, "server-bad", &source(server_repo));
+    assert_eq!(sok["result"], "success");
+    assert_eq!(sbad["result"], "failure");
+    let reqs = rec.wait_n("/bbs/", 4);
+    for r in &reqs {
+        assert_eq!(r.path, format!("/bbs/rest/build-status/1.0/commits/{sha}"));
+        assert_eq!(
+            r.header("authorization"),
+            Some("Bearer bbs-http-token-5520")
+        );
+    }
+    let by_key = |key: &str| -> Vec<String> {
+        reqs.iter()
+            .map(|r| r.json())
+            .filter(|j| j["key"] == key)
+            .map(|j| j["state"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(by_key("bbc/server-ok"), ["INPROGRESS", "SUCCESSFUL"]);
+    assert_eq!(by_key("bbc/server-bad"), ["INPROGRESS", "FAILED"]);
+    let last_bad = reqs
+        .iter()
+        .map(|r| r.json())
+        .rfind(|j| j["key"] == "bbc/server-bad")
+        .unwrap_or_default();
+    assert_eq!(last_bad["name"], "bbc/server-bad");
+    assert_eq!(last_bad["url"], link(&m, &sbad));
+    // A repository on another host: no status.
+    force(
+        &m,
+        "server-ok",
+        &source("https://bitbucket.elsewhere.example/scm/acme/widget.git"),
+    );
+    let last = force(&m, "server-ok", &source(server_repo));
+    let reqs = rec.wait_n("/bbs/", 6);
+    assert_eq!(reqs.len(), 6, "{reqs:#?}");
+    assert_eq!(reqs[5].json()["url"], link(&m, &last));
+
+    // The tokens are in no log line, stored file or API answer.
+    let log = std::fs::read_to_string(dir.join("master.log")).unwrap_or_default();
+    let config_api = get_json(&m.http, "/api/v1/config").to_string();
+    for (_, token) in tokens {
+        assert!(!log.contains(token), "{token} in the log");
+        assert!(!config_api.contains(token), "{token} in /api/v1/config");
+        let hits = crate::test_secrets::files_holding(&dir.join("state"), token.as_bytes());
+        assert!(hits.is_empty(), "{token} stored in {hits:?}");
+    }
+    assert!(
+        config_api.contains("bitbucket-server-status"),
+        "{config_api}"
+    );
+}
+
 #[test]
 fn http_push_when_filters_builders_retries_and_never_holds_a_build() {
     let rec = Recorder::start();

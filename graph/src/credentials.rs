@@ -29,6 +29,8 @@ macro_rules! visitor {
                     ChangeSourceKind::GithubWebhook { secret }
                     | ChangeSourceKind::GitlabWebhook { secret }
                     | ChangeSourceKind::GiteaWebhook { secret }
+                    | ChangeSourceKind::BitbucketCloudWebhook { secret }
+                    | ChangeSourceKind::BitbucketServerWebhook { secret }
                     | ChangeSourceKind::JsonWebhook { secret } => {
                         if let Some(s) = secret {
                             f(s);
@@ -46,7 +48,9 @@ macro_rules! visitor {
                     }
                     ReporterKind::GithubStatus { token, .. }
                     | ReporterKind::GitlabStatus { token, .. }
-                    | ReporterKind::GiteaStatus { token, .. } => f(token),
+                    | ReporterKind::GiteaStatus { token, .. }
+                    | ReporterKind::BitbucketCloudStatus { token, .. }
+                    | ReporterKind::BitbucketServerStatus { token, .. } => f(token),
                     ReporterKind::HttpPush { .. } => {}
                 }
             }

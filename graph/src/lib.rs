@@ -616,6 +616,12 @@ pub enum ChangeSourceKind {
     GiteaWebhook {
         secret: Option<Credential>,
     },
+    BitbucketCloudWebhook {
+        secret: Option<Credential>,
+    },
+    BitbucketServerWebhook {
+        secret: Option<Credential>,
+    },
     JsonWebhook {
         secret: Option<Credential>,
     },
@@ -1017,6 +1023,25 @@ pub enum ReporterKind {
     },
     GiteaStatus {
         token: Credential,
+        api_url: String,
+        context: String,
+    },
+    /// Bitbucket Cloud's build statuses: the token is an access token
+    /// (Bearer), or with `username` an app password (Basic).
+    BitbucketCloudStatus {
+        token: Credential,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        api_url: String,
+        context: String,
+    },
+    /// Bitbucket Server / Data Center's build statuses: an HTTP access
+    /// token (Bearer), or with `username` a password or personal access
+    /// token (Basic).
+    BitbucketServerStatus {
+        token: Credential,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
         api_url: String,
         context: String,
     },

@@ -9,6 +9,8 @@ pub(super) fn change_source(cx: &mut Cx, r: &mut NodeReader, name: String) -> Op
         Github,
         Gitlab,
         Gitea,
+        BitbucketCloud,
+        BitbucketServer,
         Json,
     }
     let k = kind_of(
@@ -20,6 +22,8 @@ pub(super) fn change_source(cx: &mut Cx, r: &mut NodeReader, name: String) -> Op
             ("github-webhook", K::Github),
             ("gitlab-webhook", K::Gitlab),
             ("gitea-webhook", K::Gitea),
+            ("bitbucket-cloud-webhook", K::BitbucketCloud),
+            ("bitbucket-server-webhook", K::BitbucketServer),
             ("json-webhook", K::Json),
         ],
     )?;
@@ -81,7 +85,7 @@ pub(super) fn change_source(cx: &mut Cx, r: &mut NodeReader, name: String) -> Op
                 only_tags,
             }
         }
-        K::Github | K::Gitlab | K::Gitea | K::Json => {
+        K::Github | K::Gitlab | K::Gitea | K::BitbucketCloud | K::BitbucketServer | K::Json => {
             let secret = r.kid_with(cx, "secret", "secret (secret)\"hook-secret\"", |cx, e| {
                 credential(cx, e, "the webhook secret")
             });
@@ -89,6 +93,8 @@ pub(super) fn change_source(cx: &mut Cx, r: &mut NodeReader, name: String) -> Op
                 K::Github => ChangeSourceKind::GithubWebhook { secret },
                 K::Gitlab => ChangeSourceKind::GitlabWebhook { secret },
                 K::Gitea => ChangeSourceKind::GiteaWebhook { secret },
+                K::BitbucketCloud => ChangeSourceKind::BitbucketCloudWebhook { secret },
+                K::BitbucketServer => ChangeSourceKind::BitbucketServerWebhook { secret },
                 _ => ChangeSourceKind::JsonWebhook { secret },
             }
         }

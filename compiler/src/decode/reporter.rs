@@ -34,6 +34,8 @@ pub(super) fn reporter(
         Github,
         Gitlab,
         Gitea,
+        BitbucketCloud,
+        BitbucketServer,
         Irc,
     }
     let k = kind_of(
@@ -46,6 +48,8 @@ pub(super) fn reporter(
             ("github-status", K::Github),
             ("gitlab-status", K::Gitlab),
             ("gitea-status", K::Gitea),
+            ("bitbucket-cloud-status", K::BitbucketCloud),
+            ("bitbucket-server-status", K::BitbucketServer),
             ("irc", K::Irc),
         ],
     );
@@ -127,17 +131,24 @@ pub(super) fn reporter(
                 when,
             }
         }
-        K::Github | K::Gitlab | K::Gitea => {
+        K::Github | K::Gitlab | K::Gitea | K::BitbucketCloud | K::BitbucketServer => {
+            // An app password goes with the account's user name (HTTP
+            // Basic); an access token goes alone.
+            let username = match k {
+                K::BitbucketCloud | K::BitbucketServer => r.kid_string(cx, "username").map(|s| s.0),
+                _ => None,
+            };
             let token = r.kid_with(cx, "token", "token (secret)\"api-token\"", |cx, e| {
                 credential(cx, e, "the API token")
             });
             require(cx, r, "token", "token (secret)\"api-token\"");
-            let api = r.kid_with(
-                cx,
-                "api-url",
-                "api-url \"https://gitea.example.org/api/v1\"",
-                |cx, e| http_url(cx, e, "API URL"),
-            );
+            let api_example = match k {
+                K::BitbucketServer => "api-url \"https://bitbucket.example.org\"",
+                _ => "api-url \"https://gitea.example.org/api/v1\"",
+            };
+            let api = r.kid_with(cx, "api-url", api_example, |cx, e| {
+                http_url(cx, e, "API URL")
+            });
             let context = r
                 .kid_string(cx, "context")
                 .map(|s| s.0)
@@ -156,13 +167,23 @@ pub(super) fn reporter(
                     api_url: api.unwrap_or_else(|| "https://gitlab.com/api/v4".into()),
                     context,
                 },
+                K::BitbucketCloud => ReporterKind::BitbucketCloudStatus {
+                    token,
+                    username,
+                    api_url: api.unwrap_or_else(|| "https://api.bitbucket.org/2.0".into()),
+                    context,
+                },
+                K::BitbucketServer => {
+                    require(cx, r, "api-url", api_example);
+                    ReporterKind::BitbucketServerStatus {
+                        token,
+                        username,
+                        api_url: api.unwrap_or_default(),
+                        context,
+                    }
+                }
                 _ => {
-                    require(
-                        cx,
-                        r,
-                        "api-url",
-                        "api-url \"https://gitea.example.org/api/v1\"",
-                    );
+                    require(cx, r, "api-url", api_example);
                     ReporterKind::GiteaStatus {
                         token,
                         api_url: api.unwrap_or_default(),

@@ -68,6 +68,8 @@ fn describe(pollers: &poller::Pollers, c: &ChangeSource) -> Value {
         ChangeSourceKind::GithubWebhook { secret }
         | ChangeSourceKind::GitlabWebhook { secret }
         | ChangeSourceKind::GiteaWebhook { secret }
+        | ChangeSourceKind::BitbucketCloudWebhook { secret }
+        | ChangeSourceKind::BitbucketServerWebhook { secret }
         | ChangeSourceKind::JsonWebhook { secret } => {
             o.insert("hook".into(), json!(format!("/change_hook/{}", c.name)));
             o.insert("signed".into(), json!(secret.is_some()));

@@ -29,6 +29,8 @@ pub(crate) fn kind_name(k: &ChangeSourceKind) -> &'static str {
         ChangeSourceKind::GithubWebhook { .. } => "github-webhook",
         ChangeSourceKind::GitlabWebhook { .. } => "gitlab-webhook",
         ChangeSourceKind::GiteaWebhook { .. } => "gitea-webhook",
+        ChangeSourceKind::BitbucketCloudWebhook { .. } => "bitbucket-cloud-webhook",
+        ChangeSourceKind::BitbucketServerWebhook { .. } => "bitbucket-server-webhook",
         ChangeSourceKind::JsonWebhook { .. } => "json-webhook",
     }
 }

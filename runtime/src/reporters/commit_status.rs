@@ -1,4 +1,5 @@
-//! Commit statuses on GitHub, GitLab and Gitea: pending when a build
+//! Commit statuses on GitHub, GitLab, Gitea and Bitbucket (Cloud and
+//! Server / Data Center): pending when a build
 //! starts, the final state when it ends, on the build's revision
 //! (`got_revision` when a git step set it, else the source stamp's).
 //!
@@ -22,6 +23,8 @@ pub enum Forge {
     Github,
     Gitlab,
     Gitea,
+    BitbucketCloud,
+    BitbucketServer,
 }
 
 /// A repository on a forge: its host (lower case, no port) and its path
@@ -123,11 +126,19 @@ pub fn state(forge: Forge, phase: Phase, result: Option<BuildResult>) -> &'stati
             return match forge {
                 Forge::Gitlab => "running",
                 Forge::Github | Forge::Gitea => "pending",
+                Forge::BitbucketCloud | Forge::BitbucketServer => "INPROGRESS",
             }
         }
         (Phase::Finished, Some(r)) => r,
     };
     match (forge, result) {
+        // Bitbucket: INPROGRESS, SUCCESSFUL, FAILED, and on Cloud STOPPED.
+        (Forge::BitbucketCloud | Forge::BitbucketServer, R::Retry) => "INPROGRESS",
+        (Forge::BitbucketCloud | Forge::BitbucketServer, R::Success | R::Warnings | R::Skipped) => {
+            "SUCCESSFUL"
+        }
+        (Forge::BitbucketCloud, R::Cancelled) => "STOPPED",
+        (Forge::BitbucketCloud | Forge::BitbucketServer, _) => "FAILED",
         // The request runs again: that build will say how it went.
         (_, R::Retry) => "pending",
         (Forge::Gitea, R::Warnings) => "warning",
@@ -165,6 +176,10 @@ pub struct Status<'a> {
     pub forge: Forge,
     pub api_url: &'a str,
     pub token: &'a str,
+    /// Bitbucket: with a user name, the token is a password (HTTP Basic:
+    /// a Cloud app password, a Server personal access token); without,
+    /// an access token (Bearer).
+    pub username: Option<&'a str>,
     pub context: &'a str,
 }
 
@@ -244,7 +259,37 @@ impl Status<'_> {
                     body,
                 }
             }
+            // key identifies the status (a later one with the same key
+            // replaces it), name is what the page shows.
+            Forge::BitbucketCloud => Request {
+                url: format!(
+                    "{api}/repositories/{}/commit/{sha}/statuses/build",
+                    owner_repo(&repo.path)?
+                ),
+                headers: vec![("Authorization", self.authorization())],
+                body: json!({"state": st, "key": context, "name": context, "url": target_url, "description": description}),
+            },
+            // The build-status API needs only the commit; the repository
+            // is checked above to be on this server.
+            Forge::BitbucketServer => Request {
+                url: format!("{api}/rest/build-status/1.0/commits/{sha}"),
+                headers: vec![("Authorization", self.authorization())],
+                body: json!({"state": st, "key": context, "name": context, "url": target_url, "description": description}),
+            },
         })
+    }
+
+    /// Bitbucket's Authorization header: Basic with a user name, else
+    /// Bearer.
+    fn authorization(&self) -> String {
+        use base64::Engine;
+        match self.username {
+            Some(user) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", self.token))
+            ),
+            None => format!("Bearer {}", self.token),
+        }
     }
 
     /// Whether the status was delivered; `None` when the build has none
@@ -394,6 +439,22 @@ mod tests {
         assert_eq!(state(Gitea, Finished, Some(R::Warnings)), "warning");
         assert_eq!(state(Gitea, Finished, Some(R::Failure)), "failure");
         assert_eq!(state(Gitea, Finished, Some(R::Skipped)), "success");
+        for f in [BitbucketCloud, BitbucketServer] {
+            assert_eq!(state(f, Started, None), "INPROGRESS");
+            assert_eq!(state(f, Finished, Some(R::Success)), "SUCCESSFUL");
+            assert_eq!(state(f, Finished, Some(R::Warnings)), "SUCCESSFUL");
+            assert_eq!(state(f, Finished, Some(R::Failure)), "FAILED");
+            assert_eq!(state(f, Finished, Some(R::Exception)), "FAILED");
+            assert_eq!(state(f, Finished, Some(R::Retry)), "INPROGRESS");
+        }
+        assert_eq!(
+            state(BitbucketCloud, Finished, Some(R::Cancelled)),
+            "STOPPED"
+        );
+        assert_eq!(
+            state(BitbucketServer, Finished, Some(R::Cancelled)),
+            "FAILED"
+        );
     }
 
     #[test]

@@ -345,7 +345,9 @@ impl Templates {
             } => t.add(TEMPLATE, tpl),
             ReporterKind::GithubStatus { context, .. }
             | ReporterKind::GitlabStatus { context, .. }
-            | ReporterKind::GiteaStatus { context, .. } => t.add(CONTEXT, context),
+            | ReporterKind::GiteaStatus { context, .. }
+            | ReporterKind::BitbucketCloudStatus { context, .. }
+            | ReporterKind::BitbucketServerStatus { context, .. } => t.add(CONTEXT, context),
             ReporterKind::HttpPush { template: None, .. } | ReporterKind::Irc { .. } => {}
         }
         t

@@ -250,10 +250,24 @@ async fn report(
             token,
             api_url,
             context,
+        }
+        | ReporterKind::BitbucketCloudStatus {
+            token,
+            api_url,
+            context,
+            ..
+        }
+        | ReporterKind::BitbucketServerStatus {
+            token,
+            api_url,
+            context,
+            ..
         } => {
             let forge = match &r.kind {
                 ReporterKind::GithubStatus { .. } => commit_status::Forge::Github,
                 ReporterKind::GitlabStatus { .. } => commit_status::Forge::Gitlab,
+                ReporterKind::BitbucketCloudStatus { .. } => commit_status::Forge::BitbucketCloud,
+                ReporterKind::BitbucketServerStatus { .. } => commit_status::Forge::BitbucketServer,
                 _ => commit_status::Forge::Gitea,
             };
             // Read at each delivery: a reload may have rotated it.
@@ -263,11 +277,17 @@ async fn report(
                 shared.metrics.delivery(&r.name, false);
                 return;
             };
+            let username = match &r.kind {
+                ReporterKind::BitbucketCloudStatus { username, .. }
+                | ReporterKind::BitbucketServerStatus { username, .. } => username.as_deref(),
+                _ => None,
+            };
             let status = commit_status::Status {
                 reporter: &r.name,
                 forge,
                 api_url,
                 token,
+                username,
                 context,
             };
             if let Some(ok) = status.report(shared, g, r, templates, ev).await {

@@ -1,5 +1,5 @@
 //! Webhook receivers: `POST /change_hook/{name}` for the GitHub, GitLab,
-//! Gitea and generic JSON change sources (`docs/changes.md`); the JSON
+//! Gitea, Bitbucket (Cloud and Server) and generic JSON change sources (`docs/changes.md`); the JSON
 //! kind also takes Buildbot's form-encoded base hook (`base`).
 //!
 //! A delivery is authenticated before its body is parsed: when the source
@@ -26,6 +26,7 @@ use crate::state::{now_ms, Shared};
 use crate::api_error::ApiResult as R;
 
 mod base;
+mod bitbucket;
 mod github;
 mod gitlab;
 mod json;
@@ -34,6 +35,7 @@ mod signature;
 
 // Named here as well: the fuzz target `base_hook` feeds them.
 pub use base::{base_change, is_form};
+pub use bitbucket::{bitbucket_cloud, bitbucket_server};
 pub use github::{gitea, github};
 pub use gitlab::gitlab;
 pub use json::{json_changes, MAX_JSON_CHANGES};
@@ -121,6 +123,15 @@ async fn deliver(
                 header: "X-Gitlab-Token",
             },
         ),
+        // Both Bitbucket flavours sign as GitHub's older header did.
+        ChangeSourceKind::BitbucketCloudWebhook { secret }
+        | ChangeSourceKind::BitbucketServerWebhook { secret } => (
+            secret,
+            Auth::Hmac {
+                headers: &["X-Hub-Signature"],
+                prefix: "sha256=",
+            },
+        ),
         ChangeSourceKind::JsonWebhook { secret } => (
             secret,
             Auth::BasicOrHmac {
@@ -161,6 +172,14 @@ async fn deliver(
         ChangeSourceKind::GitlabWebhook { .. } => {
             let ev = event_header(headers, &["X-Gitlab-Event"])?;
             gitlab(&ev, &parse_json(headers, &body)?)?
+        }
+        ChangeSourceKind::BitbucketCloudWebhook { .. } => {
+            let ev = event_header(headers, &["X-Event-Key"])?;
+            bitbucket_cloud(&ev, &parse_json(headers, &body)?)?
+        }
+        ChangeSourceKind::BitbucketServerWebhook { .. } => {
+            let ev = event_header(headers, &["X-Event-Key"])?;
+            bitbucket_server(&ev, &parse_json(headers, &body)?)?
         }
         // Buildbot's base hook posts a form; anything else is JSON.
         _ if base::is_form(header(headers, "content-type"), &body) => base::base_change(&body)?,

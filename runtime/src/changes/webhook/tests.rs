@@ -92,6 +92,12 @@ fn mutated_fixtures_never_panic() {
                 for ev in ["Push Hook", "Tag Push Hook", "Merge Request Hook"] {
                     let _ = gitlab(ev, &v);
                 }
+                for ev in ["repo:push", "pullrequest:created"] {
+                    let _ = bitbucket_cloud(ev, &v);
+                }
+                for ev in ["repo:refs_changed", "pr:opened", "pr:from_ref_updated"] {
+                    let _ = bitbucket_server(ev, &v);
+                }
                 let _ = json_changes(&v);
                 checked += 1;
             }
@@ -106,4 +112,42 @@ fn timestamps() {
     assert_eq!(timestamp(&v, "a"), 1_430_869_215_000);
     assert_eq!(timestamp(&v, "b"), 1_386_091_414_000);
     assert_eq!(timestamp(&v, "c"), 0);
+}
+
+/// Bitbucket's errors name the field by its path in the payload.
+#[test]
+fn bitbucket_errors_name_the_field() {
+    let e = bitbucket_cloud(
+        "repo:push",
+        &json!({"repository": {"links": {"html": {"href": "u"}}}}),
+    )
+    .unwrap_err();
+    assert_eq!(e.1, "missing field `push.changes`");
+    let e = bitbucket_cloud(
+        "repo:push",
+        &json!({"repository": {"links": {"html": {"href": "u"}}},
+                "push": {"changes": [{"new": {"type": "branch", "name": "m", "target": {}}}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(e.1, "missing field `push.changes[0].new.target.hash`");
+    let e = bitbucket_cloud("repo:push", &json!({"push": {"changes": []}})).unwrap_err();
+    assert_eq!(e.1, "missing field `repository.links.html.href`");
+    let repo = json!({"links": {"clone": [{"name": "http", "href": "https://h/scm/p/r.git"}]}});
+    let e = bitbucket_server(
+        "repo:refs_changed",
+        &json!({"repository": repo, "changes": [{"ref": {"displayId": "main"}}]}),
+    )
+    .unwrap_err();
+    assert_eq!(e.1, "missing field `changes[0].toHash`");
+    let e = bitbucket_server(
+        "repo:refs_changed",
+        &json!({"repository": {}, "changes": []}),
+    )
+    .unwrap_err();
+    assert!(e.1.contains("repository.links.clone"), "{}", e.1);
+    let e = bitbucket_server("pr:opened", &json!({"pullRequest": {"id": 1}})).unwrap_err();
+    assert_eq!(e.1, "missing field `pullRequest.fromRef.latestCommit`");
+    // Server dates carry the offset without a colon.
+    let v = json!({"d": "2024-03-02T10:20:30+1000"});
+    assert_eq!(timestamp(&v, "d"), 1_709_338_830_000);
 }
