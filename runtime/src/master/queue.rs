@@ -151,6 +151,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
                 started_at: now,
                 cancel,
                 step: None,
+                requests: ids.clone(),
                 locks,
             },
         );
