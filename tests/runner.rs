@@ -25,6 +25,7 @@ mod test_logging;
 mod test_login;
 mod test_lsp;
 mod test_metrics;
+mod test_multi_master;
 mod test_no_panic;
 mod test_oauth;
 mod test_overview;

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::common::{get_json, temp_dir, wait_for, write_secret, Master};
 
-fn server() -> Option<String> {
+pub(crate) fn server() -> Option<String> {
     match std::env::var("BBC_POSTGRES_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
@@ -25,7 +25,7 @@ fn server() -> Option<String> {
 
 /// `postgres://user:password@rest` as the URL without the password, and
 /// the password.
-fn split_password(url: &str) -> (String, String) {
+pub(crate) fn split_password(url: &str) -> (String, String) {
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
@@ -37,7 +37,7 @@ fn split_password(url: &str) -> (String, String) {
 
 /// Runs SQL through `psql` (PostgreSQL's own client) and returns its
 /// unaligned output.
-fn psql(url: &str, sql: &str) -> String {
+pub(crate) fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -61,7 +61,7 @@ fn psql(url: &str, sql: &str) -> String {
 }
 
 /// Drops the test's schema at the end, also when it fails.
-struct DropSchema<'a>(&'a str, String);
+pub(crate) struct DropSchema<'a>(pub &'a str, pub String);
 
 impl Drop for DropSchema<'_> {
     fn drop(&mut self) {

@@ -144,6 +144,7 @@ mod tests {
             result: None,
             state_string: String::new(),
             logs_deleted_at: None,
+            master: None,
         }
     }
 

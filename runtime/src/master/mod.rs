@@ -10,6 +10,7 @@ pub mod build;
 mod janitor;
 mod latent;
 mod missing;
+pub mod peers;
 pub mod properties;
 pub mod queue;
 pub mod schedulers;

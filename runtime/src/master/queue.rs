@@ -186,6 +186,7 @@ fn decide(shared: &Arc<Shared>) -> Vec<Decision> {
                 started_at: now,
                 cancel,
                 step: None,
+                requests: ids.clone(),
                 locks,
             },
         );

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use bbc_graph::{BuildResult, Graph, Scheduler, SchedulerKind};
 use serde::{Deserialize, Serialize};
 
+use crate::state::peers::SCHEDULERS;
 use crate::state::{now_ms, ConfigEvent, SchedulerTimer, Shared};
 use crate::store::{BuildSet, Change, Millis, NewBuildSet, Page, Properties, SourceStamp};
 use filter::Filters;
@@ -735,7 +736,7 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
     let Prepared {
         mut engine,
         mut current,
-        newest,
+        mut newest,
         mut changes_rx,
         mut sets_rx,
         mut configs_rx,
@@ -743,6 +744,34 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
     // An applied config received while waiting.
     let mut received: Option<Arc<ConfigEvent>> = None;
     loop {
+        // Several masters on one store: the schedulers run on the holder
+        // of their lease only (master/peers.rs). The others wait, saying
+        // yes to applied configs; the one that takes the lease over
+        // starts from the states its predecessor saved.
+        if !shared.peers.holds(SCHEDULERS) {
+            let mut leases = shared.peers.watch();
+            if let Some(ev) = received.take() {
+                ev.reconciled();
+            }
+            while !shared.peers.holds(SCHEDULERS) {
+                if shared.is_shutting_down() {
+                    return;
+                }
+                tokio::select! {
+                    r = leases.changed() => { if r.is_err() { return; } }
+                    r = configs_rx.recv() => { if let Ok(ev) = r { ev.reconciled(); } }
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+            let p = prepare(&shared, clock.as_ref()).await;
+            engine = p.engine;
+            current = p.current;
+            newest = p.newest;
+            changes_rx = p.changes_rx;
+            sets_rx = p.sets_rx;
+            configs_rx = p.configs_rx;
+            continue;
+        }
         // Configs applied since the last look, in order.
         let mut events: Vec<_> = received.take().into_iter().collect();
         loop {
@@ -826,8 +855,11 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             .map(|d| (d - clock.now()).clamp(0, 60_000) as u64)
             .unwrap_or(60_000);
         let finished = shared.build_finished.notified();
+        let elsewhere = shared.peers.changes_elsewhere.notified();
         tokio::select! {
             r = changes_rx.recv() => { let _ = r; }
+            // Another master sharing the store stored a change.
+            _ = elsewhere => {}
             r = sets_rx.recv() => {
                 if let Ok(bs) = r {
                     engine.on_buildset_submitted(&g, &bs, clock.now());

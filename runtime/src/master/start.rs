@@ -4,7 +4,7 @@
 //! (with the change sources' routes), the pollers, the reporters and the
 //! schedulers. Nothing else imports more than one service.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +13,7 @@ use bbc_graph::Graph;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use super::{apply, janitor, latent, missing, queue, schedulers, workers};
+use super::{apply, janitor, latent, missing, peers, queue, schedulers, workers};
 use crate::changes::poller::Pollers;
 use crate::secrets::Secrets;
 use crate::state::config::{record, AppliedRecord, ConfigInfo, StartSettings};
@@ -36,6 +36,12 @@ impl MasterHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.shared.wake.notify_waiters();
+        // Another master sharing the store takes the schedulers over at
+        // once, not after the lease expires.
+        let store = self.shared.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.release_leases()).await {
+            tracing::warn!("cannot give up this master's leases: {e}");
+        }
         // Containers and VMs this master started would outlive it.
         super::latent::stop_all(&self.shared).await;
         let later: Vec<_> = match self.shared.tasks.lock() {
@@ -97,28 +103,31 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("cannot open the store in {where_}: {e}"))?;
+    // On a store other masters may share, this master joins them first:
+    // its builds record it, and the restart below leaves the builds of
+    // live masters alone (store::lease).
+    let peers_book = if store.shared() {
+        let me = crate::store::MasterIdentity::new(&crate::store::MasterIdentity::default_name(
+            &cfg.state_dir,
+        ));
+        let times = crate::store::LeaseTimes::from_env();
+        let (s2, m2) = (store.clone(), me.clone());
+        tokio::task::spawn_blocking(move || s2.join_masters(&m2, now_ms(), times.lease_ms))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot join the masters of the store: {e}"))?;
+        tracing::info!(master = %me.id, name = %me.name, lease_ms = times.lease_ms, "joined the masters sharing the store");
+        crate::state::peers::Peers::shared(me, times)
+    } else {
+        crate::state::peers::Peers::alone()
+    };
     // Builds a previous master left running end as interrupted; their
     // requests run again.
     let now = now_ms();
     let s2 = store.clone();
     let (interrupted, pending) = tokio::task::spawn_blocking(move || {
         let i = s2.interrupt_running(now)?;
-        let mut p = Vec::new();
-        let mut sets: HashMap<u64, Arc<crate::store::BuildSet>> = HashMap::new();
-        for r in s2.pending_requests()? {
-            let set = match sets.get(&r.buildset) {
-                Some(s) => s.clone(),
-                None => match s2.buildset(r.buildset)? {
-                    Some(s) => {
-                        let s = Arc::new(s);
-                        sets.insert(r.buildset, s.clone());
-                        s
-                    }
-                    None => continue,
-                },
-            };
-            p.push((r, set));
-        }
+        let p = peers::load_pending(s2.as_ref())?;
         Ok::<_, crate::store::StoreError>((i, p))
     })
     .await
@@ -212,6 +221,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         web_logins: Mutex::new(crate::state::logins::Logins::of("web", Default::default())),
         https: http_tls.is_some(),
         oauth_flows: Default::default(),
+        peers: peers_book,
     });
     // Schedulers first: their starting points are saved before any change
     // can arrive.
@@ -238,6 +248,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         crate::changes::poller::spawn(shared.clone(), pollers.clone()),
         crate::reporters::spawn(shared.clone()),
     ];
+    tasks.extend(peers::spawn(shared.clone()));
     tasks.push(tokio::spawn(schedulers::run(
         shared.clone(),
         clock,

@@ -438,6 +438,7 @@ mod tests {
             result,
             state_string: "failed test".into(),
             logs_deleted_at: None,
+            master: None,
         };
         let set = BuildSet {
             id: 2,

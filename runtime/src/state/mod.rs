@@ -21,6 +21,7 @@ pub mod latent;
 pub mod logins;
 pub mod metrics;
 pub mod oauth;
+pub mod peers;
 pub mod queue;
 pub mod sessions;
 
@@ -166,6 +167,9 @@ pub struct Shared {
     /// OAuth logins under way (between the provider's redirect and its
     /// callback).
     pub oauth_flows: oauth::Flows,
+    /// This master among others sharing its store: its identity and the
+    /// leases it holds (alone on redb).
+    pub peers: peers::Peers,
 }
 
 impl Shared {

@@ -56,6 +56,8 @@ pub struct Running {
     pub started_at: Millis,
     pub cancel: watch::Sender<bool>,
     pub step: Option<u32>,
+    /// The requests the build runs (they left `pending` for this slot).
+    pub requests: Vec<u64>,
     /// The builder's locks, taken when the assignment loop made the slot.
     pub(crate) locks: HeldLocks,
 }
@@ -149,6 +151,33 @@ impl Queue {
             self.add(req, set);
             wake.assign = true;
         }
+        wake
+    }
+
+    /// Makes the pending requests those the store holds as pending
+    /// (`store`, read from a store other masters share): the ones another
+    /// master added or put back come in, the ones another master claimed
+    /// or cancelled go. A request a slot of this master is starting stays
+    /// with that slot.
+    pub fn sync_pending(
+        &mut self,
+        store: impl IntoIterator<Item = (BuildRequest, Arc<BuildSet>)>,
+    ) -> Wake {
+        let mut wake = Wake::default();
+        let mut seen = std::collections::HashSet::new();
+        let starting: std::collections::HashSet<u64> = self
+            .running
+            .values()
+            .flat_map(|r| r.requests.iter().copied())
+            .collect();
+        for (req, set) in store {
+            seen.insert(req.id);
+            if !self.pending.contains_key(&req.id) && !starting.contains(&req.id) {
+                self.add(req, set);
+                wake.assign = true;
+            }
+        }
+        self.pending.retain(|id, _| seen.contains(id));
         wake
     }
 

@@ -25,10 +25,12 @@ use serde::{Deserialize, Serialize};
 pub mod commit_times;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod lease;
 pub mod pg_store;
 pub mod redb_store;
 
 pub use commit_times::{CommitTimes, CommitTimesSnapshot};
+pub use lease::{LeaseTimes, MasterIdentity, MasterRecord};
 pub use pg_store::{PgConfig, PgStore};
 pub use redb_store::RedbStore;
 
@@ -246,6 +248,10 @@ pub struct Build {
     /// kept; `master { retention { logs … } }`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_deleted_at: Option<Millis>,
+    /// The id of the master process that runs (or ran) it, in a store
+    /// several masters share (PostgreSQL); none with one master alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -646,6 +652,71 @@ pub trait Store: Send + Sync + 'static {
     fn commit_times(&self) -> Option<&CommitTimes> {
         None
     }
+
+    // --- several masters on one store (PostgreSQL; `store::lease`). A
+    // store only one master opens (redb locks its directory) keeps these
+    // defaults: that master is alone, holds every lease and hears nothing.
+    /// Whether other masters may share this store.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Records `me` as a live master until `now + lease_ms`. From then on
+    /// the builds this store starts record `me`, and
+    /// [`Store::interrupt_running`] leaves the builds of live masters alone.
+    fn join_masters(&self, _me: &MasterIdentity, _now: Millis, _lease_ms: Millis) -> Result<()> {
+        Ok(())
+    }
+    /// Renews this master's lease. `Ok(false)`: its row was gone (another
+    /// master found its lease expired and took its builds over); it is
+    /// back now, with a new lease.
+    fn heartbeat(&self, _now: Millis, _lease_ms: Millis) -> Result<bool> {
+        Ok(true)
+    }
+    /// Takes over from every master whose lease has expired at `now`: its
+    /// running builds end as interrupted (`Retry`, their requests pending
+    /// again, as [`Store::interrupt_running`] does at a restart) and its
+    /// row and leases go. Returns the interrupted builds. Two masters doing
+    /// it at once take over each dead master once.
+    fn take_over(&self, _now: Millis) -> Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
+    /// The masters sharing the store, live or not yet taken over.
+    fn masters(&self) -> Result<Vec<MasterRecord>> {
+        Ok(Vec::new())
+    }
+    /// Takes or renews the named lease until `now + lease_ms`: `true` when
+    /// this master holds it now (it was free, expired or its own).
+    fn take_lease(&self, _name: &str, _now: Millis, _lease_ms: Millis) -> Result<bool> {
+        Ok(true)
+    }
+    /// Gives up this master's named leases (a clean stop: another master
+    /// takes them at once instead of after their expiry).
+    fn release_leases(&self) -> Result<()> {
+        Ok(())
+    }
+    /// What other masters did to the store, as it happens (LISTEN/NOTIFY):
+    /// `None` for a store no other master writes.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
+}
+
+/// What a master sharing the store did, heard by the others
+/// ([`Store::notices`]). A hint to look again, never the data itself: a
+/// notice can be missed (a dropped connection), so a master also looks
+/// again now and then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Pending requests changed: added, claimed, cancelled, or pending
+    /// again after a retry or a take-over.
+    Requests,
+    /// A build ended.
+    Builds,
+    /// A change was stored.
+    Changes,
+    /// The connection that listens was (re)established: notices may have
+    /// been missed meanwhile.
+    Reconnected,
 }
 
 #[cfg(test)]

@@ -40,11 +40,13 @@ use super::{
     Millis, NewAuditEntry, NewBuild, NewBuildSet, NewChange, Page, Properties, Pruned,
     RequestFilter, Result, Retention, Sealed, StepRecord, Store, StoreError, WorkerRecord,
 };
+use crate::store::{MasterIdentity, MasterRecord, Notice};
 use bbc_graph::BuildResult;
 
 mod backup;
 mod builds;
 mod logs;
+mod masters;
 mod retention;
 mod schema;
 #[cfg(test)]
@@ -106,6 +108,15 @@ pub struct PgStore {
     /// The last call met a database error that was not the caller's
     /// (`health` then probes with a write).
     failing: AtomicBool,
+    /// How to connect, for the connection that LISTENs.
+    pg: tokio_postgres::Config,
+    /// The master using this store, once it joined (`join_masters`): its
+    /// builds record it.
+    me: std::sync::RwLock<Option<MasterIdentity>>,
+    /// What the other masters did (`notices`), fed by the listening task
+    /// that `join_masters` starts.
+    notices: tokio::sync::broadcast::Sender<Notice>,
+    listening: AtomicBool,
 }
 
 impl Drop for PgStore {
@@ -221,7 +232,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Io(format!("cannot start the database runtime: {e}")))?;
         let mgr = Manager::from_config(
-            pg,
+            pg.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -240,6 +251,10 @@ impl PgStore {
             pool,
             schema: cfg.schema.clone(),
             failing: AtomicBool::new(false),
+            pg,
+            me: std::sync::RwLock::new(None),
+            notices: tokio::sync::broadcast::channel(256).0,
+            listening: AtomicBool::new(false),
         };
         let schema = cfg.schema.clone();
         store.with(move |mut c| async move { schema::migrate(&mut c, &schema).await })?;
@@ -248,6 +263,16 @@ impl PgStore {
 
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The master that joined, if any.
+    fn me(&self) -> Option<MasterIdentity> {
+        self.me.read().ok().and_then(|m| m.clone())
+    }
+
+    fn me_or_err(&self) -> Result<MasterIdentity> {
+        self.me()
+            .ok_or_else(|| StoreError::Conflict("this master has not joined the store".into()))
     }
 
     /// Runs `fut` on the store's runtime and waits for it on this thread.
@@ -421,7 +446,8 @@ impl Store for PgStore {
     }
 
     fn start_build(&self, build: NewBuild) -> Result<Build> {
-        self.with(move |mut c| async move { builds::start_build(&mut c, build).await })
+        let master = self.me().map(|m| m.id);
+        self.with(move |mut c| async move { builds::start_build(&mut c, build, master).await })
     }
 
     fn set_build_state(&self, id: u64, state_string: &str, properties: &Properties) -> Result<()> {
@@ -475,23 +501,10 @@ impl Store for PgStore {
     }
 
     fn interrupt_running(&self, now: Millis) -> Result<Vec<u64>> {
-        self.with(move |mut c| async move {
-            let t = c.transaction().await.map_err(pg_err)?;
-            let rs = rows(
-                &t,
-                "SELECT id FROM builds WHERE finished_at IS NULL ORDER BY id FOR UPDATE",
-                &[],
-            )
-            .await?;
-            let mut ids = Vec::with_capacity(rs.len());
-            for r in &rs {
-                let id = unsigned(col(r, 0)?, "build id")?;
-                builds::finish(&t, id, BuildResult::Retry, Some("interrupted"), now).await?;
-                ids.push(id);
-            }
-            t.commit().await.map_err(pg_err)?;
-            Ok(ids)
-        })
+        // Alone (no master joined): every running build. Else only those
+        // of dead masters and of this master's previous incarnations.
+        let me = self.me();
+        self.with(move |mut c| async move { masters::interrupt_orphans(&mut c, me, now).await })
     }
 
     fn put_step(&self, build: u64, step: &StepRecord) -> Result<()> {
@@ -716,6 +729,59 @@ impl Store for PgStore {
         let out = out.to_path_buf();
         let schema = self.schema.clone();
         self.with(move |mut c| async move { backup::backup(&mut c, &schema, &out).await })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn join_masters(&self, me: &MasterIdentity, now: Millis, lease_ms: Millis) -> Result<()> {
+        let m = me.clone();
+        self.with(move |c| async move { masters::join(&c, &m, now, lease_ms).await })?;
+        if let Ok(mut slot) = self.me.write() {
+            *slot = Some(me.clone());
+        }
+        if !self.listening.swap(true, Ordering::SeqCst) {
+            self.handle.spawn(masters::listen(
+                self.pg.clone(),
+                self.schema.clone(),
+                self.notices.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&self, now: Millis, lease_ms: Millis) -> Result<bool> {
+        let me = self.me_or_err()?;
+        self.with(move |c| async move { masters::heartbeat(&c, &me, now, lease_ms).await })
+    }
+
+    fn take_over(&self, now: Millis) -> Result<Vec<u64>> {
+        let me = self.me_or_err()?;
+        self.with(move |mut c| async move { masters::take_over(&mut c, &me, now).await })
+    }
+
+    fn masters(&self) -> Result<Vec<MasterRecord>> {
+        self.with(move |c| async move { masters::all(&c).await })
+    }
+
+    fn take_lease(&self, name: &str, now: Millis, lease_ms: Millis) -> Result<bool> {
+        let me = self.me_or_err()?;
+        let name = name.to_string();
+        self.with(move |mut c| async move {
+            masters::take_lease(&mut c, &me, &name, now, lease_ms).await
+        })
+    }
+
+    fn release_leases(&self) -> Result<()> {
+        let Some(me) = self.me() else {
+            return Ok(());
+        };
+        self.with(move |c| async move { masters::release_leases(&c, &me).await })
+    }
+
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        Some(self.notices.subscribe())
     }
 
     fn health(&self) -> Result<()> {

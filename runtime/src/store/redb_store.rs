@@ -539,6 +539,7 @@ impl Store for RedbStore {
             result: None,
             state_string: "starting".to_string(),
             logs_deleted_at: None,
+            master: None,
         };
         storable(&mut build.build.properties);
         // Any error below aborts the transaction: either every request is

@@ -263,6 +263,19 @@ async fn run(
         if shared.is_shutting_down() {
             break;
         }
+        // Several masters on one store: only the holder of the schedulers'
+        // lease polls (its schedulers hear the changes first); the others
+        // look again after an interval (master/peers.rs).
+        if !shared.peers.holds(crate::state::peers::SCHEDULERS) {
+            if let Some(r) = reply {
+                let _ = r.send(Err(
+                    "another master sharing the store polls the change sources".into(),
+                ));
+            }
+            let every = config_of(&shared, &name).map_or(60_000, |c| c.poll_interval_ms);
+            next = tokio::time::Instant::now() + Duration::from_millis(every.clamp(100, 60_000));
+            continue;
+        }
         // The config is read at every poll, so a swapped graph applies.
         let Some(cfg) = config_of(&shared, &name) else {
             tracing::info!(source = %name, "the git poller is no longer configured; stopping");

@@ -72,7 +72,9 @@ pub(super) async fn backup(
     }
     t.batch_execute(&ddl).await.map_err(pg_err)?;
     for table in TABLES {
-        if matches!(*table, "logs" | "log_chunks") {
+        // Masters and their leases are the live processes', not data: a
+        // restored store starts with none.
+        if matches!(*table, "logs" | "log_chunks" | "masters" | "leases") {
             continue;
         }
         report.records += exec(

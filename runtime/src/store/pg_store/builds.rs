@@ -100,6 +100,8 @@ pub(super) async fn add_change(
         &[&key(change.id), &rec],
     )
     .await?;
+    // The master running the schedulers reads it back (docs/store.md).
+    super::masters::notify(&t, "changes").await?;
     t.commit().await.map_err(pg_err)?;
     Ok(change)
 }
@@ -151,6 +153,8 @@ pub(super) async fn add_buildset(
             put_request(&t, &req).await?;
             requests.push(req);
         }
+        // Every master's queue learns of them (docs/store.md).
+        super::masters::notify(&t, "requests").await?;
     }
     t.commit().await.map_err(pg_err)?;
     Ok((set, requests))
@@ -262,11 +266,16 @@ pub(super) async fn cancel_request(
     req.completed_at = Some(now);
     put_request(&t, &req).await?;
     maybe_complete_buildset(&t, req.buildset, now).await?;
+    super::masters::notify(&t, "requests").await?;
     t.commit().await.map_err(pg_err)?;
     Ok(true)
 }
 
-pub(super) async fn start_build(c: &mut deadpool_postgres::Client, new: NewBuild) -> Result<Build> {
+pub(super) async fn start_build(
+    c: &mut deadpool_postgres::Client,
+    new: NewBuild,
+    master: Option<String>,
+) -> Result<Build> {
     let mut build = Build {
         id: 0,
         number: 0,
@@ -275,6 +284,7 @@ pub(super) async fn start_build(c: &mut deadpool_postgres::Client, new: NewBuild
         result: None,
         state_string: "starting".to_string(),
         logs_deleted_at: None,
+        master,
     };
     storable(&mut build.build.properties);
     // Any error below drops the transaction, which rolls it back: either
@@ -322,10 +332,19 @@ pub(super) async fn start_build(c: &mut deadpool_postgres::Client, new: NewBuild
     let rec = json("build", &build)?;
     exec(
         &t,
-        "INSERT INTO builds (id, builder, number, finished_at, rec) VALUES ($1, $2, $3, NULL, $4::text::json)",
-        &[&key(build.id), &build.build.builder, &key(build.number), &rec],
+        "INSERT INTO builds (id, builder, number, finished_at, master, rec) \
+         VALUES ($1, $2, $3, NULL, $4, $5::text::json)",
+        &[
+            &key(build.id),
+            &build.build.builder,
+            &key(build.number),
+            &build.master,
+            &rec,
+        ],
     )
     .await?;
+    // The other masters drop the claimed requests from their queues.
+    super::masters::notify(&t, "requests").await?;
     t.commit().await.map_err(pg_err)?;
     Ok(build)
 }
@@ -382,6 +401,12 @@ pub(super) async fn finish(
     sets.sort_unstable();
     for set in sets {
         maybe_complete_buildset(t, set, now).await?;
+    }
+    // Waiters on build ends on every master look again; a retry's
+    // requests are pending again, for every master's queue.
+    super::masters::notify(t, "builds").await?;
+    if result == BuildResult::Retry {
+        super::masters::notify(t, "requests").await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use super::{col, exec, pg_err, row, unsigned};
 use crate::store::{Result, StoreError};
 
 /// The layout this bbc reads and writes (docs/store.md, "PostgreSQL").
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Version 0 → 1: the whole layout.
 const V1: &str = "
@@ -67,7 +67,22 @@ CREATE TABLE scheduler_state (key text PRIMARY KEY, value bytea NOT NULL);
 CREATE TABLE audit (id bigint PRIMARY KEY, at bigint NOT NULL, rec json NOT NULL);
 ";
 
-const MIGRATIONS: &[&str] = &[V1];
+/// Version 1 → 2: several masters on one schema (`store::lease`): each
+/// master's row and lease, the named leases (schedulers, pollers), and
+/// the master that runs each build.
+const V2: &str = "
+CREATE TABLE masters (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    started_at bigint NOT NULL,
+    last_seen bigint NOT NULL,
+    expires_at bigint NOT NULL
+);
+CREATE TABLE leases (name text PRIMARY KEY, holder text NOT NULL, expires_at bigint NOT NULL);
+ALTER TABLE builds ADD COLUMN master text;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Every table of the layout, in the order a backup copies them.
 pub(super) const TABLES: &[&str] = &[
@@ -84,6 +99,8 @@ pub(super) const TABLES: &[&str] = &[
     "workers",
     "scheduler_state",
     "audit",
+    "masters",
+    "leases",
 ];
 
 pub(super) async fn migrate(c: &mut deadpool_postgres::Client, schema: &str) -> Result<()> {

@@ -132,7 +132,10 @@ fn newer_schema_is_refused() {
     let admin = PgStore::open(&schemas.config(&probe)).unwrap();
     schemas.all.lock().unwrap().push(probe);
     admin
-        .execute_raw(&format!("UPDATE {schema}.schema_version SET version = 1"))
+        .execute_raw(&format!(
+            "UPDATE {schema}.schema_version SET version = {}",
+            super::SCHEMA_VERSION
+        ))
         .unwrap();
     let s = PgStore::open(&schemas.config(&schema)).unwrap();
     assert_eq!(s.changes(Default::default()).unwrap().len(), 1);
@@ -362,4 +365,119 @@ fn pg_bench() {
             total / t.elapsed().as_secs_f64()
         );
     }
+}
+
+/// Several masters on one schema, at the store's level: a build records
+/// its master; a master's start leaves a live master's build alone but
+/// takes its own previous incarnation's; a take-over ends a dead master's
+/// builds once, putting their requests back; a named lease has one
+/// holder until it expires; and the other store hears of new requests.
+#[test]
+fn masters_join_take_over_the_dead_and_share_leases() {
+    use crate::store::{MasterIdentity, Notice};
+    let Some(url) = server("pg_store::masters") else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    let dir = TempDir::new();
+    let a = schemas.open(dir.path());
+    let b = schemas.open(dir.path());
+    let ma = MasterIdentity {
+        id: "a-1".into(),
+        name: "host:/a".into(),
+    };
+    let mb = MasterIdentity {
+        id: "b-1".into(),
+        name: "host:/b".into(),
+    };
+    let lease = 10_000;
+    // Subscribed before the join starts the listener.
+    let mut heard = b.notices().unwrap();
+    a.join_masters(&ma, 1_000, lease).unwrap();
+    b.join_masters(&mb, 1_000, lease).unwrap();
+    // B's listener is up once it says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let recv = |rx: &mut tokio::sync::broadcast::Receiver<Notice>, want: Notice| loop {
+        match rx.try_recv() {
+            Ok(n) if n == want => return,
+            Ok(_) => {}
+            Err(_) => {
+                assert!(std::time::Instant::now() < deadline, "no {want:?} notice");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    };
+    recv(&mut heard, Notice::Reconnected);
+    let set = NewBuildSet {
+        scheduler: "s".into(),
+        reason: "r".into(),
+        source: SourceStamp::default(),
+        changes: vec![],
+        properties: Default::default(),
+        parent_build: None,
+        submitted_at: 1,
+    };
+    let builders = vec![("lin".to_string(), 0), ("lin".to_string(), 0)];
+    let (_, reqs) = a.add_buildset(set, &builders).unwrap();
+    recv(&mut heard, Notice::Requests);
+    let start = |s: &PgStore, req: u64| {
+        s.start_build(NewBuild {
+            builder: "lin".into(),
+            builder_hash: "h".into(),
+            worker: "w".into(),
+            requests: vec![req],
+            properties: Default::default(),
+            started_at: 2,
+        })
+        .unwrap()
+    };
+    let ba = start(&a, reqs[0].id);
+    let bb = start(&b, reqs[1].id);
+    assert_eq!(ba.master.as_deref(), Some("a-1"));
+    assert_eq!(
+        b.build(ba.id).unwrap().unwrap().master.as_deref(),
+        Some("a-1")
+    );
+    // B restarts (a new incarnation, same name): its old build is taken
+    // back at once, A's (alive) is left alone.
+    let b2 = schemas.open(dir.path());
+    let mb2 = MasterIdentity {
+        id: "b-2".into(),
+        name: "host:/b".into(),
+    };
+    b2.join_masters(&mb2, 2_000, lease).unwrap();
+    assert_eq!(b2.interrupt_running(2_000).unwrap(), vec![bb.id]);
+    assert!(b2.build(ba.id).unwrap().unwrap().finished_at.is_none());
+    assert_eq!(
+        b2.request(reqs[1].id).unwrap().unwrap().state,
+        RequestState::Pending
+    );
+    let ids: Vec<String> = b2.masters().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec!["a-1", "b-2"]);
+    // The schedulers' lease: one holder, renewable, free once expired.
+    assert!(a.take_lease("schedulers", 2_000, lease).unwrap());
+    assert!(!b2.take_lease("schedulers", 3_000, lease).unwrap());
+    assert!(a.take_lease("schedulers", 4_000, lease).unwrap());
+    // A's lease ran out at 11 000 (it did not renew): nothing to take
+    // before, its build and its lease after, once.
+    assert!(b2.heartbeat(10_000, lease).unwrap());
+    assert_eq!(b2.take_over(10_999).unwrap(), Vec::<u64>::new());
+    assert_eq!(b2.take_over(11_000).unwrap(), vec![ba.id]);
+    assert_eq!(b2.take_over(11_001).unwrap(), Vec::<u64>::new());
+    let gone = b2.build(ba.id).unwrap().unwrap();
+    assert_eq!(gone.state_string, "interrupted");
+    assert_eq!(gone.result, Some(bbc_graph::BuildResult::Retry));
+    assert_eq!(
+        b2.request(reqs[0].id).unwrap().unwrap().state,
+        RequestState::Pending
+    );
+    assert!(b2.take_lease("schedulers", 11_002, lease).unwrap());
+    // A comes back (it was only slow): it learns its row was gone.
+    assert!(!a.heartbeat(12_000, lease).unwrap());
+    assert!(a.heartbeat(12_001, lease).unwrap());
+    // A's late end of the taken-over build changes nothing.
+    assert!(matches!(
+        a.finish_build(ba.id, bbc_graph::BuildResult::Success, 12_002),
+        Err(StoreError::Conflict(_))
+    ));
 }

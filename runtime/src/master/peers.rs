@@ -1,0 +1,195 @@
+//! Several masters on one store (PostgreSQL; docs/store.md, "Several
+//! masters"): this master's heartbeat, the take-over of masters whose
+//! lease expired, the named leases, and its queue kept in step with the
+//! requests the others add, claim, cancel or put back.
+//!
+//! Two tasks, started only when the store is shared:
+//! - the heartbeat, every `LeaseTimes::heartbeat_ms`: renews this
+//!   master's row (found gone: it was taken for dead, so its builds were
+//!   interrupted in the store and it cancels them here), takes over from
+//!   dead masters ([`Store::take_over`]), and takes or renews the
+//!   schedulers' lease;
+//! - the listener: each notice of another master's work (LISTEN/NOTIFY,
+//!   [`Store::notices`]) makes the queue read the pending requests again
+//!   ([`Queue::sync_pending`]), as does a timer every [`RESYNC`], in case a
+//!   notice was missed.
+//!
+//! [`Store::take_over`]: crate::store::Store::take_over
+//! [`Store::notices`]: crate::store::Store::notices
+//! [`Queue::sync_pending`]: crate::state::queue::Queue::sync_pending
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::state::peers::SCHEDULERS;
+use crate::state::queue::update;
+use crate::state::{now_ms, Shared};
+use crate::store::{BuildRequest, BuildSet, Notice, Store};
+
+/// The queue reads the pending requests again at least this often, even
+/// without a notice.
+pub const RESYNC: Duration = Duration::from_secs(5);
+/// At most one re-read per this much time while notices pour in (each
+/// started build sends one): the ones in between are folded into the next.
+const FOLD: Duration = Duration::from_millis(50);
+
+/// Every pending request with its build set, oldest first (the queue at
+/// start, and each re-read).
+pub fn load_pending(store: &dyn Store) -> crate::store::Result<Vec<(BuildRequest, Arc<BuildSet>)>> {
+    let mut p = Vec::new();
+    let mut sets: HashMap<u64, Arc<BuildSet>> = HashMap::new();
+    for r in store.pending_requests()? {
+        let set = match sets.get(&r.buildset) {
+            Some(s) => s.clone(),
+            None => match store.buildset(r.buildset)? {
+                Some(s) => {
+                    let s = Arc::new(s);
+                    sets.insert(r.buildset, s.clone());
+                    s
+                }
+                None => continue,
+            },
+        };
+        p.push((r, set));
+    }
+    Ok(p)
+}
+
+pub(crate) fn spawn(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(rx) = shared.store.notices() else {
+        return Vec::new();
+    };
+    if shared.peers.me.is_none() {
+        return Vec::new();
+    }
+    vec![
+        tokio::spawn(heartbeat(shared.clone())),
+        tokio::spawn(listen(shared, rx)),
+    ]
+}
+
+async fn heartbeat(shared: Arc<Shared>) {
+    let times = shared.peers.times;
+    let mut tick = tokio::time::interval(Duration::from_millis(times.heartbeat_ms as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        if shared.is_shutting_down() {
+            return;
+        }
+        let now = now_ms();
+        let lease = times.lease_ms;
+        let r = shared
+            .db(move |s| {
+                let alive = s.heartbeat(now, lease)?;
+                let taken = s.take_over(now)?;
+                let sched = s.take_lease(SCHEDULERS, now, lease)?;
+                Ok((alive, taken, sched))
+            })
+            .await;
+        let (alive, taken, sched) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                if !failing {
+                    tracing::error!(
+                        "cannot renew this master's lease in the store: {e}; other masters \
+                         take its builds over if this lasts"
+                    );
+                    failing = true;
+                }
+                // Without a renewal the lease runs out: stop acting as
+                // its holder before another master takes it.
+                shared.peers.set_held(SCHEDULERS, false);
+                continue;
+            }
+        };
+        if failing {
+            tracing::info!("this master's lease is renewed again");
+            failing = false;
+        }
+        if !alive {
+            // Another master took this one for dead and interrupted its
+            // builds in the store: they run again elsewhere, so the ones
+            // still running here stop.
+            tracing::error!(
+                "this master's lease had expired and other masters took its builds over; \
+                 cancelling the builds still running here"
+            );
+            if let Ok(q) = shared.queue.lock() {
+                for r in q.running() {
+                    let _ = r.cancel.send(true);
+                }
+            }
+        }
+        if !taken.is_empty() {
+            // The taken-over builds have ended: their logs are compressed
+            // like any ended build's, one after another, in the background.
+            let s = shared.clone();
+            tokio::spawn(async move {
+                for id in taken {
+                    if let Err(e) = s.db(move |st| st.seal_logs(id)).await {
+                        tracing::warn!("the logs of build {id} stay uncompressed: {e}");
+                    }
+                }
+            });
+        }
+        if shared.peers.set_held(SCHEDULERS, sched) {
+            if sched {
+                tracing::info!("this master runs the schedulers and pollers now");
+            } else {
+                tracing::warn!("another master runs the schedulers and pollers now");
+            }
+        }
+    }
+}
+
+async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<Notice>) {
+    loop {
+        let mut resync = false;
+        tokio::select! {
+            n = rx.recv() => match n {
+                Ok(Notice::Requests) | Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => resync = true,
+                Ok(Notice::Builds) => {
+                    shared.build_finished.notify_waiters();
+                }
+                Ok(Notice::Changes) => {
+                    shared.peers.changes_elsewhere.notify_waiters();
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep(RESYNC) => resync = true,
+        }
+        if shared.is_shutting_down() {
+            return;
+        }
+        if !resync {
+            continue;
+        }
+        // Fold the notices of the next moment into this re-read.
+        tokio::time::sleep(FOLD).await;
+        loop {
+            match rx.try_recv() {
+                Ok(Notice::Builds) => shared.build_finished.notify_waiters(),
+                Ok(Notice::Changes) => shared.peers.changes_elsewhere.notify_waiters(),
+                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        match shared.db(load_pending).await {
+            Ok(pending) => {
+                let g = shared.graph();
+                update(&shared, |q| {
+                    let w = q.sync_pending(pending);
+                    q.reprioritize(&g);
+                    w
+                })
+                .send(&shared);
+            }
+            Err(e) => tracing::warn!("cannot read the pending requests again: {e}"),
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Several real `bbc master` processes on one PostgreSQL schema (issue
+//! 15; docs/store.md, "Several masters"), each with its own ports and its
+//! own real `bbc worker`:
+//! - a request forced through one master runs on a worker of the other;
+//!   either master's API shows every build, and the live log of a build
+//!   running on one master is read through the other;
+//! - `kill -9` of the master running a build: the survivor marks the
+//!   build interrupted once the dead master's lease expires, and runs the
+//!   request again to success: no request lost, none built twice;
+//! - the git poller and the schedulers run on one master at a time: a
+//!   commit is seen once, and after the holder dies the other master takes
+//!   over and sees the next commit, once.
+//!
+//! The masters run with a 1.5 s lease (`BBC_MASTER_LEASE_MS`), so the
+//! take-over comes quickly; the tests wait for events, never for time.
+
+use std::path::Path;
+
+use crate::common::{
+    bbc, get_json, git, http, http_full, temp_dir, wait_for, write_secret, Master, Proc,
+};
+use crate::test_postgres::{psql, server, split_password, DropSchema};
+
+/// A master on the shared schema, with a short lease, its standard error
+/// in `DIR/master.log`.
+fn start(dir: &Path, config: &str) -> Master {
+    let cfg = dir.join("master.kdl");
+    std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = bbc();
+    bbc_testkit::master_args(&mut cmd, &cfg, dir)
+        .env("BBC_MASTER_LEASE_MS", "1500")
+        .stderr(
+            std::fs::File::create(dir.join("master.log"))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|e| panic!("master.log: {e}")),
+        );
+    let started =
+        bbc_testkit::spawn_announced(&mut cmd).unwrap_or_else(|e| panic!("spawn master: {e}"));
+    let ports = started.ports();
+    let proc = Proc(started.child);
+    let ports = ports.unwrap_or_else(|| panic!("unexpected first line: {:?}", started.first_line));
+    Master {
+        proc,
+        workers: ports.workers,
+        http: ports.http,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// Two directories with the secrets of the workers `wa`, `wb` and of the
+/// database.
+fn dirs(name: &str, password: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let a = temp_dir(&format!("{name}_a"));
+    let b = temp_dir(&format!("{name}_b"));
+    for d in [&a, &b] {
+        write_secret(d, "wa", "pw-worker-a-1234");
+        write_secret(d, "wb", "pw-worker-b-1234");
+        write_secret(d, "pg", password);
+    }
+    (a, b)
+}
+
+fn kill9(m: &mut Master) {
+    // `Child::kill` is SIGKILL: no clean stop, no lease given back.
+    let _ = m.proc.0.kill();
+    let _ = m.proc.0.wait();
+}
+
+fn builds_of(m: &Master, builder: &str) -> Vec<serde_json::Value> {
+    get_json(&m.http, &format!("/api/v1/builds?builder={builder}"))["builds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn masters_share_requests_builds_and_logs_and_take_over_a_dead_ones_builds() {
+    let Some(url) = server() else {
+        return;
+    };
+    let (bare, password) = split_password(&url);
+    let schema = format!("bbcmm_{}", std::process::id());
+    let _cleanup = DropSchema(&url, schema.clone());
+    let (da, db) = dirs("multi_master", &password);
+    let go = da.join("go");
+    let config = format!(
+        r#"master {{
+    store "{bare}" password=(secret)"pg" schema="{schema}"
+}}
+worker "wa" password=(secret)"wa"
+worker "wb" password=(secret)"wb"
+scheduler "force" kind="force" {{
+    builders "on-b" "long"
+}}
+builder "on-b" {{
+    workers "wb"
+    steps {{
+        shell "echo ran on b" name="greet"
+    }}
+}}
+builder "long" {{
+    workers "wa" "wb"
+    steps {{
+        shell "echo started; while [ ! -e '{go}' ]; do sleep 0.05; done; echo done" name="wait"
+    }}
+}}
+"#,
+        go = go.display()
+    );
+    let mut ma = start(&da, &config);
+    let mut mb = start(&db, &config);
+    let wa = ma.worker("wa", "pw-worker-a-1234");
+    let wb = mb.worker("wb", "pw-worker-b-1234");
+    ma.wait_connected("wa");
+    mb.wait_connected("wb");
+
+    // Forced through A, built by B's only worker: the request reached B.
+    let set = ma.force("on-b", "{}");
+    let built = ma.wait_buildset(set);
+    assert_eq!(built["result"], "success", "{built}");
+    assert_eq!(built["worker"], "wb", "{built}");
+    let on_b = built["id"].as_u64().expect("a build id");
+    // Both APIs show it, with the master that ran it (B).
+    let via_b = get_json(&mb.http, &format!("/api/v1/builds/{on_b}"))["build"].clone();
+    assert_eq!(via_b["result"], "success", "{via_b}");
+    let master_b = via_b["master"]
+        .as_str()
+        .expect("the build's master")
+        .to_string();
+    assert!(ma.log(on_b, 0).contains("ran on b"));
+
+    // A long build, forced through A; it runs on one of them.
+    let set = ma.force("long", "{}");
+    let (first, runner_worker) = wait_for("the long build to start", || {
+        let r = get_json(&ma.http, &format!("/api/v1/requests?buildset={set}"));
+        let rq = r["requests"].as_array()?.first()?.clone();
+        let id = rq["build"].as_u64()?;
+        let b = get_json(&ma.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+        Some((id, b["worker"].as_str()?.to_string()))
+    });
+    let (runner, other) = if runner_worker == "wa" {
+        (&mut ma, &mut mb)
+    } else {
+        (&mut mb, &mut ma)
+    };
+    // Both masters show it running; the one that does not run it follows
+    // its live log from the store.
+    for m in [&*runner, &*other] {
+        let b = get_json(&m.http, &format!("/api/v1/builds/{first}"))["build"].clone();
+        assert!(b["finished_at"].is_null(), "{b}");
+    }
+    wait_for("the live log through the other master", || {
+        let (status, head, body) = http_full(
+            "GET",
+            &other.http,
+            &format!("/api/v1/builds/{first}/steps/0/log"),
+            &[],
+            None,
+        );
+        (status == 200
+            && body.contains("started")
+            && head.to_ascii_lowercase().contains("x-log-complete: false"))
+        .then_some(())
+    });
+    let runner_id = get_json(&other.http, &format!("/api/v1/builds/{first}"))["build"]["master"]
+        .as_str()
+        .expect("the running build's master")
+        .to_string();
+    assert!(runner_worker != "wb" || runner_id == master_b);
+
+    // The master running it dies mid-build.
+    kill9(runner);
+    let interrupted = wait_for("the survivor to take the build over", || {
+        let b = get_json(&other.http, &format!("/api/v1/builds/{first}"))["build"].clone();
+        (!b["finished_at"].is_null()).then_some(b)
+    });
+    assert_eq!(interrupted["result"], "retry", "{interrupted}");
+    assert_eq!(interrupted["state_string"], "interrupted", "{interrupted}");
+    // The request runs again on the survivor's worker, and succeeds.
+    std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
+    let again = other.wait_buildset(set);
+    assert_eq!(again["result"], "success", "{again}");
+    assert_ne!(again["id"].as_u64(), Some(first));
+    let survivor_worker = if runner_worker == "wa" { "wb" } else { "wa" };
+    assert_eq!(again["worker"], survivor_worker, "{again}");
+    // No request lost, none built twice: two builds of `long` in all,
+    // the interrupted one and the one that succeeded.
+    let all = builds_of(other, "long");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(
+        all.iter().filter(|b| b["result"] == "success").count(),
+        1,
+        "{all:?}"
+    );
+    let reqs = get_json(&other.http, &format!("/api/v1/requests?buildset={set}"));
+    let reqs = reqs["requests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0]["state"], "complete");
+    // The dead master's row is gone; the survivor's remains.
+    assert_eq!(
+        psql(
+            &url,
+            &format!("SELECT count(*) FROM {schema}.masters WHERE id = '{runner_id}'")
+        ),
+        "0"
+    );
+    assert_eq!(
+        psql(&url, &format!("SELECT count(*) FROM {schema}.masters")),
+        "1"
+    );
+    drop((wa, wb));
+}
+
+#[test]
+fn pollers_and_schedulers_run_on_one_master_and_move_when_it_dies() {
+    let Some(url) = server() else {
+        return;
+    };
+    let (bare, password) = split_password(&url);
+    let schema = format!("bbcmp_{}", std::process::id());
+    let _cleanup = DropSchema(&url, schema.clone());
+    let repo = temp_dir("multi_master_repo");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("f.txt"), "1\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let (da, db) = dirs("multi_poll", &password);
+    let config = format!(
+        r#"master {{
+    store "{bare}" password=(secret)"pg" schema="{schema}"
+}}
+worker "wa" password=(secret)"wa"
+worker "wb" password=(secret)"wb"
+change-source "repo" kind="git-poller" {{
+    repo "{repo}"
+    branches "main"
+    poll-interval "1h"
+}}
+scheduler "ci" kind="single-branch" {{
+    branch "main"
+    builders "b"
+}}
+builder "b" {{
+    workers "wa" "wb"
+    steps {{
+        shell "echo built"
+    }}
+}}
+"#,
+        repo = repo.display()
+    );
+    let mut ma = start(&da, &config);
+    let mut mb = start(&db, &config);
+    let _wa = ma.worker("wa", "pw-worker-a-1234");
+    let _wb = mb.worker("wb", "pw-worker-b-1234");
+    ma.wait_connected("wa");
+    mb.wait_connected("wb");
+    let poll = |m: &Master| http("POST", &m.http, "/api/v1/change_sources/repo/poll", None);
+    // One master holds the lease: its poller polls, the other's refuses.
+    let a_holds = wait_for("one master to hold the schedulers' lease", || {
+        match (poll(&ma).0, poll(&mb).0) {
+            (200, 502) => Some(true),
+            (502, 200) => Some(false),
+            _ => None,
+        }
+    });
+    let (holder, standby) = if a_holds {
+        (&mut ma, &mut mb)
+    } else {
+        (&mut mb, &mut ma)
+    };
+    std::fs::write(repo.join("f.txt"), "2\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["commit", "-q", "-am", "second"]);
+    let (status, body) = poll(holder);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(1), "{v}");
+    let (status, body) = poll(standby);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("another master"), "{body}");
+    wait_for("the build of the second commit", || {
+        let b = builds_of(standby, "b");
+        (b.len() == 1 && b[0]["result"] == "success").then_some(())
+    });
+
+    // The holder dies; the other master takes the lease over once it
+    // expires, and its poller starts from the heads the first one saved.
+    kill9(holder);
+    let first = wait_for("the survivor to poll", || {
+        let (status, body) = poll(standby);
+        (status == 200).then_some(body)
+    });
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        v["changes"].as_array().map(Vec::len),
+        Some(0),
+        "seen twice: {v}"
+    );
+    std::fs::write(repo.join("f.txt"), "3\n").unwrap_or_else(|e| panic!("{e}"));
+    git(&repo, &["commit", "-q", "-am", "third"]);
+    let (status, body) = poll(standby);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["changes"].as_array().map(Vec::len), Some(1), "{v}");
+    // Its schedulers build it, once.
+    wait_for("the build of the third commit", || {
+        let b = builds_of(standby, "b");
+        (b.len() == 2 && b.iter().all(|b| b["result"] == "success")).then_some(())
+    });
+    let changes = get_json(&standby.http, "/api/v1/changes");
+    let changes = changes["changes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+}
