@@ -776,6 +776,10 @@ fn edits_between_tokens_move_the_findings() {
         text.replace("// note", "// note, longer"),
         text.replace("// note\n", "// note\n\n\n/* a block */\n"),
         format!("\n\n{}", text.replace("    steps", "\tsteps")),
+        // A comment left open is a syntax error; closed, the same nodes
+        // as before it, but the error must go.
+        format!("{text}/* open"),
+        format!("{text}/* open */"),
         // A token changed: compiled again.
         text.replace("max-bilds", "max-builds"),
     ];
