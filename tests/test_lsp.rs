@@ -738,6 +738,23 @@ reporter "irc" kind="irc" {
     assert!(master_tls.contains(&"key=".to_string()), "{master_tls:?}");
     assert!(!irc_tls.contains(&"key=".to_string()), "{irc_tls:?}");
     assert!(!irc_tls.contains(&"cert=".to_string()), "{irc_tls:?}");
+
+    // Hover on `tls`: the row of the enclosing node's table.
+    s.change(&uri, 7, good);
+    let mut hover = |line: u32, col: u32| -> String {
+        let r = s.request(
+            "textDocument/hover",
+            json!({"textDocument": {"uri": uri}, "position": at(line, col)}),
+        );
+        r["result"]["contents"]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no hover: {r}"))
+            .to_string()
+    };
+    let h = hover(15, 5);
+    assert!(h.contains("| `tls` | boolean"), "{h}");
+    let h = hover(1, 5);
+    assert!(h.contains("cert="), "{h}");
     s.stop();
 }
 
@@ -759,6 +776,10 @@ fn edits_between_tokens_move_the_findings() {
         text.replace("// note", "// note, longer"),
         text.replace("// note\n", "// note\n\n\n/* a block */\n"),
         format!("\n\n{}", text.replace("    steps", "\tsteps")),
+        // A comment left open is a syntax error; closed, the same nodes
+        // as before it, but the error must go.
+        format!("{text}/* open"),
+        format!("{text}/* open */"),
         // A token changed: compiled again.
         text.replace("max-bilds", "max-builds"),
     ];

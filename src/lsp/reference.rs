@@ -12,18 +12,26 @@ pub fn entry(name: &str, within: Option<&str>) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    if let Some((s, e)) = section(name) {
-        return Some(LANGUAGE_DOC[s..e].trim_end().to_string());
-    }
     let row = format!("| `{name}` ");
     let row_eq = format!("| `{name}=");
     let is_row = |l: &&str| l.starts_with(&row) || l.starts_with(&row_eq);
-    let scoped = within
-        .and_then(section)
-        .and_then(|(s, e)| LANGUAGE_DOC[s..e].lines().find(is_row));
+    let as_row = |l: &str| format!("From the language reference (docs/language.md):\n\n{l}");
+    let parent = within.and_then(section);
+    let scoped = parent.and_then(|(s, e)| LANGUAGE_DOC[s..e].lines().find(is_row));
+    if let Some((s, e)) = section(name) {
+        // A name with a section of its own elsewhere (`lock`, declared at
+        // the top level) that the enclosing node's table also has (`lock`
+        // inside a builder uses one): the enclosing node's row says what
+        // it is there.
+        let inside_parent = parent.is_some_and(|(ps, pe)| ps <= s && s < pe);
+        if let (Some(l), false) = (scoped, inside_parent) {
+            return Some(as_row(l));
+        }
+        return Some(LANGUAGE_DOC[s..e].trim_end().to_string());
+    }
     scoped
         .or_else(|| LANGUAGE_DOC.lines().find(is_row))
-        .map(|l| format!("From the language reference (docs/language.md):\n\n{l}"))
+        .map(as_row)
 }
 
 /// The byte range of the section whose heading names `name`.
@@ -66,5 +74,10 @@ mod tests {
         let keep = entry("keep-last", Some("retention")).unwrap_or_default();
         assert!(keep.contains("| `keep-last` |"), "{keep}");
         assert!(entry("no-such-thing-at-all", None).is_none());
+        // `tls` of an IRC reporter is its table's row, not the master's.
+        let irc = entry("tls", Some("reporter")).unwrap_or_default();
+        assert!(irc.contains("boolean"), "{irc}");
+        let master = entry("tls", Some("master")).unwrap_or_default();
+        assert!(master.contains("cert="), "{master}");
     }
 }

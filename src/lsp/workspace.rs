@@ -231,12 +231,13 @@ impl Workspace {
     fn reuse(&self, old: &Analysis) -> Option<Analysis> {
         use bbc_compiler::diagnostic::Code;
         // A completion asked for the schema, which takes a compilation;
-        // an import that failed may be there now.
+        // an import that failed may be there now; after a syntax error the
+        // old tree is partial (an unclosed `/*` closed now: same nodes).
         if self.want_schema
             || old
                 .raw
                 .iter()
-                .any(|d| matches!(d.code, Code::Io | Code::UnknownImport))
+                .any(|d| matches!(d.code, Code::Io | Code::UnknownImport | Code::Syntax))
         {
             return None;
         }
