@@ -416,6 +416,7 @@ fn masters_join_take_over_the_dead_and_share_leases() {
         properties: Default::default(),
         parent_build: None,
         submitted_at: 1,
+        priority: 0,
     };
     let builders = vec![("lin".to_string(), 0), ("lin".to_string(), 0)];
     let (_, reqs) = a.add_buildset(set, &builders).unwrap();
