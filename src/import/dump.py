@@ -757,6 +757,37 @@ def reporter_node(r, names):
         base = kw.get("baseURL") or (args[0] if kind == "gitea-status" and args else None)
         if base:
             ch.append(node("api-url", [base if kind != "gitea-status" else base.rstrip("/") + "/api/v1"]))
+    elif cls == "BitbucketStatusPush":
+        # Buildbot's default base_url ends in /repositories; bbc's api-url
+        # is the API root. Its OAuth consumer (oauth_key/oauth_secret)
+        # has no bbc counterpart: an access token or app password does it.
+        kind = "bitbucket-cloud-status"
+        auth = kw.get("auth")
+        if isinstance(auth, (tuple, list)) and len(auth) == 2:
+            ch.append(node("username", [auth[0]]))
+            ch.append(node("token", [secret_of(auth[1], f"{name}-token", where, comments)]))
+        else:
+            if kw.get("oauth_key") or args:
+                comments.append(OUT.lost(where, "the OAuth consumer (oauth_key/oauth_secret): give an access token "
+                                                f"in the secret `{name}-token` instead"))
+            ch.append(node("token", [secret(f"{name}-token")]))
+        base = kw.get("base_url")
+        if base and base.rstrip("/") != "https://api.bitbucket.org/2.0/repositories":
+            ch.append(node("api-url", [re.sub(r"/repositories/?$", "", base)]))
+        ch.append(node("context", ["{{builder}}"]))
+    elif cls in ("BitbucketServerStatusPush", "BitbucketServerCoreAPIStatusPush"):
+        kind = "bitbucket-server-status"
+        ch.append(node("api-url", [kw.get("base_url", args[0] if args else None)]))
+        auth = kw.get("auth")
+        user = kw.get("user", args[1] if len(args) > 1 else None)
+        if cls == "BitbucketServerStatusPush" and user is not None:
+            auth = (user, kw.get("password", args[2] if len(args) > 2 else None))
+        if isinstance(auth, (tuple, list)) and len(auth) == 2:
+            ch.append(node("username", [auth[0]]))
+            ch.append(node("token", [secret_of(auth[1], f"{name}-token", where, comments)]))
+        else:
+            ch.append(node("token", [secret_of(kw.get("token"), f"{name}-token", where, comments)]))
+        ch.append(node("context", ["{{builder}}"]))
     elif cls == "IRC":
         host = kw.get("host", args[0] if args else None)
         ch.append(node("server", [f"{host}:{kw.get('port', 6667)}"]))
@@ -783,7 +814,7 @@ def reporter_node(r, names):
         comments.append(OUT.lost(where, "its generators (the kind's default messages are used)"))
     used = {"generators", "mode", "builders", "relayhost", "smtpPort", "fromaddr", "extraRecipients",
             "smtpUser", "smtpPassword", "serverUrl", "token", "baseURL", "host", "port", "nick",
-            "channels", "password", "useSSL"}
+            "channels", "password", "useSSL", "auth", "base_url", "user", "oauth_key", "oauth_secret"}
     for k in sorted(kw):
         if k not in used and kw[k] not in (None, [], {}):
             comments.append(OUT.lost(where, f"the option `{k}={kw[k]!r:.60}`"))
@@ -822,8 +853,16 @@ def main():
                 )
             sect[-1]["nodes"].append(node("change-source", ["base"], [("kind", "json-webhook")], ch,
                                           ["POST /change_hook/base, Buildbot's form-encoded changes"]))
+        elif dialect in ("bitbucketcloud", "bitbucketserver"):
+            # Same URL as Buildbot's (/change_hook/DIALECT); Buildbot's
+            # hook checks no signature, bbc can: say so.
+            kind = "bitbucket-cloud-webhook" if dialect == "bitbucketcloud" else "bitbucket-server-webhook"
+            sect[-1]["nodes"].append(node("change-source", [dialect], [("kind", kind)], None,
+                                          [f"POST /change_hook/{dialect}; give the webhook a Secret and add "
+                                           f"`secret (secret)\"{dialect}-hook\"` here to have deliveries checked"]))
         else:
-            OUT.lost("www", f"the change hook dialect `{dialect}` (bbc has github-, gitlab-, gitea- and json-webhook)")
+            OUT.lost("www", f"the change hook dialect `{dialect}` (bbc has github-, gitlab-, gitea-, "
+                            "bitbucket-cloud-, bitbucket-server- and json-webhook)")
     sect.append({"title": "Schedulers", "nodes": [scheduler_node(s) for s in cfg.schedulers.values()]})
     global_collapse = getattr(cfg, "collapseRequests", None)
     builders = [builder_node(b, locks, global_collapse) for b in cfg.builders]
