@@ -477,6 +477,71 @@ mod tests {
     }
 
     #[test]
+    fn pending_requests_follow_the_shared_store_but_not_a_starting_slot() {
+        use crate::state::queue::Running;
+        use crate::store::{BuildRequest, BuildSet, RequestState};
+        use std::sync::Arc;
+        let set = Arc::new(BuildSet {
+            id: 1,
+            set: NewBuildSet {
+                scheduler: "s".into(),
+                reason: "r".into(),
+                source: Default::default(),
+                changes: vec![],
+                properties: Default::default(),
+                parent_build: None,
+                submitted_at: 0,
+            },
+            result: None,
+            completed_at: None,
+        });
+        let req = |id: u64| BuildRequest {
+            id,
+            buildset: 1,
+            builder: "b".into(),
+            priority: 0,
+            submitted_at: 0,
+            state: RequestState::Pending,
+            build: None,
+            result: None,
+            completed_at: None,
+        };
+        let mut q = Queue::default();
+        q.add(req(1), set.clone());
+        q.add(req(2), set.clone());
+        // Request 3 left `pending` for a slot of this master, which is
+        // starting it; the store still says pending.
+        q.running.insert(
+            9,
+            Running {
+                build_id: None,
+                number: 0,
+                builder: "b".into(),
+                worker: "w".into(),
+                started_at: 0,
+                cancel: tokio::sync::watch::channel(false).0,
+                step: None,
+                requests: vec![3],
+                locks: HeldLocks::default(),
+            },
+        );
+        // The store: 2 still pending, 1 claimed or cancelled elsewhere,
+        // 4 added by another master, 3 this master's slot has.
+        let w = q.sync_pending(vec![
+            (req(2), set.clone()),
+            (req(3), set.clone()),
+            (req(4), set.clone()),
+        ]);
+        assert!(w.assign, "{w:?}");
+        let ids: Vec<u64> = q.pending().map(|e| e.req.id).collect();
+        assert_eq!(ids, vec![2, 4]);
+        // Nothing new: nothing to wake.
+        let w = q.sync_pending(vec![(req(2), set.clone()), (req(4), set)]);
+        assert_eq!(w, Wake::default());
+        let _ = q.end(9);
+    }
+
+    #[test]
     fn queue_changes_say_what_they_wake() {
         let mut q = Queue::default();
         // Nothing released, nothing added: nobody to wake.
