@@ -491,6 +491,7 @@ mod tests {
                 properties: Default::default(),
                 parent_build: None,
                 submitted_at: 0,
+                priority: 0,
             },
             result: None,
             completed_at: None,
@@ -500,11 +501,13 @@ mod tests {
             buildset: 1,
             builder: "b".into(),
             priority: 0,
+            request_priority: 0,
             submitted_at: 0,
             state: RequestState::Pending,
             build: None,
             result: None,
             completed_at: None,
+            collapsed_into: None,
         };
         let mut q = Queue::default();
         q.add(req(1), set.clone());
