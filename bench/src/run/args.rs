@@ -4,7 +4,8 @@
 /// `bbc-bench run`'s options (clap reads them straight into this).
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Scenarios to run: builds, log, idle, apply, views (or all)
+    /// Scenarios to run: builds, log, idle, apply, views, buildbot-worker
+    /// (or all)
     #[arg(long, value_delimiter = ',', default_value = "builds,log,idle,apply")]
     pub only: Vec<String>,
     /// Trivial builds in the burst
@@ -50,4 +51,11 @@ pub struct RunArgs {
     /// certificate the workers and the bench's HTTPS client pin
     #[arg(long)]
     pub tls: bool,
+    /// The `buildbot-worker` executable (Buildbot's own worker) for the
+    /// buildbot-worker scenario, which skips without it
+    #[arg(long)]
+    pub buildbot_worker: Option<String>,
+    /// Trivial builds in the buildbot-worker scenario (each kind of worker)
+    #[arg(long, default_value_t = 200)]
+    pub compare_builds: usize,
 }

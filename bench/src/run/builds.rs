@@ -226,7 +226,7 @@ pub fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
 
 /// Joins futures without another dependency: they run concurrently in this
 /// task.
-async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+pub(super) async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in fs {
         set.push(Box::pin(f));

@@ -14,6 +14,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Owns `child`: stopped when dropped.
+    pub fn of(child: Child) -> Proc {
+        Proc { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

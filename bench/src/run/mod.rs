@@ -17,6 +17,9 @@
 //!   master's own apply time, the `POST /api/v1/config` round trip and a
 //!   whole `bbc apply --yes` command, for one builder changed, every
 //!   builder changed, and nothing changed.
+//! - `buildbot-worker`: the same trivial builds and log through two of
+//!   Buildbot's own `buildbot-worker`s and through two `bbc worker`s
+//!   (`--buildbot-worker PATH`; skipped without).
 //! - `views`: the web UI's API calls (waterfall, console/grid, pending,
 //!   badges, …) on a store filled with N builds beforehand.
 
@@ -28,6 +31,7 @@ use crate::procfs::{cpu_ticks, machine_busy};
 
 mod apply;
 mod args;
+mod buildbot;
 mod builds;
 mod idle;
 mod log;
@@ -71,6 +75,9 @@ pub fn run(exe: &Path, a: &RunArgs) -> Result<(), BenchError> {
     }
     if want("views") {
         result = result.and_then(|_| views::views(exe, &base.join("views"), a));
+    }
+    if want("buildbot-worker") {
+        result = result.and_then(|_| buildbot::buildbot(exe, &base.join("buildbot-worker"), a));
     }
     if a.keep {
         println!("kept {}", base.display());
