@@ -2,7 +2,7 @@
 //! messages, as an editor does.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -116,6 +116,18 @@ impl Server {
         let status = self.p.wait().unwrap_or_else(|e| panic!("{e}"));
         assert!(status.success(), "bbc lsp exited with {status}");
     }
+}
+
+/// A fresh directory with `master.kdl` holding `text`, and a server with
+/// that file open: the directory, the file, its URI and the server.
+fn open_master(name: &str, text: &str) -> (PathBuf, PathBuf, String, Server) {
+    let dir = temp_dir(name);
+    let path = dir.join("master.kdl");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, text);
+    (dir, path, uri, s)
 }
 
 fn file_uri(p: &Path) -> String {
@@ -458,13 +470,8 @@ scheduler "s" kind="force" {
 /// diagnostic code, `bbc explain`'s text.
 #[test]
 fn hover_shows_the_language_reference() {
-    let dir = temp_dir("lsp-hover-ref");
-    let path = dir.join("master.kdl");
     let text = "worker \"w\" password=(secret)\"w\"\n// E0102\nbuilder \"b\" {\n    workers \"w\"\n    steps { shell \"make\" }\n}\n";
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    let uri = file_uri(&path);
-    let mut s = Server::start(&dir);
-    s.open(&uri, text);
+    let (_, _, uri, mut s) = open_master("lsp-hover-ref", text);
     let hover = |s: &mut Server, line: u32, col: u32| -> String {
         let r = s.request(
             "textDocument/hover",
@@ -556,13 +563,8 @@ builder "one" {
 /// text then checks clean.
 #[test]
 fn a_missing_child_is_added_by_the_quick_fix() {
-    let dir = temp_dir("lsp-add-child");
-    let path = dir.join("master.kdl");
     let text = "worker \"w\" password=(secret)\"w\"\nbuilder \"b\" {\n    steps {\n        shell \"make\"\n    }\n}\nscheduler \"s\" kind=\"force\" {\n    builders \"b\"\n}\n";
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    let uri = file_uri(&path);
-    let mut s = Server::start(&dir);
-    s.open(&uri, text);
+    let (_, _, uri, mut s) = open_master("lsp-add-child", text);
     let d = s.diagnostics(&uri);
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0]["code"], "E0104", "{d:?}");
@@ -595,13 +597,8 @@ fn a_missing_child_is_added_by_the_quick_fix() {
 /// (`stdlib/` of the checkout the binary was built from).
 #[test]
 fn definition_of_a_stdlib_template() {
-    let dir = temp_dir("lsp-stdlib-def");
-    let path = dir.join("master.kdl");
     let text = "import \"std/make.kdl\"\nworker \"w\" password=(secret)\"w\"\nbuilder \"b\" {\n    workers \"w\"\n    steps {\n        use \"make-check\"\n    }\n}\n";
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    let uri = file_uri(&path);
-    let mut s = Server::start(&dir);
-    s.open(&uri, text);
+    let (_, _, uri, mut s) = open_master("lsp-stdlib-def", text);
     let d = s.diagnostics(&uri);
     assert!(d.iter().all(|d| d["severity"] != 1), "{d:?}");
     let def = s.request(
@@ -763,13 +760,8 @@ reporter "irc" kind="irc" {
 /// `bbc check` reports for the new text, at the moved places.
 #[test]
 fn edits_between_tokens_move_the_findings() {
-    let dir = temp_dir("lsp-trivia");
-    let path = dir.join("master.kdl");
     let text = "worker \"w\" password=(secret)\"w\" max-bilds=2\n// note\nbuilder \"b\" {\n    steps {\n        shell \"make\"\n    }\n}\n";
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
-    let uri = file_uri(&path);
-    let mut s = Server::start(&dir);
-    s.open(&uri, text);
+    let (_, path, uri, mut s) = open_master("lsp-trivia", text);
     let before = s.diagnostics(&uri);
     assert_eq!(before.len(), 2, "{before:?}");
     let edits = [

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::args::RunArgs;
-use super::builds::futures_join_all;
+use super::builds::force_round_robin;
 use super::master::{start_master, start_worker, write_secrets, Master, Proc};
 use crate::api::{rt, Client};
 use crate::error::{err, BenchError};
@@ -198,23 +198,7 @@ fn one(exe: &Path, dir: &Path, a: &RunArgs, kind: Kind, bbw: &Path) -> Result<Fi
     let wcpu0 = workers_cpu();
     let ticks = cpu_ticks();
     let t0 = Instant::now();
-    rt.block_on(async {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let one = || async {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, BenchError>(());
-                }
-                c.force(&format!("t{}", i % builders)).await?;
-            }
-        };
-        let tasks: Vec<_> = (0..conc).map(|_| one()).collect();
-        for r in futures_join_all(tasks).await {
-            r?;
-        }
-        Ok::<_, BenchError>(())
-    })?;
+    rt.block_on(force_round_robin(&c, n, conc, builders))?;
     let done = rt.block_on(c.wait_idle(Duration::from_millis(20)))?;
     let wall = done.duration_since(t0).as_secs_f64();
     let cpu = cpu_s(pid) - cpu0;

@@ -178,23 +178,7 @@ pub fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
         }
     })?;
     let last_before = rt.block_on(c.all("builds", 0))?.len() as u64;
-    rt.block_on(async {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let one = || async {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<_, BenchError>(());
-                }
-                c.force(&format!("t{}", i % builders)).await?;
-            }
-        };
-        let tasks: Vec<_> = (0..conc).map(|_| one()).collect();
-        for r in futures_join_all(tasks).await {
-            r?;
-        }
-        Ok::<_, BenchError>(())
-    })?;
+    rt.block_on(force_round_robin(&c, n, conc, builders))?;
     let cpu0 = cpu_s(pid);
     let ticks = cpu_ticks();
     reset_peak(pid);
@@ -221,6 +205,31 @@ pub fn builds(exe: &Path, dir: &Path, a: &RunArgs) -> Result<(), BenchError> {
         mb(hwm)
     );
     m.proc.stop();
+    Ok(())
+}
+
+/// Forces `n` builds over the builders `t0`…, `conc` at a time, each
+/// force sent as soon as one of those before it is acknowledged.
+pub(super) async fn force_round_robin(
+    c: &Client,
+    n: usize,
+    conc: usize,
+    builders: usize,
+) -> Result<(), BenchError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let one = || async {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {
+                return Ok::<_, BenchError>(());
+            }
+            c.force(&format!("t{}", i % builders)).await?;
+        }
+    };
+    let tasks: Vec<_> = (0..conc).map(|_| one()).collect();
+    for r in futures_join_all(tasks).await {
+        r?;
+    }
     Ok(())
 }
 

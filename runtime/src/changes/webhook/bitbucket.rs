@@ -104,14 +104,7 @@ fn cloud_push(v: &Value) -> R<Outcome> {
         prop(&mut c.properties, "event", cloud_event(&kind));
         out.push(c);
     }
-    if out.is_empty() {
-        let what = match deleted.as_slice() {
-            [] => "the push lists no change".to_string(),
-            d => format!("`{}` was deleted", d.join("`, `")),
-        };
-        return Ok(Outcome::Nothing(what));
-    }
-    Ok(Outcome::Changes(out))
+    Ok(push_outcome(out, &deleted))
 }
 
 fn cloud_pr(v: &Value, event: &str) -> R<Outcome> {
@@ -276,14 +269,7 @@ fn server_push(v: &Value) -> R<Outcome> {
             ..NewChange::default()
         });
     }
-    if out.is_empty() {
-        let what = match deleted.as_slice() {
-            [] => "the push lists no change".to_string(),
-            d => format!("`{}` was deleted", d.join("`, `")),
-        };
-        return Ok(Outcome::Nothing(what));
-    }
-    Ok(Outcome::Changes(out))
+    Ok(push_outcome(out, &deleted))
 }
 
 fn server_pr(v: &Value, event: &str) -> R<Outcome> {
@@ -340,4 +326,16 @@ fn server_pr(v: &Value, event: &str) -> R<Outcome> {
         properties: p,
         ..NewChange::default()
     }]))
+}
+
+/// What a push of either flavour comes to: its changes, or why there are
+/// none (nothing listed, or only deleted refs, which build nothing).
+fn push_outcome(out: Vec<NewChange>, deleted: &[String]) -> Outcome {
+    if !out.is_empty() {
+        return Outcome::Changes(out);
+    }
+    Outcome::Nothing(match deleted {
+        [] => "the push lists no change".to_string(),
+        d => format!("`{}` was deleted", d.join("`, `")),
+    })
 }
