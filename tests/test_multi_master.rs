@@ -7,6 +7,7 @@
 //! - `kill -9` of the master running a build: the survivor marks the
 //!   build interrupted once the dead master's lease expires, and runs the
 //!   request again to success: no request lost, none built twice;
+//! - a build running on one master is cancelled through the other;
 //! - the git poller and the schedulers run on one master at a time: a
 //!   commit is seen once, and after the holder dies the other master takes
 //!   over and sees the next commit, once.
@@ -316,4 +317,73 @@ builder "b" {{
     let changes = get_json(&standby.http, "/api/v1/changes");
     let changes = changes["changes"].as_array().cloned().unwrap_or_default();
     assert_eq!(changes.len(), 2, "{changes:?}");
+}
+
+/// A running build is cancelled through a master that does not run it:
+/// that master finds the build running in the shared store and tells the
+/// others; the one running it stops it.
+#[test]
+fn a_build_running_on_one_master_is_cancelled_through_the_other() {
+    let Some(url) = server() else {
+        return;
+    };
+    let (bare, password) = split_password(&url);
+    let schema = format!("bbcmc_{}", std::process::id());
+    let _cleanup = DropSchema(&url, schema.clone());
+    let (da, db) = dirs("multi_cancel", &password);
+    // Never created: the step runs until it is cancelled.
+    let go = da.join("go");
+    let config = format!(
+        r#"master {{
+    store "{bare}" password=(secret)"pg" schema="{schema}"
+}}
+worker "wb" password=(secret)"wb"
+scheduler "force" kind="force" {{
+    builders "long"
+}}
+builder "long" {{
+    workers "wb"
+    steps {{
+        shell "echo started; while [ ! -e '{go}' ]; do sleep 0.05; done" name="wait"
+    }}
+}}
+"#,
+        go = go.display()
+    );
+    let ma = start(&da, &config);
+    let mb = start(&db, &config);
+    let _wb = mb.worker("wb", "pw-worker-b-1234");
+    mb.wait_connected("wb");
+
+    // Forced through A, running on B's only worker.
+    let set = ma.force("long", "{}");
+    let id = wait_for("the build to run its step on B", || {
+        let r = get_json(&ma.http, &format!("/api/v1/requests?buildset={set}"));
+        let id = r["requests"].as_array()?.first()?["build"].as_u64()?;
+        let (status, log) = http(
+            "GET",
+            &ma.http,
+            &format!("/api/v1/builds/{id}/steps/0/log"),
+            None,
+        );
+        (status == 200 && log.contains("started")).then_some(id)
+    });
+    // Cancelled through A, which does not run it.
+    let (status, body) = http(
+        "POST",
+        &ma.http,
+        &format!("/api/v1/builds/{id}/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let b = ma.wait_buildset(set);
+    assert_eq!(b["id"].as_u64(), Some(id), "{b}");
+    assert_eq!(b["result"], "cancelled", "{b}");
+    let (status, _) = http(
+        "POST",
+        &mb.http,
+        &format!("/api/v1/builds/{id}/cancel"),
+        None,
+    );
+    assert_eq!(status, 409, "an ended build cannot be cancelled");
 }

@@ -283,21 +283,28 @@ pub(super) async fn cancel_build(ctl: Control, State(s): S, Path(id): Path<u64>)
             .find(|r| r.build_id == Some(id))
             .map(|r| r.builder.clone())
     });
+    let elsewhere = builder.is_none() && s.store.shared();
+    // Not running here, on a store other masters share: it may run on
+    // one of them, whose builder decides the grant.
+    let builder = match builder {
+        Some(b) => Some(b),
+        None if elsewhere => s
+            .db(move |st| st.build(id))
+            .await?
+            .filter(|b| b.finished_at.is_none())
+            .map(|b| b.build.builder),
+        None => None,
+    };
     match &builder {
         Some(b) => ctl.allow(&s, Grant::Cancel, Scope::Builder(b))?,
         None => ctl.allow(&s, Grant::Cancel, Scope::SomeBuilder)?,
     }
     // Looked up again: the build may have ended meanwhile.
-    let found = s
-        .queue
-        .lock()
-        .map(|q| {
-            q.running()
-                .find(|r| r.build_id == Some(id))
-                .map(|r| r.cancel.send(true).is_ok())
-                .is_some()
-        })
-        .unwrap_or(false);
+    let mut found = crate::master::peers::cancel_here(&s, id);
+    if !found && elsewhere {
+        // The master running it hears this and cancels it.
+        found = s.db(move |st| st.request_cancel(id)).await?;
+    }
     if !found {
         return Err(ApiError(
             StatusCode::CONFLICT,

@@ -147,6 +147,21 @@ async fn heartbeat(shared: Arc<Shared>) {
     }
 }
 
+/// Cancels build `id` if this master runs it: another master was asked to
+/// (`POST /api/v1/builds/{id}/cancel` there) and told every master.
+pub(crate) fn cancel_here(shared: &Shared, id: u64) -> bool {
+    shared
+        .queue
+        .lock()
+        .map(|q| {
+            q.running()
+                .find(|r| r.build_id == Some(id))
+                .map(|r| r.cancel.send(true).is_ok())
+                .is_some()
+        })
+        .unwrap_or(false)
+}
+
 async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<Notice>) {
     loop {
         let mut resync = false;
@@ -158,6 +173,9 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
                 }
                 Ok(Notice::Changes) => {
                     shared.peers.changes_elsewhere.notify_waiters();
+                }
+                Ok(Notice::Cancel(id)) => {
+                    cancel_here(&shared, id);
                 }
                 Err(RecvError::Closed) => return,
             },
@@ -175,6 +193,9 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
             match rx.try_recv() {
                 Ok(Notice::Builds) => shared.build_finished.notify_waiters(),
                 Ok(Notice::Changes) => shared.peers.changes_elsewhere.notify_waiters(),
+                Ok(Notice::Cancel(id)) => {
+                    cancel_here(&shared, id);
+                }
                 Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }

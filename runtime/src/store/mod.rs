@@ -694,6 +694,13 @@ pub trait Store: Send + Sync + 'static {
     fn release_leases(&self) -> Result<()> {
         Ok(())
     }
+    /// Asks whichever master runs build `id` to cancel it ([`Notice::Cancel`]
+    /// to every master; the one running it stops it): `Ok(true)` when the
+    /// build is running, `Ok(false)` when it is not. A store no other
+    /// master shares has no one else to ask.
+    fn request_cancel(&self, _id: u64) -> Result<bool> {
+        Ok(false)
+    }
     /// What other masters did to the store, as it happens (LISTEN/NOTIFY):
     /// `None` for a store no other master writes.
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
@@ -714,6 +721,9 @@ pub enum Notice {
     Builds,
     /// A change was stored.
     Changes,
+    /// Someone asked, through any master, to cancel this running build
+    /// ([`Store::request_cancel`]): the master running it cancels it.
+    Cancel(u64),
     /// The connection that listens was (re)established: notices may have
     /// been missed meanwhile.
     Reconnected,

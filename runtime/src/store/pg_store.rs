@@ -784,6 +784,10 @@ impl Store for PgStore {
         Some(self.notices.subscribe())
     }
 
+    fn request_cancel(&self, id: u64) -> Result<bool> {
+        self.with(move |c| async move { masters::request_cancel(&c, id).await })
+    }
+
     fn health(&self) -> Result<()> {
         if !self.failing.load(Ordering::Relaxed) {
             return Ok(());

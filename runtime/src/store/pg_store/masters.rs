@@ -34,6 +34,25 @@ pub(super) async fn notify(c: &impl deadpool_postgres::GenericClient, what: &str
     .map(|_| ())
 }
 
+/// Sends `cancel ID` to every master when build `id` is running (the one
+/// running it cancels it); `false` when it is not running.
+pub(super) async fn request_cancel(
+    c: &impl deadpool_postgres::GenericClient,
+    id: u64,
+) -> Result<bool> {
+    let running = row(
+        c,
+        "SELECT 1 FROM builds WHERE id = $1 AND finished_at IS NULL",
+        &[&super::key(id)],
+    )
+    .await?
+    .is_some();
+    if running {
+        notify(c, &format!("cancel {id}")).await?;
+    }
+    Ok(running)
+}
+
 fn master_row(r: &tokio_postgres::Row) -> Result<MasterRecord> {
     Ok(MasterRecord {
         id: col(r, 0)?,
@@ -311,7 +330,11 @@ pub(super) async fn listen(
                                 Some("requests") => Notice::Requests,
                                 Some("builds") => Notice::Builds,
                                 Some("changes") => Notice::Changes,
-                                _ => continue,
+                                Some(s) => match s.strip_prefix("cancel ").map(str::parse) {
+                                    Some(Ok(id)) => Notice::Cancel(id),
+                                    _ => continue,
+                                },
+                                None => continue,
                             };
                             let _ = tx.send(notice);
                         }
