@@ -135,18 +135,7 @@ fn cloud_pr(v: &Value, event: &str) -> R<Outcome> {
     if author.is_empty() {
         author = opt_str(pr, "author.display_name");
     }
-    let mut p = Properties::new();
-    p.insert("pr_number".into(), Scalar::Int(number));
-    prop(&mut p, "pr_title", title.clone());
-    prop(&mut p, "pr_author", author.clone());
-    prop(&mut p, "pr_labels", "");
-    prop(&mut p, "pr_target_branch", target);
-    prop(
-        &mut p,
-        "pr_action",
-        event.trim_start_matches("pullrequest:"),
-    );
-    prop(&mut p, "event", "pull_request");
+    let mut p = pr_properties(number, &title, &author, target, event, "pullrequest:");
     if let Some(r) = object_at(pr, "source.repository") {
         let head = opt_str(r, "links.html.href");
         if !head.is_empty() {
@@ -288,14 +277,7 @@ fn server_pr(v: &Value, event: &str) -> R<Outcome> {
     if author.is_empty() {
         author = opt_str(v, "actor.name");
     }
-    let mut p = Properties::new();
-    p.insert("pr_number".into(), Scalar::Int(number));
-    prop(&mut p, "pr_title", title.clone());
-    prop(&mut p, "pr_author", author.clone());
-    prop(&mut p, "pr_labels", "");
-    prop(&mut p, "pr_target_branch", target);
-    prop(&mut p, "pr_action", event.trim_start_matches("pr:"));
-    prop(&mut p, "event", "pull_request");
+    let mut p = pr_properties(number, &title, &author, target, event, "pr:");
     if let Some(r) = object_at(pr, "fromRef.repository") {
         if let Ok(head) = server_repository(r, "pullRequest.fromRef.repository") {
             prop(&mut p, "pr_head_repository", head);
@@ -338,4 +320,26 @@ fn push_outcome(out: Vec<NewChange>, deleted: &[String]) -> Outcome {
         [] => "the push lists no change".to_string(),
         d => format!("`{}` was deleted", d.join("`, `")),
     })
+}
+
+/// The properties a pull request's change carries in both flavours
+/// (Bitbucket has no labels); `action` is the event name without its
+/// flavour's `prefix`.
+fn pr_properties(
+    number: i64,
+    title: &str,
+    author: &str,
+    target: String,
+    event: &str,
+    prefix: &str,
+) -> Properties {
+    let mut p = Properties::new();
+    p.insert("pr_number".into(), Scalar::Int(number));
+    prop(&mut p, "pr_title", title);
+    prop(&mut p, "pr_author", author);
+    prop(&mut p, "pr_labels", "");
+    prop(&mut p, "pr_target_branch", target);
+    prop(&mut p, "pr_action", event.trim_start_matches(prefix));
+    prop(&mut p, "event", "pull_request");
+    p
 }
