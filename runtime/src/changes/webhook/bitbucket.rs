@@ -5,7 +5,6 @@
 //! at all, so a push is one change per ref it moved, for the ref's new
 //! head commit (as Buildbot's Bitbucket hooks do).
 
-use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::payload::*;
@@ -135,17 +134,21 @@ fn cloud_pr(v: &Value, event: &str) -> R<Outcome> {
     if author.is_empty() {
         author = opt_str(pr, "author.display_name");
     }
-    let mut p = pr_properties(number, &title, &author, target, event, "pullrequest:");
-    if let Some(r) = object_at(pr, "source.repository") {
-        let head = opt_str(r, "links.html.href");
-        if !head.is_empty() {
-            prop(&mut p, "pr_head_repository", head);
-        }
+    let head_repository = match object_at(pr, "source.repository") {
+        Some(r) => opt_str(r, "links.html.href"),
+        None => String::new(),
+    };
+    let p = PullRequest {
+        number,
+        title: &title,
+        author: &author,
+        labels: String::new(),
+        target,
+        action: event.trim_start_matches("pullrequest:"),
+        head_repository,
+        url: opt_str(pr, "links.html.href"),
     }
-    let url = opt_str(pr, "links.html.href");
-    if !url.is_empty() {
-        prop(&mut p, "pr_url", url);
-    }
+    .properties();
     let project = match opt_str(pr, "destination.repository.full_name") {
         s if s.is_empty() => opt_str(v, "repository.full_name"),
         s => s,
@@ -277,18 +280,25 @@ fn server_pr(v: &Value, event: &str) -> R<Outcome> {
     if author.is_empty() {
         author = opt_str(v, "actor.name");
     }
-    let mut p = pr_properties(number, &title, &author, target, event, "pr:");
-    if let Some(r) = object_at(pr, "fromRef.repository") {
-        if let Ok(head) = server_repository(r, "pullRequest.fromRef.repository") {
-            prop(&mut p, "pr_head_repository", head);
-        }
-    }
-    if let Some(url) = opt_array(pr, base, "links.self")?
+    let head_repository = object_at(pr, "fromRef.repository")
+        .and_then(|r| server_repository(r, "pullRequest.fromRef.repository").ok())
+        .unwrap_or_default();
+    let url = opt_array(pr, base, "links.self")?
         .iter()
         .find_map(|x| x.get("href").and_then(Value::as_str))
-    {
-        prop(&mut p, "pr_url", url);
+        .unwrap_or_default()
+        .to_string();
+    let p = PullRequest {
+        number,
+        title: &title,
+        author: &author,
+        labels: String::new(),
+        target,
+        action: event.trim_start_matches("pr:"),
+        head_repository,
+        url,
     }
+    .properties();
     let when = match at(pr, "updatedDate").and_then(Value::as_i64) {
         Some(ms) if ms > 0 => ms,
         _ => timestamp(v, "date"),
@@ -320,26 +330,4 @@ fn push_outcome(out: Vec<NewChange>, deleted: &[String]) -> Outcome {
         [] => "the push lists no change".to_string(),
         d => format!("`{}` was deleted", d.join("`, `")),
     })
-}
-
-/// The properties a pull request's change carries in both flavours
-/// (Bitbucket has no labels); `action` is the event name without its
-/// flavour's `prefix`.
-fn pr_properties(
-    number: i64,
-    title: &str,
-    author: &str,
-    target: String,
-    event: &str,
-    prefix: &str,
-) -> Properties {
-    let mut p = Properties::new();
-    p.insert("pr_number".into(), Scalar::Int(number));
-    prop(&mut p, "pr_title", title);
-    prop(&mut p, "pr_author", author);
-    prop(&mut p, "pr_labels", "");
-    prop(&mut p, "pr_target_branch", target);
-    prop(&mut p, "pr_action", event.trim_start_matches(prefix));
-    prop(&mut p, "event", "pull_request");
-    p
 }

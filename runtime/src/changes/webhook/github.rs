@@ -1,12 +1,11 @@
 //! GitHub and Gitea deliveries (Gitea's payloads follow GitHub's):
 //! pushes and pull requests.
 
-use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::payload::*;
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::store::{NewChange, Properties};
+use crate::store::NewChange;
 
 /// A GitHub or Gitea push: one change per listed commit; a push listing
 /// none (a new branch or a tag at an existing commit) is one change for
@@ -68,26 +67,17 @@ fn github_like_pr(v: &Value, accepted: &[&str]) -> R<Outcome> {
     let title = opt_str(pr, "title");
     let body = opt_str(pr, "body");
     let login = opt_str(pr, "user.login");
-    let mut p = Properties::new();
-    p.insert("pr_number".into(), Scalar::Int(number));
-    prop(&mut p, "pr_title", title.clone());
-    prop(&mut p, "pr_author", login.clone());
-    prop(
-        &mut p,
-        "pr_labels",
-        names_of(pr, "labels", "name").join(","),
-    );
-    prop(&mut p, "pr_target_branch", target);
-    prop(&mut p, "pr_action", action);
-    prop(&mut p, "event", "pull_request");
-    let head_repo = opt_str(pr, "head.repo.clone_url");
-    if !head_repo.is_empty() {
-        prop(&mut p, "pr_head_repository", head_repo);
+    let p = PullRequest {
+        number,
+        title: &title,
+        author: &login,
+        labels: names_of(pr, "labels", "name").join(","),
+        target,
+        action: &action,
+        head_repository: opt_str(pr, "head.repo.clone_url"),
+        url: opt_str(pr, "html_url"),
     }
-    let url = opt_str(pr, "html_url");
-    if !url.is_empty() {
-        prop(&mut p, "pr_url", url);
-    }
+    .properties();
     Ok(Outcome::Changes(vec![NewChange {
         repository,
         branch,

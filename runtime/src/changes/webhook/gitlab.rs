@@ -1,11 +1,10 @@
 //! GitLab deliveries: pushes, tag pushes and merge requests.
 
-use bbc_graph::Scalar;
 use serde_json::Value;
 
 use super::payload::*;
 use crate::api_error::{ApiError, ApiResult as R};
-use crate::store::{NewChange, Properties};
+use crate::store::NewChange;
 
 pub fn gitlab(event: &str, v: &Value) -> R<Outcome> {
     match event {
@@ -76,26 +75,17 @@ fn gitlab_mr(v: &Value) -> R<Outcome> {
         labels = names_of(oa, "labels", "title");
     }
     let username = opt_str(v, "user.username");
-    let mut p = Properties::new();
-    p.insert("pr_number".into(), Scalar::Int(number));
-    prop(&mut p, "pr_title", title.clone());
-    prop(&mut p, "pr_author", username.clone());
-    prop(&mut p, "pr_labels", labels.join(","));
-    prop(&mut p, "pr_target_branch", target);
-    prop(
-        &mut p,
-        "pr_action",
-        if action.is_empty() { state } else { action },
-    );
-    prop(&mut p, "event", "pull_request");
-    let head_repo = opt_str(oa, "source.git_http_url");
-    if !head_repo.is_empty() {
-        prop(&mut p, "pr_head_repository", head_repo);
+    let p = PullRequest {
+        number,
+        title: &title,
+        author: &username,
+        labels: labels.join(","),
+        target,
+        action: if action.is_empty() { &state } else { &action },
+        head_repository: opt_str(oa, "source.git_http_url"),
+        url: opt_str(oa, "url"),
     }
-    let url = opt_str(oa, "url");
-    if !url.is_empty() {
-        prop(&mut p, "pr_url", url);
-    }
+    .properties();
     let mut when = timestamp(oa, "updated_at");
     if when == 0 {
         when = timestamp(oa, "last_commit.timestamp");

@@ -153,6 +153,42 @@ pub(super) fn prop(p: &mut Properties, k: &str, v: impl Into<String>) {
     p.insert(k.to_string(), Scalar::String(v.into()));
 }
 
+/// What every forge's pull-request (merge-request) change carries as
+/// properties, under the same names whichever forge sent it, so a builder
+/// reads `pr_number` without knowing where the hook came from. Empty
+/// `head_repository` and `url` are left out (not every payload has them).
+pub(super) struct PullRequest<'a> {
+    pub number: i64,
+    pub title: &'a str,
+    pub author: &'a str,
+    /// Comma-separated; empty where the forge has no labels (Bitbucket).
+    pub labels: String,
+    pub target: String,
+    pub action: &'a str,
+    pub head_repository: String,
+    pub url: String,
+}
+
+impl PullRequest<'_> {
+    pub(super) fn properties(self) -> Properties {
+        let mut p = Properties::new();
+        p.insert("pr_number".into(), Scalar::Int(self.number));
+        prop(&mut p, "pr_title", self.title);
+        prop(&mut p, "pr_author", self.author);
+        prop(&mut p, "pr_labels", self.labels);
+        prop(&mut p, "pr_target_branch", self.target);
+        prop(&mut p, "pr_action", self.action);
+        prop(&mut p, "event", "pull_request");
+        if !self.head_repository.is_empty() {
+            prop(&mut p, "pr_head_repository", self.head_repository);
+        }
+        if !self.url.is_empty() {
+            prop(&mut p, "pr_url", self.url);
+        }
+        p
+    }
+}
+
 /// One commit of a push payload (GitHub, GitLab and Gitea share the shape:
 /// id, message, timestamp, author/committer {name, email}, added/modified/
 /// removed). `base` is its path in the payload, for error messages.
