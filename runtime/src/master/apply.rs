@@ -626,10 +626,12 @@ impl Shared {
         let t0 = std::time::Instant::now();
         let one_at_a_time = self.apply_lock.lock().await;
         let mut report = self.apply_locked(new, via, expect, true).await?;
+        // This master's apply, waiting for the lock included; not the wait
+        // for the others' answers.
+        report.duration_us = t0.elapsed().as_micros() as u64;
         if self.store.shared() {
             shared_config::share(self, &mut report, one_at_a_time).await;
         }
-        report.duration_us = t0.elapsed().as_micros() as u64;
         Ok(report)
     }
 
