@@ -93,6 +93,30 @@ fn print_report(r: &ApplyReport) {
             println!("  {mark} {} {}: {}", e.kind, e.name, e.effect);
         }
     }
+    // Several masters on one store: each one's answer (the config is
+    // applied even when one did not answer in time).
+    if !r.masters.is_empty() {
+        let applied = r.masters.iter().filter(|m| m.state == "applied").count();
+        println!("masters: {applied} of {} run it", r.masters.len());
+        for m in &r.masters {
+            let who = if m.this {
+                format!("{} (this one)", m.id)
+            } else {
+                m.id.clone()
+            };
+            match (m.state.as_str(), &m.error) {
+                ("applied", _) => println!("  {who}: applied"),
+                ("failed", e) => println!(
+                    "  {who}: FAILED, keeps its config: {}",
+                    e.as_deref().unwrap_or("")
+                ),
+                _ => println!("  {who}: no answer in time (it may still apply it)"),
+            }
+        }
+    }
+    if let Some(n) = &r.not_shared {
+        println!("other masters: {n}");
+    }
     if !r.restart_needed.is_empty() {
         println!("needs a restart of the master:");
         for n in &r.restart_needed {

@@ -194,7 +194,13 @@ async fn run_until_stopped(h: &master::MasterHandle, a: &MasterArgs<'_>, hangup:
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hangup.recv() => reload(h, a).await,
+            // A stop during a reload is not held up by it (with several
+            // masters a reload waits for the others' answers): the master
+            // stops anyway.
+            _ = hangup.recv() => tokio::select! {
+                _ = reload(h, a) => {}
+                _ = &mut stop => break,
+            },
         }
     }
 }

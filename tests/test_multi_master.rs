@@ -10,7 +10,17 @@
 //! - a build running on one master is cancelled through the other;
 //! - the git poller and the schedulers run on one master at a time: a
 //!   commit is seen once, and after the holder dies the other master takes
-//!   over and sees the next commit, once.
+//!   over and sees the next commit, once;
+//! - `bbc apply` through one master reaches the other (a builder new in
+//!   the config is forced and built through the other), a master that
+//!   lacks a secret of the new config says so and keeps its own, and a
+//!   master starting with an older file takes the shared config;
+//! - a dependent scheduler on the master holding the schedulers' lease
+//!   fires when its upstream build set, submitted and built on the other
+//!   master, completes;
+//! - the build taken over from the killed master is reported (an HTTP
+//!   reporter) once as interrupted, by the survivor, and once more when
+//!   its request succeeds.
 //!
 //! The masters run with a 1.5 s lease (`BBC_MASTER_LEASE_MS`), so the
 //! take-over comes quickly; the tests wait for events, never for time.
@@ -18,8 +28,9 @@
 use std::path::Path;
 
 use crate::common::{
-    bbc, get_json, git, http, http_full, temp_dir, wait_for, write_secret, Master, Proc,
+    bbc, get_json, git, http, http_full, stdout, temp_dir, wait_for, write_secret, Master, Proc,
 };
+use crate::recorder::Recorder;
 use crate::test_postgres::{psql, server, split_password, DropSchema};
 
 /// A master on the shared schema, with a short lease, its standard error
@@ -84,12 +95,18 @@ fn masters_share_requests_builds_and_logs_and_take_over_a_dead_ones_builds() {
     let _cleanup = DropSchema(&url, schema.clone());
     let (da, db) = dirs("multi_master", &password);
     let go = da.join("go");
+    // Every master reports `long`'s builds here.
+    let rec = Recorder::start();
     let config = format!(
         r#"master {{
     store "{bare}" password=(secret)"pg" schema="{schema}"
 }}
 worker "wa" password=(secret)"wa"
 worker "wb" password=(secret)"wb"
+reporter "push" kind="http" {{
+    url "http://{rec}/push"
+    builders "long"
+}}
 scheduler "force" kind="force" {{
     builders "on-b" "long"
 }}
@@ -106,7 +123,8 @@ builder "long" {{
     }}
 }}
 "#,
-        go = go.display()
+        go = go.display(),
+        rec = rec.addr
     );
     let mut ma = start(&da, &config);
     let mut mb = start(&db, &config);
@@ -214,6 +232,31 @@ builder "long" {{
     assert_eq!(
         psql(&url, &format!("SELECT count(*) FROM {schema}.masters")),
         "1"
+    );
+    // The reporters: the interrupted build is reported once (by the
+    // survivor, which took it over: the master that ran it is dead), and
+    // the build that ran the request again once.
+    let pushes = rec.wait("the reports of both builds of `long`", "/push", |r| {
+        r.iter().any(|q| q.json()["result"] == "success")
+    });
+    let results: Vec<(u64, String)> = pushes
+        .iter()
+        .map(|q| {
+            let v = q.json();
+            (
+                v["build_id"].as_u64().unwrap_or(0),
+                v["result"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let again_id = again["id"].as_u64().unwrap_or(0);
+    assert_eq!(
+        results,
+        vec![
+            (first, "retry".to_string()),
+            (again_id, "success".to_string())
+        ],
+        "{pushes:#?}"
     );
     drop((wa, wb));
 }
@@ -386,4 +429,264 @@ builder "long" {{
         None,
     );
     assert_eq!(status, 409, "an ended build cannot be cancelled");
+}
+
+const TOKEN: &str = "admin-token-mm-5678";
+
+/// `bbc apply FILE --yes` through master `m`, with the admin token.
+fn apply(m: &Master, config: &Path, json: bool) -> std::process::Output {
+    let token = m.dir.join("token");
+    std::fs::write(&token, TOKEN).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = bbc();
+    cmd.arg("apply")
+        .arg(config)
+        .args(["--yes", "--token-file"])
+        .arg(&token)
+        .args(["--master", &format!("http://{}", m.http)])
+        .env_remove("BBC_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null());
+    if json {
+        cmd.args(["--format", "json"]);
+    }
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run bbc apply: {e}"))
+}
+
+fn running_hash(m: &Master) -> String {
+    get_json(&m.http, "/api/v1/config")["hash"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `GET /api/v1/masters`' row of the master with that id.
+fn master_row(m: &Master, id: &str) -> Option<serde_json::Value> {
+    get_json(&m.http, "/api/v1/masters")["masters"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"] == id)
+        .cloned()
+}
+
+fn my_id(m: &Master) -> String {
+    wait_for("the master's own row", || {
+        get_json(&m.http, "/api/v1/masters")["masters"]
+            .as_array()?
+            .iter()
+            .find(|r| r["this"] == true)?["id"]
+            .as_str()
+            .map(str::to_string)
+    })
+}
+
+#[test]
+fn an_apply_through_one_master_reaches_every_master() {
+    let Some(url) = server() else {
+        return;
+    };
+    let (bare, password) = split_password(&url);
+    let schema = format!("bbcma_{}", std::process::id());
+    let _cleanup = DropSchema(&url, schema.clone());
+    let (da, db) = dirs("multi_apply", &password);
+    write_secret(&da, "bbc-admin-token", TOKEN);
+    // Only A has the secret a later config needs.
+    write_secret(&da, "wc", "pw-worker-c-1234");
+    let head = format!(
+        r#"master {{
+    store "{bare}" password=(secret)"pg" schema="{schema}"
+}}
+worker "wa" password=(secret)"wa"
+worker "wb" password=(secret)"wb"
+"#
+    );
+    let first = format!(
+        r#"{head}scheduler "force" kind="force" {{
+    builders "old"
+}}
+builder "old" {{
+    workers "wa" "wb"
+    steps {{
+        shell "echo old"
+    }}
+}}
+"#
+    );
+    let ma = start(&da, &first);
+    let mb = start(&db, &first);
+    let _wb = mb.worker("wb", "pw-worker-b-1234");
+    mb.wait_connected("wb");
+    let (id_a, id_b) = (my_id(&ma), my_id(&mb));
+
+    // A builder and its scheduler new in the second config, applied
+    // through A only.
+    let second = format!(
+        r#"{head}scheduler "force" kind="force" {{
+    builders "old" "new"
+}}
+builder "new" {{
+    workers "wb"
+    steps {{
+        shell "echo built by the new builder" name="greet"
+    }}
+}}
+builder "old" {{
+    workers "wa" "wb"
+    steps {{
+        shell "echo old"
+    }}
+}}
+"#
+    );
+    let file = da.join("second.kdl");
+    std::fs::write(&file, &second).unwrap_or_else(|e| panic!("{e}"));
+    let out = apply(&ma, &file, true);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let hash = doc["config"].as_str().unwrap_or_default().to_string();
+    let masters = doc["report"]["masters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // Both masters are listed, A (the one asked) first, and A runs it.
+    assert_eq!(masters.len(), 2, "{doc}");
+    assert_eq!(masters[0]["id"], id_a.as_str(), "{doc}");
+    assert_eq!(masters[0]["this"], true, "{doc}");
+    assert_eq!(masters[0]["state"], "applied", "{doc}");
+    assert_eq!(masters[1]["id"], id_b.as_str(), "{doc}");
+    // B applied it: its config, and its row as either master shows it.
+    wait_for("B to run the new config", || {
+        (running_hash(&mb) == hash).then_some(())
+    });
+    assert_eq!(get_json(&mb.http, "/api/v1/config")["via"], "shared");
+    for m in [&ma, &mb] {
+        let row = wait_for("B's row to say so", || {
+            master_row(m, &id_b).filter(|r| r["config"] == hash.as_str())
+        });
+        assert!(row["config_failed"].is_null(), "{row}");
+        assert_eq!(
+            get_json(&m.http, "/api/v1/masters")["shared_config"]["hash"],
+            hash.as_str()
+        );
+    }
+    // The new builder is forced through B, and B's worker builds it.
+    let set = mb.force("new", "{}");
+    let built = mb.wait_buildset(set);
+    assert_eq!(built["result"], "success", "{built}");
+    let id = built["id"].as_u64().expect("a build id");
+    assert!(ma.log(id, 0).contains("built by the new builder"));
+
+    // A third master starting with the first file takes the shared config.
+    let dc = temp_dir("multi_apply_c");
+    write_secret(&dc, "wa", "pw-worker-a-1234");
+    write_secret(&dc, "wb", "pw-worker-b-1234");
+    write_secret(&dc, "pg", &password);
+    let mc = start(&dc, &first);
+    wait_for("C to take the shared config", || {
+        (running_hash(&mc) == hash).then_some(())
+    });
+    let id_c = my_id(&mc);
+
+    // A config with a secret only A has: A runs it; B and C say they
+    // cannot, and keep the config they run. The apply succeeds.
+    let third = second
+        .replace(
+            "worker \"wb\" password=(secret)\"wb\"\n",
+            "worker \"wb\" password=(secret)\"wb\"\nworker \"wc\" password=(secret)\"wc\"\n",
+        )
+        .replace("workers \"wa\" \"wb\"", "workers \"wa\" \"wb\" \"wc\"");
+    let file = da.join("third.kdl");
+    std::fs::write(&file, &third).unwrap_or_else(|e| panic!("{e}"));
+    let out = apply(&ma, &file, false);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("(this one): applied"), "{text}");
+    let third_hash = running_hash(&ma);
+    assert_ne!(third_hash, hash);
+    for id in [&id_b, &id_c] {
+        let row = wait_for("the refusal in the master's row", || {
+            master_row(&ma, id).filter(|r| r["config_failed"] == third_hash.as_str())
+        });
+        assert!(
+            row["config_error"].as_str().unwrap_or("").contains("wc"),
+            "{row}"
+        );
+        assert_eq!(row["config"], hash.as_str(), "{row}");
+    }
+    assert_eq!(running_hash(&mb), hash);
+    assert_eq!(running_hash(&mc), hash);
+}
+
+#[test]
+fn a_dependent_scheduler_follows_a_build_set_of_the_other_master() {
+    let Some(url) = server() else {
+        return;
+    };
+    let (bare, password) = split_password(&url);
+    let schema = format!("bbcmd_{}", std::process::id());
+    let _cleanup = DropSchema(&url, schema.clone());
+    let (da, db) = dirs("multi_dependent", &password);
+    let config = format!(
+        r#"master {{
+    store "{bare}" password=(secret)"pg" schema="{schema}"
+}}
+worker "wa" password=(secret)"wa"
+worker "wb" password=(secret)"wb"
+scheduler "force" kind="force" {{
+    builders "up"
+}}
+scheduler "after" kind="dependent" {{
+    upstream "force"
+    builders "down"
+}}
+builder "up" {{
+    workers "wb"
+    steps {{
+        shell "echo up"
+    }}
+}}
+builder "down" {{
+    workers "wa"
+    steps {{
+        shell "echo down"
+    }}
+}}
+"#
+    );
+    let ma = start(&da, &config);
+    let mb = start(&db, &config);
+    // Which master runs the schedulers: each says for itself.
+    let a_holds = wait_for("one master to hold the schedulers' lease", || {
+        let holds = |m: &Master| {
+            get_json(&m.http, "/api/v1/masters")["masters"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["this"] == true).cloned())
+                .map(|r| r["schedulers"] == true)
+        };
+        match (holds(&ma)?, holds(&mb)?) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    });
+    let (holder, other) = if a_holds { (&ma, &mb) } else { (&mb, &ma) };
+    // `up` is forced through the other master and built by its worker;
+    // `down` by the holder's.
+    let _wb = other.worker("wb", "pw-worker-b-1234");
+    let _wa = holder.worker("wa", "pw-worker-a-1234");
+    other.wait_connected("wb");
+    holder.wait_connected("wa");
+    let set = other.force("up", "{}");
+    let up = other.wait_buildset(set);
+    assert_eq!(up["result"], "success", "{up}");
+    let down = wait_for("the dependent scheduler's build", || {
+        let b = builds_of(holder, "down");
+        (b.len() == 1 && b[0]["result"] == "success").then(|| b[0].clone())
+    });
+    assert_eq!(down["worker"], "wa", "{down}");
+    // Its build set is the dependent scheduler's, after the upstream one.
+    let id = down["id"].as_u64().expect("a build id");
+    let b = get_json(&other.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+    assert_eq!(b["origin"]["scheduler"], "after", "{b}");
+    assert_eq!(builds_of(other, "down").len(), 1);
 }

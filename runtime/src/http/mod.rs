@@ -17,6 +17,7 @@ mod events;
 mod files;
 mod health;
 mod login;
+mod masters;
 mod metrics;
 mod oauth;
 mod origin;
@@ -76,6 +77,7 @@ pub fn router(shared: Arc<Shared>, extra: Router<Arc<Shared>>) -> Router {
         .route("/files/{*path}", get(files::file))
         .route("/api/v1/events", get(events))
         .route("/api/v1/config", get(get_config).post(post_config))
+        .route("/api/v1/masters", get(masters::masters))
         .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/whoami", get(login::whoami))
         .route("/api/v1/login", post(login::login))

@@ -68,6 +68,29 @@ pub struct ApplyReport {
     pub restart_needed: Vec<String>,
     /// Time the master spent applying, in microseconds.
     pub duration_us: u64,
+    /// Several masters on one store: every live master and whether it
+    /// runs this config now (this one first). Empty for a master alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masters: Vec<MasterApplied>,
+    /// Why the other masters were not given this config, when they were
+    /// not (it holds a plain-text credential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_shared: Option<String>,
+}
+
+/// One master's answer to a shared config ([`ApplyReport::masters`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MasterApplied {
+    pub id: String,
+    pub name: String,
+    /// The master the config was applied through.
+    #[serde(default)]
+    pub this: bool,
+    /// `applied`, `failed` (it keeps its config; `error` says why) or
+    /// `no-answer` (it did not say in time; it may still apply it).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -590,6 +613,10 @@ impl Shared {
     /// config has that hash (the one the client's plan was made against).
     ///
     /// Applies are serialised. On error nothing changed.
+    ///
+    /// With several masters on one store, the applied config is shared:
+    /// the others apply it too, and the answer waits a bounded time for
+    /// each to say so ([`shared_config`], [`ApplyReport::masters`]).
     pub async fn apply(
         self: &Arc<Self>,
         new: Graph,
@@ -597,7 +624,28 @@ impl Shared {
         expect: Option<&str>,
     ) -> Result<ApplyReport, ApplyError> {
         let t0 = std::time::Instant::now();
-        let _one_at_a_time = self.apply_lock.lock().await;
+        let one_at_a_time = self.apply_lock.lock().await;
+        let mut report = self.apply_locked(new, via, expect, true).await?;
+        // This master's apply, waiting for the lock included; not the wait
+        // for the others' answers.
+        report.duration_us = t0.elapsed().as_micros() as u64;
+        if self.store.shared() {
+            shared_config::share(self, &mut report, one_at_a_time).await;
+        }
+        Ok(report)
+    }
+
+    /// [`Shared::apply`] under the apply lock, on this master only;
+    /// `record`: add it to the stored history (a config another master
+    /// shared is there already).
+    pub(crate) async fn apply_locked(
+        self: &Arc<Self>,
+        new: Graph,
+        via: &str,
+        expect: Option<&str>,
+        record_it: bool,
+    ) -> Result<ApplyReport, ApplyError> {
+        let t0 = std::time::Instant::now();
         let old_info = self.config_info();
         if let Some(e) = expect {
             if e != old_info.hash {
@@ -635,6 +683,8 @@ impl Shared {
                 entities: Vec::new(),
                 restart_needed: old_info.restart_needed.clone(),
                 duration_us: t0.elapsed().as_micros() as u64,
+                masters: Vec::new(),
+                not_shared: None,
             });
         }
         let newest_change = self
@@ -656,9 +706,11 @@ impl Shared {
             applied_at,
             via: via.to_string(),
         };
-        self.db(move |s| record(s, rec))
-            .await
-            .map_err(|e| ApplyError::Store(e.to_string()))?;
+        if record_it {
+            self.db(move |s| record(s, rec))
+                .await
+                .map_err(|e| ApplyError::Store(e.to_string()))?;
+        }
         let new = Arc::new(new);
         let entities = describe(&old, &new, &Snapshot::take(self));
         let restart_needed = self.started_with.restart_needed(&new);
@@ -706,6 +758,8 @@ impl Shared {
             entities,
             restart_needed,
             duration_us: t0.elapsed().as_micros() as u64,
+            masters: Vec::new(),
+            not_shared: None,
         };
         tracing::info!(
             hash = %report.hash,
@@ -721,5 +775,6 @@ impl Shared {
     }
 }
 
+pub mod shared_config;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,15 @@
 //! - the listener: each notice of another master's work (LISTEN/NOTIFY,
 //!   [`Store::notices`]) makes the queue read the pending requests again
 //!   ([`Queue::sync_pending`]), as does a timer every [`RESYNC`], in case a
-//!   notice was missed.
+//!   notice was missed; a build set stored by another master is handed to
+//!   this master's own subscribers (the dependent schedulers, the event
+//!   stream), and a shared config wakes the follower
+//!   (`master::apply::shared_config`), a third task.
+//!
+//! Builds taken over from a dead master end here as interrupted: this
+//! master, the one that took them over (exactly one does), tells its
+//! reporters, so a build that started on a master that died is reported
+//! once as ended.
 //!
 //! [`Store::take_over`]: crate::store::Store::take_over
 //! [`Store::notices`]: crate::store::Store::notices
@@ -67,6 +75,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     }
     vec![
         tokio::spawn(heartbeat(shared.clone())),
+        super::apply::shared_config::spawn_follower(shared.clone()),
         tokio::spawn(listen(shared, rx)),
     ]
 }
@@ -124,10 +133,18 @@ async fn heartbeat(shared: Arc<Shared>) {
                     let _ = r.cancel.send(true);
                 }
             }
+            // Its row is new: it says again which config this one runs.
+            let running = shared.config_info().hash.clone();
+            if let Err(e) = shared.db(move |s| s.report_config(&running, None)).await {
+                tracing::warn!("cannot record this master's config in the store: {e}");
+            }
         }
         if !taken.is_empty() {
-            // The taken-over builds have ended: their logs are compressed
-            // like any ended build's, one after another, in the background.
+            // The taken-over builds have ended: the reporters hear it from
+            // here (the master that ran them cannot tell), and their logs
+            // are compressed like any ended build's, one after another, in
+            // the background.
+            publish_ended(&shared, &taken).await;
             let s = shared.clone();
             tokio::spawn(async move {
                 for id in taken {
@@ -144,6 +161,54 @@ async fn heartbeat(shared: Arc<Shared>) {
                 tracing::warn!("another master runs the schedulers and pollers now");
             }
         }
+    }
+}
+
+/// Tells this master's reporters that builds `ids`, which it did not run
+/// (a dead master did, or the previous incarnation of this one), ended as
+/// the store recorded them (interrupted). Only the master that ended them
+/// in the store calls this, so each is reported once.
+pub(crate) async fn publish_ended(shared: &Arc<Shared>, ids: &[u64]) {
+    let ids = ids.to_vec();
+    let found = shared
+        .db(move |s| {
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(b) = s.build(id)? else { continue };
+                let Some(first) = b.build.requests.first().copied() else {
+                    continue;
+                };
+                let Some(r) = s.request(first)? else { continue };
+                let Some(set) = s.buildset(r.buildset)? else {
+                    continue;
+                };
+                out.push((b, Arc::new(set)));
+            }
+            Ok(out)
+        })
+        .await;
+    match found {
+        Ok(found) => {
+            for (b, set) in found {
+                shared
+                    .reporters
+                    .publish(crate::state::events::Phase::Finished, &b, &set);
+            }
+        }
+        Err(e) => tracing::warn!("cannot tell the reporters about interrupted builds: {e}"),
+    }
+}
+
+/// Hands build set `id`, stored by another master, to this master's
+/// subscribers: the schedulers (a dependent scheduler follows its
+/// upstream's sets wherever they were submitted) and the event stream.
+async fn set_elsewhere(shared: &Arc<Shared>, id: u64) {
+    match shared.db(move |s| s.buildset(id)).await {
+        Ok(Some(set)) => {
+            let _ = shared.buildsets.send(set);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot read build set {id} another master stored: {e}"),
     }
 }
 
@@ -167,7 +232,15 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
         let mut resync = false;
         tokio::select! {
             n = rx.recv() => match n {
-                Ok(Notice::Requests) | Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => resync = true,
+                Ok(Notice::Requests) => resync = true,
+                Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => {
+                    // Notices may have been missed: a config too.
+                    shared.peers.config_shared.notify_one();
+                    resync = true;
+                }
+                Ok(Notice::Config) => shared.peers.config_shared.notify_one(),
+                Ok(Notice::BuildSet(id)) => set_elsewhere(&shared, id).await,
+                Ok(Notice::Masters) => {}
                 Ok(Notice::Builds) => {
                     shared.build_finished.notify_waiters();
                 }
@@ -196,6 +269,8 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
                 Ok(Notice::Cancel(id)) => {
                     cancel_here(&shared, id);
                 }
+                Ok(Notice::Config) => shared.peers.config_shared.notify_one(),
+                Ok(Notice::BuildSet(id)) => set_elsewhere(&shared, id).await,
                 Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }

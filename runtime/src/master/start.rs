@@ -261,8 +261,13 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
         Ok(l) => tasks.push(tokio::spawn(crate::control::serve(shared.clone(), l))),
         Err(e) => tracing::warn!("no control socket in {}: {e}", cfg.state_dir.display()),
     }
-    // Builds the previous master left running are finished now: their
-    // logs are compressed like those of any ended build.
+    // Builds the previous master left running are finished now: the
+    // reporters hear it from this master, the one that ended them (the
+    // reporters' tasks subscribed above), and their logs are compressed
+    // like those of any ended build.
+    if !interrupted.is_empty() {
+        peers::publish_ended(&shared, &interrupted).await;
+    }
     for id in interrupted {
         super::build::seal_logs(&shared, id);
     }

@@ -5,6 +5,7 @@
 //! watch [`Peers::watch`].
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -24,6 +25,13 @@ pub struct Peers {
     /// Notified when another master stored a change: the schedulers read
     /// the changes back from the store.
     pub changes_elsewhere: tokio::sync::Notify,
+    /// Notified when a config was shared (or notices may have been
+    /// missed): the follower looks at the newest shared config
+    /// (`master::apply::shared_config`).
+    pub config_shared: tokio::sync::Notify,
+    /// The sequence number of the newest shared config this master has
+    /// handled (applied, refused, or shared itself); 0: none yet.
+    config_seen: AtomicU64,
 }
 
 impl Peers {
@@ -33,6 +41,8 @@ impl Peers {
             times: LeaseTimes::default(),
             held: watch::channel(BTreeSet::new()).0,
             changes_elsewhere: tokio::sync::Notify::new(),
+            config_shared: tokio::sync::Notify::new(),
+            config_seen: AtomicU64::new(0),
         }
     }
 
@@ -42,6 +52,8 @@ impl Peers {
             times,
             held: watch::channel(BTreeSet::new()).0,
             changes_elsewhere: tokio::sync::Notify::new(),
+            config_shared: tokio::sync::Notify::new(),
+            config_seen: AtomicU64::new(0),
         }
     }
 
@@ -53,6 +65,16 @@ impl Peers {
     /// Changes whenever a lease is taken or lost.
     pub fn watch(&self) -> watch::Receiver<BTreeSet<String>> {
         self.held.subscribe()
+    }
+
+    /// The newest shared config this master has handled (0: none).
+    pub fn config_seen(&self) -> u64 {
+        self.config_seen.load(Ordering::Acquire)
+    }
+
+    /// This master has handled shared config `seq` (and every older one).
+    pub(crate) fn saw_config(&self, seq: u64) {
+        self.config_seen.fetch_max(seq, Ordering::AcqRel);
     }
 
     /// Records whether this master holds `name`; `true` when that changed.

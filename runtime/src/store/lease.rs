@@ -110,6 +110,63 @@ pub struct MasterRecord {
     pub last_seen: Millis,
     /// Its lease: dead to the others from this instant.
     pub expires_at: Millis,
+    /// The hash of the config it runs (none until it said, or a row
+    /// written before schema version 3).
+    pub config: Option<String>,
+    /// The newest shared config it could not apply (its hash), and why
+    /// (a secret it lacks, a graph its bbc cannot read).
+    pub config_failed: Option<String>,
+    pub config_error: Option<String>,
+}
+
+/// Where one master stands with a shared config (`bbc apply` through
+/// any master reaches all of them; docs/store.md, "Several masters").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigAck {
+    /// It runs that config.
+    Applied,
+    /// It tried and refused it: the error says why; it keeps the config
+    /// it ran.
+    Failed(String),
+    /// It has not said yet.
+    Waiting,
+}
+
+/// What `m`'s row says of the config `hash`.
+pub fn config_ack(m: &MasterRecord, hash: &str) -> ConfigAck {
+    if m.config.as_deref() == Some(hash) {
+        ConfigAck::Applied
+    } else if m.config_failed.as_deref() == Some(hash) {
+        ConfigAck::Failed(m.config_error.clone().unwrap_or_default())
+    } else {
+        ConfigAck::Waiting
+    }
+}
+
+/// The live masters (lease not expired at `now`) with where each stands
+/// with config `hash`; `done` when none of them is still `Waiting`.
+pub fn config_acks(
+    masters: &[MasterRecord],
+    hash: &str,
+    now: Millis,
+) -> (Vec<(MasterRecord, ConfigAck)>, bool) {
+    let live: Vec<_> = masters
+        .iter()
+        .filter(|m| !expired(m.expires_at, now))
+        .map(|m| (m.clone(), config_ack(m, hash)))
+        .collect();
+    let done = live.iter().all(|(_, a)| *a != ConfigAck::Waiting);
+    (live, done)
+}
+
+/// Whether a master that has handled the shared configs up to `seen`
+/// (their sequence number) and runs `running` must apply the newest one,
+/// `(seq, hash)`: only a newer one than it handled, and only if it does
+/// not run it already (its own apply, heard back). A config it could not
+/// apply is not tried again until a newer one comes.
+pub fn must_apply(newest: Option<(u64, &str)>, seen: u64, running: &str) -> bool {
+    newest.is_some_and(|(seq, hash)| seq > seen && hash != running)
 }
 
 /// Whether a lease ending at `expires_at` is over at `now`.
@@ -160,7 +217,56 @@ mod tests {
             started_at: 0,
             last_seen: expires_at - 10_000,
             expires_at,
+            config: None,
+            config_failed: None,
+            config_error: None,
         }
+    }
+
+    #[test]
+    fn a_shared_config_is_acknowledged_by_each_live_master() {
+        let mut a = rec("a", "host:/a", 20_000);
+        a.config = Some("h2".into());
+        let mut b = rec("b", "host:/b", 20_000);
+        b.config = Some("h1".into());
+        b.config_failed = Some("h2".into());
+        b.config_error = Some("secret `x` is missing".into());
+        let mut c = rec("c", "host:/c", 20_000);
+        c.config = Some("h1".into());
+        // A dead master is not waited for.
+        let dead = rec("d", "host:/d", 5_000);
+        let rows = vec![a.clone(), b, c.clone(), dead];
+        let (live, done) = config_acks(&rows, "h2", 10_000);
+        let acks: Vec<_> = live
+            .iter()
+            .map(|(m, a)| (m.id.as_str(), a.clone()))
+            .collect();
+        assert_eq!(
+            acks,
+            vec![
+                ("a", ConfigAck::Applied),
+                ("b", ConfigAck::Failed("secret `x` is missing".into())),
+                ("c", ConfigAck::Waiting),
+            ]
+        );
+        assert!(!done);
+        c.config = Some("h2".into());
+        let (_, done) = config_acks(&[a, c], "h2", 10_000);
+        assert!(done);
+    }
+
+    #[test]
+    fn a_master_applies_only_a_newer_shared_config_it_does_not_run() {
+        // Nothing shared yet.
+        assert!(!must_apply(None, 0, "h1"));
+        // A newer one it does not run.
+        assert!(must_apply(Some((3, "h2")), 2, "h1"));
+        // Its own apply, heard back: it runs it already.
+        assert!(!must_apply(Some((3, "h2")), 2, "h2"));
+        // One it handled already (applied, or refused: not tried again).
+        assert!(!must_apply(Some((3, "h2")), 3, "h1"));
+        // At start (nothing handled), the newest one wins over its file.
+        assert!(must_apply(Some((1, "h2")), 0, "h1"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod pg_store;
 pub mod redb_store;
 
 pub use commit_times::{CommitTimes, CommitTimesSnapshot};
-pub use lease::{LeaseTimes, MasterIdentity, MasterRecord};
+pub use lease::{ConfigAck, LeaseTimes, MasterIdentity, MasterRecord};
 pub use pg_store::{PgConfig, PgStore};
 pub use redb_store::RedbStore;
 
@@ -706,6 +706,40 @@ pub trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
+    /// Stores a config applied through this master for the others
+    /// (`graph_json`: the graph as `bbc compile` writes it, never with a
+    /// plain-text credential) and tells them ([`Notice::Config`]). Returns
+    /// its sequence number, higher than any stored before. A store no
+    /// other master shares keeps nothing (0).
+    fn share_config(&self, _hash: &str, _graph_json: &str, _now: Millis) -> Result<u64> {
+        Ok(0)
+    }
+    /// The newest shared config, without its graph.
+    fn newest_config(&self) -> Result<Option<SharedConfig>> {
+        Ok(None)
+    }
+    /// The graph (JSON) of shared config `seq`, if it is still kept.
+    fn config_graph(&self, _seq: u64) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// Records in this master's row the config it runs and, when it could
+    /// not apply the newest shared one, that one's hash and why; tells
+    /// the others ([`Notice::Masters`]).
+    fn report_config(&self, _running: &str, _failed: Option<(&str, &str)>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A config applied through one master and stored for the others
+/// ([`Store::share_config`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedConfig {
+    /// Higher for each config shared: the masters apply the highest.
+    pub seq: u64,
+    pub hash: String,
+    pub applied_at: Millis,
+    /// The id of the master it was applied through.
+    pub master: String,
 }
 
 /// What a master sharing the store did, heard by the others
@@ -724,6 +758,14 @@ pub enum Notice {
     /// Someone asked, through any master, to cancel this running build
     /// ([`Store::request_cancel`]): the master running it cancels it.
     Cancel(u64),
+    /// A config was applied through a master and shared
+    /// ([`Store::share_config`]): the others apply it.
+    Config,
+    /// A master reported the config it runs ([`Store::report_config`]).
+    Masters,
+    /// A build set was stored (its id): the schedulers' master follows it
+    /// for the dependent schedulers, wherever it was submitted.
+    BuildSet(u64),
     /// The connection that listens was (re)established: notices may have
     /// been missed meanwhile.
     Reconnected,

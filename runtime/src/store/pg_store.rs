@@ -391,7 +391,10 @@ impl Store for PgStore {
         builders: &[(String, i64)],
     ) -> Result<(BuildSet, Vec<BuildRequest>)> {
         let builders = builders.to_vec();
-        self.with(move |mut c| async move { builds::add_buildset(&mut c, set, builders).await })
+        let master = self.me().map(|m| m.id);
+        self.with(
+            move |mut c| async move { builds::add_buildset(&mut c, set, builders, master).await },
+        )
     }
 
     fn buildset(&self, id: u64) -> Result<Option<BuildSet>> {
@@ -745,6 +748,7 @@ impl Store for PgStore {
             self.handle.spawn(masters::listen(
                 self.pg.clone(),
                 self.schema.clone(),
+                me.id.clone(),
                 self.notices.clone(),
             ));
         }
@@ -786,6 +790,41 @@ impl Store for PgStore {
 
     fn request_cancel(&self, id: u64) -> Result<bool> {
         self.with(move |c| async move { masters::request_cancel(&c, id).await })
+    }
+
+    fn share_config(&self, hash: &str, graph_json: &str, now: Millis) -> Result<u64> {
+        let me = self.me_or_err()?;
+        let hash = hash.to_string();
+        // Compressed off the database runtime: a large graph is megabytes.
+        let packed = zstd::bulk::compress(graph_json.as_bytes(), 3)
+            .map_err(|e| StoreError::Io(format!("compressing the config: {e}")))?;
+        let raw_len = graph_json.len() as i64;
+        self.with(move |mut c| async move {
+            masters::share_config(&mut c, &me, &hash, &packed, raw_len, now).await
+        })
+    }
+
+    fn newest_config(&self) -> Result<Option<super::SharedConfig>> {
+        self.with(move |c| async move { masters::newest_config(&c).await })
+    }
+
+    fn config_graph(&self, seq: u64) -> Result<Option<String>> {
+        let packed = self.with(move |c| async move { masters::config_graph(&c, seq).await })?;
+        let Some((data, raw_len)) = packed else {
+            return Ok(None);
+        };
+        let raw = zstd::bulk::decompress(&data, raw_len)
+            .map_err(|e| StoreError::Corrupt(format!("shared config {seq}: {e}")))?;
+        String::from_utf8(raw)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("shared config {seq}: {e}")))
+    }
+
+    fn report_config(&self, running: &str, failed: Option<(&str, &str)>) -> Result<()> {
+        let me = self.me_or_err()?;
+        let running = running.to_string();
+        let failed = failed.map(|(h, e)| (h.to_string(), e.to_string()));
+        self.with(move |c| async move { masters::report_config(&c, &me, &running, failed).await })
     }
 
     fn health(&self) -> Result<()> {

@@ -110,6 +110,7 @@ pub(super) async fn add_buildset(
     c: &mut deadpool_postgres::Client,
     set: NewBuildSet,
     builders: Vec<(String, i64)>,
+    master: Option<String>,
 ) -> Result<(BuildSet, Vec<BuildRequest>)> {
     let mut set = BuildSet {
         id: 0,
@@ -155,6 +156,11 @@ pub(super) async fn add_buildset(
         }
         // Every master's queue learns of them (docs/store.md).
         super::masters::notify(&t, "requests").await?;
+    }
+    // The schedulers' master follows it for its dependent schedulers,
+    // whichever master stored it; the master that did knows it already.
+    if let Some(m) = master {
+        super::masters::notify(&t, &format!("buildset {} {m}", set.id)).await?;
     }
     t.commit().await.map_err(pg_err)?;
     Ok((set, requests))

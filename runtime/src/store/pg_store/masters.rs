@@ -60,10 +60,115 @@ fn master_row(r: &tokio_postgres::Row) -> Result<MasterRecord> {
         started_at: col(r, 2)?,
         last_seen: col(r, 3)?,
         expires_at: col(r, 4)?,
+        config: col(r, 5)?,
+        config_failed: col(r, 6)?,
+        config_error: col(r, 7)?,
     })
 }
 
-const MASTER_COLS: &str = "id, name, started_at, last_seen, expires_at";
+const MASTER_COLS: &str =
+    "id, name, started_at, last_seen, expires_at, config, config_failed, config_error";
+
+/// Shared configs kept: the newest is the one that matters; a few before
+/// it are there for a master that is slow to read (and to look at).
+const CONFIGS_KEPT: i64 = 10;
+
+/// `Store::share_config`: the next sequence number is one above the
+/// highest; the table is locked for that moment so two masters sharing at
+/// once get two numbers, in commit order.
+pub(super) async fn share_config(
+    c: &mut deadpool_postgres::Client,
+    me: &MasterIdentity,
+    hash: &str,
+    packed: &[u8],
+    raw_len: i64,
+    now: Millis,
+) -> Result<u64> {
+    let t = c.transaction().await.map_err(pg_err)?;
+    exec(&t, "LOCK TABLE configs IN EXCLUSIVE MODE", &[]).await?;
+    let seq: i64 = match row(&t, "SELECT max(seq) FROM configs", &[]).await? {
+        Some(r) => col::<Option<i64>>(&r, 0)?.unwrap_or(0) + 1,
+        None => 1,
+    };
+    exec(
+        &t,
+        "INSERT INTO configs (seq, hash, applied_at, master, raw_len, graph) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&seq, &hash, &now, &me.id, &raw_len, &packed],
+    )
+    .await?;
+    exec(
+        &t,
+        "DELETE FROM configs WHERE seq <= $1",
+        &[&(seq - CONFIGS_KEPT)],
+    )
+    .await?;
+    // The master it was applied through runs it already.
+    exec(
+        &t,
+        "UPDATE masters SET config = $2, config_failed = NULL, config_error = NULL WHERE id = $1",
+        &[&me.id, &hash],
+    )
+    .await?;
+    notify(&t, "config").await?;
+    t.commit().await.map_err(pg_err)?;
+    unsigned(seq, "config sequence number")
+}
+
+pub(super) async fn newest_config(
+    c: &impl deadpool_postgres::GenericClient,
+) -> Result<Option<crate::store::SharedConfig>> {
+    let Some(r) = row(
+        c,
+        "SELECT seq, hash, applied_at, master FROM configs ORDER BY seq DESC LIMIT 1",
+        &[],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(crate::store::SharedConfig {
+        seq: unsigned(col(&r, 0)?, "config sequence number")?,
+        hash: col(&r, 1)?,
+        applied_at: col(&r, 2)?,
+        master: col(&r, 3)?,
+    }))
+}
+
+/// The compressed graph of shared config `seq` and its length unpacked.
+pub(super) async fn config_graph(
+    c: &impl deadpool_postgres::GenericClient,
+    seq: u64,
+) -> Result<Option<(Vec<u8>, usize)>> {
+    let Some(r) = row(
+        c,
+        "SELECT graph, raw_len FROM configs WHERE seq = $1",
+        &[&super::key(seq)],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let len = unsigned(col(&r, 1)?, "config length")?;
+    Ok(Some((col(&r, 0)?, len as usize)))
+}
+
+/// `Store::report_config`.
+pub(super) async fn report_config(
+    c: &impl deadpool_postgres::GenericClient,
+    me: &MasterIdentity,
+    running: &str,
+    failed: Option<(String, String)>,
+) -> Result<()> {
+    let (fh, fe) = failed.unzip();
+    exec(
+        c,
+        "UPDATE masters SET config = $2, config_failed = $3, config_error = $4 WHERE id = $1",
+        &[&me.id, &running, &fh, &fe],
+    )
+    .await?;
+    notify(c, "masters").await
+}
 
 pub(super) async fn all(c: &impl deadpool_postgres::GenericClient) -> Result<Vec<MasterRecord>> {
     rows(
@@ -284,6 +389,19 @@ pub(super) async fn release_leases(
         .map(|_| ())
 }
 
+/// The notices with an argument: `cancel ID`, and `buildset ID MASTER`
+/// (none when `me` stored it: it knows it already).
+fn parse_notice(s: &str, me: &str) -> Option<Notice> {
+    if let Some(id) = s.strip_prefix("cancel ") {
+        return id.parse().ok().map(Notice::Cancel);
+    }
+    let (id, by) = s.strip_prefix("buildset ")?.split_once(' ')?;
+    if by == me {
+        return None;
+    }
+    id.parse().ok().map(Notice::BuildSet)
+}
+
 /// The connection that LISTENs: one of its own (not the pool's, which
 /// hands connections to any caller), on the store's runtime, reconnecting
 /// after a second when the server goes away. Each notice of `schema` goes
@@ -292,6 +410,7 @@ pub(super) async fn release_leases(
 pub(super) async fn listen(
     pg: tokio_postgres::Config,
     schema: String,
+    me: String,
     tx: broadcast::Sender<Notice>,
 ) {
     let prefix = format!("{schema} ");
@@ -330,9 +449,11 @@ pub(super) async fn listen(
                                 Some("requests") => Notice::Requests,
                                 Some("builds") => Notice::Builds,
                                 Some("changes") => Notice::Changes,
-                                Some(s) => match s.strip_prefix("cancel ").map(str::parse) {
-                                    Some(Ok(id)) => Notice::Cancel(id),
-                                    _ => continue,
+                                Some("config") => Notice::Config,
+                                Some("masters") => Notice::Masters,
+                                Some(s) => match parse_notice(s, &me) {
+                                    Some(n) => n,
+                                    None => continue,
                                 },
                                 None => continue,
                             };

@@ -8,7 +8,7 @@ use super::{col, exec, pg_err, row, unsigned};
 use crate::store::{Result, StoreError};
 
 /// The layout this bbc reads and writes (docs/store.md, "PostgreSQL").
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Version 0 → 1: the whole layout.
 const V1: &str = "
@@ -82,7 +82,27 @@ CREATE TABLE leases (name text PRIMARY KEY, holder text NOT NULL, expires_at big
 ALTER TABLE builds ADD COLUMN master text;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+/// Version 2 → 3: `bbc apply` through one master reaches all of them.
+/// `configs` keeps the last configs applied through any master (the graph
+/// as JSON, zstd-compressed; never a plain-text credential: such a graph
+/// is not shared); each master's row says which config it runs, and which
+/// shared one it could not apply and why.
+const V3: &str = "
+CREATE TABLE configs (
+    seq bigint PRIMARY KEY,
+    hash text NOT NULL,
+    applied_at bigint NOT NULL,
+    master text NOT NULL,
+    raw_len bigint NOT NULL,
+    graph bytea NOT NULL
+);
+ALTER TABLE configs ALTER COLUMN graph SET STORAGE EXTERNAL;
+ALTER TABLE masters ADD COLUMN config text;
+ALTER TABLE masters ADD COLUMN config_failed text;
+ALTER TABLE masters ADD COLUMN config_error text;
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Every table of the layout, in the order a backup copies them.
 pub(super) const TABLES: &[&str] = &[
@@ -101,6 +121,7 @@ pub(super) const TABLES: &[&str] = &[
     "audit",
     "masters",
     "leases",
+    "configs",
 ];
 
 pub(super) async fn migrate(c: &mut deadpool_postgres::Client, schema: &str) -> Result<()> {
