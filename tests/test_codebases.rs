@@ -75,8 +75,8 @@ scheduler "ci" kind="single-branch" {{
 builder "b" {{
     workers "w"
     steps {{
-        git repo="{app}" codebase="app" workdir="app" name="app"
-        git repo="{lib}" codebase="lib" workdir="lib" name="lib"
+        git repo="{app}" codebase="app" workdir="build/app" name="app"
+        git repo="{lib}" codebase="lib" workdir="build/lib" name="lib"
         shell "cat app/app.txt lib/lib.txt" name="show"
     }}
 }}

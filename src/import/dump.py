@@ -323,6 +323,8 @@ def change_source_node(cs, names):
         if kw.get("pollInterval"):
             ch.append(node("poll-interval", [duration(kw["pollInterval"])]))
         cb = kw.get("codebase")
+        # Buildbot 3 takes a name; Buildbot 4 a `util.Codebase(name, project)`.
+        cb = getattr(cb, "name", cb)
         if isinstance(cb, str) and cb:
             ch.append(node("codebase", [cb]))
         elif cb:
