@@ -53,6 +53,7 @@ fn local_graph(mut g: Graph, builder: &str, password: &str) -> Result<Graph, Com
         builders: vec![builder.to_string()],
         kind: SchedulerKind::Force { params: Vec::new() },
         priority: 0,
+        codebases: Vec::new(),
         hash: String::new(),
     });
     g.schedulers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -143,6 +144,7 @@ pub fn run(
             scheduler: "bbc-run".into(),
             reason: "bbc run".into(),
             source: SourceStamp::default(),
+            sources: Vec::new(),
             changes: Vec::new(),
             properties: props,
             parent_build: None,

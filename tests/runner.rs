@@ -10,6 +10,7 @@ mod test_buildbot_worker;
 mod test_changes;
 mod test_chaos;
 mod test_check_cli;
+mod test_codebases;
 mod test_docs;
 mod test_env;
 mod test_examples;

@@ -146,8 +146,16 @@ fn diagnostics_doc_shows_current_output() {
             break;
         };
         let body_start = at + marker.len() + open + "```text\n".len();
-        let Some(close) = rest[body_start..].find("\n```") else {
-            break;
+        // An empty block (a new entry before its first BLESS) closes at
+        // once; searching on would swallow the entries after it.
+        let empty = rest[body_start..].starts_with("```");
+        let close = if empty {
+            0
+        } else {
+            let Some(close) = rest[body_start..].find("\n```") else {
+                break;
+            };
+            close
         };
         let current = &rest[body_start..body_start + close];
         let expected = std::fs::read_to_string(root().join(format!("tests/golden/{case}.out")))
@@ -159,6 +167,9 @@ fn diagnostics_doc_shows_current_output() {
         examples += 1;
         out.push_str(&rest[..body_start]);
         out.push_str(expected);
+        if empty && !expected.is_empty() {
+            out.push('\n');
+        }
         rest = &rest[body_start + close..];
     }
     out.push_str(rest);

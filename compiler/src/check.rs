@@ -593,6 +593,7 @@ impl<'a> Checker<'a> {
                 break;
             }
         }
+        self.codebases(&triggered_by);
         let reachable_builders: HashSet<&str> = m
             .builders
             .iter()
@@ -694,6 +695,106 @@ impl<'a> Checker<'a> {
                     )
                     .label("links nobody else can open")
                     .help("set the address people reach the master at: `master { url \"https://ci.example.org/\" }`"),
+                );
+            }
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// `git codebase="x"` on a builder whose build sets can never carry
+    /// codebase x: the step always checks out its own `repo`/`branch` at
+    /// the head, which is a typo or a scheduler without its `codebase`
+    /// more often than the intent. The codebases reaching a builder are
+    /// those of the schedulers starting it: their own, a dependent's
+    /// upstream's, a triggerable's triggering builders' (a fixed point).
+    fn codebases(&mut self, triggered_by: &HashMap<&str, Vec<usize>>) {
+        let m = self.m;
+        if m.builders.iter().all(|b| b.codebases.is_empty()) {
+            return;
+        }
+        let mut of_sched: Vec<BTreeSet<&str>> = m
+            .schedulers
+            .iter()
+            .map(|s| s.item.codebases.iter().map(|c| c.name.as_str()).collect())
+            .collect();
+        let mut of_builder: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); m.builders.len()];
+        loop {
+            let mut changed = false;
+            for (i, s) in m.schedulers.iter().enumerate() {
+                let inherited: Vec<&str> = match &s.item.kind {
+                    SchedulerKind::Dependent { upstream } => self
+                        .ix
+                        .schedulers
+                        .get(upstream.as_str())
+                        .map(|&u| of_sched[u].iter().copied().collect())
+                        .unwrap_or_default(),
+                    SchedulerKind::Triggerable {} => triggered_by
+                        .get(s.item.name.as_str())
+                        .map(|v| {
+                            v.iter()
+                                .flat_map(|&b| of_builder[b].iter().copied())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                for c in inherited {
+                    changed |= of_sched[i].insert(c);
+                }
+                for &b in &self.ix.selected[i] {
+                    for c in &of_sched[i] {
+                        changed |= of_builder[b].insert(c);
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let declared: BTreeSet<&str> = of_sched.iter().flatten().copied().collect();
+        for (bi, b) in m.builders.iter().enumerate() {
+            for (step, cb) in &b.codebases {
+                if of_builder[bi].contains(cb.name.as_str()) {
+                    continue;
+                }
+                let step_name = b.item.steps.get(*step).map_or("", |s| s.name.as_str());
+                let reach = &of_builder[bi];
+                let help = (!reach.is_empty())
+                    .then(|| {
+                        did_you_mean(
+                            &cb.name,
+                            reach.iter().copied(),
+                            "the codebases its schedulers declare are",
+                        )
+                    })
+                    .flatten()
+                    .unwrap_or_else(|| {
+                    let elsewhere = if declared.contains(cb.name.as_str()) {
+                        format!(
+                            "a scheduler declares `{}` but none that starts `{}`; ",
+                            cb.name, b.item.name
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{elsewhere}add `codebase \"{}\" repository=\"…\"` to a scheduler that starts `{}`; until then the step checks out its own `repo` and `branch` at the head",
+                        cb.name, b.item.name
+                    )
+                });
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::UnknownCodebase,
+                        self.file,
+                        cb.span,
+                        format!(
+                            "git step `{step_name}` checks out codebase `{}`, which no scheduler starting builder `{}` declares",
+                            cb.name, b.item.name
+                        ),
+                    )
+                    .label("no build set carries it")
+                    .help(help),
                 );
             }
         }

@@ -95,6 +95,7 @@ codes! {
     EmptySelection = "W0506", "empty-selection", "A `builders tag=…` selector matches no builder.";
     ReporterWithoutUrl = "W0507", "reporter-without-url", "Reporters would link to the master's listen address because `master` sets no `url`.";
     PlaintextWorkerPort = "W0508", "plaintext-worker-port", "The worker port listens beyond loopback without TLS: worker passwords and build output would cross the network in clear.";
+    UnknownCodebase = "W0509", "unknown-codebase", "A `git codebase=…` step names a codebase that no scheduler starting its builder declares.";
 }
 
 impl Code {

@@ -594,6 +594,10 @@ pub struct ChangeSource {
     pub name: String,
     #[serde(flatten)]
     pub kind: ChangeSourceKind,
+    /// The codebase its changes carry when the change itself names none
+    /// (a JSON or base-hook delivery's own `codebase` wins). Absent: `""`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub codebase: String,
     pub hash: String,
 }
 
@@ -638,7 +642,22 @@ pub struct Scheduler {
     /// the builder's own priority; docs/language.md). Absent when 0.
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub priority: i64,
+    /// The codebases its build sets span (single-branch, any-branch,
+    /// periodic, nightly), in the order written: a set has one source stamp
+    /// per codebase. Empty: one source stamp, codebase `""`
+    /// (docs/changes.md, "Codebases").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codebases: Vec<Codebase>,
     pub hash: String,
+}
+
+/// One codebase of a scheduler: where it lives and the branch its builds
+/// check out when none of the set's changes touched it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Codebase {
+    pub name: String,
+    pub repository: String,
+    pub branch: String,
 }
 
 fn is_zero_i64(n: &i64) -> bool {
@@ -835,6 +854,11 @@ pub enum StepKind {
         /// `known_hosts` lines ssh checks the server against.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ssh_known_hosts: Option<String>,
+        /// The codebase whose source stamp it checks out (repository,
+        /// branch, revision; `repo`/`branch` when the set has none for it),
+        /// setting `got_revision.CODEBASE`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        codebase: Option<String>,
     },
     /// Worker → master.
     Upload {

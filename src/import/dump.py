@@ -102,7 +102,7 @@ def interpolate(fmt, kwargs, where, comments):
             }.get(op, "an operator bbc does not know")
             raise LookupError(spec, why)
         if kind == "src":
-            # %(src:CODEBASE:ATTR)s: bbc builds one codebase; its attributes are properties.
+            # %(src:CODEBASE:ATTR)s: the first codebase's attributes are properties.
             attr = rest.rsplit(":", 1)[-1]
             if attr in ("branch", "revision", "repository", "project", "codebase"):
                 return "${{ prop.%s }}" % attr
@@ -322,6 +322,13 @@ def change_source_node(cs, names):
             ch.append(node("only-tags", [True]))
         if kw.get("pollInterval"):
             ch.append(node("poll-interval", [duration(kw["pollInterval"])]))
+        cb = kw.get("codebase")
+        # Buildbot 3 takes a name; Buildbot 4 a `util.Codebase(name, project)`.
+        cb = getattr(cb, "name", cb)
+        if isinstance(cb, str) and cb:
+            ch.append(node("codebase", [cb]))
+        elif cb:
+            comments.append(OUT.lost(where, "codebase " + describe(cb) + " (its changes carry no codebase)"))
         return node("change-source", [name], [("kind", "git-poller")], ch, comments)
     name = unique(names, getattr(cs, "name", None) or cls)
     return node(
@@ -412,17 +419,52 @@ def scheduler_node(s):
     if kind == "force":
         for p in as_list(kw.get("properties")):
             ch.append(force_param(p, where, comments))
+    if "codebases" in kw:
+        ch.extend(codebase_nodes(kw["codebases"], kind, where, comments))
     ch.append(node("builders", list(s.builderNames)))
     ch = [c for c in ch if c is not None]
     handled = {"name", "builderNames", "change_filter", "branch", "branches", "treeStableTimer",
                "fileIsImportant", "onlyImportant", "periodicBuildTimer", "minute", "hour",
-               "dayOfMonth", "month", "dayOfWeek", "onlyIfChanged", "upstream"}
+               "dayOfMonth", "month", "dayOfWeek", "onlyIfChanged", "upstream", "codebases"}
     if kind == "force":
         handled |= {"properties", "buttonName", "label", "reason", "username"}
     for k in sorted(kw):
         if k not in handled and kw[k] not in (None, {}, [], ""):
             comments.append(OUT.lost(where, f"the option `{k}={kw[k]!r:.60}`"))
     return node("scheduler", [s.name], [("kind", kind)], ch, comments)
+
+
+def codebase_nodes(cbs, kind, where, comments):
+    """A scheduler's `codebases` (a dict of name → {repository, branch}, or
+    a list of names) as bbc's `codebase` children, in the order written."""
+    if isinstance(cbs, dict):
+        items = list(cbs.items())
+    elif isinstance(cbs, (list, tuple)):
+        items = [(n, {}) for n in cbs]
+    else:
+        comments.append(OUT.lost(where, "codebases " + describe(cbs)))
+        return []
+    # Buildbot's default, one codebase named "": what bbc does without any.
+    if [n for n, _ in items] == [""]:
+        return []
+    if kind not in ("single-branch", "any-branch", "periodic", "nightly"):
+        comments.append(OUT.lost(where, f"codebases (a {kind} scheduler takes its source from elsewhere)"))
+        return []
+    out = []
+    for name, spec in items:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            comments.append(OUT.lost(where, f"the codebase {name!r} (bbc's are named by letters, digits, `_` and `-`)"))
+            continue
+        props = []
+        spec = spec if isinstance(spec, dict) else {}
+        for k in ("repository", "branch"):
+            v = spec.get(k)
+            if isinstance(v, str) and v:
+                props.append((k, v))
+        if spec.get("revision"):
+            comments.append(OUT.lost(where, f"codebase `{name}`'s fixed revision (its branch's head is built)"))
+        out.append(node("codebase", [name], props))
+    return out
 
 
 def cron_of(kw):
@@ -642,6 +684,9 @@ def step_node(sf, where, locks):
             p.append(("ssh-known-hosts", hosts))
         elif hosts is not None:
             comments.append(OUT.lost(where, f"sshKnownHosts {describe(hosts)}"))
+        cb = kw.pop("codebase", "")
+        if isinstance(cb, str) and cb:
+            p.append(("codebase", cb))
         if kw.pop("sshHostKey", None) is not None:
             comments.append(OUT.lost(where, "sshHostKey (write the host's known_hosts line as ssh-known-hosts=\"…\")"))
     elif kind == "set-property":

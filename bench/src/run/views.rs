@@ -67,10 +67,12 @@ fn fill(state: &Path, builds: usize) -> Result<(), BenchError> {
                                 scheduler: "bench".into(),
                                 reason: "bench change".into(),
                                 source: SourceStamp {
+                                    codebase: String::new(),
                                     repository: c.change.repository.clone(),
                                     branch: branch.into(),
                                     revision: c.change.revision.clone(),
                                 },
+                                sources: Vec::new(),
                                 changes: vec![c.id],
                                 properties: Default::default(),
                                 parent_build: None,

@@ -108,6 +108,7 @@ pub(super) fn builder(
         workers: vec![],
         locks: vec![],
         triggers: vec![],
+        codebases: vec![],
         prop_uses: vec![],
     };
     d.workers = r

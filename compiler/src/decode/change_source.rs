@@ -99,9 +99,15 @@ pub(super) fn change_source(cx: &mut Cx, r: &mut NodeReader, name: String) -> Op
             }
         }
     };
+    // The codebase the source's changes carry (a delivery naming its own
+    // keeps it): what a scheduler's `codebase` children match.
+    let codebase = r
+        .kid_with(cx, "codebase", "codebase \"lib\"", codebase_name)
+        .unwrap_or_default();
     Some(ChangeSource {
         name,
         kind,
+        codebase,
         hash: String::new(),
     })
 }

@@ -70,6 +70,8 @@ pub struct BuilderDecl {
     pub locks: Vec<Named>,
     /// (step index, scheduler named by a trigger step)
     pub triggers: Vec<(usize, Named)>,
+    /// (step index, codebase named by a git step's `codebase=`)
+    pub codebases: Vec<(usize, Named)>,
     /// (step index or None for builder-level settings, use)
     pub prop_uses: Vec<(Option<usize>, PropRef)>,
 }

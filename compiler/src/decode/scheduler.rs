@@ -106,6 +106,7 @@ pub(super) fn scheduler(
                 builders: vec![],
                 kind: SchedulerKind::Force { params: vec![] },
                 priority: 0,
+                codebases: vec![],
                 hash: String::new(),
             },
             name_span,
@@ -127,6 +128,7 @@ pub(super) fn scheduler(
     }
     let mut upstream = None;
     let mut sources = Vec::new();
+    let mut codebases = Vec::new();
     let tree_stable = |cx: &mut Cx, r: &mut NodeReader| {
         r.kid_with(
             cx,
@@ -166,6 +168,7 @@ pub(super) fn scheduler(
             let t = tree_stable(cx, r);
             let (f, s) = filter(cx, r);
             sources = s;
+            codebases = codebase_list(cx, r, branch.as_ref().map(|b| b.0.as_str()));
             SchedulerKind::SingleBranch {
                 branch: branch.map(|b| b.0).unwrap_or_default(),
                 tree_stable_timer_ms: t,
@@ -178,6 +181,7 @@ pub(super) fn scheduler(
             let t = tree_stable(cx, r);
             let (f, s) = filter(cx, r);
             sources = s;
+            codebases = codebase_list(cx, r, None);
             SchedulerKind::AnyBranch {
                 branches,
                 tree_stable_timer_ms: t,
@@ -207,9 +211,11 @@ pub(super) fn scheduler(
                 .add_child("interval \"1h\"")
                 .emit();
             }
+            let branch = r.kid_string(cx, "branch").map(|b| b.0);
+            codebases = codebase_list(cx, r, branch.as_deref());
             SchedulerKind::Periodic {
                 interval_ms: interval.unwrap_or(3_600_000),
-                branch: r.kid_string(cx, "branch").map(|b| b.0),
+                branch,
             }
         }
         K::Nightly => {
@@ -251,6 +257,7 @@ pub(super) fn scheduler(
                 .unwrap_or(false);
             let (f, s) = filter(cx, r);
             sources = s;
+            codebases = codebase_list(cx, r, branch.as_deref());
             SchedulerKind::Nightly {
                 cron: cron.unwrap_or_default(),
                 tz,
@@ -295,6 +302,7 @@ pub(super) fn scheduler(
             builders: vec![],
             kind,
             priority,
+            codebases,
             hash: String::new(),
         },
         name_span,
@@ -302,6 +310,51 @@ pub(super) fn scheduler(
         upstream,
         sources,
     })
+}
+
+/// `codebase "app" repository="…" branch="main"`, repeatable: the
+/// codebases the scheduler's build sets span, in the order written.
+/// `default_branch` (the scheduler's own `branch`) is the branch of a
+/// codebase that names none.
+fn codebase_list(cx: &mut Cx, r: &mut NodeReader, default_branch: Option<&str>) -> Vec<Codebase> {
+    let mut out: Vec<Codebase> = Vec::new();
+    let mut seen: HashMap<String, Span> = HashMap::new();
+    for n in r.kids("codebase") {
+        let mut cr = NodeReader::new(n);
+        let name = cr
+            .req_arg(
+                cx,
+                0,
+                "a codebase name",
+                "codebase \"app\" repository=\"https://…/app.git\" branch=\"main\"",
+            )
+            .and_then(|e| codebase_name(cx, e).map(|s| (s, e.value_span)));
+        let repository = cr.prop(cx, "repository").and_then(|e| git_repo(cx, e));
+        let branch = cr.prop(cx, "branch").and_then(|e| cx.string(e));
+        cr.finish(cx);
+        let Some((name, span)) = name else { continue };
+        if let Some(first) = seen.get(&name) {
+            cx.err(
+                Code::DuplicateName,
+                span,
+                format!("codebase `{name}` is named twice in this scheduler"),
+            )
+            .label("second definition")
+            .also(*first, "first defined here")
+            .help("a build set has one source stamp per codebase: remove one, or rename it")
+            .emit();
+            continue;
+        }
+        seen.insert(name.clone(), span);
+        out.push(Codebase {
+            name,
+            repository: repository.unwrap_or_default(),
+            branch: branch
+                .or_else(|| default_branch.map(str::to_string))
+                .unwrap_or_default(),
+        });
+    }
+    out
 }
 
 pub(super) fn has_kid(n: &Node, name: &str) -> bool {

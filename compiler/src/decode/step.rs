@@ -198,6 +198,17 @@ pub(super) fn step(
                 Some(c)
             });
             let ssh_known_hosts = r.prop(cx, "ssh-known-hosts").and_then(|e| cx.string(e));
+            let codebase = r.prop(cx, "codebase").and_then(|e| {
+                let name = codebase_name(cx, e)?;
+                d.codebases.push((
+                    index,
+                    Named {
+                        name: name.clone(),
+                        span: e.value_span,
+                    },
+                ));
+                Some(name)
+            });
             StepKind::Git {
                 repo,
                 branch,
@@ -209,6 +220,7 @@ pub(super) fn step(
                 retry_delay_ms,
                 ssh_key,
                 ssh_known_hosts,
+                codebase,
             }
         }
         "upload" | "download" => {

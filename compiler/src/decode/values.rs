@@ -10,6 +10,27 @@ pub(super) fn valid_prop_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
+/// A codebase name: letters, digits, `_` and `-` (it ends the property
+/// name `got_revision.CODEBASE`).
+pub(super) fn codebase_name(cx: &mut Cx, e: &Entry) -> Option<String> {
+    let s = cx.string(e)?;
+    if !s.is_empty()
+        && s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+    {
+        return Some(s);
+    }
+    cx.err(
+        Code::InvalidChoice,
+        e.value_span,
+        format!("invalid codebase name \"{s}\""),
+    )
+    .label("not a codebase name")
+    .help("a codebase name is letters, digits, `_` and `-`, e.g. \"app\" or \"lib-core\"")
+    .emit();
+    None
+}
+
 pub(super) fn socket_addr(cx: &mut Cx, e: &Entry, what: &str) -> Option<String> {
     let s = cx.string(e)?;
     match s.parse::<std::net::SocketAddr>() {

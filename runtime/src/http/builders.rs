@@ -289,10 +289,12 @@ pub(super) async fn force(
         scheduler: sched.name.clone(),
         reason,
         source: SourceStamp {
+            codebase: String::new(),
             repository: body.repository.unwrap_or_default(),
             branch: body.branch.unwrap_or_default(),
             revision: body.revision.unwrap_or_default(),
         },
+        sources: Vec::new(),
         changes: Vec::new(),
         properties: props,
         parent_build: None,

@@ -83,6 +83,34 @@ pub(crate) fn origin(st: &dyn Store, sets: &mut Sets, b: &Build) -> Result<Value
         }
     }
     let first = list.first();
+    // Every codebase's stamp, with the commit a git step checked out of it
+    // (`got_revision.CODEBASE`; `got_revision` for the one codebase "").
+    let sources: Vec<Value> = first
+        .map(|s| {
+            s.set
+                .stamps()
+                .iter()
+                .map(|st| {
+                    let key = if st.codebase.is_empty() {
+                        "got_revision".to_string()
+                    } else {
+                        format!("got_revision.{}", st.codebase)
+                    };
+                    let got = match b.build.properties.get(&key) {
+                        Some(bbc_graph::Scalar::String(s)) => Some(s.as_str()),
+                        _ => None,
+                    };
+                    json!({
+                        "codebase": st.codebase,
+                        "repository": st.repository,
+                        "branch": st.branch,
+                        "revision": st.revision,
+                        "got_revision": got,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(json!({
         "buildset": first.map(|s| s.id),
         "scheduler": first.map(|s| s.set.scheduler.as_str()),
@@ -91,6 +119,7 @@ pub(crate) fn origin(st: &dyn Store, sets: &mut Sets, b: &Build) -> Result<Value
         "branch": first.map(|s| s.set.source.branch.as_str()),
         "revision": first.map(|s| s.set.source.revision.as_str()),
         "got_revision": got,
+        "sources": sources,
         "parent_build": first.and_then(|s| s.set.parent_build),
         "changes": changes,
     }))

@@ -86,33 +86,55 @@ fn original(b: &Build, set: Option<BuildSet>) -> NewBuildSet {
         Some(Scalar::String(v)) => v.clone(),
         _ => String::new(),
     };
-    let (source, changes, properties, priority) = match set {
+    let (stamps, changes, properties, priority) = match set {
         Some(set) => (
-            set.set.source,
+            set.set.stamps().to_vec(),
             set.set.changes,
             set.set.properties,
             set.set.priority,
         ),
         None => (
-            SourceStamp {
+            vec![SourceStamp {
+                codebase: prop("codebase"),
                 repository: prop("repository"),
                 branch: prop("branch"),
                 revision: prop("revision"),
-            },
+            }],
             Vec::new(),
             Default::default(),
             0,
         ),
     };
+    // Every codebase is pinned: to `got_revision.CODEBASE` when a git
+    // step checked it out, the first one also to `got_revision` (a git
+    // step naming no codebase checks the first out).
     let got = prop("got_revision");
+    let sources: Vec<SourceStamp> = stamps
+        .into_iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let own = if st.codebase.is_empty() {
+                String::new()
+            } else {
+                prop(&format!("got_revision.{}", st.codebase))
+            };
+            let pin = match (own.is_empty(), i) {
+                (false, _) => own,
+                (true, 0) => got.clone(),
+                (true, _) => String::new(),
+            };
+            SourceStamp {
+                revision: if pin.is_empty() { st.revision } else { pin },
+                ..st
+            }
+        })
+        .collect();
     NewBuildSet {
         priority,
         scheduler: String::new(),
         reason: String::new(),
-        source: SourceStamp {
-            revision: if got.is_empty() { source.revision } else { got },
-            ..source
-        },
+        source: sources.first().cloned().unwrap_or_default(),
+        sources,
         changes,
         properties,
         parent_build: None,
@@ -156,10 +178,12 @@ mod tests {
                 scheduler: "force".into(),
                 reason: "forced".into(),
                 source: SourceStamp {
+                    codebase: String::new(),
                     repository: "r".into(),
                     branch: "main".into(),
                     revision: revision.into(),
                 },
+                sources: Vec::new(),
                 changes: vec![4],
                 properties: [("p".to_string(), Scalar::Int(1))].into(),
                 parent_build: Some(9),
@@ -193,5 +217,32 @@ mod tests {
             (n.source.branch.as_str(), n.source.revision.as_str()),
             ("dev", "r1")
         );
+    }
+
+    #[test]
+    fn a_rebuild_pins_every_codebase() {
+        let stamp = |cb: &str, rev: &str| SourceStamp {
+            codebase: cb.into(),
+            repository: format!("https://example.org/{cb}.git"),
+            branch: "main".into(),
+            revision: rev.into(),
+        };
+        let mut s = set("");
+        s.set.sources = vec![stamp("app", "a1"), stamp("lib", ""), stamp("doc", "")];
+        s.set.source = s.set.sources[0].clone();
+        let b = build(&[
+            ("got_revision", "a2"),
+            ("got_revision.app", "a2"),
+            ("got_revision.lib", "l7"),
+        ]);
+        let n = original(&b, Some(s));
+        let revs: Vec<(&str, &str)> = n
+            .sources
+            .iter()
+            .map(|s| (s.codebase.as_str(), s.revision.as_str()))
+            .collect();
+        // `doc` was never checked out: it stays at its branch's head.
+        assert_eq!(revs, [("app", "a2"), ("lib", "l7"), ("doc", "")]);
+        assert_eq!(n.source, n.sources[0]);
     }
 }

@@ -21,7 +21,10 @@ pub fn initial_properties(
     if let Some(b) = g.builder(builder) {
         p.extend(b.properties.clone());
     }
+    // The first codebase's stamp (the only one, usually): a set spanning
+    // several gives each of its stamps to the git steps that name it.
     let SourceStamp {
+        codebase,
         repository,
         branch,
         revision,
@@ -30,6 +33,7 @@ pub fn initial_properties(
     p.insert("repository".into(), s(repository));
     p.insert("branch".into(), s(branch));
     p.insert("revision".into(), s(revision));
+    p.insert("codebase".into(), s(codebase));
     p.insert("scheduler".into(), s(&set.set.scheduler));
     p.insert("reason".into(), s(&set.set.reason));
     p.extend(set.set.properties.clone());

@@ -41,15 +41,37 @@ fn from_changes(g: &Graph, set: &BuildSet) -> bool {
 
 /// Whether two pending requests of one builder may be satisfied by one
 /// build (Buildbot's default `collapseRequests`): both came from changes
-/// ([`from_changes`]) on the same repository and branch, whatever their
-/// revisions, and with the same properties. Forced requests never
-/// collapse, nor do requests whose properties differ.
+/// ([`from_changes`]) on the same codebases and, for each, the same
+/// repository and branch, whatever their revisions, and with the same
+/// properties. Forced requests never collapse, nor do requests whose
+/// properties differ.
 fn collapsible(g: &Graph, a: &BuildSet, b: &BuildSet) -> bool {
-    a.set.source.repository == b.set.source.repository
-        && a.set.source.branch == b.set.source.branch
+    same_codebases(a, b)
         && a.set.properties == b.set.properties
         && from_changes(g, a)
         && from_changes(g, b)
+}
+
+/// Whether two sets have the same codebases, each on the same repository
+/// and branch (the order the stamps are listed in does not count).
+fn same_codebases(a: &BuildSet, b: &BuildSet) -> bool {
+    fn key(s: &BuildSet) -> Vec<(&str, &str, &str)> {
+        let mut k: Vec<(&str, &str, &str)> = s
+            .set
+            .stamps()
+            .iter()
+            .map(|st| {
+                (
+                    st.codebase.as_str(),
+                    st.repository.as_str(),
+                    st.branch.as_str(),
+                )
+            })
+            .collect();
+        k.sort_unstable();
+        k
+    }
+    key(a) == key(b)
 }
 
 /// Wall-clock microseconds since the epoch.
@@ -444,6 +466,7 @@ mod tests {
             scheduler: "s".into(),
             reason: "test".into(),
             source: Default::default(),
+            sources: Vec::new(),
             changes: vec![],
             properties: Default::default(),
             parent_build: None,
@@ -487,6 +510,7 @@ mod tests {
                 scheduler: "s".into(),
                 reason: "r".into(),
                 source: Default::default(),
+                sources: Vec::new(),
                 changes: vec![],
                 properties: Default::default(),
                 parent_build: None,
@@ -616,5 +640,53 @@ mod tests {
                 failures: 1
             })
         );
+    }
+
+    #[test]
+    fn collapsing_compares_every_codebase() {
+        use super::same_codebases;
+        use crate::store::{BuildSet, SourceStamp};
+        let st = |cb: &str, branch: &str, rev: &str| SourceStamp {
+            codebase: cb.into(),
+            repository: format!("https://example.org/{cb}.git"),
+            branch: branch.into(),
+            revision: rev.into(),
+        };
+        let set = |stamps: Vec<SourceStamp>| BuildSet {
+            id: 1,
+            set: NewBuildSet {
+                scheduler: "s".into(),
+                reason: "r".into(),
+                source: stamps[0].clone(),
+                sources: stamps,
+                changes: vec![1],
+                properties: Default::default(),
+                parent_build: None,
+                submitted_at: 0,
+                priority: 0,
+            },
+            result: None,
+            completed_at: None,
+        };
+        // Other revisions, listed in another order: one build.
+        assert!(same_codebases(
+            &set(vec![st("app", "main", "a1"), st("lib", "main", "")]),
+            &set(vec![st("lib", "main", "l2"), st("app", "main", "a2")])
+        ));
+        // One codebase on another branch, or one codebase more: not.
+        assert!(!same_codebases(
+            &set(vec![st("app", "main", ""), st("lib", "main", "")]),
+            &set(vec![st("app", "main", ""), st("lib", "dev", "")])
+        ));
+        assert!(!same_codebases(
+            &set(vec![st("app", "main", "")]),
+            &set(vec![st("app", "main", ""), st("lib", "main", "")])
+        ));
+        // A set stored before codebases (no `sources`) is one stamp of
+        // codebase "".
+        let mut old = set(vec![st("", "main", "x")]);
+        old.set.sources.clear();
+        assert!(same_codebases(&old, &set(vec![st("", "main", "y")])));
+        assert!(!same_codebases(&old, &set(vec![st("app", "main", "y")])));
     }
 }

@@ -72,6 +72,22 @@ pub struct Pending {
     /// changes are collected.
     pub deadline: Option<Millis>,
     pub tip: Tip,
+    /// A scheduler naming codebases: the newest change's tip of each
+    /// codebase its changes touched (the others are built at their
+    /// branch's head). Absent from states saved before codebases.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub codebases: BTreeMap<String, Tip>,
+}
+
+impl Pending {
+    /// Takes `c` as the newest change of the batch.
+    fn take(&mut self, s: &Scheduler, c: &Change) {
+        self.tip = tip_of(c);
+        if !s.codebases.is_empty() {
+            self.codebases
+                .insert(c.change.codebase.clone(), self.tip.clone());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -228,7 +244,7 @@ impl Engine {
                             };
                             let b: &mut Pending = batches.entry(key).or_default();
                             b.changes.push(id);
-                            b.tip = tip_of(c);
+                            b.take(s, c);
                             if important {
                                 b.deadline = Some(now + *tree_stable_timer_ms as i64);
                             }
@@ -264,19 +280,14 @@ impl Engine {
                                 .is_some_and(|c| classify(&m, s, filter, c) == Some(true))
                         })
                         .collect();
-                    match kept.last().and_then(|id| changes.get(id)) {
-                        Some(c) => {
-                            st.pending.insert(
-                                String::new(),
-                                Pending {
-                                    tip: tip_of(c),
-                                    ..Default::default()
-                                },
-                            );
+                    if kept.is_empty() {
+                        st.pending.remove("");
+                    } else {
+                        let mut p = Pending::default();
+                        for c in kept.iter().filter_map(|id| changes.get(id)) {
+                            p.take(s, c);
                         }
-                        None => {
-                            st.pending.remove("");
-                        }
+                        st.pending.insert(String::new(), p);
                     }
                     st.changed = kept;
                 }
@@ -339,7 +350,7 @@ impl Engine {
                     };
                     let p = st.pending.entry(key).or_default();
                     p.changes.push(c.id);
-                    p.tip = tip_of(c);
+                    p.take(s, c);
                     if important {
                         p.deadline = Some(now + *tree_stable_timer_ms as i64);
                     }
@@ -349,8 +360,7 @@ impl Engine {
                         .is_some_and(|imp| imp) =>
                 {
                     st.changed.push(c.id);
-                    let p = st.pending.entry(String::new()).or_default();
-                    p.tip = tip_of(c);
+                    st.pending.entry(String::new()).or_default().take(s, c);
                 }
                 _ => {}
             }
@@ -378,7 +388,7 @@ impl Engine {
                         };
                         out.push(submit(
                             s,
-                            &p.tip,
+                            &p,
                             p.changes.clone(),
                             format!("scheduler {}: {} change(s)", s.name, p.changes.len()),
                             now,
@@ -394,13 +404,16 @@ impl Engine {
                         // Count whole intervals so a long pause fires once.
                         let n = (now - last) / (*interval_ms as i64).max(1);
                         st.last_slot = Some(last + n * *interval_ms as i64);
-                        let tip = Tip {
-                            branch: branch.clone().unwrap_or_default(),
+                        let p = Pending {
+                            tip: Tip {
+                                branch: branch.clone().unwrap_or_default(),
+                                ..Default::default()
+                            },
                             ..Default::default()
                         };
                         out.push(submit(
                             s,
-                            &tip,
+                            &p,
                             Vec::new(),
                             format!("periodic scheduler {}", s.name),
                             now,
@@ -434,13 +447,13 @@ impl Engine {
                         continue;
                     }
                     let changes = std::mem::take(&mut st.changed);
-                    let mut tip = st.pending.remove("").map(|p| p.tip).unwrap_or_default();
+                    let mut p = st.pending.remove("").unwrap_or_default();
                     if let Some(b) = branch {
-                        tip.branch = b.clone();
+                        p.tip.branch = b.clone();
                     }
                     out.push(submit(
                         s,
-                        &tip,
+                        &p,
                         changes,
                         format!("nightly scheduler {} ({})", s.name, cron),
                         now,
@@ -469,15 +482,18 @@ impl Engine {
                 continue;
             }
             if set.result.is_some_and(|r| r <= BuildResult::Warnings) {
-                let tip = Tip {
-                    repository: set.set.source.repository.clone(),
-                    branch: set.set.source.branch.clone(),
-                    revision: set.set.source.revision.clone(),
-                    properties: Properties::new(),
+                let p = Pending {
+                    tip: Tip {
+                        repository: set.set.source.repository.clone(),
+                        branch: set.set.source.branch.clone(),
+                        revision: set.set.source.revision.clone(),
+                        properties: Properties::new(),
+                    },
+                    ..Default::default()
                 };
                 let mut sub = submit(
                     s,
-                    &tip,
+                    &p,
                     set.set.changes.clone(),
                     format!(
                         "dependent scheduler {} after {} (build set {})",
@@ -486,6 +502,9 @@ impl Engine {
                     now,
                 );
                 sub.set.properties = set.set.properties.clone();
+                // The same source, every codebase of it.
+                sub.set.source = set.set.source.clone();
+                sub.set.sources = set.set.stamps().to_vec();
                 out.push(sub);
             }
         }
@@ -556,17 +575,46 @@ impl Engine {
     }
 }
 
-fn submit(s: &Scheduler, tip: &Tip, changes: Vec<u64>, reason: String, now: Millis) -> Submit {
+/// The build set a scheduler submits for a batch: one source stamp, or
+/// with codebases one per codebase in the order written — a codebase the
+/// batch touched at its newest change, the others at their branch's head.
+fn submit(s: &Scheduler, p: &Pending, changes: Vec<u64>, reason: String, now: Millis) -> Submit {
+    let tip = &p.tip;
+    let sources: Vec<SourceStamp> = s
+        .codebases
+        .iter()
+        .map(|cb| match p.codebases.get(&cb.name) {
+            Some(t) => SourceStamp {
+                codebase: cb.name.clone(),
+                repository: if t.repository.is_empty() {
+                    cb.repository.clone()
+                } else {
+                    t.repository.clone()
+                },
+                branch: t.branch.clone(),
+                revision: t.revision.clone(),
+            },
+            None => SourceStamp {
+                codebase: cb.name.clone(),
+                repository: cb.repository.clone(),
+                branch: cb.branch.clone(),
+                revision: String::new(),
+            },
+        })
+        .collect();
+    let source = sources.first().cloned().unwrap_or_else(|| SourceStamp {
+        codebase: String::new(),
+        repository: tip.repository.clone(),
+        branch: tip.branch.clone(),
+        revision: tip.revision.clone(),
+    });
     Submit {
         set: NewBuildSet {
             priority: s.priority,
             scheduler: s.name.clone(),
             reason,
-            source: SourceStamp {
-                repository: tip.repository.clone(),
-                branch: tip.branch.clone(),
-                revision: tip.revision.clone(),
-            },
+            source,
+            sources,
             changes,
             properties: tip.properties.clone(),
             parent_build: None,

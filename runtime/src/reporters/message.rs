@@ -447,10 +447,12 @@ mod tests {
                 scheduler: "force".into(),
                 reason: "forced".into(),
                 source: SourceStamp {
+                    codebase: String::new(),
                     repository: "git@github.com:acme/widget.git".into(),
                     branch: "main".into(),
                     revision: "abc".into(),
                 },
+                sources: Vec::new(),
                 changes: vec![],
                 properties: Default::default(),
                 parent_build: None,

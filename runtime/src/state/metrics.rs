@@ -474,6 +474,7 @@ mod tests {
                 scheduler: "s".into(),
                 reason: "test".into(),
                 source: Default::default(),
+                sources: Vec::new(),
                 changes: vec![],
                 properties: Default::default(),
                 parent_build: None,

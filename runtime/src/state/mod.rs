@@ -244,9 +244,11 @@ impl Shared {
     /// requests are acknowledged only once this returns.
     pub async fn submit(
         self: &Arc<Self>,
-        set: NewBuildSet,
+        mut set: NewBuildSet,
         builders: Vec<String>,
     ) -> crate::store::Result<(crate::store::BuildSet, Vec<BuildRequest>)> {
+        // Every stored set lists its stamps, whoever built it.
+        set.normalize_sources();
         let g = self.graph();
         let with_prio: Vec<(String, i64)> = builders
             .into_iter()

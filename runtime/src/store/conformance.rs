@@ -42,6 +42,10 @@ pub const CHECKS: &[(&str, Check)] = &[
         buildsets_and_requests,
     ),
     ("build sets: no builders completes at once", empty_buildset),
+    (
+        "build sets: one stamp per codebase, kept across a reopen",
+        codebases,
+    ),
     ("requests: filters and pagination", request_filters),
     (
         "requests: request priority and collapsed_into, kept across a reopen",
@@ -177,10 +181,12 @@ fn buildset(reason: &str, at: i64) -> NewBuildSet {
         scheduler: "sched".into(),
         reason: reason.into(),
         source: SourceStamp {
+            codebase: String::new(),
             repository: "https://example.org/repo.git".into(),
             branch: "main".into(),
             revision: "abc".into(),
         },
+        sources: Vec::new(),
         changes: vec![1, 2],
         properties: props(&[
             ("flag", Scalar::Bool(true)),
@@ -189,6 +195,35 @@ fn buildset(reason: &str, at: i64) -> NewBuildSet {
         parent_build: None,
         submitted_at: at,
     }
+}
+
+/// A build set's record as stored before codebases: one `source` without
+/// `codebase`, no `sources`. Each backend's tests write it under `id` with
+/// their raw access, then check it with [`reads_old_buildset`].
+pub fn old_buildset_record(id: u64) -> String {
+    format!(
+        r#"{{"id":{id},"scheduler":"ci","reason":"scheduler ci: 1 change(s)","source":{{"repository":"https://example.org/repo.git","branch":"main","revision":"abc"}},"changes":[3],"properties":{{"who":"me"}},"parent_build":null,"submitted_at":1000,"result":null,"completed_at":null}}"#
+    )
+}
+
+/// The record of [`old_buildset_record`] reads back as one stamp of
+/// codebase `""` (serde defaults: no migration needed).
+pub fn reads_old_buildset(s: &dyn Store, id: u64) {
+    let set = s
+        .buildset(id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("build set {id} is gone"));
+    let want = SourceStamp {
+        codebase: String::new(),
+        repository: "https://example.org/repo.git".into(),
+        branch: "main".into(),
+        revision: "abc".into(),
+    };
+    assert_eq!(set.set.source, want);
+    assert!(set.set.sources.is_empty(), "{:?}", set.set.sources);
+    assert_eq!(set.set.stamps(), std::slice::from_ref(&want));
+    assert_eq!(set.set.stamp(""), Some(&want));
+    assert_eq!(set.set.changes, [3]);
 }
 
 fn builders(names: &[&str]) -> Vec<(String, i64)> {
@@ -323,6 +358,39 @@ fn buildsets_and_requests(open: Open<'_>, dir: &Path) {
         [1, 2, 3, 4, 5],
         "oldest first"
     );
+}
+
+fn codebases(open: Open<'_>, dir: &Path) {
+    let stamp = |codebase: &str, revision: &str| SourceStamp {
+        codebase: codebase.into(),
+        repository: format!("https://example.org/{codebase}.git"),
+        branch: "main".into(),
+        revision: revision.into(),
+    };
+    let mut set = buildset("two codebases", 100);
+    set.sources = vec![stamp("app", "a1"), stamp("lib", "")];
+    set.source = set.sources[0].clone();
+    let (spanning, one) = {
+        let s = open(dir);
+        let (bs, _) = s.add_buildset(set.clone(), &builders(&["b"])).unwrap();
+        assert_eq!(bs.set, set, "the answer keeps every stamp");
+        // A set of one stamp, as schedulers without codebases submit it.
+        let mut plain = buildset("one codebase", 200);
+        plain.sources = vec![plain.source.clone()];
+        let (one, _) = s.add_buildset(plain, &builders(&["b"])).unwrap();
+        (bs, one)
+    };
+    let s = open(dir);
+    let back = s.buildset(spanning.id).unwrap().unwrap();
+    assert_eq!(back.set, set, "every stamp survives a reopen");
+    assert_eq!(
+        back.set.stamp("lib").map(|st| st.revision.as_str()),
+        Some("")
+    );
+    assert_eq!(back.set.stamp("doc"), None);
+    let back = s.buildset(one.id).unwrap().unwrap();
+    assert_eq!(back.set.stamps(), std::slice::from_ref(&back.set.source));
+    assert_eq!(back.set.source.codebase, "");
 }
 
 fn request_priority_and_collapse(open: Open<'_>, dir: &Path) {

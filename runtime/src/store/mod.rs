@@ -146,9 +146,14 @@ pub struct AuditEntry {
     pub entry: NewAuditEntry,
 }
 
-/// What to build: repository, branch and revision (empty = latest).
+/// What to build of one codebase: repository, branch and revision
+/// (empty = the branch's head when the build checks it out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SourceStamp {
+    /// The codebase it is of; `""` for a set without named codebases, and
+    /// in stamps stored before codebases existed.
+    #[serde(default)]
+    pub codebase: String,
     pub repository: String,
     pub branch: String,
     pub revision: String,
@@ -159,7 +164,17 @@ pub struct SourceStamp {
 pub struct NewBuildSet {
     pub scheduler: String,
     pub reason: String,
+    /// The first of [`NewBuildSet::sources`]: what a set stored before
+    /// codebases existed has, and what the API's `repository`, `branch`
+    /// and `revision` show.
     pub source: SourceStamp,
+    /// Every source stamp, one per codebase ([`Shared::submit`] fills it:
+    /// `[source]` for a set of one codebase). Empty in sets stored before
+    /// it existed: read them through [`NewBuildSet::stamps`].
+    ///
+    /// [`Shared::submit`]: crate::state::Shared::submit
+    #[serde(default)]
+    pub sources: Vec<SourceStamp>,
     pub changes: Vec<u64>,
     pub properties: Properties,
     /// The build whose trigger step created this set.
@@ -174,6 +189,32 @@ pub struct NewBuildSet {
 
 fn is_zero_i64(n: &i64) -> bool {
     *n == 0
+}
+
+impl NewBuildSet {
+    /// Every source stamp of the set: `sources`, or the one `source` of a
+    /// set stored before codebases existed.
+    pub fn stamps(&self) -> &[SourceStamp] {
+        if self.sources.is_empty() {
+            std::slice::from_ref(&self.source)
+        } else {
+            &self.sources
+        }
+    }
+
+    /// Makes `source` and `sources` agree: `sources` gets the one `source`
+    /// when empty, else `source` is its first stamp.
+    pub fn normalize_sources(&mut self) {
+        match self.sources.first() {
+            Some(first) => self.source = first.clone(),
+            None => self.sources = vec![self.source.clone()],
+        }
+    }
+
+    /// The stamp of one codebase, if the set has it.
+    pub fn stamp(&self, codebase: &str) -> Option<&SourceStamp> {
+        self.stamps().iter().find(|s| s.codebase == codebase)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

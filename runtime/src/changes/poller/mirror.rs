@@ -19,6 +19,8 @@ pub struct PollerConfig {
     pub branches: Vec<String>,
     pub poll_interval_ms: u64,
     pub only_tags: bool,
+    /// The codebase its changes carry (`""`: none).
+    pub codebase: String,
 }
 
 /// A fetch slower than this is abandoned (and counts as a failed poll).

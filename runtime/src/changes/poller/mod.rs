@@ -132,6 +132,7 @@ fn config_of(shared: &Shared, name: &str) -> Option<PollerConfig> {
                 branches: branches.clone(),
                 poll_interval_ms: *poll_interval_ms,
                 only_tags: *only_tags,
+                codebase: c.codebase.clone(),
             }),
             _ => None,
         })
@@ -570,6 +571,7 @@ pub async fn poll_once(
             };
             c.source = name.to_string();
             c.repository = cfg.repo.clone();
+            c.codebase = cfg.codebase.clone();
             c.branch = branch.clone();
             if c.when == 0 {
                 c.when = now_ms();

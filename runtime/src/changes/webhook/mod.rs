@@ -190,6 +190,10 @@ async fn deliver(
             let mut ids = Vec::new();
             for mut c in changes {
                 c.source = name.to_string();
+                // The source's codebase, unless the delivery named one.
+                if c.codebase.is_empty() {
+                    c.codebase = src.codebase.clone();
+                }
                 if c.when == 0 {
                     c.when = now_ms();
                 }

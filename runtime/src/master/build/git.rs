@@ -8,8 +8,9 @@ use super::{Ctx, Outcome};
 use crate::protocol::WireCommand;
 
 impl Ctx {
-    /// Checks the source out, then sets `got_revision` to the commit the
-    /// script reports.
+    /// Checks the source out (with `codebase`, that codebase's source
+    /// stamp), then sets `got_revision` (and `got_revision.CODEBASE`) to
+    /// the commit the script reports.
     pub(super) async fn git(&mut self, index: u32, step: &Step) -> Outcome {
         let StepKind::Git {
             repo,
@@ -22,17 +23,38 @@ impl Ctx {
             retry_delay_ms,
             ssh_key,
             ssh_known_hosts,
+            codebase,
         } = &step.kind
         else {
             return Outcome::of(BuildResult::Exception, "not a git step");
         };
-        let repo = render(repo, &self.props);
-        let branch = branch
-            .as_ref()
-            .map(|b| render(b, &self.props))
-            .or_else(|| self.prop("branch"))
-            .filter(|b| !b.is_empty());
-        let revision = self.prop("revision").filter(|r| !r.is_empty());
+        let mut repo = render(repo, &self.props);
+        let mut branch = branch.as_ref().map(|b| render(b, &self.props));
+        let revision = match codebase {
+            // The codebase's stamp wins over what the step says; a set
+            // without one (forced, a scheduler not naming it) leaves the
+            // step's `repo`/`branch` at the branch's head.
+            Some(cb) => match self.sources.iter().find(|s| s.codebase == *cb) {
+                Some(stamp) => {
+                    if !stamp.repository.is_empty() {
+                        repo = stamp.repository.clone();
+                    }
+                    if !stamp.branch.is_empty() {
+                        branch = Some(stamp.branch.clone());
+                    }
+                    Some(stamp.revision.clone())
+                }
+                None => None,
+            },
+            None => {
+                if branch.is_none() {
+                    branch = self.prop("branch");
+                }
+                self.prop("revision")
+            }
+        };
+        let branch = branch.filter(|b| !b.is_empty());
+        let revision = revision.filter(|r| !r.is_empty());
         let wd = self.workdir(step);
         let script = git_script(&GitScript {
             repo: &repo,
@@ -79,7 +101,23 @@ impl Ctx {
                 .rev()
                 .find_map(|l| l.strip_prefix("got_revision="))
             {
-                self.set_prop("got_revision", rev.trim().to_string()).await;
+                let rev = rev.trim().to_string();
+                // `got_revision` is the default codebase's (the first one
+                // of the set, or a step naming none); each codebase's is
+                // also `got_revision.CODEBASE` (Buildbot's dict property,
+                // flattened: bbc properties are scalars).
+                let first = self.sources.first().map(|s| s.codebase.as_str());
+                match codebase {
+                    Some(cb) => {
+                        let default = first == Some(cb.as_str());
+                        self.set_prop(&format!("got_revision.{cb}"), rev.clone())
+                            .await;
+                        if default {
+                            self.set_prop("got_revision", rev).await;
+                        }
+                    }
+                    None => self.set_prop("got_revision", rev).await,
+                }
             }
         }
         out

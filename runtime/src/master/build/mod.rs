@@ -56,6 +56,9 @@ pub struct Ctx {
     /// The builder's count of stored log bytes (`bbc_log_bytes_total`),
     /// looked up once for the build.
     log_bytes: Counter,
+    /// The source stamps of the set the build runs (the newest of a
+    /// collapsed group): what a `git codebase=…` step checks out.
+    sources: Vec<crate::store::SourceStamp>,
 }
 
 struct Outcome {
@@ -113,6 +116,7 @@ pub async fn run(
         pending_end: None,
         deadline,
         log_bytes,
+        sources: set.set.stamps().to_vec(),
     };
     // A latent worker not up yet is started for this build (the queue
     // asked for it when it assigned the build): the build waits, and ends

@@ -31,7 +31,25 @@ impl Ctx {
         for (k, v) in set {
             props.insert(k.clone(), Scalar::String(render(v, &self.props)));
         }
+        // A set spanning codebases passes each one on, at the commit this
+        // build checked out of it when a git step did (Buildbot's
+        // `updateSourceStamp`).
+        let sources: Vec<crate::store::SourceStamp> =
+            if self.sources.iter().any(|st| !st.codebase.is_empty()) {
+                self.sources
+                    .iter()
+                    .map(|st| crate::store::SourceStamp {
+                        revision: self
+                            .prop(&format!("got_revision.{}", st.codebase))
+                            .unwrap_or_else(|| st.revision.clone()),
+                        ..st.clone()
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
         let source = crate::store::SourceStamp {
+            codebase: self.prop("codebase").unwrap_or_default(),
             repository: self.prop("repository").unwrap_or_default(),
             branch: self.prop("branch").unwrap_or_default(),
             revision: self
@@ -58,6 +76,7 @@ impl Ctx {
                 scheduler: name.clone(),
                 reason: format!("triggered by {} #{}", self.builder.name, self.build.number),
                 source: source.clone(),
+                sources: sources.clone(),
                 changes: Vec::new(),
                 properties: props.clone(),
                 parent_build: Some(self.build.id),

@@ -1,5 +1,5 @@
 //! Which changes a scheduler takes: its change filter (sources,
-//! repository, branch, files) with the globs compiled once per scheduler
+//! repository, codebases, branch, files) with the globs compiled once per scheduler
 //! definition, and whether a change is important.
 
 use std::collections::HashMap;
@@ -67,10 +67,27 @@ pub fn classify(m: &Filter, s: &Scheduler, f: &ChangeFilter, c: &Change) -> Opti
     if f.repository.as_ref().is_some_and(|r| *r != ch.repository) {
         return None;
     }
-    let branch_ok = match &s.kind {
-        SchedulerKind::SingleBranch { branch, .. } => ch.branch == *branch,
-        SchedulerKind::AnyBranch { .. } => m.branches.is_empty() || m.branches.is_match(&ch.branch),
-        SchedulerKind::Nightly { branch, .. } => branch.as_ref().is_none_or(|b| *b == ch.branch),
+    // A scheduler naming codebases takes changes of those only, each on
+    // its codebase's branch (which the compiler defaults to the
+    // scheduler's own `branch`).
+    let codebase = if s.codebases.is_empty() {
+        None
+    } else {
+        Some(s.codebases.iter().find(|cb| cb.name == ch.codebase)?)
+    };
+    let branch_ok = match (&s.kind, codebase) {
+        (SchedulerKind::AnyBranch { .. }, _) => {
+            m.branches.is_empty() || m.branches.is_match(&ch.branch)
+        }
+        (SchedulerKind::SingleBranch { .. } | SchedulerKind::Nightly { .. }, Some(cb))
+            if !cb.branch.is_empty() =>
+        {
+            ch.branch == cb.branch
+        }
+        (SchedulerKind::SingleBranch { branch, .. }, _) => ch.branch == *branch,
+        (SchedulerKind::Nightly { branch, .. }, _) => {
+            branch.as_ref().is_none_or(|b| *b == ch.branch)
+        }
         _ => false,
     };
     if !branch_ok {

@@ -204,10 +204,12 @@ fn dependent_runs_after_upstream_success_only() {
             scheduler: "up".into(),
             reason: String::new(),
             source: SourceStamp {
+                codebase: String::new(),
                 repository: "r".into(),
                 branch: "main".into(),
                 revision: "abc".into(),
             },
+            sources: Vec::new(),
             changes: vec![1],
             properties: Properties::new(),
             parent_build: None,
@@ -351,4 +353,61 @@ fn globs_stay_within_one_path_segment() {
     assert_eq!(c("release/1.0", "src/main.rs"), Some(true));
     assert_eq!(c("release/1.0/hotfix", "src/main.rs"), None);
     assert_eq!(c("release/1.0", "src/net/tcp.rs"), None);
+}
+
+/// A scheduler naming two codebases: a change of one builds both, the
+/// other at its branch's head; changes of other codebases, or of a
+/// codebase's other branch, are not its.
+#[test]
+fn codebases_give_one_stamp_each() {
+    let mut g = fixture!("single_branch_no_timer");
+    g.schedulers[0].codebases = vec![
+        bbc_graph::Codebase {
+            name: "app".into(),
+            repository: "https://example.org/app.git".into(),
+            branch: "main".into(),
+        },
+        bbc_graph::Codebase {
+            name: "lib".into(),
+            repository: "https://example.org/lib.git".into(),
+            branch: "stable".into(),
+        },
+    ];
+    let mut e = started(&g, 0);
+    let of = |id: u64, codebase: &str, branch: &str| {
+        let mut c = change(id, branch, &[]);
+        c.change.codebase = codebase.into();
+        c.change.repository = String::new();
+        c
+    };
+    // Not its codebases, none at all, or lib's change on app's branch.
+    assert!(e.on_change(&g, &of(1, "doc", "main"), 1).is_empty());
+    assert!(e.on_change(&g, &of(2, "", "main"), 2).is_empty());
+    assert!(e.on_change(&g, &of(3, "lib", "main"), 3).is_empty());
+    let out = e.on_change(&g, &of(4, "lib", "stable"), 4);
+    assert_eq!(out.len(), 1, "{out:?}");
+    let set = &out[0].set;
+    let stamps: Vec<(&str, &str, &str, &str)> = set
+        .sources
+        .iter()
+        .map(|s| {
+            (
+                s.codebase.as_str(),
+                s.repository.as_str(),
+                s.branch.as_str(),
+                s.revision.as_str(),
+            )
+        })
+        .collect();
+    // The order written; lib's repository from the scheduler (the change
+    // had none), app at its branch's head.
+    assert_eq!(
+        stamps,
+        [
+            ("app", "https://example.org/app.git", "main", ""),
+            ("lib", "https://example.org/lib.git", "stable", "rev4"),
+        ]
+    );
+    assert_eq!(set.source, set.sources[0], "`source` is the first stamp");
+    assert_eq!(set.changes, [4]);
 }

@@ -105,6 +105,22 @@ fn conformance() {
 }
 
 #[test]
+fn a_build_set_stored_before_codebases_reads() {
+    let Some(url) = server("pg_store::a_build_set_stored_before_codebases_reads") else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    let dir = TempDir::new();
+    let s = schemas.open(dir.path());
+    let record = conformance::old_buildset_record(4).replace('\'', "''");
+    s.execute_raw(&format!(
+        "INSERT INTO buildsets (id, rec) VALUES (4, '{record}'::json)"
+    ))
+    .unwrap();
+    conformance::reads_old_buildset(&s, 4);
+}
+
+#[test]
 fn newer_schema_is_refused() {
     let Some(url) = server("pg_store::newer_schema") else {
         return;
@@ -186,6 +202,7 @@ fn two_masters_never_claim_one_request() {
         scheduler: "s".into(),
         reason: "r".into(),
         source: SourceStamp::default(),
+        sources: Vec::new(),
         changes: vec![],
         properties: Default::default(),
         parent_build: None,
@@ -293,6 +310,7 @@ fn pg_bench() {
                 scheduler: "s".into(),
                 reason: format!("bench {i}"),
                 source: SourceStamp::default(),
+                sources: Vec::new(),
                 changes: vec![],
                 properties: Default::default(),
                 parent_build: None,
@@ -412,6 +430,7 @@ fn masters_join_take_over_the_dead_and_share_leases() {
         scheduler: "s".into(),
         reason: "r".into(),
         source: SourceStamp::default(),
+        sources: Vec::new(),
         changes: vec![],
         properties: Default::default(),
         parent_build: None,

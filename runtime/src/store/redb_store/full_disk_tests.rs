@@ -13,6 +13,7 @@ fn big_set(tag: &str) -> NewBuildSet {
         scheduler: "s".into(),
         reason: format!("{tag}:{}", "r".repeat(200_000)),
         source: crate::store::SourceStamp::default(),
+        sources: Vec::new(),
         changes: vec![],
         properties: Properties::new(),
         parent_build: None,

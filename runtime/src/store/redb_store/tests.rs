@@ -22,6 +22,20 @@ fn conformance() {
     conformance::run_all(&open_store);
 }
 
+#[test]
+fn a_build_set_stored_before_codebases_reads() {
+    let dir = TempDir::new();
+    drop(RedbStore::open(dir.path()).unwrap());
+    raw_put(
+        dir.path(),
+        BUILDSETS,
+        4,
+        conformance::old_buildset_record(4).as_bytes(),
+    );
+    let s = RedbStore::open(dir.path()).unwrap();
+    conformance::reads_old_buildset(&s, 4);
+}
+
 fn is_corrupt<T: std::fmt::Debug>(r: Result<T>) -> bool {
     matches!(r, Err(StoreError::Corrupt(_)))
 }
@@ -43,6 +57,7 @@ pub(super) fn set(reason: &str) -> NewBuildSet {
         scheduler: "s".into(),
         reason: reason.into(),
         source: crate::store::SourceStamp::default(),
+        sources: Vec::new(),
         changes: vec![],
         properties: Properties::new(),
         parent_build: None,
