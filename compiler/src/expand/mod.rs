@@ -61,8 +61,11 @@ pub struct Expander<'a> {
     /// Each distinct expression text, parsed once: a matrix or template
     /// body is the same text in every copy, so the 1,000-builder example
     /// parsed the same few dozen expressions tens of thousands of times.
-    asts: RefCell<HashMap<Box<str>, Result<Rc<expr::Ast>, Error>, foldhash::fast::FixedState>>,
+    asts: RefCell<HashMap<Box<str>, Parsed, foldhash::fast::FixedState>>,
 }
+
+/// An expression text parsed, or its mistake.
+type Parsed = Result<Rc<expr::Ast>, Error>;
 
 /// A `use` or `matrix` (its span) and one line per node it produced.
 pub type Expansion = (Span, Vec<String>);
@@ -218,7 +221,7 @@ impl<'a> Expander<'a> {
     }
 
     /// The expression `body` parsed, from [`Expander::asts`].
-    fn parse(&self, body: &str) -> Result<Rc<expr::Ast>, Error> {
+    fn parse(&self, body: &str) -> Parsed {
         if let Some(r) = self.asts.borrow().get(body) {
             return r.clone();
         }
