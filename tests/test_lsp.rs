@@ -786,22 +786,109 @@ fn edits_between_tokens_move_the_findings() {
             .cloned()
             .unwrap_or_default();
         std::fs::write(&path, new).unwrap_or_else(|e| panic!("{e}"));
-        let o = run(&["check", "--format", "json", &path.to_string_lossy()]);
-        let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
-        let want = doc["diagnostics"].as_array().cloned().unwrap_or_default();
-        assert_eq!(got.len(), want.len(), "{new}: {got:?}");
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g["code"], w["code"]);
-            let pos = |k: &str, c: &str| {
-                lsp_position(
-                    new,
-                    w[k].as_u64().unwrap_or(0) as usize,
-                    w[c].as_u64().unwrap_or(0) as usize,
-                )
-            };
-            assert_eq!(g["range"]["start"], pos("line", "column"), "{new}");
-            assert_eq!(g["range"]["end"], pos("end_line", "end_column"), "{new}");
-        }
+        assert_as_bbc_check(&path, new, &got);
     }
+    s.stop();
+}
+
+/// `got`, the diagnostics published for the file at `path` whose text is
+/// `text`, are those `bbc check --format json` reports for that file (the
+/// file on disk holds `text`): same number, codes, places and messages.
+fn assert_as_bbc_check(path: &Path, text: &str, got: &[Value]) {
+    let file = path.to_string_lossy();
+    let o = run(&["check", "--format", "json", &file]);
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let want: Vec<&Value> = doc["diagnostics"]
+        .as_array()
+        .map(|a| a.iter().filter(|d| d["file"] == file.as_ref()).collect())
+        .unwrap_or_default();
+    assert_eq!(got.len(), want.len(), "{text}: {got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g["code"], w["code"], "{got:?}");
+        let pos = |k: &str, c: &str| {
+            lsp_position(
+                text,
+                w[k].as_u64().unwrap_or(0) as usize,
+                w[c].as_u64().unwrap_or(0) as usize,
+            )
+        };
+        assert_eq!(g["range"]["start"], pos("line", "column"), "{w}");
+        assert_eq!(g["range"]["end"], pos("end_line", "end_column"), "{w}");
+        let msg = g["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.starts_with(w["message"].as_str().unwrap_or("?")),
+            "{msg} against {w}"
+        );
+    }
+}
+
+/// Token edits in the 1,000-builder example (a value, a step's name, a
+/// mistake made and fixed, a duplicate name, a broken reference), each
+/// answered from the server's session state (the request after each
+/// change compiles it; the publish after the debounce reuses that): after
+/// every one the published diagnostics are a fresh `bbc check`'s.
+#[test]
+fn token_edits_in_the_production_example_match_a_fresh_check() {
+    let dir = temp_dir("lsp-token-edits");
+    std::fs::create_dir_all(dir.join("production")).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(root().join("examples/production.kdl"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        root().join("examples/production/components.kdl"),
+        dir.join("production/components.kdl"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.join("production.kdl");
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+    let uri = file_uri(&path);
+    let mut s = Server::start(&dir);
+    s.open(&uri, &text);
+    assert_eq!(s.diagnostics(&uri), Vec::<Value>::new());
+    let lock = "lock \"release-signing\" kind=\"master\" max-count=1\n";
+    let mut edits: Vec<String> = Vec::new();
+    let mut edit = |from: &str, to: &str| {
+        let last = edits.last().cloned().unwrap_or_else(|| text.clone());
+        assert!(last.contains(from), "{from}");
+        edits.push(last.replacen(from, to, 1));
+    };
+    // A value typed into, one character at a time.
+    edit("title \"Acme Platform CI", "title \"Acme Platform CIx");
+    edit("title \"Acme Platform CIx", "title \"Acme Platform CIxy");
+    // A step renamed inside the matrix body (every builder's copy).
+    edit("name=\"sign\"", "name=\"sign-release\"");
+    // A mistake in every builder (reported once), then fixed.
+    edit("collapse-requests #true", "collapse-requests \"yes\"");
+    edit("collapse-requests \"yes\"", "collapse-requests #true");
+    // A duplicate name, then removed.
+    edit(lock, &format!("{lock}{lock}"));
+    edit(&format!("{lock}{lock}"), lock);
+    // A broken reference (with its "did you mean"), then mended.
+    edit("locks=\"release-signing\"", "locks=\"release-signin\"");
+    edit("locks=\"release-signin\"", "locks=\"release-signing\"");
+    // An unknown worker pool from a variable typed wrong, then back.
+    edit("else rel-lx-workers)", "else rel-lx-worker)");
+    edit("else rel-lx-worker)", "else rel-lx-workers)");
+    let hover = json!({"textDocument": {"uri": uri}, "position": at(0, 1)});
+    let mut errors = 0;
+    for (v, new) in edits.iter().enumerate() {
+        let version = v as i32 + 2;
+        s.change(&uri, version, new);
+        // A request needs the new text checked at once.
+        s.request("textDocument/hover", hover.clone());
+        let m = s.wait(|m| {
+            m["method"] == "textDocument/publishDiagnostics"
+                && m["params"]["uri"] == uri.as_str()
+                && m["params"]["version"] == version
+        });
+        let got = m["params"]["diagnostics"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        errors += got.len();
+        std::fs::write(&path, new).unwrap_or_else(|e| panic!("{e}"));
+        assert_as_bbc_check(&path, new, &got);
+    }
+    // The mistakes were made and seen.
+    assert!(errors >= 4, "{errors} diagnostics over the edits");
     s.stop();
 }

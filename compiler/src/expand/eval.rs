@@ -209,7 +209,6 @@ impl Expander<'_> {
         if !s.contains("${{") {
             return Ok(None);
         }
-        let map = self.strmap(token, s);
         let mut out = String::new();
         let mut changed = false;
         let mut failed = false;
@@ -225,14 +224,14 @@ impl Expander<'_> {
             let (open, body_start) = (i.open, i.open + 3);
             out.push_str(&s[rest..open]);
             rest = i.end;
-            let ast = match expr::parse(body) {
+            let ast = match self.parse(body) {
                 Ok(a) => a,
                 Err(e) => {
                     if body.contains("prop.") && scope.runtime {
                         // Left for the run-time checks, which report it.
                         out.push_str(&s[open..rest]);
                     } else {
-                        self.report(e, &map, body_start);
+                        self.report(e, token, s, body_start);
                         failed = true;
                         out.push_str(body.trim());
                     }
@@ -275,7 +274,8 @@ impl Expander<'_> {
                                     "not text",
                                     "interpolate a field (`b.name`) or a list of scalars (joined with spaces)",
                                 ),
-                                &map,
+                                token,
+                                s,
                                 body_start,
                             );
                             failed = true;
@@ -293,7 +293,7 @@ impl Expander<'_> {
                     }
                 }
                 Err(e) => {
-                    self.report(e, &map, body_start);
+                    self.report(e, token, s, body_start);
                     failed = true;
                     out.push_str(body.trim());
                 }
@@ -324,17 +324,16 @@ impl Expander<'_> {
             );
             return None;
         };
-        let map = self.strmap(e.value_span, s);
         let (body, off) = crate::interp::condition_body(s);
         let scope = Scope {
             ex: self,
             locals: scope.locals,
             runtime: false,
         };
-        let ast = match expr::parse(body) {
+        let ast = match self.parse(body) {
             Ok(a) => a,
             Err(err) => {
-                self.report(err, &map, off);
+                self.report(err, e.value_span, s, off);
                 return None;
             }
         };
@@ -350,14 +349,15 @@ impl Expander<'_> {
                         "not a boolean",
                         "write a comparison, e.g. `os == 'linux'`",
                     ),
-                    &map,
+                    e.value_span,
+                    s,
                     off,
                 );
                 None
             }
             Ok(Out::Run(_)) => None,
             Err(err) => {
-                self.report(err, &map, off);
+                self.report(err, e.value_span, s, off);
                 None
             }
         }
@@ -370,11 +370,10 @@ impl Expander<'_> {
         if s.contains("${{") {
             return;
         }
-        let Ok(ast) = expr::parse(s) else { return };
+        let Ok(ast) = self.parse(s) else { return };
         if !ast.uses_names() {
             return;
         }
-        let map = self.strmap(e.value_span, s);
         let scope = Scope {
             ex: self,
             locals: scope.locals,
@@ -397,7 +396,8 @@ impl Expander<'_> {
                                 "not a boolean",
                                 "write a comparison, e.g. `prop.branch == 'main'`",
                             ),
-                            &map,
+                            e.value_span,
+                            s,
                             0,
                         );
                         "false".into()
@@ -412,7 +412,7 @@ impl Expander<'_> {
                 e.value = Value::String(text.into());
             }
             Err(err) => {
-                self.report(err, &map, 0);
+                self.report(err, e.value_span, s, 0);
                 e.value = Value::String("false".into());
             }
         }

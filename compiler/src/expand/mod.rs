@@ -58,7 +58,14 @@ pub struct Expander<'a> {
     /// node: `builder "x"`, or a step's kind and name), recorded only when
     /// asked (the language server's hover; `record_expansions`).
     expansions: RefCell<Option<Vec<Expansion>>>,
+    /// Each distinct expression text, parsed once: a matrix or template
+    /// body is the same text in every copy, so the 1,000-builder example
+    /// parsed the same few dozen expressions tens of thousands of times.
+    asts: RefCell<HashMap<Box<str>, Parsed, foldhash::fast::FixedState>>,
 }
+
+/// An expression text parsed, or its mistake.
+type Parsed = Result<Rc<expr::Ast>, Error>;
 
 /// A `use` or `matrix` (its span) and one line per node it produced.
 pub type Expansion = (Span, Vec<String>);
@@ -138,6 +145,7 @@ impl<'a> Expander<'a> {
             notes: RefCell::new(HashMap::new()),
             run_parts: RefCell::new(RunParts::default()),
             expansions: RefCell::new(None),
+            asts: RefCell::new(HashMap::default()),
         }
     }
 
@@ -191,10 +199,16 @@ impl<'a> Expander<'a> {
         StrMap::from_token_text(text, token, value)
     }
 
-    fn report(&self, e: Error, map: &StrMap, offset: usize) {
+    /// Reports a mistake in the expression at `offset` of the string
+    /// `value` written as `token`. The string's map to the source is made
+    /// only here: reading the token's text for every interpolated string of
+    /// every expanded copy was a good part of a keystroke in the language
+    /// server, and almost none has a mistake.
+    fn report(&self, e: Error, token: Span, value: &str, offset: usize) {
         if e.silent {
             return;
         }
+        let map = self.strmap(token, value);
         let d = self
             .err(
                 e.code,
@@ -204,6 +218,16 @@ impl<'a> Expander<'a> {
             .label(e.label)
             .help(e.help);
         self.emit(d);
+    }
+
+    /// The expression `body` parsed, from [`Expander::asts`].
+    fn parse(&self, body: &str) -> Parsed {
+        if let Some(r) = self.asts.borrow().get(body) {
+            return r.clone();
+        }
+        let r = expr::parse(body).map(Rc::new);
+        self.asts.borrow_mut().insert(body.into(), r.clone());
+        r
     }
 
     fn note(&self, text: String) -> Rc<str> {
