@@ -381,6 +381,7 @@ pub fn fleet(exe: &Path, a: &FleetArgs) -> Result<(), BenchError> {
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut kill: Option<Kill> = None;
     let mut watch = None;
+    let mut unanswered = 0u64;
     let load_start = Instant::now();
     let load_start_us = wall_us();
     let sent: Vec<Sent> = rt.block_on(async {
@@ -445,9 +446,20 @@ pub fn fleet(exe: &Path, a: &FleetArgs) -> Result<(), BenchError> {
                 }
             }));
         }
+        // A POST a live master did not answer (overloaded: its accept
+        // queue or the open files ran out) is counted, not fatal: the
+        // client was told nothing, so nothing was promised.
         let mut sent = Vec::with_capacity(tasks.len());
         for t in tasks {
-            sent.push(t.await.map_err(|e| err(e.to_string()))??);
+            match t.await.map_err(|e| err(e.to_string()))? {
+                Ok(s) => sent.push(s),
+                Err(e) => {
+                    if unanswered == 0 {
+                        eprintln!("first unanswered force: {}", e.0);
+                    }
+                    unanswered += 1;
+                }
+            }
         }
         Ok::<_, BenchError>(sent)
     })?;
@@ -618,7 +630,7 @@ pub fn fleet(exe: &Path, a: &FleetArgs) -> Result<(), BenchError> {
     println!(
         "audit: {lost} acknowledged requests never built, {twice} built more than once; \
          {interrupted} builds interrupted by the kill and run again; {retried} forces sent again to a survivor; \
-         {unacked} requests built whose POST was never answered"
+         {unacked} requests built whose POST was never answered; {unanswered} forces never acknowledged"
     );
     let still = counters.connected.load(Ordering::Relaxed);
     println!("workers still connected at the end: {still} of {workers}");
