@@ -76,6 +76,14 @@ impl Client {
             .ok_or_else(|| err(format!("POST {path}: no request id in {v}")))
     }
 
+    /// How many workers are connected to this master.
+    pub async fn connected_workers(&self) -> Result<usize, BenchError> {
+        let v = self.get("/api/v1/workers").await?;
+        Ok(v["workers"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|w| w["connected"] == true).count()))
+    }
+
     pub async fn wait_workers(&self, n: usize) -> Result<(), BenchError> {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
@@ -106,6 +114,35 @@ impl Client {
                 .any(|w| w["running"].as_array().is_some_and(|r| !r.is_empty()))
         });
         Ok(!pending && !running)
+    }
+
+    /// No request pending or claimed in the store: with several masters
+    /// on one store, what none of them has left to do (a dead master's
+    /// claimed requests stay claimed until another takes them over).
+    async fn store_idle(&self) -> Result<bool, BenchError> {
+        for state in ["pending", "claimed"] {
+            let v = self
+                .get(&format!("/api/v1/requests?state={state}&limit=1"))
+                .await?;
+            if v["requests"].as_array().is_some_and(|a| !a.is_empty()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// As [`Client::wait_idle`], judged from the shared store.
+    pub async fn wait_store_idle(&self, poll: Duration) -> Result<Instant, BenchError> {
+        let until = Instant::now() + Duration::from_secs(600);
+        loop {
+            if self.store_idle().await? {
+                return Ok(Instant::now());
+            }
+            if Instant::now() > until {
+                return Err(err("builds did not finish within 10 minutes"));
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 
     pub async fn wait_idle(&self, poll: Duration) -> Result<Instant, BenchError> {

@@ -111,3 +111,44 @@ pub fn cpu_s(pid: u32) -> f64 {
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
     (tick(11) + tick(12)) / 100.0
 }
+
+/// The fields after the command name of `/proc/<pid>/stat` (the name may
+/// contain spaces), from the state on.
+fn stat_fields(pid: &str) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace().map(str::to_string).collect()
+}
+
+/// CPU time, in seconds, of every PostgreSQL server process on this
+/// machine: each postmaster's own and its reaped children's (`cutime`,
+/// `cstime`: backends that have exited) plus each live backend's. The
+/// difference of two readings is the server's CPU in between, whoever
+/// its clients were. `None` when no PostgreSQL runs here.
+pub fn postgres_cpu_s() -> Option<f64> {
+    let comm = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    let mut total = 0.0;
+    let mut found = false;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || comm(&pid) != "postgres" {
+            continue;
+        }
+        let f = stat_fields(&pid);
+        let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // Field 4 of the whole line (the parent) is 1 here; utime, stime,
+        // cutime and cstime are fields 14-17, 11-14 here.
+        let parent = f.get(1).map_or(String::new(), |p| comm(p));
+        total += tick(11) + tick(12);
+        if parent != "postgres" {
+            total += tick(13) + tick(14);
+        }
+        found = true;
+    }
+    found.then_some(total / 100.0)
+}

@@ -23,6 +23,13 @@ impl Proc {
         self.child.id()
     }
 
+    /// SIGKILL: no clean stop, nothing given back (a master's lease
+    /// stays until it expires).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
@@ -106,6 +113,18 @@ pub fn start_master(
     tag: &str,
     tls: bool,
 ) -> Result<Master, BenchError> {
+    start_master_with(exe, dir, config, tag, tls, &[])
+}
+
+/// As [`start_master`], with more environment variables for the master.
+pub fn start_master_with(
+    exe: &Path,
+    dir: &Path,
+    config: &Path,
+    tag: &str,
+    tls: bool,
+    env: &[(&str, String)],
+) -> Result<Master, BenchError> {
     let fingerprint = if tls {
         Some(with_tls(exe, dir, config)?)
     } else {
@@ -118,6 +137,7 @@ pub fn start_master(
     bbc_testkit::master_args(&mut cmd, config, dir)
         // The debug events of `bbc_timing` say when each build started.
         .env("BBC_LOG", "warn,bbc_timing=debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stderr(stderr);
     let started = bbc_testkit::spawn_announced(&mut cmd)?;
