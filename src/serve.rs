@@ -339,16 +339,7 @@ pub fn worker(a: WorkerArgs) -> Result<(), CommandError> {
         info: bbc_runtime::worker::default_info(),
         tls,
     };
-    // EXPERIMENT (removed before merging)
-    let rt = if std::env::var("BBC_EXP_WORKER_RT").as_deref() == Ok("current") {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CommandError::Usage(format!("cannot start the async runtime: {e}")))?
-    } else {
-        runtime()?
-    };
-    rt.block_on(async {
+    runtime()?.block_on(async {
         run_worker(cfg, stop_signal())
             .await
             .map_err(|e| CommandError::Usage(e.to_string()))

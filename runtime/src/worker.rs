@@ -438,12 +438,7 @@ impl Session {
         self.control = Some(control_tx);
         // The writer is a task of its own so that a slow socket never
         // stops the reader from seeing `interrupt` or `ping`.
-        let mut writer_task = if std::env::var("BBC_EXP_WRITER").as_deref() == Ok("codec") {
-            let codec = tokio_util::codec::FramedWrite::new(writer.into_inner(), FrameCodec);
-            tokio::spawn(write_loop_codec(codec, out_rx, control_rx, keepalive))
-        } else {
-            tokio::spawn(write_loop(writer, out_rx, control_rx, keepalive))
-        };
+        let mut writer_task = tokio::spawn(write_loop(writer, out_rx, control_rx, keepalive));
         let silence = keepalive.map(|k| k * KEEPALIVE_MISSES);
         let mut last_heard = Instant::now();
         // A finished JoinHandle must not be polled again: after a pause
@@ -722,7 +717,7 @@ async fn write_loop(
         sink.push(frame)?;
         // Whatever else is queued leaves in the same write: fewer system
         // calls, and over TLS small frames share a record.
-        while sink.queued() < GATHER && !exp_no_gather() {
+        while sink.queued() < GATHER {
             let next = match control.try_recv() {
                 Ok(message) => Frame::Message(message),
                 Err(_) => match out.try_recv() {
@@ -733,40 +728,6 @@ async fn write_loop(
             sink.push(next)?;
         }
         sink.flush().await?;
-        last_sent = Instant::now();
-    }
-}
-
-// EXPERIMENT (removed before merging)
-fn exp_no_gather() -> bool {
-    static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *V.get_or_init(|| std::env::var("BBC_EXP_GATHER").as_deref() == Ok("0"))
-}
-
-// EXPERIMENT (removed before merging): the write loop as it was.
-async fn write_loop_codec(
-    mut sink: tokio_util::codec::FramedWrite<WriteHalf<Stream>, FrameCodec>,
-    mut out: mpsc::Receiver<Frame>,
-    mut control: mpsc::Receiver<Message>,
-    keepalive: Option<Duration>,
-) -> Result<(), ProtocolError> {
-    use futures_util::SinkExt;
-    let mut last_sent = Instant::now();
-    loop {
-        let heartbeat = keepalive.map(|k| last_sent + k);
-        let frame = tokio::select! {
-            biased;
-            Some(message) = control.recv() => Frame::Message(message),
-            Some(frame) = out.recv() => frame,
-            _ = sleep_until(heartbeat.unwrap_or(last_sent)), if heartbeat.is_some() => {
-                Frame::Message(Message::Pong { nonce: 0 })
-            }
-            else => return Ok(()),
-        };
-        sink.feed(frame).await?;
-        if out.is_empty() && control.is_empty() {
-            sink.flush().await?;
-        }
         last_sent = Instant::now();
     }
 }

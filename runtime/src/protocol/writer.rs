@@ -60,11 +60,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
     }
 
-    // EXPERIMENT (removed before merging)
-    pub fn into_inner(self) -> W {
-        self.io
-    }
-
     /// Bytes pushed and not yet written.
     pub fn queued(&self) -> usize {
         self.queued

@@ -273,16 +273,6 @@ impl Activity {
     }
 }
 
-// EXPERIMENT (removed before merging): 0 off, 1 read-ahead, 2 yield then read-ahead.
-fn exp_readahead() -> u8 {
-    static V: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *V.get_or_init(|| match std::env::var("BBC_EXP_READAHEAD").as_deref() {
-        Ok("1") => 1,
-        Ok("yield") => 2,
-        _ => 0,
-    })
-}
-
 /// Copies one pipe to output frames until end of file. Each read is sent
 /// as is (at most CHUNK bytes, no line buffering); waiting for room in the
 /// bounded output queue stops the reading, so a slow master slows the
@@ -302,20 +292,6 @@ async fn pump(
         match read {
             Ok(0) => return,
             Ok(_) => {
-                if exp_readahead() != 0 {
-                    if exp_readahead() == 2 {
-                        tokio::task::yield_now().await;
-                    }
-                    use futures_util::FutureExt;
-                    while buf.len() < CHUNK {
-                        let room = CHUNK - buf.len();
-                        let more = pipe.read_buf(&mut (&mut buf).limit(room)).now_or_never();
-                        match more {
-                            Some(Ok(n)) if n > 0 => {}
-                            _ => break,
-                        }
-                    }
-                }
                 activity.touch();
                 activity.sending.fetch_add(1, Ordering::Relaxed);
                 let frame = Frame::Output {
