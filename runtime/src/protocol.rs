@@ -12,11 +12,15 @@
 //! decode closes the connection with a logged reason: it never takes the
 //! master down or touches other workers.
 
+mod writer;
+
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
+
+pub use writer::{FrameWriter, DIRECT_MIN};
 
 /// Bumped on any incompatible change; the handshake refuses a mismatch.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{ReadHalf, WriteHalf};
 
 use crate::tls::Stream;
@@ -31,10 +31,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
 use crate::protocol::{
-    check_relative_path, Frame, FrameCodec, Message, ProtocolError, PROTOCOL_VERSION,
+    check_relative_path, Frame, FrameCodec, FrameWriter, Message, ProtocolError, PROTOCOL_VERSION,
 };
 
 /// Where and as whom the worker connects, and where it works.
@@ -151,6 +151,9 @@ const CONTROL_QUEUE: usize = 8;
 /// Frames of one download waiting for the disk. When full, the reader
 /// stops reading the socket, which slows the master down through TCP.
 const DOWNLOAD_QUEUE: usize = 8;
+/// Queued frames are gathered into one write up to about this many bytes
+/// (a write may exceed it by one frame).
+const GATHER: usize = 256 * 1024;
 
 /// Runs the worker until `shutdown` completes: connects to `cfg.master`,
 /// serves it, and reconnects (with exponential backoff, capped at 60 s)
@@ -278,7 +281,7 @@ async fn session<S: Future + ?Sized>(
 }
 
 type Reader = FramedRead<ReadHalf<Stream>, FrameCodec>;
-type Writer = FramedWrite<WriteHalf<Stream>, FrameCodec>;
+type Writer = FrameWriter<WriteHalf<Stream>>;
 
 /// Connects and says hello; returns the framed halves and the keepalive
 /// interval from `welcome` (`None`: keepalive disabled).
@@ -312,7 +315,7 @@ async fn handshake(cfg: &WorkerConfig) -> Result<(Reader, Writer, Option<Duratio
     };
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read_half, FrameCodec);
-    let mut writer = FramedWrite::new(write_half, FrameCodec);
+    let mut writer = FrameWriter::new(write_half);
 
     let hello = Message::Hello {
         protocol: PROTOCOL_VERSION,
@@ -711,12 +714,20 @@ async fn write_loop(
             }
             else => return Ok(()),
         };
-        sink.feed(frame).await?;
-        // Flush only once the queues are drained, so that a burst of output
-        // leaves in few writes.
-        if out.is_empty() && control.is_empty() {
-            sink.flush().await?;
+        sink.push(frame)?;
+        // Whatever else is queued leaves in the same write: fewer system
+        // calls, and over TLS small frames share a record.
+        while sink.queued() < GATHER {
+            let next = match control.try_recv() {
+                Ok(message) => Frame::Message(message),
+                Err(_) => match out.try_recv() {
+                    Ok(frame) => frame,
+                    Err(_) => break,
+                },
+            };
+            sink.push(next)?;
         }
+        sink.flush().await?;
         last_sent = Instant::now();
     }
 }
