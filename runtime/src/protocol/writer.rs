@@ -172,6 +172,18 @@ mod tests {
         vectored: bool,
     }
 
+    impl Trickle {
+        /// A sink taking at most `limit` bytes per write.
+        fn new(limit: usize, vectored: bool) -> Self {
+            Trickle {
+                got: Vec::new(),
+                limit,
+                writes: 0,
+                vectored,
+            }
+        }
+    }
+
     impl AsyncWrite for Trickle {
         fn poll_write(
             self: Pin<&mut Self>,
@@ -279,12 +291,7 @@ mod tests {
             (1 << 20, true),
             (13, false),
         ] {
-            let sink = Trickle {
-                got: Vec::new(),
-                limit,
-                writes: 0,
-                vectored,
-            };
+            let sink = Trickle::new(limit, vectored);
             let mut w = FrameWriter::new(sink);
             for f in frames.clone() {
                 w.push(f).unwrap();
@@ -304,12 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_frames_leave_in_one_write() {
-        let sink = Trickle {
-            got: Vec::new(),
-            limit: usize::MAX,
-            writes: 0,
-            vectored: true,
-        };
+        let sink = Trickle::new(usize::MAX, true);
         let mut w = FrameWriter::new(sink);
         for f in frames() {
             w.push(f).unwrap();
@@ -320,12 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_frame_queues_nothing() {
-        let sink = Trickle {
-            got: Vec::new(),
-            limit: usize::MAX,
-            writes: 0,
-            vectored: true,
-        };
+        let sink = Trickle::new(usize::MAX, true);
         let mut w = FrameWriter::new(sink);
         w.push(Frame::Message(Message::Ping { nonce: 2 })).unwrap();
         let before = w.queued();
