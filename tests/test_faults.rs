@@ -333,7 +333,10 @@ fn a_build_ending_on_a_full_disk_is_recorded_once_space_returns() {
             (status, _) => panic!("a force on a full disk answered {status}"),
         }
     }
-    assert!(refused, "40 forces of 1.5 MB each fitted on a full 24 MB disk");
+    assert!(
+        refused,
+        "40 forces of 1.5 MB each fitted on a full 24 MB disk"
+    );
     std::fs::write(&go, "").unwrap_or_else(|e| panic!("{e}"));
     let log = dir.join("master.log");
     // Which build's end meets the full disk first is the first build's
