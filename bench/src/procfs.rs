@@ -112,6 +112,16 @@ pub fn cpu_s(pid: u32) -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// CPU time (user + system), in seconds, of the children a process has
+/// reaped (`cutime`, `cstime`): for a worker, its finished steps'
+/// processes and, through their shell, everything the shell waited for.
+pub fn reaped_children_cpu_s(pid: u32) -> f64 {
+    let f = stat_fields(&pid.to_string());
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // cutime and cstime are fields 16 and 17 of the whole line.
+    (tick(13) + tick(14)) / 100.0
+}
+
 /// The fields after the command name of `/proc/<pid>/stat` (the name may
 /// contain spaces), from the state on.
 fn stat_fields(pid: &str) -> Vec<String> {

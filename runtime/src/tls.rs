@@ -17,7 +17,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::{CipherSuite, DigitallySignedStruct, SignatureScheme};
 
 // For callers that hand a client configuration to reqwest (`bbc up`).
 pub use rustls::ClientConfig;
@@ -29,8 +29,21 @@ use tokio::net::TcpStream;
 /// client that connects and says nothing must not hold a task for ever.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// ring's suites with AES-128-GCM first. ring lists AES-256-GCM first;
+/// 128-bit AES is a standard, strong choice (TLS 1.3's
+/// mandatory-to-implement suite, what most servers prefer) and takes 10
+/// rounds per block where AES-256 takes 14, on every byte of build output
+/// a worker encrypts and the master decrypts (docs/perf.md, "TLS:
+/// AES-128-GCM first"). Every other suite stays available, in ring's
+/// order. Both sides use this list; the master follows the client's order
+/// (rustls's default), so a worker of an earlier release still gets the
+/// suite it asks for.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    // A stable sort: only the preferred suite moves.
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 /// The master's side: its certificate chain and key, read from PEM files.
@@ -426,6 +439,78 @@ mod tests {
         assert!(parse_fingerprint("sha256:abcd").is_err());
         let not_hex = format!("sha256:{}", "g".repeat(64));
         assert!(parse_fingerprint(&not_hex).is_err());
+    }
+
+    /// Runs a handshake between `client` and the master's configuration
+    /// for a fresh self-signed pair, in memory, and returns the suite the
+    /// two agreed on.
+    fn negotiate(client: impl FnOnce(&Path) -> Arc<rustls::ClientConfig>) -> CipherSuite {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        ensure_self_signed(&cert, &key, &["localhost".to_string()], 30).unwrap();
+        let mut server =
+            rustls::ServerConnection::new(server_config(&cert, &key).unwrap()).unwrap();
+        let name = server_name("localhost:9989").unwrap();
+        let mut client = rustls::ClientConnection::new(client(&cert), name).unwrap();
+        // Each side's flight to the other until both are done (reading
+        // nothing would count as the peer's end of stream: skipped).
+        let mut wire = Vec::new();
+        for _ in 0..10 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+            wire.clear();
+            client.write_tls(&mut wire).unwrap();
+            if !wire.is_empty() {
+                server.read_tls(&mut &wire[..]).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            wire.clear();
+            server.write_tls(&mut wire).unwrap();
+            if !wire.is_empty() {
+                client.read_tls(&mut &wire[..]).unwrap();
+                client.process_new_packets().unwrap();
+            }
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        let got = client.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(
+            server.negotiated_cipher_suite().map(|s| s.suite()),
+            Some(got)
+        );
+        got
+    }
+
+    #[test]
+    fn workers_and_masters_agree_on_aes_128_gcm() {
+        let suite = negotiate(|cert| client_config(&Trust::Ca(cert.to_path_buf())).unwrap());
+        assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let pinned = negotiate(|cert| {
+            let fp = parse_fingerprint(&fingerprint_of_file(cert).unwrap()).unwrap();
+            client_config(&Trust::Fingerprint(fp)).unwrap()
+        });
+        assert_eq!(pinned, CipherSuite::TLS13_AES_128_GCM_SHA256);
+    }
+
+    #[test]
+    fn a_client_preferring_aes_256_still_gets_it() {
+        // A worker of an earlier release lists ring's default order: the
+        // master follows it rather than refusing or overriding it.
+        let suite = negotiate(|cert| {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(cert).unwrap() {
+                roots.add(c).unwrap();
+            }
+            let ring = Arc::new(rustls::crypto::ring::default_provider());
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(ring)
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        });
+        assert_eq!(suite, CipherSuite::TLS13_AES_256_GCM_SHA384);
     }
 
     #[test]
