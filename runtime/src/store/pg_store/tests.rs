@@ -31,6 +31,15 @@ fn server(test: &str) -> Option<String> {
     }
 }
 
+/// The answer of an async store call, on a runtime of the test's own.
+fn wait<T>(f: crate::store::StoreFuture<T>) -> crate::store::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// Fresh schemas for one test, one per state directory, all dropped at
 /// the end (also when the test fails).
 struct Schemas {
@@ -474,16 +483,23 @@ fn masters_join_take_over_the_dead_and_share_leases() {
     );
     let ids: Vec<String> = b2.masters().unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, vec!["a-1", "b-2"]);
-    // The schedulers' lease: one holder, renewable, free once expired.
-    assert!(a.take_lease("schedulers", 2_000, lease).unwrap());
-    assert!(!b2.take_lease("schedulers", 3_000, lease).unwrap());
-    assert!(a.take_lease("schedulers", 4_000, lease).unwrap());
-    // A's lease ran out at 11 000 (it did not renew): nothing to take
+    // The schedulers' lease: one holder, renewable, free once expired;
+    // each renewal renews the master's own lease too.
+    let renew = |s: &PgStore, now| wait(s.renew(now, lease, &["schedulers"])).unwrap();
+    let held = |s: &PgStore, now| {
+        let r = renew(s, now);
+        assert!(r.alive);
+        r.held == [true]
+    };
+    assert!(held(&a, 2_000));
+    assert!(!held(&b2, 3_000));
+    assert!(held(&a, 4_000));
+    // A's lease ran out at 14 000 (it did not renew): nothing to take
     // before, its build and its lease after, once.
-    assert!(b2.heartbeat(10_000, lease).unwrap());
-    assert_eq!(b2.take_over(10_999).unwrap(), Vec::<u64>::new());
-    assert_eq!(b2.take_over(11_000).unwrap(), vec![ba.id]);
-    assert_eq!(b2.take_over(11_001).unwrap(), Vec::<u64>::new());
+    assert!(!held(&b2, 10_000));
+    assert_eq!(wait(b2.take_over(13_999)).unwrap(), Vec::<u64>::new());
+    assert_eq!(wait(b2.take_over(14_000)).unwrap(), vec![ba.id]);
+    assert_eq!(wait(b2.take_over(14_001)).unwrap(), Vec::<u64>::new());
     let gone = b2.build(ba.id).unwrap().unwrap();
     assert_eq!(gone.state_string, "interrupted");
     assert_eq!(gone.result, Some(bbc_graph::BuildResult::Retry));
@@ -491,13 +507,16 @@ fn masters_join_take_over_the_dead_and_share_leases() {
         b2.request(reqs[0].id).unwrap().unwrap().state,
         RequestState::Pending
     );
-    assert!(b2.take_lease("schedulers", 11_002, lease).unwrap());
-    // A comes back (it was only slow): it learns its row was gone.
-    assert!(!a.heartbeat(12_000, lease).unwrap());
-    assert!(a.heartbeat(12_001, lease).unwrap());
+    assert!(held(&b2, 14_002));
+    // A comes back (it was only slow): it learns its row was gone, and
+    // that the schedulers' lease is B's now.
+    let back = renew(&a, 15_000);
+    assert!(!back.alive);
+    assert_eq!(back.held, [false]);
+    assert!(!held(&a, 15_001));
     // A's late end of the taken-over build changes nothing.
     assert!(matches!(
-        a.finish_build(ba.id, bbc_graph::BuildResult::Success, 12_002),
+        a.finish_build(ba.id, bbc_graph::BuildResult::Success, 15_002),
         Err(StoreError::Conflict(_))
     ));
 }
