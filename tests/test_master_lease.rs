@@ -3,7 +3,10 @@
 //! - a master whose ordinary store work is stalled (every pooled
 //!   connection waits for a table lock the test holds) still renews its
 //!   lease: the other master never takes it for dead nor takes its
-//!   build over, and once the lock goes the work goes on.
+//!   build over, and once the lock goes the work goes on;
+//! - a build set that completes while no master holds the schedulers'
+//!   lease (its holder was killed) fires its dependent scheduler once a
+//!   master takes the lease, exactly once.
 //!
 //! The masters run with a 1.5 s lease (`BBC_MASTER_LEASE_MS`); the tests
 //! wait for events, never for time.
@@ -11,8 +14,9 @@
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 
+use crate::common::Master;
 use crate::common::{get_json, http, wait_for};
-use crate::test_multi_master::{builds_of, dirs, my_id, start};
+use crate::test_multi_master::{builds_of, dirs, kill9, my_id, start};
 use crate::test_postgres::{psql, server, split_password, DropSchema};
 
 /// The lease the masters of these tests run with (`start`).
@@ -208,4 +212,137 @@ builder "long" {{
     assert_eq!(all.len(), 1, "built once: {all:?}");
     let (s, ..) = master_row(&url, &schema, &id_a).expect("A's row");
     assert_eq!(s, started);
+}
+
+/// Whether master `m` says it holds the schedulers' lease.
+fn holds_schedulers(m: &Master) -> Option<bool> {
+    get_json(&m.http, "/api/v1/masters")["masters"]
+        .as_array()?
+        .iter()
+        .find(|r| r["this"] == true)
+        .map(|r| r["schedulers"] == true)
+}
+
+/// The upstream build set a build of the dependent scheduler `after`
+/// followed, from its build set's reason.
+fn followed(m: &Master, build: &serde_json::Value) -> String {
+    let id = build["id"].as_u64().expect("a build id");
+    let b = get_json(&m.http, &format!("/api/v1/builds/{id}"))["build"].clone();
+    assert_eq!(b["origin"]["scheduler"], "after", "{b}");
+    b["origin"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The gap after a holder dies: the dependent schedulers used to watch
+/// only the build sets their master heard of while it held the lease, so
+/// a set that was stored and completed before the next master took the
+/// lease never fired its dependents. They now read the sets stored since
+/// the last one they saw, from the store.
+#[test]
+fn a_build_set_done_while_no_master_holds_the_lease_fires_its_dependents_once() {
+    let Some(url) = server() else {
+        return;
+    };
+    let (bare, password) = split_password(&url);
+    let schema = format!("bbcmg_{}", std::process::id());
+    let _cleanup = DropSchema(&url, schema.clone());
+    let (da, db) = dirs("lease_gap", &password);
+    let config = format!(
+        r#"master {{
+    store "{bare}" password=(secret)"pg" schema="{schema}"
+}}
+worker "wa" password=(secret)"wa"
+scheduler "force" kind="force" {{
+    builders "up"
+}}
+scheduler "after" kind="dependent" {{
+    upstream "force"
+    builders "down"
+}}
+builder "up" {{
+    workers "wa"
+    steps {{
+        shell "echo up"
+    }}
+}}
+builder "down" {{
+    workers "wa"
+    steps {{
+        shell "echo down"
+    }}
+}}
+"#
+    );
+    let mut ma = start(&da, &config);
+    let mut mb = start(&db, &config);
+    let a_holds = wait_for("one master to hold the schedulers' lease", || {
+        match (holds_schedulers(&ma)?, holds_schedulers(&mb)?) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        }
+    });
+    let (holder, other) = if a_holds {
+        (&mut ma, &mut mb)
+    } else {
+        (&mut mb, &mut ma)
+    };
+    let _wa = other.worker("wa", "pw-worker-a-1234");
+    other.wait_connected("wa");
+    // The gap, held open for as long as the test needs: the lease is
+    // given to a holder that is no master, until far in the future (as a
+    // dead holder's lease is until it expires; a dead master's own lease
+    // would be taken over after 1.5 s, too soon to be sure the set
+    // completes first). Then the holder dies.
+    psql(
+        &url,
+        &format!(
+            "UPDATE {schema}.leases SET holder = 'no-master', expires_at = 9000000000000000 \
+             WHERE name = 'schedulers'"
+        ),
+    );
+    wait_for("the holder to let the schedulers go", || {
+        (!holds_schedulers(holder)?).then_some(())
+    });
+    kill9(holder);
+    assert_eq!(holds_schedulers(other), Some(false));
+    // A build set of the upstream scheduler is stored and completes while
+    // no master runs the schedulers: nothing follows it yet.
+    let first = other.force("up", "{}");
+    let up = other.wait_buildset(first);
+    assert_eq!(up["result"], "success", "{up}");
+    assert!(builds_of(other, "down").is_empty());
+    assert_eq!(holds_schedulers(other), Some(false));
+
+    // The lease expires; the survivor takes it and catches up.
+    psql(
+        &url,
+        &format!("UPDATE {schema}.leases SET expires_at = 0 WHERE name = 'schedulers'"),
+    );
+    let down = wait_for("the dependent build of the set done in the gap", || {
+        let b = builds_of(other, "down");
+        (b.len() == 1 && b[0]["result"] == "success").then(|| b[0].clone())
+    });
+    assert!(
+        followed(other, &down).ends_with(&format!("(build set {first})")),
+        "{down}"
+    );
+    // Once: the next upstream set fires the next dependent build, and
+    // none more for the first set.
+    let second = other.force("up", "{}");
+    assert_eq!(other.wait_buildset(second)["result"], "success");
+    let downs = wait_for("the dependent build of the next set", || {
+        let b = builds_of(other, "down");
+        (b.len() >= 2 && b.iter().all(|b| b["result"] == "success")).then_some(b)
+    });
+    let mut sets: Vec<String> = downs.iter().map(|b| followed(other, b)).collect();
+    sets.sort();
+    let mut want = vec![
+        format!("dependent scheduler after after force (build set {first})"),
+        format!("dependent scheduler after after force (build set {second})"),
+    ];
+    want.sort();
+    assert_eq!(sets, want);
 }

@@ -72,7 +72,7 @@ pub(crate) fn dirs(name: &str, password: &str) -> (std::path::PathBuf, std::path
     (a, b)
 }
 
-fn kill9(m: &mut Master) {
+pub(crate) fn kill9(m: &mut Master) {
     // `Child::kill` is SIGKILL: no clean stop, no lease given back.
     let _ = m.proc.0.kill();
     let _ = m.proc.0.wait();

@@ -563,6 +563,14 @@ pub trait Store: Send + Sync + 'static {
         builders: &[(String, i64)],
     ) -> Result<(BuildSet, Vec<BuildRequest>)>;
     fn buildset(&self, id: u64) -> Result<Option<BuildSet>>;
+    /// The build sets with an id above `after`, oldest first, at most
+    /// `limit`. Ids are given in commit order (no set appears after one
+    /// with a higher id), so a reader that remembers the last id it saw
+    /// misses none: the dependent schedulers catch up this way with the
+    /// sets stored while no master held their lease.
+    fn buildsets_after(&self, after: u64, limit: usize) -> Result<Vec<BuildSet>>;
+    /// The id of the newest build set (0: none yet).
+    fn newest_buildset(&self) -> Result<u64>;
     fn request(&self, id: u64) -> Result<Option<BuildRequest>>;
     fn requests(&self, filter: &RequestFilter, page: Page) -> Result<Vec<BuildRequest>>;
     /// Every pending request, oldest first (what the queue loads at start).

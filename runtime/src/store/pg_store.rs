@@ -507,6 +507,28 @@ impl Store for PgStore {
         })
     }
 
+    fn buildsets_after(&self, after: u64, limit: usize) -> Result<Vec<BuildSet>> {
+        self.with(move |c| async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rs = rows(
+                &c,
+                "SELECT id, rec::text FROM buildsets WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&key(after), &limit],
+            )
+            .await?;
+            rs.iter().map(|r| record(r, 0, 1)).collect()
+        })
+    }
+
+    fn newest_buildset(&self) -> Result<u64> {
+        self.with(move |c| async move {
+            match row(&c, "SELECT max(id) FROM buildsets", &[]).await? {
+                Some(r) => unsigned(col::<Option<i64>>(&r, 0)?.unwrap_or(0), "build set id"),
+                None => Ok(0),
+            }
+        })
+    }
+
     fn request(&self, id: u64) -> Result<Option<BuildRequest>> {
         self.with(move |c| async move {
             match row(
