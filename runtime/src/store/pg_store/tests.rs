@@ -520,3 +520,85 @@ fn masters_join_take_over_the_dead_and_share_leases() {
         Err(StoreError::Conflict(_))
     ));
 }
+
+/// A renewal never waits for the ordinary calls' pool, and a renewal
+/// stuck behind a lock ends as an error (the master then stops acting as
+/// a holder) instead of hanging; the next one works again.
+#[test]
+fn a_renewal_goes_around_a_full_pool_and_a_stuck_one_fails() {
+    use crate::store::MasterIdentity;
+    let Some(url) = server("pg_store::renewal") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let dir = TempDir::new();
+    let a = Arc::new(schemas.open(dir.path()));
+    let me = MasterIdentity {
+        id: "a-1".into(),
+        name: "host:/a".into(),
+    };
+    // A short lease: a third of it bounds each renewal.
+    let lease = 1_500;
+    a.join_masters(&me, 1_000, lease).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The test's own session, holding a table lock in an open transaction.
+    let (lock, conn) = rt
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .unwrap();
+    let driver = rt.spawn(conn);
+    let take = |table: &str| {
+        rt.block_on(lock.batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.{table} IN ACCESS EXCLUSIVE MODE",
+            a.schema()
+        )))
+        .unwrap()
+    };
+    let waiting = |table: &str| -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{}' AND c.relname = '{table}' AND NOT l.granted",
+            a.schema()
+        );
+        rt.block_on(lock.query_one(&sql, &[])).unwrap().get(0)
+    };
+    // Every pooled connection waits for `builds`.
+    take("builds");
+    let readers: Vec<_> = (0..super::POOL_SIZE)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                a.builds(&Default::default(), Default::default())
+                    .map(|b| b.len())
+            })
+        })
+        .collect();
+    while waiting("builds") < super::POOL_SIZE as i64 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let r = wait(a.renew(2_000, lease, &["schedulers"])).unwrap();
+    assert!(r.alive);
+    assert_eq!(r.held, [true]);
+    rt.block_on(lock.batch_execute("COMMIT")).unwrap();
+    for r in readers {
+        assert_eq!(r.join().unwrap().unwrap(), 0);
+    }
+    // A renewal stuck behind a lock on `leases` fails, and says why.
+    take("leases");
+    match wait(a.renew(3_000, lease, &["schedulers"])) {
+        Err(StoreError::Io(e)) => assert!(
+            e.contains("lock timeout") || e.contains("took longer"),
+            "{e}"
+        ),
+        other => panic!("a stuck renewal answered {other:?}"),
+    }
+    rt.block_on(lock.batch_execute("COMMIT")).unwrap();
+    let r = wait(a.renew(4_000, lease, &["schedulers"])).unwrap();
+    assert!(r.alive);
+    assert_eq!(r.held, [true]);
+    drop(lock);
+    let _ = rt.block_on(driver);
+}
