@@ -25,6 +25,7 @@ mod test_latent;
 mod test_logging;
 mod test_login;
 mod test_lsp;
+mod test_master_lease;
 mod test_metrics;
 mod test_multi_master;
 mod test_no_panic;

@@ -35,7 +35,7 @@ use crate::test_postgres::{psql, server, split_password, DropSchema};
 
 /// A master on the shared schema, with a short lease, its standard error
 /// in `DIR/master.log`.
-fn start(dir: &Path, config: &str) -> Master {
+pub(crate) fn start(dir: &Path, config: &str) -> Master {
     let cfg = dir.join("master.kdl");
     std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = bbc();
@@ -61,7 +61,7 @@ fn start(dir: &Path, config: &str) -> Master {
 
 /// Two directories with the secrets of the workers `wa`, `wb` and of the
 /// database.
-fn dirs(name: &str, password: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn dirs(name: &str, password: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let a = temp_dir(&format!("{name}_a"));
     let b = temp_dir(&format!("{name}_b"));
     for d in [&a, &b] {
@@ -72,13 +72,13 @@ fn dirs(name: &str, password: &str) -> (std::path::PathBuf, std::path::PathBuf) 
     (a, b)
 }
 
-fn kill9(m: &mut Master) {
+pub(crate) fn kill9(m: &mut Master) {
     // `Child::kill` is SIGKILL: no clean stop, no lease given back.
     let _ = m.proc.0.kill();
     let _ = m.proc.0.wait();
 }
 
-fn builds_of(m: &Master, builder: &str) -> Vec<serde_json::Value> {
+pub(crate) fn builds_of(m: &Master, builder: &str) -> Vec<serde_json::Value> {
     get_json(&m.http, &format!("/api/v1/builds?builder={builder}"))["builds"]
         .as_array()
         .cloned()
@@ -468,7 +468,7 @@ fn master_row(m: &Master, id: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
-fn my_id(m: &Master) -> String {
+pub(crate) fn my_id(m: &Master) -> String {
     wait_for("the master's own row", || {
         get_json(&m.http, "/api/v1/masters")["masters"]
             .as_array()?

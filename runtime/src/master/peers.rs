@@ -3,19 +3,21 @@
 //! lease expired, the named leases, and its queue kept in step with the
 //! requests the others add, claim, cancel or put back.
 //!
-//! Two tasks, started only when the store is shared:
+//! Tasks started only when the store is shared:
 //! - the heartbeat, every `LeaseTimes::heartbeat_ms`: renews this
 //!   master's row (found gone: it was taken for dead, so its builds were
-//!   interrupted in the store and it cancels them here), takes over from
-//!   dead masters ([`Store::take_over`]), and takes or renews the
-//!   schedulers' lease;
+//!   interrupted in the store and it cancels them here) and takes or
+//!   renews the schedulers' lease ([`Store::renew`], apart from the
+//!   ordinary store calls, so a backlog cannot delay it);
+//! - the take-overs, on the same beat: from dead masters
+//!   ([`Store::take_over`], apart too);
 //! - the listener: each notice of another master's work (LISTEN/NOTIFY,
 //!   [`Store::notices`]) makes the queue read the pending requests again
 //!   ([`Queue::sync_pending`]), as does a timer every [`RESYNC`], in case a
 //!   notice was missed; a build set stored by another master is handed to
 //!   this master's own subscribers (the dependent schedulers, the event
 //!   stream), and a shared config wakes the follower
-//!   (`master::apply::shared_config`), a third task.
+//!   (`master::apply::shared_config`), a task of its own.
 //!
 //! Builds taken over from a dead master end here as interrupted: this
 //! master, the one that took them over (exactly one does), tells its
@@ -23,6 +25,7 @@
 //! once as ended.
 //!
 //! [`Store::take_over`]: crate::store::Store::take_over
+//! [`Store::renew`]: crate::store::Store::renew
 //! [`Store::notices`]: crate::store::Store::notices
 //! [`Queue::sync_pending`]: crate::state::queue::Queue::sync_pending
 
@@ -35,6 +38,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::state::peers::SCHEDULERS;
 use crate::state::queue::update;
 use crate::state::{now_ms, Shared};
+use crate::store::lease::renewal_bound;
 use crate::store::{BuildRequest, BuildSet, Notice, Store};
 
 /// The queue reads the pending requests again at least this often, even
@@ -75,13 +79,23 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     }
     vec![
         tokio::spawn(heartbeat(shared.clone())),
+        tokio::spawn(take_overs(shared.clone())),
         super::apply::shared_config::spawn_follower(shared.clone()),
         tokio::spawn(listen(shared, rx)),
     ]
 }
 
+/// Renews this master's lease and the schedulers' lease every heartbeat,
+/// through [`Store::renew`]: not through `Shared::db`, whose blocking
+/// threads and pooled connections a backlog fills, and waiting for nothing
+/// else (what a renewal finds that takes time is spawned), so that a
+/// renewal ends within [`renewal_bound`] of its start and the master
+/// stops acting as a holder before the lease it renewed last expires.
+///
+/// [`Store::renew`]: crate::store::Store::renew
 async fn heartbeat(shared: Arc<Shared>) {
     let times = shared.peers.times;
+    let bound = Duration::from_millis(renewal_bound(times.lease_ms) as u64);
     let mut tick = tokio::time::interval(Duration::from_millis(times.heartbeat_ms as u64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -92,15 +106,18 @@ async fn heartbeat(shared: Arc<Shared>) {
         }
         let now = now_ms();
         let lease = times.lease_ms;
-        let r = shared
-            .db(move |s| {
-                let alive = s.heartbeat(now, lease)?;
-                let taken = s.take_over(now)?;
-                let sched = s.take_lease(SCHEDULERS, now, lease)?;
-                Ok((alive, taken, sched))
-            })
-            .await;
-        let (alive, taken, sched) = match r {
+        // The store bounds the call itself; this bound also covers a store
+        // whose task never answers.
+        let r = match tokio::time::timeout(bound, shared.store.renew(now, lease, &[SCHEDULERS]))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(crate::store::StoreError::Io(format!(
+                "the renewal took longer than {} ms",
+                bound.as_millis()
+            ))),
+        };
+        let renewal = match r {
             Ok(x) => x,
             Err(e) => {
                 if !failing {
@@ -120,7 +137,7 @@ async fn heartbeat(shared: Arc<Shared>) {
             tracing::info!("this master's lease is renewed again");
             failing = false;
         }
-        if !alive {
+        if !renewal.alive {
             // Another master took this one for dead and interrupted its
             // builds in the store: they run again elsewhere, so the ones
             // still running here stop.
@@ -133,27 +150,17 @@ async fn heartbeat(shared: Arc<Shared>) {
                     let _ = r.cancel.send(true);
                 }
             }
-            // Its row is new: it says again which config this one runs.
-            let running = shared.config_info().hash.clone();
-            if let Err(e) = shared.db(move |s| s.report_config(&running, None)).await {
-                tracing::warn!("cannot record this master's config in the store: {e}");
-            }
-        }
-        if !taken.is_empty() {
-            // The taken-over builds have ended: the reporters hear it from
-            // here (the master that ran them cannot tell), and their logs
-            // are compressed like any ended build's, one after another, in
-            // the background.
-            publish_ended(&shared, &taken).await;
+            // Its row is new: it says again which config this one runs
+            // (an ordinary store call: in the background).
             let s = shared.clone();
             tokio::spawn(async move {
-                for id in taken {
-                    if let Err(e) = s.db(move |st| st.seal_logs(id)).await {
-                        tracing::warn!("the logs of build {id} stay uncompressed: {e}");
-                    }
+                let running = s.config_info().hash.clone();
+                if let Err(e) = s.db(move |st| st.report_config(&running, None)).await {
+                    tracing::warn!("cannot record this master's config in the store: {e}");
                 }
             });
         }
+        let sched = renewal.held.first().copied().unwrap_or(false);
         if shared.peers.set_held(SCHEDULERS, sched) {
             if sched {
                 tracing::info!("this master runs the schedulers and pollers now");
@@ -161,6 +168,53 @@ async fn heartbeat(shared: Arc<Shared>) {
                 tracing::warn!("another master runs the schedulers and pollers now");
             }
         }
+    }
+}
+
+/// Takes over from the masters whose lease expired, every heartbeat
+/// ([`Store::take_over`], on its own connection: a dead master with many
+/// builds never delays this master's renewals).
+///
+/// [`Store::take_over`]: crate::store::Store::take_over
+async fn take_overs(shared: Arc<Shared>) {
+    let times = shared.peers.times;
+    let mut tick = tokio::time::interval(Duration::from_millis(times.heartbeat_ms as u64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        if shared.is_shutting_down() {
+            return;
+        }
+        let taken = match shared.store.take_over(now_ms()).await {
+            Ok(t) => {
+                failing = false;
+                t
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("cannot take over from dead masters: {e}");
+                    failing = true;
+                }
+                continue;
+            }
+        };
+        if taken.is_empty() {
+            continue;
+        }
+        // The taken-over builds have ended: the reporters hear it from
+        // here (the master that ran them cannot tell), and their logs are
+        // compressed like any ended build's, one after another, in the
+        // background.
+        publish_ended(&shared, &taken).await;
+        let s = shared.clone();
+        tokio::spawn(async move {
+            for id in taken {
+                if let Err(e) = s.db(move |st| st.seal_logs(id)).await {
+                    tracing::warn!("the logs of build {id} stay uncompressed: {e}");
+                }
+            }
+        });
     }
 }
 

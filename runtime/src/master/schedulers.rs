@@ -102,6 +102,14 @@ pub struct SchedState {
     pub changed: Vec<u64>,
     /// dependent: upstream build sets being waited for.
     pub watching: Vec<u64>,
+    /// dependent: the highest build set id looked at (of any scheduler).
+    /// The holder reads the sets above it from the store, so a set stored
+    /// while no master held the schedulers' lease (its holder had died) is
+    /// watched too; one at or below it is never watched again, so a set
+    /// fires its dependents once. `None` until the scheduler first looks:
+    /// then it starts after the newest set (from "now", as for changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_set: Option<u64>,
 }
 
 /// A build set the engine wants submitted.
@@ -511,18 +519,54 @@ impl Engine {
         out
     }
 
-    /// Starts watching a new build set of an upstream scheduler.
-    pub fn on_buildset_submitted(&mut self, g: &Graph, set: &BuildSet, now: Millis) {
+    /// A build set stored (fed in id order, from the store): dependent
+    /// schedulers of its scheduler start watching it, unless they looked
+    /// at it already (`last_set`).
+    pub fn on_buildset_stored(&mut self, g: &Graph, set: &BuildSet, now: Millis) {
         for s in &g.schedulers {
             if let SchedulerKind::Dependent { upstream } = &s.kind {
-                if *upstream == set.set.scheduler {
-                    let st = self.state(&s.name, 0, now);
-                    if !st.watching.contains(&set.id) {
-                        st.watching.push(set.id);
-                    }
+                let st = self.state(&s.name, 0, now);
+                if st.last_set.is_some_and(|l| set.id <= l) {
+                    continue;
+                }
+                st.last_set = Some(set.id);
+                if *upstream == set.set.scheduler && !st.watching.contains(&set.id) {
+                    st.watching.push(set.id);
                 }
             }
         }
+    }
+
+    /// The dependent schedulers of `g`.
+    fn dependents(g: &Graph) -> impl Iterator<Item = &str> {
+        g.schedulers
+            .iter()
+            .filter(|s| matches!(s.kind, SchedulerKind::Dependent { .. }))
+            .map(|s| s.name.as_str())
+    }
+
+    /// Whether a dependent scheduler has never looked at the build sets
+    /// (then [`Engine::sets_floor`] needs the newest set's id).
+    pub fn sets_unstarted(&self, g: &Graph) -> bool {
+        Self::dependents(g).any(|n| self.states.get(n).is_none_or(|s| s.last_set.is_none()))
+    }
+
+    /// Where the dependent schedulers read the build sets from: the lowest
+    /// `last_set` among them, each one that never looked starting after
+    /// `newest`. `None`: no dependent scheduler, or one never looked and
+    /// `newest` is unknown.
+    pub fn sets_floor(&mut self, g: &Graph, newest: Option<u64>, now: Millis) -> Option<u64> {
+        let mut floor: Option<u64> = None;
+        for n in Self::dependents(g) {
+            let st = state_in(&mut self.states, n, 0, now);
+            let seen = match (st.last_set, newest) {
+                (Some(l), _) => l,
+                (None, Some(top)) => *st.last_set.insert(top),
+                (None, None) => return None,
+            };
+            floor = Some(floor.map_or(seen, |f| f.min(seen)));
+        }
+        floor
     }
 
     /// The earliest time something is due.
@@ -820,6 +864,14 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             configs_rx = p.configs_rx;
             continue;
         }
+        // Registered before this turn reads anything: a build ending or a
+        // change stored elsewhere while it reads still wakes the next wait
+        // (`notify_waiters` only reaches registered waiters).
+        let finished = shared.build_finished.notified();
+        let elsewhere = shared.peers.changes_elsewhere.notified();
+        tokio::pin!(finished, elsewhere);
+        finished.as_mut().enable();
+        elsewhere.as_mut().enable();
         // Configs applied since the last look, in order.
         let mut events: Vec<_> = received.take().into_iter().collect();
         loop {
@@ -872,6 +924,10 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             }
         }
         todo.extend(engine.on_tick(&g, now));
+        // Dependent schedulers: the build sets stored since they last
+        // looked, from the store (not only those this master heard of:
+        // a set stored while no master held the lease counts too).
+        let more_sets = catch_up_sets(&shared, &mut engine, &g, now).await;
         // Dependent schedulers: re-check the sets they wait for.
         let watched: Vec<u64> = engine
             .states
@@ -902,22 +958,57 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             .next_deadline(&g)
             .map(|d| (d - clock.now()).clamp(0, 60_000) as u64)
             .unwrap_or(60_000);
-        let finished = shared.build_finished.notified();
-        let elsewhere = shared.peers.changes_elsewhere.notified();
+        // A full page of build sets: read the next one at once.
+        let wait = if more_sets { 0 } else { wait };
         tokio::select! {
             r = changes_rx.recv() => { let _ = r; }
             // Another master sharing the store stored a change.
-            _ = elsewhere => {}
-            r = sets_rx.recv() => {
-                if let Ok(bs) = r {
-                    engine.on_buildset_submitted(&g, &bs, clock.now());
-                    persist(&shared, &BTreeMap::new(), &engine).await;
-                }
-            }
-            _ = finished => {}
+            _ = &mut elsewhere => {}
+            // A build set stored (here or elsewhere): read from the store
+            // at the top of the loop.
+            r = sets_rx.recv() => { let _ = r; }
+            _ = &mut finished => {}
             // Handled at the top of the loop.
             r = configs_rx.recv() => { received = r.ok(); }
             _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+        }
+    }
+}
+
+/// Build sets read from the store at a time.
+const SETS_PAGE: usize = 500;
+
+/// Feeds the dependent schedulers the build sets stored since they last
+/// looked ([`Engine::on_buildset_stored`]); `true` when there may be more
+/// (a full page).
+async fn catch_up_sets(shared: &Arc<Shared>, engine: &mut Engine, g: &Graph, now: Millis) -> bool {
+    let newest = if engine.sets_unstarted(g) {
+        match shared.db(|s| s.newest_buildset()).await {
+            Ok(top) => Some(top),
+            Err(e) => {
+                tracing::warn!("cannot read the newest build set: {e}");
+                return false;
+            }
+        }
+    } else {
+        None
+    };
+    let Some(floor) = engine.sets_floor(g, newest, now) else {
+        return false;
+    };
+    match shared
+        .db(move |s| s.buildsets_after(floor, SETS_PAGE))
+        .await
+    {
+        Ok(sets) => {
+            for set in &sets {
+                engine.on_buildset_stored(g, set, now);
+            }
+            sets.len() == SETS_PAGE
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the build sets stored since {floor}: {e}");
+            false
         }
     }
 }

@@ -332,6 +332,7 @@ fn audit_log(open: Open<'_>, dir: &Path) {
 
 fn buildsets_and_requests(open: Open<'_>, dir: &Path) {
     let s = open(dir);
+    assert_eq!(s.newest_buildset().unwrap(), 0);
     let (set, reqs) = s
         .add_buildset(buildset("first", 100), &builders(&["lin", "win", "mac"]))
         .unwrap();
@@ -364,6 +365,13 @@ fn buildsets_and_requests(open: Open<'_>, dir: &Path) {
         [1, 2, 3, 4, 5],
         "oldest first"
     );
+    // The sets after an id, oldest first, and the newest id.
+    assert_eq!(s.newest_buildset().unwrap(), 2);
+    assert_eq!(ids(&s.buildsets_after(0, 10).unwrap(), |b| b.id), [1, 2]);
+    assert_eq!(ids(&s.buildsets_after(0, 1).unwrap(), |b| b.id), [1]);
+    assert_eq!(s.buildsets_after(1, 10).unwrap(), vec![set2]);
+    assert!(s.buildsets_after(2, 10).unwrap().is_empty());
+    assert!(s.buildsets_after(u64::MAX, 10).unwrap().is_empty());
 }
 
 fn codebases(open: Open<'_>, dir: &Path) {

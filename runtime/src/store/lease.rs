@@ -55,6 +55,29 @@ impl LeaseTimes {
     }
 }
 
+/// How long one renewal (this master's row and its named leases) may
+/// take before the master gives it up as failed: a third of the lease.
+/// The heartbeat comes every fifth of a lease and waits for nothing else,
+/// so the next renewal after a successful one has started within a third
+/// of a lease and ended (renewed, or failed and the master stopped acting
+/// as a holder) within two thirds: never after the lease it renewed last
+/// has expired, which is when another master may take it.
+pub fn renewal_bound(lease_ms: Millis) -> Millis {
+    (lease_ms / 3).max(1)
+}
+
+/// What one renewal found ([`crate::store::Store::renew`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// `false`: this master's row was gone (another master found its
+    /// lease expired and took its builds over); it is back now, with a
+    /// new lease, and must stop the builds it still runs.
+    pub alive: bool,
+    /// For each named lease asked for, in order: whether this master
+    /// holds it now, until `now + lease_ms`.
+    pub held: Vec<bool>,
+}
+
 /// Who a master process is: a fresh `id` per process (host, pid and a
 /// random part), and a stable `name` that a restarted master shares with
 /// its previous incarnation (by default the host and the state
@@ -308,6 +331,18 @@ mod tests {
         assert!(can_take(Some(("a", 10_000)), "a", 5_000));
         assert!(!can_take(Some(("a", 10_000)), "b", 5_000));
         assert!(can_take(Some(("a", 10_000)), "b", 10_000));
+    }
+
+    #[test]
+    fn a_renewal_ends_before_the_lease_it_follows() {
+        // A renewal that succeeded at t renewed until t + lease; the next
+        // one starts by t + max(heartbeat, bound) and ends by that plus
+        // the bound.
+        for lease in [500, 1_500, 10_000, 60_000] {
+            let t = LeaseTimes::of(lease);
+            let b = renewal_bound(t.lease_ms);
+            assert!(t.heartbeat_ms.max(b) + b < t.lease_ms, "{t:?}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod pg_store;
 pub mod redb_store;
 
 pub use commit_times::{CommitTimes, CommitTimesSnapshot};
-pub use lease::{ConfigAck, LeaseTimes, MasterIdentity, MasterRecord};
+pub use lease::{ConfigAck, LeaseTimes, MasterIdentity, MasterRecord, Renewal};
 pub use pg_store::{PgConfig, PgStore};
 pub use redb_store::RedbStore;
 
@@ -52,6 +52,11 @@ pub fn open_configured(
 }
 
 pub type Properties = BTreeMap<String, Scalar>;
+
+/// The answer of an async store call ([`Store::renew`], [`Store::take_over`]):
+/// it owns what it needs, so it can be awaited on any runtime.
+pub type StoreFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'static>>;
 
 /// The state key ([`Store::get_state`]) under which a build's upload steps
 /// list the files they wrote (a JSON array of paths under `STATE/files`);
@@ -558,6 +563,14 @@ pub trait Store: Send + Sync + 'static {
         builders: &[(String, i64)],
     ) -> Result<(BuildSet, Vec<BuildRequest>)>;
     fn buildset(&self, id: u64) -> Result<Option<BuildSet>>;
+    /// The build sets with an id above `after`, oldest first, at most
+    /// `limit`. Ids are given in commit order (no set appears after one
+    /// with a higher id), so a reader that remembers the last id it saw
+    /// misses none: the dependent schedulers catch up this way with the
+    /// sets stored while no master held their lease.
+    fn buildsets_after(&self, after: u64, limit: usize) -> Result<Vec<BuildSet>>;
+    /// The id of the newest build set (0: none yet).
+    fn newest_buildset(&self) -> Result<u64>;
     fn request(&self, id: u64) -> Result<Option<BuildRequest>>;
     fn requests(&self, filter: &RequestFilter, page: Page) -> Result<Vec<BuildRequest>>;
     /// Every pending request, oldest first (what the queue loads at start).
@@ -707,28 +720,35 @@ pub trait Store: Send + Sync + 'static {
     fn join_masters(&self, _me: &MasterIdentity, _now: Millis, _lease_ms: Millis) -> Result<()> {
         Ok(())
     }
-    /// Renews this master's lease. `Ok(false)`: its row was gone (another
-    /// master found its lease expired and took its builds over); it is
-    /// back now, with a new lease.
-    fn heartbeat(&self, _now: Millis, _lease_ms: Millis) -> Result<bool> {
-        Ok(true)
+    /// One heartbeat: renews this master's lease until `now + lease_ms`
+    /// and takes or renews the named leases `names` (each: `true` when
+    /// this master holds it now, it was free, expired or its own).
+    ///
+    /// Async and apart from the ordinary calls: a master with a backlog
+    /// has every blocking thread and pooled connection busy, and a renewal
+    /// waiting behind them would let its lease expire while it lives
+    /// (another master would take its builds and leases). A backend that
+    /// others share runs this on a connection of its own and ends it as
+    /// `Err` within [`lease::renewal_bound`]; the master then stops acting
+    /// as a holder. A store only one master opens answers at once: alive,
+    /// every lease held.
+    fn renew(&self, _now: Millis, _lease_ms: Millis, names: &[&str]) -> StoreFuture<Renewal> {
+        let held = vec![true; names.len()];
+        Box::pin(std::future::ready(Ok(Renewal { alive: true, held })))
     }
     /// Takes over from every master whose lease has expired at `now`: its
     /// running builds end as interrupted (`Retry`, their requests pending
     /// again, as [`Store::interrupt_running`] does at a restart) and its
     /// row and leases go. Returns the interrupted builds. Two masters doing
-    /// it at once take over each dead master once.
-    fn take_over(&self, _now: Millis) -> Result<Vec<u64>> {
-        Ok(Vec::new())
+    /// it at once take over each dead master once. Async and apart from
+    /// the ordinary calls, like [`Store::renew`] (and from it: a long
+    /// take-over never delays a renewal).
+    fn take_over(&self, _now: Millis) -> StoreFuture<Vec<u64>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
     /// The masters sharing the store, live or not yet taken over.
     fn masters(&self) -> Result<Vec<MasterRecord>> {
         Ok(Vec::new())
-    }
-    /// Takes or renews the named lease until `now + lease_ms`: `true` when
-    /// this master holds it now (it was free, expired or its own).
-    fn take_lease(&self, _name: &str, _now: Millis, _lease_ms: Millis) -> Result<bool> {
-        Ok(true)
     }
     /// Gives up this master's named leases (a clean stop: another master
     /// takes them at once instead of after their expiry).

@@ -38,8 +38,10 @@ use tokio_postgres::Row;
 use super::{
     AuditEntry, BackupReport, Build, BuildFilter, BuildRequest, BuildSet, BuilderUsage, Change,
     Millis, NewAuditEntry, NewBuild, NewBuildSet, NewChange, Page, Properties, Pruned,
-    RequestFilter, Result, Retention, Sealed, StepRecord, Store, StoreError, WorkerRecord,
+    RequestFilter, Result, Retention, Sealed, StepRecord, Store, StoreError, StoreFuture,
+    WorkerRecord,
 };
+use crate::store::lease::{self, Renewal};
 use crate::store::{MasterIdentity, MasterRecord, Notice};
 use bbc_graph::BuildResult;
 
@@ -63,6 +65,10 @@ const POOL_SIZE: usize = 16;
 /// server, before it fails with `Io` (the server is down or overloaded).
 const WAIT: Duration = Duration::from_secs(30);
 const CONNECT: Duration = Duration::from_secs(10);
+
+/// How long a take-over may take at most (each of its statements ends
+/// within the renewal's bound; a dead master may have many builds).
+const TAKE_OVER: Duration = Duration::from_secs(60);
 
 /// Where and how to reach the database.
 #[derive(Clone)]
@@ -117,6 +123,9 @@ pub struct PgStore {
     /// that `join_masters` starts.
     notices: tokio::sync::broadcast::Sender<Notice>,
     listening: AtomicBool,
+    /// The connections of the lease work, made when the master joins
+    /// (`lease_pool`).
+    lease_pool: std::sync::OnceLock<Pool>,
 }
 
 impl Drop for PgStore {
@@ -255,6 +264,7 @@ impl PgStore {
             me: std::sync::RwLock::new(None),
             notices: tokio::sync::broadcast::channel(256).0,
             listening: AtomicBool::new(false),
+            lease_pool: std::sync::OnceLock::new(),
         };
         let schema = cfg.schema.clone();
         store.with(move |mut c| async move { schema::migrate(&mut c, &schema).await })?;
@@ -308,6 +318,91 @@ impl PgStore {
         self.run(async move {
             let c = pool.get().await.map_err(pool_err)?;
             f(c).await
+        })
+    }
+
+    /// The pool of the lease work ([`Store::renew`], [`Store::take_over`]):
+    /// two connections of its own, one for each of the heartbeat's two
+    /// tasks, so that neither waits for the ordinary calls nor for the
+    /// other. Each statement on them ends within the renewal's bound
+    /// (`statement_timeout`, `lock_timeout`): the server gives up a
+    /// statement stuck behind a lock even once this side has dropped the
+    /// connection, which a backend waiting for a lock would not notice.
+    fn make_lease_pool(&self, lease_ms: Millis) -> Result<Pool> {
+        let bound = lease::renewal_bound(lease_ms);
+        let mut pg = self.pg.clone();
+        pg.options(format!(
+            "-c search_path={} -c statement_timeout={bound} -c lock_timeout={bound}",
+            self.schema
+        ));
+        pg.application_name("bbc-lease");
+        let mgr = Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(mgr)
+            .max_size(2)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT))
+            .build()
+            .map_err(|e| StoreError::Io(format!("database pool for the leases: {e}")))
+    }
+
+    /// Runs `f` with a connection of the lease pool and this master's
+    /// identity on the store's runtime, all of it within `bound`: past
+    /// it the call is `Err` and the connection is closed rather than
+    /// given back (a statement may still be running on it; a broken
+    /// connection is replaced by a new one at the next call).
+    fn on_lease_connection<T, F>(&self, bound: Duration, f: F) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut deadpool_postgres::Client,
+                MasterIdentity,
+            )
+                -> std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>
+            + Send
+            + 'static,
+    {
+        let me = match self.me_or_err() {
+            Ok(me) => me,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        let Some(pool) = self.lease_pool.get().cloned() else {
+            return Box::pin(std::future::ready(Err(StoreError::Conflict(
+                "this master has not joined the store".into(),
+            ))));
+        };
+        let late = move || {
+            StoreError::Io(format!(
+                "database: the lease work took longer than {} ms",
+                bound.as_millis()
+            ))
+        };
+        let task = self.handle.spawn(async move {
+            let deadline = tokio::time::Instant::now() + bound;
+            let mut c = tokio::time::timeout_at(deadline, pool.get())
+                .await
+                .map_err(|_| late())?
+                .map_err(pool_err)?;
+            let r = tokio::time::timeout_at(deadline, f(&mut c, me)).await;
+            match r {
+                Ok(r) => r,
+                Err(_) => {
+                    drop(deadpool_postgres::Object::take(c));
+                    Err(late())
+                }
+            }
+        });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                Err(StoreError::Io(format!(
+                    "the database task stopped before answering: {e}"
+                )))
+            })
         })
     }
 
@@ -408,6 +503,28 @@ impl Store for PgStore {
             {
                 Some(r) => record(&r, 0, 1).map(Some),
                 None => Ok(None),
+            }
+        })
+    }
+
+    fn buildsets_after(&self, after: u64, limit: usize) -> Result<Vec<BuildSet>> {
+        self.with(move |c| async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rs = rows(
+                &c,
+                "SELECT id, rec::text FROM buildsets WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&key(after), &limit],
+            )
+            .await?;
+            rs.iter().map(|r| record(r, 0, 1)).collect()
+        })
+    }
+
+    fn newest_buildset(&self) -> Result<u64> {
+        self.with(move |c| async move {
+            match row(&c, "SELECT max(id) FROM buildsets", &[]).await? {
+                Some(r) => unsigned(col::<Option<i64>>(&r, 0)?.unwrap_or(0), "build set id"),
+                None => Ok(0),
             }
         })
     }
@@ -739,6 +856,10 @@ impl Store for PgStore {
     }
 
     fn join_masters(&self, me: &MasterIdentity, now: Millis, lease_ms: Millis) -> Result<()> {
+        if self.lease_pool.get().is_none() {
+            // A second join (the tests) keeps the first pool.
+            let _ = self.lease_pool.set(self.make_lease_pool(lease_ms)?);
+        }
         let m = me.clone();
         self.with(move |c| async move { masters::join(&c, &m, now, lease_ms).await })?;
         if let Ok(mut slot) = self.me.write() {
@@ -755,26 +876,29 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn heartbeat(&self, now: Millis, lease_ms: Millis) -> Result<bool> {
-        let me = self.me_or_err()?;
-        self.with(move |c| async move { masters::heartbeat(&c, &me, now, lease_ms).await })
+    fn renew(&self, now: Millis, lease_ms: Millis, names: &[&str]) -> StoreFuture<Renewal> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let bound = Duration::from_millis(lease::renewal_bound(lease_ms) as u64);
+        self.on_lease_connection(bound, move |c, me| {
+            Box::pin(async move {
+                let alive = masters::heartbeat(c, &me, now, lease_ms).await?;
+                let mut held = Vec::with_capacity(names.len());
+                for n in &names {
+                    held.push(masters::take_lease(c, &me, n, now, lease_ms).await?);
+                }
+                Ok(Renewal { alive, held })
+            })
+        })
     }
 
-    fn take_over(&self, now: Millis) -> Result<Vec<u64>> {
-        let me = self.me_or_err()?;
-        self.with(move |mut c| async move { masters::take_over(&mut c, &me, now).await })
+    fn take_over(&self, now: Millis) -> StoreFuture<Vec<u64>> {
+        self.on_lease_connection(TAKE_OVER, move |c, me| {
+            Box::pin(async move { masters::take_over(c, &me, now).await })
+        })
     }
 
     fn masters(&self) -> Result<Vec<MasterRecord>> {
         self.with(move |c| async move { masters::all(&c).await })
-    }
-
-    fn take_lease(&self, name: &str, now: Millis, lease_ms: Millis) -> Result<bool> {
-        let me = self.me_or_err()?;
-        let name = name.to_string();
-        self.with(move |mut c| async move {
-            masters::take_lease(&mut c, &me, &name, now, lease_ms).await
-        })
     }
 
     fn release_leases(&self) -> Result<()> {

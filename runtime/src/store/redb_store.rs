@@ -462,6 +462,25 @@ impl Store for RedbStore {
         get_record(&open_ro(&self.read()?, BUILDSETS)?, id)
     }
 
+    fn buildsets_after(&self, after: u64, limit: usize) -> Result<Vec<BuildSet>> {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let t = open_ro(&self.read()?, BUILDSETS)?;
+        let mut out = Vec::new();
+        for kv in t.range(from..).map_err(db_err)?.take(limit) {
+            let (k, v) = kv.map_err(db_err)?;
+            out.push(records::decode_record(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn newest_buildset(&self) -> Result<u64> {
+        let t = open_ro(&self.read()?, BUILDSETS)?;
+        let last = t.last().map_err(db_err)?;
+        Ok(last.map_or(0, |(k, _)| k.value()))
+    }
+
     fn request(&self, id: u64) -> Result<Option<BuildRequest>> {
         get_record(&open_ro(&self.read()?, REQUESTS)?, id)
     }

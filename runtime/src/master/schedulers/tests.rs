@@ -218,9 +218,9 @@ fn dependent_runs_after_upstream_success_only() {
         result,
         completed_at: None,
     };
-    e.on_buildset_submitted(&g, &set(10, None), 0);
-    e.on_buildset_submitted(&g, &set(10, None), 0);
-    e.on_buildset_submitted(&g, &set(11, None), 0);
+    e.on_buildset_stored(&g, &set(10, None), 0);
+    e.on_buildset_stored(&g, &set(10, None), 0);
+    e.on_buildset_stored(&g, &set(11, None), 0);
     let out = e.on_buildset_done(&g, &set(10, Some(BuildResult::Success)), 1);
     assert_eq!(out.len(), 1, "watched once even if announced twice");
     assert_eq!(out[0].builders, vec!["d".to_string()]);
@@ -231,6 +231,35 @@ fn dependent_runs_after_upstream_success_only() {
     assert!(e
         .on_buildset_done(&g, &set(11, Some(BuildResult::Failure)), 3)
         .is_empty());
+    // Read again from the store (a new holder catching up from an older
+    // point): a set looked at already is not watched again.
+    e.on_buildset_stored(&g, &set(10, Some(BuildResult::Success)), 4);
+    assert!(e.states["after"].watching.is_empty());
+}
+
+#[test]
+fn dependent_schedulers_catch_up_from_the_last_set_they_saw() {
+    let g = fixture!("dependent_on_single_branch");
+    let mut e = started(&g, 0);
+    // Never looked: it needs the newest set, and starts after it.
+    assert!(e.sets_unstarted(&g));
+    assert_eq!(e.sets_floor(&g, None, 0), None);
+    assert_eq!(e.sets_floor(&g, Some(7), 0), Some(7));
+    assert!(!e.sets_unstarted(&g));
+    // Its saved state says where it stopped: a new holder reads on from
+    // there, whatever the newest set is now.
+    let saved = serde_json::to_vec(&e.states["after"]).unwrap();
+    let mut e2 = started(&g, 0);
+    e2.states
+        .insert("after".into(), serde_json::from_slice(&saved).unwrap());
+    assert_eq!(e2.sets_floor(&g, Some(40), 0), Some(7));
+    // A state saved before `last_set` existed reads as never looked.
+    let old: SchedState = serde_json::from_str(
+        r#"{"last_change":3,"pending":{},"last_slot":null,"changed":[],"watching":[5]}"#,
+    )
+    .unwrap();
+    assert_eq!(old.last_set, None);
+    assert_eq!(old.watching, vec![5]);
 }
 
 #[test]

@@ -31,6 +31,15 @@ fn server(test: &str) -> Option<String> {
     }
 }
 
+/// The answer of an async store call, on a runtime of the test's own.
+fn wait<T>(f: crate::store::StoreFuture<T>) -> crate::store::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 /// Fresh schemas for one test, one per state directory, all dropped at
 /// the end (also when the test fails).
 struct Schemas {
@@ -474,16 +483,23 @@ fn masters_join_take_over_the_dead_and_share_leases() {
     );
     let ids: Vec<String> = b2.masters().unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(ids, vec!["a-1", "b-2"]);
-    // The schedulers' lease: one holder, renewable, free once expired.
-    assert!(a.take_lease("schedulers", 2_000, lease).unwrap());
-    assert!(!b2.take_lease("schedulers", 3_000, lease).unwrap());
-    assert!(a.take_lease("schedulers", 4_000, lease).unwrap());
-    // A's lease ran out at 11 000 (it did not renew): nothing to take
+    // The schedulers' lease: one holder, renewable, free once expired;
+    // each renewal renews the master's own lease too.
+    let renew = |s: &PgStore, now| wait(s.renew(now, lease, &["schedulers"])).unwrap();
+    let held = |s: &PgStore, now| {
+        let r = renew(s, now);
+        assert!(r.alive);
+        r.held == [true]
+    };
+    assert!(held(&a, 2_000));
+    assert!(!held(&b2, 3_000));
+    assert!(held(&a, 4_000));
+    // A's lease ran out at 14 000 (it did not renew): nothing to take
     // before, its build and its lease after, once.
-    assert!(b2.heartbeat(10_000, lease).unwrap());
-    assert_eq!(b2.take_over(10_999).unwrap(), Vec::<u64>::new());
-    assert_eq!(b2.take_over(11_000).unwrap(), vec![ba.id]);
-    assert_eq!(b2.take_over(11_001).unwrap(), Vec::<u64>::new());
+    assert!(!held(&b2, 10_000));
+    assert_eq!(wait(b2.take_over(13_999)).unwrap(), Vec::<u64>::new());
+    assert_eq!(wait(b2.take_over(14_000)).unwrap(), vec![ba.id]);
+    assert_eq!(wait(b2.take_over(14_001)).unwrap(), Vec::<u64>::new());
     let gone = b2.build(ba.id).unwrap().unwrap();
     assert_eq!(gone.state_string, "interrupted");
     assert_eq!(gone.result, Some(bbc_graph::BuildResult::Retry));
@@ -491,13 +507,98 @@ fn masters_join_take_over_the_dead_and_share_leases() {
         b2.request(reqs[0].id).unwrap().unwrap().state,
         RequestState::Pending
     );
-    assert!(b2.take_lease("schedulers", 11_002, lease).unwrap());
-    // A comes back (it was only slow): it learns its row was gone.
-    assert!(!a.heartbeat(12_000, lease).unwrap());
-    assert!(a.heartbeat(12_001, lease).unwrap());
+    assert!(held(&b2, 14_002));
+    // A comes back (it was only slow): it learns its row was gone, and
+    // that the schedulers' lease is B's now.
+    let back = renew(&a, 15_000);
+    assert!(!back.alive);
+    assert_eq!(back.held, [false]);
+    assert!(!held(&a, 15_001));
     // A's late end of the taken-over build changes nothing.
     assert!(matches!(
-        a.finish_build(ba.id, bbc_graph::BuildResult::Success, 12_002),
+        a.finish_build(ba.id, bbc_graph::BuildResult::Success, 15_002),
         Err(StoreError::Conflict(_))
     ));
+}
+
+/// A renewal never waits for the ordinary calls' pool, and a renewal
+/// stuck behind a lock ends as an error (the master then stops acting as
+/// a holder) instead of hanging; the next one works again.
+#[test]
+fn a_renewal_goes_around_a_full_pool_and_a_stuck_one_fails() {
+    use crate::store::MasterIdentity;
+    let Some(url) = server("pg_store::renewal") else {
+        return;
+    };
+    let schemas = Schemas::new(url.clone());
+    let dir = TempDir::new();
+    let a = Arc::new(schemas.open(dir.path()));
+    let me = MasterIdentity {
+        id: "a-1".into(),
+        name: "host:/a".into(),
+    };
+    // A short lease: a third of it bounds each renewal.
+    let lease = 1_500;
+    a.join_masters(&me, 1_000, lease).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The test's own session, holding a table lock in an open transaction.
+    let (lock, conn) = rt
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .unwrap();
+    let driver = rt.spawn(conn);
+    let take = |table: &str| {
+        rt.block_on(lock.batch_execute(&format!(
+            "BEGIN; LOCK TABLE {}.{table} IN ACCESS EXCLUSIVE MODE",
+            a.schema()
+        )))
+        .unwrap()
+    };
+    let waiting = |table: &str| -> i64 {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{}' AND c.relname = '{table}' AND NOT l.granted",
+            a.schema()
+        );
+        rt.block_on(lock.query_one(&sql, &[])).unwrap().get(0)
+    };
+    // Every pooled connection waits for `builds`.
+    take("builds");
+    let readers: Vec<_> = (0..super::POOL_SIZE)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                a.builds(&Default::default(), Default::default())
+                    .map(|b| b.len())
+            })
+        })
+        .collect();
+    while waiting("builds") < super::POOL_SIZE as i64 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let r = wait(a.renew(2_000, lease, &["schedulers"])).unwrap();
+    assert!(r.alive);
+    assert_eq!(r.held, [true]);
+    rt.block_on(lock.batch_execute("COMMIT")).unwrap();
+    for r in readers {
+        assert_eq!(r.join().unwrap().unwrap(), 0);
+    }
+    // A renewal stuck behind a lock on `leases` fails, and says why.
+    take("leases");
+    match wait(a.renew(3_000, lease, &["schedulers"])) {
+        Err(StoreError::Io(e)) => assert!(
+            e.contains("lock timeout") || e.contains("took longer"),
+            "{e}"
+        ),
+        other => panic!("a stuck renewal answered {other:?}"),
+    }
+    rt.block_on(lock.batch_execute("COMMIT")).unwrap();
+    let r = wait(a.renew(4_000, lease, &["schedulers"])).unwrap();
+    assert!(r.alive);
+    assert_eq!(r.held, [true]);
+    drop(lock);
+    let _ = rt.block_on(driver);
 }
