@@ -558,6 +558,18 @@ pub trait Store: Send + Sync + 'static {
         builders: &[(String, i64)],
     ) -> Result<(BuildSet, Vec<BuildRequest>)>;
     fn buildset(&self, id: u64) -> Result<Option<BuildSet>>;
+    /// The build sets of `ids` that exist, in no order: one round trip
+    /// where the store is a server (the queue's re-reads ask for every
+    /// set it does not hold yet at once).
+    fn buildsets(&self, ids: &[u64]) -> Result<Vec<BuildSet>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(s) = self.buildset(id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
     fn request(&self, id: u64) -> Result<Option<BuildRequest>>;
     fn requests(&self, filter: &RequestFilter, page: Page) -> Result<Vec<BuildRequest>>;
     /// Every pending request, oldest first (what the queue loads at start).

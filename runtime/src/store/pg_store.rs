@@ -18,7 +18,9 @@
 //! WAL on disk; `put_step`, `set_build_state` and `append_log` commit with
 //! `synchronous_commit = off`, which the next durable commit covers (the
 //! WAL is flushed in order): exactly the trait's "visible at once, durable
-//! with the next durable write".
+//! with the next durable write". Those three run on connections of their
+//! own whose sessions say `synchronous_commit = off` (the `relaxed` pool),
+//! each as one statement: no `BEGIN`, `SET LOCAL`, `COMMIT` around it.
 //!
 //! Records are kept as JSON (the same serde encoding as redb's values)
 //! beside the columns that queries and indexes need; claims and
@@ -58,6 +60,9 @@ pub use schema::SCHEMA_VERSION;
 /// Connections the pool keeps at most: enough for the master's blocking
 /// threads that touch the store at once; PostgreSQL's default limit is 100.
 const POOL_SIZE: usize = 16;
+/// Connections of the relaxed pool (`put_step`, `set_build_state`,
+/// `append_log`): single statements that do not wait for the disk.
+const RELAXED_POOL_SIZE: usize = 8;
 
 /// How long a call waits for a connection, and a new connection for the
 /// server, before it fails with `Io` (the server is down or overloaded).
@@ -104,6 +109,8 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// Connections whose commits do not wait for the WAL flush.
+    relaxed: Pool,
     schema: String,
     /// The last call met a database error that was not the caller's
     /// (`health` then probes with a write).
@@ -204,6 +211,24 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, row: &Row, i: usize) -> Re
     super::redb_store::records::decode(what, text.as_bytes())
 }
 
+/// A pool of connections made with `pg` (none until asked for).
+fn new_pool(pg: tokio_postgres::Config, size: usize) -> Result<Pool> {
+    let mgr = Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(WAIT))
+        .create_timeout(Some(CONNECT))
+        .build()
+        .map_err(|e| StoreError::Io(format!("database pool: {e}")))
+}
+
 impl PgStore {
     /// Connects, creates the schema if needed and brings its tables to
     /// [`SCHEMA_VERSION`]; refuses a schema a newer bbc wrote.
@@ -231,24 +256,20 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Io(format!("cannot start the database runtime: {e}")))?;
-        let mgr = Manager::from_config(
-            pg.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(WAIT))
-            .create_timeout(Some(CONNECT))
-            .build()
-            .map_err(|e| StoreError::Io(format!("database pool: {e}")))?;
+        let pool = new_pool(pg.clone(), POOL_SIZE)?;
+        // The session's setting instead of a `SET LOCAL` in each
+        // transaction: a relaxed write is then one statement.
+        let mut rpg = pg.clone();
+        rpg.options(format!(
+            "-c search_path={} -c synchronous_commit=off",
+            cfg.schema
+        ));
+        let relaxed = new_pool(rpg, RELAXED_POOL_SIZE)?;
         let store = PgStore {
             handle: rt.handle().clone(),
             rt: Some(rt),
             pool,
+            relaxed,
             schema: cfg.schema.clone(),
             failing: AtomicBool::new(false),
             pg,
@@ -305,6 +326,21 @@ impl PgStore {
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let pool = self.pool.clone();
+        self.run(async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            f(c).await
+        })
+    }
+
+    /// Runs `f` with a connection of the relaxed pool (commits that do not
+    /// wait for the WAL flush).
+    fn with_relaxed<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let pool = self.relaxed.clone();
         self.run(async move {
             let c = pool.get().await.map_err(pool_err)?;
             f(c).await
@@ -412,6 +448,22 @@ impl Store for PgStore {
         })
     }
 
+    fn buildsets(&self, ids: &[u64]) -> Result<Vec<BuildSet>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|&id| key(id)).collect();
+        self.with(move |c| async move {
+            let rs = rows(
+                &c,
+                "SELECT id, rec::text FROM buildsets WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+            rs.iter().map(|r| record(r, 0, 1)).collect()
+        })
+    }
+
     fn request(&self, id: u64) -> Result<Option<BuildRequest>> {
         self.with(move |c| async move {
             match row(
@@ -457,8 +509,8 @@ impl Store for PgStore {
         let state_string = state_string.to_string();
         let mut properties = properties.clone();
         storable(&mut properties);
-        self.with(move |mut c| async move {
-            builds::set_build_state(&mut c, id, state_string, properties).await
+        self.with_relaxed(move |c| async move {
+            builds::set_build_state(&c, id, state_string, properties).await
         })
     }
 
@@ -512,7 +564,7 @@ impl Store for PgStore {
 
     fn put_step(&self, build: u64, step: &StepRecord) -> Result<()> {
         let step = step.clone();
-        self.with(move |mut c| async move { builds::put_step(&mut c, build, step).await })
+        self.with_relaxed(move |c| async move { builds::put_step(&c, build, step).await })
     }
 
     fn steps(&self, build: u64) -> Result<Vec<StepRecord>> {
@@ -521,7 +573,7 @@ impl Store for PgStore {
 
     fn append_log(&self, build: u64, step: u32, data: &[u8]) -> Result<u64> {
         let data = data.to_vec();
-        self.with(move |mut c| async move { logs::append(&mut c, build, step, data).await })
+        self.with_relaxed(move |c| async move { logs::append(&c, build, step, data).await })
     }
 
     fn sync_log(&self, build: u64, step: u32) -> Result<()> {
