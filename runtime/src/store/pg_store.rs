@@ -719,19 +719,24 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let entries = entries.to_vec();
-        self.with(move |mut c| async move {
-            let t = c.transaction().await.map_err(pg_err)?;
-            for (k, v) in &entries {
-                exec(
-                    &t,
-                    "INSERT INTO scheduler_state (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    &[k, v],
-                )
-                .await?;
-            }
-            t.commit().await.map_err(pg_err)
+        // One statement, so one transaction, however many entries; the
+        // last value of a key given twice wins, as it would in a loop.
+        let mut last: std::collections::BTreeMap<&str, &[u8]> = std::collections::BTreeMap::new();
+        for (k, v) in entries {
+            last.insert(k.as_str(), v.as_slice());
+        }
+        let keys: Vec<String> = last.keys().map(|k| k.to_string()).collect();
+        let values: Vec<Vec<u8>> = last.values().map(|v| v.to_vec()).collect();
+        self.with(move |c| async move {
+            exec(
+                &c,
+                "INSERT INTO scheduler_state (key, value) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&keys, &values],
+            )
+            .await
+            .map(|_| ())
         })
     }
 

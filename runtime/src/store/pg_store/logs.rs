@@ -3,19 +3,20 @@
 //!
 //! In the database, not in files beside one master: every master sharing
 //! the database reads every log (docs/store.md, "Logs in PostgreSQL", has
-//! the measurements). An append is one transaction committed with
-//! `synchronous_commit = off` that adds to the `logs` row's length (its
+//! the measurements). An append is one statement (so one transaction)
+//! on a relaxed connection (`synchronous_commit = off`) that adds to the `logs` row's length (its
 //! row lock orders appends to one log) and stores the bytes at the old
 //! length, in rows of at most [`CHUNK`]; `sync_log` is a durable commit,
 //! which flushes the WAL past every append before it. Sealing replaces a
 //! finished log's rows by zstd frames of about [`FRAME`] of log each
 //! (`zstd` true), in one transaction per log; reads decompress only the
-//! frames their range touches.
+//! frames their range touches. A log of at most [`SMALL`] bytes is sealed
+//! as it is (its plain rows stay, `stored` is its length).
 
 use deadpool_postgres::GenericClient;
 
 use super::{col, exec, key, pg_err, row, rows, unsigned};
-use crate::store::{Build, Result, Sealed, StoreError};
+use crate::store::{Result, Sealed, StoreError};
 
 /// The most log bytes in one plain row: appends are cut into rows of this
 /// size, so a read never loads much more than it returns.
@@ -28,6 +29,10 @@ const FRAME: usize = 1 << 20;
 const MAX_ROW: i64 = (FRAME + CHUNK) as i64;
 /// zstd's level for sealed frames, as in redb's sealed files.
 const LEVEL: i32 = 3;
+/// A log this short is sealed as it is stored, not compressed: a one-line
+/// step's log would gain nothing, and sealing it costs one statement
+/// instead of a read, a delete and an insert.
+const SMALL: i64 = 4096;
 
 /// A step index as the `integer` column.
 pub(super) fn step_key(step: u32) -> Result<i32> {
@@ -174,11 +179,15 @@ pub(super) async fn read(
     Ok(out)
 }
 
-/// Seals every plain log of a finished build.
+/// Seals every plain log of a finished build. A log of at most [`SMALL`]
+/// bytes is sealed as it is stored (zstd would save next to nothing, and
+/// its frame header may cost more than it saves), in the statement that
+/// lists the others; each larger one is compressed in a transaction of its
+/// own ([`seal`]).
 pub(super) async fn seal_build(c: &mut deadpool_postgres::Client, build: u64) -> Result<Sealed> {
     let Some(r) = row(
         &*c,
-        "SELECT id, rec::text FROM builds WHERE id = $1",
+        "SELECT finished_at IS NOT NULL FROM builds WHERE id = $1",
         &[&key(build)],
     )
     .await?
@@ -186,22 +195,38 @@ pub(super) async fn seal_build(c: &mut deadpool_postgres::Client, build: u64) ->
         // Deleted by retention already: nothing is left to seal.
         return Ok(Sealed::default());
     };
-    let b: Build = super::record(&r, 0, 1)?;
-    if b.finished_at.is_none() {
+    if !col::<bool>(&r, 0)? {
         return Err(StoreError::Conflict(format!(
             "build {build} is still running; its logs cannot be sealed"
         )));
     }
-    let steps = rows(
+    // The outer query sees the logs as they were before the update: every
+    // plain log the update did not seal (larger, or grown meanwhile) is
+    // listed for compression, which locks and looks at it again.
+    let logs = rows(
         &*c,
-        "SELECT step FROM logs WHERE build = $1 AND NOT sealed ORDER BY step",
-        &[&key(build)],
+        "WITH s AS (UPDATE logs SET sealed = true \
+             WHERE build = $1 AND NOT sealed AND len <= $2 RETURNING step, len, stored) \
+         SELECT step, len, stored, true FROM s \
+         UNION ALL \
+         SELECT step, 0, 0, false FROM logs \
+             WHERE build = $1 AND NOT sealed AND step NOT IN (SELECT step FROM s) \
+         ORDER BY 1",
+        &[&key(build), &SMALL],
     )
     .await?;
     let mut out = Sealed::default();
-    for s in steps {
-        let idx: i32 = col(&s, 0)?;
-        if let Some((raw, stored)) = seal(c, build, idx).await? {
+    for l in logs {
+        let idx: i32 = col(&l, 0)?;
+        let done = if col::<bool>(&l, 3)? {
+            Some((
+                unsigned(col(&l, 1)?, "log length")?,
+                unsigned(col(&l, 2)?, "log bytes")?,
+            ))
+        } else {
+            seal(c, build, idx).await?
+        };
+        if let Some((raw, stored)) = done {
             out.logs += 1;
             out.raw += raw;
             out.stored += stored;
