@@ -1,9 +1,13 @@
 //! Changes, build sets, requests, builds and steps in PostgreSQL.
 //!
-//! Ids come from the `counters` rows, taken in the transaction that
-//! stores the record (`UPDATE … RETURNING`): no gaps, no id used by an
-//! aborted operation, and two masters never get the same one (the row
-//! lock orders them). Build numbers come from a per-builder row in
+//! Build sets, requests and builds take their ids from sequences
+//! (`nextval`, no lock held: two masters storing at once never wait for
+//! each other, and never get the same id; an id taken by a call that then
+//! failed is skipped). Changes take theirs from the `change` row of
+//! `counters`, in the transaction that stores the change (`UPDATE …
+//! RETURNING`): its lock, held to commit, makes changes visible in id
+//! order, which the schedulers' reading of "the changes after the last
+//! one seen" needs. Build numbers come from a per-builder row in
 //! `build_numbers` the same way, which retention never lowers. A claim
 //! locks its requests (`SELECT … FOR UPDATE`, in id order) before it
 //! checks they are pending: a second master's claim of the same request
@@ -29,17 +33,25 @@ pub(super) fn page(p: &Page) -> (i64, i64) {
     )
 }
 
-/// Takes `n` ids of a kind and returns the first.
-pub(super) async fn next_ids(t: &Transaction<'_>, kind: &str, n: u64) -> Result<u64> {
+/// Takes the next change id from its counter row, which stays locked
+/// until the transaction ends.
+async fn next_change_id(t: &Transaction<'_>) -> Result<u64> {
     let r = row(
         t,
-        "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
-        &[&kind, &key(n)],
+        "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value",
+        &[],
     )
     .await?
-    .ok_or_else(|| StoreError::Corrupt(format!("the `{kind}` counter is missing")))?;
-    let last = unsigned(col(&r, 0)?, "counter")?;
-    Ok(last + 1 - n)
+    .ok_or_else(|| StoreError::Corrupt("the `change` counter is missing".to_string()))?;
+    unsigned(col(&r, 0)?, "counter")
+}
+
+/// Takes the next audit entry id from its sequence.
+pub(super) async fn next_audit_id(c: &impl GenericClient) -> Result<u64> {
+    let r = row(c, "SELECT nextval('audit_ids')", &[])
+        .await?
+        .ok_or_else(|| StoreError::Io("no audit id was returned".to_string()))?;
+    unsigned(col(&r, 0)?, "audit id")
 }
 
 fn state_name(s: RequestState) -> &'static str {
@@ -92,7 +104,7 @@ pub(super) async fn add_change(
     };
     storable(&mut change.change.properties);
     let t = c.transaction().await.map_err(pg_err)?;
-    change.id = next_ids(&t, "change", 1).await?;
+    change.id = next_change_id(&t).await?;
     let rec = json("change", &change)?;
     exec(
         &t,
@@ -120,7 +132,30 @@ pub(super) async fn add_buildset(
     };
     storable(&mut set.set.properties);
     let t = c.transaction().await.map_err(pg_err)?;
-    set.id = next_ids(&t, "buildset", 1).await?;
+    // The set's id and its requests', in one statement.
+    let n = key(builders.len() as u64);
+    let ids = row(
+        &t,
+        "SELECT nextval('buildset_ids'), \
+         ARRAY(SELECT nextval('request_ids') FROM generate_series(1, $1::bigint))",
+        &[&n],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Io("no build set id was returned".to_string()))?;
+    set.id = unsigned(col(&ids, 0)?, "build set id")?;
+    let mut request_ids = col::<Vec<i64>>(&ids, 1)?
+        .into_iter()
+        .map(|id| unsigned(id, "request id"))
+        .collect::<Result<Vec<u64>>>()?;
+    // In the builders' order, ascending.
+    request_ids.sort_unstable();
+    if request_ids.len() != builders.len() {
+        return Err(StoreError::Io(format!(
+            "{} request ids were returned for {} builders",
+            request_ids.len(),
+            builders.len()
+        )));
+    }
     if builders.is_empty() {
         // Nothing to run: the worst result of no requests is the best
         // one, and nobody must wait for the set.
@@ -136,10 +171,9 @@ pub(super) async fn add_buildset(
     .await?;
     let mut requests = Vec::with_capacity(builders.len());
     if !builders.is_empty() {
-        let first = next_ids(&t, "request", builders.len() as u64).await?;
-        for (i, (builder, priority)) in builders.into_iter().enumerate() {
+        for ((builder, priority), id) in builders.into_iter().zip(request_ids) {
             let req = BuildRequest {
-                id: first + i as u64,
+                id,
                 buildset: set.id,
                 builder,
                 priority,
@@ -321,16 +355,18 @@ pub(super) async fn start_build(
             )));
         }
     }
-    build.id = next_ids(&t, "build", 1).await?;
+    // The build's id and its number, in one statement.
     let n = row(
         &t,
-        "INSERT INTO build_numbers (builder, last) VALUES ($1, 1) \
-         ON CONFLICT (builder) DO UPDATE SET last = build_numbers.last + 1 RETURNING last",
+        "WITH n AS (INSERT INTO build_numbers (builder, last) VALUES ($1, 1) \
+             ON CONFLICT (builder) DO UPDATE SET last = build_numbers.last + 1 RETURNING last) \
+         SELECT nextval('build_ids'), last FROM n",
         &[&build.build.builder],
     )
     .await?
     .ok_or_else(|| StoreError::Io("no build number was returned".to_string()))?;
-    build.number = unsigned(col(&n, 0)?, "build number")?;
+    build.id = unsigned(col(&n, 0)?, "build id")?;
+    build.number = unsigned(col(&n, 1)?, "build number")?;
     for mut req in reqs {
         crate::store::claim_request(&mut req, &build);
         put_request(&t, &req).await?;
