@@ -593,6 +593,21 @@ pub trait Store: Send + Sync + 'static {
     /// back to Pending when the result is `Retry`. A build set whose
     /// requests are all complete gets its result (the worst one).
     fn finish_build(&self, id: u64, result: BuildResult, now: Millis) -> Result<()>;
+    /// `set_build_state` then `finish_build`, as a build's end records
+    /// them: a store that can do both in one transaction does (one round
+    /// trip and one rewrite of the record fewer); the state is durable
+    /// with the end either way.
+    fn finish_build_with_state(
+        &self,
+        id: u64,
+        result: BuildResult,
+        state_string: &str,
+        properties: &crate::store::Properties,
+        now: Millis,
+    ) -> Result<()> {
+        self.set_build_state(id, state_string, properties)?;
+        self.finish_build(id, result, now)
+    }
     fn build(&self, id: u64) -> Result<Option<Build>>;
     fn build_by_number(&self, builder: &str, number: u64) -> Result<Option<Build>>;
     fn builds(&self, filter: &BuildFilter, page: Page) -> Result<Vec<Build>>;
@@ -610,6 +625,12 @@ pub trait Store: Send + Sync + 'static {
     /// `sync_log` (called when the step ends).
     fn append_log(&self, build: u64, step: u32, data: &[u8]) -> Result<u64>;
     fn sync_log(&self, build: u64, step: u32) -> Result<()>;
+    /// `sync_log` then `log_len` (a step's end stamps the length it
+    /// synced on its record): one round trip where the store is a server.
+    fn sync_log_len(&self, build: u64, step: u32) -> Result<u64> {
+        self.sync_log(build, step)?;
+        self.log_len(build, step)
+    }
     /// Up to `max` bytes from `offset` (empty at or past the end).
     fn read_log(&self, build: u64, step: u32, offset: u64, max: usize) -> Result<Vec<u8>>;
     fn log_len(&self, build: u64, step: u32) -> Result<u64>;

@@ -522,6 +522,28 @@ impl Store for PgStore {
         })
     }
 
+    fn finish_build_with_state(
+        &self,
+        id: u64,
+        result: BuildResult,
+        state_string: &str,
+        properties: &Properties,
+        now: Millis,
+    ) -> Result<()> {
+        let state_string = state_string.to_string();
+        let mut properties = properties.clone();
+        storable(&mut properties);
+        self.with(move |mut c| async move {
+            let t = c.transaction().await.map_err(pg_err)?;
+            let state = builds::EndState {
+                state_string: Some(&state_string),
+                properties: Some(properties),
+            };
+            builds::finish_with(&t, id, result, state, now).await?;
+            t.commit().await.map_err(pg_err)
+        })
+    }
+
     fn build(&self, id: u64) -> Result<Option<Build>> {
         self.with(move |c| async move {
             match row(
@@ -577,6 +599,10 @@ impl Store for PgStore {
     }
 
     fn sync_log(&self, build: u64, step: u32) -> Result<()> {
+        self.with(move |c| async move { logs::sync(&c, build, step).await.map(|_| ()) })
+    }
+
+    fn sync_log_len(&self, build: u64, step: u32) -> Result<u64> {
         self.with(move |c| async move { logs::sync(&c, build, step).await })
     }
 

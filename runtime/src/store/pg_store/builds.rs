@@ -400,6 +400,28 @@ pub(super) async fn finish(
     state_string: Option<&str>,
     now: Millis,
 ) -> Result<()> {
+    let state = EndState {
+        state_string,
+        properties: None,
+    };
+    finish_with(t, id, result, state, now).await
+}
+
+/// What a build's end replaces in its record besides its result, if given.
+pub(super) struct EndState<'a> {
+    pub state_string: Option<&'a str>,
+    pub properties: Option<Properties>,
+}
+
+/// [`finish`], with the build's last state line and properties written in
+/// the same rewrite of its record.
+pub(super) async fn finish_with(
+    t: &Transaction<'_>,
+    id: u64,
+    result: BuildResult,
+    state: EndState<'_>,
+    now: Millis,
+) -> Result<()> {
     let Some(r) = row(
         t,
         "SELECT id, rec::text FROM builds WHERE id = $1 FOR UPDATE",
@@ -417,8 +439,11 @@ pub(super) async fn finish(
     }
     build.finished_at = Some(now);
     build.result = Some(result);
-    if let Some(s) = state_string {
+    if let Some(s) = state.state_string {
         build.state_string = s.to_string();
+    }
+    if let Some(p) = state.properties {
+        build.build.properties = p;
     }
     put_build(t, &build).await?;
     let mut wanted: Vec<i64> = build.build.requests.iter().map(|&r| key(r)).collect();

@@ -99,20 +99,25 @@ pub(super) async fn append(
     unsigned(col(&r, 0)?, "log length")
 }
 
-pub(super) async fn sync(c: &impl GenericClient, build: u64, step: u32) -> Result<()> {
+/// Makes a log durable and returns its length (0 for a log never
+/// appended to).
+pub(super) async fn sync(c: &impl GenericClient, build: u64, step: u32) -> Result<u64> {
     let Ok(idx) = i32::try_from(step) else {
-        return Ok(());
+        return Ok(0);
     };
     // A durable commit that writes: PostgreSQL flushes the WAL up to it,
     // and with it every earlier relaxed commit of the log's appends. A
     // log with no row has nothing to make durable.
-    exec(
+    match row(
         c,
-        "UPDATE logs SET len = len WHERE build = $1 AND step = $2",
+        "UPDATE logs SET len = len WHERE build = $1 AND step = $2 RETURNING len",
         &[&key(build), &idx],
     )
-    .await
-    .map(|_| ())
+    .await?
+    {
+        Some(r) => unsigned(col(&r, 0)?, "log length"),
+        None => Ok(0),
+    }
 }
 
 /// A row's raw bytes: as stored, or its frame decompressed and checked.
