@@ -241,8 +241,10 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
             n = rx.recv() => match n {
                 Ok(Notice::Requests) => resync = true,
                 Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => {
-                    // Notices may have been missed: a config too.
+                    // Notices may have been missed: a config and changes
+                    // too.
                     shared.peers.config_shared.notify_one();
+                    shared.peers.changed_elsewhere();
                     resync = true;
                 }
                 Ok(Notice::Config) => shared.peers.config_shared.notify_one(),
@@ -251,9 +253,7 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
                 Ok(Notice::Builds) => {
                     shared.build_finished.notify_waiters();
                 }
-                Ok(Notice::Changes) => {
-                    shared.peers.changes_elsewhere.notify_waiters();
-                }
+                Ok(Notice::Changes) => shared.peers.changed_elsewhere(),
                 Ok(Notice::Cancel(id)) => {
                     cancel_here(&shared, id);
                 }
@@ -272,13 +272,20 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
         loop {
             match rx.try_recv() {
                 Ok(Notice::Builds) => shared.build_finished.notify_waiters(),
-                Ok(Notice::Changes) => shared.peers.changes_elsewhere.notify_waiters(),
+                Ok(Notice::Changes) => shared.peers.changed_elsewhere(),
                 Ok(Notice::Cancel(id)) => {
                     cancel_here(&shared, id);
                 }
                 Ok(Notice::Config) => shared.peers.config_shared.notify_one(),
                 Ok(Notice::BuildSet(id)) => set_elsewhere(&shared, id).await,
-                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                // Notices may have been missed (the re-read below covers
+                // the requests).
+                Ok(Notice::Reconnected)
+                | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    shared.peers.config_shared.notify_one();
+                    shared.peers.changed_elsewhere();
+                }
+                Ok(_) => {}
                 Err(_) => break,
             }
         }
