@@ -332,6 +332,19 @@ builder "b" {{
         let b = builds_of(standby, "b");
         (b.len() == 1 && b[0]["result"] == "success").then_some(())
     });
+    // A change posted to the master that does not run the schedulers is
+    // stored there; the holder hears of it and its scheduler builds it.
+    let (status, body) = http(
+        "POST",
+        &standby.http,
+        "/api/v1/changes",
+        Some(r#"{"branch": "main", "revision": "posted-elsewhere"}"#),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
+    wait_for("the build of the change posted to the standby", || {
+        let b = builds_of(holder, "b");
+        (b.len() == 2 && b.iter().all(|b| b["result"] == "success")).then_some(())
+    });
 
     // The holder dies; the other master takes the lease over once it
     // expires, and its poller starts from the heads the first one saved.
@@ -355,11 +368,11 @@ builder "b" {{
     // Its schedulers build it, once.
     wait_for("the build of the third commit", || {
         let b = builds_of(standby, "b");
-        (b.len() == 2 && b.iter().all(|b| b["result"] == "success")).then_some(())
+        (b.len() == 3 && b.iter().all(|b| b["result"] == "success")).then_some(())
     });
     let changes = get_json(&standby.http, "/api/v1/changes");
     let changes = changes["changes"].as_array().cloned().unwrap_or_default();
-    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes.len(), 3, "{changes:?}");
 }
 
 /// A running build is cancelled through a master that does not run it:

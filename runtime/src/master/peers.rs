@@ -49,25 +49,32 @@ pub const RESYNC: Duration = Duration::from_secs(5);
 const FOLD: Duration = Duration::from_millis(50);
 
 /// Every pending request with its build set, oldest first (the queue at
-/// start, and each re-read).
-pub fn load_pending(store: &dyn Store) -> crate::store::Result<Vec<(BuildRequest, Arc<BuildSet>)>> {
-    let mut p = Vec::new();
-    let mut sets: HashMap<u64, Arc<BuildSet>> = HashMap::new();
-    for r in store.pending_requests()? {
-        let set = match sets.get(&r.buildset) {
-            Some(s) => s.clone(),
-            None => match store.buildset(r.buildset)? {
-                Some(s) => {
-                    let s = Arc::new(s);
-                    sets.insert(r.buildset, s.clone());
-                    s
-                }
-                None => continue,
-            },
-        };
-        p.push((r, set));
+/// start, and each re-read). The sets in `known` (the queue's) are not
+/// read again; the others are read in one call, however many: with a
+/// backlog, a re-read is two round trips, not one per request.
+pub fn load_pending(
+    store: &dyn Store,
+    mut known: HashMap<u64, Arc<BuildSet>>,
+) -> crate::store::Result<Vec<(BuildRequest, Arc<BuildSet>)>> {
+    let reqs = store.pending_requests()?;
+    let mut missing: Vec<u64> = reqs
+        .iter()
+        .map(|r| r.buildset)
+        .filter(|id| !known.contains_key(id))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        for s in store.buildsets(&missing)? {
+            known.insert(s.id, Arc::new(s));
+        }
     }
-    Ok(p)
+    // A request whose set is missing is not queued (as before: nothing
+    // could run it).
+    Ok(reqs
+        .into_iter()
+        .filter_map(|r| known.get(&r.buildset).cloned().map(|s| (r, s)))
+        .collect())
 }
 
 pub(crate) fn spawn(shared: Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -288,8 +295,10 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
             n = rx.recv() => match n {
                 Ok(Notice::Requests) => resync = true,
                 Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => {
-                    // Notices may have been missed: a config too.
+                    // Notices may have been missed: a config and changes
+                    // too.
                     shared.peers.config_shared.notify_one();
+                    shared.peers.changed_elsewhere();
                     resync = true;
                 }
                 Ok(Notice::Config) => shared.peers.config_shared.notify_one(),
@@ -298,9 +307,7 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
                 Ok(Notice::Builds) => {
                     shared.build_finished.notify_waiters();
                 }
-                Ok(Notice::Changes) => {
-                    shared.peers.changes_elsewhere.notify_waiters();
-                }
+                Ok(Notice::Changes) => shared.peers.changed_elsewhere(),
                 Ok(Notice::Cancel(id)) => {
                     cancel_here(&shared, id);
                 }
@@ -319,17 +326,29 @@ async fn listen(shared: Arc<Shared>, mut rx: tokio::sync::broadcast::Receiver<No
         loop {
             match rx.try_recv() {
                 Ok(Notice::Builds) => shared.build_finished.notify_waiters(),
-                Ok(Notice::Changes) => shared.peers.changes_elsewhere.notify_waiters(),
+                Ok(Notice::Changes) => shared.peers.changed_elsewhere(),
                 Ok(Notice::Cancel(id)) => {
                     cancel_here(&shared, id);
                 }
                 Ok(Notice::Config) => shared.peers.config_shared.notify_one(),
                 Ok(Notice::BuildSet(id)) => set_elsewhere(&shared, id).await,
-                Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                // Notices may have been missed (the re-read below covers
+                // the requests).
+                Ok(Notice::Reconnected)
+                | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                    shared.peers.config_shared.notify_one();
+                    shared.peers.changed_elsewhere();
+                }
+                Ok(_) => {}
                 Err(_) => break,
             }
         }
-        match shared.db(load_pending).await {
+        let known = shared
+            .queue
+            .lock()
+            .map(|q| q.pending_sets())
+            .unwrap_or_default();
+        match shared.db(move |s| load_pending(s, known)).await {
             Ok(pending) => {
                 let g = shared.graph();
                 update(&shared, |q| {

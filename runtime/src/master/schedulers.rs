@@ -673,8 +673,8 @@ fn key(name: &str) -> String {
 }
 
 /// Changes stored after `after`, oldest first.
-async fn changes_after(shared: &Arc<Shared>, after: u64) -> Vec<Change> {
-    let r = shared
+async fn changes_after(shared: &Arc<Shared>, after: u64) -> crate::store::Result<Vec<Change>> {
+    shared
         .db(move |s| {
             let mut out = Vec::new();
             let mut before = None;
@@ -695,8 +695,7 @@ async fn changes_after(shared: &Arc<Shared>, after: u64) -> Vec<Change> {
                 }
             }
         })
-        .await;
-    r.unwrap_or_default()
+        .await
 }
 
 async fn newest_change(shared: &Arc<Shared>) -> u64 {
@@ -835,6 +834,15 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
     } = prepared;
     // An applied config received while waiting.
     let mut received: Option<Arc<ConfigEvent>> = None;
+    // Whether a change may have been stored since the changes were last
+    // read: the loop also wakes for every build that ends and every build
+    // set submitted, which bring none, and reading them each time was a
+    // query per wake-up. Changes of this master come through `changes_rx`
+    // (buffered: one that came meanwhile wakes the next `select!`), other
+    // masters' through `Peers::changes_heard`, read before the changes so
+    // that a notice arriving while this loop is busy is not lost.
+    let mut changes_may_be_new = true;
+    let mut heard = shared.peers.changes_heard();
     loop {
         // Several masters on one store: the schedulers run on the holder
         // of their lease only (master/peers.rs). The others wait, saying
@@ -862,6 +870,7 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             changes_rx = p.changes_rx;
             sets_rx = p.sets_rx;
             configs_rx = p.configs_rx;
+            changes_may_be_new = true;
             continue;
         }
         // Registered before this turn reads anything: a build ending or a
@@ -918,9 +927,20 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
             .map(|s| engine.state(&s.name, newest, now).last_change)
             .min()
             .unwrap_or(u64::MAX);
-        if floor != u64::MAX {
-            for c in changes_after(&shared, floor).await {
-                todo.extend(engine.on_change(&g, &c, now));
+        let now_heard = shared.peers.changes_heard();
+        if now_heard != heard {
+            heard = now_heard;
+            changes_may_be_new = true;
+        }
+        if floor != u64::MAX && std::mem::take(&mut changes_may_be_new) {
+            match changes_after(&shared, floor).await {
+                Ok(changes) => {
+                    for c in changes {
+                        todo.extend(engine.on_change(&g, &c, now));
+                    }
+                }
+                // Read again at the next wake-up.
+                Err(_) => changes_may_be_new = true,
             }
         }
         todo.extend(engine.on_tick(&g, now));
@@ -961,16 +981,21 @@ pub async fn run(shared: Arc<Shared>, clock: Arc<dyn Clock>, prepared: Prepared)
         // A full page of build sets: read the next one at once.
         let wait = if more_sets { 0 } else { wait };
         tokio::select! {
-            r = changes_rx.recv() => { let _ = r; }
-            // Another master sharing the store stored a change.
+            r = changes_rx.recv() => { let _ = r; changes_may_be_new = true; }
+            // Another master sharing the store stored a change (counted in
+            // `changes_heard`, looked at above).
             _ = &mut elsewhere => {}
             // A build set stored (here or elsewhere): read from the store
             // at the top of the loop.
             r = sets_rx.recv() => { let _ = r; }
             _ = &mut finished => {}
             // Handled at the top of the loop.
-            r = configs_rx.recv() => { received = r.ok(); }
-            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+            r = configs_rx.recv() => { received = r.ok(); changes_may_be_new = true; }
+            // A timer, or the minute without any wake-up: the changes are
+            // read again whatever was heard.
+            _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
+                changes_may_be_new = true;
+            }
         }
     }
 }

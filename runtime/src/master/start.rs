@@ -127,7 +127,7 @@ pub async fn start(graph: Graph, cfg: MasterConfig) -> Result<MasterHandle, Stri
     let s2 = store.clone();
     let (interrupted, pending) = tokio::task::spawn_blocking(move || {
         let i = s2.interrupt_running(now)?;
-        let p = peers::load_pending(s2.as_ref())?;
+        let p = peers::load_pending(s2.as_ref(), Default::default())?;
         Ok::<_, crate::store::StoreError>((i, p))
     })
     .await

@@ -23,8 +23,14 @@ pub struct Peers {
     pub times: LeaseTimes,
     held: watch::Sender<BTreeSet<String>>,
     /// Notified when another master stored a change: the schedulers read
-    /// the changes back from the store.
+    /// the changes back from the store. Only through [`Peers::changed_elsewhere`],
+    /// which also counts it in `changes_heard`.
     pub changes_elsewhere: tokio::sync::Notify,
+    /// How many notices of changes stored elsewhere (or of notices that
+    /// may have been missed) this master heard: the schedulers read the
+    /// changes again when it moved, also for a notice that came while
+    /// they were not waiting for one.
+    changes_heard: AtomicU64,
     /// Notified when a config was shared (or notices may have been
     /// missed): the follower looks at the newest shared config
     /// (`master::apply::shared_config`).
@@ -41,6 +47,7 @@ impl Peers {
             times: LeaseTimes::default(),
             held: watch::channel(BTreeSet::new()).0,
             changes_elsewhere: tokio::sync::Notify::new(),
+            changes_heard: AtomicU64::new(0),
             config_shared: tokio::sync::Notify::new(),
             config_seen: AtomicU64::new(0),
         }
@@ -52,9 +59,21 @@ impl Peers {
             times,
             held: watch::channel(BTreeSet::new()).0,
             changes_elsewhere: tokio::sync::Notify::new(),
+            changes_heard: AtomicU64::new(0),
             config_shared: tokio::sync::Notify::new(),
             config_seen: AtomicU64::new(0),
         }
+    }
+
+    /// Another master stored a change, or notices may have been missed.
+    pub fn changed_elsewhere(&self) {
+        self.changes_heard.fetch_add(1, Ordering::SeqCst);
+        self.changes_elsewhere.notify_waiters();
+    }
+
+    /// The count [`Peers::changed_elsewhere`] moves.
+    pub fn changes_heard(&self) -> u64 {
+        self.changes_heard.load(Ordering::SeqCst)
     }
 
     /// Whether this master holds the named lease now (always, alone).

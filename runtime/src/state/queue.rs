@@ -181,6 +181,15 @@ impl Queue {
         wake
     }
 
+    /// The build sets of the pending requests, by id: a re-read of the
+    /// store's pending requests fetches only the sets not among them.
+    pub fn pending_sets(&self) -> std::collections::HashMap<u64, Arc<BuildSet>> {
+        self.pending
+            .values()
+            .map(|e| (e.set.id, e.set.clone()))
+            .collect()
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = &Entry> {
         self.pending.values()
     }

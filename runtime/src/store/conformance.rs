@@ -360,6 +360,11 @@ fn buildsets_and_requests(open: Open<'_>, dir: &Path) {
         [4, 5],
         "request ids continue across sets"
     );
+    // Several at once: the ones that exist, whatever the order asked.
+    let mut both = s.buildsets(&[2, 99, 1]).unwrap();
+    both.sort_by_key(|b| b.id);
+    assert_eq!(both, [s.buildset(1).unwrap().unwrap(), set2]);
+    assert_eq!(s.buildsets(&[]).unwrap(), []);
     assert_eq!(
         ids(&s.pending_requests().unwrap(), |r| r.id),
         [1, 2, 3, 4, 5],
@@ -882,6 +887,32 @@ fn build_state(open: Open<'_>, dir: &Path) {
         got.state_string, "running test",
         "finishing keeps the state string"
     );
+    // Its last state and its end in one call.
+    let b2 = s.start_build(new_build("lin", &[], 7)).unwrap();
+    let p2 = props(&[("n", Scalar::Int(4))]);
+    s.finish_build_with_state(b2.id, BuildResult::Failure, "failed test", &p2, 9)
+        .unwrap();
+    let got = s.build(b2.id).unwrap().unwrap();
+    assert_eq!(
+        (
+            got.result,
+            got.finished_at,
+            got.state_string.as_str(),
+            &got.build.properties
+        ),
+        (Some(BuildResult::Failure), Some(9), "failed test", &p2)
+    );
+    assert!(
+        is_conflict(s.finish_build_with_state(b2.id, BuildResult::Success, "x", &p, 10)),
+        "finished twice"
+    );
+    assert!(is_conflict(s.finish_build_with_state(
+        99,
+        BuildResult::Success,
+        "x",
+        &p,
+        10
+    )));
 }
 
 fn interrupt_running(open: Open<'_>, dir: &Path) {

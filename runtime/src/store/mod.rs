@@ -571,6 +571,18 @@ pub trait Store: Send + Sync + 'static {
     fn buildsets_after(&self, after: u64, limit: usize) -> Result<Vec<BuildSet>>;
     /// The id of the newest build set (0: none yet).
     fn newest_buildset(&self) -> Result<u64>;
+    /// The build sets of `ids` that exist, in no order: one round trip
+    /// where the store is a server (the queue's re-reads ask for every
+    /// set it does not hold yet at once).
+    fn buildsets(&self, ids: &[u64]) -> Result<Vec<BuildSet>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(s) = self.buildset(id)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
     fn request(&self, id: u64) -> Result<Option<BuildRequest>>;
     fn requests(&self, filter: &RequestFilter, page: Page) -> Result<Vec<BuildRequest>>;
     /// Every pending request, oldest first (what the queue loads at start).
@@ -594,6 +606,21 @@ pub trait Store: Send + Sync + 'static {
     /// back to Pending when the result is `Retry`. A build set whose
     /// requests are all complete gets its result (the worst one).
     fn finish_build(&self, id: u64, result: BuildResult, now: Millis) -> Result<()>;
+    /// `set_build_state` then `finish_build`, as a build's end records
+    /// them: a store that can do both in one transaction does (one round
+    /// trip and one rewrite of the record fewer); the state is durable
+    /// with the end either way.
+    fn finish_build_with_state(
+        &self,
+        id: u64,
+        result: BuildResult,
+        state_string: &str,
+        properties: &crate::store::Properties,
+        now: Millis,
+    ) -> Result<()> {
+        self.set_build_state(id, state_string, properties)?;
+        self.finish_build(id, result, now)
+    }
     fn build(&self, id: u64) -> Result<Option<Build>>;
     fn build_by_number(&self, builder: &str, number: u64) -> Result<Option<Build>>;
     fn builds(&self, filter: &BuildFilter, page: Page) -> Result<Vec<Build>>;
@@ -611,6 +638,12 @@ pub trait Store: Send + Sync + 'static {
     /// `sync_log` (called when the step ends).
     fn append_log(&self, build: u64, step: u32, data: &[u8]) -> Result<u64>;
     fn sync_log(&self, build: u64, step: u32) -> Result<()>;
+    /// `sync_log` then `log_len` (a step's end stamps the length it
+    /// synced on its record): one round trip where the store is a server.
+    fn sync_log_len(&self, build: u64, step: u32) -> Result<u64> {
+        self.sync_log(build, step)?;
+        self.log_len(build, step)
+    }
     /// Up to `max` bytes from `offset` (empty at or past the end).
     fn read_log(&self, build: u64, step: u32, offset: u64, max: usize) -> Result<Vec<u8>>;
     fn log_len(&self, build: u64, step: u32) -> Result<u64>;

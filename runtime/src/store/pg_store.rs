@@ -18,7 +18,9 @@
 //! WAL on disk; `put_step`, `set_build_state` and `append_log` commit with
 //! `synchronous_commit = off`, which the next durable commit covers (the
 //! WAL is flushed in order): exactly the trait's "visible at once, durable
-//! with the next durable write".
+//! with the next durable write". Those three run on connections of their
+//! own whose sessions say `synchronous_commit = off` (the `relaxed` pool),
+//! each as one statement: no `BEGIN`, `SET LOCAL`, `COMMIT` around it.
 //!
 //! Records are kept as JSON (the same serde encoding as redb's values)
 //! beside the columns that queries and indexes need; claims and
@@ -60,6 +62,9 @@ pub use schema::SCHEMA_VERSION;
 /// Connections the pool keeps at most: enough for the master's blocking
 /// threads that touch the store at once; PostgreSQL's default limit is 100.
 const POOL_SIZE: usize = 16;
+/// Connections of the relaxed pool (`put_step`, `set_build_state`,
+/// `append_log`): single statements that do not wait for the disk.
+const RELAXED_POOL_SIZE: usize = 8;
 
 /// How long a call waits for a connection, and a new connection for the
 /// server, before it fails with `Io` (the server is down or overloaded).
@@ -110,6 +115,8 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// Connections whose commits do not wait for the WAL flush.
+    relaxed: Pool,
     schema: String,
     /// The last call met a database error that was not the caller's
     /// (`health` then probes with a write).
@@ -213,6 +220,24 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, row: &Row, i: usize) -> Re
     super::redb_store::records::decode(what, text.as_bytes())
 }
 
+/// A pool of connections made with `pg` (none until asked for).
+fn new_pool(pg: tokio_postgres::Config, size: usize) -> Result<Pool> {
+    let mgr = Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(WAIT))
+        .create_timeout(Some(CONNECT))
+        .build()
+        .map_err(|e| StoreError::Io(format!("database pool: {e}")))
+}
+
 impl PgStore {
     /// Connects, creates the schema if needed and brings its tables to
     /// [`SCHEMA_VERSION`]; refuses a schema a newer bbc wrote.
@@ -240,24 +265,20 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Io(format!("cannot start the database runtime: {e}")))?;
-        let mgr = Manager::from_config(
-            pg.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(POOL_SIZE)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(WAIT))
-            .create_timeout(Some(CONNECT))
-            .build()
-            .map_err(|e| StoreError::Io(format!("database pool: {e}")))?;
+        let pool = new_pool(pg.clone(), POOL_SIZE)?;
+        // The session's setting instead of a `SET LOCAL` in each
+        // transaction: a relaxed write is then one statement.
+        let mut rpg = pg.clone();
+        rpg.options(format!(
+            "-c search_path={} -c synchronous_commit=off",
+            cfg.schema
+        ));
+        let relaxed = new_pool(rpg, RELAXED_POOL_SIZE)?;
         let store = PgStore {
             handle: rt.handle().clone(),
             rt: Some(rt),
             pool,
+            relaxed,
             schema: cfg.schema.clone(),
             failing: AtomicBool::new(false),
             pg,
@@ -406,6 +427,21 @@ impl PgStore {
         })
     }
 
+    /// Runs `f` with a connection of the relaxed pool (commits that do not
+    /// wait for the WAL flush).
+    fn with_relaxed<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let pool = self.relaxed.clone();
+        self.run(async move {
+            let c = pool.get().await.map_err(pool_err)?;
+            f(c).await
+        })
+    }
+
     /// One SQL statement of the tests' own (a schema version to fake).
     #[cfg(test)]
     pub(crate) fn execute_raw(&self, sql: &str) -> Result<()> {
@@ -520,6 +556,22 @@ impl Store for PgStore {
         })
     }
 
+    fn buildsets(&self, ids: &[u64]) -> Result<Vec<BuildSet>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|&id| key(id)).collect();
+        self.with(move |c| async move {
+            let rs = rows(
+                &c,
+                "SELECT id, rec::text FROM buildsets WHERE id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+            rs.iter().map(|r| record(r, 0, 1)).collect()
+        })
+    }
+
     fn newest_buildset(&self) -> Result<u64> {
         self.with(move |c| async move {
             match row(&c, "SELECT max(id) FROM buildsets", &[]).await? {
@@ -574,8 +626,8 @@ impl Store for PgStore {
         let state_string = state_string.to_string();
         let mut properties = properties.clone();
         storable(&mut properties);
-        self.with(move |mut c| async move {
-            builds::set_build_state(&mut c, id, state_string, properties).await
+        self.with_relaxed(move |c| async move {
+            builds::set_build_state(&c, id, state_string, properties).await
         })
     }
 
@@ -583,6 +635,28 @@ impl Store for PgStore {
         self.with(move |mut c| async move {
             let t = c.transaction().await.map_err(pg_err)?;
             builds::finish(&t, id, result, None, now).await?;
+            t.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn finish_build_with_state(
+        &self,
+        id: u64,
+        result: BuildResult,
+        state_string: &str,
+        properties: &Properties,
+        now: Millis,
+    ) -> Result<()> {
+        let state_string = state_string.to_string();
+        let mut properties = properties.clone();
+        storable(&mut properties);
+        self.with(move |mut c| async move {
+            let t = c.transaction().await.map_err(pg_err)?;
+            let state = builds::EndState {
+                state_string: Some(&state_string),
+                properties: Some(properties),
+            };
+            builds::finish_with(&t, id, result, state, now).await?;
             t.commit().await.map_err(pg_err)
         })
     }
@@ -629,7 +703,7 @@ impl Store for PgStore {
 
     fn put_step(&self, build: u64, step: &StepRecord) -> Result<()> {
         let step = step.clone();
-        self.with(move |mut c| async move { builds::put_step(&mut c, build, step).await })
+        self.with_relaxed(move |c| async move { builds::put_step(&c, build, step).await })
     }
 
     fn steps(&self, build: u64) -> Result<Vec<StepRecord>> {
@@ -638,10 +712,14 @@ impl Store for PgStore {
 
     fn append_log(&self, build: u64, step: u32, data: &[u8]) -> Result<u64> {
         let data = data.to_vec();
-        self.with(move |mut c| async move { logs::append(&mut c, build, step, data).await })
+        self.with_relaxed(move |c| async move { logs::append(&c, build, step, data).await })
     }
 
     fn sync_log(&self, build: u64, step: u32) -> Result<()> {
+        self.with(move |c| async move { logs::sync(&c, build, step).await.map(|_| ()) })
+    }
+
+    fn sync_log_len(&self, build: u64, step: u32) -> Result<u64> {
         self.with(move |c| async move { logs::sync(&c, build, step).await })
     }
 
@@ -784,35 +862,40 @@ impl Store for PgStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let entries = entries.to_vec();
-        self.with(move |mut c| async move {
-            let t = c.transaction().await.map_err(pg_err)?;
-            for (k, v) in &entries {
-                exec(
-                    &t,
-                    "INSERT INTO scheduler_state (key, value) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    &[k, v],
-                )
-                .await?;
-            }
-            t.commit().await.map_err(pg_err)
+        // One statement, so one transaction, however many entries; the
+        // last value of a key given twice wins, as it would in a loop.
+        let mut last: std::collections::BTreeMap<&str, &[u8]> = std::collections::BTreeMap::new();
+        for (k, v) in entries {
+            last.insert(k.as_str(), v.as_slice());
+        }
+        let keys: Vec<String> = last.keys().map(|k| k.to_string()).collect();
+        let values: Vec<Vec<u8>> = last.values().map(|v| v.to_vec()).collect();
+        self.with(move |c| async move {
+            exec(
+                &c,
+                "INSERT INTO scheduler_state (key, value) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&keys, &values],
+            )
+            .await
+            .map(|_| ())
         })
     }
 
     fn add_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry> {
-        self.with(move |mut c| async move {
-            let t = c.transaction().await.map_err(pg_err)?;
-            let id = builds::next_ids(&t, "audit", 1).await?;
+        // Two statements, no transaction around them: an id whose insert
+        // failed is skipped, as a sequence's are.
+        self.with(move |c| async move {
+            let id = builds::next_audit_id(&c).await?;
             let e = AuditEntry { id, at: now, entry };
             let rec = json("audit entry", &e)?;
             exec(
-                &t,
+                &c,
                 "INSERT INTO audit (id, at, rec) VALUES ($1, $2, $3::text::json)",
                 &[&key(id), &now, &rec],
             )
             .await?;
-            t.commit().await.map_err(pg_err)?;
             Ok(e)
         })
     }

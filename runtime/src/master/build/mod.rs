@@ -246,8 +246,13 @@ impl BuildEnd {
         if let Some(rec) = &self.step {
             s.put_step(self.id, rec)?;
         }
-        s.set_build_state(self.id, &self.state, &self.props)?;
-        s.finish_build(self.id, self.result, self.finished_at)
+        s.finish_build_with_state(
+            self.id,
+            self.result,
+            &self.state,
+            &self.props,
+            self.finished_at,
+        )
     }
 }
 

@@ -99,10 +99,13 @@ impl StepWrite {
                 lost_output(&mut rec, lost, e);
             }
             if ran {
-                if let Err(e) = s.sync_log(build, step) {
-                    tracing::error!("cannot sync the log of build {build}: {e}");
-                }
-                rec.log_len = s.log_len(build, step).unwrap_or(0);
+                rec.log_len = match s.sync_log_len(build, step) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!("cannot sync the log of build {build}: {e}");
+                        s.log_len(build, step).unwrap_or(0)
+                    }
+                };
             }
             if let Err(e) = s.put_step(build, &rec) {
                 tracing::error!("cannot record a step of build {build}: {e}");

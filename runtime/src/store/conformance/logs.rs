@@ -64,8 +64,13 @@ pub(super) fn logs(open: Open<'_>, dir: &Path) {
     let bin: Vec<u8> = (0..=255u8).collect();
     assert_eq!(s.append_log(b, 0, &bin).unwrap(), 12 + 256);
     assert_eq!(s.read_log(b, 0, 12, 1000).unwrap(), bin, "binary data");
-    s.sync_log(b, 0).unwrap();
-    s.sync_log(b, 1).unwrap();
+    assert_eq!(
+        s.sync_log_len(b, 0).unwrap(),
+        12 + 256,
+        "synced, its length"
+    );
+    assert_eq!(s.sync_log_len(b, 1).unwrap(), 10);
+    assert_eq!(s.sync_log_len(b, 7).unwrap(), 0, "a step without log");
     drop(s);
     let s = open(dir);
     assert_eq!(s.log_len(b, 0).unwrap(), 12 + 256);

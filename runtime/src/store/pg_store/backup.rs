@@ -13,7 +13,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::schema::TABLES;
+use super::schema::{SEQUENCES, TABLES};
 use super::{col, exec, pg_err, row, unsigned};
 use crate::store::{BackupReport, Result, StoreError};
 
@@ -68,6 +68,15 @@ pub(super) async fn backup(
     for table in TABLES {
         ddl.push_str(&format!(
             "CREATE TABLE {copy}.{table} (LIKE {schema}.{table} INCLUDING ALL);"
+        ));
+    }
+    // Each sequence where the original's stands now: at or past every id
+    // the snapshot holds (a sequence is not part of a snapshot), so the
+    // copy never gives an id twice.
+    for seq in SEQUENCES {
+        ddl.push_str(&format!(
+            "CREATE SEQUENCE {copy}.{seq}; \
+             SELECT setval('{copy}.{seq}', last_value, is_called) FROM {schema}.{seq};"
         ));
     }
     t.batch_execute(&ddl).await.map_err(pg_err)?;

@@ -1,9 +1,13 @@
 //! Changes, build sets, requests, builds and steps in PostgreSQL.
 //!
-//! Ids come from the `counters` rows, taken in the transaction that
-//! stores the record (`UPDATE … RETURNING`): no gaps, no id used by an
-//! aborted operation, and two masters never get the same one (the row
-//! lock orders them). Build numbers come from a per-builder row in
+//! Requests and builds take their ids from sequences (`nextval`, no lock
+//! held: two masters storing at once never wait for each other, and never
+//! get the same id; an id taken by a call that then failed is skipped).
+//! Changes and build sets take theirs from their rows of `counters`
+//! (`change`, `buildset`), in the transaction that stores them (`UPDATE …
+//! RETURNING`): the lock, held to commit, makes them visible in id order,
+//! which the schedulers' reading of "the changes after the last one seen"
+//! and the dependent schedulers' of the build sets need. Build numbers come from a per-builder row in
 //! `build_numbers` the same way, which retention never lowers. A claim
 //! locks its requests (`SELECT … FOR UPDATE`, in id order) before it
 //! checks they are pending: a second master's claim of the same request
@@ -29,17 +33,25 @@ pub(super) fn page(p: &Page) -> (i64, i64) {
     )
 }
 
-/// Takes `n` ids of a kind and returns the first.
-pub(super) async fn next_ids(t: &Transaction<'_>, kind: &str, n: u64) -> Result<u64> {
+/// Takes the next change id from its counter row, which stays locked
+/// until the transaction ends.
+async fn next_change_id(t: &Transaction<'_>) -> Result<u64> {
     let r = row(
         t,
-        "UPDATE counters SET value = value + $2 WHERE name = $1 RETURNING value",
-        &[&kind, &key(n)],
+        "UPDATE counters SET value = value + 1 WHERE name = 'change' RETURNING value",
+        &[],
     )
     .await?
-    .ok_or_else(|| StoreError::Corrupt(format!("the `{kind}` counter is missing")))?;
-    let last = unsigned(col(&r, 0)?, "counter")?;
-    Ok(last + 1 - n)
+    .ok_or_else(|| StoreError::Corrupt("the `change` counter is missing".to_string()))?;
+    unsigned(col(&r, 0)?, "counter")
+}
+
+/// Takes the next audit entry id from its sequence.
+pub(super) async fn next_audit_id(c: &impl GenericClient) -> Result<u64> {
+    let r = row(c, "SELECT nextval('audit_ids')", &[])
+        .await?
+        .ok_or_else(|| StoreError::Io("no audit id was returned".to_string()))?;
+    unsigned(col(&r, 0)?, "audit id")
 }
 
 fn state_name(s: RequestState) -> &'static str {
@@ -92,7 +104,7 @@ pub(super) async fn add_change(
     };
     storable(&mut change.change.properties);
     let t = c.transaction().await.map_err(pg_err)?;
-    change.id = next_ids(&t, "change", 1).await?;
+    change.id = next_change_id(&t).await?;
     let rec = json("change", &change)?;
     exec(
         &t,
@@ -120,7 +132,35 @@ pub(super) async fn add_buildset(
     };
     storable(&mut set.set.properties);
     let t = c.transaction().await.map_err(pg_err)?;
-    set.id = next_ids(&t, "buildset", 1).await?;
+    // The set's id and its requests', in one statement. The set's comes
+    // from its counter row, locked until this transaction commits, so that
+    // sets become visible in id order (`Store::buildsets_after`); the
+    // requests' from a sequence.
+    let n = key(builders.len() as u64);
+    let ids = row(
+        &t,
+        "WITH s AS (UPDATE counters SET value = value + 1 WHERE name = 'buildset' \
+         RETURNING value) \
+         SELECT s.value, \
+         ARRAY(SELECT nextval('request_ids') FROM generate_series(1, $1::bigint)) FROM s",
+        &[&n],
+    )
+    .await?
+    .ok_or_else(|| StoreError::Io("no build set id was returned".to_string()))?;
+    set.id = unsigned(col(&ids, 0)?, "build set id")?;
+    let mut request_ids = col::<Vec<i64>>(&ids, 1)?
+        .into_iter()
+        .map(|id| unsigned(id, "request id"))
+        .collect::<Result<Vec<u64>>>()?;
+    // In the builders' order, ascending.
+    request_ids.sort_unstable();
+    if request_ids.len() != builders.len() {
+        return Err(StoreError::Io(format!(
+            "{} request ids were returned for {} builders",
+            request_ids.len(),
+            builders.len()
+        )));
+    }
     if builders.is_empty() {
         // Nothing to run: the worst result of no requests is the best
         // one, and nobody must wait for the set.
@@ -136,10 +176,9 @@ pub(super) async fn add_buildset(
     .await?;
     let mut requests = Vec::with_capacity(builders.len());
     if !builders.is_empty() {
-        let first = next_ids(&t, "request", builders.len() as u64).await?;
-        for (i, (builder, priority)) in builders.into_iter().enumerate() {
+        for ((builder, priority), id) in builders.into_iter().zip(request_ids) {
             let req = BuildRequest {
-                id: first + i as u64,
+                id,
                 buildset: set.id,
                 builder,
                 priority,
@@ -321,16 +360,18 @@ pub(super) async fn start_build(
             )));
         }
     }
-    build.id = next_ids(&t, "build", 1).await?;
+    // The build's id and its number, in one statement.
     let n = row(
         &t,
-        "INSERT INTO build_numbers (builder, last) VALUES ($1, 1) \
-         ON CONFLICT (builder) DO UPDATE SET last = build_numbers.last + 1 RETURNING last",
+        "WITH n AS (INSERT INTO build_numbers (builder, last) VALUES ($1, 1) \
+             ON CONFLICT (builder) DO UPDATE SET last = build_numbers.last + 1 RETURNING last) \
+         SELECT nextval('build_ids'), last FROM n",
         &[&build.build.builder],
     )
     .await?
     .ok_or_else(|| StoreError::Io("no build number was returned".to_string()))?;
-    build.number = unsigned(col(&n, 0)?, "build number")?;
+    build.id = unsigned(col(&n, 0)?, "build id")?;
+    build.number = unsigned(col(&n, 1)?, "build number")?;
     for mut req in reqs {
         crate::store::claim_request(&mut req, &build);
         put_request(&t, &req).await?;
@@ -364,6 +405,28 @@ pub(super) async fn finish(
     state_string: Option<&str>,
     now: Millis,
 ) -> Result<()> {
+    let state = EndState {
+        state_string,
+        properties: None,
+    };
+    finish_with(t, id, result, state, now).await
+}
+
+/// What a build's end replaces in its record besides its result, if given.
+pub(super) struct EndState<'a> {
+    pub state_string: Option<&'a str>,
+    pub properties: Option<Properties>,
+}
+
+/// [`finish`], with the build's last state line and properties written in
+/// the same rewrite of its record.
+pub(super) async fn finish_with(
+    t: &Transaction<'_>,
+    id: u64,
+    result: BuildResult,
+    state: EndState<'_>,
+    now: Millis,
+) -> Result<()> {
     let Some(r) = row(
         t,
         "SELECT id, rec::text FROM builds WHERE id = $1 FOR UPDATE",
@@ -381,8 +444,11 @@ pub(super) async fn finish(
     }
     build.finished_at = Some(now);
     build.result = Some(result);
-    if let Some(s) = state_string {
+    if let Some(s) = state.state_string {
         build.state_string = s.to_string();
+    }
+    if let Some(p) = state.properties {
+        build.build.properties = p;
     }
     put_build(t, &build).await?;
     let mut wanted: Vec<i64> = build.build.requests.iter().map(|&r| key(r)).collect();
@@ -417,51 +483,42 @@ pub(super) async fn finish(
     Ok(())
 }
 
-/// A transaction whose commit does not wait for the WAL flush: visible at
-/// once, durable with the next durable commit of any connection.
-pub(super) async fn relaxed(c: &mut deadpool_postgres::Client) -> Result<Transaction<'_>> {
-    let t = c.transaction().await.map_err(pg_err)?;
-    t.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .map_err(pg_err)?;
-    Ok(t)
-}
-
+/// Replaces a build's state line and properties in one statement (on a
+/// relaxed connection): the record's other fields are kept as stored,
+/// field by field (`json_each` keeps each value's text as it is).
 pub(super) async fn set_build_state(
-    c: &mut deadpool_postgres::Client,
+    c: &impl GenericClient,
     id: u64,
     state_string: String,
     properties: Properties,
 ) -> Result<()> {
-    let t = relaxed(c).await?;
-    let Some(r) = row(
-        &t,
-        "SELECT id, rec::text FROM builds WHERE id = $1 FOR UPDATE",
-        &[&key(id)],
+    // Both as JSON texts: a NUL in them is an escape there, never a byte
+    // the server refuses in a text parameter.
+    let state = json("build state", &state_string)?;
+    let props = json("build properties", &properties)?;
+    let n = exec(
+        c,
+        "UPDATE builds SET rec = (SELECT json_object_agg(e.key, CASE e.key \
+             WHEN 'state_string' THEN $2::text::json \
+             WHEN 'properties' THEN $3::text::json ELSE e.value END) \
+           FROM json_each(builds.rec) AS e) \
+         WHERE id = $1",
+        &[&key(id), &state, &props],
     )
-    .await?
-    else {
+    .await?;
+    if n == 0 {
         return Err(StoreError::Conflict(format!("build {id} does not exist")));
-    };
-    let mut build: Build = record(&r, 0, 1)?;
-    build.state_string = state_string;
-    build.build.properties = properties;
-    put_build(&t, &build).await?;
-    t.commit().await.map_err(pg_err)
+    }
+    Ok(())
 }
 
-pub(super) async fn put_step(
-    c: &mut deadpool_postgres::Client,
-    build: u64,
-    step: StepRecord,
-) -> Result<()> {
+pub(super) async fn put_step(c: &impl GenericClient, build: u64, step: StepRecord) -> Result<()> {
     let rec = json("step", &step)?;
     let idx = super::logs::step_key(step.index)?;
-    let t = relaxed(c).await?;
     // Only for a build that exists (a late record of a build retention
-    // deleted is not stored).
+    // deleted is not stored). One statement on a relaxed connection.
     let n = exec(
-        &t,
+        c,
         "INSERT INTO steps (build, idx, rec) SELECT $1, $2, $3::text::json \
          WHERE EXISTS (SELECT 1 FROM builds WHERE id = $1) \
          ON CONFLICT (build, idx) DO UPDATE SET rec = EXCLUDED.rec",
@@ -473,7 +530,7 @@ pub(super) async fn put_step(
             "build {build} does not exist"
         )));
     }
-    t.commit().await.map_err(pg_err)
+    Ok(())
 }
 
 pub(super) async fn steps(c: &impl GenericClient, build: u64) -> Result<Vec<StepRecord>> {

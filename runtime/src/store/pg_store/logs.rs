@@ -3,20 +3,20 @@
 //!
 //! In the database, not in files beside one master: every master sharing
 //! the database reads every log (docs/store.md, "Logs in PostgreSQL", has
-//! the measurements). An append is one transaction committed with
-//! `synchronous_commit = off` that adds to the `logs` row's length (its
+//! the measurements). An append is one statement (so one transaction)
+//! on a relaxed connection (`synchronous_commit = off`) that adds to the `logs` row's length (its
 //! row lock orders appends to one log) and stores the bytes at the old
 //! length, in rows of at most [`CHUNK`]; `sync_log` is a durable commit,
 //! which flushes the WAL past every append before it. Sealing replaces a
 //! finished log's rows by zstd frames of about [`FRAME`] of log each
 //! (`zstd` true), in one transaction per log; reads decompress only the
-//! frames their range touches.
+//! frames their range touches. A log of at most [`SMALL`] bytes is sealed
+//! as it is (its plain rows stay, `stored` is its length).
 
 use deadpool_postgres::GenericClient;
 
-use super::builds::relaxed;
 use super::{col, exec, key, pg_err, row, rows, unsigned};
-use crate::store::{Build, Result, Sealed, StoreError};
+use crate::store::{Result, Sealed, StoreError};
 
 /// The most log bytes in one plain row: appends are cut into rows of this
 /// size, so a read never loads much more than it returns.
@@ -29,6 +29,10 @@ const FRAME: usize = 1 << 20;
 const MAX_ROW: i64 = (FRAME + CHUNK) as i64;
 /// zstd's level for sealed frames, as in redb's sealed files.
 const LEVEL: i32 = 3;
+/// A log this short is sealed as it is stored, not compressed: a one-line
+/// step's log would gain nothing, and sealing it costs one statement
+/// instead of a read, a delete and an insert.
+const SMALL: i64 = 4096;
 
 /// A step index as the `integer` column.
 pub(super) fn step_key(step: u32) -> Result<i32> {
@@ -53,25 +57,38 @@ pub(super) async fn len(c: &impl GenericClient, build: u64, step: u32) -> Result
 }
 
 pub(super) async fn append(
-    c: &mut deadpool_postgres::Client,
+    c: &impl GenericClient,
     build: u64,
     step: u32,
     data: Vec<u8>,
 ) -> Result<u64> {
     let idx = step_key(step)?;
     if data.is_empty() {
-        return len(&*c, build, step).await;
+        return len(c, build, step).await;
     }
     let n = i64::try_from(data.len())
         .map_err(|_| StoreError::Conflict("a log append is too large".to_string()))?;
-    let t = relaxed(c).await?;
+    // The rows of at most CHUNK, by their offset in this append.
+    let pieces: Vec<&[u8]> = data.chunks(CHUNK).collect();
+    let at: Vec<i64> = (0..pieces.len()).map(|i| (i * CHUNK) as i64).collect();
+    // `piece.len()` is at most CHUNK, which fits an integer.
+    let lens: Vec<i32> = pieces.iter().map(|p| p.len() as i32).collect();
+    // One statement, so one transaction without a `BEGIN` (on a relaxed
+    // connection): the `logs` row's length grows (its row lock orders
+    // appends to one log; a sealed log gives no row, and nothing is
+    // written) and the bytes go in at the old length. A data-modifying
+    // `WITH` runs whether or not the outer query reads it.
     let Some(r) = row(
-        &t,
-        "INSERT INTO logs (build, step, len, stored) VALUES ($1, $2, $3, $3) \
-         ON CONFLICT (build, step) DO UPDATE \
-         SET len = logs.len + EXCLUDED.len, stored = logs.stored + EXCLUDED.len \
-         WHERE NOT logs.sealed RETURNING len",
-        &[&key(build), &idx, &n],
+        c,
+        "WITH l AS (INSERT INTO logs (build, step, len, stored) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (build, step) DO UPDATE \
+             SET len = logs.len + EXCLUDED.len, stored = logs.stored + EXCLUDED.len \
+             WHERE NOT logs.sealed RETURNING len), \
+         c AS (INSERT INTO log_chunks (build, step, off, raw_len, zstd, data) \
+             SELECT $1, $2, l.len - $3 + p.at, p.n, false, p.data \
+             FROM l, unnest($4::bigint[], $5::integer[], $6::bytea[]) AS p(at, n, data)) \
+         SELECT len FROM l",
+        &[&key(build), &idx, &n, &at, &lens, &pieces],
     )
     .await?
     else {
@@ -79,38 +96,28 @@ pub(super) async fn append(
             "the log of build {build} step {step} is sealed"
         )));
     };
-    let end: i64 = col(&r, 0)?;
-    let mut off = end - n;
-    for piece in data.chunks(CHUNK) {
-        // `piece.len()` is at most CHUNK, which fits an integer.
-        let raw_len = piece.len() as i32;
-        exec(
-            &t,
-            "INSERT INTO log_chunks (build, step, off, raw_len, zstd, data) \
-             VALUES ($1, $2, $3, $4, false, $5)",
-            &[&key(build), &idx, &off, &raw_len, &piece],
-        )
-        .await?;
-        off += i64::from(raw_len);
-    }
-    t.commit().await.map_err(pg_err)?;
-    unsigned(end, "log length")
+    unsigned(col(&r, 0)?, "log length")
 }
 
-pub(super) async fn sync(c: &impl GenericClient, build: u64, step: u32) -> Result<()> {
+/// Makes a log durable and returns its length (0 for a log never
+/// appended to).
+pub(super) async fn sync(c: &impl GenericClient, build: u64, step: u32) -> Result<u64> {
     let Ok(idx) = i32::try_from(step) else {
-        return Ok(());
+        return Ok(0);
     };
     // A durable commit that writes: PostgreSQL flushes the WAL up to it,
     // and with it every earlier relaxed commit of the log's appends. A
     // log with no row has nothing to make durable.
-    exec(
+    match row(
         c,
-        "UPDATE logs SET len = len WHERE build = $1 AND step = $2",
+        "UPDATE logs SET len = len WHERE build = $1 AND step = $2 RETURNING len",
         &[&key(build), &idx],
     )
-    .await
-    .map(|_| ())
+    .await?
+    {
+        Some(r) => unsigned(col(&r, 0)?, "log length"),
+        None => Ok(0),
+    }
 }
 
 /// A row's raw bytes: as stored, or its frame decompressed and checked.
@@ -177,11 +184,15 @@ pub(super) async fn read(
     Ok(out)
 }
 
-/// Seals every plain log of a finished build.
+/// Seals every plain log of a finished build. A log of at most [`SMALL`]
+/// bytes is sealed as it is stored (zstd would save next to nothing, and
+/// its frame header may cost more than it saves), in the statement that
+/// lists the others; each larger one is compressed in a transaction of its
+/// own ([`seal`]).
 pub(super) async fn seal_build(c: &mut deadpool_postgres::Client, build: u64) -> Result<Sealed> {
     let Some(r) = row(
         &*c,
-        "SELECT id, rec::text FROM builds WHERE id = $1",
+        "SELECT finished_at IS NOT NULL FROM builds WHERE id = $1",
         &[&key(build)],
     )
     .await?
@@ -189,22 +200,38 @@ pub(super) async fn seal_build(c: &mut deadpool_postgres::Client, build: u64) ->
         // Deleted by retention already: nothing is left to seal.
         return Ok(Sealed::default());
     };
-    let b: Build = super::record(&r, 0, 1)?;
-    if b.finished_at.is_none() {
+    if !col::<bool>(&r, 0)? {
         return Err(StoreError::Conflict(format!(
             "build {build} is still running; its logs cannot be sealed"
         )));
     }
-    let steps = rows(
+    // The outer query sees the logs as they were before the update: every
+    // plain log the update did not seal (larger, or grown meanwhile) is
+    // listed for compression, which locks and looks at it again.
+    let logs = rows(
         &*c,
-        "SELECT step FROM logs WHERE build = $1 AND NOT sealed ORDER BY step",
-        &[&key(build)],
+        "WITH s AS (UPDATE logs SET sealed = true \
+             WHERE build = $1 AND NOT sealed AND len <= $2 RETURNING step, len, stored) \
+         SELECT step, len, stored, true FROM s \
+         UNION ALL \
+         SELECT step, 0, 0, false FROM logs \
+             WHERE build = $1 AND NOT sealed AND step NOT IN (SELECT step FROM s) \
+         ORDER BY 1",
+        &[&key(build), &SMALL],
     )
     .await?;
     let mut out = Sealed::default();
-    for s in steps {
-        let idx: i32 = col(&s, 0)?;
-        if let Some((raw, stored)) = seal(c, build, idx).await? {
+    for l in logs {
+        let idx: i32 = col(&l, 0)?;
+        let done = if col::<bool>(&l, 3)? {
+            Some((
+                unsigned(col(&l, 1)?, "log length")?,
+                unsigned(col(&l, 2)?, "log bytes")?,
+            ))
+        } else {
+            seal(c, build, idx).await?
+        };
+        if let Some((raw, stored)) = done {
             out.logs += 1;
             out.raw += raw;
             out.stored += stored;

@@ -8,7 +8,7 @@ use super::{col, exec, pg_err, row, unsigned};
 use crate::store::{Result, StoreError};
 
 /// The layout this bbc reads and writes (docs/store.md, "PostgreSQL").
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Version 0 → 1: the whole layout.
 const V1: &str = "
@@ -102,7 +102,27 @@ ALTER TABLE masters ADD COLUMN config_failed text;
 ALTER TABLE masters ADD COLUMN config_error text;
 ";
 
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// Version 3 → 4: requests, builds and audit entries take their ids from
+/// sequences, which hold no lock: with a counter row, every master
+/// starting a build waited for the other's commit (the row stays locked
+/// until then). Each sequence goes on from its counter, whose row goes.
+/// Changes and build sets keep their counters: neither may become visible
+/// after one with a higher id (the schedulers read the changes, and the
+/// dependent schedulers the build sets, above the last one they saw), and
+/// the row lock held to commit is what orders them.
+const V4: &str = "
+CREATE SEQUENCE request_ids;
+CREATE SEQUENCE build_ids;
+CREATE SEQUENCE audit_ids;
+SELECT setval((name || '_ids')::regclass, value) FROM counters
+    WHERE name IN ('request', 'build', 'audit') AND value > 0;
+DELETE FROM counters WHERE name IN ('request', 'build', 'audit');
+";
+
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+
+/// The sequences of the layout: a backup copies where each stands.
+pub(super) const SEQUENCES: &[&str] = &["request_ids", "build_ids", "audit_ids"];
 
 /// Every table of the layout, in the order a backup copies them.
 pub(super) const TABLES: &[&str] = &[

@@ -166,6 +166,62 @@ fn newer_schema_is_refused() {
     assert_eq!(s.changes(Default::default()).unwrap().len(), 1);
 }
 
+/// A store of schema version 3 (ids from `counters` rows) moves to
+/// sequences that go on from each counter: no id is given twice.
+#[test]
+fn ids_go_on_from_the_counters_of_version_3() {
+    let Some(url) = server("pg_store::ids_from_version_3") else {
+        return;
+    };
+    let schemas = Schemas::new(url);
+    let dir = TempDir::new();
+    let set = || NewBuildSet {
+        priority: 0,
+        scheduler: "s".into(),
+        reason: "r".into(),
+        source: SourceStamp::default(),
+        sources: Vec::new(),
+        changes: vec![],
+        properties: Default::default(),
+        parent_build: None,
+        submitted_at: 1,
+    };
+    {
+        let s = schemas.open(dir.path());
+        s.add_buildset(set(), &[("lin".into(), 0)]).unwrap();
+        // Back to version 3's layout, its counters further on than the
+        // rows (ids once taken by calls that failed).
+        s.execute_raw(
+            "DROP SEQUENCE request_ids, build_ids, audit_ids; \
+             UPDATE counters SET value = 7 WHERE name = 'buildset'; \
+             INSERT INTO counters (name, value) VALUES \
+                 ('request', 9), ('build', 0), ('audit', 3); \
+             UPDATE schema_version SET version = 3",
+        )
+        .unwrap();
+    }
+    let s = schemas.open(dir.path());
+    let (set, reqs) = s
+        .add_buildset(set(), &[("lin".into(), 0), ("win".into(), 0)])
+        .unwrap();
+    assert_eq!(set.id, 8);
+    assert_eq!(reqs.iter().map(|r| r.id).collect::<Vec<_>>(), [10, 11]);
+    let b = s
+        .start_build(NewBuild {
+            builder: "lin".into(),
+            builder_hash: "h".into(),
+            worker: "w".into(),
+            requests: vec![1],
+            properties: Default::default(),
+            started_at: 2,
+        })
+        .unwrap();
+    assert_eq!((b.id, b.number), (1, 1), "a counter at 0 starts at 1");
+    let e = s.add_audit(conformance::audit_entry(1), 5).unwrap();
+    assert_eq!(e.id, 4);
+    assert_eq!(s.buildset(1).unwrap().map(|b| b.id), Some(1), "kept");
+}
+
 #[test]
 fn a_wrong_password_or_server_is_an_io_error() {
     let Some(url) = server("pg_store::wrong_password") else {
