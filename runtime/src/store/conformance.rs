@@ -363,7 +363,7 @@ fn buildsets_and_requests(open: Open<'_>, dir: &Path) {
     // Several at once: the ones that exist, whatever the order asked.
     let mut both = s.buildsets(&[2, 99, 1]).unwrap();
     both.sort_by_key(|b| b.id);
-    assert_eq!(both, [s.buildset(1).unwrap().unwrap(), set2]);
+    assert_eq!(both, [s.buildset(1).unwrap().unwrap(), set2.clone()]);
     assert_eq!(s.buildsets(&[]).unwrap(), []);
     assert_eq!(
         ids(&s.pending_requests().unwrap(), |r| r.id),
