@@ -88,6 +88,14 @@ pub struct Interpolation<'s> {
     pub end: usize,
 }
 
+/// Whether `s` has a `${{`. Most strings of a config have none, and every
+/// string of every expanded copy is asked: a byte search for `$` (rare in
+/// text) beats a substring search's set-up.
+pub fn has_interpolation(s: &str) -> bool {
+    let b = s.as_bytes();
+    memchr::memchr_iter(b'$', b).any(|i| b.get(i + 1..i + 3) == Some(b"{{"))
+}
+
 /// The `${{ … }}` of a string, in order. The expression ends at the first
 /// `}}`; an unclosed `${{` is the last one.
 pub fn interpolations(s: &str) -> impl Iterator<Item = Interpolation<'_>> {

@@ -117,8 +117,7 @@ impl Expander<'_> {
                 note: self.note(format!("in matrix combination {label}")),
             };
             for b in &body {
-                let c = self.copy(b, &origin);
-                self.node(c, &cscope, out, None);
+                self.expand_copy(b, &origin, &cscope, out, None);
             }
         }
     }

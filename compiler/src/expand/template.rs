@@ -299,8 +299,7 @@ impl Expander<'_> {
         };
         *self.depth.borrow_mut() += 1;
         for b in &t.body {
-            let c = self.copy(b, &origin);
-            self.node(c, &tscope, out, parent);
+            self.expand_copy(b, &origin, &tscope, out, parent);
         }
         *self.depth.borrow_mut() -= 1;
         true

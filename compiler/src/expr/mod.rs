@@ -76,6 +76,33 @@ impl Val {
             Val::Record(_) => None,
         }
     }
+    /// Appends [`Val::to_text`] to `out`, without a `String` of its own
+    /// (interpolation puts a value into every expanded string); `false`,
+    /// with `out` partly written, where `to_text` is `None`.
+    pub fn push_text(&self, out: &mut String) -> bool {
+        use std::fmt::Write;
+        match self {
+            Val::Null => true,
+            Val::Bool(b) => write!(out, "{b}").is_ok(),
+            Val::Int(i) => write!(out, "{i}").is_ok(),
+            Val::Str(s) => {
+                out.push_str(s);
+                true
+            }
+            Val::List(items) => {
+                for (n, i) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(' ');
+                    }
+                    if matches!(i, Val::List(_) | Val::Record(_)) || !i.push_text(out) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Val::Record(_) => false,
+        }
+    }
     /// A short rendering for messages ("os=mac").
     pub fn short(&self) -> String {
         match self {
