@@ -154,6 +154,11 @@ impl RunParts {
     pub fn insert(&mut self, span: Span, at: usize, part: RunPart) {
         self.parts.push(((span, at), Some(part)));
     }
+    /// Moves `other`'s parts into these (a fork's, in a parallel
+    /// expansion; the keys are distinct, as every copy has its own range).
+    pub fn append(&mut self, other: &mut RunParts) {
+        self.parts.append(&mut other.parts);
+    }
     /// Makes what was inserted readable by [`RunParts::take`].
     pub fn seal(&mut self) {
         self.parts.sort_unstable_by_key(|(k, _)| *k);

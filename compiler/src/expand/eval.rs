@@ -153,7 +153,7 @@ impl Expander<'_> {
             for k in children {
                 out.push(self.node_val(k, 0, scope)?);
             }
-            return Some(Val::List(Rc::new(out)));
+            return Some(Val::List(Arc::new(out)));
         }
         if is_record {
             let mut fields: Vec<(String, Val)> = Vec::new();
@@ -182,7 +182,7 @@ impl Expander<'_> {
                 let v = self.node_val(k, 0, scope)?;
                 add(&k.name, v, self);
             }
-            return Some(Val::Record(Rc::new(fields)));
+            return Some(Val::Record(Arc::new(fields)));
         }
         match values.as_slice() {
             [] => {
@@ -199,7 +199,7 @@ impl Expander<'_> {
                 for e in many {
                     out.push(self.entry_val(e, scope)?);
                 }
-                Some(Val::List(Rc::new(out)))
+                Some(Val::List(Arc::new(out)))
             }
         }
     }

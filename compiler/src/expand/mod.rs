@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::expr::{self, Env, Error, Out, Val};
@@ -34,6 +34,7 @@ const MAX_DEPTH: usize = 32;
 mod copy;
 mod decl;
 mod eval;
+mod fork;
 mod matrix;
 mod merge;
 mod template;
@@ -49,11 +50,12 @@ pub struct Expander<'a> {
     diags: RefCell<Vec<Diagnostic>>,
     lets: RefCell<FastMap<String, LetState>>,
     let_order: Vec<String>,
-    templates: std::collections::BTreeMap<String, Template>,
-    resolved: RefCell<FastMap<String, Option<Rc<Resolved>>>>,
+    /// Shared with the expander's forks ([`fork`]); filled by `declare`.
+    templates: Arc<std::collections::BTreeMap<String, Template>>,
+    resolved: RefCell<FastMap<String, Option<Arc<Resolved>>>>,
     resolving: RefCell<Vec<String>>,
     depth: RefCell<usize>,
-    notes: RefCell<FastMap<String, Rc<str>>>,
+    notes: RefCell<FastMap<String, Arc<str>>>,
     /// The run-time expressions left in strings, for the decoder.
     run_parts: RefCell<RunParts>,
     /// What each `use` and `matrix` produced (its span, then one line per
@@ -64,6 +66,16 @@ pub struct Expander<'a> {
     /// body is the same text in every copy, so the 1,000-builder example
     /// parsed the same few dozen expressions tens of thousands of times.
     asts: RefCell<FastMap<Box<str>, Parsed>>,
+    /// How a large top-level matrix may be split across threads.
+    threads: fork::Threads,
+    /// Set in a fork that met what it cannot do as the serial expansion
+    /// would ([`fork`]); its work is then done again by the expander it
+    /// was forked from.
+    bailed: std::cell::Cell<bool>,
+    /// Whether this is a fork (then it forks no further).
+    is_fork: bool,
+    /// Whether a matrix was expanded in parallel.
+    forked: std::cell::Cell<bool>,
 }
 
 /// The expander's maps, keyed by names and texts of the config: a fixed
@@ -73,7 +85,7 @@ pub struct Expander<'a> {
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// An expression text parsed, or its mistake.
-type Parsed = Result<Rc<expr::Ast>, Error>;
+type Parsed = Result<Arc<expr::Ast>, Error>;
 
 /// A `use` or `matrix` (its span) and one line per node it produced.
 pub type Expansion = (Span, Vec<String>);
@@ -154,7 +166,29 @@ impl<'a> Expander<'a> {
             run_parts: RefCell::new(RunParts::default()),
             expansions: RefCell::new(None),
             asts: RefCell::new(HashMap::default()),
+            threads: fork::Threads::default(),
+            bailed: std::cell::Cell::new(false),
+            is_fork: false,
+            forked: std::cell::Cell::new(false),
         }
+    }
+
+    /// Sets how many threads a large matrix may be expanded on, and from
+    /// how many combinations on (the default: the machine's cores, 32).
+    /// The result is the same whatever the setting; tests compare them.
+    pub fn threads(&mut self, threads: usize, min_combinations: usize) {
+        self.threads = fork::Threads {
+            threads,
+            min_combinations,
+        };
+    }
+
+    /// Whether the expansion has to be done again on one thread: a
+    /// parallel expansion gives each thread a share of the offset space,
+    /// and a share ran out where one thread would have had room
+    /// (only configs whose copies fill gigabytes of offsets).
+    pub fn redo_serially(&self) -> bool {
+        self.forked.get() && self.spans.borrow().exhausted()
     }
 
     /// Records what each `use` and `matrix` expands to.
@@ -233,21 +267,21 @@ impl<'a> Expander<'a> {
         if let Some(r) = self.asts.borrow().get(body) {
             return r.clone();
         }
-        let r = expr::parse(body).map(Rc::new);
+        let r = expr::parse(body).map(Arc::new);
         self.asts.borrow_mut().insert(body.into(), r.clone());
         r
     }
 
-    fn note(&self, text: String) -> Rc<str> {
+    fn note(&self, text: String) -> Arc<str> {
         self.notes
             .borrow_mut()
             .entry(text)
-            .or_insert_with_key(|k| Rc::from(k.as_str()))
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
             .clone()
     }
 
     /// Expands a whole document (all files, in load order) into plain nodes.
-    pub fn expand(&self, docs: Vec<Document>) -> Document {
+    pub fn expand(&self, docs: &[Document]) -> Document {
         self.force_lets();
         let mut out = Vec::new();
         let scope = Scope {
@@ -256,15 +290,15 @@ impl<'a> Expander<'a> {
             runtime: true,
         };
         for doc in docs {
-            for n in doc.nodes {
+            for n in &doc.nodes {
                 match n.name.value.as_str() {
                     "let" | "template" | "import" => {}
                     "matrix" => {
                         let before = out.len();
-                        self.matrix(&n, &scope, &mut out);
+                        self.matrix(n, &scope, &mut out);
                         self.note_expansion(n.span, &out[before..]);
                     }
-                    _ => self.node(&n, 0, &scope, &mut out, None),
+                    _ => self.node(n, 0, &scope, &mut out, None),
                 }
             }
         }

@@ -9,7 +9,7 @@
 //! `||`): a [`crate::graph::Expr`], evaluated per build. The run-time
 //! language is the part of this one that [`to_runtime`] accepts.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 mod ast;
 mod eval;
@@ -29,14 +29,14 @@ pub enum Val {
     Null,
     Bool(bool),
     Int(i64),
-    Str(Rc<str>),
-    List(Rc<Vec<Val>>),
+    Str(Arc<str>),
+    List(Arc<Vec<Val>>),
     /// Fields in the order written.
-    Record(Rc<Vec<(String, Val)>>),
+    Record(Arc<Vec<(String, Val)>>),
 }
 
 impl Val {
-    pub fn str(s: impl Into<Rc<str>>) -> Val {
+    pub fn str(s: impl Into<Arc<str>>) -> Val {
         Val::Str(s.into())
     }
     pub fn type_name(&self) -> &'static str {
