@@ -23,6 +23,15 @@ pub mod stdlib;
 pub mod syntax;
 
 use diagnostic::{Code, Diagnostic, Severity};
+
+/// The compiler's maps and sets keyed by names, texts and positions of
+/// the config: a fixed fast hash, not SipHash, which showed in a
+/// keystroke's profile (every entity, step and reference is looked up).
+/// The config is the admin's own, so keys chosen to collide would only
+/// slow its author's own check.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+/// See [`FastMap`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 use graph::Graph;
 use source::{FileId, SourceFile, SourceMap, Sources};
 

@@ -21,6 +21,7 @@ use crate::expr::{self, Env, Error, Out, Val};
 use crate::interp::{RunPart, RunParts, StrMap, BARE};
 use crate::source::{FileId, Origin, SourceMap, SpanMap};
 use crate::syntax::{Children, Document, Entry, Ident, Node, Span, Value};
+use crate::FastMap;
 
 /// Names that are declarations, not entities.
 pub const DECLARATIONS: &[&str] = &["import", "let", "template", "matrix", "use"];
@@ -77,12 +78,6 @@ pub struct Expander<'a> {
     /// Whether a matrix was expanded in parallel.
     forked: std::cell::Cell<bool>,
 }
-
-/// The expander's maps, keyed by names and texts of the config: a fixed
-/// fast hash, not SipHash (every global name an expression reads in every
-/// copy is looked up). The config is the admin's own, so keys chosen to
-/// collide would only slow its author's own check.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
 /// An expression text parsed, or its mistake.
 type Parsed = Result<Arc<expr::Ast>, Error>;
