@@ -187,7 +187,36 @@ impl RunParts {
 /// The offset key of a bare condition's part.
 pub const BARE: usize = usize::MAX;
 
-fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
+/// A [`StrMap`] made on first use: most run-time strings have no `${{`
+/// (or one without a property), and reading a token's text goes through
+/// the span map, whose look-up showed in a keystroke's profile.
+struct LazyMap<'s> {
+    source: SrcText<'s>,
+    token: Span,
+    value: &'s str,
+    map: std::cell::Cell<Option<StrMap>>,
+}
+
+impl<'s> LazyMap<'s> {
+    fn new(source: SrcText<'s>, token: Span, value: &'s str) -> LazyMap<'s> {
+        LazyMap {
+            source,
+            token,
+            value,
+            map: std::cell::Cell::new(None),
+        }
+    }
+    fn span(&self, start: usize, end: usize) -> Span {
+        let map = self.map.get().unwrap_or_else(|| {
+            let m = StrMap::new(self.source, self.token, self.value);
+            self.map.set(Some(m));
+            m
+        });
+        map.span(start, end)
+    }
+}
+
+fn report(cx: &mut Cx, map: &LazyMap, offset: usize, e: expr::Error) {
     let d = Diagnostic::new(
         e.code,
         cx.file,
@@ -199,7 +228,7 @@ fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
     cx.emit(d);
 }
 
-fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses: &[PropUse]) {
+fn record(props: &mut Vec<PropRef>, map: &LazyMap, offset: usize, e: &Expr, uses: &[PropUse]) {
     let mut uses = uses.iter();
     each_prop(e, &mut |name| {
         if let Some(u) = uses.next() {
@@ -216,7 +245,7 @@ fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses:
 fn expr(
     cx: &mut Cx,
     props: &mut Vec<PropRef>,
-    map: &StrMap,
+    map: &LazyMap,
     part: Option<RunPart>,
     src: &str,
     offset: usize,
@@ -240,7 +269,7 @@ fn expr(
 
 /// Splits a run-time string into literal text and `${{ expr }}` parts.
 pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> Text {
-    let map = StrMap::new(cx.source, token, value);
+    let map = LazyMap::new(cx.source, token, value);
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = 0;
@@ -296,7 +325,7 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
         );
         return None;
     };
-    let map = StrMap::new(cx.source, entry.value_span, s);
+    let map = LazyMap::new(cx.source, entry.value_span, s);
     let (src, offset) = condition_body(s);
     // Wrapped in `${{ }}`, the part is at its `${{`; bare, it is the string.
     let at = if offset == 0 { BARE } else { offset - 3 };
