@@ -4,7 +4,9 @@
 //! Architecture invariant: every reference is checked exactly once, at the
 //! span where it is written, so one mistake gives one diagnostic.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use crate::{FastMap as HashMap, FastSet as HashSet};
 
 use petgraph::graphmap::DiGraphMap;
 
@@ -50,8 +52,8 @@ pub struct Index<'a> {
 
 impl<'a> Index<'a> {
     pub fn new(m: &'a Model) -> Index<'a> {
-        let mut builders = HashMap::with_capacity(m.builders.len());
-        let mut by_tag: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut builders = HashMap::with_capacity_and_hasher(m.builders.len(), Default::default());
+        let mut by_tag: HashMap<&str, Vec<usize>> = HashMap::default();
         for (i, b) in m.builders.iter().enumerate() {
             builders.entry(b.item.name.as_str()).or_insert(i);
             for t in &b.item.tags {
@@ -300,7 +302,7 @@ impl<'a> Checker<'a> {
             .map(|(i, s)| (s.item.name.as_str(), i))
             .collect();
         // Edge label: (span, text) saying why the edge exists.
-        let mut edges: HashMap<(usize, usize), (Span, String)> = HashMap::new();
+        let mut edges: HashMap<(usize, usize), (Span, String)> = HashMap::default();
         let mut g: DiGraphMap<usize, ()> = DiGraphMap::new();
         for (i, _) in m.schedulers.iter().enumerate() {
             g.add_node(i);
@@ -383,7 +385,7 @@ impl<'a> Checker<'a> {
         let m = self.m;
         // Properties each builder can receive from outside its own steps:
         // force parameters and what trigger steps pass in.
-        let mut incoming: HashMap<usize, BTreeSet<&str>> = HashMap::new();
+        let mut incoming: HashMap<usize, BTreeSet<&str>> = HashMap::default();
         for (si, s) in m.schedulers.iter().enumerate() {
             if let SchedulerKind::Force { params } = &s.item.kind {
                 for &bi in &self.ix.selected[si] {
@@ -556,7 +558,7 @@ impl<'a> Checker<'a> {
         // Reachability: a builder is reachable when a scheduler that starts
         // on its own (not triggerable, not dependent) selects it, or a
         // triggerable/dependent scheduler fed by reachable ones does.
-        let mut triggered_by: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut triggered_by: HashMap<&str, Vec<usize>> = HashMap::default();
         for (bi, b) in m.builders.iter().enumerate() {
             for (_, t) in &b.triggers {
                 triggered_by.entry(t.name.as_str()).or_default().push(bi);
@@ -645,7 +647,7 @@ impl<'a> Checker<'a> {
         }
         // Change-driven schedulers listen to the sources they name, or to all.
         let mut all_sources = false;
-        let mut named: HashSet<&str> = HashSet::new();
+        let mut named: HashSet<&str> = HashSet::default();
         for s in &m.schedulers {
             let filter = match &s.item.kind {
                 SchedulerKind::SingleBranch { filter, .. }
@@ -804,7 +806,7 @@ impl Checker<'_> {
 /// One cycle through `start` inside a strongly connected component, by DFS.
 fn find_cycle(g: &DiGraphMap<usize, ()>, start: usize, members: &HashSet<usize>) -> Vec<usize> {
     let mut path = vec![start];
-    let mut seen: HashSet<usize> = HashSet::from([start]);
+    let mut seen: HashSet<usize> = HashSet::from_iter([start]);
     fn dfs(
         g: &DiGraphMap<usize, ()>,
         start: usize,

@@ -88,16 +88,34 @@ pub struct Interpolation<'s> {
     pub end: usize,
 }
 
+/// Whether `s` has a `${{`. Most strings of a config have none, and every
+/// string of every expanded copy is asked: a byte search for `$` (rare in
+/// text) beats a substring search's set-up.
+pub fn has_interpolation(s: &str) -> bool {
+    find_pair(s, 0, b"${{").is_some()
+}
+
+/// The offset of the first `pat` (`${{` or `}}`) in `s` from `from`: a
+/// byte search for its first byte, then a comparison (the substring
+/// searcher's set-up showed in a keystroke's profile, for strings of a
+/// few dozen bytes).
+fn find_pair(s: &str, from: usize, pat: &[u8]) -> Option<usize> {
+    let b = s.as_bytes().get(from..)?;
+    memchr::memchr_iter(pat[0], b)
+        .find(|&i| b[i..].starts_with(pat))
+        .map(|i| from + i)
+}
+
 /// The `${{ … }}` of a string, in order. The expression ends at the first
 /// `}}`; an unclosed `${{` is the last one.
 pub fn interpolations(s: &str) -> impl Iterator<Item = Interpolation<'_>> {
     let mut rest = 0;
     std::iter::from_fn(move || {
-        let open = rest + s.get(rest..)?.find("${{")?;
+        let open = find_pair(s, rest, b"${{")?;
         let body_start = open + 3;
-        let body = s[body_start..].find("}}").map(|close| {
-            rest = body_start + close + 2;
-            &s[body_start..body_start + close]
+        let body = find_pair(s, body_start, b"}}").map(|close| {
+            rest = close + 2;
+            &s[body_start..close]
         });
         if body.is_none() {
             rest = s.len();
@@ -146,6 +164,11 @@ impl RunParts {
     pub fn insert(&mut self, span: Span, at: usize, part: RunPart) {
         self.parts.push(((span, at), Some(part)));
     }
+    /// Moves `other`'s parts into these (a fork's, in a parallel
+    /// expansion; the keys are distinct, as every copy has its own range).
+    pub fn append(&mut self, other: &mut RunParts) {
+        self.parts.append(&mut other.parts);
+    }
     /// Makes what was inserted readable by [`RunParts::take`].
     pub fn seal(&mut self) {
         self.parts.sort_unstable_by_key(|(k, _)| *k);
@@ -164,7 +187,36 @@ impl RunParts {
 /// The offset key of a bare condition's part.
 pub const BARE: usize = usize::MAX;
 
-fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
+/// A [`StrMap`] made on first use: most run-time strings have no `${{`
+/// (or one without a property), and reading a token's text goes through
+/// the span map, whose look-up showed in a keystroke's profile.
+struct LazyMap<'s> {
+    source: SrcText<'s>,
+    token: Span,
+    value: &'s str,
+    map: std::cell::Cell<Option<StrMap>>,
+}
+
+impl<'s> LazyMap<'s> {
+    fn new(source: SrcText<'s>, token: Span, value: &'s str) -> LazyMap<'s> {
+        LazyMap {
+            source,
+            token,
+            value,
+            map: std::cell::Cell::new(None),
+        }
+    }
+    fn span(&self, start: usize, end: usize) -> Span {
+        let map = self.map.get().unwrap_or_else(|| {
+            let m = StrMap::new(self.source, self.token, self.value);
+            self.map.set(Some(m));
+            m
+        });
+        map.span(start, end)
+    }
+}
+
+fn report(cx: &mut Cx, map: &LazyMap, offset: usize, e: expr::Error) {
     let d = Diagnostic::new(
         e.code,
         cx.file,
@@ -176,7 +228,7 @@ fn report(cx: &mut Cx, map: &StrMap, offset: usize, e: expr::Error) {
     cx.emit(d);
 }
 
-fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses: &[PropUse]) {
+fn record(props: &mut Vec<PropRef>, map: &LazyMap, offset: usize, e: &Expr, uses: &[PropUse]) {
     let mut uses = uses.iter();
     each_prop(e, &mut |name| {
         if let Some(u) = uses.next() {
@@ -193,7 +245,7 @@ fn record(props: &mut Vec<PropRef>, map: &StrMap, offset: usize, e: &Expr, uses:
 fn expr(
     cx: &mut Cx,
     props: &mut Vec<PropRef>,
-    map: &StrMap,
+    map: &LazyMap,
     part: Option<RunPart>,
     src: &str,
     offset: usize,
@@ -217,7 +269,7 @@ fn expr(
 
 /// Splits a run-time string into literal text and `${{ expr }}` parts.
 pub fn text(cx: &mut Cx, props: &mut Vec<PropRef>, value: &str, token: Span) -> Text {
-    let map = StrMap::new(cx.source, token, value);
+    let map = LazyMap::new(cx.source, token, value);
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = 0;
@@ -273,7 +325,7 @@ pub fn condition(cx: &mut Cx, props: &mut Vec<PropRef>, entry: &Entry) -> Option
         );
         return None;
     };
-    let map = StrMap::new(cx.source, entry.value_span, s);
+    let map = LazyMap::new(cx.source, entry.value_span, s);
     let (src, offset) = condition_body(s);
     // Wrapped in `${{ }}`, the part is at its `${{`; bare, it is the string.
     let at = if offset == 0 { BARE } else { offset - 3 };

@@ -23,6 +23,15 @@ pub mod stdlib;
 pub mod syntax;
 
 use diagnostic::{Code, Diagnostic, Severity};
+
+/// The compiler's maps and sets keyed by names, texts and positions of
+/// the config: a fixed fast hash, not SipHash, which showed in a
+/// keystroke's profile (every entity, step and reference is looked up).
+/// The config is the admin's own, so keys chosen to collide would only
+/// slow its author's own check.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+/// See [`FastMap`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 use graph::Graph;
 use source::{FileId, SourceFile, SourceMap, Sources};
 
@@ -80,7 +89,7 @@ pub fn compile_source(name: &str, text: impl Into<String>) -> Compilation {
 
 /// Compiles `text` (the file `name`), reading its imports through `sources`.
 pub fn compile_with(name: &str, text: String, sources: &dyn Sources) -> Compilation {
-    compile_inner(name, text, sources, None, true).0
+    compile_inner(name, text, sources, None, true, None).0
 }
 
 /// Checks `path` like [`compile`] for an editor: records what each node
@@ -98,7 +107,7 @@ pub fn compile_for_editor(
     schema: bool,
 ) -> (Compilation, Editor) {
     match sources.read(path) {
-        Ok(text) => compile_inner(path, text, sources, Some(schema), false),
+        Ok(text) => compile_inner(path, text, sources, Some(schema), false, None),
         Err(_) => (compile(path, sources), Editor::default()),
     }
 }
@@ -121,6 +130,9 @@ fn compile_inner(
     // schema when `schema`.
     editor: Option<bool>,
     lower: bool,
+    // The expander's threads and the matrix size from which it uses them
+    // (tests); `None`: the machine's cores.
+    threads: Option<(usize, usize)>,
 ) -> (Compilation, Editor) {
     let mut l = load::Loader::new(sources);
     l.load_root(name, text);
@@ -138,14 +150,25 @@ fn compile_inner(
     if syntax_failed {
         return (finish(map, &spans, &sites, diags, None), Editor::default());
     }
-    let mut ex = expand::Expander::new(&map, spans);
-    if editor.is_some() {
-        ex.record_expansions();
+    let expand = |threads: Option<(usize, usize)>| {
+        let mut ex = expand::Expander::new(&map, spans.clone());
+        if let Some((n, min)) = threads {
+            ex.threads(n, min);
+        }
+        if editor.is_some() {
+            ex.record_expansions();
+        }
+        for d in &docs {
+            ex.declare(d);
+        }
+        let doc = ex.expand(&docs);
+        (ex, doc)
+    };
+    let (mut ex, mut doc) = expand(threads);
+    if ex.redo_serially() {
+        (ex, doc) = expand(Some((1, usize::MAX)));
     }
-    for d in &docs {
-        ex.declare(d);
-    }
-    let doc = ex.expand(docs);
+    drop(docs);
     let expansions = ex.take_expansions();
     let (spans, mut ediags, run_parts) = ex.finish();
     diags.append(&mut ediags);
@@ -232,4 +255,109 @@ pub(crate) fn syntax_diagnostic(file: FileId, e: syntax::ParseError) -> Diagnost
         "fix the KDL 2.0 syntax at the marked place (the language reference is docs/language.md)".into()
     }));
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expanding large matrices on several threads gives exactly what one
+    /// thread gives: the same diagnostics in the same order, the same
+    /// graph, for every example and golden case (with matrices of two
+    /// combinations on split too, so the small cases fork as well).
+    #[test]
+    fn threads_do_not_change_the_result() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in ["examples", "tests/golden", "runtime/tests/graphs"] {
+            let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            files.extend(
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "kdl")),
+            );
+        }
+        files.sort();
+        assert!(files.len() > 100, "found only {} configs", files.len());
+        let sources = source::DiskSources;
+        let mut forked = 0;
+        for f in &files {
+            let path = f.to_string_lossy();
+            let Ok(text) = std::fs::read_to_string(f) else {
+                continue;
+            };
+            let run = |threads| {
+                let (c, e) =
+                    compile_inner(&path, text.clone(), &sources, Some(false), true, threads);
+                let graph = c
+                    .graph
+                    .as_ref()
+                    .map(|g| serde_json::to_string(g).unwrap_or_default());
+                (c.diagnostics, graph, e.expansions)
+            };
+            let one = run(Some((1, usize::MAX)));
+            for threads in [2, 3] {
+                let many = run(Some((threads, 2)));
+                assert!(
+                    one.0 == many.0,
+                    "{path}: diagnostics differ on {threads} threads"
+                );
+                assert!(
+                    one.1 == many.1,
+                    "{path}: graphs differ on {threads} threads"
+                );
+                assert!(
+                    one.2 == many.2,
+                    "{path}: expansions differ on {threads} threads"
+                );
+            }
+            forked += usize::from(text.contains("matrix"));
+        }
+        assert!(forked > 5, "only {forked} configs have a matrix");
+    }
+
+    /// A fork that meets a template with a mistake (reported once, at its
+    /// first use, by one thread) hands its run back; the result is still
+    /// exactly one thread's, wherever the first use falls.
+    #[test]
+    fn threads_agree_on_templates_with_mistakes() {
+        let sources = source::MemorySources::default();
+        for first_bad in [0, 17, 39] {
+            let text = format!(
+                r#"
+worker "w" password=(secret)"w"
+template "loop-a" extends="loop-b" {{ shell "a" }}
+template "loop-b" extends="loop-a" {{ shell "b" }}
+template "ok" {{ param "x"; shell "echo ${{{{ x }}}}" }}
+matrix {{
+    axis "i" 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39
+    builder "b-${{{{ i }}}}" {{
+        workers "w"
+        steps {{
+            use "ok" x="${{{{ i }}}}"
+            use "loop-a" when="${{{{ i >= {first_bad} }}}}"
+            use "missing" when="${{{{ i >= {first_bad} && i % 3 == 0 }}}}"
+            shell "${{{{ nope }}}}" when="${{{{ i == 38 }}}}"
+        }}
+    }}
+}}
+"#
+            );
+            let run = |threads| {
+                let (c, e) =
+                    compile_inner("m.kdl", text.clone(), &sources, Some(false), true, threads);
+                (c.diagnostics, e.expansions)
+            };
+            let one = run(Some((1, usize::MAX)));
+            assert!(one.0.len() >= 3, "{:?}", one.0);
+            for threads in [2, 3, 4] {
+                let many = run(Some((threads, 2)));
+                assert!(
+                    one == many,
+                    "{threads} threads, first bad use at {first_bad}"
+                );
+            }
+        }
+    }
 }

@@ -107,7 +107,7 @@ pub struct Origin {
     /// The call site (`use …`, `matrix`) in global offsets.
     pub span: Span,
     /// Shown at the call site, e.g. "in this use of template `x`".
-    pub note: std::rc::Rc<str>,
+    pub note: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,13 +130,75 @@ struct Region {
 /// space; [`SpanMap::resolve`] turns them back into (file, span) and the
 /// chain of expansion sites. The first file starts at 0, so a config
 /// without imports or expansions has the same spans as its text.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SpanMap {
     regions: Vec<Region>,
     next: u64,
+    /// The end of the offsets this map may hand out: the whole space, but
+    /// for the share of one thread of a parallel expansion
+    /// ([`SpanMap::fork`]).
+    limit: u64,
+    /// Whether a range could not be had (its copies kept their spans).
+    exhausted: bool,
+}
+
+impl Default for SpanMap {
+    fn default() -> SpanMap {
+        SpanMap {
+            regions: Vec::new(),
+            next: 0,
+            limit: u32::MAX as u64,
+            exhausted: false,
+        }
+    }
 }
 
 impl SpanMap {
+    /// Splits the offsets not yet handed out into `parts` equal shares, in
+    /// order: this map keeps the first (until [`SpanMap::join`]), and each
+    /// other one is a copy of this map that hands out offsets from its own
+    /// share. Each thread of a parallel expansion copies into one share, so
+    /// the copies of the earlier items have the lower offsets, as when one
+    /// thread made them all; only the gaps between the shares differ, and
+    /// nothing reads offsets but through this map and in their order.
+    pub(crate) fn fork(&mut self, parts: usize) -> Vec<SpanMap> {
+        let parts = parts.max(1) as u64;
+        let share = (self.limit.saturating_sub(self.next)) / parts;
+        let start = self.next;
+        self.limit = start + share;
+        (1..parts)
+            .map(|i| SpanMap {
+                regions: self.regions.clone(),
+                next: start + share * i,
+                limit: start + share * (i + 1),
+                exhausted: false,
+            })
+            .collect()
+    }
+
+    /// Takes back the ranges a [`SpanMap::fork`]ed map handed out (forks in
+    /// order; `base` is how many regions this map had when it forked).
+    pub(crate) fn join(&mut self, fork: SpanMap, base: usize) {
+        self.regions.extend(fork.regions.into_iter().skip(base));
+        self.next = fork.next;
+        self.exhausted |= fork.exhausted;
+    }
+
+    /// Ends a parallel expansion: this map may use the whole space again.
+    pub(crate) fn unfork(&mut self) {
+        self.limit = u32::MAX as u64;
+    }
+
+    /// How many ranges are handed out (the `base` of [`SpanMap::join`]).
+    pub(crate) fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Whether a range could not be had since this map was made.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
     /// Reserves the range of a file of `len` bytes; returns its base.
     pub fn add_file(&mut self, file: FileId, len: usize) -> Option<u32> {
         self.alloc(len, RegionKind::File(file))
@@ -159,7 +221,8 @@ impl SpanMap {
     fn alloc(&mut self, len: usize, kind: RegionKind) -> Option<u32> {
         let base = self.next;
         let end = base + len as u64 + 1;
-        if end > u32::MAX as u64 {
+        if end > self.limit {
+            self.exhausted = true;
             return None;
         }
         self.next = end;

@@ -172,7 +172,7 @@ pub(super) fn builder(
     match r.kid(cx, "steps") {
         Some(steps) => {
             let mut sr = NodeReader::new(steps);
-            let mut names: HashMap<String, Span> = HashMap::new();
+            let mut names: HashMap<String, Span> = HashMap::default();
             let nodes = sr.all_kids();
             for sn in nodes {
                 // Index this step will have (also for a broken step, whose

@@ -6,7 +6,9 @@
 //! entity is still registered under its name, so a mistake inside a builder
 //! does not also produce "unknown builder" errors wherever it is named.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap as HashMap;
 
 use crate::diagnostic::{did_you_mean, Code};
 use crate::graph::*;
@@ -120,7 +122,7 @@ pub const TOP_LEVEL: &[&str] = &[
 
 pub fn decode(cx: &mut Cx, doc: &Document) -> Model {
     let mut m = Model::default();
-    let mut seen: HashMap<(&'static str, String), Span> = HashMap::new();
+    let mut seen: HashMap<(&'static str, String), Span> = HashMap::default();
     let mut master_seen: Option<Span> = None;
     for node in &doc.nodes {
         let kind = node.name.value.as_str();
@@ -313,7 +315,7 @@ fn kind_of<T: Copy>(
 
 fn properties(cx: &mut Cx, r: &mut NodeReader) -> BTreeMap<String, Scalar> {
     let mut out = BTreeMap::new();
-    let mut spans: HashMap<String, Span> = HashMap::new();
+    let mut spans: HashMap<String, Span> = HashMap::default();
     for n in r.kids("property") {
         let mut pr = NodeReader::new(n);
         let name = pr

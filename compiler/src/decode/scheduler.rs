@@ -318,7 +318,7 @@ pub(super) fn scheduler(
 /// codebase that names none.
 fn codebase_list(cx: &mut Cx, r: &mut NodeReader, default_branch: Option<&str>) -> Vec<Codebase> {
     let mut out: Vec<Codebase> = Vec::new();
-    let mut seen: HashMap<String, Span> = HashMap::new();
+    let mut seen: HashMap<String, Span> = HashMap::default();
     for n in r.kids("codebase") {
         let mut cr = NodeReader::new(n);
         let name = cr
@@ -365,7 +365,7 @@ pub(super) fn has_kid(n: &Node, name: &str) -> bool {
 
 pub(super) fn force_params(cx: &mut Cx, r: &mut NodeReader) -> Vec<ForceParam> {
     let mut out: Vec<ForceParam> = Vec::new();
-    let mut spans: HashMap<String, Span> = HashMap::new();
+    let mut spans: HashMap<String, Span> = HashMap::default();
     for n in r.kids("param") {
         let mut pr = NodeReader::new(n);
         let name = pr

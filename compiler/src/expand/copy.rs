@@ -72,7 +72,86 @@ pub(super) fn shifted(s: Span, d: i64) -> Span {
     }
 }
 
+/// `i` with its span moved by `d`.
+pub(super) fn moved_ident(i: &Ident, d: i64) -> Ident {
+    Ident {
+        value: i.value.clone(),
+        span: shifted(i.span, d),
+    }
+}
+
+/// `e` holding `value`, its spans moved by `d`.
+pub(super) fn moved_entry_with(e: &Entry, d: i64, value: Value) -> Entry {
+    Entry {
+        name: e.name.as_ref().map(|k| moved_ident(k, d)),
+        ty: e.ty.as_ref().map(|t| moved_ident(t, d)),
+        value,
+        value_span: shifted(e.value_span, d),
+        span: shifted(e.span, d),
+    }
+}
+
+/// A copy of `e` with its spans moved by `d`.
+pub(super) fn moved_entry(e: &Entry, d: i64) -> Entry {
+    moved_entry_with(e, d, e.value.clone())
+}
+
+/// A copy of `n` with every span moved by `d`.
+pub(super) fn moved(n: &Node, d: i64) -> Node {
+    Node {
+        ty: n.ty.as_ref().map(|t| moved_ident(t, d)),
+        name: moved_ident(&n.name, d),
+        entries: n.entries.iter().map(|e| moved_entry(e, d)).collect(),
+        children: n.children.as_ref().map(|c| Children {
+            nodes: c.nodes.iter().map(|k| moved(k, d)).collect(),
+            span: shifted(c.span, d),
+        }),
+        span: shifted(n.span, d),
+    }
+}
+
+/// Whether every span of `n` lies in `target`: then its copy is `n` moved
+/// by one shift, and [`Shift`] would make no range of its own for a piece
+/// (only a body merged through `extends=` has pieces from elsewhere).
+fn contained(n: &Node, target: Span) -> bool {
+    let inside = |s: Span| s.start >= target.start && s.end <= target.end;
+    inside(n.span)
+        && inside(n.name.span)
+        && n.ty.as_ref().is_none_or(|t| inside(t.span))
+        && n.entries.iter().all(|e| {
+            inside(e.span)
+                && inside(e.value_span)
+                && e.name.as_ref().is_none_or(|k| inside(k.span))
+                && e.ty.as_ref().is_none_or(|t| inside(t.span))
+        })
+        && n.children
+            .as_ref()
+            .is_none_or(|c| inside(c.span) && c.nodes.iter().all(|k| contained(k, target)))
+}
+
 impl Expander<'_> {
+    /// Expands a copy of `n` (a template body's node or a matrix child)
+    /// made for `origin` into `out`. The copy's range is reserved first, as
+    /// [`Expander::copy`] does, so the offset space is laid out the same
+    /// way; a node with pieces from elsewhere is copied whole first.
+    pub(super) fn expand_copy(
+        &self,
+        n: &Node,
+        origin: &Origin,
+        scope: &Scope,
+        out: &mut Vec<Node>,
+        parent: Option<&str>,
+    ) {
+        if contained(n, n.span) {
+            let d = self.spans.borrow_mut().add_copy(n.span, origin.clone());
+            // Out of offsets, the copy keeps the body's spans (as `copy`).
+            self.node(n, d.unwrap_or(0), scope, out, parent);
+        } else {
+            let c = self.copy(n, origin);
+            self.node(&c, 0, scope, out, parent);
+        }
+    }
+
     /// A copy of `n` in a fresh range that remembers `origin`.
     pub(super) fn copy(&self, n: &Node, origin: &Origin) -> Node {
         let mut c = n.clone();

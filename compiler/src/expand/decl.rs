@@ -63,6 +63,7 @@ pub(super) struct Param {
     pub(super) default: Option<Entry>,
 }
 
+#[derive(Clone)]
 pub(super) struct Template {
     pub(super) name_span: Span,
     pub(super) params: Vec<Param>,
@@ -251,7 +252,7 @@ impl Expander<'_> {
                 params.push(p);
             }
         }
-        self.templates.insert(
+        Arc::make_mut(&mut self.templates).insert(
             name.to_string(),
             Template {
                 name_span: e.value_span,

@@ -4,6 +4,16 @@
 use super::*;
 use crate::interp::interpolations;
 
+/// What [`Expander::interp`] made of a string.
+pub(super) enum Interp {
+    /// No compile-time part: the string stays as written.
+    Same,
+    /// The string with its compile-time parts substituted.
+    Text(String),
+    /// The value of a string that is one `${{ … }}`.
+    Val(Val),
+}
+
 impl Expander<'_> {
     pub(super) fn global(
         &self,
@@ -85,8 +95,9 @@ impl Expander<'_> {
         }
         match &e.value {
             Value::String(s) => match self.interp(s, e.value_span, scope, false) {
-                Ok(Some(v)) => Some(v),
-                Ok(None) => Some(Val::str(&**s)),
+                Ok(Interp::Val(v)) => Some(v),
+                Ok(Interp::Text(t)) => Some(Val::str(t)),
+                Ok(Interp::Same) => Some(Val::str(&**s)),
                 Err(_) => None,
             },
             Value::Integer(i) => match i64::try_from(*i) {
@@ -142,7 +153,7 @@ impl Expander<'_> {
             for k in children {
                 out.push(self.node_val(k, 0, scope)?);
             }
-            return Some(Val::List(Rc::new(out)));
+            return Some(Val::List(Arc::new(out)));
         }
         if is_record {
             let mut fields: Vec<(String, Val)> = Vec::new();
@@ -171,7 +182,7 @@ impl Expander<'_> {
                 let v = self.node_val(k, 0, scope)?;
                 add(&k.name, v, self);
             }
-            return Some(Val::Record(Rc::new(fields)));
+            return Some(Val::Record(Arc::new(fields)));
         }
         match values.as_slice() {
             [] => {
@@ -188,13 +199,17 @@ impl Expander<'_> {
                 for e in many {
                     out.push(self.entry_val(e, scope)?);
                 }
-                Some(Val::List(Rc::new(out)))
+                Some(Val::List(Arc::new(out)))
             }
         }
     }
 
-    /// Substitutes compile-time values into `s`. `Ok(None)`: unchanged.
-    /// A string that is exactly one `${{ … }}` gets the expression's value.
+    /// Substitutes compile-time values into `s`. A string that is exactly
+    /// one `${{ … }}` gets the expression's value ([`Interp::Val`]); any
+    /// other changed string is text ([`Interp::Text`], handed back as the
+    /// `String` it was built in: a node's entry takes it without the copy
+    /// into a `Val` and out again that every interpolated string of every
+    /// expanded copy used to pay).
     ///
     /// A part that depends on a build property stays in the string as text
     /// (what settings that are not run-time strings see) and, given
@@ -205,11 +220,11 @@ impl Expander<'_> {
         token: Span,
         scope: &Scope,
         record: bool,
-    ) -> Result<Option<Val>, String> {
-        if !s.contains("${{") {
-            return Ok(None);
+    ) -> Result<Interp, String> {
+        if !crate::interp::has_interpolation(s) {
+            return Ok(Interp::Same);
         }
-        let mut out = String::new();
+        let mut out = String::with_capacity(s.len() + 16);
         let mut changed = false;
         let mut failed = false;
         let mut rest = 0;
@@ -260,26 +275,25 @@ impl Expander<'_> {
             match expr::eval(&ast, scope) {
                 Ok(Out::Val(v)) => {
                     if whole {
-                        return Ok(Some(v));
+                        return Ok(Interp::Val(v));
                     }
-                    match v.to_text() {
-                        Some(t) => out.push_str(&t),
-                        None => {
-                            self.report(
-                                Error::new(
-                                    Code::TypeMismatch,
-                                    ast.start,
-                                    ast.end,
-                                    format!("{} cannot be put into a string", v.type_name()),
-                                    "not text",
-                                    "interpolate a field (`b.name`) or a list of scalars (joined with spaces)",
-                                ),
-                                token,
-                                s,
-                                body_start,
-                            );
-                            failed = true;
-                        }
+                    let at = out.len();
+                    if !v.push_text(&mut out) {
+                        out.truncate(at);
+                        self.report(
+                            Error::new(
+                                Code::TypeMismatch,
+                                ast.start,
+                                ast.end,
+                                format!("{} cannot be put into a string", v.type_name()),
+                                "not text",
+                                "interpolate a field (`b.name`) or a list of scalars (joined with spaces)",
+                            ),
+                            token,
+                            s,
+                            body_start,
+                        );
+                        failed = true;
                     }
                 }
                 Ok(Out::Run(e)) => {
@@ -304,20 +318,34 @@ impl Expander<'_> {
             // Reported; what is left is text, so it is not reported again.
             return Err(out);
         }
-        Ok(changed.then(|| Val::str(out)))
+        Ok(if changed {
+            Interp::Text(out)
+        } else {
+            Interp::Same
+        })
     }
 
     /// A compile-time condition (`when=`, `exclude when=`).
     pub(super) fn condition(&self, e: &Entry, scope: &Scope) -> Option<bool> {
-        let Value::String(s) = &e.value else {
-            if let Value::Bool(b) = e.value {
-                return Some(b);
+        self.condition_at(&e.value, e.value_span, scope)
+    }
+
+    /// [`Expander::condition`] of a value written at `value_span`.
+    pub(super) fn condition_at(
+        &self,
+        value: &Value,
+        value_span: Span,
+        scope: &Scope,
+    ) -> Option<bool> {
+        let Value::String(s) = value else {
+            if let Value::Bool(b) = value {
+                return Some(*b);
             }
             self.emit(
                 self.err(
                     Code::TypeMismatch,
-                    e.value_span,
-                    format!("expected a condition, found {}", e.value.kind_name()),
+                    value_span,
+                    format!("expected a condition, found {}", value.kind_name()),
                 )
                 .label("not a condition")
                 .help("write when=\"${{ os == 'linux' }}\""),
@@ -333,7 +361,7 @@ impl Expander<'_> {
         let ast = match self.parse(body) {
             Ok(a) => a,
             Err(err) => {
-                self.report(err, e.value_span, s, off);
+                self.report(err, value_span, s, off);
                 return None;
             }
         };
@@ -349,7 +377,7 @@ impl Expander<'_> {
                         "not a boolean",
                         "write a comparison, e.g. `os == 'linux'`",
                     ),
-                    e.value_span,
+                    value_span,
                     s,
                     off,
                 );
@@ -357,7 +385,7 @@ impl Expander<'_> {
             }
             Ok(Out::Run(_)) => None,
             Err(err) => {
-                self.report(err, e.value_span, s, off);
+                self.report(err, value_span, s, off);
                 None
             }
         }

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// An axis: its name, where the name is written, its values.
+pub(super) type Axis = (String, Span, Vec<Val>);
+
 impl Expander<'_> {
     pub(super) fn matrix(&self, m: &Node, scope: &Scope, out: &mut Vec<Node>) {
         if let Some(e) = m.entries.first() {
@@ -11,7 +14,7 @@ impl Expander<'_> {
                     .help("write `matrix { axis \"os\" \"linux\" \"mac\"; builder \"b-${{ os }}\" { … } }`"),
             );
         }
-        let mut axes: Vec<(String, Span, Vec<Val>)> = Vec::new();
+        let mut axes: Vec<Axis> = Vec::new();
         let mut excludes: Vec<&Entry> = Vec::new();
         let mut body: Vec<&Node> = Vec::new();
         let mut broken = false;
@@ -76,13 +79,45 @@ impl Expander<'_> {
             );
             return;
         }
+        let site = m.name.span;
+        let parts = self.parts(total, scope);
+        if parts > 1 {
+            self.combinations_forked(&axes, &excludes, &body, site, total, parts, out);
+        } else {
+            self.combinations(&axes, &excludes, &body, site, scope.locals, 0..total, out);
+        }
+    }
+
+    /// Expands the combinations `range` (in the order of an odometer whose
+    /// last axis turns fastest) of a matrix expanded at `site`, with the
+    /// variables `outer` around it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn combinations(
+        &self,
+        axes: &[Axis],
+        excludes: &[&Entry],
+        body: &[&Node],
+        site: Span,
+        outer: &[(String, Val)],
+        range: std::ops::Range<usize>,
+        out: &mut Vec<Node>,
+    ) {
+        // The odometer at `range.start`.
         let mut idx = vec![0usize; axes.len()];
-        let mut locals: Vec<(String, Val)> = scope.locals.to_vec();
+        let mut rest = range.start;
+        for (i, (_, _, vals)) in axes.iter().enumerate().rev() {
+            idx[i] = rest % vals.len();
+            rest /= vals.len();
+        }
+        let mut locals: Vec<(String, Val)> = outer.to_vec();
         let base = locals.len();
-        for (n, _, _) in &axes {
+        for (n, _, _) in axes {
             locals.push((n.clone(), Val::Null));
         }
-        'combos: for _ in 0..total {
+        'combos: for _ in range {
+            if self.bailed.get() {
+                return;
+            }
             for (i, (_, _, vals)) in axes.iter().enumerate() {
                 locals[base + i].1 = vals[idx[i]].clone();
             }
@@ -101,7 +136,7 @@ impl Expander<'_> {
                 locals: &locals,
                 runtime: true,
             };
-            for e in &excludes {
+            for e in excludes {
                 if self.condition(e, &cscope) == Some(true) {
                     continue 'combos;
                 }
@@ -113,17 +148,16 @@ impl Expander<'_> {
                 .collect::<Vec<_>>()
                 .join(", ");
             let origin = Origin {
-                span: m.name.span,
+                span: site,
                 note: self.note(format!("in matrix combination {label}")),
             };
-            for b in &body {
-                let c = self.copy(b, &origin);
-                self.node(c, &cscope, out, None);
+            for b in body {
+                self.expand_copy(b, &origin, &cscope, out, None);
             }
         }
     }
 
-    pub(super) fn axis(&self, k: &Node, scope: &Scope) -> Option<(String, Span, Vec<Val>)> {
+    pub(super) fn axis(&self, k: &Node, scope: &Scope) -> Option<Axis> {
         let mut it = args(k);
         let Some(first) = it.next() else {
             self.emit(

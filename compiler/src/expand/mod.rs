@@ -14,13 +14,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::diagnostic::{did_you_mean, Code, Diagnostic};
 use crate::expr::{self, Env, Error, Out, Val};
 use crate::interp::{RunPart, RunParts, StrMap, BARE};
 use crate::source::{FileId, Origin, SourceMap, SpanMap};
 use crate::syntax::{Children, Document, Entry, Ident, Node, Span, Value};
+use crate::FastMap;
 
 /// Names that are declarations, not entities.
 pub const DECLARATIONS: &[&str] = &["import", "let", "template", "matrix", "use"];
@@ -34,24 +35,28 @@ const MAX_DEPTH: usize = 32;
 mod copy;
 mod decl;
 mod eval;
+mod fork;
 mod matrix;
 mod merge;
 mod template;
 
+use copy::{moved, moved_entry, moved_entry_with, moved_ident, shifted};
 use decl::*;
+use eval::Interp;
 pub use merge::merge;
 
 pub struct Expander<'a> {
     sources: &'a SourceMap,
     spans: RefCell<SpanMap>,
     diags: RefCell<Vec<Diagnostic>>,
-    lets: RefCell<HashMap<String, LetState>>,
+    lets: RefCell<FastMap<String, LetState>>,
     let_order: Vec<String>,
-    templates: std::collections::BTreeMap<String, Template>,
-    resolved: RefCell<HashMap<String, Option<Rc<Resolved>>>>,
+    /// Shared with the expander's forks ([`fork`]); filled by `declare`.
+    templates: Arc<std::collections::BTreeMap<String, Template>>,
+    resolved: RefCell<FastMap<String, Option<Arc<Resolved>>>>,
     resolving: RefCell<Vec<String>>,
     depth: RefCell<usize>,
-    notes: RefCell<HashMap<String, Rc<str>>>,
+    notes: RefCell<FastMap<String, Arc<str>>>,
     /// The run-time expressions left in strings, for the decoder.
     run_parts: RefCell<RunParts>,
     /// What each `use` and `matrix` produced (its span, then one line per
@@ -61,11 +66,21 @@ pub struct Expander<'a> {
     /// Each distinct expression text, parsed once: a matrix or template
     /// body is the same text in every copy, so the 1,000-builder example
     /// parsed the same few dozen expressions tens of thousands of times.
-    asts: RefCell<HashMap<Box<str>, Parsed, foldhash::fast::FixedState>>,
+    asts: RefCell<FastMap<Box<str>, Parsed>>,
+    /// How a large top-level matrix may be split across threads.
+    threads: fork::Threads,
+    /// Set in a fork that met what it cannot do as the serial expansion
+    /// would ([`fork`]); its work is then done again by the expander it
+    /// was forked from.
+    bailed: std::cell::Cell<bool>,
+    /// Whether this is a fork (then it forks no further).
+    is_fork: bool,
+    /// Whether a matrix was expanded in parallel.
+    forked: std::cell::Cell<bool>,
 }
 
 /// An expression text parsed, or its mistake.
-type Parsed = Result<Rc<expr::Ast>, Error>;
+type Parsed = Result<Arc<expr::Ast>, Error>;
 
 /// A `use` or `matrix` (its span) and one line per node it produced.
 pub type Expansion = (Span, Vec<String>);
@@ -136,17 +151,39 @@ impl<'a> Expander<'a> {
             sources,
             spans: RefCell::new(spans),
             diags: RefCell::new(Vec::new()),
-            lets: RefCell::new(HashMap::new()),
+            lets: RefCell::new(HashMap::default()),
             let_order: Vec::new(),
             templates: Default::default(),
-            resolved: RefCell::new(HashMap::new()),
+            resolved: RefCell::new(HashMap::default()),
             resolving: RefCell::new(Vec::new()),
             depth: RefCell::new(0),
-            notes: RefCell::new(HashMap::new()),
+            notes: RefCell::new(HashMap::default()),
             run_parts: RefCell::new(RunParts::default()),
             expansions: RefCell::new(None),
             asts: RefCell::new(HashMap::default()),
+            threads: fork::Threads::default(),
+            bailed: std::cell::Cell::new(false),
+            is_fork: false,
+            forked: std::cell::Cell::new(false),
         }
+    }
+
+    /// Sets how many threads a large matrix may be expanded on, and from
+    /// how many combinations on (the default: the machine's cores, 32).
+    /// The result is the same whatever the setting; tests compare them.
+    pub fn threads(&mut self, threads: usize, min_combinations: usize) {
+        self.threads = fork::Threads {
+            threads,
+            min_combinations,
+        };
+    }
+
+    /// Whether the expansion has to be done again on one thread: a
+    /// parallel expansion gives each thread a share of the offset space,
+    /// and a share ran out where one thread would have had room
+    /// (only configs whose copies fill gigabytes of offsets).
+    pub fn redo_serially(&self) -> bool {
+        self.forked.get() && self.spans.borrow().exhausted()
     }
 
     /// Records what each `use` and `matrix` expands to.
@@ -225,21 +262,21 @@ impl<'a> Expander<'a> {
         if let Some(r) = self.asts.borrow().get(body) {
             return r.clone();
         }
-        let r = expr::parse(body).map(Rc::new);
+        let r = expr::parse(body).map(Arc::new);
         self.asts.borrow_mut().insert(body.into(), r.clone());
         r
     }
 
-    fn note(&self, text: String) -> Rc<str> {
+    fn note(&self, text: String) -> Arc<str> {
         self.notes
             .borrow_mut()
             .entry(text)
-            .or_insert_with_key(|k| Rc::from(k.as_str()))
+            .or_insert_with_key(|k| Arc::from(k.as_str()))
             .clone()
     }
 
     /// Expands a whole document (all files, in load order) into plain nodes.
-    pub fn expand(&self, docs: Vec<Document>) -> Document {
+    pub fn expand(&self, docs: &[Document]) -> Document {
         self.force_lets();
         let mut out = Vec::new();
         let scope = Scope {
@@ -248,109 +285,131 @@ impl<'a> Expander<'a> {
             runtime: true,
         };
         for doc in docs {
-            for n in doc.nodes {
+            for n in &doc.nodes {
                 match n.name.value.as_str() {
                     "let" | "template" | "import" => {}
                     "matrix" => {
                         let before = out.len();
-                        self.matrix(&n, &scope, &mut out);
+                        self.matrix(n, &scope, &mut out);
                         self.note_expansion(n.span, &out[before..]);
                     }
-                    _ => self.node(n, &scope, &mut out, None),
+                    _ => self.node(n, 0, &scope, &mut out, None),
                 }
             }
         }
         Document { nodes: out }
     }
 
-    fn node(&self, mut n: Node, scope: &Scope, out: &mut Vec<Node>, parent: Option<&str>) {
-        if let Some(i) = n
+    /// Expands `n`, read where it is written or in a template body or
+    /// matrix child, into `out`, with every span moved by `d` into the range
+    /// of its copy ([`Expander::expand_copy`]). The expanded node is built
+    /// from the borrowed one in one pass: cloning a body whole, shifting
+    /// the clone's spans, then rebuilding its entries was most of the
+    /// copies' cost (docs/perf.md), and the clone of every interpolated
+    /// string was thrown away.
+    fn node(&self, n: &Node, d: i64, scope: &Scope, out: &mut Vec<Node>, parent: Option<&str>) {
+        let when = n
             .entries
             .iter()
-            .position(|e| e.name.as_ref().is_some_and(|k| k.value == "when"))
-        {
-            let e = n.entries.remove(i);
-            if self.condition(&e, scope) == Some(false) {
+            .position(|e| e.name.as_ref().is_some_and(|k| k.value == "when"));
+        if let Some(i) = when {
+            let e = &n.entries[i];
+            if self.condition_at(&e.value, shifted(e.value_span, d), scope) == Some(false) {
                 return;
             }
         }
-        if n.name.value == "use" && (parent.is_none() || parent == Some("steps")) {
+        let is_use = n.name.value == "use" && (parent.is_none() || parent == Some("steps"));
+        let is_matrix = parent.is_none() && n.name.value == "matrix";
+        if is_use || is_matrix {
+            // The call itself, moved, for the code that reads it (a few
+            // entries; its `when=` is spent).
+            let mut c = moved(n, d);
+            if let Some(i) = when {
+                c.entries.remove(i);
+            }
             let before = out.len();
-            self.use_template(&n, scope, out, parent);
-            self.note_expansion(n.span, &out[before..]);
+            if is_use {
+                self.use_template(&c, scope, out, parent);
+            } else {
+                self.matrix(&c, scope, out);
+            }
+            self.note_expansion(c.span, &out[before..]);
             return;
         }
-        if parent.is_none() && n.name.value == "matrix" {
-            let before = out.len();
-            self.matrix(&n, scope, out);
-            self.note_expansion(n.span, &out[before..]);
-            return;
-        }
-        let entries = std::mem::take(&mut n.entries);
-        let mut kept = Vec::with_capacity(entries.len());
-        for mut e in entries {
+        let mut kept = Vec::with_capacity(n.entries.len());
+        for (i, e) in n.entries.iter().enumerate() {
+            if Some(i) == when {
+                continue;
+            }
             let cond = e
                 .name
                 .as_ref()
                 .is_some_and(|k| k.value == "do-step-if" || k.value == "hide-step-if");
             if cond {
-                self.runtime_condition(&mut e, scope);
+                let mut m = moved_entry(e, d);
+                self.runtime_condition(&mut m, scope);
+                self.entry(&m, 0, scope, &mut kept);
+            } else {
+                self.entry(e, d, scope, &mut kept);
             }
-            if let Value::String(s) = &e.value {
-                let v = match self.interp(s, e.value_span, scope, true) {
-                    Ok(v) => v,
-                    Err(text) => {
-                        e.value = Value::String(text.into());
-                        None
-                    }
-                };
-                if let Some(v) = v {
-                    match (&v, e.name.is_none()) {
-                        // `${{ optional }}` that is null: the entry is left out.
-                        (Val::Null, _) => continue,
-                        // A list as an argument: one argument per item.
-                        (Val::List(items), true) => {
-                            for i in items.iter() {
-                                let mut x = e.clone();
-                                match to_value(i) {
-                                    Some(val) => x.value = val,
-                                    None => {
-                                        self.list_as_value(&e, i);
-                                        continue;
-                                    }
-                                }
-                                kept.push(x);
-                            }
-                            continue;
-                        }
-                        _ => match to_value(&v) {
-                            Some(x) => e.value = x,
-                            None => {
-                                self.list_as_value(&e, &v);
-                                e.value = Value::String("".into());
-                            }
-                        },
+        }
+        let children = n.children.as_ref().map(|c| {
+            let mut nodes = Vec::with_capacity(c.nodes.len());
+            for k in &c.nodes {
+                self.node(k, d, scope, &mut nodes, Some(&n.name.value));
+            }
+            Children {
+                nodes,
+                span: shifted(c.span, d),
+            }
+        });
+        out.push(Node {
+            ty: n.ty.as_ref().map(|t| moved_ident(t, d)),
+            name: moved_ident(&n.name, d),
+            entries: kept,
+            children,
+            span: shifted(n.span, d),
+        });
+    }
+
+    /// Expands the entry `e` of a node (its spans moved by `d`) into
+    /// `kept`: compile-time parts substituted, left out when it is a null
+    /// `${{ … }}`, one argument per item of a list.
+    fn entry(&self, e: &Entry, d: i64, scope: &Scope, kept: &mut Vec<Entry>) {
+        let with = |value: Value| moved_entry_with(e, d, value);
+        let Value::String(s) = &e.value else {
+            kept.push(with(e.value.clone()));
+            return;
+        };
+        let value_span = shifted(e.value_span, d);
+        match self.interp(s, value_span, scope, true) {
+            Ok(Interp::Same) => kept.push(with(e.value.clone())),
+            Ok(Interp::Text(t)) => kept.push(with(Value::String(t.into()))),
+            Err(text) => kept.push(with(Value::String(text.into()))),
+            // `${{ optional }}` that is null: the entry is left out.
+            Ok(Interp::Val(Val::Null)) => {}
+            // A list as an argument: one argument per item.
+            Ok(Interp::Val(Val::List(items))) if e.name.is_none() => {
+                for i in items.iter() {
+                    match to_value(i) {
+                        Some(val) => kept.push(with(val)),
+                        None => self.list_as_value(value_span, i),
                     }
                 }
             }
-            kept.push(e);
+            Ok(Interp::Val(v)) => match to_value(&v) {
+                Some(x) => kept.push(with(x)),
+                None => {
+                    self.list_as_value(value_span, &v);
+                    kept.push(with(Value::String("".into())));
+                }
+            },
         }
-        n.entries = kept;
-        if let Some(c) = &mut n.children {
-            let name = n.name.value.as_str();
-            let nodes = std::mem::take(&mut c.nodes);
-            let mut kept = Vec::with_capacity(nodes.len());
-            for k in nodes {
-                self.node(k, scope, &mut kept, Some(name));
-            }
-            c.nodes = kept;
-        }
-        out.push(n);
     }
 
-    fn list_as_value(&self, e: &Entry, v: &Val) {
+    fn list_as_value(&self, value_span: Span, v: &Val) {
         self.emit(
-            self.err(Code::TypeMismatch, e.value_span, format!("{} cannot be used as a value here", v.type_name()))
+            self.err(Code::TypeMismatch, value_span, format!("{} cannot be used as a value here", v.type_name()))
                 .label("not a scalar")
                 .help("interpolate a field (`${{ b.name }}`); a list spreads into several arguments only as a whole argument, and not as a property"),
         );

@@ -3,10 +3,17 @@
 use super::*;
 
 impl Expander<'_> {
-    pub(super) fn resolve(&self, name: &str, span: Span) -> Option<Rc<Resolved>> {
+    pub(super) fn resolve(&self, name: &str, span: Span) -> Option<Arc<Resolved>> {
         if let Some(r) = self.resolved.borrow().get(name) {
             return r.clone();
         }
+        let before = self.diags.borrow().len();
+        let r = self.resolve_new(name, span);
+        self.resolved_with_reports(before);
+        r
+    }
+
+    fn resolve_new(&self, name: &str, span: Span) -> Option<Arc<Resolved>> {
         let Some(t) = self.templates.get(name) else {
             let d = self
                 .err(Code::UnknownTemplate, span, format!("unknown template `{name}`"))
@@ -38,7 +45,7 @@ impl Expander<'_> {
         }
         self.resolving.borrow_mut().push(name.to_string());
         let r = match &t.extends {
-            None => Some(Rc::new(Resolved {
+            None => Some(Arc::new(Resolved {
                 params: t.params.clone(),
                 body: t.body.clone(),
             })),
@@ -50,7 +57,7 @@ impl Expander<'_> {
                         None => params.push(q.clone()),
                     }
                 }
-                Rc::new(Resolved {
+                Arc::new(Resolved {
                     params,
                     body: merge(&p.body, &t.body),
                 })
@@ -299,8 +306,7 @@ impl Expander<'_> {
         };
         *self.depth.borrow_mut() += 1;
         for b in &t.body {
-            let c = self.copy(b, &origin);
-            self.node(c, &tscope, out, parent);
+            self.expand_copy(b, &origin, &tscope, out, parent);
         }
         *self.depth.borrow_mut() -= 1;
         true

@@ -1,6 +1,6 @@
 //! Compile-time evaluation, partial where a build property is used.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::{Ast, Bin, Error, Kind, Val};
 use crate::diagnostic::Code;
@@ -135,7 +135,7 @@ pub fn eval(a: &Ast, env: &dyn Env) -> Result<Out, Error> {
             for i in items {
                 out.push(val(i, env, "a list item")?);
             }
-            Ok(Out::Val(Val::List(Rc::new(out))))
+            Ok(Out::Val(Val::List(Arc::new(out))))
         }
         Kind::Not(inner) => match eval(inner, env)? {
             Out::Val(Val::Bool(b)) => Ok(Out::Val(Val::Bool(!b))),
@@ -360,7 +360,7 @@ fn binary(a: &Ast, op: Bin, l: &Ast, r: &Ast, env: &dyn Env) -> Result<Out, Erro
         (Bin::Add, Val::Int(x), Val::Int(y)) => Val::Int(x.checked_add(*y).ok_or_else(overflow)?),
         (Bin::Add, Val::Str(x), Val::Str(y)) => Val::str(format!("{x}{y}")),
         (Bin::Add, Val::List(x), Val::List(y)) => {
-            Val::List(Rc::new(x.iter().chain(y.iter()).cloned().collect()))
+            Val::List(Arc::new(x.iter().chain(y.iter()).cloned().collect()))
         }
         (Bin::Add, x, y) => {
             return Err(type_err(

@@ -9,7 +9,7 @@
 //! `||`): a [`crate::graph::Expr`], evaluated per build. The run-time
 //! language is the part of this one that [`to_runtime`] accepts.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 mod ast;
 mod eval;
@@ -29,14 +29,14 @@ pub enum Val {
     Null,
     Bool(bool),
     Int(i64),
-    Str(Rc<str>),
-    List(Rc<Vec<Val>>),
+    Str(Arc<str>),
+    List(Arc<Vec<Val>>),
     /// Fields in the order written.
-    Record(Rc<Vec<(String, Val)>>),
+    Record(Arc<Vec<(String, Val)>>),
 }
 
 impl Val {
-    pub fn str(s: impl Into<Rc<str>>) -> Val {
+    pub fn str(s: impl Into<Arc<str>>) -> Val {
         Val::Str(s.into())
     }
     pub fn type_name(&self) -> &'static str {
@@ -74,6 +74,33 @@ impl Val {
                 Some(out.join(" "))
             }
             Val::Record(_) => None,
+        }
+    }
+    /// Appends [`Val::to_text`] to `out`, without a `String` of its own
+    /// (interpolation puts a value into every expanded string); `false`,
+    /// with `out` partly written, where `to_text` is `None`.
+    pub fn push_text(&self, out: &mut String) -> bool {
+        use std::fmt::Write;
+        match self {
+            Val::Null => true,
+            Val::Bool(b) => write!(out, "{b}").is_ok(),
+            Val::Int(i) => write!(out, "{i}").is_ok(),
+            Val::Str(s) => {
+                out.push_str(s);
+                true
+            }
+            Val::List(items) => {
+                for (n, i) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(' ');
+                    }
+                    if matches!(i, Val::List(_) | Val::Record(_)) || !i.push_text(out) {
+                        return false;
+                    }
+                }
+                true
+            }
+            Val::Record(_) => false,
         }
     }
     /// A short rendering for messages ("os=mac").

@@ -8,11 +8,14 @@ impl Env for E {
         match name {
             "os" => Ok(Val::str("mac")),
             "n" => Ok(Val::Int(4)),
-            "b" => Ok(Val::Record(Rc::new(vec![(
+            "b" => Ok(Val::Record(Arc::new(vec![(
                 "version".into(),
                 Val::str("1.80"),
             )]))),
-            "l" => Ok(Val::List(Rc::new(vec![Val::str("mac"), Val::str("linux")]))),
+            "l" => Ok(Val::List(Arc::new(vec![
+                Val::str("mac"),
+                Val::str("linux"),
+            ]))),
             _ => Err(unknown_name(self, name, start, end)),
         }
     }
