@@ -335,7 +335,16 @@ impl PgStore {
         F: FnOnce(deadpool_postgres::Client) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        self.with_pool(self.pool.clone(), f)
+    }
+
+    /// Runs `f` with a connection of `pool` on the store's runtime.
+    fn with_pool<T, F, Fut>(&self, pool: Pool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
         self.run(async move {
             let c = pool.get().await.map_err(pool_err)?;
             f(c).await
@@ -435,11 +444,7 @@ impl PgStore {
         F: FnOnce(deadpool_postgres::Client) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let pool = self.relaxed.clone();
-        self.run(async move {
-            let c = pool.get().await.map_err(pool_err)?;
-            f(c).await
-        })
+        self.with_pool(self.relaxed.clone(), f)
     }
 
     /// One SQL statement of the tests' own (a schema version to fake).
