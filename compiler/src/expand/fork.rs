@@ -138,27 +138,36 @@ impl<'a> Expander<'a> {
         let base = self.spans.borrow().len();
         let shares = self.spans.borrow_mut().fork(parts);
         let forks: Vec<Expander<'a>> = shares.into_iter().map(|s| self.fork(s)).collect();
-        let done: Vec<(Expander<'a>, Vec<Node>)> = std::thread::scope(|s| {
+        // `None`: the system would not start that run's thread (a limit
+        // on threads); it is done below on this one, like a run handed
+        // back, rather than failing the compilation.
+        let done: Vec<Option<(Expander<'a>, Vec<Node>)>> = std::thread::scope(|s| {
             let running: Vec<_> = forks
                 .into_iter()
                 .enumerate()
                 .map(|(i, f)| {
                     let range = bounds[i + 1]..bounds[i + 2];
-                    s.spawn(move || {
-                        let mut out = Vec::new();
-                        f.combinations(axes, excludes, body, site, &[], range, &mut out);
-                        (f, out)
-                    })
+                    std::thread::Builder::new()
+                        .spawn_scoped(s, move || {
+                            let mut out = Vec::new();
+                            f.combinations(axes, excludes, body, site, &[], range, &mut out);
+                            (f, out)
+                        })
+                        .ok()
                 })
                 .collect();
             self.combinations(axes, excludes, body, site, &[], bounds[0]..bounds[1], out);
             running
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .map(|h| h.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
                 .collect()
         });
         self.spans.borrow_mut().unfork();
-        for (i, (f, mut produced)) in done.into_iter().enumerate() {
+        for (i, run) in done.into_iter().enumerate() {
+            let Some((f, mut produced)) = run else {
+                self.combinations(axes, excludes, body, site, &[], bounds[i + 1]..total, out);
+                return;
+            };
             if f.bailed.get() {
                 // This run and the later ones, as one thread does them.
                 self.combinations(axes, excludes, body, site, &[], bounds[i + 1]..total, out);
