@@ -366,19 +366,9 @@ impl PgStore {
             self.schema
         ));
         pg.application_name("bbc-lease");
-        let mgr = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        Pool::builder(mgr)
-            .max_size(2)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .create_timeout(Some(CONNECT))
-            .build()
-            .map_err(|e| StoreError::Io(format!("database pool for the leases: {e}")))
+        // Waiting for one of the two is bounded by each call's own
+        // deadline (`on_lease_connection`), well inside the pool's.
+        new_pool(pg, 2)
     }
 
     /// Runs `f` with a connection of the lease pool and this master's
