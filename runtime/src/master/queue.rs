@@ -457,27 +457,31 @@ mod tests {
     use crate::store::conformance::TempDir;
     use crate::store::{NewBuild, NewBuildSet, RedbStore, Store, StoreError};
 
-    #[test]
-    fn collapsed_start_meeting_a_cancelled_request_keeps_the_others() {
-        let dir = TempDir::new();
-        let store = RedbStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        let set = || NewBuildSet {
+    /// A build set of scheduler `s` with no source, changes or properties.
+    fn new_set() -> NewBuildSet {
+        NewBuildSet {
             priority: 0,
             scheduler: "s".into(),
-            reason: "test".into(),
+            reason: "r".into(),
             source: Default::default(),
             sources: Vec::new(),
             changes: vec![],
             properties: Default::default(),
             parent_build: None,
             submitted_at: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn collapsed_start_meeting_a_cancelled_request_keeps_the_others() {
+        let dir = TempDir::new();
+        let store = RedbStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let b = vec![("b".to_string(), 0i64)];
         let (_, r1) = store
-            .add_buildset(set(), &b)
+            .add_buildset(new_set(), &b)
             .unwrap_or_else(|e| panic!("{e}"));
         let (_, r2) = store
-            .add_buildset(set(), &b)
+            .add_buildset(new_set(), &b)
             .unwrap_or_else(|e| panic!("{e}"));
         let (r1, r2) = (r1[0].id, r2[0].id);
         // Cancelled between the queue's decision and the start.
@@ -506,17 +510,7 @@ mod tests {
         use std::sync::Arc;
         let set = Arc::new(BuildSet {
             id: 1,
-            set: NewBuildSet {
-                scheduler: "s".into(),
-                reason: "r".into(),
-                source: Default::default(),
-                sources: Vec::new(),
-                changes: vec![],
-                properties: Default::default(),
-                parent_build: None,
-                submitted_at: 0,
-                priority: 0,
-            },
+            set: new_set(),
             result: None,
             completed_at: None,
         });
@@ -655,15 +649,10 @@ mod tests {
         let set = |stamps: Vec<SourceStamp>| BuildSet {
             id: 1,
             set: NewBuildSet {
-                scheduler: "s".into(),
-                reason: "r".into(),
                 source: stamps[0].clone(),
                 sources: stamps,
                 changes: vec![1],
-                properties: Default::default(),
-                parent_build: None,
-                submitted_at: 0,
-                priority: 0,
+                ..new_set()
             },
             result: None,
             completed_at: None,
